@@ -1,0 +1,1 @@
+"""tilefuse-autotune: pick the fastest candidate kernel for an op, and remember it."""

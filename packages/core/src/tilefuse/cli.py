@@ -1,0 +1,99 @@
+"""The ``tilefuse`` command line: ``tilefuse backends`` and ``tilefuse explain``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import plugin
+from .discovery import PluginRecord, registry
+
+
+def _availability_text(record: PluginRecord) -> str:
+    if not record.usable:
+        return f"{record.status}: {record.reason}"
+    if record.group != plugin.BACKENDS_GROUP:
+        return "ok"
+    try:
+        av = record.obj.availability()
+    except Exception as exc:
+        return f"unavailable: availability() raised {exc!r}"
+    if av.ok:
+        return "available" + (f" ({av.reason})" if av.reason else "")
+    return f"unavailable: {av.reason}"
+
+
+def _detail(record: PluginRecord) -> str:
+    if not record.usable:
+        return ""
+    obj = record.obj
+    if record.group == plugin.BACKENDS_GROUP:
+        info = obj.info
+        caps = ",".join(sorted(info.capabilities))
+        return f"devices={','.join(info.device_types) or '-'} priority={info.priority} caps={caps}"
+    if record.group == plugin.SCHEDULING_GROUP:
+        return f"uuid={obj.uuid()}"
+    return f"version={obj.version}"
+
+
+def format_plugin_table() -> str:
+    """A readable table of every plugin group, broken plugins included."""
+    reg = registry()
+    out = []
+    titles = {
+        plugin.BACKENDS_GROUP: "Device backends",
+        plugin.SCHEDULING_GROUP: "Scheduling policies",
+        plugin.CHOICES_GROUP: "Autotune choice providers",
+    }
+    for group in plugin.ENTRY_POINT_GROUPS:
+        records = reg.records(group)
+        out.append(f"{titles[group]} ({group}):")
+        if not records:
+            out.append("  (none installed)")
+        for r in records:
+            out.append(f"  {r.name:<12} {r.dist:<32} {_availability_text(r)}")
+            detail = _detail(r)
+            if detail:
+                out.append(f"  {'':<12} {detail}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    sys.stdout.write(format_plugin_table())
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain_script
+
+    return explain_script(args.script, args.function)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tilefuse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("backends", help="list installed plugins and whether each can run here")
+    p.set_defaults(func=_cmd_backends)
+    p = sub.add_parser(
+        "explain",
+        help="compile a function from a script and print kernels, fusions and refusals",
+    )
+    p.add_argument("script", help="a Python file defining the function and an `example_inputs()`")
+    p.add_argument("--function", default="fn", help="name of the function to compile (default fn)")
+    p.set_defaults(func=_cmd_explain)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Exception as exc:
+        from .errors import TilefuseError
+
+        if isinstance(exc, TilefuseError):
+            print(f"tilefuse: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Errors a user of tilefuse can hit. Each message says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class TilefuseError(Exception):
+    """Base class of every error tilefuse raises on purpose."""
+
+
+class PluginError(TilefuseError):
+    """A plugin could not be found, loaded or accepted."""
+
+
+class PluginNotFoundError(PluginError):
+    """A plugin was asked for by name and no installed plugin has that name."""
+
+
+class PluginLoadError(PluginError):
+    """A plugin was asked for by name but failed to import, load or validate."""
+
+
+class PluginConflictError(PluginError):
+    """Two installed plugins claim the same name in the same group."""
+
+
+class NoBackendError(TilefuseError):
+    """No installed, available backend serves a device the graph runs on."""
+
+
+class LoweringError(TilefuseError):
+    """An op could not be lowered; the compiler falls back to eager for it."""
+
+
+class CompileError(TilefuseError):
+    """Code generation or kernel compilation failed for a graph."""
+
+
+class ChoiceFailed(TilefuseError):
+    """An autotune candidate failed to build or run; it is dropped, not fatal."""
+
+
+class CacheError(TilefuseError):
+    """A cache directory is unusable (not writable, not a directory...)."""

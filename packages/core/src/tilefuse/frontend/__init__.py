@@ -1,0 +1,1 @@
+"""Frontend: FX graph in, lowered IR out (AOTAutograd, decompositions, lowerings)."""

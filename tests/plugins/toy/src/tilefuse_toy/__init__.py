@@ -1,0 +1,1 @@
+"""Toy third-party plugins for tilefuse's tests. Imports only ``tilefuse.plugin``."""
