@@ -199,15 +199,26 @@ class FusionCandidate:
     score: int
 
 
+EPILOGUE_KINDS = (
+    "add_bias_n",  # + operand of shape [N], broadcast over rows (nn.Linear's bias)
+    "add_bias_m",  # + operand of shape [M, 1] (or [B, M, 1]), broadcast over columns
+    "add_matrix",  # + operand of the output's shape (a residual); any strides
+    "mul_scalar",  # * value
+    "relu",
+    "gelu_erf",  # x * 0.5 * (1 + erf(x / sqrt(2)))
+    "gelu_tanh",  # x * 0.5 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))
+    "silu",
+    "sigmoid",
+    "tanh",
+)
+
+
 @dataclass(frozen=True)
 class EpilogueStep:
-    """One step of a structured GEMM epilogue, applied to the accumulator.
+    """One step of a structured GEMM epilogue, applied in float32 to the accumulator.
 
-    ``kind`` is one of ``"add_bias_row"`` (a vector broadcast along M),
-    ``"add_bias_col"``, ``"add_matrix"`` (a residual of the output's shape),
-    ``"mul_scalar"``, ``"relu"``, ``"gelu_erf"``, ``"gelu_tanh"``, ``"silu"``,
-    ``"sigmoid"``, ``"tanh"``. ``operand`` indexes ``Epilogue.operands`` for
-    steps that read a tensor; ``value`` holds a scalar.
+    ``kind`` is one of ``EPILOGUE_KINDS``. ``operand`` indexes
+    ``Epilogue.operands`` for steps that read a tensor; ``value`` holds a scalar.
     """
 
     kind: str
@@ -216,24 +227,108 @@ class EpilogueStep:
 
 
 @dataclass(frozen=True)
+class TensorSpec:
+    """Shape, strides, dtype and device of a tensor, without the tensor (picklable).
+
+    ``dtype`` is the torch dtype's name without the ``torch.`` prefix
+    (``"bfloat16"``); ``device`` is a torch device string.
+    """
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: str
+    device: str
+
+    @classmethod
+    def of(cls, tensor: Any) -> TensorSpec:
+        return cls(
+            tuple(int(s) for s in tensor.shape),
+            tuple(int(s) for s in tensor.stride()),
+            str(tensor.dtype).removeprefix("torch."),
+            str(tensor.device),
+        )
+
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    def empty(self) -> Any:
+        """An uninitialised tensor with exactly this layout."""
+        import torch
+
+        return torch.empty_strided(
+            self.shape, self.stride, dtype=self.torch_dtype(), device=self.device
+        )
+
+    def random(self, generator: Any = None) -> Any:
+        """A tensor with this layout holding values from N(0, 1) (integers: 0..9)."""
+        import torch
+
+        out = self.empty()
+        if out.dtype.is_floating_point:
+            out.copy_(torch.randn(self.shape, generator=generator, device="cpu"))
+        else:
+            out.copy_(torch.randint(0, 10, self.shape, generator=generator, device="cpu"))
+        return out
+
+
+@dataclass(frozen=True)
 class Epilogue:
     """Pointwise work the scheduler fused after a template's result.
 
-    ``steps`` is the structured form (empty for no epilogue); C++ templates
-    render it and refuse what they cannot express. ``operands`` names the extra
-    input buffers, ``out_dtype`` the final store dtype. ``nodes`` holds the
-    scheduler's IR nodes for backends that render arbitrary bodies.
+    ``steps`` (possibly empty) apply in order to the float32 accumulator (after
+    ``addmm``'s bias); the result is stored as ``out_dtype`` (a torch dtype
+    name; ``None`` keeps the op's dtype). ``operands`` describes the extra
+    input tensors that steps read; at run time they follow the op's own inputs.
+    Templates render the steps they can and refuse the whole epilogue otherwise.
     """
 
     steps: tuple[EpilogueStep, ...] = ()
-    operands: tuple[str, ...] = ()
-    out_dtype: Any = None
-    nodes: tuple[Any, ...] = ()
+    operands: tuple[TensorSpec, ...] = ()
+    out_dtype: str | None = None
 
     def key(self) -> str:
-        """A stable text form, used in autotune cache keys."""
+        """A stable text form, used in cache keys."""
         parts = [f"{s.kind}:{s.operand}:{s.value}" for s in self.steps]
-        return "|".join(parts) + f"->{self.out_dtype}"
+        ops = [f"{o.shape}/{o.stride}/{o.dtype}" for o in self.operands]
+        return "|".join(parts) + f";{','.join(ops)}->{self.out_dtype}"
+
+    def apply_reference(self, acc: Any, operands: Sequence[Any]) -> Any:
+        """The meaning of ``steps``: applied with torch to ``acc`` (any float dtype).
+
+        Returns a tensor of ``out_dtype`` (or ``acc``'s dtype). This is the
+        definition every template must match.
+        """
+        import math
+
+        import torch
+
+        out_dtype = getattr(torch, self.out_dtype) if self.out_dtype else acc.dtype
+        x = acc.float()
+        for step in self.steps:
+            kind = step.kind
+            if kind in ("add_bias_n", "add_bias_m", "add_matrix"):
+                assert step.operand is not None
+                x = x + operands[step.operand].float()
+            elif kind == "mul_scalar":
+                x = x * float(step.value if step.value is not None else 1.0)
+            elif kind == "relu":
+                x = torch.relu(x)
+            elif kind == "gelu_erf":
+                x = x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+            elif kind == "gelu_tanh":
+                inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
+                x = x * 0.5 * (1.0 + torch.tanh(inner))
+            elif kind == "silu":
+                x = x * torch.sigmoid(x)
+            elif kind == "sigmoid":
+                x = torch.sigmoid(x)
+            elif kind == "tanh":
+                x = torch.tanh(x)
+            else:
+                raise ValueError(f"unknown epilogue step {kind!r}; known: {EPILOGUE_KINDS}")
+        return x.to(out_dtype)
 
 
 @runtime_checkable
@@ -244,7 +339,12 @@ class Choice(Protocol):
     the winners cache). ``compile()`` does the expensive build and may be run
     in a worker process, so the choice must be picklable; it raises
     ``tilefuse.errors.ChoiceFailed`` with a reason when the build fails.
-    ``run(*inputs, out=...)`` launches it, writing into ``out``.
+    ``run(*inputs, out=...)`` launches it on the current stream, writing into
+    ``out``; ``inputs`` are the op's tensors followed by the epilogue's operands.
+
+    Op conventions (``op`` strings): ``"mm"``: ``(a[M,K], b[K,N])``;
+    ``"addmm"``: ``(bias, a, b)`` computing ``bias + a @ b`` with ``bias`` of
+    shape ``[N]`` or ``[M, N]``; ``"bmm"``: ``(a[B,M,K], b[B,K,N])``.
     """
 
     name: str
@@ -259,9 +359,10 @@ class ChoiceProvider(Protocol):
     """A source of candidate kernels from the ``tilefuse.autotune.choices`` group.
 
     Contract: ``supports(op, device)`` is cheap and never raises; ``choices``
-    yields ``Choice`` objects for ``op`` (``"mm"``, ``"addmm"``, ``"bmm"``) on
-    ``inputs`` (tensors or tensor metadata), producing ``layout`` and applying
-    ``epilogue`` (an ``Epilogue``). ``version`` enters the winners cache key.
+    yields ``Choice`` objects for ``op`` (``"mm"``, ``"addmm"``, ``"bmm"``) whose
+    inputs are described by ``inputs`` (``TensorSpec``), producing ``layout``
+    (a ``TensorSpec``) with ``epilogue`` fused. A provider that cannot fuse the
+    epilogue yields nothing. ``version`` enters the winners cache key.
     """
 
     name: str
@@ -271,7 +372,7 @@ class ChoiceProvider(Protocol):
     def supports(self, op: str, device: str) -> bool: ...
 
     def choices(
-        self, op: str, inputs: Sequence[Any], layout: Any, epilogue: Epilogue
+        self, op: str, inputs: Sequence[TensorSpec], layout: TensorSpec, epilogue: Epilogue
     ) -> Iterable[Choice]: ...
 
 
@@ -291,10 +392,12 @@ __all__ = [
     "CompileContext",
     "DeviceBackend",
     "Epilogue",
+    "EPILOGUE_KINDS",
     "EpilogueStep",
     "FusionCandidate",
     "Kernel",
     "KernelScheduling",
     "SchedulingPolicy",
+    "TensorSpec",
     "Verdict",
 ]
