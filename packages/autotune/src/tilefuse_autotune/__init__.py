@@ -1,1 +1,27 @@
-"""tilefuse-autotune: pick the fastest candidate kernel for an op, and remember it."""
+"""tilefuse-autotune: pick the fastest correct candidate kernel for an op, and remember it.
+
+Public API: ``select`` (the entry point), ``Autotuner`` (the same with explicit
+settings), ``Selection``, ``Candidate``, ``candidates_for``, ``ExternChoice``,
+``WinnersCache``, ``BenchConfig`` and ``TimingConfig``. See README.md.
+"""
+
+from __future__ import annotations
+
+from .benchmark import BenchConfig
+from .cache import WinnersCache
+from .extern import ExternChoice
+from .selection import MODES, Autotuner, Candidate, Selection, candidates_for, select
+from .timing import TimingConfig
+
+__all__ = [
+    "MODES",
+    "Autotuner",
+    "BenchConfig",
+    "Candidate",
+    "ExternChoice",
+    "Selection",
+    "TimingConfig",
+    "WinnersCache",
+    "candidates_for",
+    "select",
+]

@@ -1,0 +1,70 @@
+"""What a winners-cache key is made of: the problem, the device and the toolchain.
+
+Never file names or paths: the same problem on the same machine and versions finds
+the same winner wherever the cache directory lives.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+from tilefuse import plugin
+
+
+def _spec(s: plugin.TensorSpec) -> list[Any]:
+    return [list(s.shape), list(s.stride), s.dtype]
+
+
+@cache
+def device_name(device: str) -> str:
+    """``torch.cuda.get_device_name`` for CUDA devices, else the device type (``"cpu"``)."""
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return kind
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@cache
+def toolchain_versions() -> dict[str, str | None]:
+    """Versions of torch, triton (when importable), tilefuse-core and tilefuse-autotune."""
+    import torch
+
+    triton = _dist_version("triton") if importlib.util.find_spec("triton") else None
+    return {
+        "torch": torch.__version__,
+        "triton": triton,
+        "tilefuse-core": _dist_version("tilefuse-core"),
+        "tilefuse-autotune": _dist_version("tilefuse-autotune"),
+    }
+
+
+def cache_key_fields(
+    op: str,
+    inputs: Sequence[plugin.TensorSpec],
+    layout: plugin.TensorSpec,
+    epilogue: plugin.Epilogue,
+    candidates: Sequence[Any],
+) -> dict[str, Any]:
+    """The JSON-able fields of the key; ``candidates`` contribute provider names and versions."""
+    return {
+        "op": op,
+        "inputs": [_spec(s) for s in inputs],
+        "layout": _spec(layout),
+        "epilogue": epilogue.key(),
+        "device": device_name(layout.device),
+        "versions": toolchain_versions(),
+        "providers": sorted({f"{c.provider}=={c.version}" for c in candidates}),
+    }

@@ -1,0 +1,117 @@
+"""The task a benchmark worker runs for one candidate: build, check against extern, time.
+
+Runs inside ``tilefuse_autotune.worker``. Inputs are regenerated from ``seed`` for
+every candidate (so a kernel that scribbles on its inputs cannot mislead the next);
+the extern reference output is computed once per problem and kept in this process.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tilefuse import plugin
+
+from .extern import ExternChoice
+from .timing import TimingConfig, median_ms
+
+# Allowed max |out - ref| / max(1, max |ref|), by output dtype. Loose enough for
+# TF32 and reduced-precision accumulation orders, tight enough to catch a wrong kernel.
+TOLERANCE = {"float32": 1e-2, "float64": 1e-6, "float16": 1e-2, "bfloat16": 5e-2}
+DEFAULT_TOLERANCE = 1e-2
+
+
+class WrongResult(Exception):
+    """The candidate's output differs from the extern reference."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What every candidate computes: picklable, identical for all of them."""
+
+    op: str
+    inputs: tuple[plugin.TensorSpec, ...]
+    layout: plugin.TensorSpec
+    epilogue: plugin.Epilogue
+    seed: int = 0
+
+    def make_inputs(self) -> list[Any]:
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed)
+        return [spec.random(generator) for spec in self.inputs]
+
+
+_reference: tuple[Problem, Any] | None = None
+
+
+def _reference_output(problem: Problem) -> Any:
+    global _reference
+    if _reference is None or _reference[0] != problem:
+        out = problem.layout.empty()
+        ExternChoice(problem.op, problem.epilogue).run(*problem.make_inputs(), out=out)
+        _reference = (problem, out)
+    return _reference[1]
+
+
+def check_close(out: Any, ref: Any, dtype: str) -> None:
+    """Raise ``WrongResult`` unless ``out`` matches ``ref`` within the dtype's tolerance."""
+    import torch
+
+    got, want = out.double(), ref.double()
+    if got.shape != want.shape:
+        raise WrongResult(f"shape {tuple(got.shape)} != {tuple(want.shape)}")
+    if got.numel() == 0:
+        return
+    if not torch.equal(torch.isnan(got), torch.isnan(want)):
+        raise WrongResult("NaN where the reference has none (or the reverse)")
+    finite = ~torch.isnan(want)
+    err = (got[finite] - want[finite]).abs().max().item() if finite.any() else 0.0
+    scale = max(1.0, want[finite].abs().max().item() if finite.any() else 0.0)
+    tol = TOLERANCE.get(dtype, DEFAULT_TOLERANCE)
+    if not err <= tol * scale:
+        raise WrongResult(f"max error {err:.3g} exceeds {tol:g} x {scale:.3g}")
+
+
+def measure(
+    begin: Callable[[], None],
+    problem: Problem,
+    choice: plugin.Choice,
+    timing: TimingConfig,
+) -> float:
+    """Worker task: the candidate's median time in ms; raises ``WrongResult`` if wrong."""
+    import torch
+
+    device = problem.layout.device
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    ref = _reference_output(problem)
+    inputs: Sequence[Any] = problem.make_inputs()
+    out = problem.layout.empty()
+    if out.dtype.is_floating_point:
+        out.fill_(float("nan"))  # a kernel that writes nothing must not pass
+    choice.compile()  # cheap here: the build ran in the compile pool and is cached
+    begin()
+    choice.run(*inputs, out=out)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    check_close(out, ref, problem.layout.dtype)
+    return median_ms(lambda: choice.run(*inputs, out=out), device, timing)
+
+
+def compile_choice(begin: Callable[[], None], choice: plugin.Choice) -> plugin.Choice | None:
+    """Worker task: build ``choice``; return it with the state the build recorded.
+
+    Returns ``None`` when the built choice no longer pickles (it holds a loaded
+    module, say): the caller keeps its own copy, which rebuilds from the provider's
+    cache when the benchmark worker calls ``compile()`` again.
+    """
+    begin()
+    choice.compile()
+    try:
+        pickle.dumps(choice)
+    except Exception:
+        return None
+    return choice

@@ -1,0 +1,312 @@
+"""Algorithm selection: gather candidates, consult the winners cache, benchmark, remember.
+
+Modes (``TILEFUSE_AUTOTUNE`` unless passed):
+
+``off``
+    No benchmarking, no cache: the first choice of the first provider (its
+    heuristic pick), else the extern choice.
+``default``
+    Benchmark each provider's first ``per_provider`` choices plus extern.
+``max``
+    Benchmark every choice plus extern.
+``replay``
+    Deterministic: only cached winners; a miss takes the ``off`` pick and says so.
+
+A cached winner counts for a mode when it was found with at least that much
+search (``max`` entries serve every mode; ``default`` entries serve ``default``
+and ``replay``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tilefuse import config, plugin
+from tilefuse.errors import TilefuseError
+
+from . import benchmark
+from .benchmark import REASONS, BenchConfig, Outcome
+from .cache import WinnersCache, key_digest
+from .extern import EXTERN_PROVIDER, OPS, ExternChoice
+from .keys import cache_key_fields
+from .measure import Problem
+from .progress import Progress
+
+log = logging.getLogger("tilefuse.autotune")
+
+MODES = ("off", "default", "max", "replay")
+DEFAULT_PER_PROVIDER = 4
+_SERVES = {"default": ("default", "max"), "max": ("max",), "replay": ("default", "max")}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A choice and the provider that offered it (``version`` enters the cache key)."""
+
+    provider: str
+    version: str
+    choice: Any  # a plugin.Choice
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.choice.name}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of ``select``.
+
+    ``choice`` is the picked ``plugin.Choice``: call its ``compile()`` (cheap when
+    the provider caches builds) before ``run()`` in the process that launches it.
+    ``source`` is ``"benchmark"``, ``"cache"`` or ``"heuristic"`` (not measured).
+    ``timings_ms`` maps the label (``provider/name``) of every candidate that
+    passed to its median time; ``failures`` maps each failed label to
+    ``(reason, detail)``; ``summary`` is the one line that was logged.
+    """
+
+    choice: Any
+    provider: str
+    mode: str
+    source: str
+    summary: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.choice.name}"
+
+    @property
+    def tried(self) -> int:
+        return len(self.timings_ms) + len(self.failures)
+
+    def failed_counts(self) -> dict[str, int]:
+        """Failed candidates per reason (``benchmark.REASONS``)."""
+        return dict(Counter(reason for reason, _ in self.failures.values()))
+
+
+def extern_candidate(op: str, epilogue: plugin.Epilogue) -> Candidate:
+    import torch
+
+    return Candidate(EXTERN_PROVIDER, torch.__version__, ExternChoice(op, epilogue))
+
+
+def candidates_for(
+    op: str,
+    inputs: Sequence[plugin.TensorSpec],
+    layout: plugin.TensorSpec,
+    epilogue: plugin.Epilogue,
+    providers: Iterable[Any] | None = None,
+) -> list[Candidate]:
+    """Every choice of every provider that supports ``op`` on ``layout.device``, in order.
+
+    ``providers`` defaults to the installed ``tilefuse.autotune.choices`` plugins. A
+    provider that raises is logged with its name and skipped. Extern is not included.
+    """
+    if providers is None:
+        from tilefuse.discovery import registry
+
+        providers = registry().usable(plugin.CHOICES_GROUP)
+    found: list[Candidate] = []
+    for provider in providers:
+        name = getattr(provider, "name", repr(provider))
+        try:
+            if not provider.supports(op, layout.device):
+                continue
+            offered = list(provider.choices(op, tuple(inputs), layout, epilogue))
+        except Exception as exc:
+            log.warning("tilefuse: choice provider %r failed for %s: %s", name, op, exc)
+            continue
+        found += [Candidate(name, str(provider.version), c) for c in offered]
+    return found
+
+
+def _as_candidates(choices: Iterable[Any]) -> list[Candidate]:
+    out = []
+    for c in choices:
+        out.append(c if isinstance(c, Candidate) else Candidate("explicit", "0", c))
+    return out
+
+
+def _short_list(candidates: Sequence[Candidate], per_provider: int) -> list[Candidate]:
+    taken: Counter[str] = Counter()
+    kept = []
+    for c in candidates:
+        if taken[c.provider] < per_provider:
+            taken[c.provider] += 1
+            kept.append(c)
+    return kept
+
+
+def _describe(op: str, inputs: Sequence[plugin.TensorSpec], layout: plugin.TensorSpec) -> str:
+    shapes = "x".join("[" + ",".join(map(str, s.shape)) + "]" for s in inputs[: OPS[op]])
+    return f"{op} {shapes} {layout.dtype} {layout.device}"
+
+
+def _summary(
+    title: str, tried: int, failures: dict[str, tuple[str, str]], winner: Outcome, extern: Outcome
+) -> str:
+    counts = Counter(r for r, _ in failures.values())
+    parts = ", ".join(f"{counts[r]} {r}" for r in REASONS if counts[r])
+    failed = f"{len(failures)} failed" + (f" ({parts})" if parts else "")
+    line = f"{title}: tried {tried}, {failed}; won {winner.label} {winner.time_ms:.4f} ms"
+    if winner.label == extern.label:
+        return line + " (no candidate beat extern)"
+    if extern.ok and extern.time_ms and winner.time_ms:
+        speedup = extern.time_ms / winner.time_ms
+        return line + f", {speedup:.2f}x vs extern {extern.time_ms:.4f} ms"
+    return line + f", extern failed ({extern.reason})"
+
+
+class Autotuner:
+    """Selection with explicit settings; ``select()`` below uses a default one.
+
+    ``cache`` defaults to ``WinnersCache()`` (under ``config.cache_dir()``, read at
+    each call); ``bench`` defaults to the process-wide workers.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache: WinnersCache | None = None,
+        bench_config: BenchConfig | None = None,
+        per_provider: int = DEFAULT_PER_PROVIDER,
+        seed: int = 0,
+        bench: benchmark.Bench | None = None,
+    ) -> None:
+        self._cache = cache
+        self.bench_config = bench_config or BenchConfig()
+        self.per_provider = per_provider
+        self.seed = seed
+        self.bench = bench
+
+    @property
+    def cache(self) -> WinnersCache:
+        return self._cache if self._cache is not None else WinnersCache()
+
+    def select(
+        self,
+        op: str,
+        choices: Iterable[Any] | None,
+        inputs: Sequence[plugin.TensorSpec],
+        layout: plugin.TensorSpec,
+        epilogue: plugin.Epilogue | None = None,
+        *,
+        mode: str | None = None,
+    ) -> Selection:
+        """Pick a choice for ``op``; see ``tilefuse_autotune.select``."""
+        epilogue = epilogue if epilogue is not None else plugin.Epilogue()
+        mode = mode or config.autotune_mode()
+        if mode not in MODES:
+            raise TilefuseError(f"autotune mode {mode!r} is not one of {', '.join(MODES)}")
+        if op not in OPS:
+            raise TilefuseError(f"cannot autotune op {op!r}; known ops: {', '.join(OPS)}")
+        inputs = tuple(inputs)
+        if choices is None:
+            offered = candidates_for(op, inputs, layout, epilogue)
+        else:
+            offered = _as_candidates(choices)
+        extern = extern_candidate(op, epilogue)
+        everything = [extern, *offered]
+        labels = [c.label for c in everything]
+        if len(set(labels)) != len(labels):
+            dupes = sorted({x for x in labels if labels.count(x) > 1})
+            raise ValueError(f"choice labels must be unique: {dupes}")
+        title = f"autotune {_describe(op, inputs, layout)} ({mode})"
+        heuristic = offered[0] if offered else extern
+
+        if mode == "off":
+            return self._unmeasured(heuristic, mode, f"{title}: off, took {heuristic.label}")
+
+        fields = cache_key_fields(op, inputs, layout, epilogue, everything)
+        digest = key_digest(fields)
+        entry = self.cache.get(digest)
+        if entry is not None and entry["mode"] in _SERVES[mode]:
+            by_key = {(c.provider, c.choice.name): c for c in everything}
+            hit = by_key.get((entry["provider"], entry["choice"]))
+            if hit is not None:
+                return self._unmeasured(
+                    hit, mode, f"{title}: cached winner {hit.label}", source="cache"
+                )
+            log.info("%s: cached winner %s/%s is no longer offered", title, *entry.values())
+
+        if mode == "replay":
+            text = f"{title}: no cached winner; took the heuristic pick {heuristic.label}"
+            text += " unmeasured"
+            return self._unmeasured(heuristic, mode, text)
+
+        shortlist = _short_list(offered, self.per_provider) if mode == "default" else offered
+        tuned = [extern, *shortlist]
+        problem = Problem(op, inputs, layout, epilogue, self.seed)
+        progress = Progress(title, len(tuned))
+        outcomes = benchmark.run_benchmarks(
+            problem,
+            [c.label for c in tuned],
+            [c.choice for c in tuned],
+            self.bench_config,
+            progress,
+            self.bench,
+        )
+        timings = {o.label: o.time_ms for o in outcomes if o.ok and o.time_ms is not None}
+        failures = {o.label: (o.reason or "", o.detail) for o in outcomes if not o.ok}
+        for label, (reason, detail) in failures.items():
+            log.info("%s: dropped %s: %s: %s", title, label, reason, detail)
+        if not timings:
+            text = f"{title}: every candidate failed, extern included; using extern unmeasured"
+            log.warning("%s (%s)", text, failures)
+            return Selection(extern.choice, extern.provider, mode, "heuristic", text, {}, failures)
+        best = min(timings, key=lambda label: timings[label])
+        winner = next(c for c in tuned if c.label == best)
+        text = _summary(title, len(outcomes), failures, Outcome(best, timings[best]), outcomes[0])
+        log.info("%s", text)
+        self.cache.put(
+            digest,
+            {
+                "provider": winner.provider,
+                "choice": winner.choice.name,
+                "mode": mode,
+                "time_ms": timings[best],
+                "extern_ms": timings.get(extern.label),
+                "key": fields,
+            },
+        )
+        return Selection(winner.choice, winner.provider, mode, "benchmark", text, timings, failures)
+
+    @staticmethod
+    def _unmeasured(
+        candidate: Candidate, mode: str, text: str, source: str = "heuristic"
+    ) -> Selection:
+        log.info("%s", text)
+        return Selection(candidate.choice, candidate.provider, mode, source, text)
+
+
+_default = Autotuner()
+
+
+def select(
+    op: str,
+    choices: Iterable[Any] | None,
+    inputs: Sequence[plugin.TensorSpec],
+    layout: plugin.TensorSpec,
+    epilogue: plugin.Epilogue | None = None,
+    *,
+    mode: str | None = None,
+) -> Selection:
+    """Pick the fastest correct kernel for ``op`` and remember it.
+
+    ``op`` is ``"mm"``, ``"addmm"`` or ``"bmm"`` (conventions in ``plugin.Choice``);
+    ``inputs`` are ``TensorSpec`` of the op's tensors then the epilogue's operands;
+    ``layout`` is the output's ``TensorSpec``. ``choices`` is ``None`` to use every
+    installed ``tilefuse.autotune.choices`` provider that supports the op on
+    ``layout.device``, or an explicit list of ``Choice`` / ``Candidate`` objects.
+    The extern choice (eager torch) always competes and is the correctness
+    reference. ``mode`` defaults to ``TILEFUSE_AUTOTUNE`` (see the module docstring).
+
+    Never raises because a candidate failed; raises ``TilefuseError`` for an unknown
+    mode or op and ``CacheError`` if the cache directory cannot be written.
+    """
+    return _default.select(op, choices, inputs, layout, epilogue, mode=mode)

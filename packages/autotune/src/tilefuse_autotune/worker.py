@@ -1,0 +1,197 @@
+"""An isolated worker process: runs one picklable task at a time, may die without harm.
+
+The parent starts ``python -m tilefuse_autotune._child`` (never ``multiprocessing``'s
+spawn or fork: those re-import the user's ``__main__`` or inherit a CUDA context)
+and talks to it over two private pipes with ``multiprocessing.connection`` framing.
+The child's stdout and stderr stay the parent's, so a kernel's prints cannot corrupt
+the protocol.
+
+Protocol (parent -> child): the parent's ``sys.path`` once, then tasks
+``(function, args)``. A task function receives a ``begin`` callback as its first
+argument and calls it when the part that ``call(timeout_s=...)`` limits starts; the
+preparation before it (imports, building inputs, a cached rebuild) runs under
+``prepare_timeout_s``. Child -> parent: ``("begin",)``, then ``("ok", result)`` or
+``("error", text)``.
+
+Contract of ``Worker.call``: returns the task's result; raises ``TaskError`` when the
+task raised (the worker lives on), ``WorkerCrashed`` when the process died (it is
+restarted on the next call) and ``WorkerTimeout`` when a limit passed (the process is
+killed and restarted on the next call).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+STARTUP_TIMEOUT_S = 120.0
+
+
+class WorkerFailure(Exception):
+    """Base of the ways a task can fail inside a worker."""
+
+
+class TaskError(WorkerFailure):
+    """The task raised; ``str(exc)`` is the child's ``Type: message``."""
+
+
+class WorkerCrashed(WorkerFailure):
+    """The worker process died (segfault, abort, ``os._exit``) while running the task."""
+
+
+class WorkerTimeout(WorkerFailure):
+    """The task ran past its limit; the worker was killed."""
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "worker exited"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class Worker:
+    """One child process; restarted on demand after it crashes or is killed."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self._env = env
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._to_child: Connection | None = None
+        self._from_child: Connection | None = None
+        self._lock = threading.Lock()
+        self.starts = 0
+
+    def _start(self) -> None:
+        task_r, task_w = os.pipe()
+        result_r, result_w = os.pipe()
+        env = dict(os.environ if self._env is None else self._env)
+        cmd = [sys.executable, "-m", "tilefuse_autotune._child", str(task_r), str(result_w)]
+        try:
+            self._proc = subprocess.Popen(
+                cmd, pass_fds=(task_r, result_w), env=env, stdin=subprocess.DEVNULL
+            )
+        finally:
+            os.close(task_r)
+            os.close(result_w)
+        self._to_child = Connection(task_w, readable=False)
+        self._from_child = Connection(result_r, writable=False)
+        self.starts += 1
+        self._to_child.send(list(sys.path))
+        self._expect("ready", STARTUP_TIMEOUT_S)
+
+    def _expect(self, tag: str, timeout_s: float) -> Any:
+        assert self._from_child is not None
+        if not self._from_child.poll(timeout_s):
+            self.kill()
+            raise WorkerTimeout(f"no answer within {timeout_s:g} s")
+        try:
+            message = self._from_child.recv()
+        except (EOFError, OSError):
+            code = self._proc.wait() if self._proc is not None else None
+            self._forget()
+            raise WorkerCrashed(_describe_exit(code)) from None
+        if message[0] == "error":
+            raise TaskError(message[1])
+        if message[0] != tag:
+            self.kill()
+            raise WorkerCrashed(f"protocol error: expected {tag!r}, got {message[0]!r}")
+        return message[1] if len(message) > 1 else None
+
+    def call(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        timeout_s: float,
+        prepare_timeout_s: float = STARTUP_TIMEOUT_S,
+    ) -> Any:
+        """Run ``fn(begin, *args)`` in the child; see the module docstring for the contract."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._forget()
+                self._start()
+            assert self._to_child is not None
+            try:
+                self._to_child.send((fn, args))
+            except (BrokenPipeError, OSError):
+                code = self._proc.wait() if self._proc is not None else None
+                self._forget()
+                raise WorkerCrashed(_describe_exit(code)) from None
+            self._expect("begin", prepare_timeout_s)
+            return self._expect("ok", timeout_s)
+
+    def _forget(self) -> None:
+        for conn in (self._to_child, self._from_child):
+            if conn is not None:
+                conn.close()
+        self._to_child = self._from_child = None
+        self._proc = None
+
+    def kill(self) -> None:
+        """Stop the child now (SIGKILL); the next ``call`` starts a fresh one."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._forget()
+
+    def close(self) -> None:
+        """Ask the child to exit; kill it if it does not."""
+        if self._proc is None:
+            return
+        try:
+            assert self._to_child is not None
+            self._to_child.send(None)
+            self._proc.wait(timeout=5)
+        except Exception:
+            pass
+        self.kill()
+
+
+def child_main(task_fd: int, result_fd: int) -> None:
+    try:  # a crashing kernel must not leave core files behind
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, ValueError, OSError):
+        pass
+    tasks = Connection(task_fd, writable=False)
+    results = Connection(result_fd, readable=False)
+    sys.path[:] = tasks.recv()
+    results.send(("ready",))
+
+    def begin() -> None:
+        results.send(("begin",))
+
+    while True:
+        try:
+            raw = tasks.recv_bytes()
+        except EOFError:
+            return
+        began = False
+
+        def begin_once() -> None:
+            nonlocal began
+            if not began:
+                began = True
+                begin()
+
+        try:
+            message = pickle.loads(raw)
+            if message is None:
+                return
+            fn, args = message
+            result = fn(begin_once, *args)
+            begin_once()
+            results.send(("ok", result))
+        except BaseException as exc:  # report everything; the parent decides
+            results.send(("error", f"{type(exc).__name__}: {exc}"))

@@ -1,0 +1,129 @@
+"""Picklable fake choices for ``op="mm"`` that each exercise one way a candidate ends.
+
+They live in an importable module because the autotuner pickles them into its
+worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import torch
+
+from tilefuse import plugin
+from tilefuse.errors import ChoiceFailed
+
+
+class _Fake:
+    provider = "fake"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.compiled = False
+
+    def compile(self) -> None:
+        self.compiled = True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class FastChoice(_Fake):
+    """Correct, and faster than eager by a noise-proof margin: when handed the very
+    same, unmodified tensors again, ``out`` still holds their product and it returns."""
+
+    def __init__(self, name: str = "fast") -> None:
+        super().__init__(name)
+        self._memo: tuple[Any, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_memo": None}
+
+    def run(self, a: Any, b: Any, *, out: Any) -> None:
+        key = (a.data_ptr(), a._version, b.data_ptr(), b._version)
+        if self._memo == (key, (out.data_ptr(), out._version)):
+            return
+        torch.mm(a, b, out=out)
+        self._memo = (key, (out.data_ptr(), out._version))
+
+
+class SlowChoice(_Fake):
+    """Correct, and far slower than eager: it does the whole product 30 times."""
+
+    def __init__(self, name: str = "slow") -> None:
+        super().__init__(name)
+
+    def run(self, a: Any, b: Any, *, out: Any) -> None:
+        for _ in range(30):
+            torch.mm(a, b, out=out)
+
+
+class WrongChoice(_Fake):
+    """Fast and wrong: it computes ``a @ b + 1``."""
+
+    def __init__(self, name: str = "wrong") -> None:
+        super().__init__(name)
+
+    def run(self, a: Any, b: Any, *, out: Any) -> None:
+        torch.mm(a, b, out=out)
+        out.add_(1.0)
+
+
+class CrashChoice(_Fake):
+    """Kills its process the way a segfaulting kernel would (``os.abort``)."""
+
+    def __init__(self, name: str = "crash") -> None:
+        super().__init__(name)
+
+    def run(self, a: Any, b: Any, *, out: Any) -> None:
+        os.abort()
+
+
+class HangChoice(_Fake):
+    """Never returns."""
+
+    def __init__(self, name: str = "hang") -> None:
+        super().__init__(name)
+
+    def run(self, a: Any, b: Any, *, out: Any) -> None:
+        threading.Event().wait()
+
+
+class BrokenBuildChoice(_Fake):
+    """Its build fails the documented way."""
+
+    def __init__(self, name: str = "broken-build") -> None:
+        super().__init__(name)
+
+    def compile(self) -> None:
+        raise ChoiceFailed("fake build error: unsupported tile")
+
+    def run(self, a: Any, b: Any, *, out: Any) -> None:
+        raise AssertionError("never built, never run")
+
+
+class FakeProvider:
+    """A ``plugin.ChoiceProvider`` offering ``choices`` for ``mm`` on any device."""
+
+    api_version = plugin.API_VERSION
+
+    def __init__(self, name: str, choices: list[Any], version: str = "1.0") -> None:
+        self.name = name
+        self.version = version
+        self._choices = choices
+
+    def supports(self, op: str, device: str) -> bool:
+        return op == "mm"
+
+    def choices(self, op, inputs, layout, epilogue):
+        return list(self._choices)
+
+
+def mm_problem(m: int = 96, k: int = 96, n: int = 96, device: str = "cpu"):
+    """``(inputs, layout)`` specs of a float32 ``mm``."""
+    a = plugin.TensorSpec((m, k), (k, 1), "float32", device)
+    b = plugin.TensorSpec((k, n), (n, 1), "float32", device)
+    out = plugin.TensorSpec((m, n), (n, 1), "float32", device)
+    return (a, b), out
