@@ -1,0 +1,79 @@
+"""``TritonGemmChoice``: one config of the GEMM template, as an autotune candidate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tilefuse import plugin
+from tilefuse.errors import CacheError, ChoiceFailed
+
+from .config import GemmConfig
+from .module_cache import load_module
+from .template import render_gemm
+
+
+@dataclass
+class TritonGemmChoice:
+    """A ``tilefuse.plugin.Choice`` running the Triton GEMM template with one ``GemmConfig``.
+
+    Picklable: it holds only specs and the config; the imported kernel module is
+    rebuilt by ``compile()`` in whichever process runs it. ``compile()`` writes
+    and imports the rendered module and, on a CUDA device, launches it once on
+    scratch tensors so that Triton's JIT compile (and its on-disk cache) happens
+    there, not inside a timed run; failures raise ``ChoiceFailed`` naming the
+    choice. ``run(*inputs, out=...)`` compiles on first use, then launches on
+    the current stream.
+    """
+
+    name: str
+    op: str
+    config: GemmConfig
+    inputs: tuple[plugin.TensorSpec, ...]
+    layout: plugin.TensorSpec
+    epilogue: plugin.Epilogue
+    _launch: Any = field(default=None, init=False, repr=False, compare=False)
+    _source: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_launch"] = None  # a module's function does not pickle; compile() rebuilds it
+        return state
+
+    @property
+    def source(self) -> str:
+        """The rendered module text (what the debug directory and the cache hold)."""
+        if self._source is None:
+            self._source = render_gemm(
+                self.op, self.config, self.epilogue, self.inputs, self.layout, name=self.name
+            )
+        return self._source
+
+    def compile(self) -> None:
+        try:
+            module = load_module(self.source, self.name)
+        except CacheError:
+            raise
+        except Exception as error:
+            raise ChoiceFailed(f"{self.name}: rendering or importing failed: {error}") from error
+        if self.layout.device.startswith("cuda"):
+            self._warm_up(module.launch)
+        self._launch = module.launch
+
+    def _warm_up(self, launch: Any) -> None:
+        import torch
+
+        try:
+            tensors = [spec.empty().zero_() for spec in self.inputs]
+            launch(*tensors, out=self.layout.empty())
+            torch.cuda.synchronize(self.layout.device)
+        except Exception as error:
+            raise ChoiceFailed(
+                f"{self.name}: Triton could not build or launch it ({type(error).__name__}: "
+                f"{error}); it is left out of autotuning"
+            ) from error
+
+    def run(self, *inputs: Any, out: Any) -> None:
+        if self._launch is None:
+            self.compile()
+        self._launch(*inputs, out=out)

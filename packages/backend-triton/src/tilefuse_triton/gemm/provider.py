@@ -1,0 +1,113 @@
+"""``PROVIDER``: the Triton GEMM template as a ``tilefuse.autotune.choices`` entry point.
+
+Listing plugins imports this module, so it imports neither triton nor torch at
+top level: ``supports`` only reads the environment, ``choices`` queries torch
+for the device and ``TritonGemmChoice.compile`` imports triton.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+
+from tilefuse import config, plugin
+
+from .choice import TritonGemmChoice
+from .config import device_traits, search_space
+from .problem import OPS, GemmProblem, Unsupported
+from .template import TEMPLATE_REVISION, kernel_name
+
+log = logging.getLogger(__name__)
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tilefuse-backend-triton")
+    except Exception:
+        return "0+unknown"
+
+
+def tf32_allowed() -> bool:
+    """Whether torch lets float32 matmuls use TF32 (``torch.backends.cuda.matmul.allow_tf32``)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # newer torch steers to fp32_precision; same meaning
+        return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+class TritonGemmProvider:
+    """Offers one ``TritonGemmChoice`` per config of the search space; the first is the heuristic.
+
+    ``supports(op, device)``: ``op`` in ``mm``/``addmm``/``bmm``, triton installed,
+    and the device is CUDA, or the CPU with ``TRITON_INTERPRET=1``.
+    ``choices`` yields nothing for what the template cannot serve (mixed or
+    non-float dtypes, an unknown epilogue step, an operand that does not
+    broadcast to the output); ``why_not`` gives the reason.
+    The number of choices follows ``TILEFUSE_AUTOTUNE`` (off: 1, default: a
+    few, max: all).
+    """
+
+    name = "triton"
+    api_version = plugin.API_VERSION
+    version = f"{_package_version()}+template{TEMPLATE_REVISION}"
+
+    def supports(self, op: str, device: str) -> bool:
+        if op not in OPS or importlib.util.find_spec("triton") is None:
+            return False
+        kind = device.split(":", 1)[0]
+        if kind == "cuda":
+            return True
+        return kind == "cpu" and os.environ.get("TRITON_INTERPRET", "") == "1"
+
+    def why_not(
+        self,
+        op: str,
+        inputs: Sequence[plugin.TensorSpec],
+        layout: plugin.TensorSpec,
+        epilogue: plugin.Epilogue,
+    ) -> str | None:
+        """Why ``choices`` would yield nothing for this request, or ``None`` if it yields some."""
+        if not self.supports(op, layout.device):
+            return f"the triton provider does not serve {op} on {layout.device}"
+        try:
+            GemmProblem.of(op, inputs, layout, epilogue)
+        except Unsupported as error:
+            return str(error)
+        return None
+
+    def choices(
+        self,
+        op: str,
+        inputs: Sequence[plugin.TensorSpec],
+        layout: plugin.TensorSpec,
+        epilogue: plugin.Epilogue,
+    ) -> list[TritonGemmChoice]:
+        reason = self.why_not(op, inputs, layout, epilogue)
+        if reason is not None:
+            log.debug("triton GEMM offers no choice: %s", reason)
+            return []
+        problem = GemmProblem.of(op, inputs, layout, epilogue)
+        on_cuda = layout.device.startswith("cuda")
+        configs = search_space(
+            problem.m,
+            problem.n,
+            problem.k,
+            problem.batch,
+            problem.dtype,
+            device_traits(layout.device),
+            tf32=on_cuda and tf32_allowed(),
+            mode=config.autotune_mode(),
+        )
+        return [
+            TritonGemmChoice(kernel_name(op, c), op, c, tuple(inputs), layout, epilogue)
+            for c in configs
+        ]
+
+
+PROVIDER = TritonGemmProvider()
