@@ -1,0 +1,121 @@
+"""Modes off, default, max and replay, with the benchmark replaced by a recorder."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.autotune.fake_choices import FakeProvider, FastChoice, SlowChoice, mm_problem
+from tilefuse.errors import TilefuseError
+from tilefuse_autotune import Candidate, benchmark, candidates_for
+from tilefuse_autotune.benchmark import Outcome
+
+
+@pytest.fixture
+def bench_calls(monkeypatch):
+    """Replaces benchmarking: the last candidate offered is the fastest."""
+    calls: list[list[str]] = []
+
+    def fake_run(problem, labels, choices, config, progress, bench=None):
+        calls.append(list(labels))
+        return [Outcome(label, time_ms=100.0 - i) for i, label in enumerate(labels)]
+
+    monkeypatch.setattr(benchmark, "run_benchmarks", fake_run)
+    return calls
+
+
+def _offered():
+    inputs, layout = mm_problem()
+    providers = [
+        FakeProvider("alpha", [SlowChoice(f"a{i}") for i in range(3)]),
+        FakeProvider("beta", [FastChoice(f"b{i}") for i in range(3)]),
+    ]
+    from tilefuse import plugin
+
+    return candidates_for("mm", inputs, layout, plugin.Epilogue(), providers), inputs, layout
+
+
+def test_off_takes_the_first_providers_heuristic_pick(tuner, bench_calls):
+    offered, inputs, layout = _offered()
+    sel = tuner.select("mm", offered, inputs, layout, mode="off")
+    assert (sel.label, sel.source, bench_calls) == ("alpha/a0", "heuristic", [])
+    assert tuner.cache.entries() == {}
+
+
+def test_off_without_choices_takes_extern(tuner, bench_calls):
+    inputs, layout = mm_problem()
+    sel = tuner.select("mm", [], inputs, layout, mode="off")
+    assert sel.label == "extern/torch.mm" and bench_calls == []
+
+
+def test_default_benchmarks_a_short_list_per_provider(tuner, bench_calls):
+    offered, inputs, layout = _offered()
+    sel = tuner.select("mm", offered, inputs, layout, mode="default")
+    assert bench_calls == [["extern/torch.mm", "alpha/a0", "alpha/a1", "beta/b0", "beta/b1"]]
+    assert sel.label == "beta/b1" and sel.tried == 5
+
+
+def test_max_benchmarks_everything_and_ignores_a_default_winner(tuner, bench_calls):
+    offered, inputs, layout = _offered()
+    tuner.select("mm", offered, inputs, layout, mode="default")
+    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+    assert len(bench_calls) == 2 and len(bench_calls[1]) == 7
+    assert sel.label == "beta/b2" and sel.source == "benchmark"
+    # A max winner then serves default without benchmarking.
+    again = tuner.select("mm", offered, inputs, layout, mode="default")
+    assert again.source == "cache" and again.label == "beta/b2" and len(bench_calls) == 2
+
+
+def test_replay_uses_only_cached_winners(tuner, bench_calls):
+    offered, inputs, layout = _offered()
+    miss = tuner.select("mm", offered, inputs, layout, mode="replay")
+    assert (miss.label, miss.source) == ("alpha/a0", "heuristic")
+    assert "no cached winner" in miss.summary and bench_calls == []
+    tuner.select("mm", offered, inputs, layout, mode="default")
+    hit = tuner.select("mm", offered, inputs, layout, mode="replay")
+    assert (hit.label, hit.source) == ("beta/b1", "cache") and len(bench_calls) == 1
+
+
+def test_provider_version_enters_the_key(tuner, bench_calls):
+    inputs, layout = mm_problem()
+    first = [Candidate("alpha", "1.0", FastChoice("x"))]
+    tuner.select("mm", first, inputs, layout, mode="default")
+    upgraded = [Candidate("alpha", "2.0", FastChoice("x"))]
+    sel = tuner.select("mm", upgraded, inputs, layout, mode="default")
+    assert sel.source == "benchmark" and len(bench_calls) == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda i, o: ((i[0], i[1]), o.__class__((96, 96), (1, 96), "float32", "cpu")),
+        lambda i, o: ((i[0].__class__((96, 96), (1, 96), "float32", "cpu"), i[1]), o),
+        lambda i, o: (
+            (i[0].__class__((96, 96), (96, 1), "float16", "cpu"), i[1]),
+            o,
+        ),
+    ],
+    ids=["out-stride", "in-stride", "dtype"],
+)
+def test_layout_enters_the_key(tuner, bench_calls, change):
+    inputs, layout = mm_problem()
+    tuner.select("mm", [FastChoice()], inputs, layout, mode="default")
+    inputs2, layout2 = change(inputs, layout)
+    sel = tuner.select("mm", [FastChoice()], inputs2, layout2, mode="default")
+    assert sel.source == "benchmark" and len(bench_calls) == 2
+
+
+def test_mode_comes_from_the_environment(tuner, bench_calls, monkeypatch):
+    offered, inputs, layout = _offered()
+    monkeypatch.setenv("TILEFUSE_AUTOTUNE", "off")
+    assert tuner.select("mm", offered, inputs, layout).source == "heuristic"
+    monkeypatch.setenv("TILEFUSE_AUTOTUNE", "fastest")
+    with pytest.raises(TilefuseError, match="off, default, max, replay"):
+        tuner.select("mm", offered, inputs, layout)
+
+
+def test_unknown_op_and_duplicate_names_are_refused(tuner):
+    inputs, layout = mm_problem()
+    with pytest.raises(TilefuseError, match="cannot autotune op 'conv'"):
+        tuner.select("conv", [], inputs, layout, mode="off")
+    with pytest.raises(ValueError, match="unique"):
+        tuner.select("mm", [FastChoice(), FastChoice()], inputs, layout, mode="off")

@@ -1,0 +1,86 @@
+"""select() with real worker processes: failures are dropped and counted, winners cached."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from tests.autotune.fake_choices import (
+    BrokenBuildChoice,
+    CrashChoice,
+    FastChoice,
+    HangChoice,
+    SlowChoice,
+    WrongChoice,
+    mm_problem,
+)
+from tilefuse_autotune import benchmark
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def _all_fakes():
+    return [
+        SlowChoice(),
+        CrashChoice(),
+        HangChoice(),
+        WrongChoice(),
+        BrokenBuildChoice(),
+        FastChoice(),
+    ]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_failures_are_dropped_counted_and_summarized(tuner, device, caplog):
+    inputs, layout = mm_problem(device=device)
+    with caplog.at_level(logging.INFO, logger="tilefuse.autotune"):
+        sel = tuner.select("mm", _all_fakes(), inputs, layout, mode="max")
+
+    assert sel.source == "benchmark"
+    assert sel.label == "explicit/fast"
+    assert sel.tried == 7
+    assert sel.failed_counts() == {
+        "compile error": 1,
+        "crash": 1,
+        "timeout": 1,
+        "wrong result": 1,
+    }
+    assert sel.failures["explicit/crash"][1] == "killed by SIGABRT"
+    assert set(sel.timings_ms) == {"extern/torch.mm", "explicit/slow", "explicit/fast"}
+    assert sel.timings_ms["explicit/slow"] > sel.timings_ms["explicit/fast"]
+    assert sel.summary.startswith(f"autotune mm [96,96]x[96,96] float32 {device} (max): ")
+    assert (
+        "tried 7, 4 failed (1 compile error, 1 crash, 1 timeout, 1 wrong result); "
+        "won explicit/fast" in sel.summary
+    )
+    assert "x vs extern" in sel.summary
+    messages = [r.getMessage() for r in caplog.records]
+    assert sel.summary in messages
+    assert any(" 3/7 explicit/crash: crash" in m for m in messages), "progress lines"
+
+    # The winner computes the product in this process too.
+    a, b = (spec.random() for spec in inputs)
+    out = layout.empty()
+    sel.choice.compile()
+    sel.choice.run(a, b, out=out)
+    torch.testing.assert_close(out, a @ b)
+
+
+def test_second_call_is_a_cache_hit_without_benchmarking(tuner, monkeypatch):
+    inputs, layout = mm_problem(64, 32, 48)
+    first = tuner.select("mm", [SlowChoice(), FastChoice()], inputs, layout, mode="default")
+    assert first.source == "benchmark" and first.label == "explicit/fast"
+
+    def no_benchmark(*args, **kwargs):
+        raise AssertionError("a cache hit must not benchmark")
+
+    monkeypatch.setattr(benchmark, "run_benchmarks", no_benchmark)
+    fresh = [SlowChoice(), FastChoice()]
+    second = tuner.select("mm", fresh, inputs, layout, mode="default")
+    assert second.source == "cache"
+    assert second.choice is fresh[1], "a hit returns the re-created choice of that name"
+    assert "cached winner explicit/fast" in second.summary
+    entry = next(iter(tuner.cache.entries().values()))
+    assert (entry["provider"], entry["choice"], entry["mode"]) == ("explicit", "fast", "default")
