@@ -1,8 +1,12 @@
-"""Phase-one descriptor of the CUDA C++ backend: cheap, imports no toolkit."""
+"""Phase-one descriptor of the CUDA C++ backend: cheap, imports no toolkit.
+
+Importing this module reads no CUDA state; ``availability()`` looks for nvcc,
+the CUTLASS headers (the ``nvidia-cutlass`` wheel) and an sm_90 GPU, and says
+which are missing.
+"""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +14,11 @@ from tilefuse import plugin
 
 
 class CudaBackend:
-    """The ``cuda`` backend: owns the CUTLASS GEMM template nodes it produced."""
+    """The ``cuda`` backend: owns the CUTLASS GEMM template nodes it produced.
+
+    Its kernels reach graphs through the autotuner (``tilefuse_cuda.provider.PROVIDER``
+    in the ``tilefuse.autotune.choices`` group); ``load()`` has no scheduling of its own yet.
+    """
 
     info = plugin.BackendInfo(
         name="cuda",
@@ -22,18 +30,47 @@ class CudaBackend:
     )
 
     def availability(self) -> plugin.Availability:
-        if shutil.which("nvcc") is None:
-            return plugin.Availability.unavailable("nvcc not found on PATH")
+        """``ok`` when nvcc, the CUTLASS headers and an sm_90 GPU are all present.
+
+        The reason lists each of the three, e.g. ``"nvcc 13.0.88 ok; cutlass headers
+        ok (nvidia-cutlass 4.2.0.0); no CUDA device"``. Never raises.
+        """
+        parts: list[str] = []
+        ok = True
         try:
-            import torch
-        except ImportError:
-            return plugin.Availability.unavailable("torch is not installed")
-        if not torch.cuda.is_available():
-            return plugin.Availability.unavailable("no CUDA device")
-        return plugin.Availability.available()
+            from .toolchain import (
+                ToolchainMissing,
+                cutlass_headers,
+                nvcc_version,
+                sm90_device_reason,
+            )
+        except Exception as exc:  # a broken install must not break `tilefuse backends`
+            return plugin.Availability.unavailable(f"tilefuse_cuda failed to import: {exc}")
+        try:
+            parts.append(f"nvcc {nvcc_version()} ok")
+        except Exception as exc:  # ToolchainMissing, or nvcc itself broken
+            ok = False
+            parts.append(f"no nvcc ({str(exc).split(':')[0]})")
+        try:
+            headers = cutlass_headers()
+            parts.append(f"cutlass headers ok (nvidia-cutlass {headers.version})")
+        except ToolchainMissing:
+            ok = False
+            parts.append("no cutlass headers (pip install nvidia-cutlass)")
+        reason = sm90_device_reason("cuda")
+        if reason is None:
+            parts.append("sm_90 GPU ok")
+        else:
+            ok = False
+            parts.append(reason)
+        text = "; ".join(parts)
+        return plugin.Availability.available(text) if ok else plugin.Availability.unavailable(text)
 
     def load(self) -> Callable[[plugin.CompileContext], Any]:
-        raise NotImplementedError("the CUDA C++ backend's scheduling is not built yet")
+        raise NotImplementedError(
+            "the CUDA C++ backend has no graph scheduling of its own yet; its GEMM kernels "
+            "are offered to the autotuner by tilefuse_cuda.provider.PROVIDER"
+        )
 
 
 BACKEND = CudaBackend()

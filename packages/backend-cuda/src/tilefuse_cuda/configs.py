@@ -1,0 +1,80 @@
+"""Kernel configurations (tile, cluster, schedule) and the heuristic that orders them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .problem import Dims
+
+COOPERATIVE = "cooperative"
+PINGPONG = "pingpong"
+SCHEDULES = (COOPERATIVE, PINGPONG)
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    """One CUTLASS 3 sm_90a kernel shape.
+
+    ``tile`` is the CTA tile (M, N, K), ``cluster`` the thread-block cluster
+    (M, N), ``schedule`` ``"cooperative"`` (two consumer warp groups share a
+    tile; tile M must be a multiple of 128) or ``"pingpong"`` (each consumer
+    warp group owns a tile, epilogue overlapped with the other's mainloop).
+    """
+
+    schedule: str
+    tile: tuple[int, int, int]
+    cluster: tuple[int, int] = (1, 1)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r}; known: {SCHEDULES}")
+        if self.schedule == COOPERATIVE and self.tile[0] % 128:
+            raise ValueError(f"a cooperative tile needs M % 128 == 0, got {self.tile}")
+
+    def tag(self) -> str:
+        t, c = self.tile, self.cluster
+        return f"{self.schedule[:4]}_{t[0]}x{t[1]}x{t[2]}_c{c[0]}x{c[1]}"
+
+
+# Configurations worth compiling for bf16/fp16 on Hopper (CUTLASS profiler's usual picks).
+ALL_CONFIGS = (
+    GemmConfig(COOPERATIVE, (128, 256, 64), (2, 1)),
+    GemmConfig(COOPERATIVE, (128, 128, 64), (1, 1)),
+    GemmConfig(COOPERATIVE, (256, 128, 64), (2, 1)),
+    GemmConfig(COOPERATIVE, (128, 256, 64), (1, 1)),
+    GemmConfig(COOPERATIVE, (128, 128, 64), (2, 1)),
+    GemmConfig(PINGPONG, (128, 128, 64), (1, 1)),
+    GemmConfig(PINGPONG, (64, 128, 64), (1, 1)),
+    GemmConfig(PINGPONG, (64, 256, 64), (1, 1)),
+    GemmConfig(PINGPONG, (128, 128, 64), (2, 1)),
+)
+
+
+def heuristic(dims: Dims) -> GemmConfig:
+    """The configuration to try first for a problem of these sizes."""
+    m, n = dims.m, dims.n
+    if m <= 64:
+        return GemmConfig(PINGPONG, (64, 128, 64), (1, 1))
+    tiles_256 = -(-m // 128) * -(-n // 256) * dims.batch
+    if tiles_256 >= 132:  # enough 128x256 tiles to fill an H100's SMs
+        return GemmConfig(COOPERATIVE, (128, 256, 64), (2, 1))
+    return GemmConfig(COOPERATIVE, (128, 128, 64), (1, 1))
+
+
+def configs_for(dims: Dims, limit: int | None = None) -> list[GemmConfig]:
+    """Configurations for ``dims``, heuristic pick first, at most ``limit`` of them.
+
+    Tiles far larger than the problem are left out (they only waste a compile).
+    """
+    first = heuristic(dims)
+    rest = [c for c in ALL_CONFIGS if c != first and _fits(c, dims)]
+    ordered = [first, *rest]
+    return ordered[:limit] if limit else ordered
+
+
+def _fits(config: GemmConfig, dims: Dims) -> bool:
+    tm, tn, _ = config.tile
+    cm, _ = config.cluster
+    if tm * cm > 2 * max(dims.m, 64) or tn > 2 * max(dims.n, 128):
+        return False
+    return True

@@ -1,0 +1,113 @@
+"""``PROVIDER``: CUTLASS 3 sm_90a GEMM choices for the autotuner (``tilefuse.autotune.choices``).
+
+Importing this module is cheap (no torch, no nvcc); rendering happens in
+``Choice.compile()``, which may run in a worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tilefuse import config, plugin
+from tilefuse.errors import ChoiceFailed
+
+from .compiler import compile_source
+from .configs import GemmConfig, configs_for
+from .problem import Dims, GemmProblem, Unsupported, analyse
+from .render import kernel_name, render
+from .toolchain import ToolchainMissing, cutlass_headers, sm90_device_reason
+
+log = logging.getLogger(__name__)
+
+__version__ = "0.1.0"
+OPS = ("mm", "addmm", "bmm")
+DEFAULT_CHOICES = 4  # per request under TILEFUSE_AUTOTUNE=default; "max" takes every config
+
+
+@dataclass
+class CutlassGemmChoice:
+    """One CUTLASS kernel for one problem class: picklable; the ``.so`` is loaded lazily."""
+
+    problem: GemmProblem
+    config: GemmConfig
+    dims: Dims
+    name: str = ""
+    _lib: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = kernel_name(self.problem, self.config)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_lib"] = None  # a ctypes handle does not cross processes
+        return state
+
+    def source(self) -> str:
+        """The generated ``.cu`` text (raises ``ToolchainMissing`` without CUTLASS)."""
+        return render(self.problem, self.config, cutlass_headers().version)
+
+    def compile(self) -> Path:
+        """Build (or find in the cache) the ``.so``; raises ``ChoiceFailed`` with the reason."""
+        try:
+            return compile_source(self.source(), self.name)
+        except ToolchainMissing as exc:
+            raise ChoiceFailed(f"{self.name}: {exc}") from exc
+
+    def run(self, *inputs: Any, out: Any) -> None:
+        """Launch on the current stream: ``inputs`` = the op's tensors, then the epilogue's."""
+        from .launcher import launch, load_library
+
+        if self._lib is None:
+            self._lib = load_library(self.compile())
+        launch(self._lib, self.problem, inputs, out)
+
+
+class CutlassChoiceProvider:
+    """CUTLASS GEMM choices for ``mm``, ``addmm`` and ``bmm`` on sm_90 GPUs."""
+
+    name = "cuda"
+    api_version = plugin.API_VERSION
+
+    @property
+    def version(self) -> str:
+        try:
+            cutlass = cutlass_headers().version
+        except ToolchainMissing:
+            cutlass = "none"
+        return f"{__version__}+cutlass{cutlass}"
+
+    def supports(self, op: str, device: str) -> bool:
+        """True for ``mm``/``addmm``/``bmm`` on an sm_90 CUDA device; never raises."""
+        return op in OPS and sm90_device_reason(device) is None
+
+    def choices(
+        self,
+        op: str,
+        inputs: Sequence[plugin.TensorSpec],
+        layout: plugin.TensorSpec,
+        epilogue: plugin.Epilogue,
+        limit: int | None = None,
+    ) -> Iterator[CutlassGemmChoice]:
+        """Candidate kernels, the heuristic pick first; nothing (reason logged) if unfit.
+
+        ``limit`` caps the count (default: 4, or every config under
+        ``TILEFUSE_AUTOTUNE=max``).
+        """
+        try:
+            problem, dims = analyse(op, inputs, layout, epilogue)
+            cutlass_headers()
+        except (Unsupported, ToolchainMissing) as exc:
+            log.info("cuda: no CUTLASS choice for %s %s: %s", op, layout.shape, exc)
+            return
+        if limit is None:
+            limit = None if config.autotune_mode() == "max" else DEFAULT_CHOICES
+        for cfg in configs_for(dims, limit):
+            yield CutlassGemmChoice(problem, cfg, dims)
+
+
+PROVIDER = CutlassChoiceProvider()
