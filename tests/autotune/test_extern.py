@@ -1,0 +1,54 @@
+"""The extern choice against hand-written eager PyTorch: ops, epilogues, dtypes, layouts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tilefuse import plugin
+from tilefuse_autotune import ExternChoice
+
+Step = plugin.EpilogueStep
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _inputs(op, m, k, n, dtype):
+    g = torch.Generator().manual_seed(1)
+    if op == "bmm":
+        args = [torch.randn(3, m, k, generator=g), torch.randn(3, k, n, generator=g)]
+    else:
+        args = [torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)]
+    if op == "addmm":
+        args.insert(0, torch.randn(n, generator=g))
+    return [t.to(dtype) for t in args]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", ["mm", "addmm", "bmm"])
+@pytest.mark.parametrize("shape", [(1, 7, 5), (13, 17, 19), (32, 1, 8)])
+def test_plain_ops_match_eager(op, shape, dtype):
+    args = _inputs(op, *shape, dtype)
+    expected = {"mm": torch.mm, "addmm": torch.addmm, "bmm": torch.bmm}[op](*args)
+    out = torch.empty_like(expected)
+    ExternChoice(op).run(*args, out=out)
+    torch.testing.assert_close(out, expected)
+
+
+def test_epilogue_into_a_transposed_out_in_another_dtype():
+    a, b = _inputs("mm", 9, 11, 6, torch.float32)
+    bias = torch.randn(6)
+    residual = torch.randn(6, 9).t()  # non-contiguous operand
+    epi = plugin.Epilogue(
+        steps=(Step("add_bias_n", operand=0), Step("gelu_tanh"), Step("add_matrix", operand=1)),
+        operands=(plugin.TensorSpec.of(bias), plugin.TensorSpec.of(residual)),
+        out_dtype="bfloat16",
+    )
+    out = torch.empty(6, 9, dtype=torch.bfloat16).t()
+    ExternChoice("mm", epi).run(a, b, bias, residual, out=out)
+    expected = (torch.nn.functional.gelu(a @ b + bias, approximate="tanh") + residual).bfloat16()
+    torch.testing.assert_close(out, expected)
+
+
+def test_unknown_op_is_refused():
+    with pytest.raises(ValueError, match="knows"):
+        ExternChoice("conv")
