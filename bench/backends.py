@@ -1,0 +1,162 @@
+"""The backends compared: eager, Inductor (default and max-autotune) and tilefuse.
+
+Each compiled backend is built under cold caches: fresh temporary TORCHINDUCTOR_CACHE_DIR,
+TILEFUSE_CACHE_DIR and TRITON_CACHE_DIR, Inductor's in-memory caches cleared and
+``torch._dynamo.reset()`` called, so its compile time is a first compile, not a cache hit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+FAMILIES = ("eager", "inductor", "tilefuse")
+CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TILEFUSE_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One column of the comparison.
+
+    ``family`` is what ``--backends`` selects; ``kinds`` limits the workload kinds it runs on
+    (``None``: all); ``env`` is set while it compiles and runs.
+    """
+
+    name: str
+    family: str
+    compile_kwargs: dict[str, Any] | None  # None: eager, nothing is compiled
+    kinds: frozenset[str] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def compiles(self) -> bool:
+        return self.compile_kwargs is not None
+
+    def runs_on(self, kind: str) -> bool:
+        return self.kinds is None or kind in self.kinds
+
+    def prepare(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` itself for eager, else ``torch.compile(fn, **compile_kwargs)`` (lazy)."""
+        if self.compile_kwargs is None:
+            return fn
+        return torch.compile(fn, **self.compile_kwargs)
+
+
+def specs(families: list[str], strict_tilefuse: bool = True) -> list[BackendSpec]:
+    """The backend columns for the chosen families, in a fixed order.
+
+    Raises ``ValueError`` on an unknown family, naming the known ones.
+    """
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+    out = []
+    if "eager" in families:
+        out.append(BackendSpec("eager", "eager", None))
+    if "inductor" in families:
+        out.append(BackendSpec("inductor", "inductor", {}))
+        out.append(
+            BackendSpec(
+                "inductor_max",
+                "inductor",
+                {"mode": "max-autotune-no-cudagraphs"},
+                kinds=frozenset({"gemm"}),
+            )
+        )
+    if "tilefuse" in families:
+        env = (("TILEFUSE_STRICT", "1"),) if strict_tilefuse else ()
+        out.append(BackendSpec("tilefuse", "tilefuse", {"backend": "tilefuse"}, env=env))
+    return out
+
+
+def _cxx_compiler() -> str | None:
+    for name in (os.environ.get("CXX", ""), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def unusable_reason(spec: BackendSpec, device: torch.device) -> str | None:
+    """Why ``spec`` cannot run on ``device`` here, or ``None`` when it can (as far as a cheap
+    check can tell; a failure while compiling is still recorded per workload)."""
+    if not spec.compiles:
+        return None
+    if spec.family == "inductor":
+        if device.type == "cuda":
+            from torch.utils._triton import has_triton
+
+            return None if has_triton() else "Triton is not usable on this CUDA device"
+        if device.type == "cpu":
+            return None if _cxx_compiler() else "Inductor's CPU backend needs a C++ compiler"
+        return None
+    if spec.family == "tilefuse":
+        return _tilefuse_unusable(device)
+    return None
+
+
+def _tilefuse_unusable(device: torch.device) -> str | None:
+    try:
+        import tilefuse  # noqa: F401
+    except ImportError as exc:
+        return f"tilefuse is not installed ({exc}); pip install -e packages/core and a backend"
+    if "tilefuse" not in torch._dynamo.list_backends(exclude_tags=()):
+        return "the torch_dynamo_backends entry point 'tilefuse' is not registered"
+    try:
+        from tilefuse import backend_selection, plugin
+    except ImportError:
+        return None  # internal layout changed: let the compile say what is wrong
+    try:
+        backend_selection.owner(device.type, plugin.CAP_POINTWISE)
+    except Exception as exc:  # NoBackendError or a broken plugin: both mean "not usable"
+        return f"no tilefuse backend serves {device.type}: {exc}"
+    return None
+
+
+def _clear_inductor_caches() -> None:
+    try:
+        import torch._inductor.utils as inductor_utils
+    except ImportError:
+        return
+    clear = getattr(inductor_utils, "clear_caches", None) or getattr(
+        inductor_utils, "clear_inductor_caches", None
+    )
+    if clear is not None:
+        clear()
+
+
+@contextlib.contextmanager
+def cold_caches(extra_env: tuple[tuple[str, str], ...] = ()) -> Iterator[str]:
+    """Fresh cache directories (and ``extra_env``) for one backend's compile and measurement.
+
+    Yields the temporary root; restores the environment and deletes the directories on exit,
+    resetting Dynamo so no compiled graph outlives the block.
+    """
+    root = tempfile.mkdtemp(prefix="tilefuse-bench-")
+    values = {
+        "TORCHINDUCTOR_CACHE_DIR": os.path.join(root, "inductor"),
+        "TILEFUSE_CACHE_DIR": os.path.join(root, "tilefuse"),
+        "TRITON_CACHE_DIR": os.path.join(root, "triton"),
+        **dict(extra_env),
+    }
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    _clear_inductor_caches()
+    torch._dynamo.reset()
+    try:
+        yield root
+    finally:
+        torch._dynamo.reset()
+        _clear_inductor_caches()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(root, ignore_errors=True)
