@@ -2,12 +2,12 @@
 
 Public API: ``select`` (the entry point), ``Autotuner`` (the same with explicit
 settings), ``Selection``, ``Candidate``, ``candidates_for``, ``ExternChoice``,
-``WinnersCache``, ``BenchConfig`` and ``TimingConfig``. See README.md.
+``WinnersCache``, ``BenchConfig``, ``TimingConfig`` and ``release_workers``. See README.md.
 """
 
 from __future__ import annotations
 
-from .benchmark import BenchConfig
+from .benchmark import BenchConfig, release_workers
 from .cache import WinnersCache
 from .extern import ExternChoice
 from .selection import MODES, Autotuner, Candidate, Selection, candidates_for, select
@@ -23,5 +23,6 @@ __all__ = [
     "TimingConfig",
     "WinnersCache",
     "candidates_for",
+    "release_workers",
     "select",
 ]

@@ -150,6 +150,16 @@ def shared_bench() -> Bench:
     return _shared
 
 
+def release_workers() -> None:
+    """Stop the process-wide worker processes now (a later selection starts fresh ones).
+
+    Call it after a burst of selections to return the benchmark worker's device
+    memory and CUDA context; it is also done at interpreter exit.
+    """
+    if _shared is not None:
+        _shared.close()
+
+
 def run_benchmarks(
     problem: measure.Problem,
     labels: Sequence[str],

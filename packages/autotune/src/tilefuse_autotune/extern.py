@@ -31,7 +31,7 @@ class ExternChoice:
     def _compute(self, op_inputs: Sequence[Any], out: Any | None) -> Any:
         import torch
 
-        fn = {"mm": torch.mm, "addmm": torch.addmm, "bmm": torch.bmm}[self.op]
+        fn: Any = {"mm": torch.mm, "addmm": torch.addmm, "bmm": torch.bmm}[self.op]
         if out is None:
             return fn(*op_inputs)
         return fn(*op_inputs, out=out)

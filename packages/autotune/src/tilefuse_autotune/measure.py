@@ -98,7 +98,11 @@ def measure(
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     check_close(out, ref, problem.layout.dtype)
-    return median_ms(lambda: choice.run(*inputs, out=out), device, timing)
+    ms = median_ms(lambda: choice.run(*inputs, out=out), device, timing)
+    if device.startswith("cuda"):
+        del inputs, out
+        torch.cuda.empty_cache()  # the worker outlives the selection: give memory back
+    return ms
 
 
 def compile_choice(begin: Callable[[], None], choice: plugin.Choice) -> plugin.Choice | None:
