@@ -123,12 +123,21 @@ class GemmConfig:
             return plugin.Verdict.no(f"{self.name()}: needs more than 64 KiB of LDS")
         return plugin.Verdict.yes()
 
+    def lds_pad(self, problem: GemmProblem | None = None) -> int:
+        """LDS row padding: one element against bank conflicts; four keep 16-bit MFMA rows
+        8-byte aligned."""
+        if self.mfma and (problem is None or problem.a_dtype != "float32"):
+            return 4
+        return 1
+
     def lds_bytes(self, problem: GemmProblem | None = None) -> int:
-        """LDS used by the two A and B buffers (SIMT stages fp32; MFMA stages inputs raw)."""
-        elem = 4
-        if self.mfma and problem is not None and problem.a_dtype != "float32":
-            elem = 2
-        return 2 * (self.block_m + self.block_n) * (self.block_k + 1) * elem
+        """LDS used by the two A and B buffers, exactly as the template declares them (SIMT
+        stages fp32 ``[k][m]``; MFMA stages raw inputs ``[m][k]``)."""
+        bm, bn, bk, pad = self.block_m, self.block_n, self.block_k, self.lds_pad(problem)
+        if self.mfma:
+            elem = 4 if problem is not None and problem.a_dtype == "float32" else 2
+            return 2 * (bm + bn) * (bk + pad) * elem
+        return 2 * bk * (bm + pad + bn + pad) * 4
 
 
 # Candidate tilings offered to the autotuner, small to large.

@@ -70,9 +70,7 @@ def render_gemm(problem: GemmProblem, config: GemmConfig) -> str:
         "threads": config.threads,
         "mfma": config.mfma,
         "variant": "mfma" if config.mfma else "simt",
-        # One padding column against LDS bank conflicts; four keep 16-bit MFMA rows 8-byte
-        # aligned.
-        "lds_pad": 4 if config.mfma and problem.a_dtype != "float32" else 1,
+        "lds_pad": config.lds_pad(problem),
         "num_ops": num_ops,
         "ops_array": max(num_ops, 1),
         "epilogue_lines": render_epilogue(problem.epilogue),
