@@ -41,21 +41,28 @@ TRANSPOSE_ADD = Target(85.0, "inductor")
 GEMM_EPILOGUE = Target(97.0, "inductor_max")
 
 
+def _first_line(text: str, limit: int = 160) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else text
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def verdict(target: Target | None, results: dict[str, dict[str, Any]]) -> tuple[str, str]:
     """(PASS | MISS | "-", reason) for the tilefuse result against ``target``.
 
-    ``results`` maps backend name to its result dict (keys ``ms``, ``pct_of_floor``). MISS when
-    tilefuse has no time (error or skip), is below the floor share, or is slower than the
-    baseline; "-" when there is no target, tilefuse was not run, or the baseline has no time.
+    ``results`` maps backend name to its result dict (keys ``ms``, ``pct_of_floor``, ``error``,
+    optional ``skipped``). MISS when tilefuse failed (error or mismatch), is below the floor
+    share, or is slower than the baseline; "-" when there is no target, tilefuse was not run or
+    was skipped as unusable here, or the baseline has no time to compare with.
     """
     if target is None:
         return NONE, "no target for this workload"
     mine = results.get("tilefuse")
     if mine is None:
         return NONE, "tilefuse not run"
+    if mine.get("skipped"):
+        return NONE, f"tilefuse skipped: {_first_line(mine['skipped'])}"
     if mine.get("ms") is None:
-        why = mine.get("error") or mine.get("skipped") or "no time"
-        return MISS, f"tilefuse has no time: {why.splitlines()[0] if why else why}"
+        return MISS, f"tilefuse has no time: {_first_line(mine.get('error') or 'no time')}"
     pct = mine["pct_of_floor"]
     if pct < target.min_pct:
         return MISS, f"{pct:.1f}% of floor < {target.min_pct:g}%"
