@@ -20,7 +20,7 @@ from types import ModuleType
 from tilefuse import config
 from tilefuse.errors import CacheError
 
-_LOADED: dict[str, ModuleType] = {}
+_LOADED: dict[tuple[str, bool], ModuleType] = {}
 
 
 def source_digest(source: str) -> str:
@@ -61,11 +61,13 @@ def write_source(source: str, stem: str) -> Path:
 def load_module(source: str, stem: str) -> ModuleType:
     """Import the module whose text is ``source`` (writing it first); cached per process."""
     digest = source_digest(source)
-    module = _LOADED.get(digest)
+    # ``@triton.jit`` builds an interpreted function when TRITON_INTERPRET=1 at import time
+    key = (digest, os.environ.get("TRITON_INTERPRET", "") == "1")
+    module = _LOADED.get(key)
     if module is not None:
         return module
     path = write_source(source, stem)
-    module_name = f"tilefuse_triton_gemm_{digest[:20]}"
+    module_name = f"tilefuse_triton_gemm_{digest[:20]}" + ("_interpreted" if key[1] else "")
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -75,5 +77,5 @@ def load_module(source: str, stem: str) -> ModuleType:
     except BaseException:
         del sys.modules[module_name]
         raise
-    _LOADED[digest] = module
+    _LOADED[key] = module
     return module

@@ -69,6 +69,7 @@ def render_gemm(
         "",
         f"{op}: {problem.batch} x {problem.m} x {problem.n} x {problem.k}, "
         f"{problem.dtype} -> {problem.out_dtype}; epilogue: {_describe(problem)}",
+        f"rendered for: {'the Triton interpreter' if interpret else 'a GPU'}",
         '"""',
         "",
         "import triton",
