@@ -1,4 +1,12 @@
-"""The ``torch_dynamo_backends`` entry point: ``torch.compile(fn, backend="tilefuse")``."""
+"""The ``torch_dynamo_backends`` entry point: ``torch.compile(fn, backend="tilefuse")``.
+
+Flow: check that every device has a backend (else run eagerly, one warning);
+AOTAutograd with tilefuse's decomposition table splits forward and backward;
+each half is compiled by ``tilefuse.codegen.compile_graph``. A graph that cannot
+be compiled runs eagerly with one warning naming the error, never a crash
+(``TILEFUSE_STRICT=1`` raises instead). Graphs with symbolic sizes are
+specialized: compiled once per distinct concrete input signature.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch._dynamo.backends.common import aot_autograd
+from torch._functorch.aot_autograd import make_boxed_func
 
 from .. import config, plugin
 from ..backend_selection import owner
-from ..errors import NoBackendError
+from ..errors import NoBackendError, TilefuseError
+from .decompositions import decomposition_table
 
 log = logging.getLogger("tilefuse")
 _warned: set[str] = set()
@@ -31,6 +42,61 @@ def graph_device_types(example_inputs: Sequence[Any]) -> list[str]:
     return seen or ["cpu"]
 
 
+def _inner_compile(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+    from ..codegen.compile_graph import compile_graph
+
+    try:
+        compiled = compile_graph(gm, example_inputs)
+    except Exception as exc:
+        if config.strict():
+            raise
+        kind = "" if isinstance(exc, TilefuseError) else f"{type(exc).__name__}: "
+        _warn_once(f"could not compile a graph ({kind}{exc}); running it eagerly")
+        log.debug("tilefuse: compile failure", exc_info=True)
+        return make_boxed_func(gm.forward)
+    compiled._boxed_call = True  # takes the argument list, as AOTAutograd calls it
+    return compiled
+
+
+def _is_symbolic(inputs: Sequence[Any]) -> bool:
+    for x in inputs:
+        if isinstance(x, torch.SymInt):
+            return True
+        if isinstance(x, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in x.shape):
+            return True
+    return False
+
+
+def _aot(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+    backend = aot_autograd(
+        fw_compiler=_inner_compile,
+        bw_compiler=_inner_compile,
+        decompositions=decomposition_table(),
+    )
+    return backend(gm, example_inputs)
+
+
+class _Specializer:
+    """Compiles ``gm`` once per concrete signature of its (symbolic) inputs."""
+
+    def __init__(self, gm: torch.fx.GraphModule) -> None:
+        self.gm = gm
+        self.compiled: dict[tuple, Callable] = {}
+
+    def __call__(self, *args: Any) -> Any:
+        key = tuple(
+            (tuple(a.shape), a.stride(), a.dtype, a.device, a.requires_grad)
+            if isinstance(a, torch.Tensor)
+            else a
+            for a in args
+        )
+        fn = self.compiled.get(key)
+        if fn is None:
+            fn = _aot(self.gm, list(args))
+            self.compiled[key] = fn
+        return fn(*args)
+
+
 def tilefuse_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
     """Compile a Dynamo FX graph; on any device without a backend, run it eagerly.
 
@@ -44,5 +110,6 @@ def tilefuse_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) ->
                 raise
             _warn_once(f"{exc} Running this graph eagerly.")
             return gm.forward
-    _warn_once("the compiler pipeline is not yet lowered to kernels; running this graph eagerly")
-    return gm.forward
+    if _is_symbolic(example_inputs):
+        return _Specializer(gm)
+    return _aot(gm, example_inputs)

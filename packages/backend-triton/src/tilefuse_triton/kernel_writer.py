@@ -1,0 +1,443 @@
+"""Render one fused group into a Triton kernel's source text.
+
+Kernel shapes:
+- 1D pointwise: ``xindex`` is a ``[XBLOCK]`` vector;
+- 2D (tiled pointwise, persistent or looped reduction): ``xindex`` is
+  ``[XBLOCK, 1]`` and ``rindex`` ``[1, RBLOCK]``; per-row values are ``[XBLOCK, 1]``.
+
+Every group member is evaluated at its placement (see ``tilefuse.scheduler.group``):
+a member read by another member is taken from registers (per-row values) or
+recomputed inline at the same point (per-element values; CSE makes that free
+inside one scope). Only the buffers in ``group.stores`` are written to memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sympy
+import torch
+from sympy.printing.str import StrPrinter
+
+from tilefuse.ir.index import FloorDiv, ModularIndexing
+from tilefuse.ir.nodes import Pointwise, Reduction
+from tilefuse.ir.ops import OP_NAMES, ops_handler
+from tilefuse.scheduler.group import RSYM, XSYM, FusedGroup, simplified
+
+from . import ops_table
+
+TL_DTYPES = {
+    torch.float32: "tl.float32", torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16",
+    torch.float64: "tl.float64", torch.int64: "tl.int64", torch.int32: "tl.int32",
+    torch.int16: "tl.int16", torch.int8: "tl.int8", torch.uint8: "tl.uint8", torch.bool: "tl.int1",
+}  # fmt: skip
+
+
+class IndexPrinter(StrPrinter):
+    """sympy index expressions as Triton code over ``xindex`` / ``rindex``."""
+
+    def _print_Symbol(self, expr: sympy.Symbol) -> str:
+        if expr == XSYM:
+            return "xindex"
+        if expr == RSYM:
+            return "rindex"
+        return expr.name
+
+    def _print_FloorDiv(self, expr: FloorDiv) -> str:
+        x, d = expr.args
+        return f"({self._print(x)} // {self._print(d)})"
+
+    def _print_ModularIndexing(self, expr: ModularIndexing) -> str:
+        x, d, s = expr.args
+        inner = self._print(x) if d == 1 else f"({self._print(x)} // {self._print(d)})"
+        return f"({inner} % {self._print(s)})"
+
+
+_printer = IndexPrinter()
+
+
+def print_index(expr: Any) -> str:
+    return _printer.doprint(expr)
+
+
+SCALAR, PER_X, PER_XR = 0, 1, 2
+
+
+class Var(str):
+    """A kernel variable (or literal) with its dtype and shape kind.
+
+    ``kind`` is ``SCALAR`` (a constant), ``PER_X`` (``[XBLOCK]`` in 1D kernels,
+    ``[XBLOCK, 1]`` in 2D ones) or ``PER_XR`` (``[XBLOCK, RBLOCK]``).
+    """
+
+    dtype: torch.dtype
+    kind: int
+
+    def __new__(cls, name: str, dtype: torch.dtype, kind: int) -> Var:
+        v = super().__new__(cls, name)
+        v.dtype = dtype
+        v.kind = kind
+        return v
+
+    @property
+    def per_r(self) -> bool:
+        return self.kind == PER_XR
+
+
+def kind_of(*values: Any) -> int:
+    return max((getattr(v, "kind", SCALAR) for v in values), default=SCALAR)
+
+
+class KernelWriter:
+    """Builds the source of one kernel. ``render()`` returns ``(source, arg_names)``."""
+
+    def __init__(self, group: FusedGroup, buffers: dict[str, Any], name: str, config: dict) -> None:
+        self.group = group
+        self.buffers = buffers
+        self.name = name
+        self.config = config
+        self.two_d = group.reduction or group.tiled
+        self.persistent = bool(config.get("persistent", not group.reduction))
+        self.lines: list[str] = []
+        self.indent = 1
+        self.cse: list[dict[str, Var]] = [{}]
+        self.values: list[dict[str, Var]] = [{}]
+        self.masks: list[str] = []
+        self.mask_kinds: list[int] = []
+        self.counter = 0
+        self.in_args: dict[str, str] = {}
+        self.out_args: dict[str, str] = {}
+        self.context_per_r = False
+        self.member_names = set(group.names)
+
+    # -- emission helpers ------------------------------------------------------------
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.indent + line)
+
+    def new_var(self, expr: str, dtype: torch.dtype, kind: int) -> Var:
+        for scope in reversed(self.cse):
+            if expr in scope:
+                return scope[expr]
+        self.counter += 1
+        var = Var(f"tmp{self.counter}", dtype, kind)
+        self.emit(f"{var} = {expr}")
+        self.cse[-1][expr] = var
+        return var
+
+    def push_scope(self) -> None:
+        self.cse.append({})
+        self.values.append({})
+
+    def pop_scope(self) -> None:
+        self.cse.pop()
+        self.values.pop()
+
+    def lookup_value(self, name: str) -> Var | None:
+        for scope in reversed(self.values):
+            if name in scope:
+                return scope[name]
+        return None
+
+    def arg_for_load(self, name: str) -> str:
+        if name in self.out_args:
+            return self.out_args[name]
+        if name not in self.in_args:
+            self.in_args[name] = f"in_ptr{len(self.in_args)}"
+        return self.in_args[name]
+
+    def shaped(self, value: Var, kind: int) -> str:
+        """``value`` as text broadcast to the full shape of ``kind``."""
+        if not self.two_d:
+            kind = min(kind, PER_X)
+        if kind == SCALAR or value.kind == kind or (not self.two_d and value.kind > SCALAR):
+            return str(value)
+        if kind == PER_XR:
+            shape = "[XBLOCK, RBLOCK]"
+        else:
+            shape = "[XBLOCK, 1]" if self.two_d else "[XBLOCK]"
+        if value.kind == SCALAR:
+            return f"tl.full({shape}, {value}, {TL_DTYPES[value.dtype]})"
+        return f"tl.broadcast_to({value}, {shape})"
+
+    def mask_for(self, per_r: bool) -> str:
+        base = ("xmask & rmask" if per_r else "xmask") if self.two_d else "xmask"
+        if self.masks:
+            return " & ".join([base] + [f"({m})" for m in self.masks])
+        return base
+
+    # -- ops handler (called by IR bodies) -------------------------------------------
+    def load(self, name: str, index: Any) -> Var:
+        if name in self.member_names:
+            return self.member_value(name)
+        buf = self.buffers[name]
+        expr = simplified(index, self.group)
+        kind = SCALAR
+        for sym in expr.free_symbols:
+            if sym == RSYM:
+                kind = max(kind, PER_XR)
+            elif sym == XSYM:
+                kind = max(kind, PER_X)
+            else:
+                kind = max(kind, getattr(self.indirect_vars.get(sym.name), "kind", PER_XR))
+        kind = max([kind] + self.mask_kinds)
+        ptr = self.arg_for_load(name)
+        text = print_index(expr)
+        if kind == SCALAR:
+            load = f"tl.load({ptr} + ({text}))"
+        else:
+            load = f"tl.load({ptr} + ({text}), {self.mask_for(kind == PER_XR)}, other=0)"
+        return self.new_var(load, buf.dtype, kind)
+
+    indirect_vars: dict[str, Var]
+
+    def indirect(self, value: Var, size: Any) -> sympy.Symbol:
+        v = self.new_var(f"tl.where({value} < 0, {value} + {print_index(size)}, {value})",
+                         value.dtype, value.kind)  # fmt: skip
+        self.indirect_vars[str(v)] = v
+        return sympy.Symbol(str(v), integer=True)
+
+    def constant(self, value: Any, dtype: torch.dtype) -> Var:
+        return Var(ops_table.constant(value, dtype), dtype, SCALAR)
+
+    def index_expr(self, expr: Any, dtype: torch.dtype) -> Var:
+        e = simplified(sympy.sympify(expr), self.group)
+        text = print_index(e)
+        if not e.free_symbols:
+            return Var(ops_table.constant(int(e), dtype), dtype, SCALAR)
+        kind = PER_XR if RSYM in e.free_symbols else PER_X
+        if not e.has(XSYM) and kind == PER_X:
+            kind = PER_XR  # an expression of indirect symbols only
+        return self.new_var(f"({text}).to({TL_DTYPES[dtype]})", dtype, kind)
+
+    def to_dtype(self, value: Var, dtype: torch.dtype) -> Var:
+        if getattr(value, "dtype", None) == dtype:
+            return value
+        if value.kind == SCALAR:
+            if dtype == torch.bool:
+                return Var(f"({value} != 0)", dtype, SCALAR)
+            return Var(ops_table.constant(_literal(value), dtype), dtype, SCALAR)
+        if dtype == torch.bool:
+            return self.new_var(f"({value} != 0)", dtype, value.kind)
+        return self.new_var(f"{value}.to({TL_DTYPES[dtype]})", dtype, value.kind)
+
+    def where(self, cond: Var, a: Var, b: Var) -> Var:
+        dtype = a.dtype if isinstance(a, Var) else b.dtype
+        kind = kind_of(cond, a, b)
+        return self.new_var(f"tl.where({cond}, {a}, {b})", dtype, max(kind, PER_X))
+
+    def masked(self, cond: Var, body: Callable[[], Any], other: Any) -> Var:
+        self.masks.append(str(cond))
+        self.mask_kinds.append(cond.kind)
+        try:
+            value = body()
+        finally:
+            self.masks.pop()
+            self.mask_kinds.pop()
+        other_text = ops_table.constant(other, value.dtype)
+        kind = max(kind_of(value, cond), PER_X)
+        return self.new_var(f"tl.where({cond}, {value}, {other_text})", value.dtype, kind)
+
+    def __getattr__(self, name: str) -> Callable[..., Var]:
+        if name not in OP_NAMES:
+            raise AttributeError(name)
+        template = ops_table.template(name)
+
+        def op(*args: Var) -> Var:
+            dtype = ops_table.result_dtype(name, args)
+            kind = kind_of(*args)
+            if kind == SCALAR:
+                return Var(template(*args), dtype, SCALAR)
+            return self.new_var(template(*args), dtype, kind)
+
+        return op
+
+    # -- group members ---------------------------------------------------------------
+    def member_value(self, name: str) -> Var:
+        value = self.lookup_value(name)
+        if value is not None:
+            return value
+        placement = self.group.placements[name]
+        if placement.level != "xr":
+            raise AssertionError(f"{name} read before it is computed")
+        return self.eval_pointwise(name)
+
+    def eval_pointwise(self, name: str) -> Var:
+        node = self.group.node(name)
+        data = node.buffer.data
+        assert isinstance(data, Pointwise)
+        mapping = self.group.placements[name].mapping
+        idx = [mapping[v] for v in node.index_vars]
+        outer = self.context_per_r
+        self.context_per_r = self.group.placements[name].level == "xr"
+        try:
+            value = data.body(idx)
+        finally:
+            self.context_per_r = outer
+        self.values[-1][name] = value
+        return value
+
+    def store(self, name: str, value: Var) -> None:
+        buf = self.buffers[name]
+        placement = self.group.placements[name]
+        index = print_index(simplified(placement.store_index, self.group))
+        ptr = self.out_args.setdefault(name, f"out_ptr{len(self.out_args)}")
+        per_r = placement.level == "xr" and self.two_d
+        if value.dtype != buf.dtype:
+            value = self.to_dtype(value, buf.dtype)
+        text = self.shaped(value, PER_XR if per_r else PER_X)
+        self.emit(f"tl.store({ptr} + ({index}), {text}, {self.mask_for(per_r)})")
+
+    # -- reductions ------------------------------------------------------------------
+    def eval_reduction_input(self, name: str) -> Var:
+        node = self.group.node(name)
+        data = node.buffer.data
+        assert isinstance(data, Reduction)
+        mapping = self.group.placements[name].mapping
+        idx = [mapping[v] for v in node.index_vars]
+        ridx = [mapping[v] for v in node.reduction_vars]
+        self.context_per_r = True
+        try:
+            value = data.body(idx, ridx)
+        finally:
+            self.context_per_r = False
+        if not value.per_r:
+            value = self.new_var(self.shaped(value, PER_XR), value.dtype, PER_XR)
+        return value
+
+    def reduction(self, name: str) -> Var:
+        node = self.group.node(name)
+        data = node.buffer.data
+        assert isinstance(data, Reduction)
+        kind = data.reduction_type
+        acc_dtype = torch.int8 if kind == "any" else data.src_dtype
+        tl_acc = TL_DTYPES[acc_dtype]
+        init = ops_table.reduction_init(kind, acc_dtype)
+        mask = "xmask & rmask"
+        if self.persistent:
+            value = self.eval_reduction_input(name)
+            if kind == "any":
+                value = self.new_var(f"{value}.to(tl.int8)", torch.int8, PER_XR)
+            masked = self.new_var(f"tl.where({mask}, {value}, {init})", acc_dtype, PER_XR)
+            if kind in ("argmax", "argmin"):
+                ridx = self.new_var("tl.broadcast_to(rindex, [XBLOCK, RBLOCK]).to(tl.int32)",
+                                    torch.int32, PER_XR)  # fmt: skip
+                self.counter += 1
+                out = f"tmp{self.counter}"
+                self.emit(f"_, {out} = tl.reduce(({masked}, {ridx}), 1, dm.{kind}_combine)")
+                return self.new_var(f"{out}[:, None].to(tl.int64)", torch.int64, PER_X)
+            return self.finish_reduction(kind, masked, acc_dtype)
+        self.counter += 1
+        acc = f"acc{self.counter}"
+        self.emit(f"{acc} = tl.full([XBLOCK, RBLOCK], {init}, {tl_acc})")
+        if kind in ("argmax", "argmin"):
+            self.emit(f"{acc}_idx = tl.full([XBLOCK, RBLOCK], 2147483647, tl.int32)")
+        self.open_r_loop()
+        value = self.eval_reduction_input(name)
+        if kind == "any":
+            value = self.new_var(f"{value}.to(tl.int8)", torch.int8, PER_XR)
+        masked = self.new_var(f"tl.where({mask}, {value}, {init})", acc_dtype, PER_XR)
+        if kind in ("argmax", "argmin"):
+            ridx = self.new_var("tl.broadcast_to(rindex, [XBLOCK, RBLOCK]).to(tl.int32)",
+                                torch.int32, PER_XR)  # fmt: skip
+            self.emit(f"{acc}, {acc}_idx = dm.{kind}_combine({acc}, {acc}_idx, {masked}, {ridx})")
+        else:
+            self.emit(f"{acc} = {ops_table.reduction_combine(kind, acc, masked)}")
+        self.close_r_loop()
+        if kind in ("argmax", "argmin"):
+            self.counter += 1
+            out = f"tmp{self.counter}"
+            self.emit(f"_, {out} = tl.reduce(({acc}, {acc}_idx), 1, dm.{kind}_combine)")
+            return self.new_var(f"{out}[:, None].to(tl.int64)", torch.int64, PER_X)
+        return self.finish_reduction(kind, Var(acc, acc_dtype, PER_XR), acc_dtype)
+
+    def finish_reduction(self, kind: str, value: Var, acc_dtype: torch.dtype) -> Var:
+        text = ops_table.reduction_final(kind, value)
+        out_dtype = torch.bool if kind == "any" else acc_dtype
+        return self.new_var(f"{text}[:, None]" if kind != "any" else f"({text} > 0)[:, None]",
+                            out_dtype, PER_X)  # fmt: skip
+
+    def open_r_loop(self) -> None:
+        self.emit("for roffset in range(0, rnumel, RBLOCK):")
+        self.indent += 1
+        self.push_scope()
+        self.emit("rindex = roffset + tl.arange(0, RBLOCK)[None, :]")
+        self.emit("rmask = rindex < rnumel")
+
+    def close_r_loop(self) -> None:
+        self.pop_scope()
+        self.indent -= 1
+
+    # -- whole kernel ----------------------------------------------------------------
+    def render(self) -> tuple[str, list[str]]:
+        self.indirect_vars = {}
+        group = self.group
+        index_type = "tl.int64" if self.config.get("int64") else None
+        if self.two_d:
+            if group.tiled:
+                self.emit("pid = tl.program_id(0)")
+                self.emit("rblocks = tl.cdiv(rnumel, RBLOCK)")
+                self.emit("xoffset = (pid // rblocks) * XBLOCK")
+                self.emit("roffset = (pid % rblocks) * RBLOCK")
+            else:
+                self.emit("xoffset = tl.program_id(0) * XBLOCK")
+                self.emit("roffset = 0")
+            cast = f".to({index_type})" if index_type else ""
+            self.emit(f"xindex = (xoffset + tl.arange(0, XBLOCK)[:, None]){cast}")
+            self.emit("xmask = xindex < xnumel")
+            if self.persistent:
+                self.emit(f"rindex = (roffset + tl.arange(0, RBLOCK)[None, :]){cast}")
+                self.emit("rmask = rindex < rnumel")
+        else:
+            cast = f".to({index_type})" if index_type else ""
+            self.emit(f"xindex = (tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)){cast}")
+            self.emit("xmask = xindex < xnumel")
+        with ops_handler(self):
+            for node in group.nodes:
+                placement = group.placements[node.name]
+                if node.kind == "reduction":
+                    value = self.reduction(node.name)
+                    self.values[-1][node.name] = value
+                    if node.name in group.stores:
+                        self.store(node.name, value)
+                elif placement.level == "xr" and self.two_d and not self.persistent:
+                    if node.name in group.stores:
+                        self.open_r_loop()
+                        self.store(node.name, self.eval_pointwise(node.name))
+                        self.close_r_loop()
+                else:
+                    if placement.level == "xr" and node.name not in group.stores:
+                        continue  # computed inline where it is read
+                    value = self.eval_pointwise(node.name)
+                    if node.name in group.stores:
+                        self.store(node.name, value)
+        args = list(self.in_args.values()) + list(self.out_args.values())
+        names = list(self.in_args) + list(self.out_args)
+        header = (
+            f"@triton.jit\ndef {self.name}({', '.join(args)}, xnumel, rnumel, "
+            "XBLOCK: tl.constexpr, RBLOCK: tl.constexpr):\n"
+        )
+        source = (
+            "import triton\nimport triton.language as tl\n"
+            "from tilefuse_triton import device_math as dm\n\n\n"
+            + header
+            + "\n".join(self.lines)
+            + "\n"
+        )
+        return source, names
+
+
+def render_group(
+    group: FusedGroup, buffers: dict[str, Any], name: str, config: dict
+) -> tuple[str, list[str]]:
+    """Source text and argument buffer names (inputs then outputs) for ``group``."""
+    return KernelWriter(group, buffers, name, config).render()
+
+
+def _literal(text: str) -> Any:
+    if text.startswith("float("):
+        return float(text[7:-2])
+    return float(text) if any(c in text for c in ".en") else int(text)
+
+
+__all__ = ["render_group", "print_index", "Sequence"]

@@ -1,0 +1,133 @@
+"""The table from IR op to Triton source text, and reduction building blocks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+_FLOAT_RESULT = {"truediv"}
+_BOOL_RESULT = {
+    "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor",
+    "logical_not", "isnan", "isinf", "signbit",
+}  # fmt: skip
+
+TABLE: dict[str, str] = {
+    "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "truediv": "({0} / {1})",
+    "neg": "(-{0})", "abs": "tl.abs({0})", "exp": "tl.exp({0})", "exp2": "tl.exp2({0})",
+    "expm1": "dm.expm1({0})", "log": "tl.log({0})", "log2": "tl.log2({0})",
+    "log10": "dm.log10({0})", "log1p": "dm.log1p({0})", "sqrt": "tl.sqrt({0})",
+    "rsqrt": "tl.rsqrt({0})", "sin": "tl.sin({0})", "cos": "tl.cos({0})", "tan": "dm.tan({0})",
+    "asin": "dm.asin({0})", "acos": "dm.acos({0})", "atan": "dm.atan({0})",
+    "sinh": "dm.sinh({0})", "cosh": "dm.cosh({0})", "tanh": "dm.tanh({0})",
+    "asinh": "dm.asinh({0})", "acosh": "dm.acosh({0})", "atanh": "dm.atanh({0})",
+    "sigmoid": "tl.sigmoid({0})", "erf": "tl.erf({0})", "floor": "tl.floor({0})",
+    "ceil": "tl.ceil({0})", "trunc": "dm.trunc({0})", "round": "dm.round_even({0})",
+    "reciprocal": "(1.0 / {0})", "logical_not": "({0} == 0)", "bitwise_not": "(~{0})",
+    "isnan": "dm.isnan({0})", "isinf": "dm.isinf({0})", "signbit": "dm.signbit({0})",
+    "pow": "dm.pow({0}, {1})", "maximum": "tl.maximum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)",
+    "minimum": "tl.minimum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)",
+    "eq": "({0} == {1})", "ne": "({0} != {1})", "lt": "({0} < {1})", "le": "({0} <= {1})",
+    "gt": "({0} > {1})", "ge": "({0} >= {1})",
+    "logical_and": "(({0} != 0) & ({1} != 0))", "logical_or": "(({0} != 0) | ({1} != 0))",
+    "logical_xor": "(({0} != 0) ^ ({1} != 0))",
+    "bitwise_and": "({0} & {1})", "bitwise_or": "({0} | {1})", "bitwise_xor": "({0} ^ {1})",
+    "atan2": "dm.atan2({0}, {1})", "copysign": "dm.copysign({0}, {1})", "fmod": "dm.fmod({0}, {1})",
+}  # fmt: skip
+
+
+def _sign(a: Any) -> str:
+    return f"(({a} > 0).to({_tl(a)}) - ({a} < 0).to({_tl(a)}))"
+
+
+def _floordiv(a: Any, b: Any) -> str:
+    if a.dtype.is_floating_point:
+        return f"tl.floor({a} / {b})"
+    q = f"({a} // {b})"
+    fix = f"((({a} % {b}) != 0) & (({a} < 0) != ({b} < 0)))"
+    return f"tl.where({fix}, {q} - 1, {q})"
+
+
+def _remainder(a: Any, b: Any) -> str:
+    if a.dtype.is_floating_point:
+        return f"({a} - tl.floor({a} / {b}) * {b})"
+    r = f"({a} % {b})"
+    return f"tl.where(({r} != 0) & (({r} < 0) != ({b} < 0)), {r} + {b}, {r})"
+
+
+def _tl(a: Any) -> str:
+    from .kernel_writer import TL_DTYPES
+
+    return TL_DTYPES[a.dtype]
+
+
+def template(name: str) -> Callable[..., str]:
+    if name == "sign":
+        return _sign
+    if name == "floordiv":
+        return _floordiv
+    if name == "remainder":
+        return _remainder
+    fmt = TABLE[name]
+    return lambda *args: fmt.format(*args)
+
+
+def result_dtype(name: str, args: Sequence[Any]) -> torch.dtype:
+    if name in _BOOL_RESULT:
+        return torch.bool
+    for a in args:
+        dtype = getattr(a, "dtype", None)
+        if dtype is not None:
+            return dtype
+    return torch.float32
+
+
+def constant(value: Any, dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "1" if value else "0"
+    if dtype is not None and not dtype.is_floating_point:
+        return str(int(value))
+    value = float(value)
+    if math.isnan(value):
+        return 'float("nan")'
+    if math.isinf(value):
+        return 'float("inf")' if value > 0 else 'float("-inf")'
+    return repr(value)
+
+
+def reduction_init(kind: str, dtype: torch.dtype) -> str:
+    if kind in ("sum", "any"):
+        return "0"
+    if kind == "prod":
+        return "1"
+    if kind in ("max", "argmax"):
+        return 'float("-inf")' if dtype.is_floating_point else str(torch.iinfo(dtype).min)
+    if kind in ("min", "argmin"):
+        return 'float("inf")' if dtype.is_floating_point else str(torch.iinfo(dtype).max)
+    raise ValueError(f"unknown reduction {kind!r}")
+
+
+def reduction_combine(kind: str, acc: str, value: str) -> str:
+    if kind == "sum":
+        return f"{acc} + {value}"
+    if kind == "prod":
+        return f"{acc} * {value}"
+    if kind in ("max", "any"):
+        return f"tl.maximum({acc}, {value}, propagate_nan=tl.PropagateNan.ALL)"
+    if kind == "min":
+        return f"tl.minimum({acc}, {value}, propagate_nan=tl.PropagateNan.ALL)"
+    raise ValueError(kind)
+
+
+def reduction_final(kind: str, value: str) -> str:
+    if kind == "sum":
+        return f"tl.sum({value}, 1)"
+    if kind == "prod":
+        return f"tl.reduce({value}, 1, dm.prod_combine)"
+    if kind in ("max", "any"):
+        return f"tl.max({value}, 1)"
+    if kind == "min":
+        return f"tl.min({value}, 1)"
+    raise ValueError(kind)

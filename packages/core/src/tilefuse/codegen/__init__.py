@@ -1,0 +1,1 @@
+"""Codegen: the wrapper module that launches kernels in order, and the kernel disk cache."""

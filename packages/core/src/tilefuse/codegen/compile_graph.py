@@ -1,0 +1,182 @@
+"""Compile one aten graph: lower, schedule, generate kernels and the wrapper.
+
+``compile_graph`` returns a ``CompiledGraph`` whose ``run(args)`` executes the
+graph. Everything it decided is kept in ``CompiledGraph.report`` (kernels and
+their nodes, refused fusions, externs) for ``tilefuse explain`` and written to
+``TILEFUSE_DEBUG_DIR`` when that is set.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx
+
+from .. import config, plugin
+from ..backend_selection import active_policy, load_backend, owner
+from ..frontend import lowerings  # noqa: F401  (registers every lowering)
+from ..frontend.lowering import GraphLowering
+from ..scheduler import ExternStep, FusedGroup, Schedule, schedule_graph
+from .kernel_cache import atomic_write
+from .wrapper import write_wrapper
+
+log = logging.getLogger("tilefuse")
+_graph_ids = itertools.count(1)
+
+
+@dataclass
+class KernelReport:
+    name: str
+    backend: str
+    kind: str
+    nodes: list[str]
+    stores: list[str]
+    origins: list[str]
+    source: str
+
+
+@dataclass
+class GraphReport:
+    graph_id: int
+    kernels: list[KernelReport] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+    externs: dict[str, str] = field(default_factory=dict)
+    fused_away: list[str] = field(default_factory=list)
+    wrapper: str = ""
+
+    def format(self) -> str:
+        out = [f"graph {self.graph_id}: {len(self.kernels)} kernel(s), "
+               f"{len(self.externs)} extern op(s)"]  # fmt: skip
+        for k in self.kernels:
+            out.append(f"  kernel {k.name} [{k.backend}, {k.kind}]: fuses {', '.join(k.nodes)}")
+            out.append(f"    from aten nodes: {', '.join(k.origins)}")
+            out.append(f"    writes: {', '.join(k.stores) or '(nothing)'}")
+        if self.fused_away:
+            out.append(f"  never allocated (fused away): {', '.join(self.fused_away)}")
+        if self.refusals:
+            out.append("  fusions refused:")
+            out.extend(f"    {r}" for r in self.refusals)
+        if self.externs:
+            out.append("  externs (eager calls):")
+            out.extend(f"    {name}: {why}" for name, why in sorted(self.externs.items()))
+        return "\n".join(out)
+
+
+_reports: list[GraphReport] = []
+
+
+def recent_reports() -> list[GraphReport]:
+    """Reports of the graphs compiled in this process, oldest first."""
+    return list(_reports)
+
+
+class CompiledGraph:
+    def __init__(self, call: Any, report: GraphReport) -> None:
+        self.call = call
+        self.report = report
+
+    def __call__(self, args: list[Any]) -> Any:
+        return self.call(args)
+
+
+class _Schedulings:
+    """One backend scheduling per device, created on first use."""
+
+    def __init__(self, buffers: dict[str, Any], policy: Any) -> None:
+        self.buffers = buffers
+        self.policy = policy
+        self.by_device: dict[str, tuple[str, Any]] = {}
+
+    def for_device(self, device: torch.device) -> tuple[str, Any]:
+        key = str(device)
+        if key not in self.by_device:
+            backend = owner(device.type, plugin.CAP_POINTWISE)
+            factory = load_backend(backend)
+            context = plugin.CompileContext(
+                device=key,
+                policy=self.policy,
+                debug_dir=str(config.debug_dir()) if config.debug_dir() else None,
+                options={"buffers": self.buffers},
+            )
+            self.by_device[key] = (backend.info.name, factory(context))
+        return self.by_device[key]
+
+    def can_fuse(self, kind: str, group: FusedGroup, node: Any) -> plugin.Verdict:
+        _, scheduling = self.for_device(group.device)
+        if kind == "vertical":
+            return scheduling.can_fuse_vertical(group, node)
+        return scheduling.can_fuse_horizontal(group, node)
+
+
+def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> CompiledGraph:
+    """Compile an aten-level graph for concrete ``example_inputs``.
+
+    Raises ``NoBackendError`` when a device has no backend, ``PluginError`` when
+    a requested plugin is missing, and lets other errors propagate to the caller
+    (which falls back to eager).
+    """
+    graph_id = next(_graph_ids)
+    graph = GraphLowering(gm, example_inputs).run()
+    buffers = {b.name: b for b in graph.buffers}
+    buffers.update({b.name: b for b in graph.inputs if b is not None})
+    policy = active_policy()
+    schedulings = _Schedulings(buffers, policy)
+    schedule = schedule_graph(graph, schedulings.can_fuse, policy)
+    report = GraphReport(
+        graph_id, externs=dict(graph.externs), fused_away=list(schedule.fused_away)
+    )
+    report.refusals = [str(r) for r in schedule.refusals]
+    kernels: dict[int, Any] = {}
+    for i, step in enumerate(schedule.steps):
+        if not isinstance(step, FusedGroup):
+            continue
+        backend_name, scheduling = schedulings.for_device(step.device)
+        kernel = scheduling.codegen(step)
+        kernels[i] = kernel
+        origins = sorted({o for n in step.nodes for o in n.buffer.origins})
+        report.kernels.append(
+            KernelReport(
+                kernel.name,
+                backend_name,
+                step.kind(),
+                step.names,
+                list(step.stores),
+                origins,
+                kernel.source,
+            )  # fmt: skip
+        )
+    wrapper = write_wrapper(schedule, kernels)
+    report.wrapper = wrapper.source
+    _write_debug(graph_id, gm, schedule, report)
+    _reports.append(report)
+    del _reports[:-64]
+    return CompiledGraph(wrapper.build(), report)
+
+
+def _write_debug(
+    graph_id: int, gm: torch.fx.GraphModule, schedule: Schedule, report: GraphReport
+) -> None:
+    root = config.debug_dir()
+    if root is None:
+        return
+    out = Path(root) / f"graph_{graph_id:03d}"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "aten_graph.txt", gm.print_readable(print_output=False))
+    ir_lines = [repr(b) + f"  origins={b.origins}" for b in schedule.graph.buffers]
+    atomic_write(out / "ir.txt", "\n".join(ir_lines) + "\n")
+    steps = []
+    for i, step in enumerate(schedule.steps):
+        if isinstance(step, ExternStep):
+            steps.append(f"{i}: extern {step.node.name} ({step.node.buffer.data.op})")
+        else:
+            steps.append(f"{i}: {step.describe()} stores={step.stores}")
+    atomic_write(out / "schedule.txt", "\n".join(steps) + "\n\n" + report.format() + "\n")
+    for k in report.kernels:
+        atomic_write(out / f"{k.name}.py", k.source)
+    atomic_write(out / "wrapper.py", report.wrapper)

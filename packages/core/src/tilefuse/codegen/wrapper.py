@@ -1,0 +1,158 @@
+"""The wrapper: a Python module that allocates buffers, launches steps in order and frees.
+
+Memory plan as rendered here: fused-away buffers never appear; a buffer is
+deleted right after its last use; a freed kernel-output buffer is handed to the
+next allocation with the same device, dtype, sizes and strides; graph inputs and
+outputs are never reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..ir.nodes import Buffer
+from ..scheduler import ExternStep, FusedGroup, Schedule
+
+
+@dataclass
+class WrapperModule:
+    source: str
+    namespace: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Any:
+        exec(compile(self.source, "<tilefuse wrapper>", "exec"), self.namespace)
+        return self.namespace["call"]
+
+
+def _ensure_layout(t: torch.Tensor, size: tuple, stride: tuple) -> torch.Tensor:
+    """Extern results must match the layout kernels were generated for."""
+    if tuple(t.shape) == size and (t.numel() <= 1 or tuple(t.stride()) == stride):
+        return t
+    out = torch.empty_strided(size, stride, dtype=t.dtype, device=t.device)
+    out.copy_(t)
+    return out
+
+
+def _key(buf: Buffer) -> tuple:
+    lay = buf.layout
+    return (str(lay.device), lay.dtype, tuple(int(s) for s in lay.size),
+            tuple(int(s) for s in lay.stride))  # fmt: skip
+
+
+class WrapperWriter:
+    def __init__(self, schedule: Schedule, kernels: dict[int, Any]) -> None:
+        self.schedule = schedule
+        self.kernels = kernels
+        self.lines: list[str] = []
+        self.namespace: dict[str, Any] = {
+            "torch": torch,
+            "empty_strided": torch.empty_strided,
+            "device": torch.device,
+            "_ensure_layout": _ensure_layout,
+            "inf": float("inf"),
+            "nan": float("nan"),
+        }
+        self.constants = 0
+
+    def emit(self, line: str) -> None:
+        self.lines.append("    " + line)
+
+    def literal(self, value: Any) -> str:
+        if isinstance(value, Buffer):
+            return value.name
+        if isinstance(value, (list, tuple)):
+            inner = ", ".join(self.literal(v) for v in value)
+            return (
+                f"[{inner}]"
+                if isinstance(value, list)
+                else f"({inner}{',' if len(value) == 1 else ''})"
+            )
+        if isinstance(value, (bool, int, float, str, type(None))):
+            return repr(value)
+        self.constants += 1
+        name = f"const{self.constants}"
+        self.namespace[name] = value
+        return name
+
+    def render(self) -> WrapperModule:
+        graph = self.schedule.graph
+        outputs = [o for o in graph.outputs if isinstance(o, Buffer)]
+        keep = {o.name for o in outputs} | {b.name for b in graph.inputs if b is not None}
+        lines_head = ["def call(args):"]
+        names = [b.name if b is not None else f"_scalar{i}" for i, b in enumerate(graph.inputs)]
+        if names:
+            self.emit(f"{', '.join(names)}{',' if len(names) == 1 else ''} = args")
+        self.emit("args.clear()")
+        pool: dict[tuple, list[str]] = {}
+        owned: set[str] = set()  # buffers this wrapper allocated (poolable)
+        freed_at: dict[int, list[str]] = {}
+        for name, step in self.schedule.last_use.items():
+            freed_at.setdefault(step, []).append(name)
+        for i, step in enumerate(self.schedule.steps):
+            if isinstance(step, FusedGroup):
+                kernel = self.kernels[i]
+                for name in step.stores:
+                    buf = step.node(name).buffer
+                    key = _key(buf)
+                    if pool.get(key) and name not in keep:
+                        reused = pool[key].pop()
+                        self.emit(f"{name} = {reused}  # reuses freed {reused}")
+                    else:
+                        lay = buf.layout
+                        self.emit(
+                            f"{name} = empty_strided({self.literal(tuple(int(s) for s in lay.size))}, "
+                            f"{self.literal(tuple(int(s) for s in lay.stride))}, "
+                            f"device={self.literal(lay.device)}, dtype={lay.dtype})"
+                        )
+                    owned.add(name)
+                self.namespace[kernel.name] = kernel
+                self.emit(f"{kernel.name}({', '.join(kernel.arg_names)})")
+            else:
+                assert isinstance(step, ExternStep)
+                self._extern(step)
+            for name in freed_at.get(i, []):
+                if name in keep or not self._defined(name):
+                    continue
+                if name in owned:
+                    pool.setdefault(_key(graph.buffer(name)), []).append(name)
+                else:
+                    self.emit(f"del {name}")
+        result = ", ".join(self.literal(o) for o in graph.outputs)
+        self.emit(f"return ({result}{',' if len(graph.outputs) == 1 else ''})")
+        return WrapperModule("\n".join(lines_head + self.lines) + "\n", self.namespace)
+
+    def _defined(self, name: str) -> bool:
+        prefix = f"    {name} = "
+        return any(line.startswith(prefix) for line in self.lines)
+
+    def _extern(self, step: ExternStep) -> None:
+        buf = step.node.buffer
+        data = buf.data
+        if data.__class__.__name__ == "Template":
+            raise NotImplementedError("templates are rendered by the template step")
+        op = self.literal(data.op)
+        args = ", ".join(self.literal(a) for a in data.args)
+        kwargs = ", ".join(f"{k}={self.literal(v)}" for k, v in data.kwargs.items())
+        call = f"{op}({', '.join(p for p in (args, kwargs) if p)})"
+        children = [b for b in self.schedule.graph.buffers if b.output_of and b.output_of[0] is buf]
+        if children:
+            self.emit(f"{buf.name} = {call}")
+            for child in children:
+                self.emit(
+                    f"{child.name} = {self._ensure(child, f'{buf.name}[{child.output_of[1]}]')}"
+                )
+        else:
+            self.emit(f"{buf.name} = {self._ensure(buf, call)}")
+
+    def _ensure(self, buf: Buffer, expr: str) -> str:
+        lay = buf.layout
+        size = tuple(int(s) for s in lay.size)
+        stride = tuple(int(s) for s in lay.stride)
+        return f"_ensure_layout({expr}, {size!r}, {stride!r})"
+
+
+def write_wrapper(schedule: Schedule, kernels: dict[int, Any]) -> WrapperModule:
+    return WrapperWriter(schedule, kernels).render()

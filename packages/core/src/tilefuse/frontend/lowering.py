@@ -1,0 +1,243 @@
+"""Walk an aten FX graph and lower each node to IR through the lowering registry.
+
+``register(*targets)`` adds a lowering: a function ``(ctx, node, *args, **kwargs)``
+returning a ``Value`` (or a tuple of them) where ``args`` hold ``Value`` objects
+in place of tensors. A lowering may raise ``Unsupported`` for inputs it cannot
+handle; the node then becomes an ``Extern`` (an eager call), logged once per op.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+import torch
+import torch.fx
+
+from ..ir.nodes import Buffer, Extern, Layout, Pointwise, Template, sympify_sizes
+from .values import BufferValue, LazyValue, Value
+
+log = logging.getLogger("tilefuse")
+
+Lowering = Callable[..., Any]
+LOWERINGS: dict[Any, Lowering] = {}
+_logged_externs: set[str] = set()
+
+# A lazy body used by more than one consumer is realized (the scheduler can fuse
+# it back); one that grows beyond this many ops is realized to bound recompute.
+MAX_INLINE_OPS = 96
+
+
+class Unsupported(Exception):
+    """Raised by a lowering for inputs it does not handle; the node becomes extern."""
+
+
+def register(*targets: Any) -> Callable[[Lowering], Lowering]:
+    """Register a lowering for aten overloads or overload packets."""
+
+    def wrap(fn: Lowering) -> Lowering:
+        for t in targets:
+            LOWERINGS[t] = fn
+        return fn
+
+    return wrap
+
+
+def find_lowering(target: Any) -> Lowering | None:
+    if target in LOWERINGS:
+        return LOWERINGS[target]
+    packet = getattr(target, "overloadpacket", None)
+    return LOWERINGS.get(packet)
+
+
+def op_name(target: Any) -> str:
+    return str(getattr(target, "__name__", target))
+
+
+@dataclass
+class LoweredGraph:
+    """The IR of one graph: buffers in program order, inputs and outputs."""
+
+    inputs: list[Buffer | None]  # None for non-tensor inputs
+    buffers: list[Buffer]
+    outputs: list[Any]  # Buffer, or a python value for non-tensor outputs
+    externs: dict[str, str] = field(default_factory=dict)  # op name -> why extern
+
+    def buffer(self, name: str) -> Buffer:
+        for b in self.inputs:
+            if b is not None and b.name == name:
+                return b
+        for b in self.buffers:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+
+class GraphLowering:
+    """Lowers one aten-level ``GraphModule`` with concrete example inputs."""
+
+    def __init__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+        self.gm = gm
+        self.example_inputs = list(example_inputs)
+        self.buffers: list[Buffer] = []
+        self.inputs: list[Buffer | None] = []
+        self.externs: dict[str, str] = {}
+        self._counter = 0
+        self._current: torch.fx.Node | None = None
+
+    # -- buffers ---------------------------------------------------------------------
+    def new_name(self, prefix: str = "buf") -> str:
+        self._counter += 1
+        return f"{prefix}{self._counter}"
+
+    def add_buffer(self, layout: Layout, data: Any, **extra: Any) -> Buffer:
+        buf = Buffer(self.new_name(), layout, data, **extra)
+        if self._current is not None:
+            buf.origins.append(self._current.name)
+        self.buffers.append(buf)
+        return buf
+
+    def realize(self, value: Value) -> Buffer:
+        """The buffer holding ``value``, creating a pointwise node when it is lazy."""
+        if isinstance(value, BufferValue):
+            return value.buffer
+        assert isinstance(value, LazyValue), value
+        layout = Layout.contiguous(value.device, value.dtype, value.size)
+        buf = self.add_buffer(layout, Pointwise(layout.size, value.fn))
+        return buf
+
+    def realized_value(self, value: Value) -> BufferValue:
+        return value if isinstance(value, BufferValue) else BufferValue(self.realize(value))
+
+    # -- walking ---------------------------------------------------------------------
+    def run(self) -> LoweredGraph:
+        env: dict[torch.fx.Node, Any] = {}
+        inputs = iter(self.example_inputs)
+        outputs: list[Any] = []
+        for node in self.gm.graph.nodes:
+            self._current = node
+            if node.op == "placeholder":
+                env[node] = self._placeholder(node, next(inputs))
+            elif node.op == "call_function":
+                env[node] = self._call(node, env)
+            elif node.op == "output":
+                outputs = [self._output(v) for v in _flatten_output(node.args[0], env)]
+            elif node.op == "get_attr":
+                raise Unsupported(f"get_attr {node.target}")
+        self._current = None
+        return LoweredGraph(self.inputs, self.buffers, outputs, dict(self.externs))
+
+    def _placeholder(self, node: torch.fx.Node, example: Any) -> Any:
+        if not isinstance(example, torch.Tensor):
+            self.inputs.append(None)
+            return example
+        layout = Layout(
+            example.device,
+            example.dtype,
+            sympify_sizes(example.shape),
+            sympify_sizes(example.stride()),
+            sympy.Integer(0),
+        )
+        buf = Buffer(f"arg{len(self.inputs)}", layout)
+        buf.origins.append(node.name)
+        self.inputs.append(buf)
+        return BufferValue(buf)
+
+    def _output(self, value: Any) -> Any:
+        if isinstance(value, Value):
+            return self.realize(value)
+        return value
+
+    def _call(self, node: torch.fx.Node, env: dict[torch.fx.Node, Any]) -> Any:
+        args = torch.fx.node.map_arg(node.args, lambda n: env[n])
+        kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
+        if node.target is operator.getitem:
+            return args[0][args[1]]
+        lowering = find_lowering(node.target)
+        result = None
+        if lowering is not None:
+            try:
+                result = lowering(self, node, *args, **kwargs)
+            except Unsupported as exc:
+                result = self.extern(node, args, kwargs, f"lowering declined: {exc}")
+        else:
+            result = self.extern(node, args, kwargs, "no lowering")
+        return self._maybe_realize(node, result)
+
+    def _maybe_realize(self, node: torch.fx.Node, result: Any) -> Any:
+        if isinstance(result, LazyValue):
+            if len(node.users) > 1 or result.cost() > MAX_INLINE_OPS:
+                return BufferValue(self.realize(result))
+        return result
+
+    # -- externs ---------------------------------------------------------------------
+    def extern(self, node: torch.fx.Node, args: Any, kwargs: Any, reason: str) -> Any:
+        """Run ``node``'s op eagerly inside the compiled graph."""
+        name = op_name(node.target)
+        self.externs.setdefault(name, reason)
+        if name not in _logged_externs:
+            _logged_externs.add(name)
+            log.info("tilefuse: %s runs as an extern (eager) call: %s", name, reason)
+
+        def to_buffer(x: Any) -> Any:
+            return self.realize(x) if isinstance(x, Value) else x
+
+        eargs = _map_values(args, to_buffer)
+        ekwargs = _map_values(kwargs, to_buffer)
+        meta = node.meta.get("val")
+        if meta is None:
+            raise Unsupported(f"{name} has no example value to size its output")
+        return self.extern_call(node.target, eargs, ekwargs, meta, reason)
+
+    def extern_call(self, op: Any, args: Any, kwargs: Any, meta: Any, reason: str = "") -> Any:
+        data = Extern(op, tuple(args), dict(kwargs), reason)
+        if isinstance(meta, torch.Tensor):
+            return BufferValue(self.add_buffer(_layout_of(meta), data))
+        if isinstance(meta, (list, tuple)):
+            parent = self.add_buffer(Layout.contiguous(torch.device("cpu"), torch.int8, [0]), data)
+            outs: list[Any] = []
+            for i, m in enumerate(meta):
+                if isinstance(m, torch.Tensor):
+                    child = self.add_buffer(_layout_of(m), None, output_of=(parent, i))
+                    outs.append(BufferValue(child))
+                else:
+                    outs.append(m)
+            return tuple(outs)
+        raise Unsupported(f"extern with non-tensor output {type(meta).__name__}")
+
+    def template(self, op: str, inputs: Sequence[Value], meta: torch.Tensor) -> BufferValue:
+        bufs = tuple(self.realize(v) for v in inputs)
+        return BufferValue(self.add_buffer(_layout_of(meta), Template(op, bufs)))
+
+
+def _layout_of(meta: torch.Tensor) -> Layout:
+    return Layout(
+        meta.device,
+        meta.dtype,
+        sympify_sizes(meta.shape),
+        sympify_sizes(meta.stride()),
+        sympy.Integer(int(meta.storage_offset())),
+    )
+
+
+def _map_values(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_values(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _map_values(v, fn) for k, v in obj.items()}
+    return fn(obj)
+
+
+def _flatten_output(out: Any, env: dict[torch.fx.Node, Any]) -> list[Any]:
+    if isinstance(out, (list, tuple)):
+        flat: list[Any] = []
+        for o in out:
+            flat.extend(_flatten_output(o, env))
+        return flat
+    if isinstance(out, torch.fx.Node):
+        return [env[out]]
+    return [out]

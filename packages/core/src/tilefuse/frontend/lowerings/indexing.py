@@ -1,0 +1,94 @@
+"""Indexing lowerings: gather, index_select, embedding, advanced ``index``.
+
+A loaded index value becomes an index symbol through ``ops.indirect(value, size)``
+(negative indices wrap), so the gathered load stays one expression.
+"""
+
+from __future__ import annotations
+
+import sympy
+import torch
+
+from ...ir.ops import ops
+from ..lowering import Unsupported, register
+from ..values import LazyValue
+from .common import out_meta, out_sizes
+
+aten = torch.ops.aten
+
+
+@register(aten.gather)
+def _gather(ctx, node, x, dim, index, sparse_grad=False):
+    dim = dim % max(x.rank, 1)
+    new = out_sizes(node)
+
+    def fn(idx):
+        pos = ops.indirect(index.load(idx), x.size[dim])
+        src = list(idx)
+        src[dim] = pos
+        return x.load(src)
+
+    return LazyValue(x.dtype, x.device, new, fn)
+
+
+@register(aten.index_select)
+def _index_select(ctx, node, x, dim, index):
+    dim = dim % max(x.rank, 1)
+    new = out_sizes(node)
+
+    def fn(idx):
+        pos = ops.indirect(index.load([idx[dim]] if index.rank else []), x.size[dim])
+        src = list(idx)
+        src[dim] = pos
+        return x.load(src)
+
+    return LazyValue(x.dtype, x.device, new, fn)
+
+
+@register(aten.embedding)
+def _embedding(ctx, node, weight, indices, padding_idx=-1, *rest):
+    new = out_sizes(node)
+    k = indices.rank
+
+    def fn(idx):
+        row = ops.indirect(indices.load(list(idx[:k])), weight.size[0])
+        return weight.load([row, idx[k]])
+
+    return LazyValue(weight.dtype, weight.device, new, fn)
+
+
+@register(aten.index, aten._unsafe_index)
+def _index(ctx, node, x, indices):
+    indices = list(indices) + [None] * (x.rank - len(indices))
+    present = [i for i, t in enumerate(indices) if t is not None]
+    if not present:
+        return x
+    if any(t.dtype == torch.bool for t in indices if t is not None):
+        raise Unsupported("boolean mask indexing has a data-dependent shape")
+    meta = out_meta(node)
+    new = out_sizes(node)
+    bshape = torch.broadcast_shapes(*[tuple(int(s) for s in indices[i].size) for i in present])
+    nb = len(bshape)
+    adjacent = present == list(range(present[0], present[-1] + 1))
+    start = present[0] if adjacent else 0
+
+    def fn(idx):
+        bidx = list(idx[start : start + nb])
+        rest = list(idx[:start]) + list(idx[start + nb :])
+        src = []
+        r = iter(rest)
+        for d in range(x.rank):
+            t = indices[d]
+            if t is None:
+                src.append(next(r))
+                continue
+            tidx = [
+                sympy.Integer(0)
+                if s == 1 and bshape[nb - t.rank + j] != 1
+                else bidx[nb - t.rank + j]
+                for j, s in enumerate(t.size)
+            ]
+            src.append(ops.indirect(t.load(tidx), x.size[d]))
+        return x.load(src)
+
+    return LazyValue(meta.dtype, x.device, new, fn)

@@ -1,0 +1,284 @@
+"""Reduction lowerings: sum, mean, prod, amax/amin, argmax/argmin, any/all, var/std,
+softmax and log_softmax, layer_norm. Each produces ``Reduction`` nodes plus lazy
+pointwise math that the scheduler fuses into the same kernel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sympy
+import torch
+
+from ...ir.nodes import Layout, Reduction, product
+from ...ir.ops import ops
+from ..lowering import Unsupported, register
+from ..values import BufferValue, LazyValue, Value
+from .common import compute_dtype, out_meta
+
+aten = torch.ops.aten
+
+
+def _dims(x: Value, dims: Any) -> list[int]:
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        return list(range(x.rank))
+    if isinstance(dims, int):
+        dims = [dims]
+    return sorted({d % max(x.rank, 1) for d in dims})
+
+
+def reduce(
+    ctx: Any,
+    x: Value,
+    dims: Sequence[int],
+    keepdim: bool,
+    reduction_type: str,
+    out_dtype: torch.dtype,
+    math_dtype: torch.dtype,
+    map_fn: Callable[[Any, list[Any]], Any] | None = None,
+) -> BufferValue:
+    """A ``Reduction`` buffer of ``x`` over ``dims``; ``map_fn(value, index)`` pre-maps."""
+    if x.rank == 0:
+        dims = []
+    kept = [d for d in range(x.rank) if d not in dims]
+    if keepdim:
+        ranges = tuple(sympy.Integer(1) if d in dims else x.size[d] for d in range(x.rank))
+    else:
+        ranges = tuple(x.size[d] for d in kept)
+    rranges = tuple(x.size[d] for d in dims) or (sympy.Integer(1),)
+
+    def body(idx: Sequence[Any], ridx: Sequence[Any]) -> Any:
+        full: list[Any] = [sympy.Integer(0)] * x.rank
+        if keepdim:
+            for d in kept:
+                full[d] = idx[d]
+        else:
+            for d, i in zip(kept, idx):
+                full[d] = i
+        for d, r in zip(dims, ridx):
+            full[d] = r
+        v = x.load(full)
+        if x.dtype != math_dtype:
+            v = ops.to_dtype(v, math_dtype)
+        return map_fn(v, full) if map_fn else v
+
+    layout = Layout.contiguous(x.device, out_dtype, ranges)
+    return BufferValue(
+        ctx.add_buffer(layout, Reduction(ranges, rranges, reduction_type, body, math_dtype))
+    )
+
+
+def _count(x: Value, dims: Sequence[int]) -> Any:
+    return product([x.size[d] for d in dims])
+
+
+def _lazy_map(value: Value, fn: Callable[[Any], Any], dtype: torch.dtype) -> LazyValue:
+    return LazyValue(dtype, value.device, value.size, lambda idx: fn(value.load(idx)))
+
+
+@register(aten.sum)
+def _sum(ctx, node, x, dims=None, keepdim=False, *, dtype=None):
+    out_dtype = out_meta(node).dtype
+    math = compute_dtype(out_dtype)
+    if out_dtype == torch.bool:
+        math = torch.int64
+    return reduce(ctx, x, _dims(x, dims), keepdim, "sum", out_dtype, math)
+
+
+@register(aten.prod)
+def _prod(ctx, node, x, dim=None, keepdim=False, *, dtype=None):
+    out_dtype = out_meta(node).dtype
+    return reduce(ctx, x, _dims(x, dim), keepdim, "prod", out_dtype, compute_dtype(out_dtype))
+
+
+@register(aten.mean)
+def _mean(ctx, node, x, dims=None, keepdim=False, *, dtype=None):
+    out_dtype = out_meta(node).dtype
+    math = compute_dtype(out_dtype)
+    d = _dims(x, dims)
+    total = reduce(ctx, x, d, keepdim, "sum", math, math)
+    n = _count(x, d)
+    return _lazy_map(
+        total, lambda v: ops.to_dtype(ops.truediv(v, ops.constant(n, math)), out_dtype), out_dtype
+    )
+
+
+def _minmax(kind: str):
+    def lower(ctx, node, x, dims=None, keepdim=False):
+        out_dtype = out_meta(node).dtype
+        return reduce(ctx, x, _dims(x, dims), keepdim, kind, out_dtype, compute_dtype(out_dtype))
+
+    return lower
+
+
+register(aten.amax)(_minmax("max"))
+register(aten.amin)(_minmax("min"))
+
+
+def _arg(kind: str):
+    def lower(ctx, node, x, dim=None, keepdim=False):
+        if dim is None:
+            if x.rank > 1:
+                flat = LazyValue(
+                    x.dtype, x.device, (product(x.size),), lambda i: x.load(_unflat(i[0], x.size))
+                )
+                x = flat
+            dims = [0] if x.rank else []
+        else:
+            dims = [dim % max(x.rank, 1)]
+        return reduce(ctx, x, dims, keepdim if dim is not None else False, kind,
+                      torch.int64, compute_dtype(x.dtype))  # fmt: skip
+
+    return lower
+
+
+def _unflat(i: Any, sizes: Sequence[Any]) -> list[Any]:
+    from ...ir.index import unflatten
+
+    return unflatten(i, sizes)
+
+
+register(aten.argmax)(_arg("argmax"))
+register(aten.argmin)(_arg("argmin"))
+
+
+@register(aten.any)
+def _any(ctx, node, x, dims=None, keepdim=False):
+    return reduce(ctx, x, _dims(x, dims), keepdim, "any", torch.bool, torch.bool)
+
+
+@register(aten.all)
+def _all(ctx, node, x, dims=None, keepdim=False):
+    anynot = reduce(ctx, x, _dims(x, dims), keepdim, "any", torch.bool, torch.bool,
+                    map_fn=lambda v, idx: ops.logical_not(v))  # fmt: skip
+    return _lazy_map(anynot, ops.logical_not, torch.bool)
+
+
+def _correction(correction: Any, unbiased: Any) -> float:
+    if correction is not None:
+        return float(correction)
+    if unbiased is None:
+        return 1.0
+    return 1.0 if unbiased else 0.0
+
+
+def mean_and_m2(ctx, x: Value, dims: Sequence[int], keepdim: bool, math: torch.dtype):
+    """Two fused reductions: the mean, then the sum of squared deviations from it.
+
+    Exact two-pass variance: numerically as stable as Welford's update, and in
+    one kernel when the row fits (the second pass reads registers, not memory).
+    """
+    n = _count(x, dims)
+    total = reduce(ctx, x, dims, True, "sum", math, math)
+    mean = ctx.realize(_lazy_map(total, lambda v: ops.truediv(v, ops.constant(n, math)), math))
+    mean_v = BufferValue(mean)
+
+    def dev2(v, full):
+        mu = mean_v.load([sympy.Integer(0) if d in dims else full[d] for d in range(x.rank)])
+        diff = ops.sub(v, mu)
+        return ops.mul(diff, diff)
+
+    m2 = reduce(ctx, x, dims, keepdim, "sum", math, math, map_fn=dev2)
+    if not keepdim:
+        kept = [d for d in range(x.rank) if d not in dims]
+
+        def squeezed(idx):
+            full = [sympy.Integer(0)] * x.rank
+            for d, i in zip(kept, idx):
+                full[d] = i
+            return mean_v.load(full)
+
+        mean_out: Value = LazyValue(math, x.device, m2.size, squeezed)
+    else:
+        mean_out = mean_v
+    return mean_out, m2, n
+
+
+@register(aten.var, aten.std, aten.var_mean, aten.std_mean)
+def _var(ctx, node, x, dims=None, unbiased=None, keepdim=False, *, correction=None):
+    if isinstance(unbiased, (list, tuple)) or (
+        unbiased is not None and not isinstance(unbiased, bool)
+    ):
+        dims, unbiased = unbiased, None  # var(x, dim, ...) overloads
+    packet = node.target.overloadpacket
+    metas = node.meta["val"]
+    out_dtype = (metas[0] if isinstance(metas, (list, tuple)) else metas).dtype
+    math = compute_dtype(out_dtype)
+    d = _dims(x, dims)
+    mean, m2, n = mean_and_m2(ctx, x, d, keepdim, math)
+    corr = _correction(correction, unbiased)
+
+    def finish(v):
+        denom = ops.maximum(
+            ops.sub(ops.constant(n, math), ops.constant(corr, math)), ops.constant(0, math)
+        )
+        var = ops.truediv(v, denom)
+        if packet in (aten.std, aten.std_mean):
+            var = ops.sqrt(var)
+        return ops.to_dtype(var, out_dtype)
+
+    result = _lazy_map(m2, finish, out_dtype)
+    if packet in (aten.var_mean, aten.std_mean):
+        return result, _lazy_map(mean, lambda v: ops.to_dtype(v, out_dtype), out_dtype)
+    return result
+
+
+@register(aten._softmax, aten._log_softmax)
+def _softmax(ctx, node, x, dim, half_to_float=False):
+    out_dtype = out_meta(node).dtype
+    math = compute_dtype(out_dtype if not half_to_float else torch.float32)
+    d = [dim % max(x.rank, 1)] if x.rank else []
+    mx = reduce(ctx, x, d, True, "max", math, math)
+
+    def shifted(idx):
+        v = x.load(idx)
+        v = ops.to_dtype(v, math)
+        return ops.sub(v, mx.load([sympy.Integer(0) if k in d else i for k, i in enumerate(idx)]))
+
+    exp_v = LazyValue(math, x.device, x.size, lambda idx: ops.exp(shifted(idx)))
+    total = reduce(ctx, exp_v, d, True, "sum", math, math)
+
+    def at_row(idx):
+        return total.load([sympy.Integer(0) if k in d else i for k, i in enumerate(idx)])
+
+    if node.target.overloadpacket is aten._softmax:
+        fn = lambda idx: ops.to_dtype(ops.truediv(exp_v.load(idx), at_row(idx)), out_dtype)  # noqa: E731
+    else:
+        fn = lambda idx: ops.to_dtype(ops.sub(shifted(idx), ops.log(at_row(idx))), out_dtype)  # noqa: E731
+    return LazyValue(out_dtype, x.device, x.size, fn)
+
+
+@register(aten.native_layer_norm)
+def _layer_norm(ctx, node, x, normalized_shape, weight, bias, eps):
+    out_meta_t, mean_meta, rstd_meta = node.meta["val"]
+    out_dtype = out_meta_t.dtype
+    math = compute_dtype(out_dtype)
+    k = len(normalized_shape)
+    dims = list(range(x.rank - k, x.rank))
+    mean, m2, n = mean_and_m2(ctx, x, dims, True, math)
+    rstd = ctx.realize(
+        _lazy_map(
+            m2,
+            lambda v: ops.rsqrt(
+                ops.add(ops.truediv(v, ops.constant(n, math)), ops.constant(eps, math))
+            ),
+            math,
+        )
+    )
+    rstd_v = BufferValue(rstd)
+
+    def fn(idx):
+        row = [sympy.Integer(0) if d in dims else i for d, i in enumerate(idx)]
+        v = ops.to_dtype(x.load(idx), math)
+        y = ops.mul(ops.sub(v, mean.load(row)), rstd_v.load(row))
+        tail = list(idx[x.rank - k :])
+        if weight is not None:
+            y = ops.mul(y, ops.to_dtype(weight.load(tail), math))
+        if bias is not None:
+            y = ops.add(y, ops.to_dtype(bias.load(tail), math))
+        return ops.to_dtype(y, out_dtype)
+
+    out = LazyValue(out_dtype, x.device, x.size, fn)
+    if mean_meta.dtype != math:
+        raise Unsupported("layer_norm statistics dtype")
+    return out, mean, rstd_v

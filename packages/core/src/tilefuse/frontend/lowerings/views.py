@@ -1,0 +1,265 @@
+"""View and layout lowerings: each composes an index mapping, so views cost nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sympy
+import torch
+
+from ...ir.index import FloorDiv, ModularIndexing, flatten, unflatten
+from ...ir.nodes import Layout, product, sympify_sizes
+from ...ir.ops import ops
+from ..lowering import Unsupported, register
+from ..values import BufferValue, LazyValue, Value
+from .common import out_meta, out_sizes
+
+aten = torch.ops.aten
+Integer = sympy.Integer
+
+
+def reindex(x: Value, size: Sequence[Any], mapping) -> LazyValue:
+    """A view of ``x`` with ``size`` whose element ``idx`` is ``x[mapping(idx)]``."""
+    return LazyValue(x.dtype, x.device, tuple(size), lambda idx: x.load(mapping(idx)))
+
+
+@register(aten.view, aten.reshape, aten._unsafe_view, aten.view_copy)
+def _view(ctx, node, x, size, *rest):
+    new = out_sizes(node)
+    if list(new) == list(x.size):
+        return x
+    return reindex(x, new, lambda idx: unflatten(flatten(idx, new), x.size))
+
+
+@register(aten.permute)
+def _permute(ctx, node, x, dims):
+    dims = [d % x.rank for d in dims]
+    inverse = [dims.index(i) for i in range(x.rank)]
+    return reindex(
+        x, [x.size[d] for d in dims], lambda idx: [idx[inverse[i]] for i in range(x.rank)]
+    )
+
+
+@register(aten.t, aten.transpose)
+def _transpose(ctx, node, x, d0=0, d1=1):
+    if x.rank < 2:
+        return x
+    d0, d1 = d0 % x.rank, d1 % x.rank
+    perm = list(range(x.rank))
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return reindex(x, [x.size[p] for p in perm], lambda idx: [idx[perm[i]] for i in range(x.rank)])
+
+
+@register(aten.expand)
+def _expand(ctx, node, x, size, *rest):
+    new = out_sizes(node)
+    lead = len(new) - x.rank
+
+    def mapping(idx):
+        return [
+            Integer(0) if (s == 1 and new[lead + i] != 1) else idx[lead + i]
+            for i, s in enumerate(x.size)
+        ]
+
+    return reindex(x, new, mapping)
+
+
+@register(aten.squeeze, aten.unsqueeze)
+def _squeeze(ctx, node, x, *args):
+    new = out_sizes(node)
+    if list(new) == list(x.size):
+        return x
+    return reindex(x, new, lambda idx: unflatten(flatten(idx, new), x.size))
+
+
+@register(aten.slice)
+def _slice(ctx, node, x, dim=0, start=None, end=None, step=1):
+    dim = dim % x.rank
+    size = int(x.size[dim])
+    start = 0 if start is None else start
+    end = size if end is None else end
+    start = max(0, min(size, start + size if start < 0 else start))
+    end = max(start, min(size, end + size if end < 0 else end))
+    new = list(x.size)
+    new[dim] = Integer(-(-(end - start) // step))
+
+    def mapping(idx):
+        out = list(idx)
+        out[dim] = start + idx[dim] * step
+        return out
+
+    return reindex(x, new, mapping)
+
+
+@register(aten.select)
+def _select(ctx, node, x, dim, index):
+    dim = dim % x.rank
+    index = index + int(x.size[dim]) if index < 0 else index
+    new = [s for i, s in enumerate(x.size) if i != dim]
+    return reindex(x, new, lambda idx: list(idx[:dim]) + [Integer(index)] + list(idx[dim:]))
+
+
+@register(aten.split, aten.split_with_sizes)
+def _split(ctx, node, x, sizes, dim=0):
+    dim = dim % x.rank
+    total = int(x.size[dim])
+    if isinstance(sizes, int):
+        sizes = [min(sizes, total - s) for s in range(0, total, sizes)] or [0]
+    outs = []
+    start = 0
+    for s in sizes:
+        outs.append(_slice(ctx, _FakeNode(), x, dim, start, start + s, 1))
+        start += s
+    return tuple(outs)
+
+
+class _FakeNode:
+    """Stands in for an FX node where a lowering is reused internally."""
+
+    meta: dict = {}
+
+
+@register(aten.unbind)
+def _unbind(ctx, node, x, dim=0):
+    dim = dim % x.rank
+    return tuple(_select(ctx, node, x, dim, i) for i in range(int(x.size[dim])))
+
+
+@register(aten.flip)
+def _flip(ctx, node, x, dims):
+    dims = {d % x.rank for d in dims}
+
+    def mapping(idx):
+        return [x.size[d] - 1 - i if d in dims else i for d, i in enumerate(idx)]
+
+    return reindex(x, x.size, mapping)
+
+
+def _masked_load(x: Value, cond_index, idx) -> Any:
+    return ops.masked(cond_index, lambda: x.load(idx), 0)
+
+
+def _in_range(expr, lo, hi):
+    return ops.logical_and(
+        ops.ge(ops.index_expr(expr, torch.int64), ops.constant(lo, torch.int64)),
+        ops.lt(ops.index_expr(expr, torch.int64), ops.constant(hi, torch.int64)),
+    )
+
+
+@register(aten.cat)
+def _cat(ctx, node, tensors, dim=0):
+    meta = out_meta(node)
+    tensors = [t for t in tensors if not (t.rank == 1 and t.size[0] == 0 and meta.dim() != 1)]
+    if len(tensors) == 1:
+        return tensors[0]
+    dim = dim % meta.dim()
+    new = out_sizes(node)
+    offsets = []
+    start = 0
+    for t in tensors:
+        offsets.append((start, start + int(t.size[dim])))
+        start += int(t.size[dim])
+    dtype = meta.dtype
+
+    def fn(idx):
+        result = None
+        for t, (lo, hi) in reversed(list(zip(tensors, offsets))):
+            if hi == lo:
+                continue
+            shifted = list(idx)
+            shifted[dim] = idx[dim] - lo
+            cond = _in_range(idx[dim], lo, hi)
+            val = ops.masked(cond, lambda t=t, s=shifted: ops.to_dtype(t.load(s), dtype), 0)
+            result = val if result is None else ops.where(cond, val, result)
+        return result
+
+    return LazyValue(dtype, tensors[0].device, new, fn)
+
+
+@register(aten.stack)
+def _stack(ctx, node, tensors, dim=0):
+    meta = out_meta(node)
+    dim = dim % meta.dim()
+    new = out_sizes(node)
+    dtype = meta.dtype
+
+    def fn(idx):
+        result = None
+        for k, t in reversed(list(enumerate(tensors))):
+            inner = list(idx[:dim]) + list(idx[dim + 1 :])
+            cond = ops.eq(ops.index_expr(idx[dim], torch.int64), ops.constant(k, torch.int64))
+            val = ops.masked(cond, lambda t=t, s=inner: ops.to_dtype(t.load(s), dtype), 0)
+            result = val if result is None else ops.where(cond, val, result)
+        return result
+
+    return LazyValue(dtype, tensors[0].device, new, fn)
+
+
+@register(aten.constant_pad_nd)
+def _pad(ctx, node, x, pad, value=0):
+    new = out_sizes(node)
+    dtype = out_meta(node).dtype
+    pairs = [(pad[2 * i], pad[2 * i + 1]) for i in range(len(pad) // 2)]
+
+    def fn(idx):
+        src = list(idx)
+        cond = None
+        for i, (before, _after) in enumerate(pairs):
+            d = x.rank - 1 - i
+            src[d] = idx[d] - before
+            c = _in_range(src[d], 0, int(x.size[d]))
+            cond = c if cond is None else ops.logical_and(cond, c)
+        if cond is None:
+            return x.load(src)
+        return ops.masked(cond, lambda: x.load(src), value)
+
+    if any(b < 0 or a < 0 for b, a in pairs):
+        raise Unsupported("negative padding")
+    return LazyValue(dtype, x.device, new, fn)
+
+
+@register(aten.as_strided)
+def _as_strided(ctx, node, x, size, stride, storage_offset=None):
+    if not isinstance(x, BufferValue):
+        raise Unsupported("as_strided of a computed value")
+    base = x.buffer
+    layout = base.layout
+    if list(layout.stride) != list(_contiguous(layout.size)) and base.is_input():
+        pass  # strides are relative to storage either way; inputs keep their storage
+    offset = Integer(storage_offset) if storage_offset is not None else layout.offset
+    view = Layout(layout.device, layout.dtype, sympify_sizes(size), sympify_sizes(stride), offset)
+
+    def fn(idx):
+        return ops.load(base.name, view.index(idx))
+
+    return LazyValue(x.dtype, x.device, view.size, fn)
+
+
+def _contiguous(size):
+    from ...ir.nodes import contiguous_strides
+
+    return contiguous_strides(size)
+
+
+@register(aten.repeat)
+def _repeat(ctx, node, x, repeats):
+    new = out_sizes(node)
+    lead = len(new) - x.rank
+
+    def fn(idx):
+        return x.load(
+            [
+                ModularIndexing(idx[lead + i], 1, x.size[i]) if x.size[i] != 1 else Integer(0)
+                for i in range(x.rank)
+            ]
+        )
+
+    return LazyValue(x.dtype, x.device, new, fn)
+
+
+def numel_of(x: Value):
+    return product(x.size)
+
+
+__all__ = ["reindex", "FloorDiv"]

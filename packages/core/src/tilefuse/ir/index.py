@@ -1,0 +1,212 @@
+"""Index algebra: sympy expressions over loop symbols, simplified with known ranges.
+
+``ModularIndexing(x, d, s)`` means ``(x // d) % s`` for non-negative integers;
+``FloorDiv(x, d)`` means ``x // d``. ``simplify_index`` merges the terms that
+unflattening a contiguous index produces, so a view or reshape costs nothing:
+``8 * ModularIndexing(x, 8, 8) + ModularIndexing(x, 1, 8) -> x`` when
+``0 <= x < 64``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import sympy
+
+Expr = sympy.Expr
+
+
+class FloorDiv(sympy.Function):
+    """``x // d`` for non-negative integer ``x`` and positive integer ``d``."""
+
+    is_integer = True
+    nargs = 2
+
+    @classmethod
+    def eval(cls, x, d):
+        if d == 1:
+            return x
+        if x == 0:
+            return sympy.Integer(0)
+        if x.is_Integer and d.is_Integer:
+            return sympy.Integer(int(x) // int(d))
+        if isinstance(x, FloorDiv):
+            return FloorDiv(x.args[0], x.args[1] * d)
+        if d.is_Integer:
+            # Pull out terms that are exact multiples of d: (a*d + b) // d = a + b // d.
+            whole = []
+            rest = []
+            for term in sympy.Add.make_args(x):
+                coeff, _ = term.as_coeff_Mul()
+                if coeff.is_Integer and int(coeff) % int(d) == 0:
+                    whole.append(term / d)
+                else:
+                    rest.append(term)
+            if whole and rest:
+                return sympy.Add(*whole) + FloorDiv(sympy.Add(*rest), d)
+            if whole:
+                return sympy.Add(*whole)
+        return None
+
+
+class ModularIndexing(sympy.Function):
+    """``(x // d) % s`` for non-negative integer ``x``; positive ``d`` and ``s``."""
+
+    is_integer = True
+    nargs = 3
+
+    @classmethod
+    def eval(cls, x, d, s):
+        if s == 1 or x == 0:
+            return sympy.Integer(0)
+        if x.is_Integer and d.is_Integer and s.is_Integer:
+            return sympy.Integer((int(x) // int(d)) % int(s))
+        if d.is_Integer and s.is_Integer:
+            # Drop terms that are multiples of d*s; they never change the result.
+            period = int(d) * int(s)
+            kept = []
+            changed = False
+            for term in sympy.Add.make_args(x):
+                coeff, _ = term.as_coeff_Mul()
+                if coeff.is_Integer and int(coeff) % period == 0:
+                    changed = True
+                else:
+                    kept.append(term)
+            if changed:
+                return ModularIndexing(sympy.Add(*kept), d, s)
+        return None
+
+
+def unflatten(flat: Expr, sizes: Sequence[Expr]) -> list[Expr]:
+    """The per-dimension indices of ``flat`` over a row-major shape ``sizes``."""
+    out: list[Expr] = []
+    divisor: Expr = sympy.Integer(1)
+    for size in reversed(sizes):
+        out.append(ModularIndexing(flat, divisor, size))
+        divisor = divisor * size
+    return list(reversed(out))
+
+
+def flatten(index: Sequence[Expr], sizes: Sequence[Expr]) -> Expr:
+    """Row-major linear offset of ``index`` in a contiguous tensor of ``sizes``."""
+    total: Expr = sympy.Integer(0)
+    stride: Expr = sympy.Integer(1)
+    for i, size in zip(reversed(index), reversed(sizes)):
+        total = total + i * stride
+        stride = stride * size
+    return total
+
+
+def _upper_bound(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr | None:
+    """An exclusive upper bound of a non-negative ``expr`` (``None`` when unknown)."""
+    if expr.is_Integer:
+        return expr + 1
+    if isinstance(expr, sympy.Symbol):
+        return ranges.get(expr)
+    if isinstance(expr, ModularIndexing):
+        return expr.args[2]
+    if isinstance(expr, FloorDiv):
+        inner = _upper_bound(expr.args[0], ranges)
+        if inner is None:
+            return None
+        return FloorDiv(inner - 1, expr.args[1]) + 1
+    if expr.is_Add:
+        total = sympy.Integer(0)
+        for term in expr.args:
+            bound = _upper_bound(term, ranges)
+            if bound is None:
+                return None
+            total = total + bound - 1
+        return total + 1
+    if expr.is_Mul:
+        coeff, rest = expr.as_coeff_Mul()
+        if coeff.is_Integer and coeff > 0:
+            bound = _upper_bound(rest, ranges)
+            if bound is None:
+                return None
+            return coeff * (bound - 1) + 1
+    return None
+
+
+def _known_le(a: Expr, b: Expr) -> bool:
+    diff = sympy.simplify(b - a)
+    return bool(diff.is_Integer and diff >= 0) or bool(diff.is_nonnegative)
+
+
+def _merge_terms(expr: Expr) -> Expr:
+    """Merge ``k*MI(x,d,s1) + k*s1*MI(x,d*s1,s2)`` into ``k*MI(x,d,s1*s2)`` (and the
+    ``FloorDiv`` form of the high term into ``k*FloorDiv(x,d)``) until nothing changes."""
+    terms = list(sympy.Add.make_args(expr))
+    changed = True
+    while changed:
+        changed = False
+        for i, low in enumerate(terms):
+            lc, lm = low.as_coeff_Mul()
+            if not isinstance(lm, ModularIndexing):
+                continue
+            x, d, s1 = lm.args
+            for j, high in enumerate(terms):
+                if i == j:
+                    continue
+                hc, hm = high.as_coeff_Mul()
+                if not isinstance(hm, (ModularIndexing, FloorDiv)) or hm.args[0] != x:
+                    continue
+                if sympy.simplify(hm.args[1] - d * s1) != 0:
+                    continue
+                if sympy.simplify(hc - lc * s1) != 0:
+                    continue
+                if isinstance(hm, FloorDiv):  # a FloorDiv is a ModularIndexing without wrap
+                    merged = lc * FloorDiv(x, d)
+                else:
+                    merged = lc * ModularIndexing(x, d, s1 * hm.args[2])
+                terms = [t for k, t in enumerate(terms) if k not in (i, j)] + [merged]
+                changed = True
+                break
+            if changed:
+                break
+    return sympy.Add(*terms)
+
+
+def _drop_redundant(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
+    """Use ranges: ``MI(x, d, s) -> x // d`` when ``x < d*s``; ``x // d -> 0`` when ``x < d``."""
+
+    def visit(e: Expr) -> Expr:
+        if not e.args:
+            return e
+        e = e.func(*[visit(a) for a in e.args])
+        if isinstance(e, ModularIndexing):
+            x, d, s = e.args
+            bound = _upper_bound(x, ranges)
+            if bound is not None and _known_le(bound, d * s):
+                return FloorDiv(x, d)
+        if isinstance(e, FloorDiv):
+            x, d = e.args
+            bound = _upper_bound(x, ranges)
+            if bound is not None and _known_le(bound, d):
+                return sympy.Integer(0)
+        return e
+
+    return visit(expr)
+
+
+def simplify_index(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
+    """Simplify an index expression given exclusive upper bounds of its symbols."""
+    expr = sympy.expand(expr)
+    for _ in range(4):
+        new = _drop_redundant(_merge_terms(expr), ranges)
+        new = sympy.expand(new)
+        if new == expr:
+            break
+        expr = new
+    return expr
+
+
+def stride_of(expr: Expr, symbol: sympy.Symbol) -> Expr | None:
+    """The constant coefficient of ``symbol`` when ``expr`` is linear in it, else ``None``."""
+    if symbol not in expr.free_symbols:
+        return sympy.Integer(0)
+    coeff = sympy.expand(expr).coeff(symbol)
+    rest = sympy.expand(expr - coeff * symbol)
+    if symbol in coeff.free_symbols or symbol in rest.free_symbols:
+        return None
+    return coeff

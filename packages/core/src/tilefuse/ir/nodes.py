@@ -1,0 +1,143 @@
+"""IR nodes: buffers with layouts, and what computes them.
+
+A ``Buffer`` has a ``Layout`` (device, dtype, sizes, strides, offset). What
+fills it is one of:
+
+- ``Pointwise``: ``body(index) -> value`` over ``ranges``;
+- ``Reduction``: ``body(index, rindex) -> value`` reduced over
+  ``reduction_ranges`` with ``reduction_type``;
+- ``Extern``: an eager torch call on realized buffers;
+- ``Template``: a GEMM-like kernel chosen by the autotuner, with an epilogue.
+
+Sizes are sympy expressions; index symbols are created by ``index_symbols``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+import torch
+
+from .index import Expr
+
+REDUCTION_TYPES = ("sum", "prod", "max", "min", "argmax", "argmin", "any")
+
+
+def index_symbols(prefix: str, count: int) -> list[sympy.Symbol]:
+    """Fresh non-negative integer symbols ``prefix0``, ``prefix1``..."""
+    return [sympy.Symbol(f"{prefix}{i}", integer=True, nonnegative=True) for i in range(count)]
+
+
+def sympify_sizes(sizes: Sequence[Any]) -> tuple[Expr, ...]:
+    return tuple(sympy.sympify(int(s)) if not isinstance(s, sympy.Expr) else s for s in sizes)
+
+
+def product(sizes: Sequence[Expr]) -> Expr:
+    out: Expr = sympy.Integer(1)
+    for s in sizes:
+        out = out * s
+    return out
+
+
+def contiguous_strides(sizes: Sequence[Expr]) -> tuple[Expr, ...]:
+    strides: list[Expr] = []
+    running: Expr = sympy.Integer(1)
+    for s in reversed(sizes):
+        strides.append(running)
+        running = running * s
+    return tuple(reversed(strides))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a buffer's elements live: ``offset + sum(index[i] * stride[i])``."""
+
+    device: torch.device
+    dtype: torch.dtype
+    size: tuple[Expr, ...]
+    stride: tuple[Expr, ...]
+    offset: Expr = sympy.Integer(0)
+
+    @classmethod
+    def contiguous(cls, device: torch.device, dtype: torch.dtype, size: Sequence[Any]) -> Layout:
+        sizes = sympify_sizes(size)
+        return cls(device, dtype, sizes, contiguous_strides(sizes))
+
+    def index(self, idx: Sequence[Expr]) -> Expr:
+        if len(idx) != len(self.size):
+            raise ValueError(f"index of rank {len(idx)} into a buffer of rank {len(self.size)}")
+        out = self.offset
+        for i, st in zip(idx, self.stride):
+            out = out + i * st
+        return out
+
+    @property
+    def numel(self) -> Expr:
+        return product(self.size)
+
+
+@dataclass
+class Pointwise:
+    ranges: tuple[Expr, ...]
+    body: Callable[[Sequence[Expr]], Any]
+
+
+@dataclass
+class Reduction:
+    ranges: tuple[Expr, ...]
+    reduction_ranges: tuple[Expr, ...]
+    reduction_type: str
+    body: Callable[[Sequence[Expr], Sequence[Expr]], Any]
+    src_dtype: torch.dtype
+
+
+@dataclass
+class Extern:
+    """``op(*args, **kwargs)`` run eagerly; ``args`` hold ``Buffer`` objects where tensors go."""
+
+    op: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    reason: str = ""
+
+
+@dataclass
+class Template:
+    """A GEMM-family op (``"mm"``, ``"addmm"``, ``"bmm"``) on realized ``inputs``."""
+
+    op: str
+    inputs: tuple[Buffer, ...]
+
+
+@dataclass(eq=False)
+class Buffer:
+    """A named tensor of the compiled graph. ``data`` is ``None`` for graph inputs."""
+
+    name: str
+    layout: Layout
+    data: Pointwise | Reduction | Extern | Template | None = None
+    # For one output of a multi-output extern: (parent extern buffer, output index).
+    output_of: tuple[Buffer, int] | None = None
+    origins: list[str] = field(default_factory=list)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.layout.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.layout.device
+
+    def is_input(self) -> bool:
+        return self.data is None and self.output_of is None
+
+    def kind(self) -> str:
+        if self.data is None:
+            return "input" if self.output_of is None else "extern-output"
+        return type(self.data).__name__.lower()
+
+    def __repr__(self) -> str:
+        return f"Buffer({self.name}, {self.kind()}, {list(self.layout.size)}, {self.dtype})"

@@ -1,0 +1,149 @@
+"""Greedy fusion over nodes in program order, with every refusal recorded.
+
+Each kernel node is offered to the groups it could join: groups holding its
+producers (vertical) or sharing its inputs (horizontal), best score first
+(bytes that fusion keeps out of memory). A candidate is refused, with the
+reason kept for ``tilefuse explain``, when: the node depends on a later group
+(order), the devices differ, the iteration spaces do not fit (this is what
+keeps a reduction from being recomputed), a read would need another thread's
+value, the group is full, the owning backend says no, or the active
+scheduling policy vetoes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..ir.nodes import Buffer
+from ..plugin import FusionCandidate, Verdict
+from .group import FusedGroup, build_group
+from .nodes import EXTERN, SchedNode
+
+MAX_GROUP_NODES = 48
+
+
+@dataclass
+class Refusal:
+    kind: str  # "vertical" or "horizontal"
+    group: list[str]
+    node: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.node} into [{', '.join(self.group)}]: {self.reason}"
+
+
+@dataclass(eq=False)
+class ExternStep:
+    node: SchedNode
+
+    @property
+    def names(self) -> list[str]:
+        return [self.node.name]
+
+
+Step = FusedGroup | ExternStep
+CanFuse = Callable[[str, FusedGroup, SchedNode], Verdict]
+
+
+def _nbytes(buf: Buffer) -> int:
+    try:
+        return int(buf.layout.numel) * buf.dtype.itemsize
+    except TypeError:
+        return 0
+
+
+def fuse(
+    nodes: list[SchedNode],
+    producer_of: dict[str, SchedNode],
+    can_fuse: CanFuse,
+    policy: Any = None,
+) -> tuple[list[Step], list[Refusal]]:
+    """Group ``nodes`` (program order) into steps; returns steps and refusals."""
+    steps: list[Step] = []
+    step_of: dict[str, int] = {}
+    refusals: list[Refusal] = []
+    buffers = {n.name: n.buffer for n in nodes}
+
+    for node in nodes:
+        if not node.is_kernel():
+            step_of[node.name] = len(steps)
+            steps.append(ExternStep(node))
+            continue
+        producer_steps = {step_of[producer_of[r].name] for r in node.read_names if r in producer_of}
+        latest = max(producer_steps, default=-1)
+        candidates = []
+        for i, step in enumerate(steps):
+            if not isinstance(step, FusedGroup):
+                continue
+            vertical = i in producer_steps
+            shared = node.read_names & _group_reads(step)
+            if not vertical and not shared:
+                continue
+            kind = "vertical" if vertical else "horizontal"
+            score = sum(_nbytes(buffers[n]) for n in node.read_names if n in step.names)
+            score += sum(_nbytes(producer_of[n].buffer) if n in producer_of else 0 for n in shared)
+            candidates.append(FusionCandidate(kind, step, node, score))
+        candidates.sort(key=lambda c: -c.score)
+        if policy is not None:
+            kept = policy.rank_fusions(list(candidates))
+            for c in candidates:
+                if c not in kept:
+                    refusals.append(
+                        Refusal(
+                            c.kind,
+                            c.first.names,
+                            node.name,
+                            f"vetoed by scheduling policy {policy.name!r}",
+                        )
+                    )
+            candidates = kept
+        placed = False
+        for cand in candidates:
+            group: FusedGroup = cand.first
+            index = steps.index(group)
+            reason = _refuse_reason(group, index, latest, node, cand.kind, can_fuse)
+            if reason is None:
+                new_group, why = build_group(group.nodes + [node])
+                if new_group is None:
+                    reason = why
+                else:
+                    steps[index] = new_group
+                    step_of[node.name] = index
+                    placed = True
+                    break
+            refusals.append(Refusal(cand.kind, group.names, node.name, reason))
+        if not placed:
+            group, why = build_group([node])
+            if group is None:
+                raise AssertionError(f"a node must fit its own group: {why}")
+            step_of[node.name] = len(steps)
+            steps.append(group)
+    return steps, refusals
+
+
+def _group_reads(group: FusedGroup) -> set[str]:
+    out: set[str] = set()
+    for n in group.nodes:
+        out |= n.read_names
+    return out - set(group.names)
+
+
+def _refuse_reason(group: FusedGroup, index: int, latest: int, node: SchedNode, kind: str,
+                   can_fuse: CanFuse) -> str | None:  # fmt: skip
+    if latest > index:
+        return "it depends on a kernel that runs after this group"
+    if group.device != node.buffer.device:
+        return f"different devices ({group.device} vs {node.buffer.device})"
+    if len(group.nodes) >= MAX_GROUP_NODES:
+        return f"group already holds {MAX_GROUP_NODES} nodes"
+    verdict = can_fuse(kind, group, node)
+    if not verdict.ok:
+        return f"backend refused: {verdict.reason}"
+    return None
+
+
+def is_extern(node: SchedNode) -> bool:
+    return node.kind == EXTERN

@@ -1,0 +1,106 @@
+"""Scheduler nodes: one per computed buffer, with the reads its body makes.
+
+A node's body is traced once with canonical symbols (``i0..`` over its ranges,
+``r0..`` over its reduction ranges) to record ``(buffer, index)`` reads. A
+``FusedGroup`` later places each node in the group's iteration space, mapping
+those canonical symbols to expressions over the group's ``x`` and ``r`` symbols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from ..ir.index import Expr
+from ..ir.nodes import Buffer, Extern, Pointwise, Reduction, Template, index_symbols, product
+from ..ir.ops import trace_reads
+
+POINTWISE = "pointwise"
+REDUCTION = "reduction"
+EXTERN = "extern"
+TEMPLATE = "template"
+
+
+@dataclass(eq=False)
+class SchedNode:
+    """A buffer to compute, with its dependencies."""
+
+    buffer: Buffer
+    kind: str
+    reads: list[tuple[str, Expr]] = field(default_factory=list)
+    read_names: set[str] = field(default_factory=set)
+    index_vars: list[sympy.Symbol] = field(default_factory=list)
+    reduction_vars: list[sympy.Symbol] = field(default_factory=list)
+    has_indirect: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.buffer.name
+
+    @property
+    def names(self) -> list[str]:
+        return [self.buffer.name]
+
+    @property
+    def ranges(self) -> tuple[Expr, ...]:
+        data = self.buffer.data
+        assert isinstance(data, (Pointwise, Reduction))
+        return data.ranges
+
+    @property
+    def reduction_ranges(self) -> tuple[Expr, ...]:
+        data = self.buffer.data
+        return data.reduction_ranges if isinstance(data, Reduction) else ()
+
+    @property
+    def numel(self) -> Expr:
+        return product(self.ranges)
+
+    @property
+    def rnumel(self) -> Expr:
+        return product(self.reduction_ranges)
+
+    def is_kernel(self) -> bool:
+        return self.kind in (POINTWISE, REDUCTION)
+
+    def __repr__(self) -> str:
+        return f"SchedNode({self.name}, {self.kind})"
+
+
+def make_node(buffer: Buffer) -> SchedNode:
+    data: Any = buffer.data
+    if isinstance(data, Pointwise):
+        node = SchedNode(buffer, POINTWISE)
+        node.index_vars = index_symbols("i", len(data.ranges))
+        tracer = trace_reads(data.body, node.index_vars)
+    elif isinstance(data, Reduction):
+        node = SchedNode(buffer, REDUCTION)
+        node.index_vars = index_symbols("i", len(data.ranges))
+        node.reduction_vars = index_symbols("r", len(data.reduction_ranges))
+        tracer = trace_reads(data.body, node.index_vars, node.reduction_vars)
+    elif isinstance(data, Extern):
+        node = SchedNode(buffer, EXTERN)
+        node.read_names = {a.name for a in _buffers_in(data.args) + _buffers_in(data.kwargs)}
+        return node
+    elif isinstance(data, Template):
+        node = SchedNode(buffer, TEMPLATE)
+        node.read_names = {b.name for b in data.inputs}
+        return node
+    else:
+        raise TypeError(f"cannot schedule {buffer!r}")
+    node.reads = tracer.reads
+    node.read_names = {name for name, _ in tracer.reads}
+    node.has_indirect = tracer.indirect_count > 0
+    return node
+
+
+def _buffers_in(obj: Any) -> list[Buffer]:
+    if isinstance(obj, Buffer):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [b for o in obj for b in _buffers_in(o)]
+    if isinstance(obj, dict):
+        return [b for o in obj.values() for b in _buffers_in(o)]
+    return []

@@ -1,0 +1,98 @@
+"""From a lowered graph to an ordered list of steps with a memory plan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..frontend.lowering import LoweredGraph
+from ..ir.nodes import Buffer
+from ..plugin import Verdict
+from .fusion import ExternStep, Refusal, Step, fuse
+from .group import FusedGroup
+from .nodes import SchedNode, make_node
+from .tiling import choose_tiling
+
+
+@dataclass
+class Schedule:
+    """Steps in launch order, and what memory planning decided."""
+
+    graph: LoweredGraph
+    steps: list[Step]
+    refusals: list[Refusal]
+    removed: list[str] = field(default_factory=list)  # dead buffers
+    fused_away: list[str] = field(default_factory=list)  # never allocated
+    last_use: dict[str, int] = field(default_factory=dict)  # buffer -> step index
+
+    def kernels(self) -> list[FusedGroup]:
+        return [s for s in self.steps if isinstance(s, FusedGroup)]
+
+
+def _eliminate_dead(
+    nodes: list[SchedNode], keep: set[str], parent_of: dict[str, str]
+) -> tuple[list[SchedNode], list[str]]:
+    live = set(keep)
+    out: list[SchedNode] = []
+    removed: list[str] = []
+    for node in reversed(nodes):
+        if node.name in live:
+            out.append(node)
+            live |= {parent_of.get(r, r) for r in node.read_names}
+        else:
+            removed.append(node.name)
+    return list(reversed(out)), removed
+
+
+def schedule_graph(
+    graph: LoweredGraph, can_fuse: Callable[[str, FusedGroup, SchedNode], Verdict], policy=None
+) -> Schedule:
+    """Build dependencies, drop dead nodes, fuse, tile, and plan memory."""
+    parent_of: dict[str, str] = {}
+    for b in graph.buffers:
+        if b.output_of is not None:
+            parent_of[b.name] = b.output_of[0].name
+    outputs = {o.name for o in graph.outputs if isinstance(o, Buffer)}
+    nodes = [make_node(b) for b in graph.buffers if b.data is not None]
+    nodes, removed = _eliminate_dead(nodes, {parent_of.get(o, o) for o in outputs}, parent_of)
+    by_name = {n.name: n for n in nodes}
+    producer_of = {name: by_name[name] for name in by_name}
+    for child, parent in parent_of.items():
+        if parent in by_name:
+            producer_of[child] = by_name[parent]
+    steps, refusals = fuse(nodes, producer_of, can_fuse, policy)
+    schedule = Schedule(graph, steps, refusals, removed)
+    _plan_memory(schedule, outputs, parent_of)
+    return schedule
+
+
+def _plan_memory(schedule: Schedule, outputs: set[str], parent_of: dict[str, str]) -> None:
+    """Decide which group outputs are stored, and each buffer's last use."""
+    read_by_step: list[set[str]] = []
+    for step in schedule.steps:
+        if isinstance(step, FusedGroup):
+            reads = set()
+            for n in step.nodes:
+                reads |= n.read_names
+            read_by_step.append(reads - set(step.names))
+        else:
+            assert isinstance(step, ExternStep)
+            read_by_step.append(set(step.node.read_names))
+    for i, step in enumerate(schedule.steps):
+        if not isinstance(step, FusedGroup):
+            continue
+        memory_reads = read_by_step[i]
+        tiled = choose_tiling(step, memory_reads)
+        if tiled is not step:
+            schedule.steps[i] = tiled
+            step = tiled
+        needed = set(outputs)
+        for j, reads in enumerate(read_by_step):
+            if j != i:
+                needed |= reads
+        step.stores = [n for n in step.names if n in needed]
+        schedule.fused_away += [n for n in step.names if n not in needed]
+    for i, reads in enumerate(read_by_step):
+        for name in reads:
+            schedule.last_use[parent_of.get(name, name)] = i
+            schedule.last_use[name] = i

@@ -1,0 +1,46 @@
+"""2D tiling of pointwise groups whose accesses disagree on the contiguous dimension.
+
+``x + x.t()`` reads one operand along rows and the other along columns; a 1D
+kernel makes one of them strided. Splitting the space into ``(outer, inner)``
+at the dimension where a transposed access is contiguous gives a 2D tile in
+which both reads coalesce (Triton moves data between layouts in shared memory).
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from ..ir.index import stride_of
+from ..ir.nodes import product
+from .group import FusedGroup, try_build
+
+
+def choose_tiling(group: FusedGroup, memory_reads: set[str]) -> FusedGroup:
+    """``group`` re-placed as a 2D tile when that makes a strided access contiguous."""
+    if group.reduction or group.rnumel != 1:
+        return group
+    first = group.nodes[0]
+    ranges = first.ranges
+    if len(ranges) < 2:
+        return group
+    last = first.index_vars[-1]
+    split = None
+    for node in group.nodes:
+        if node.ranges != ranges:
+            continue
+        for name, index in node.reads:
+            if name not in memory_reads:
+                continue
+            if stride_of(index, node.index_vars[-1]) in (0, 1):
+                continue
+            for d, var in enumerate(node.index_vars[:-1]):
+                if stride_of(index, var) == 1:
+                    split = d + 1
+    if split is None or last is None:
+        return group
+    outer = product(ranges[:split])
+    inner = product(ranges[split:])
+    if sympy.simplify(inner - 1) == 0:
+        return group
+    tiled, _ = try_build(group.nodes, outer, inner, reduction=False, tiled=True)
+    return tiled or group
