@@ -7,7 +7,7 @@ import pytest
 from tilefuse_autotune import Autotuner, BenchConfig, TimingConfig, WinnersCache
 
 # Small limits keep the suite fast: the hanging fake costs HANG_TIMEOUT_S.
-HANG_TIMEOUT_S = 2.0
+HANG_TIMEOUT_S = 3.0
 FAST_LIMITS = BenchConfig(timing=TimingConfig(cpu_warmup=1, cpu_reps=3), timeout_s=HANG_TIMEOUT_S)
 
 

@@ -50,13 +50,13 @@ class FastChoice(_Fake):
 
 
 class SlowChoice(_Fake):
-    """Correct, and far slower than eager: it does the whole product 30 times."""
+    """Correct, and far slower than eager: it does the whole product 10 times."""
 
     def __init__(self, name: str = "slow") -> None:
         super().__init__(name)
 
     def run(self, a: Any, b: Any, *, out: Any) -> None:
-        for _ in range(30):
+        for _ in range(10):
             torch.mm(a, b, out=out)
 
 

@@ -39,14 +39,14 @@ def test_failures_are_dropped_counted_and_summarized(tuner, device, caplog):
         sel = tuner.select("mm", _all_fakes(), inputs, layout, mode="max")
 
     assert sel.source == "benchmark"
-    assert sel.label == "explicit/fast"
+    assert sel.label == "explicit/fast", sel.summary
     assert sel.tried == 7
     assert sel.failed_counts() == {
         "compile error": 1,
         "crash": 1,
         "timeout": 1,
         "wrong result": 1,
-    }
+    }, sel.failures
     assert sel.failures["explicit/crash"][1] == "killed by SIGABRT"
     assert set(sel.timings_ms) == {"extern/torch.mm", "explicit/slow", "explicit/fast"}
     assert sel.timings_ms["explicit/slow"] > sel.timings_ms["explicit/fast"]
