@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tilefuse import plugin
-
 from tilefuse_rocm.gemm_spec import GemmProblem
 
 DTYPES = ("float32", "float16", "bfloat16")

@@ -51,7 +51,11 @@ def _check_text(text: str, prob, config: GemmConfig) -> None:
     row_a = "kk = e % BLOCK_K;  // k is contiguous in memory: neighbouring" in text
     assert row_a == (prob.a_layout == "row")
     assert ("nn = e % BLOCK_N;" in text) == (prob.b_layout == "row")
-    store = {"float32": "= (x);", "float16": "tf_float_to_half(x);", "bfloat16": "tf_float_to_bf16(x);"}
+    store = {
+        "float32": "= (x);",
+        "float16": "tf_float_to_half(x);",
+        "bfloat16": "tf_float_to_bf16(x);",
+    }
     assert store[prob.out_dtype] in text
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from filelock import FileLock
+
 from tilefuse import config
 from tilefuse.errors import CacheError, ChoiceFailed
 

@@ -52,9 +52,7 @@ def render_step(index: int, step: plugin.EpilogueStep, epilogue: plugin.Epilogue
         op = step.operand
         info = dtype_info(epilogue.operands[op].dtype)
         ptr = f"static_cast<const {info.storage}*>(args.ops[{op}])"
-        offset = (
-            f"bz * args.s_ops[{op}][0] + m * args.s_ops[{op}][1] + n * args.s_ops[{op}][2]"
-        )
+        offset = f"bz * args.s_ops[{op}][0] + m * args.s_ops[{op}][1] + n * args.s_ops[{op}][2]"
         return head + f"x += {info.load(f'{ptr}[{offset}]')};"
     if step.kind == "mul_scalar":
         value = 1.0 if step.value is None else float(step.value)

@@ -84,14 +84,8 @@ class GemmConfig:
 
     def name(self) -> str:
         if self.mfma:
-            return (
-                f"mfma{self.block_m}x{self.block_n}x{self.block_k}"
-                f"_w{self.wave_m}x{self.wave_n}"
-            )
-        return (
-            f"simt{self.block_m}x{self.block_n}x{self.block_k}"
-            f"_t{self.thread_m}x{self.thread_n}"
-        )
+            return f"mfma{self.block_m}x{self.block_n}x{self.block_k}_w{self.wave_m}x{self.wave_n}"
+        return f"simt{self.block_m}x{self.block_n}x{self.block_k}_t{self.thread_m}x{self.thread_n}"
 
     def check(self, problem: GemmProblem | None = None) -> plugin.Verdict:
         """Whether this tiling is well formed (and usable for ``problem``); never raises."""
@@ -227,4 +221,3 @@ def problem_from_specs(
         bias_dtype=bias.dtype if bias is not None else None,
         epilogue=epilogue,
     )
-

@@ -28,7 +28,9 @@ class DtypeInfo:
 
 _INFOS = {
     "float32": DtypeInfo("float32", "float", "({v})", "({v})"),
-    "float16": DtypeInfo("float16", "unsigned short", "tf_half_to_float({v})", "tf_float_to_half({v})"),
+    "float16": DtypeInfo(
+        "float16", "unsigned short", "tf_half_to_float({v})", "tf_float_to_half({v})"
+    ),
     "bfloat16": DtypeInfo(
         "bfloat16", "unsigned short", "tf_bf16_to_float({v})", "tf_float_to_bf16({v})"
     ),
