@@ -1,8 +1,10 @@
 """Does a backend's result match eager's? Dtype-appropriate tolerances, one message on mismatch.
 
 Two criteria, chosen by the workload:
-- ``elementwise``: every element within ``atol + rtol * |expected|`` (memory-bound work, where
-  only rounding of a few operations separates two correct implementations);
+- ``elementwise``: every element within ``atol * rms(expected) + rtol * |expected|``
+  (memory-bound work, where only rounding of a few operations separates two correct
+  implementations). ``atol`` is scaled by the reference's root mean square so that outputs of
+  small magnitude, such as the rows of a softmax over 8192 columns, are still really checked;
 - ``norm``: ``||actual - expected|| / ||expected|| <= rel`` (matmuls and training, where the
   accumulation order legitimately differs and a few elements can drift more than the rest).
 """
@@ -54,12 +56,13 @@ def _one(actual: torch.Tensor, expected: torch.Tensor, tol: Tolerance, norm: boo
         if rel > tol.rel_norm:
             return f"relative L2 error {rel:.3g} > {tol.rel_norm:.3g}"
         return None
-    bad = diff > tol.atol + tol.rtol * e.abs()
+    atol = tol.atol * e.square().mean().sqrt().item()
+    bad = diff > atol + tol.rtol * e.abs()
     if bad.any():
         worst = diff.max().item()
         return (
             f"{int(bad.sum())} of {a.numel()} elements off (max abs error {worst:.3g}; "
-            f"rtol={tol.rtol:.3g}, atol={tol.atol:.3g})"
+            f"rtol={tol.rtol:.3g}, atol={tol.atol:.3g} x rms {atol / tol.atol:.3g})"
         )
     return None
 

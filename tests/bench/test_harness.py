@@ -159,6 +159,16 @@ def test_mismatch_elementwise(dtype):
     assert "output 0" in checks.mismatch([off], [expected], tol)
 
 
+def test_mismatch_elementwise_checks_small_valued_outputs():
+    # softmax rows over 8192 columns are ~1e-4: a fixed atol of 1e-2 would accept anything
+    expected = torch.softmax(torch.randn(4, 8192, generator=torch.Generator().manual_seed(0)), -1)
+    tol = checks.tolerance_for(torch.bfloat16)
+    expected = expected.to(torch.bfloat16)
+    assert checks.mismatch([expected.clone()], [expected], tol) is None
+    uniform = torch.full_like(expected, 1 / 8192)
+    assert "elements off" in checks.mismatch([uniform], [expected], tol)
+
+
 def test_mismatch_norm_tolerates_small_spread_but_not_a_wrong_result():
     gen = torch.Generator().manual_seed(0)
     expected = torch.randn(256, 256, generator=gen)
@@ -369,3 +379,37 @@ def test_gpu_smoke_eager_and_inductor(tmp_path):
             assert r["error"] is None, (w["name"], name, r["error"])
             assert r["ms"] > 0 and r["kernels"] >= 1
             assert (r["compile_s"] is None) == (name == "eager")
+
+
+def test_report_shows_errors_skips_and_verdicts():
+    data = {
+        "created": "2025-01-01T00:00:00+00:00",
+        "machine": {"device": "GPU", "torch": "t", "triton": "tr", "tilefuse": "0.1"},
+        "floors": floors.Floors(1e12, 1e15, 1.0, 1 << 30, 1.0, 8192, "bfloat16").to_json(),
+        "mode": {"timing": "do_bench median"},
+        "backends": {"tilefuse": {"usable": False, "reason": "no backend for cuda"}},
+        "workloads": [
+            {
+                "name": "softmax",
+                "target": MEM.to_json(),
+                "error": None,
+                "results": {
+                    "inductor": {**_res(1.0, 91.0), "compile_s": 2.0, "kernels": 1},
+                    "tilefuse": {**_res(None), "error": "mismatch vs eager: output 0: off"},
+                },
+            },
+            {"name": "layer_norm", "target": MEM.to_json(), "error": "OOM", "results": {}},
+            {
+                "name": "rms_norm",
+                "target": MEM.to_json(),
+                "error": None,
+                "results": {"tilefuse": _res(None, skipped="no backend for cuda")},
+            },
+        ],
+    }
+    table = report.format_report(data)
+    assert "skipped backend tilefuse: no backend for cuda" in table
+    assert "softmax: MISS: tilefuse has no time: mismatch vs eager" in table
+    assert "layer_norm: OOM" in table
+    assert "rms_norm: -: tilefuse skipped" in table
+    assert "91.0" in table and "2.00" in table
