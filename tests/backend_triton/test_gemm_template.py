@@ -150,6 +150,24 @@ def test_operand_epilogue_steps(op, kind):
 
 
 @interpreter
+@pytest.mark.parametrize("broadcast", ["rows", "columns"])
+def test_add_matrix_operand_given_as_a_broadcast_view(broadcast):
+    case = make_case("mm", 17, 33, 20, steps=[step("add_matrix", operand=0)])
+    gen = torch.Generator().manual_seed(1)
+    if broadcast == "rows":
+        operand = torch.randn(33, generator=gen).expand(17, 33)
+    else:
+        operand = torch.randn(17, 1, generator=gen).expand(17, 33)
+    case.inputs.append(operand)
+    case.epilogue = plugin.Epilogue(case.epilogue.steps, (plugin.TensorSpec.of(operand),))
+    choice = tiny_choice(case)
+    # a 1-d load along the one dimension the operand varies in, not a full tile
+    expected = "+ rn * e0_sn" if broadcast == "rows" else "+ rm * e0_sm"
+    assert expected in choice.source
+    check_choice(choice, case)
+
+
+@interpreter
 @pytest.mark.parametrize(
     "dtype,out_dtype", [("bfloat16", "float32"), ("float32", "bfloat16"), ("float16", "float16")]
 )
