@@ -53,12 +53,12 @@ def main() -> None:
         if (shape, label) not in done:
             done.add((shape, label))
             a, b = tensors[0], tensors[1]
-            ms = _time_ms(lambda: torch.mm(a, b))
+            ms = _time_ms(lambda a=a, b=b: torch.mm(a, b))
             print(f"{shape:>20} {label:>15} {'torch.mm (no epilogue)':>32} {flops / ms / 1e9:8.1f}")
         if isinstance(built, Exception):
             print(f"{shape:>20} {label:>15} {choice.config.tag():>32}   failed: {built}")
             continue
-        ms = _time_ms(lambda: choice.run(*tensors, out=out))
+        ms = _time_ms(lambda c=choice, t=tensors, o=out: c.run(*t, out=o))
         print(f"{shape:>20} {label:>15} {choice.config.tag():>32} {flops / ms / 1e9:8.1f}")
 
 
