@@ -13,6 +13,10 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (run with -m gpu on the GPU machine)")
+
+
 def pytest_collection_modifyitems(config, items):
     if _cuda_available():
         return

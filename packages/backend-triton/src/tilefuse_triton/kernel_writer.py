@@ -280,9 +280,14 @@ class KernelWriter:
     def store(self, name: str, value: Var) -> None:
         buf = self.buffers[name]
         placement = self.group.placements[name]
-        index = print_index(simplified(placement.store_index, self.group))
+        index_expr = simplified(placement.store_index, self.group)
+        index = print_index(index_expr)
         ptr = self.out_args.setdefault(name, f"out_ptr{len(self.out_args)}")
         per_r = placement.level == "xr" and self.two_d
+        if per_r and RSYM not in index_expr.free_symbols:
+            index += " + 0 * rindex"
+        if XSYM not in index_expr.free_symbols:
+            index += " + 0 * xindex"
         if value.dtype != buf.dtype:
             value = self.to_dtype(value, buf.dtype)
         text = self.shaped(value, PER_XR if per_r else PER_X)

@@ -107,6 +107,8 @@ class GraphLowering:
             return value.buffer
         assert isinstance(value, LazyValue), value
         layout = Layout.contiguous(value.device, value.dtype, value.size)
+        if value.stride_hint is not None:
+            layout = Layout(value.device, value.dtype, layout.size, value.stride_hint)
         buf = self.add_buffer(layout, Pointwise(layout.size, value.fn))
         return buf
 
@@ -125,7 +127,9 @@ class GraphLowering:
             elif node.op == "call_function":
                 env[node] = self._call(node, env)
             elif node.op == "output":
-                outputs = [self._output(v) for v in _flatten_output(node.args[0], env)]
+                metas = [getattr(n, "meta", {}).get("val") for n in _flatten_nodes(node.args[0])]
+                values = _flatten_output(node.args[0], env)
+                outputs = [self._output(v, m) for v, m in zip(values, metas)]
             elif node.op == "get_attr":
                 raise Unsupported(f"get_attr {node.target}")
         self._current = None
@@ -147,7 +151,20 @@ class GraphLowering:
         self.inputs.append(buf)
         return BufferValue(buf)
 
-    def _output(self, value: Any) -> Any:
+    def _output(self, value: Any, meta: Any) -> Any:
+        """Graph outputs keep the strides eager would give them: the backward graph
+        (and the user) may rely on them."""
+        if isinstance(value, LazyValue) and isinstance(meta, torch.Tensor):
+            layout = _layout_of(meta)
+            if tuple(layout.size) == tuple(value.size):
+                layout = Layout(layout.device, value.dtype, layout.size, layout.stride)
+                return self.add_buffer(layout, Pointwise(layout.size, value.fn))
+        if isinstance(value, BufferValue) and isinstance(meta, torch.Tensor):
+            buf = value.buffer
+            want = sympify_sizes(meta.stride())
+            if not buf.is_input() and meta.numel() > 1 and tuple(buf.layout.stride) != want:
+                layout = Layout(buf.device, buf.dtype, buf.layout.size, want)
+                return self.add_buffer(layout, Pointwise(layout.size, value.load))
         if isinstance(value, Value):
             return self.realize(value)
         return value
@@ -169,6 +186,11 @@ class GraphLowering:
         return self._maybe_realize(node, result)
 
     def _maybe_realize(self, node: torch.fx.Node, result: Any) -> Any:
+        meta = node.meta.get("val")
+        if isinstance(result, LazyValue) and isinstance(meta, torch.Tensor):
+            if tuple(int(s) for s in meta.shape) == tuple(result.size):
+                if not meta.is_contiguous():
+                    result.stride_hint = sympify_sizes(meta.stride())
         if isinstance(result, LazyValue):
             if len(node.users) > 1 or result.cost() > MAX_INLINE_OPS:
                 return BufferValue(self.realize(result))
@@ -230,6 +252,12 @@ def _map_values(obj: Any, fn: Callable[[Any], Any]) -> Any:
     if isinstance(obj, dict):
         return {k: _map_values(v, fn) for k, v in obj.items()}
     return fn(obj)
+
+
+def _flatten_nodes(out: Any) -> list[Any]:
+    if isinstance(out, (list, tuple)):
+        return [n for o in out for n in _flatten_nodes(o)]
+    return [out]
 
 
 def _flatten_output(out: Any, env: dict[torch.fx.Node, Any]) -> list[Any]:

@@ -58,6 +58,9 @@ class LazyValue(Value):
     size: tuple[Expr, ...]  # type: ignore[misc]
     fn: Callable[[Sequence[Expr]], Any]
     _cost: int | None = None
+    # Strides eager gives this value; realizing it uses them so that graph
+    # outputs and saved-for-backward tensors keep the layout autograd expects.
+    stride_hint: tuple[Expr, ...] | None = None
 
     def load(self, index: Sequence[Expr]) -> Any:
         return self.fn(index)

@@ -26,6 +26,8 @@ class FloorDiv(sympy.Function):
     def eval(cls, x, d):
         if d == 1:
             return x
+        if d == 0:  # only in empty iteration spaces, which never run
+            return sympy.Integer(0)
         if x == 0:
             return sympy.Integer(0)
         if x.is_Integer and d.is_Integer:
@@ -57,7 +59,7 @@ class ModularIndexing(sympy.Function):
 
     @classmethod
     def eval(cls, x, d, s):
-        if s == 1 or x == 0:
+        if s == 1 or s == 0 or d == 0 or x == 0:  # s, d == 0: empty spaces never run
             return sympy.Integer(0)
         if x.is_Integer and d.is_Integer and s.is_Integer:
             return sympy.Integer((int(x) // int(d)) % int(s))

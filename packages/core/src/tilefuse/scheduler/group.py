@@ -19,7 +19,7 @@ from typing import Any
 
 import sympy
 
-from ..ir.index import Expr, flatten, simplify_index, unflatten
+from ..ir.index import Expr, simplify_index, unflatten
 from ..ir.nodes import product
 from .nodes import POINTWISE, REDUCTION, SchedNode
 
@@ -100,7 +100,7 @@ def place(node: SchedNode, xnumel: Expr, rnumel: Expr, reduction_space: bool) ->
             return None
         mapping = dict(zip(node.index_vars, unflatten(XSYM, ranges)))
         mapping.update(zip(node.reduction_vars, unflatten(RSYM, node.reduction_ranges)))
-        return Placement("red", mapping, flatten(unflatten(XSYM, ranges), ranges))
+        return Placement("red", mapping, node.buffer.layout.index(unflatten(XSYM, ranges)))
     assert node.kind == POINTWISE
     numel = node.numel
     if rnumel != 1 and sympy.simplify(numel - xnumel * rnumel) == 0:
@@ -109,10 +109,12 @@ def place(node: SchedNode, xnumel: Expr, rnumel: Expr, reduction_space: bool) ->
             xs = unflatten(XSYM, ranges[:k]) if k else []
             rs = unflatten(RSYM, ranges[k:])
             vars_ = xs + rs
-            return Placement("xr", dict(zip(node.index_vars, vars_)), flatten(vars_, ranges))
+            return Placement(
+                "xr", dict(zip(node.index_vars, vars_)), node.buffer.layout.index(vars_)
+            )
     if (reduction_space or rnumel == 1) and sympy.simplify(numel - xnumel) == 0:
         vars_ = unflatten(XSYM, ranges)
-        return Placement("x", dict(zip(node.index_vars, vars_)), flatten(vars_, ranges))
+        return Placement("x", dict(zip(node.index_vars, vars_)), node.buffer.layout.index(vars_))
     return None
 
 

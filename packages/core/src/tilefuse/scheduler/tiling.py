@@ -28,8 +28,9 @@ def choose_tiling(group: FusedGroup, memory_reads: set[str]) -> FusedGroup:
     for node in group.nodes:
         if node.ranges != ranges:
             continue
-        for name, index in node.reads:
-            if name not in memory_reads:
+        own_store = (node.name, node.buffer.layout.index(node.index_vars))
+        for name, index in [*node.reads, own_store]:
+            if name not in memory_reads and name != node.name:
                 continue
             if stride_of(index, node.index_vars[-1]) in (0, 1):
                 continue

@@ -119,10 +119,11 @@ def _arg(kind: str):
     def lower(ctx, node, x, dim=None, keepdim=False):
         if dim is None:
             if x.rank > 1:
-                flat = LazyValue(
-                    x.dtype, x.device, (product(x.size),), lambda i: x.load(_unflat(i[0], x.size))
-                )
-                x = flat
+                src = x
+                x = LazyValue(
+                    src.dtype, src.device, (product(src.size),),
+                    lambda i: src.load(_unflat(i[0], src.size)),
+                )  # fmt: skip
             dims = [0] if x.rank else []
         else:
             dims = [dim % max(x.rank, 1)]

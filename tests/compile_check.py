@@ -1,0 +1,65 @@
+"""The one shared helper that compiles with tilefuse and compares against eager."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+TOLERANCE = {
+    torch.float32: (1e-4, 1e-4),
+    torch.float16: (2e-2, 2e-2),
+    torch.bfloat16: (5e-2, 5e-2),
+}
+
+
+def compiled_reports(fn: Callable[..., Any], *inputs: Any) -> tuple[Any, list[Any]]:
+    """Run ``fn`` compiled by tilefuse (strict: no silent eager fallback)."""
+    from tilefuse.codegen.compile_graph import recent_reports
+
+    os.environ["TILEFUSE_STRICT"] = "1"
+    torch._dynamo.reset()
+    before = len(recent_reports())
+    try:
+        out = torch.compile(fn, backend="tilefuse", fullgraph=False)(*inputs)
+    finally:
+        os.environ.pop("TILEFUSE_STRICT", None)
+    return out, recent_reports()[before:]
+
+
+def assert_same(actual: Any, expected: Any, dtype: torch.dtype | None = None) -> None:
+    rtol, atol = TOLERANCE.get(dtype, (1e-4, 1e-4)) if dtype else (1e-4, 1e-4)
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=True,
+                               check_dtype=True, check_stride=False)  # fmt: skip
+
+
+def check(fn: Callable[..., Any], *inputs: Any, dtype: torch.dtype | None = None) -> list[Any]:
+    """Compare compiled against eager on ``inputs``; returns the compile reports."""
+    expected = fn(*inputs)
+    actual, reports = compiled_reports(fn, *inputs)
+    assert_same(actual, expected, dtype)
+    return reports
+
+
+def kernel_count(reports: list[Any]) -> int:
+    return sum(len(r.kernels) for r in reports)
+
+
+def check_grad(fn: Callable[..., Any], *inputs: torch.Tensor, dtype=None) -> list[Any]:
+    """Compare forward values and input gradients (of ``out.sum()``-like loss)."""
+    eager_in = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
+    comp_in = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
+    expected = fn(*eager_in)
+    seed = torch.randn_like(expected)
+    (expected * seed).sum().backward()
+    actual, reports = compiled_reports(fn, *comp_in)
+    (actual * seed).sum().backward()
+    assert_same(actual, expected, dtype)
+    for a, e in zip(comp_in, eager_in):
+        if e.requires_grad:
+            assert_same(a.grad, e.grad, dtype)
+    return reports
