@@ -22,7 +22,8 @@ from .. import config, plugin
 from ..backend_selection import active_policy, load_backend, owner
 from ..frontend import lowerings  # noqa: F401  (registers every lowering)
 from ..frontend.lowering import GraphLowering
-from ..scheduler import ExternStep, FusedGroup, Schedule, schedule_graph
+from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep, schedule_graph
+from .templates import select_template
 from .kernel_cache import atomic_write
 from .wrapper import write_wrapper
 
@@ -48,6 +49,7 @@ class GraphReport:
     refusals: list[str] = field(default_factory=list)
     externs: dict[str, str] = field(default_factory=dict)
     fused_away: list[str] = field(default_factory=list)
+    autotune: list[str] = field(default_factory=list)
     wrapper: str = ""
 
     def format(self) -> str:
@@ -62,6 +64,9 @@ class GraphReport:
         if self.refusals:
             out.append("  fusions refused:")
             out.extend(f"    {r}" for r in self.refusals)
+        if self.autotune:
+            out.append("  autotuning:")
+            out.extend(f"    {line}" for line in self.autotune)
         if self.externs:
             out.append("  externs (eager calls):")
             out.extend(f"    {name}: {why}" for name, why in sorted(self.externs.items()))
@@ -134,6 +139,23 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
     report.refusals = [str(r) for r in schedule.refusals]
     kernels: dict[int, Any] = {}
     for i, step in enumerate(schedule.steps):
+        if isinstance(step, TemplateStep):
+            kernel = select_template(step, buffers, f"tf_gemm_{i}")
+            kernels[i] = kernel
+            nodes = step.names
+            report.kernels.append(
+                KernelReport(
+                    kernel.name,
+                    kernel.label,
+                    f"template:{step.node.buffer.data.op}",
+                    nodes,
+                    [step.output.name],
+                    sorted({o for n in nodes for o in buffers[n].origins}),
+                    kernel.source,
+                )  # fmt: skip
+            )
+            report.autotune.append(kernel.summary)
+            continue
         if not isinstance(step, FusedGroup):
             continue
         backend_name, scheduling = schedulings.for_device(step.device)
@@ -174,6 +196,10 @@ def _write_debug(
     for i, step in enumerate(schedule.steps):
         if isinstance(step, ExternStep):
             steps.append(f"{i}: extern {step.node.name} ({step.node.buffer.data.op})")
+        elif isinstance(step, TemplateStep):
+            ep = step.epilogue
+            steps.append(f"{i}: template {step.node.name} epilogue="
+                         f"{[s.kind for s in ep.steps] if ep else None}")  # fmt: skip
         else:
             steps.append(f"{i}: {step.describe()} stores={step.stores}")
     atomic_write(out / "schedule.txt", "\n".join(steps) + "\n\n" + report.format() + "\n")

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from ..ir.nodes import Buffer
-from ..scheduler import ExternStep, FusedGroup, Schedule
+from ..ir.nodes import View
+from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep
 
 
 @dataclass
@@ -110,6 +111,8 @@ class WrapperWriter:
                     owned.add(name)
                 self.namespace[kernel.name] = kernel
                 self.emit(f"{kernel.name}({', '.join(kernel.arg_names)})")
+            elif isinstance(step, TemplateStep):
+                self._template(step, self.kernels[i])
             else:
                 assert isinstance(step, ExternStep)
                 self._extern(step)
@@ -123,6 +126,32 @@ class WrapperWriter:
         result = ", ".join(self.literal(o) for o in graph.outputs)
         self.emit(f"return ({result}{',' if len(graph.outputs) == 1 else ''})")
         return WrapperModule("\n".join(lines_head + self.lines) + "\n", self.namespace)
+
+    def _template(self, step: TemplateStep, kernel: Any) -> None:
+        data = step.node.buffer.data
+        args = []
+        for buf in data.inputs:
+            if isinstance(buf.data, View):
+                lay = buf.layout
+                size = tuple(int(s) for s in lay.size)
+                stride = tuple(int(s) for s in lay.stride)
+                base = buf.data.base.name
+                self.emit(f"{buf.name} = {base}.as_strided({size!r}, {stride!r}, "
+                          f"{base}.storage_offset() + {int(lay.offset)})")  # fmt: skip
+            args.append(buf.name)
+        if step.epilogue is not None:
+            for op in step.epilogue.operands:
+                args.append(f"{op.buffer}.as_strided({op.shape!r}, {op.stride!r}, "
+                            f"{op.buffer}.storage_offset() + {op.offset})")  # fmt: skip
+        out = step.output.buffer
+        lay = out.layout
+        self.emit(
+            f"{out.name} = empty_strided({tuple(int(s) for s in lay.size)!r}, "
+            f"{tuple(int(s) for s in lay.stride)!r}, device={self.literal(lay.device)}, "
+            f"dtype={lay.dtype})"
+        )
+        self.namespace[kernel.name] = kernel
+        self.emit(f"{kernel.name}({', '.join(args)}, out={out.name})  # {kernel.label}")
 
     def _defined(self, name: str) -> bool:
         prefix = f"    {name} = "

@@ -18,7 +18,18 @@ import sympy
 import torch
 import torch.fx
 
-from ..ir.nodes import Buffer, Extern, Layout, Pointwise, Template, sympify_sizes
+from ..ir.index import stride_of
+from ..ir.nodes import (
+    Buffer,
+    Extern,
+    Layout,
+    Pointwise,
+    Template,
+    View,
+    index_symbols,
+    sympify_sizes,
+)
+from ..ir.ops import trace_reads
 from .values import BufferValue, LazyValue, Value
 
 log = logging.getLogger("tilefuse")
@@ -232,8 +243,34 @@ class GraphLowering:
         raise Unsupported(f"extern with non-tensor output {type(meta).__name__}")
 
     def template(self, op: str, inputs: Sequence[Value], meta: torch.Tensor) -> BufferValue:
-        bufs = tuple(self.realize(v) for v in inputs)
+        bufs = tuple(self.strided_view(v) or self.realize(v) for v in inputs)
         return BufferValue(self.add_buffer(_layout_of(meta), Template(op, bufs)))
+
+    def strided_view(self, value: Value) -> Buffer | None:
+        """``value`` as a ``View`` buffer when it only re-strides a realized buffer
+        (a transposed weight, say), so a template reads it in place instead of a copy."""
+        if not isinstance(value, LazyValue):
+            return None
+        syms = index_symbols("v", value.rank)
+        tracer = trace_reads(value.fn, syms)
+        if tracer.op_count != 1 or len(tracer.reads) != 1 or tracer.indirect_count:
+            return None
+        name, index = tracer.reads[0]
+        base = next(
+            (b for b in [*self.inputs, *self.buffers] if b is not None and b.name == name), None
+        )
+        if base is None or base.output_of is not None or base.dtype != value.dtype:
+            return None
+        strides = [stride_of(index, s) for s in syms]
+        if any(st is None or not st.is_Integer or st < 0 for st in strides):
+            return None
+        offset = index.subs({s: 0 for s in syms})
+        if not offset.is_Integer:
+            return None
+        layout = Layout(
+            base.device, base.dtype, value.size, tuple(strides), offset + base.layout.offset
+        )
+        return self.add_buffer(layout, View(base))
 
 
 def _layout_of(meta: torch.Tensor) -> Layout:

@@ -112,13 +112,20 @@ class Template:
     inputs: tuple[Buffer, ...]
 
 
+@dataclass
+class View:
+    """A strided view of another buffer's storage (``Buffer.layout`` is the view's)."""
+
+    base: Buffer
+
+
 @dataclass(eq=False)
 class Buffer:
     """A named tensor of the compiled graph. ``data`` is ``None`` for graph inputs."""
 
     name: str
     layout: Layout
-    data: Pointwise | Reduction | Extern | Template | None = None
+    data: Pointwise | Reduction | Extern | Template | View | None = None
     # For one output of a multi-output extern: (parent extern buffer, output index).
     output_of: tuple[Buffer, int] | None = None
     origins: list[str] = field(default_factory=list)

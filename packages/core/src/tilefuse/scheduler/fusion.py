@@ -19,7 +19,8 @@ from typing import Any
 from ..ir.nodes import Buffer
 from ..plugin import FusionCandidate, Verdict
 from .group import FusedGroup, build_group
-from .nodes import EXTERN, SchedNode
+from .epilogue import MatchedEpilogue, NotAnEpilogue, match_epilogue
+from .nodes import EXTERN, TEMPLATE, SchedNode
 
 MAX_GROUP_NODES = 48
 
@@ -44,7 +45,27 @@ class ExternStep:
         return [self.node.name]
 
 
-Step = FusedGroup | ExternStep
+@dataclass(eq=False)
+class TemplateStep:
+    """A GEMM template and, when one was fused, the pointwise epilogue it stores."""
+
+    node: SchedNode
+    epilogue: MatchedEpilogue | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [self.node.name] + ([self.epilogue.node.name] if self.epilogue else [])
+
+    @property
+    def device(self) -> Any:
+        return self.node.buffer.device
+
+    @property
+    def output(self) -> SchedNode:
+        return self.epilogue.node if self.epilogue else self.node
+
+
+Step = FusedGroup | ExternStep | TemplateStep
 CanFuse = Callable[[str, FusedGroup, SchedNode], Verdict]
 
 
@@ -60,17 +81,29 @@ def fuse(
     producer_of: dict[str, SchedNode],
     can_fuse: CanFuse,
     policy: Any = None,
+    outputs: set[str] | None = None,
 ) -> tuple[list[Step], list[Refusal]]:
     """Group ``nodes`` (program order) into steps; returns steps and refusals."""
     steps: list[Step] = []
     step_of: dict[str, int] = {}
     refusals: list[Refusal] = []
     buffers = {n.name: n.buffer for n in nodes}
+    consumers: dict[str, list[str]] = {}
+    for n in nodes:
+        for r in n.read_names:
+            consumers.setdefault(r, []).append(n.name)
+    outputs = outputs or set()
 
     for node in nodes:
+        if node.kind == TEMPLATE:
+            step_of[node.name] = len(steps)
+            steps.append(TemplateStep(node))
+            continue
         if not node.is_kernel():
             step_of[node.name] = len(steps)
             steps.append(ExternStep(node))
+            continue
+        if _try_epilogue(node, steps, step_of, producer_of, consumers, outputs, can_fuse, refusals):
             continue
         producer_steps = {step_of[producer_of[r].name] for r in node.read_names if r in producer_of}
         latest = max(producer_steps, default=-1)
@@ -122,6 +155,39 @@ def fuse(
             step_of[node.name] = len(steps)
             steps.append(group)
     return steps, refusals
+
+
+def _try_epilogue(
+    node, steps, step_of, producer_of, consumers, outputs, can_fuse, refusals
+) -> bool:
+    """Attach ``node`` to the template it reads as its epilogue, when it can be one."""
+    for name in node.read_names:
+        producer = producer_of.get(name)
+        if producer is None or producer.kind != TEMPLATE:
+            continue
+        step = steps[step_of[producer.name]]
+        assert isinstance(step, TemplateStep)
+        group = [producer.name]
+        if step.epilogue is not None:
+            reason = "the GEMM already has an epilogue"
+        elif name in outputs or consumers.get(name, []) != [node.name]:
+            reason = f"the GEMM result {name} is also used elsewhere"
+        elif any(step_of[producer_of[r].name] > step_of[producer.name]
+                 for r in node.read_names if r in producer_of and r != name):  # fmt: skip
+            reason = "an epilogue operand is computed after the GEMM"
+        else:
+            verdict = can_fuse("vertical", step, node)
+            reason = None if verdict.ok else f"backend refused: {verdict.reason}"
+            if reason is None:
+                try:
+                    step.epilogue = match_epilogue(producer, node)
+                except NotAnEpilogue as exc:
+                    reason = str(exc)
+                else:
+                    step_of[node.name] = step_of[producer.name]
+                    return True
+        refusals.append(Refusal("epilogue", group, node.name, reason))
+    return False
 
 
 def _group_reads(group: FusedGroup) -> set[str]:

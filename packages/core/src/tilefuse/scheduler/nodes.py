@@ -14,7 +14,16 @@ from typing import Any
 import sympy
 
 from ..ir.index import Expr
-from ..ir.nodes import Buffer, Extern, Pointwise, Reduction, Template, index_symbols, product
+from ..ir.nodes import (
+    Buffer,
+    Extern,
+    Pointwise,
+    Reduction,
+    Template,
+    View,
+    index_symbols,
+    product,
+)
 from ..ir.ops import trace_reads
 
 POINTWISE = "pointwise"
@@ -87,6 +96,7 @@ def make_node(buffer: Buffer) -> SchedNode:
     elif isinstance(data, Template):
         node = SchedNode(buffer, TEMPLATE)
         node.read_names = {b.name for b in data.inputs}
+        node.read_names |= {b.data.base.name for b in data.inputs if isinstance(b.data, View)}
         return node
     else:
         raise TypeError(f"cannot schedule {buffer!r}")

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..frontend.lowering import LoweredGraph
-from ..ir.nodes import Buffer
+from ..ir.nodes import Buffer, View
 from ..plugin import Verdict
-from .fusion import ExternStep, Refusal, Step, fuse
+from .fusion import ExternStep, Refusal, Step, TemplateStep, fuse
 from .group import FusedGroup
 from .nodes import SchedNode, make_node
 from .tiling import choose_tiling
@@ -53,14 +53,16 @@ def schedule_graph(
         if b.output_of is not None:
             parent_of[b.name] = b.output_of[0].name
     outputs = {o.name for o in graph.outputs if isinstance(o, Buffer)}
-    nodes = [make_node(b) for b in graph.buffers if b.data is not None]
+    nodes = [
+        make_node(b) for b in graph.buffers if b.data is not None and not isinstance(b.data, View)
+    ]
     nodes, removed = _eliminate_dead(nodes, {parent_of.get(o, o) for o in outputs}, parent_of)
     by_name = {n.name: n for n in nodes}
     producer_of = {name: by_name[name] for name in by_name}
     for child, parent in parent_of.items():
         if parent in by_name:
             producer_of[child] = by_name[parent]
-    steps, refusals = fuse(nodes, producer_of, can_fuse, policy)
+    steps, refusals = fuse(nodes, producer_of, can_fuse, policy, outputs)
     schedule = Schedule(graph, steps, refusals, removed)
     _plan_memory(schedule, outputs, parent_of)
     return schedule
@@ -75,9 +77,17 @@ def _plan_memory(schedule: Schedule, outputs: set[str], parent_of: dict[str, str
             for n in step.nodes:
                 reads |= n.read_names
             read_by_step.append(reads - set(step.names))
+        elif isinstance(step, TemplateStep):
+            reads = set(step.node.read_names)
+            if step.epilogue is not None:
+                reads |= step.epilogue.node.read_names - {step.node.name}
+            read_by_step.append(reads)
         else:
             assert isinstance(step, ExternStep)
             read_by_step.append(set(step.node.read_names))
+    for step in schedule.steps:
+        if isinstance(step, TemplateStep) and step.epilogue is not None:
+            schedule.fused_away.append(step.node.name)
     for i, step in enumerate(schedule.steps):
         if not isinstance(step, FusedGroup):
             continue
