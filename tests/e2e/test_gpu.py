@@ -1,0 +1,100 @@
+"""The compiler on a real GPU: the same differential checks at realistic sizes.
+
+Run on a CUDA machine with ``pytest -m gpu`` (``nox -s gpu``); skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.compile_check import check, check_grad, kernel_count
+
+pytestmark = pytest.mark.gpu
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def cuda(*shape, dtype=torch.float32):
+    return torch.randn(*shape, device="cuda", dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_pointwise_and_broadcast(dtype):
+    x, b = cuda(1031, 257, dtype=dtype), cuda(257, dtype=dtype)
+    reports = check(lambda x, b: F.gelu(x + b) * torch.sigmoid(x), x, b, dtype=dtype)
+    assert kernel_count(reports) == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cols", [1, 17, 1000, 8192, 20000])
+def test_softmax_rows(dtype, cols):
+    x = cuda(67, cols, dtype=dtype)
+    reports = check(lambda x: torch.softmax(x, -1), x, dtype=dtype)
+    assert kernel_count(reports) == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_layer_norm_forward_is_one_kernel(dtype):
+    x, w, b = cuda(129, 1024, dtype=dtype), cuda(1024, dtype=dtype), cuda(1024, dtype=dtype)
+    reports = check(lambda x, w, b: F.layer_norm(x, (1024,), w, b), x, w, b, dtype=dtype)
+    assert kernel_count(reports) == 1
+
+
+@pytest.mark.parametrize("dims", [0, 1, (0, 1)])
+def test_reductions(dims):
+    x = cuda(513, 1025)
+    check(lambda x: (x.sum(dims), x.amax(dims), x.var(dims), x.mean(dims)), x)
+    check(lambda x: (x.argmax(0), x.argmin(1), (x > 2).any(1)), x)
+
+
+def test_transpose_add_is_one_tiled_kernel():
+    x = cuda(1024, 1024)
+    reports = check(lambda x: x + x.t(), x)
+    assert kernel_count(reports) == 1
+    assert reports[0].kernels[0].kind == "pointwise-2d"
+
+
+def test_column_sum():
+    check(lambda x: x.sum(0), cuda(4096, 1000))
+
+
+def test_cross_entropy_forward_backward():
+    logits = cuda(64, 1000).requires_grad_()
+    target = torch.randint(0, 1000, (64,), device="cuda")
+    check_grad(lambda x: F.cross_entropy(x, target).reshape(1), logits)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_gemm_with_epilogue(dtype):
+    a, b, c = cuda(255, 1000, dtype=dtype), cuda(1000, 17, dtype=dtype), cuda(17, dtype=dtype)
+    reports = check(lambda a, b, c: torch.relu(a @ b + c), a, b, c, dtype=dtype)
+    assert kernel_count(reports) == 1
+
+
+def test_transformer_block_training():
+    torch.manual_seed(0)
+    dim, heads = 64, 4
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1 = torch.nn.LayerNorm(dim)
+            self.qkv = torch.nn.Linear(dim, 3 * dim)
+            self.proj = torch.nn.Linear(dim, dim)
+            self.ln2 = torch.nn.LayerNorm(dim)
+            self.up = torch.nn.Linear(dim, 4 * dim)
+            self.down = torch.nn.Linear(4 * dim, dim)
+
+        def forward(self, x):
+            bsz, seq, _ = x.shape
+            q, k, v = self.qkv(self.ln1(x)).split(dim, -1)
+            q, k, v = (t.reshape(bsz, seq, heads, -1).transpose(1, 2) for t in (q, k, v))
+            att = torch.softmax(q @ k.transpose(-1, -2) / (dim // heads) ** 0.5, -1)
+            y = (att @ v).transpose(1, 2).reshape(bsz, seq, dim)
+            x = x + self.proj(y)
+            return x + self.down(F.gelu(self.up(self.ln2(x))))
+
+    block = Block().cuda()
+    x = cuda(2, 32, dim).requires_grad_()
+    check_grad(block, x)
