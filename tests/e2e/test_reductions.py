@@ -1,0 +1,317 @@
+"""Reductions and normalisations against eager: dims, keepdim, dtypes, long rows,
+non-contiguous and zero-size inputs, forward and backward, and fusion (kernel counts)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.compile_check import check, check_grad, kernel_count
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(autouse=True)
+def _seeded_and_strict(monkeypatch):
+    """Fixed inputs per test; strict for backward graphs too (AOTAutograd compiles the
+    backward lazily, after ``compiled_reports`` has already turned strict mode off)."""
+    from tilefuse import config
+
+    torch.manual_seed(0)
+    monkeypatch.setattr(config, "strict", lambda: True)
+
+
+def reports_of(fn, *inputs):
+    """``check`` and return only the reports of graphs compiled by this call (by graph id:
+    the global report list is capped, so slicing it by length goes stale)."""
+    from tilefuse.codegen.compile_graph import recent_reports
+
+    last = max((r.graph_id for r in recent_reports()), default=0)
+    check(fn, *inputs)
+    return [r for r in recent_reports() if r.graph_id > last]
+
+
+# (shape, dims, keepdim): single, multiple, negative, all dims; inner and outer (dim 0).
+DIM_CASES = [
+    ((7, 13), -1, False),
+    ((7, 13), 0, True),
+    ((5, 33, 17), 1, False),
+    ((5, 33, 17), (0, 2), True),
+    ((5, 33, 17), (-1, -2), False),
+    ((5, 33, 17), None, False),
+    ((1, 13), 0, False),
+]
+DIM_IDS = ["last", "dim0-keep", "mid", "outer+inner-keep", "neg-multi", "all", "size1-dim"]
+
+SIMPLE = {
+    "sum": lambda x, d, k: x.sum(d, keepdim=k) if d is not None else x.sum(),
+    "mean": lambda x, d, k: x.mean(d, keepdim=k) if d is not None else x.mean(),
+    "amax": lambda x, d, k: x.amax(d if d is not None else (), keepdim=k),
+    "amin": lambda x, d, k: x.amin(d if d is not None else (), keepdim=k),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("shape", "dims", "keepdim"), DIM_CASES, ids=DIM_IDS)
+@pytest.mark.parametrize("name", sorted(SIMPLE))
+def test_simple_reductions(name, shape, dims, keepdim, dtype):
+    x = torch.randn(shape).to(dtype)
+    check(lambda x: SIMPLE[name](x, dims, keepdim), x, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("dims", "keepdim"), [(-1, False), (0, True), (None, False)])
+def test_prod(dims, keepdim, dtype):
+    # values near 1 so the product neither overflows nor vanishes in half precision
+    x = (1 + 0.1 * torch.randn(7, 13)).to(dtype)
+    if dims is None:
+        check(lambda x: x.prod(), x, dtype=dtype)
+    else:
+        check(lambda x: x.prod(dims, keepdim=keepdim), x, dtype=dtype)
+
+
+def test_sum_dtype_argument_and_int_input():
+    x = torch.randint(-50, 50, (7, 13), dtype=torch.int32)
+    h = torch.randn(7, 13).half()
+    check(lambda x, h: (x.sum(1), x.sum(0, dtype=torch.float32), h.sum(-1, dtype=torch.float32),
+                        x.prod(1)), x, h)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("name", ["argmax", "argmin"])
+@pytest.mark.parametrize(("shape", "dim", "keepdim"), [((7, 13), -1, False), ((7, 13), 0, True),
+                                                       ((5, 33, 17), 1, False),
+                                                       ((5, 33, 17), None, False)])  # fmt: skip
+def test_argmax_argmin(name, shape, dim, keepdim, dtype):
+    # distinct values along every row so the answer is unique in fp16 too
+    x = torch.randperm(torch.Size(shape).numel()).reshape(shape).to(dtype) / 64
+    check(lambda x: getattr(torch, name)(x, dim, keepdim=keepdim), x)
+
+
+def test_argmax_ties_pick_first_index():
+    x = torch.tensor([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [-1.0, -5.0, -5.0, -1.0]])
+    check(lambda x: (x.argmax(-1), x.argmin(-1), x.argmax(0), x.argmin(0)), x)
+
+
+def test_nan_propagates_through_max_and_argmax():
+    x = torch.randn(4, 9)
+    x[1, 3] = float("nan")
+    x[2, 0] = float("nan")
+    check(lambda x: (x.amax(-1), x.amin(-1), x.argmax(-1), x.argmin(-1), x.sum(-1)), x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("correction", [0, 1])
+@pytest.mark.parametrize(("shape", "dims", "keepdim"), [((7, 13), -1, False),
+                                                        ((7, 13), 0, True),
+                                                        ((5, 33, 17), (0, 2), False),
+                                                        ((5, 33, 17), None, True)])  # fmt: skip
+def test_var_std(shape, dims, keepdim, correction, dtype):
+    x = torch.randn(shape).to(dtype)
+
+    def fn(x):
+        return (
+            torch.var(x, dims, correction=correction, keepdim=keepdim),
+            torch.std(x, dims, correction=correction, keepdim=keepdim),
+            torch.var_mean(x, dims, correction=correction, keepdim=keepdim),
+        )
+
+    check(fn, x, dtype=dtype)
+
+
+@pytest.mark.parametrize("name", ["any", "all"])
+@pytest.mark.parametrize("dims", [-1, 0, None])
+def test_any_all(name, dims):
+    b = torch.rand(7, 13) > 0.8
+    b[2] = True  # one row all true
+    b[4] = False  # one row all false
+    f = (torch.rand(7, 13) > 0.5).float() * torch.randn(7, 13)
+
+    def fn(b, f):
+        op = getattr(torch, name)
+        if dims is None:
+            return op(b), op(f)
+        return op(b, dims), op(f, dims, keepdim=True)
+
+    check(fn, b, f)
+
+
+def test_non_contiguous_inputs():
+    x = torch.randn(13, 7).t()  # transposed
+    y = torch.randn(5, 34, 17)[:, ::2, 1:]  # strided slice, odd sizes
+    check(lambda x, y: (x.sum(-1), x.amax(0), y.mean((0, 2)), y.var(1), x.argmax(-1)), x, y)
+
+
+def test_broadcast_then_reduce():
+    a = torch.randn(7, 1)
+    b = torch.randn(13)
+    check(lambda a, b: ((a * b).sum(-1), (a + b).amax(0), (a - b).mean()), a, b)
+
+
+ZERO_SIZE_CASES = {
+    "sum-over-empty-dim": "torch.randn(0, 5).sum(0)",
+    "sum-empty-output": "torch.randn(0, 5).sum(1)",
+    "sum-over-empty-last": "torch.randn(4, 0).sum(-1)",
+    "prod-over-empty": "torch.randn(4, 0).prod(-1)",
+    "any-over-empty": "torch.randn(4, 0).any(-1)",
+    "all-over-empty": "torch.randn(4, 0).all(-1)",
+    "mean-over-empty": "torch.randn(0, 5).mean(0)",
+}
+
+
+@pytest.mark.parametrize("case", sorted(ZERO_SIZE_CASES))
+def test_zero_size_reductions(case):
+    # In a child process: a crash in the kernel (e.g. an unmasked load from an empty
+    # tensor) must fail this test, not kill the whole pytest session.
+    expr = ZERO_SIZE_CASES[case]
+    x_expr, op = expr.split(").", 1)
+    script = (
+        "import torch\n"
+        "from tests.compile_check import check\n"
+        f"x = {x_expr})\n"
+        f"check(lambda x: x.{op}, x)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
+
+
+def test_one_element_and_size_one_dims():
+    x = torch.randn(1)
+    y = torch.randn(1, 1, 5)
+    check(lambda x, y: (x.sum(), x.amax(0), y.sum((0, 1)), y.var(-1), y.mean(1)), x, y)
+
+
+def test_long_row_looped_path():
+    x = torch.randn(3, 9000)
+    check(lambda x: (x.sum(-1), x.amax(-1), x.mean(-1), x.var(-1), x.argmax(-1)), x)
+
+
+def test_long_row_softmax_and_layer_norm():
+    x = torch.randn(3, 9000)
+    w = torch.randn(9000)
+    check(lambda x, w: (torch.softmax(x, -1), F.layer_norm(x, (9000,), w)), x, w)
+
+
+def test_long_column():
+    x = torch.randn(9000, 3)
+    check(lambda x: (x.sum(0), x.amin(0), x.mean(0, keepdim=True), x.std(0), x.argmin(0)), x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dim", [-1, 0])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_forward_backward(name, dim, dtype):
+    x = (torch.randn(7, 13) * 3).to(dtype).requires_grad_()
+    check_grad(lambda x: getattr(torch, name)(x, dim), x, dtype=dtype)
+
+
+def test_softmax_3d_and_dtype_argument():
+    x = torch.randn(5, 33, 17).half()
+    check(lambda x: (torch.softmax(x, 1, dtype=torch.float32), F.log_softmax(x.float(), -1)), x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("affine", ["weight+bias", "weight", "none"])
+def test_layer_norm_forward_backward(affine, dtype):
+    x = torch.randn(5, 7, 13).to(dtype).requires_grad_()
+    w = torch.randn(13).to(dtype).requires_grad_()
+    b = torch.randn(13).to(dtype).requires_grad_()
+    if affine == "weight+bias":
+        check_grad(lambda x, w, b: F.layer_norm(x, (13,), w, b), x, w, b, dtype=dtype)
+    elif affine == "weight":
+        check_grad(lambda x, w: F.layer_norm(x, (13,), w), x, w, dtype=dtype)
+    else:
+        check_grad(lambda x: F.layer_norm(x, (13,)), x, dtype=dtype)
+
+
+def test_layer_norm_over_two_dims():
+    x = torch.randn(5, 7, 13, requires_grad=True)
+    w = torch.randn(7, 13, requires_grad=True)
+    b = torch.randn(7, 13, requires_grad=True)
+    check_grad(lambda x, w, b: F.layer_norm(x, (7, 13), w, b, eps=1e-3), x, w, b)
+
+
+@pytest.mark.parametrize("with_affine", [True, False])
+def test_native_layer_norm_outputs(with_affine):
+    x = torch.randn(7, 13)
+    w = torch.randn(13) if with_affine else None
+    b = torch.randn(13) if with_affine else None
+    # mean and rstd outputs are compared too
+    check(lambda x: torch.ops.aten.native_layer_norm(x, [13], w, b, 1e-5), x)
+
+
+def test_native_layer_norm_backward():
+    x = torch.randn(7, 13, requires_grad=True)
+    w = torch.randn(13, requires_grad=True)
+    b = torch.randn(13, requires_grad=True)
+    check_grad(lambda x, w, b: torch.ops.aten.native_layer_norm(x, [13], w, b, 1e-5)[0], x, w, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_rms_norm_functional(with_weight, dtype):
+    x = torch.randn(5, 7, 13).to(dtype).requires_grad_()
+    w = torch.randn(13).to(dtype).requires_grad_()
+    if with_weight:
+        check_grad(lambda x, w: F.rms_norm(x, (13,), w, eps=1e-6), x, w, dtype=dtype)
+    else:
+        check_grad(lambda x: F.rms_norm(x, (13,)), x, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_rms_norm_manual_fp32_cast_back(dtype):
+    x = torch.randn(5, 7, 13).to(dtype).requires_grad_()
+    w = torch.randn(13).to(dtype).requires_grad_()
+
+    def rms(x, w):
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return h.to(x.dtype) * w
+
+    check_grad(rms, x, w, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cross_entropy_forward_backward(dtype):
+    logits = torch.randn(7, 13).to(dtype).requires_grad_()
+    target = torch.randint(0, 13, (7,))
+    check_grad(lambda x, t: F.cross_entropy(x, t), logits, target, dtype=dtype)
+
+
+def test_cross_entropy_variants():
+    logits = torch.randn(7, 13, requires_grad=True)
+    target = torch.randint(0, 13, (7,))
+    target[3] = -100  # the default ignore_index
+    check_grad(lambda x, t: F.cross_entropy(x, t, reduction="none"), logits, target)
+    check_grad(lambda x, t: F.cross_entropy(x, t, reduction="sum", label_smoothing=0.1),
+               logits, target)  # fmt: skip
+    check_grad(lambda x, t: F.cross_entropy(x, t), logits, target)
+
+
+def test_softmax_of_fitting_row_is_one_kernel():
+    x = torch.randn(7, 257)
+    reports = reports_of(lambda x: torch.softmax(x, -1), x)
+    assert kernel_count(reports) == 1, [r.format() for r in reports]
+
+
+def test_layer_norm_forward_is_one_kernel():
+    x = torch.randn(7, 13, 33)
+    w = torch.randn(33)
+    b = torch.randn(33)
+    reports = reports_of(lambda x, w, b: F.layer_norm(x, (33,), w, b), x, w, b)
+    assert kernel_count(reports) == 1, [r.format() for r in reports]
+
+
+def test_mean_and_var_of_rows_is_one_kernel():
+    x = torch.randn(7, 257)
+    reports = reports_of(lambda x: (x.mean(-1), x.var(-1)), x)
+    assert kernel_count(reports) == 1, [r.format() for r in reports]
