@@ -8,8 +8,6 @@ from typing import Any
 
 import torch
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
 TOLERANCE = {
     torch.float32: (1e-4, 1e-4),
     torch.float16: (2e-2, 2e-2),

@@ -43,6 +43,8 @@ def test_unary(name, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("name", sorted(BINARY))
 def test_binary_with_broadcast(name, dtype):
+    if name in ("remainder", "floor_divide") and dtype != torch.float32:
+        pytest.skip("jumps at integer quotients: half rounding of a/b flips floor() either way")
     a = torch.randn(7, 13).to(dtype)
     b = torch.randn(13).to(dtype)
     check(BINARY[name], a, b, dtype=dtype)

@@ -157,7 +157,9 @@ class KernelWriter:
         else:
             shape = "[XBLOCK, 1]" if self.two_d else "[XBLOCK]"
         if value.kind == SCALAR:
-            return f"tl.full({shape}, {value}, {TL_DTYPES[value.dtype]})"
+            if _is_literal(value):
+                return f"tl.full({shape}, {value}, {TL_DTYPES[value.dtype]})"
+            return f"(tl.zeros({shape}, {TL_DTYPES[value.dtype]}) + {value})"
         return f"tl.broadcast_to({value}, {shape})"
 
     def mask_for(self, per_r: bool) -> str:
@@ -213,7 +215,7 @@ class KernelWriter:
     def to_dtype(self, value: Var, dtype: torch.dtype) -> Var:
         if getattr(value, "dtype", None) == dtype:
             return value
-        if value.kind == SCALAR:
+        if value.kind == SCALAR and _is_literal(value):
             if dtype == torch.bool:
                 return Var(f"({value} != 0)", dtype, SCALAR)
             return Var(ops_table.constant(_literal(value), dtype), dtype, SCALAR)
@@ -315,6 +317,8 @@ class KernelWriter:
         data = node.buffer.data
         assert isinstance(data, Reduction)
         kind = data.reduction_type
+        if kind == "logsumexp":
+            return self.logsumexp(name, data.src_dtype)
         acc_dtype = torch.int8 if kind == "any" else data.src_dtype
         tl_acc = TL_DTYPES[acc_dtype]
         init = ops_table.reduction_init(kind, acc_dtype)
@@ -355,6 +359,34 @@ class KernelWriter:
             self.emit(f"_, {out} = tl.reduce(({acc}, {acc}_idx), 1, dm.{kind}_combine)")
             return self.new_var(f"{out}[:, None].to(tl.int64)", torch.int64, PER_X)
         return self.finish_reduction(kind, Var(acc, acc_dtype, PER_XR), acc_dtype)
+
+    def logsumexp(self, name: str, dtype: torch.dtype) -> Var:
+        """max + log(sum(exp(v - max))) in one pass, rescaling the running sum."""
+        tl_t = TL_DTYPES[dtype]
+        ninf = 'float("-inf")'
+        if self.persistent:
+            v = self.new_var(f"tl.where(xmask & rmask, {self.eval_reduction_input(name)}, {ninf})",
+                             dtype, PER_XR)  # fmt: skip
+            m = self.new_var(f"tl.max({v}, 1)[:, None]", dtype, PER_X)
+            ms = self.new_var(f"tl.where({m} == {ninf}, 0.0, {m})", dtype, PER_X)
+            total = self.new_var(f"tl.sum(tl.exp({v} - {ms}), 1)[:, None]", dtype, PER_X)
+            return self.new_var(f"{ms} + tl.log({total})", dtype, PER_X)
+        self.counter += 1
+        acc = f"acc{self.counter}"
+        self.emit(f"{acc}_m = tl.full([XBLOCK, RBLOCK], {ninf}, {tl_t})")
+        self.emit(f"{acc}_s = tl.zeros([XBLOCK, RBLOCK], {tl_t})")
+        self.open_r_loop()
+        v = self.new_var(f"tl.where(xmask & rmask, {self.eval_reduction_input(name)}, {ninf})",
+                         dtype, PER_XR)  # fmt: skip
+        self.emit(f"{acc}_new = tl.maximum({acc}_m, {v})")
+        self.emit(f"{acc}_safe = tl.where({acc}_new == {ninf}, 0.0, {acc}_new)")
+        self.emit(f"{acc}_s = {acc}_s * tl.exp({acc}_m - {acc}_safe) + tl.exp({v} - {acc}_safe)")
+        self.emit(f"{acc}_m = {acc}_new")
+        self.close_r_loop()
+        m = self.new_var(f"tl.max({acc}_m, 1)[:, None]", dtype, PER_X)
+        ms = self.new_var(f"tl.where({m} == {ninf}, 0.0, {m})", dtype, PER_X)
+        total = self.new_var(f"tl.sum({acc}_s * tl.exp({acc}_m - {ms}), 1)[:, None]", dtype, PER_X)
+        return self.new_var(f"{ms} + tl.log({total})", dtype, PER_X)
 
     def finish_reduction(self, kind: str, value: Var, acc_dtype: torch.dtype) -> Var:
         text = ops_table.reduction_final(kind, value)
@@ -437,6 +469,14 @@ def render_group(
 ) -> tuple[str, list[str]]:
     """Source text and argument buffer names (inputs then outputs) for ``group``."""
     return KernelWriter(group, buffers, name, config).render()
+
+
+def _is_literal(text: str) -> bool:
+    try:
+        _literal(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _literal(text: str) -> Any:

@@ -130,6 +130,7 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
     graph = GraphLowering(gm, example_inputs).run()
     buffers = {b.name: b for b in graph.buffers}
     buffers.update({b.name: b for b in graph.inputs if b is not None})
+    buffers.update({name: graph.buffer(name) for name in graph.constants})
     policy = active_policy()
     schedulings = _Schedulings(buffers, policy)
     schedule = schedule_graph(graph, schedulings.can_fuse, policy)

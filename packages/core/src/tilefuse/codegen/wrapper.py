@@ -80,6 +80,7 @@ class WrapperWriter:
 
     def render(self) -> WrapperModule:
         graph = self.schedule.graph
+        self.namespace.update(graph.constants)
         outputs = [o for o in graph.outputs if isinstance(o, Buffer)]
         keep = {o.name for o in outputs} | {b.name for b in graph.inputs if b is not None}
         lines_head = ["def call(args):"]

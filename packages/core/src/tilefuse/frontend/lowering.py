@@ -77,11 +77,16 @@ class LoweredGraph:
     buffers: list[Buffer]
     outputs: list[Any]  # Buffer, or a python value for non-tensor outputs
     externs: dict[str, str] = field(default_factory=dict)  # op name -> why extern
+    constants: dict[str, torch.Tensor] = field(default_factory=dict)  # graph attributes
 
     def buffer(self, name: str) -> Buffer:
         for b in self.inputs:
             if b is not None and b.name == name:
                 return b
+        if name in self.constants:
+            from .lowering import _layout_of
+
+            return Buffer(name, _layout_of(self.constants[name]))
         for b in self.buffers:
             if b.name == name:
                 return b
@@ -97,6 +102,7 @@ class GraphLowering:
         self.buffers: list[Buffer] = []
         self.inputs: list[Buffer | None] = []
         self.externs: dict[str, str] = {}
+        self.constants: dict[str, torch.Tensor] = {}
         self._counter = 0
         self._current: torch.fx.Node | None = None
 
@@ -142,9 +148,9 @@ class GraphLowering:
                 values = _flatten_output(node.args[0], env)
                 outputs = [self._output(v, m) for v, m in zip(values, metas)]
             elif node.op == "get_attr":
-                raise Unsupported(f"get_attr {node.target}")
+                env[node] = self._constant(node)
         self._current = None
-        return LoweredGraph(self.inputs, self.buffers, outputs, dict(self.externs))
+        return LoweredGraph(self.inputs, self.buffers, outputs, dict(self.externs), self.constants)
 
     def _placeholder(self, node: torch.fx.Node, example: Any) -> Any:
         if not isinstance(example, torch.Tensor):
@@ -161,6 +167,16 @@ class GraphLowering:
         buf.origins.append(node.name)
         self.inputs.append(buf)
         return BufferValue(buf)
+
+    def _constant(self, node: torch.fx.Node) -> Any:
+        value = self.gm
+        for part in str(node.target).split("."):
+            value = getattr(value, part)
+        if not isinstance(value, torch.Tensor):
+            return value
+        name = f"const_{len(self.constants)}"
+        self.constants[name] = value
+        return BufferValue(Buffer(name, _layout_of(value)))
 
     def _output(self, value: Any, meta: Any) -> Any:
         """Graph outputs keep the strides eager would give them: the backward graph

@@ -23,7 +23,8 @@ import torch
 
 from .index import Expr
 
-REDUCTION_TYPES = ("sum", "prod", "max", "min", "argmax", "argmin", "any")
+# "logsumexp" is max(v) + log(sum(exp(v - max(v)))), computed online (one pass).
+REDUCTION_TYPES = ("sum", "prod", "max", "min", "argmax", "argmin", "any", "logsumexp")
 
 
 def index_symbols(prefix: str, count: int) -> list[sympy.Symbol]:

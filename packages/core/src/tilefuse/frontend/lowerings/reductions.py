@@ -229,6 +229,9 @@ def _softmax(ctx, node, x, dim, half_to_float=False):
     out_dtype = out_meta(node).dtype
     math = compute_dtype(out_dtype if not half_to_float else torch.float32)
     d = [dim % max(x.rank, 1)] if x.rank else []
+    row = int(product([x.size[k] for k in d])) if d else 1
+    if row > ONLINE_SOFTMAX_MIN_ROW:
+        return _softmax_online(ctx, node, x, d, math, out_dtype)
     mx = reduce(ctx, x, d, True, "max", math, math)
 
     def shifted(idx):
@@ -246,6 +249,25 @@ def _softmax(ctx, node, x, dim, half_to_float=False):
         fn = lambda idx: ops.to_dtype(ops.truediv(exp_v.load(idx), at_row(idx)), out_dtype)  # noqa: E731
     else:
         fn = lambda idx: ops.to_dtype(ops.sub(shifted(idx), ops.log(at_row(idx))), out_dtype)  # noqa: E731
+    return LazyValue(out_dtype, x.device, x.size, fn)
+
+
+# Rows longer than this use the one-pass log-sum-exp reduction: a row that does not
+# fit in registers is then read once for the statistics instead of twice.
+ONLINE_SOFTMAX_MIN_ROW = 4096
+
+
+def _softmax_online(ctx, node, x, d, math, out_dtype):
+    lse = reduce(ctx, x, d, True, "logsumexp", math, math)
+
+    def shifted(idx):
+        v = ops.to_dtype(x.load(idx), math)
+        return ops.sub(v, lse.load([sympy.Integer(0) if k in d else i for k, i in enumerate(idx)]))
+
+    if node.target.overloadpacket is aten._softmax:
+        fn = lambda idx: ops.to_dtype(ops.exp(shifted(idx)), out_dtype)  # noqa: E731
+    else:
+        fn = lambda idx: ops.to_dtype(shifted(idx), out_dtype)  # noqa: E731
     return LazyValue(out_dtype, x.device, x.size, fn)
 
 
