@@ -79,15 +79,24 @@ def test_prod(dims, keepdim, dtype):
 def test_sum_dtype_argument_and_int_input():
     x = torch.randint(-50, 50, (7, 13), dtype=torch.int32)
     h = torch.randn(7, 13).half()
-    check(lambda x, h: (x.sum(1), x.sum(0, dtype=torch.float32), h.sum(-1, dtype=torch.float32),
-                        x.prod(1)), x, h)  # fmt: skip
+    check(
+        lambda x, h: (
+            x.sum(1),
+            x.sum(0, dtype=torch.float32),
+            h.sum(-1, dtype=torch.float32),
+            x.prod(1),
+        ),
+        x,
+        h,
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("name", ["argmax", "argmin"])
-@pytest.mark.parametrize(("shape", "dim", "keepdim"), [((7, 13), -1, False), ((7, 13), 0, True),
-                                                       ((5, 33, 17), 1, False),
-                                                       ((5, 33, 17), None, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("shape", "dim", "keepdim"),
+    [((7, 13), -1, False), ((7, 13), 0, True), ((5, 33, 17), 1, False), ((5, 33, 17), None, False)],
+)
 def test_argmax_argmin(name, shape, dim, keepdim, dtype):
     # distinct values along every row so the answer is unique in fp16 too
     x = torch.randperm(torch.Size(shape).numel()).reshape(shape).to(dtype) / 64
@@ -108,10 +117,15 @@ def test_nan_propagates_through_max_and_argmax():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("correction", [0, 1])
-@pytest.mark.parametrize(("shape", "dims", "keepdim"), [((7, 13), -1, False),
-                                                        ((7, 13), 0, True),
-                                                        ((5, 33, 17), (0, 2), False),
-                                                        ((5, 33, 17), None, True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("shape", "dims", "keepdim"),
+    [
+        ((7, 13), -1, False),
+        ((7, 13), 0, True),
+        ((5, 33, 17), (0, 2), False),
+        ((5, 33, 17), None, True),
+    ],
+)
 def test_var_std(shape, dims, keepdim, correction, dtype):
     x = torch.randn(shape).to(dtype)
 
@@ -179,8 +193,14 @@ def test_zero_size_reductions(case):
     )
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
 
 
@@ -292,8 +312,9 @@ def test_cross_entropy_variants():
     target = torch.randint(0, 13, (7,))
     target[3] = -100  # the default ignore_index
     check_grad(lambda x, t: F.cross_entropy(x, t, reduction="none"), logits, target)
-    check_grad(lambda x, t: F.cross_entropy(x, t, reduction="sum", label_smoothing=0.1),
-               logits, target)  # fmt: skip
+    check_grad(
+        lambda x, t: F.cross_entropy(x, t, reduction="sum", label_smoothing=0.1), logits, target
+    )
     check_grad(lambda x, t: F.cross_entropy(x, t), logits, target)
 
 

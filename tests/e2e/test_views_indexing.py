@@ -1,0 +1,247 @@
+"""Views, copies, indexing and creation ops against eager: dtypes, odd and zero-size
+shapes, non-contiguous inputs, negative indices, backward through gather/embedding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.compile_check import check, check_grad, kernel_count
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(autouse=True)
+def _seeded_and_strict(monkeypatch):
+    """Fixed inputs per test; strict for backward graphs too (AOTAutograd compiles the
+    backward lazily, after ``compiled_reports`` has already turned strict mode off)."""
+    from tilefuse import config
+
+    torch.manual_seed(0)
+    monkeypatch.setattr(config, "strict", lambda: True)
+
+
+def reports_of(fn, *inputs):
+    """``check`` and return only the reports of graphs compiled by this call (by graph id:
+    the global report list is capped, so slicing it by length goes stale)."""
+    from tilefuse.codegen.compile_graph import recent_reports
+
+    last = max((r.graph_id for r in recent_reports()), default=0)
+    check(fn, *inputs)
+    return [r for r in recent_reports() if r.graph_id > last]
+
+
+# Each view is followed by a pointwise op so that the graph has a kernel to generate.
+VIEWS = {
+    "view": lambda x: x.view(7, 13 * 257) * 2,
+    "reshape-merge": lambda x: x.reshape(91, 257) + 1,
+    "reshape-split": lambda x: x.reshape(7, 13, 1, 257).reshape(1, 7 * 13, 257).neg(),
+    "flatten": lambda x: x.flatten(1) - 1,
+    "permute": lambda x: x.permute(2, 0, 1) * 3,
+    "transpose": lambda x: x.transpose(0, 2).sin(),
+    "t-of-2d": lambda x: x[0].t().exp(),
+    "expand": lambda x: x[:, :1, :].expand(7, 13, 257) * x,
+    "unsqueeze-squeeze": lambda x: x.unsqueeze(1).unsqueeze(-1).squeeze(-1).squeeze(1) + 2,
+    "slice-step": lambda x: x[1::2, ::3, 5:250:7] * 2,
+    "slice-negative": lambda x: x[-3:, -5:-1, -17:] + 1,
+    "narrow": lambda x: x.narrow(2, 100, 50).cos(),
+    "select": lambda x: (x[3] * 2, x[:, -1] + 1, x.select(2, -5) * 3, x[-1, 4, 100] + 1),
+    "flip": lambda x: x.flip(0, 2) * 2,
+    "flip-last": lambda x: torch.flip(x, [-1]) - x,
+    "diagonal": lambda x: x[:, :7, :7].diagonal(dim1=-2, dim2=-1) * 2,
+    "unfold-like-as-strided": lambda x: x.contiguous().as_strided((7, 4, 5), (13 * 257, 3, 1)) + 1,
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIEWS))
+def test_views(name):
+    x = torch.randn(7, 13, 257)
+    check(VIEWS[name], x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_views_dtypes_and_non_contiguous(dtype):
+    x = torch.randn(13, 7, 9).to(dtype).transpose(0, 1)  # non-contiguous input
+
+    def fn(x):
+        return (
+            x.reshape(7, -1) * 2,
+            x.permute(2, 1, 0).contiguous() + 1,
+            x[::2, 1:-1].flip(-1) - x[::2, 1:-1],
+            x.unsqueeze(0).expand(3, 7, 13, 9) * 0.5,
+        )
+
+    check(fn, x, dtype=dtype)
+
+
+def test_view_outputs_without_compute():
+    x = torch.randn(6, 10)
+    check(lambda x: (x.t(), x.view(3, 20), x[:, 2:5], x.unsqueeze(0), x + 1), x)
+
+
+def test_size_one_and_zero_size_views():
+    a = torch.randn(1, 1, 5)
+    z = torch.randn(0, 5)
+    check(
+        lambda a, z: (
+            a.squeeze() * 2,
+            a.expand(4, 3, 5) + 1,
+            z.t() * 2,
+            z.reshape(5, 0) + 1,
+            z[:, 1:3] - 1,
+        ),
+        a,
+        z,
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_cat_three_inputs(dim, dtype):
+    a = torch.randn(5, 7, 3).to(dtype)
+    b = torch.randn(5, 7, 3).to(dtype)
+    c = torch.randn(5, 7, 3).to(dtype)
+    if dim == 0:
+        b = torch.randn(2, 7, 3).to(dtype)
+    elif dim == 1:
+        c = torch.randn(5, 1, 3).to(dtype)
+    check(lambda a, b, c: torch.cat([a * 2, b.sin(), c], dim) + 1, a, b, c, dtype=dtype)
+
+
+def test_cat_non_contiguous_and_empty_inputs():
+    a = torch.randn(7, 5).t()  # 5x7, transposed
+    b = torch.randn(0, 7)
+    c = torch.randn(3, 14)[:, ::2]
+    check(lambda a, b, c: torch.cat([a, b, c], 0) * 2, a, b, c)
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_stack(dim):
+    a, b, c = torch.randn(3, 5, 4).unbind(0)
+    check(lambda a, b, c: torch.stack([a, b.exp(), c * 2], dim) - 1, a, b, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_constant_pad_nd(dtype):
+    x = torch.randn(3, 7, 13).to(dtype)
+    check(
+        lambda x: (
+            F.pad(x, (1, 2)),
+            F.pad(x, (0, 0, 3, 1), value=-1.5),
+            F.pad(x, (2, 2, 1, 1, 1, 0)) * 2,
+            F.pad(x, (-1, 2)),
+        ),
+        x,
+        dtype=dtype,
+    )
+
+
+def test_split_chunk_unbind():
+    x = torch.randn(7, 13)
+
+    def fn(x):
+        a, b, c = x.split([2, 4, 7], dim=1)
+        d = x.chunk(3, dim=0)  # uneven: 3, 3, 1 rows
+        u = x[:3].unbind(0)
+        return a * 2, b.exp(), c - 1, d[0] + d[1], d[2] * 3, u[0] + u[2], x.split(5, 1)[2] * 2
+
+    check(fn, x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_gather(dim, dtype):
+    x = torch.randn(5, 7, 11).to(dtype)
+    idx = torch.randint(0, x.shape[dim], (5, 7, 11))
+    idx = idx.narrow(dim, 0, 3)
+    check(lambda x, i: torch.gather(x, dim, i) * 2, x, idx, dtype=dtype)
+
+
+def test_gather_backward():
+    x = torch.randn(7, 13, requires_grad=True)
+    idx = torch.randint(0, 13, (7, 4))  # repeated indices accumulate in the gradient
+    check_grad(lambda x, i: torch.gather(x, 1, i).exp(), x, idx)
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_index_select(dim):
+    x = torch.randn(7, 13)
+    idx = torch.tensor([0, 6, 2, 2, 5]) if dim == 0 else torch.tensor([12, 0, 3])
+    check(lambda x, i: torch.index_select(x, dim, i) + 1, x, idx)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_embedding_forward(dtype):
+    w = torch.randn(11, 16).to(dtype)
+    ids = torch.tensor([[0, 3, 10, 3], [7, 7, 1, 2]])
+    check(lambda ids, w: F.embedding(ids, w) * 2, ids, w, dtype=dtype)
+
+
+def test_embedding_backward_on_weight():
+    w = torch.randn(11, 16, requires_grad=True)
+    ids = torch.tensor([[0, 3, 10, 3], [7, 7, 1, 2]])  # repeated ids accumulate
+    check_grad(lambda ids, w: F.embedding(ids, w).tanh(), ids, w)
+
+
+def test_embedding_padding_idx_backward():
+    w = torch.randn(11, 16, requires_grad=True)
+    ids = torch.tensor([[0, 3, 10, 3], [7, 0, 1, 2]])
+    check_grad(lambda ids, w: F.embedding(ids, w, padding_idx=0) * 3, ids, w)
+
+
+def test_advanced_indexing():
+    x = torch.randn(7, 13, 5)
+    idx = torch.tensor([6, 0, 2, 2, -1])  # repeated and negative
+    cols = torch.tensor([[1, 12], [-3, 4]])
+
+    def fn(x, idx, cols):
+        return x[idx] * 2, x[:, cols] + 1, x[idx, 1:3], x[:, :, idx[:3] % 5] - 1
+
+    check(fn, x, idx, cols)
+
+
+def test_boolean_mask_indexing_graph_breaks_but_matches():
+    # x[mask] has a data-dependent shape; Dynamo breaks the graph, results must still match
+    x = torch.randn(7, 13)
+    check(lambda x: (x * 2)[x > 0].sum() + 1, x)
+
+
+def test_creation_ops():
+    x = torch.randn(7, 13)
+
+    def fn(x):
+        return (
+            torch.full((3, 5), 2.5) + 1,
+            torch.arange(13) * 2,
+            torch.arange(2, 29, 3, dtype=torch.float32) / 3,
+            torch.zeros_like(x) + x,
+            torch.ones_like(x, dtype=torch.float16) * 2,
+            torch.full_like(x, -3.0) * x,
+            x + torch.arange(13),
+            torch.zeros(0, 3) + 1,
+        )
+
+    check(fn, x)
+
+
+def test_where_with_arange_mask():
+    x = torch.randn(7, 13)
+    check(lambda x: torch.where(torch.arange(13) % 2 == 0, x, -x) + torch.arange(7)[:, None], x)
+
+
+def test_x_plus_x_t_is_one_kernel():
+    x = torch.randn(33, 33)
+    reports = reports_of(lambda x: x + x.t(), x)
+    assert kernel_count(reports) == 1, [r.format() for r in reports]
+
+
+def test_index_put_and_scatter_add():
+    x = torch.randn(7, 13)
+    idx = torch.tensor([0, 3, 3, 6])
+    src = torch.randn(4, 13)
+
+    def fn(x, idx, src):
+        return x.index_add(0, idx, src), x.scatter_add(0, idx[:, None].expand(4, 13), src)
+
+    check(fn, x, idx, src)
