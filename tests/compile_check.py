@@ -21,12 +21,12 @@ def compiled_reports(fn: Callable[..., Any], *inputs: Any) -> tuple[Any, list[An
 
     os.environ["TILEFUSE_STRICT"] = "1"
     torch._dynamo.reset()
-    before = len(recent_reports())
+    seen = {r.graph_id for r in recent_reports()}
     try:
         out = torch.compile(fn, backend="tilefuse", fullgraph=False)(*inputs)
     finally:
         os.environ.pop("TILEFUSE_STRICT", None)
-    return out, recent_reports()[before:]
+    return out, [r for r in recent_reports() if r.graph_id not in seen]
 
 
 def assert_same(actual: Any, expected: Any, dtype: torch.dtype | None = None) -> None:

@@ -237,12 +237,30 @@ def prod_combine(a, b):
 
 
 @triton.jit
+def max_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def min_nan(a, b):
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def argmax_combine(a_value, a_index, b_value, b_index):
-    take_b = (b_value > a_value) | ((b_value == a_value) & (b_index < a_index))
+    # torch: NaN is the largest value; ties go to the smaller index.
+    a_nan = a_value != a_value
+    b_nan = b_value != b_value
+    same = (b_value == a_value) | (a_nan & b_nan)
+    take_b = ((b_value > a_value) & ~a_nan) | (b_nan & ~a_nan) | (same & (b_index < a_index))
     return tl.where(take_b, b_value, a_value), tl.where(take_b, b_index, a_index)
 
 
 @triton.jit
 def argmin_combine(a_value, a_index, b_value, b_index):
-    take_b = (b_value < a_value) | ((b_value == a_value) & (b_index < a_index))
+    # torch: NaN is the smallest value for argmin too (it is reported first).
+    a_nan = a_value != a_value
+    b_nan = b_value != b_value
+    same = (b_value == a_value) | (a_nan & b_nan)
+    take_b = ((b_value < a_value) & ~a_nan) | (b_nan & ~a_nan) | (same & (b_index < a_index))
     return tl.where(take_b, b_value, a_value), tl.where(take_b, b_index, a_index)

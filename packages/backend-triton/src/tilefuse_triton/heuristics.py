@@ -39,7 +39,9 @@ def choose_config(group: FusedGroup) -> dict[str, Any]:
     r = int(group.rnumel)
     big = x * max(r, 1) >= 2**31 - 1
     if not group.reduction and not group.tiled:
-        block = min(1024, next_pow2(max(x, 1)))
+        # H100 sweep (bench/sweep_triton_configs.py): 2048 elements over 4 warps beat
+        # 1024/4 (91.7% vs 86.8% of copy bandwidth on gelu(x + b), bf16 16384x8192).
+        block = min(2048, next_pow2(max(x, 1)))
         return {"XBLOCK": block, "RBLOCK": 1, "num_warps": 4 if block >= 512 else 2, "int64": big}
     if group.tiled:
         xb = min(64, next_pow2(x))
@@ -47,8 +49,10 @@ def choose_config(group: FusedGroup) -> dict[str, Any]:
         return {"XBLOCK": xb, "RBLOCK": rb, "num_warps": 4, "int64": big}
     rp = next_pow2(max(r, 1))
     if _reduction_reads_contiguous_in_x(group):
-        xb = min(64, next_pow2(x))
-        rb = min(64, rp)
+        # Column reductions: 32 columns x 128 rows a step, 8 warps (94% vs 86% for 64x64 on
+        # an fp32 8192x16384 column sum in the H100 sweep).
+        xb = min(32, next_pow2(x))
+        rb = min(128, rp)
         return {"XBLOCK": xb, "RBLOCK": rb, "num_warps": 8, "persistent": False, "int64": big}
     if rp <= PERSISTENT_MAX_R:
         xb = max(1, min(next_pow2(x), 4096 // rp if rp <= 4096 else 1, 64))

@@ -248,6 +248,10 @@ class KernelWriter:
         def op(*args: Var) -> Var:
             dtype = ops_table.result_dtype(name, args)
             kind = kind_of(*args)
+            if kind == SCALAR and name == "truediv":
+                # Triton folds literal arithmetic in Python, where 0.0 / 0.0 raises.
+                first = f"tl.full([1], {args[0]}, {TL_DTYPES[args[0].dtype]})"
+                return self.new_var(template(first, *args[1:]), dtype, PER_X)
             if kind == SCALAR:
                 return Var(template(*args), dtype, SCALAR)
             return self.new_var(template(*args), dtype, kind)

@@ -126,8 +126,10 @@ def reduction_final(kind: str, value: str) -> str:
         return f"tl.sum({value}, 1)"
     if kind == "prod":
         return f"tl.reduce({value}, 1, dm.prod_combine)"
-    if kind in ("max", "any"):
+    if kind == "any":
         return f"tl.max({value}, 1)"
+    if kind == "max":  # tl.max drops NaN; torch.amax propagates it
+        return f"tl.reduce({value}, 1, dm.max_nan)"
     if kind == "min":
-        return f"tl.min({value}, 1)"
+        return f"tl.reduce({value}, 1, dm.min_nan)"
     raise ValueError(kind)

@@ -19,9 +19,9 @@ def explain(fn: Any, *inputs: Any) -> str:
     from .codegen.compile_graph import recent_reports
 
     torch._dynamo.reset()
-    before = len(recent_reports())
+    seen = {r.graph_id for r in recent_reports()}
     torch.compile(fn, backend="tilefuse")(*inputs)
-    reports = recent_reports()[before:]
+    reports = [r for r in recent_reports() if r.graph_id not in seen]
     if not reports:
         return "tilefuse compiled no graph (see the warnings above: no backend, or eager fallback)"
     return "\n\n".join(r.format() for r in reports)

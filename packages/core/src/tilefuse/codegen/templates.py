@@ -59,8 +59,12 @@ def select_template(step: TemplateStep, buffers: dict[str, Buffer], name: str) -
         steps = step.epilogue.steps
         operands = tuple(operand_spec(o, buffers) for o in step.epilogue.operands)
     epilogue = plugin.Epilogue(steps, operands, str(out.dtype).removeprefix("torch."))
-    selection = select(data.op, None, (*specs, *operands), _spec(out.layout), epilogue)
-    selection.choice.compile()
+    # Compile-time tracing may have a fake-tensor mode active; candidates need real memory.
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily():
+        selection = select(data.op, None, (*specs, *operands), _spec(out.layout), epilogue)
+        selection.choice.compile()
     log.info("tilefuse: %s", selection.summary)
     source = getattr(selection.choice, "source", "") or f"# {selection.label}\n"
     return TemplateKernel(name, selection.choice, selection.label, selection.summary, source)

@@ -36,7 +36,7 @@ def reduce(
     out_dtype: torch.dtype,
     math_dtype: torch.dtype,
     map_fn: Callable[[Any, list[Any]], Any] | None = None,
-) -> BufferValue:
+) -> Value:
     """A ``Reduction`` buffer of ``x`` over ``dims``; ``map_fn(value, index)`` pre-maps."""
     if x.rank == 0:
         dims = []
@@ -62,10 +62,15 @@ def reduce(
             v = ops.to_dtype(v, math_dtype)
         return map_fn(v, full) if map_fn else v
 
+    if int(product(rranges)) == 0:  # nothing to reduce: every output is the identity
+        empty = {"sum": 0, "prod": 1, "any": False, "logsumexp": float("-inf")}
+        if reduction_type not in empty:
+            raise Unsupported(f"{reduction_type} of an empty dimension has no identity")
+        value = empty[reduction_type]
+        return LazyValue(out_dtype, x.device, ranges, lambda idx: ops.constant(value, out_dtype))
     layout = Layout.contiguous(x.device, out_dtype, ranges)
-    return BufferValue(
-        ctx.add_buffer(layout, Reduction(ranges, rranges, reduction_type, body, math_dtype))
-    )
+    reduction = Reduction(ranges, rranges, reduction_type, body, math_dtype)
+    return BufferValue(ctx.add_buffer(layout, reduction))
 
 
 def _count(x: Value, dims: Sequence[int]) -> Any:
