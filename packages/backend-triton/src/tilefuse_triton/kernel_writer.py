@@ -44,14 +44,18 @@ class IndexPrinter(StrPrinter):
             return "rindex"
         return expr.name
 
+    def _operand(self, expr: Any) -> str:
+        text = self._print(expr)
+        return text if (expr.is_Symbol or expr.is_Integer) else f"({text})"
+
     def _print_FloorDiv(self, expr: FloorDiv) -> str:
         x, d = expr.args
-        return f"({self._print(x)} // {self._print(d)})"
+        return f"({self._operand(x)} // {self._operand(d)})"
 
     def _print_ModularIndexing(self, expr: ModularIndexing) -> str:
         x, d, s = expr.args
-        inner = self._print(x) if d == 1 else f"({self._print(x)} // {self._print(d)})"
-        return f"({inner} % {self._print(s)})"
+        inner = self._operand(x) if d == 1 else f"({self._operand(x)} // {self._operand(d)})"
+        return f"({inner} % {self._operand(s)})"
 
 
 _printer = IndexPrinter()

@@ -172,10 +172,31 @@ def _merge_terms(expr: Expr) -> Expr:
 def _drop_redundant(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
     """Use ranges: ``MI(x, d, s) -> x // d`` when ``x < d*s``; ``x // d -> 0`` when ``x < d``."""
 
+    def peel(x: Expr, d: Expr) -> tuple[Expr, Expr] | None:
+        """``(a, k)`` with ``x = k*a + b``, ``0 <= b < k`` and ``k | d``; else ``None``."""
+        if not d.is_Integer:
+            return None
+        terms = sympy.Add.make_args(x)
+        coeffs = sorted({int(t.as_coeff_Mul()[0]) for t in terms if t.as_coeff_Mul()[0] > 1},
+                        reverse=True)  # fmt: skip
+        for k in coeffs:
+            if int(d) % k:
+                continue
+            big = [t for t in terms if int(t.as_coeff_Mul()[0]) % k == 0]
+            small = [t for t in terms if int(t.as_coeff_Mul()[0]) % k != 0]
+            bound = _upper_bound(sympy.Add(*small), ranges) if small else sympy.Integer(1)
+            if big and bound is not None and _known_le(bound, sympy.Integer(k)):
+                return sympy.expand(sympy.Add(*big) / k), sympy.Integer(k)
+        return None
+
     def visit(e: Expr) -> Expr:
         if not e.args:
             return e
         e = e.func(*[visit(a) for a in e.args])
+        if isinstance(e, FloorDiv) and (split := peel(e.args[0], e.args[1])) is not None:
+            e = FloorDiv(split[0], e.args[1] / split[1])
+        elif isinstance(e, ModularIndexing) and (split := peel(e.args[0], e.args[1])) is not None:
+            e = ModularIndexing(split[0], e.args[1] / split[1], e.args[2])
         if isinstance(e, ModularIndexing):
             x, d, s = e.args
             bound = _upper_bound(x, ranges)

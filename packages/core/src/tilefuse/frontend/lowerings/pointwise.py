@@ -26,7 +26,7 @@ _UNARY = {
 
 # Binary ops computed in the (upcast) promoted dtype of their inputs.
 _BINARY = {
-    aten.mul: "mul", aten.maximum: "maximum", aten.minimum: "minimum", aten.pow: "pow",
+    aten.mul: "mul", aten.maximum: "maximum", aten.minimum: "minimum",
     aten.remainder: "remainder", aten.fmod: "fmod", aten.atan2: "atan2",
     aten.floor_divide: "floordiv", aten.bitwise_and: "bitwise_and",
     aten.bitwise_or: "bitwise_or", aten.bitwise_xor: "bitwise_xor",
@@ -289,3 +289,23 @@ def _masked_fill(ctx, node, x, mask, value):
         return ops.to_dtype(ops.where(load_m(index), load_v(index), load_x(index)), out_dtype)
 
     return LazyValue(out_dtype, x.device, size, fn)
+
+
+@register(aten.pow)
+def _pow(ctx, node, a, b):
+    """Small constant exponents become multiplies (libdevice pow is much slower)."""
+    dtype = compute_dtype(out_meta(node).dtype)
+    if isinstance(b, (int, float)) and not isinstance(b, bool) and dtype.is_floating_point:
+        if b == 2:
+            return pointwise(node, [a], lambda v: ops.mul(v, v), math_dtype=dtype)
+        if b == 3:
+            return pointwise(node, [a], lambda v: ops.mul(ops.mul(v, v), v), math_dtype=dtype)
+        if b == 1:
+            return pointwise(node, [a], lambda v: v, math_dtype=dtype)
+        if b == 0.5:
+            return pointwise(node, [a], ops.sqrt, math_dtype=dtype)
+        if b == -1:
+            return pointwise(node, [a], ops.reciprocal, math_dtype=dtype)
+        if b == -0.5:
+            return pointwise(node, [a], ops.rsqrt, math_dtype=dtype)
+    return pointwise(node, [a, b], ops.pow, math_dtype=dtype)
