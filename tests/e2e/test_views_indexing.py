@@ -245,3 +245,17 @@ def test_index_put_and_scatter_add():
         return x.index_add(0, idx, src), x.scatter_add(0, idx[:, None].expand(4, 13), src)
 
     check(fn, x, idx, src)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_integer_and_bool_to_low_precision(dtype):
+    x = torch.randn(7, 13).to(dtype)
+    check(
+        lambda x: (
+            torch.arange(13, dtype=dtype) * x,
+            (x > 0).to(dtype) + x,
+            torch.arange(7)[:, None].to(dtype) - x,
+        ),
+        x,
+        dtype=dtype,
+    )
