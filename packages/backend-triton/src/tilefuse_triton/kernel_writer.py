@@ -214,7 +214,8 @@ class KernelWriter:
         kind = PER_XR if RSYM in e.free_symbols else PER_X
         if not e.has(XSYM) and kind == PER_X:
             kind = PER_XR  # an expression of indirect symbols only
-        return self.new_var(f"({text}).to({TL_DTYPES[dtype]})", dtype, kind)
+        via = ".to(tl.float32)" if dtype == torch.bfloat16 else ""  # see to_dtype
+        return self.new_var(f"({text}){via}.to({TL_DTYPES[dtype]})", dtype, kind)
 
     def to_dtype(self, value: Var, dtype: torch.dtype) -> Var:
         if getattr(value, "dtype", None) == dtype:
@@ -223,6 +224,13 @@ class KernelWriter:
             if dtype == torch.bool:
                 return Var(f"({value} != 0)", dtype, SCALAR)
             return Var(ops_table.constant(_literal(value), dtype), dtype, SCALAR)
+        if value.kind == SCALAR:
+            # A folded constant expression is a Python number inside the JIT: give it a type.
+            value = self.new_var(f"tl.full([1], {value}, {TL_DTYPES[value.dtype]})",
+                                 value.dtype, PER_X)  # fmt: skip
+        if dtype == torch.bfloat16 and not value.dtype.is_floating_point:
+            # int/bool -> bf16 goes through fp32 (the interpreter reinterprets bits otherwise)
+            value = self.new_var(f"{value}.to(tl.float32)", torch.float32, value.kind)
         if dtype == torch.bool:
             return self.new_var(f"({value} != 0)", dtype, value.kind)
         return self.new_var(f"{value}.to({TL_DTYPES[dtype]})", dtype, value.kind)

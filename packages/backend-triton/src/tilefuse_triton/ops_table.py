@@ -25,7 +25,7 @@ TABLE: dict[str, str] = {
     "asinh": "dm.asinh({0})", "acosh": "dm.acosh({0})", "atanh": "dm.atanh({0})",
     "sigmoid": "tl.sigmoid({0})", "erf": "tl.erf({0})", "floor": "tl.floor({0})",
     "ceil": "tl.ceil({0})", "trunc": "dm.trunc({0})", "round": "dm.round_even({0})",
-    "reciprocal": "(1.0 / {0})", "logical_not": "({0} == 0)", "bitwise_not": "(~{0})",
+    "reciprocal": "(1.0 / {0})", "logical_not": "({0} == 0)",
     "isnan": "dm.isnan({0})", "isinf": "dm.isinf({0})", "signbit": "dm.signbit({0})",
     "pow": "dm.pow({0}, {1})", "maximum": "tl.maximum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)",
     "minimum": "tl.minimum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)",
@@ -63,7 +63,15 @@ def _tl(a: Any) -> str:
     return TL_DTYPES[a.dtype]
 
 
+def _bitwise_not(a: Any) -> str:
+    if a.dtype == torch.bool:  # ~True is -2 on Python ints; logical not for bools
+        return f"({a} == 0)"
+    return f"(~{a})"
+
+
 def template(name: str) -> Callable[..., str]:
+    if name == "bitwise_not":
+        return _bitwise_not
     if name == "sign":
         return _sign
     if name == "floordiv":

@@ -10,6 +10,7 @@ specialized: compiled once per distinct concrete input signature.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -83,8 +84,48 @@ class _Specializer:
         self.gm = gm
         self.compiled: dict[tuple, Callable] = {}
 
+    def _scalar_inputs(self) -> list[int]:
+        """Indices of placeholders that the graph reads back with ``.item()``."""
+        if not hasattr(self, "_item_inputs"):
+            placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+            self._item_inputs = sorted({
+                placeholders.index(n.args[0]) for n in self.gm.graph.nodes
+                if n.op == "call_method" and n.target == "item" and n.args[0] in placeholders
+            })  # fmt: skip
+        return self._item_inputs
+
+    def _bake_scalars(self, args: Sequence[Any]) -> tuple[torch.fx.GraphModule, tuple]:
+        """Python numbers that Dynamo passed as 0-dim tensors and reads back with
+        ``.item()`` become constants of the specialized graph (and part of its key)."""
+        gm = torch.fx.GraphModule(self.gm, copy.deepcopy(self.gm.graph))
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        baked = []
+        for node in list(gm.graph.nodes):
+            if node.op != "call_method" or node.target != "item":
+                continue
+            src = node.args[0]
+            if src not in placeholders:
+                continue
+            value = args[placeholders.index(src)]
+            if not isinstance(value, torch.Tensor) or value.dim() != 0:
+                continue
+            scalar = value.item()
+            baked.append(scalar)
+            for user in list(node.users):
+                user.args = torch.fx.node.map_arg(user.args, lambda n: scalar if n is node else n)
+                user.kwargs = torch.fx.node.map_arg(
+                    user.kwargs, lambda n: scalar if n is node else n
+                )
+            gm.graph.erase_node(node)
+        gm.recompile()
+        return gm, tuple(baked)
+
     def __call__(self, *args: Any) -> Any:
-        key = tuple(
+        baked = tuple(
+            args[i].item() if isinstance(args[i], torch.Tensor) and args[i].dim() == 0 else None
+            for i in self._scalar_inputs()
+        )
+        key = baked + tuple(
             (tuple(a.shape), a.stride(), a.dtype, a.device, a.requires_grad)
             if isinstance(a, torch.Tensor)
             else a
@@ -92,7 +133,17 @@ class _Specializer:
         )
         fn = self.compiled.get(key)
         if fn is None:
-            fn = _aot(self.gm, list(args))
+            try:
+                gm, _ = self._bake_scalars(args)
+                fn = _aot(gm, list(args))
+            except Exception as exc:
+                if config.strict():
+                    raise
+                _warn_once(
+                    f"could not specialize a dynamic-shape graph ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); running it eagerly"
+                )
+                fn = self.gm.forward
             self.compiled[key] = fn
         return fn(*args)
 

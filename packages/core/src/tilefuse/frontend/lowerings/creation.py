@@ -57,9 +57,11 @@ def _arange(ctx, node, *args, **kwargs):
             start = nums[0]
             step = nums[2] if len(nums) > 2 else 1
     dtype = meta.dtype
+    math = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
     def fn(idx):
-        i = ops.to_dtype(ops.index_expr(idx[0], torch.int64), dtype)
-        return ops.add(ops.mul(i, ops.constant(step, dtype)), ops.constant(start, dtype))
+        i = ops.to_dtype(ops.index_expr(idx[0], torch.int64), math)
+        value = ops.add(ops.mul(i, ops.constant(step, math)), ops.constant(start, math))
+        return ops.to_dtype(value, dtype)
 
     return LazyValue(dtype, meta.device, out_sizes(node), fn)
