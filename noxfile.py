@@ -23,6 +23,9 @@ PACKAGES = (
     "packages/autotune",
 )
 TEST_TOOLS = ("pytest", "numpy")
+# CUTLASS C++ headers for backend-cuda's nvcc compile tests. --no-deps: its Python
+# dependencies (cuda-python, scipy, ...) are not needed for the headers.
+CUTLASS = "nvidia-cutlass==4.2.0.0"
 INTERPRETER_ENV = {"TRITON_INTERPRET": "1"}
 
 
@@ -39,6 +42,7 @@ def tests(session: nox.Session) -> None:
     """All CPU tests; Triton kernels run through TRITON_INTERPRET=1."""
     _install(session, *PACKAGES, "tests/plugins/toy")
     session.install(*CONSTRAINTS, *TEST_TOOLS, "pytest-timeout")
+    session.install("--no-deps", CUTLASS)
     workers = os.environ.get("TILEFUSE_TEST_WORKERS")
     extra = ["-n", workers] if workers else []
     if workers:
@@ -58,8 +62,9 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def gpu(session: nox.Session) -> None:
     """The GPU subset (`-m gpu`); run on a machine with a CUDA device."""
-    _install(session, *PACKAGES, "tests/plugins/toy")
+    _install(session, *PACKAGES)
     session.install(*CONSTRAINTS, *TEST_TOOLS)
+    session.install("--no-deps", CUTLASS)
     session.run("pytest", "tests", "-m", "gpu", *session.posargs)
 
 
@@ -82,7 +87,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy on core's public API modules."""
-    _install(session, "packages/core")
+    _install(session, "packages/core", "packages/autotune")
     session.install("mypy")
     session.run(
         "mypy",
@@ -91,6 +96,7 @@ def typecheck(session: nox.Session) -> None:
         "packages/core/src/tilefuse/errors.py",
         "packages/core/src/tilefuse/config.py",
         "packages/core/src/tilefuse/backend_selection.py",
+        "packages/autotune/src/tilefuse_autotune",
     )
 
 

@@ -23,8 +23,8 @@ from ..backend_selection import active_policy, load_backend, owner
 from ..frontend import lowerings  # noqa: F401  (registers every lowering)
 from ..frontend.lowering import GraphLowering
 from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep, schedule_graph
-from .templates import select_template
 from .kernel_cache import atomic_write
+from .templates import select_template
 from .wrapper import write_wrapper
 
 log = logging.getLogger("tilefuse")

@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from ..ir.nodes import Buffer
-from ..ir.nodes import View
+from ..ir.nodes import Buffer, View
 from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep
 
 
@@ -104,8 +103,9 @@ class WrapperWriter:
                         self.emit(f"{name} = {reused}  # reuses freed {reused}")
                     else:
                         lay = buf.layout
+                        size = self.literal(tuple(int(s) for s in lay.size))
                         self.emit(
-                            f"{name} = empty_strided({self.literal(tuple(int(s) for s in lay.size))}, "
+                            f"{name} = empty_strided({size}, "
                             f"{self.literal(tuple(int(s) for s in lay.stride))}, "
                             f"device={self.literal(lay.device)}, dtype={lay.dtype})"
                         )

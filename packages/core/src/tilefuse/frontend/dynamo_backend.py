@@ -111,11 +111,13 @@ class _Specializer:
                 continue
             scalar = value.item()
             baked.append(scalar)
+
+            def swap(n: Any, item: Any = node, value: Any = scalar) -> Any:
+                return value if n is item else n
+
             for user in list(node.users):
-                user.args = torch.fx.node.map_arg(user.args, lambda n: scalar if n is node else n)
-                user.kwargs = torch.fx.node.map_arg(
-                    user.kwargs, lambda n: scalar if n is node else n
-                )
+                user.args = torch.fx.node.map_arg(user.args, swap)
+                user.kwargs = torch.fx.node.map_arg(user.kwargs, swap)
             gm.graph.erase_node(node)
         gm.recompile()
         return gm, tuple(baked)

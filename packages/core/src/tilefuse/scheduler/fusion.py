@@ -18,8 +18,8 @@ from typing import Any
 
 from ..ir.nodes import Buffer
 from ..plugin import FusionCandidate, Verdict
-from .group import FusedGroup, build_group
 from .epilogue import MatchedEpilogue, NotAnEpilogue, match_epilogue
+from .group import FusedGroup, build_group
 from .nodes import EXTERN, TEMPLATE, SchedNode
 
 MAX_GROUP_NODES = 48
