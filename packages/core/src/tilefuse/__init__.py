@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 def explain(fn: Any, *inputs: Any) -> str:
     """Compile ``fn`` on ``inputs`` and return the report of kernels, fusions and externs."""
-    from .explain import explain as _explain
+    from .explainer import explain as _explain
 
     return _explain(fn, *inputs)
 

@@ -66,7 +66,7 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import explain_script
+    from .explainer import explain_script
 
     return explain_script(args.script, args.function)
 
