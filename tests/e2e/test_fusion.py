@@ -1,0 +1,140 @@
+"""What the scheduler decides: kernel counts for known patterns, refusals with reasons,
+memory planning, the debug directory and the explain report."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import tilefuse
+from tests.compile_check import check, kernel_count
+
+
+def test_known_patterns_compile_to_one_kernel():
+    x, b = torch.randn(8, 33), torch.randn(33)
+    assert kernel_count(check(lambda x, b: F.gelu(x + b), x, b)) == 1
+    assert kernel_count(check(lambda x: torch.softmax(x, -1), x)) == 1
+    w = torch.randn(33)
+    assert kernel_count(check(lambda x, w, b: F.layer_norm(x, (33,), w, b), x, w, b)) == 1
+    sq = torch.randn(17, 17)
+    reports = check(lambda s: s + s.t(), sq)
+    assert kernel_count(reports) == 1
+    assert reports[0].kernels[0].kind == "pointwise-2d"
+
+
+def test_multiple_outputs_from_one_kernel():
+    x, r = torch.randn(6, 40), torch.randn(6, 40)
+
+    def fn(x, r):
+        h = x + r
+        return h, F.layer_norm(h, (40,))
+
+    reports = check(fn, x, r)
+    assert kernel_count(reports) == 1
+    assert len(reports[0].kernels[0].stores) == 2
+
+
+def test_reduction_over_another_axis_is_refused_with_reason():
+    x = torch.randn(6, 10)
+
+    def fn(x):
+        rows = x.sum(1, keepdim=True)
+        return (x / rows).sum(0)
+
+    reports = check(fn, x)
+    assert kernel_count(reports) == 2
+    refusals = "\n".join(reports[0].refusals)
+    assert "does not fit the iteration space" in refusals
+
+
+def test_fused_intermediates_are_never_allocated():
+    x = torch.randn(5, 21)
+    reports = check(lambda x: torch.softmax(x * 3, -1) + 1, x)
+    report = reports[0]
+    assert report.fused_away
+    for name in report.fused_away:
+        assert f"{name} = empty_strided" not in report.wrapper
+
+
+def test_buffers_of_equal_size_are_reused_after_last_use():
+    x = torch.randn(32, 32)
+
+    def fn(x):
+        a = torch.relu(x).sum(0, keepdim=True)  # per-column kernel
+        b = torch.exp(x - a)  # separate kernel reading a
+        c = b.sum(1, keepdim=True)
+        d = torch.sigmoid(b * c).sum(0, keepdim=True)
+        return torch.tanh(x / d)
+
+    reports = check(fn, x)
+    wrapper = reports[0].wrapper
+    assert "reuses freed" in wrapper
+    # the reused buffer is never a graph output
+    returned = wrapper.strip().splitlines()[-1]
+    reused = [line.split("# reuses freed ")[1] for line in wrapper.splitlines() if "reuses" in line]
+    assert all(name not in returned for name in reused)
+
+
+def test_debug_dir_holds_ir_schedule_kernels_and_wrapper(tmp_path, monkeypatch):
+    monkeypatch.setenv("TILEFUSE_DEBUG_DIR", str(tmp_path))
+    check(lambda x: torch.softmax(x, -1), torch.randn(3, 7))
+    graphs = sorted(tmp_path.iterdir())
+    assert graphs
+    files = {p.name for p in graphs[-1].iterdir()}
+    assert {"aten_graph.txt", "ir.txt", "schedule.txt", "wrapper.py"} <= files
+    assert any(f.startswith("tf_reduction") for f in files)
+    assert (
+        "@triton.jit"
+        in next(p for p in graphs[-1].iterdir() if p.name.startswith("tf_")).read_text()
+    )
+
+
+def test_explain_lists_kernels_externs_and_refusals():
+    text = tilefuse.explain(lambda x: torch.cumsum(torch.softmax(x, -1), 0), torch.randn(4, 9))
+    assert "kernel tf_reduction" in text
+    assert "externs (eager calls):" in text and "cumsum" in text
+
+
+def test_extern_fallback_is_correct_and_logged_once(caplog):
+    x = torch.randn(4, 9)
+    with caplog.at_level("INFO", logger="tilefuse"):
+        check(lambda x: torch.cumsum(x, 1) * 2, x)
+        check(lambda x: torch.cumsum(x, 0) + 1, x)
+    # logged at most once per op across graphs
+    assert caplog.text.count("cumsum.default runs as an extern") <= 1
+
+
+def test_unexpected_compile_error_falls_back_to_eager(monkeypatch, caplog):
+    import tilefuse.codegen.compile_graph as cg
+
+    monkeypatch.setattr("tilefuse.config.strict", lambda: False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("synthetic failure")
+
+    monkeypatch.setattr(cg, "schedule_graph", broken)
+    torch._dynamo.reset()
+    x = torch.randn(5)
+    with caplog.at_level("WARNING", logger="tilefuse"):
+        out = torch.compile(lambda x: x * 2 + 1, backend="tilefuse")(x)
+    torch.testing.assert_close(out, x * 2 + 1)
+    assert "synthetic failure" in caplog.text and "running it eagerly" in caplog.text
+
+
+def test_scheduling_policy_plugin_can_veto_fusions(monkeypatch):
+    import pytest
+
+    pytest.importorskip("tilefuse_toy", reason="install tests/plugins/toy (nox -s tests does)")
+    from tilefuse.discovery import reset_registry
+
+    reset_registry()
+    x, y = torch.randn(4, 8), torch.randn(4, 8)
+
+    def fn(x, y):
+        return x + 1, x * y  # siblings sharing x: horizontal fusion
+
+    assert kernel_count(check(fn, x, y)) == 1
+    monkeypatch.setenv("TILEFUSE_POLICY", "toy-policy")
+    reports = check(fn, x, y)
+    assert kernel_count(reports) == 2
+    assert "vetoed by scheduling policy 'toy-policy'" in "\n".join(reports[0].refusals)
