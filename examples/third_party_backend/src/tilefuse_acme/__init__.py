@@ -1,0 +1,1 @@
+"""Example tilefuse plugins for an imaginary "acme" accelerator."""
