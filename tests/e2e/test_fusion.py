@@ -3,6 +3,7 @@ memory planning, the debug directory and the explain report."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -138,3 +139,10 @@ def test_scheduling_policy_plugin_can_veto_fusions(monkeypatch):
     reports = check(fn, x, y)
     assert kernel_count(reports) == 2
     assert "vetoed by scheduling policy 'toy-policy'" in "\n".join(reports[0].refusals)
+
+
+@pytest.mark.parametrize("n", [1, 5, 64, 65, 130])
+def test_transpose_add_over_tile_grids(n):
+    # 130 gives a 3x3 grid of 64x64 tiles walked in (a, b), (b, a) pairs
+    reports = check(lambda s: s * 2 + s.t(), torch.randn(n, n))
+    assert kernel_count(reports) == 1

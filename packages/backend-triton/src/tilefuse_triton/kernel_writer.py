@@ -427,7 +427,21 @@ class KernelWriter:
         group = self.group
         index_type = "tl.int64" if self.config.get("int64") else None
         if self.two_d:
-            if group.tiled:
+            if group.tiled and self.config.get("paired"):
+                # Square tile grid: tiles (a, b) and (b, a) run back to back, so the
+                # transposed read of one is the L2-resident direct read of the other.
+                # Shell k holds the 2k+1 tiles with max(a, b) == k and starts at pid k*k.
+                self.emit("pid = tl.program_id(0)")
+                self.emit("k = tl.sqrt(pid.to(tl.float32)).to(tl.int32)")
+                self.emit("k = tl.where((k + 1) * (k + 1) <= pid, k + 1, k)")
+                self.emit("k = tl.where(k * k > pid, k - 1, k)")
+                self.emit("m = pid - k * k")
+                self.emit("t = m // 2")
+                self.emit("xtile = tl.where(m == 2 * k, k, tl.where(m % 2 == 0, t, k))")
+                self.emit("rtile = tl.where(m == 2 * k, k, tl.where(m % 2 == 0, k, t))")
+                self.emit("xoffset = xtile * XBLOCK")
+                self.emit("roffset = rtile * RBLOCK")
+            elif group.tiled:
                 self.emit("pid = tl.program_id(0)")
                 self.emit("rblocks = tl.cdiv(rnumel, RBLOCK)")
                 self.emit("xoffset = (pid // rblocks) * XBLOCK")
