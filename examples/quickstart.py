@@ -45,11 +45,9 @@ def main() -> int:
         f"{(out - expected).abs().max().item():.2e}"
     )
 
-    print(
-        tilefuse.explain(
-            lambda t: torch.softmax(t * 2.0, dim=-1), torch.randn(4, 33, device=device)
-        )
-    )
+    print("\nwhat tilefuse made of the block's forward pass:")
+    with torch.no_grad():
+        print(tilefuse.explain(model, x.detach()))
     return 0
 
 
