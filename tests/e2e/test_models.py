@@ -16,16 +16,6 @@ from tests.compile_check import assert_same, compiled_reports
 BATCH, SEQ, DIM = 2, 8, 16
 
 
-@pytest.fixture(autouse=True)
-def _seeded_and_strict(monkeypatch):
-    """Fixed inputs per test; strict for backward graphs too (AOTAutograd compiles the
-    backward lazily, after ``compiled_reports`` has already turned strict mode off)."""
-    from tilefuse import config
-
-    torch.manual_seed(0)
-    monkeypatch.setattr(config, "strict", lambda: True)
-
-
 def check_module(model: nn.Module, *inputs: torch.Tensor, dtype=None) -> None:
     """Compare compiled ``model`` against an identical eager copy: outputs, gradients of
     inputs that require them, every parameter's gradient, and every buffer afterwards."""

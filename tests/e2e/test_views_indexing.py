@@ -12,26 +12,6 @@ from tests.compile_check import check, check_grad, kernel_count
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-@pytest.fixture(autouse=True)
-def _seeded_and_strict(monkeypatch):
-    """Fixed inputs per test; strict for backward graphs too (AOTAutograd compiles the
-    backward lazily, after ``compiled_reports`` has already turned strict mode off)."""
-    from tilefuse import config
-
-    torch.manual_seed(0)
-    monkeypatch.setattr(config, "strict", lambda: True)
-
-
-def reports_of(fn, *inputs):
-    """``check`` and return only the reports of graphs compiled by this call (by graph id:
-    the global report list is capped, so slicing it by length goes stale)."""
-    from tilefuse.codegen.compile_graph import recent_reports
-
-    last = max((r.graph_id for r in recent_reports()), default=0)
-    check(fn, *inputs)
-    return [r for r in recent_reports() if r.graph_id > last]
-
-
 # Each view is followed by a pointwise op so that the graph has a kernel to generate.
 VIEWS = {
     "view": lambda x: x.view(7, 13 * 257) * 2,
@@ -232,7 +212,7 @@ def test_where_with_arange_mask():
 
 def test_x_plus_x_t_is_one_kernel():
     x = torch.randn(33, 33)
-    reports = reports_of(lambda x: x + x.t(), x)
+    reports = check(lambda x: x + x.t(), x)
     assert kernel_count(reports) == 1, [r.format() for r in reports]
 
 
