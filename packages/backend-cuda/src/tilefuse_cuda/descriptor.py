@@ -67,10 +67,9 @@ class CudaBackend:
         return plugin.Availability.available(text) if ok else plugin.Availability.unavailable(text)
 
     def load(self) -> Callable[[plugin.CompileContext], Any]:
-        raise NotImplementedError(
-            "the CUDA C++ backend has no graph scheduling of its own yet; its GEMM kernels "
-            "are offered to the autotuner by tilefuse_cuda.provider.PROVIDER"
-        )
+        from .scheduling import CudaScheduling
+
+        return CudaScheduling
 
 
 BACKEND = CudaBackend()

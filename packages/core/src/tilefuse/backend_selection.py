@@ -7,6 +7,11 @@ with the highest ``priority`` among those declaring ``c``; ties break by name.
 So on CUDA, Triton owns pointwise and reduction kernels while a C++ backend
 that declares only ``template:gemm`` at higher priority owns GEMM templates.
 
+GEMM templates: every available backend declaring ``template:gemm`` on the device is
+asked (``can_fuse_vertical``) whether it can render a candidate epilogue; the epilogue is
+fused when at least one accepts, and the autotuner then times every provider's choices for
+the fused problem against the extern (cuBLAS) call, which can always run it.
+
 Core asks only "which backend owns this"; it never tests device names.
 """
 

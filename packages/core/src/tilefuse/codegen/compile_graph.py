@@ -19,7 +19,7 @@ import torch
 import torch.fx
 
 from .. import config, plugin
-from ..backend_selection import active_policy, load_backend, owner
+from ..backend_selection import active_policy, candidate_backends, load_backend, owner
 from ..frontend import lowerings  # noqa: F401  (registers every lowering)
 from ..frontend.lowering import GraphLowering
 from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep, schedule_graph
@@ -112,7 +112,30 @@ class _Schedulings:
             self.by_device[key] = (backend.info.name, factory(context))
         return self.by_device[key]
 
-    def can_fuse(self, kind: str, group: FusedGroup, node: Any) -> plugin.Verdict:
+    def template_owners(self, device: torch.device) -> list[tuple[str, Any]]:
+        key = f"template:{device}"
+        if key not in self.by_device:
+            owners = []
+            for backend in candidate_backends(device.type):
+                if plugin.CAP_TEMPLATE_GEMM in backend.info.capabilities:
+                    factory = load_backend(backend)
+                    context = plugin.CompileContext(device=str(device), policy=self.policy,
+                                                    options={"buffers": self.buffers})  # fmt: skip
+                    owners.append((backend.info.name, factory(context)))
+            self.by_device[key] = owners  # type: ignore[assignment]
+        return self.by_device[key]  # type: ignore[return-value]
+
+    def can_fuse(self, kind: str, group: Any, node: Any) -> plugin.Verdict:
+        if isinstance(group, TemplateStep):
+            # Fused when any template backend can render the epilogue; the autotuner then
+            # picks among the providers that offer a kernel for it (extern always can).
+            reasons = []
+            for name, scheduling in self.template_owners(group.device):
+                verdict = scheduling.can_fuse_vertical(group, node)
+                if verdict.ok:
+                    return verdict
+                reasons.append(f"{name}: {verdict.reason}")
+            return plugin.Verdict.no("; ".join(reasons) or "no template backend")
         _, scheduling = self.for_device(group.device)
         if kind == "vertical":
             return scheduling.can_fuse_vertical(group, node)

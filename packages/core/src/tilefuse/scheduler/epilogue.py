@@ -33,6 +33,8 @@ class Operand:
     shape: tuple[int, ...]
     stride: tuple[int, ...]
     offset: int
+    dtype: str = "float32"  # torch dtype name, as in plugin.TensorSpec
+    device: str = "cpu"
 
 
 @dataclass
@@ -165,8 +167,13 @@ class _Matcher:
         return EpilogueStep("add_matrix", operand=k)
 
 
-def match_epilogue(template: SchedNode, node: SchedNode) -> MatchedEpilogue:
-    """The epilogue ``node`` computes from ``template``'s result; raises ``NotAnEpilogue``."""
+def match_epilogue(
+    template: SchedNode, node: SchedNode, buffers: dict[str, Any] | None = None
+) -> MatchedEpilogue:
+    """The epilogue ``node`` computes from ``template``'s result; raises ``NotAnEpilogue``.
+
+    ``buffers`` maps names to ``Buffer`` objects, to record operand dtypes and devices.
+    """
     data = node.buffer.data
     if not isinstance(data, Pointwise):
         raise NotAnEpilogue("not a pointwise node")
@@ -178,4 +185,9 @@ def match_epilogue(template: SchedNode, node: SchedNode) -> MatchedEpilogue:
         tree = data.body(node.index_vars)
     matcher = _Matcher(template.name, out_index, node.index_vars, shape)
     steps = matcher.chain(tree)
+    for op in matcher.operands:
+        buf = (buffers or {}).get(op.buffer)
+        if buf is not None:
+            op.dtype = str(buf.dtype).removeprefix("torch.")
+            op.device = str(buf.device)
     return MatchedEpilogue(node, tuple(steps), matcher.operands)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ir.nodes import Buffer
-from ..plugin import FusionCandidate, Verdict
+from ..plugin import Epilogue, FusionCandidate, TensorSpec, Verdict
 from .epilogue import MatchedEpilogue, NotAnEpilogue, match_epilogue
 from .group import FusedGroup, build_group
 from .nodes import EXTERN, TEMPLATE, SchedNode
@@ -64,6 +64,31 @@ class TemplateStep:
     def output(self) -> SchedNode:
         return self.epilogue.node if self.epilogue else self.node
 
+    def request(self) -> tuple[str, tuple[TensorSpec, ...], TensorSpec, Epilogue]:
+        """The problem as providers see it: ``(op, input specs, output spec, epilogue)``;
+        the input specs are the op's tensors followed by the epilogue's operands."""
+        data = self.node.buffer.data
+        out = self.output.buffer
+        operands: tuple[TensorSpec, ...] = ()
+        steps: tuple[Any, ...] = ()
+        if self.epilogue is not None:
+            steps = self.epilogue.steps
+            operands = tuple(
+                TensorSpec(o.shape, o.stride, o.dtype, o.device) for o in self.epilogue.operands
+            )
+        inputs = tuple(_spec(b.layout) for b in data.inputs) + operands
+        epilogue = Epilogue(steps, operands, str(out.dtype).removeprefix("torch."))
+        return data.op, inputs, _spec(out.layout), epilogue
+
+
+def _spec(layout: Any) -> TensorSpec:
+    return TensorSpec(
+        tuple(int(s) for s in layout.size),
+        tuple(int(s) for s in layout.stride),
+        str(layout.dtype).removeprefix("torch."),
+        str(layout.device),
+    )
+
 
 Step = FusedGroup | ExternStep | TemplateStep
 CanFuse = Callable[[str, FusedGroup, SchedNode], Verdict]
@@ -82,6 +107,7 @@ def fuse(
     can_fuse: CanFuse,
     policy: Any = None,
     outputs: set[str] | None = None,
+    lookup: dict[str, Buffer] | None = None,
 ) -> tuple[list[Step], list[Refusal]]:
     """Group ``nodes`` (program order) into steps; returns steps and refusals."""
     steps: list[Step] = []
@@ -103,7 +129,9 @@ def fuse(
             step_of[node.name] = len(steps)
             steps.append(ExternStep(node))
             continue
-        if _try_epilogue(node, steps, step_of, producer_of, consumers, outputs, can_fuse, refusals):
+        if _try_epilogue(
+            node, steps, step_of, producer_of, consumers, outputs, can_fuse, refusals, lookup
+        ):
             continue
         producer_steps = {step_of[producer_of[r].name] for r in node.read_names if r in producer_of}
         latest = max(producer_steps, default=-1)
@@ -158,7 +186,7 @@ def fuse(
 
 
 def _try_epilogue(
-    node, steps, step_of, producer_of, consumers, outputs, can_fuse, refusals
+    node, steps, step_of, producer_of, consumers, outputs, can_fuse, refusals, lookup
 ) -> bool:
     """Attach ``node`` to the template it reads as its epilogue, when it can be one."""
     for name in node.read_names:
@@ -176,16 +204,18 @@ def _try_epilogue(
                  for r in node.read_names if r in producer_of and r != name):  # fmt: skip
             reason = "an epilogue operand is computed after the GEMM"
         else:
-            verdict = can_fuse("vertical", step, node)
-            reason = None if verdict.ok else f"backend refused: {verdict.reason}"
-            if reason is None:
-                try:
-                    step.epilogue = match_epilogue(producer, node)
-                except NotAnEpilogue as exc:
-                    reason = str(exc)
-                else:
+            try:
+                step.epilogue = match_epilogue(producer, node, lookup)
+            except NotAnEpilogue as exc:
+                reason = str(exc)
+            else:
+                # Template owners see the epilogue they would have to render.
+                verdict = can_fuse("vertical", step, node)
+                if verdict.ok:
                     step_of[node.name] = step_of[producer.name]
                     return True
+                step.epilogue = None
+                reason = f"no template backend accepts it: {verdict.reason}"
         refusals.append(Refusal("epilogue", group, node.name, reason))
     return False
 

@@ -62,7 +62,10 @@ def schedule_graph(
     for child, parent in parent_of.items():
         if parent in by_name:
             producer_of[child] = by_name[parent]
-    steps, refusals = fuse(nodes, producer_of, can_fuse, policy, outputs)
+    lookup = {b.name: b for b in graph.buffers}
+    lookup.update({b.name: b for b in graph.inputs if b is not None})
+    lookup.update({name: graph.buffer(name) for name in graph.constants})
+    steps, refusals = fuse(nodes, producer_of, can_fuse, policy, outputs, lookup)
     schedule = Schedule(graph, steps, refusals, removed)
     _plan_memory(schedule, outputs, parent_of)
     return schedule

@@ -1,0 +1,41 @@
+"""GEMMs through torch.compile: template nodes, epilogues fused into them, autotuned."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.compile_check import check, kernel_count
+
+pytest.importorskip("tilefuse_autotune", reason="GEMM templates need tilefuse-autotune")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path))
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 17, 33), (17, 1, 5), (33, 9, 1)])
+def test_relu_addmm_is_one_kernel(m, n, k):
+    a, b, c = torch.randn(m, k), torch.randn(k, n), torch.randn(n)
+    reports = check(lambda a, b, c: torch.relu(a @ b + c), a, b, c)
+    assert kernel_count(reports) == 1
+    assert reports[0].kernels[0].kind == "template:mm"
+    assert len(reports[0].kernels[0].nodes) == 2  # the GEMM and its epilogue
+
+
+def test_linear_with_residual_and_transposed_weight():
+    x, w, bias, res = torch.randn(9, 16), torch.randn(8, 16), torch.randn(8), torch.randn(9, 8)
+    reports = check(lambda x, w, b, r: F.gelu(F.linear(x, w, b)) + r, x, w, bias, res)
+    assert kernel_count(reports) == 1
+
+
+def test_bmm_and_unfusable_consumer_records_reason():
+    a, b = torch.randn(2, 5, 7), torch.randn(2, 7, 3)
+    reports = check(lambda a, b: torch.bmm(a, b).cumsum(-1), a, b)
+    assert reports[0].kernels[0].kind == "template:bmm"
+    y = torch.randn(5, 7)
+    reports = check(lambda y, b: (y @ b[0]).sum(0), y, b)
+    refusals = [r for r in reports[0].refusals if r.startswith("epilogue:")]
+    assert refusals and "not a pointwise node" in refusals[0]
