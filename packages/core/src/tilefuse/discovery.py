@@ -26,7 +26,7 @@ else:  # importlib-metadata backports the 3.12 selection API
     try:
         import importlib_metadata as _metadata
     except ImportError:  # pragma: no cover - the dependency is declared
-        from importlib import metadata as _metadata
+        from importlib import metadata as _metadata  # type: ignore[no-redef]
 
 log = logging.getLogger("tilefuse.plugins")
 
