@@ -13,11 +13,11 @@ import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
 from tilefuse import config
+from tilefuse.codegen.kernel_cache import atomic_write
 from tilefuse.errors import CacheError
 
 _LOADED: dict[tuple[str, bool], ModuleType] = {}
@@ -41,15 +41,7 @@ def write_source(source: str, stem: str) -> Path:
     try:
         if path.is_file() and path.read_text() == source:
             return path
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(source)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, source)
     except OSError as error:
         raise CacheError(
             f"cannot write the Triton GEMM kernel cache at {directory}: {error}; "
