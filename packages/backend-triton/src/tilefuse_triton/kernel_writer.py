@@ -338,43 +338,46 @@ class KernelWriter:
         acc_dtype = torch.int8 if kind == "any" else data.src_dtype
         tl_acc = TL_DTYPES[acc_dtype]
         init = ops_table.reduction_init(kind, acc_dtype)
-        mask = "xmask & rmask"
+        arg = kind in ("argmax", "argmin")
         if self.persistent:
-            value = self.eval_reduction_input(name)
-            if kind == "any":
-                value = self.new_var(f"{value}.to(tl.int8)", torch.int8, PER_XR)
-            masked = self.new_var(f"tl.where({mask}, {value}, {init})", acc_dtype, PER_XR)
-            if kind in ("argmax", "argmin"):
-                ridx = self.new_var("tl.broadcast_to(rindex, [XBLOCK, RBLOCK]).to(tl.int32)",
-                                    torch.int32, PER_XR)  # fmt: skip
-                self.counter += 1
-                out = f"tmp{self.counter}"
-                self.emit(f"_, {out} = tl.reduce(({masked}, {ridx}), 1, dm.{kind}_combine)")
-                return self.new_var(f"{out}[:, None].to(tl.int64)", torch.int64, PER_X)
+            masked = self.masked_input(name, kind, acc_dtype, init)
+            if arg:
+                return self.finish_arg(kind, masked, self.rindex_i32())
             return self.finish_reduction(kind, masked, acc_dtype)
         self.counter += 1
         acc = f"acc{self.counter}"
         self.emit(f"{acc} = tl.full([XBLOCK, RBLOCK], {init}, {tl_acc})")
-        if kind in ("argmax", "argmin"):
+        if arg:
             self.emit(f"{acc}_idx = tl.full([XBLOCK, RBLOCK], 2147483647, tl.int32)")
         self.open_r_loop()
-        value = self.eval_reduction_input(name)
-        if kind == "any":
-            value = self.new_var(f"{value}.to(tl.int8)", torch.int8, PER_XR)
-        masked = self.new_var(f"tl.where({mask}, {value}, {init})", acc_dtype, PER_XR)
-        if kind in ("argmax", "argmin"):
-            ridx = self.new_var("tl.broadcast_to(rindex, [XBLOCK, RBLOCK]).to(tl.int32)",
-                                torch.int32, PER_XR)  # fmt: skip
+        masked = self.masked_input(name, kind, acc_dtype, init)
+        if arg:
+            ridx = self.rindex_i32()
             self.emit(f"{acc}, {acc}_idx = dm.{kind}_combine({acc}, {acc}_idx, {masked}, {ridx})")
         else:
             self.emit(f"{acc} = {ops_table.reduction_combine(kind, acc, masked)}")
         self.close_r_loop()
-        if kind in ("argmax", "argmin"):
-            self.counter += 1
-            out = f"tmp{self.counter}"
-            self.emit(f"_, {out} = tl.reduce(({acc}, {acc}_idx), 1, dm.{kind}_combine)")
-            return self.new_var(f"{out}[:, None].to(tl.int64)", torch.int64, PER_X)
+        if arg:
+            return self.finish_arg(kind, Var(acc, acc_dtype, PER_XR), f"{acc}_idx")
         return self.finish_reduction(kind, Var(acc, acc_dtype, PER_XR), acc_dtype)
+
+    def masked_input(self, name: str, kind: str, acc_dtype: torch.dtype, init: str) -> Var:
+        """The reduction's input at the current r block, with masked lanes set to ``init``."""
+        value = self.eval_reduction_input(name)
+        if kind == "any":
+            value = self.new_var(f"{value}.to(tl.int8)", torch.int8, PER_XR)
+        return self.new_var(f"tl.where(xmask & rmask, {value}, {init})", acc_dtype, PER_XR)
+
+    def rindex_i32(self) -> Var:
+        return self.new_var("tl.broadcast_to(rindex, [XBLOCK, RBLOCK]).to(tl.int32)",
+                            torch.int32, PER_XR)  # fmt: skip
+
+    def finish_arg(self, kind: str, values: str, indices: str) -> Var:
+        """Per-row index of the max/min (first one on ties; NaN counts as largest)."""
+        self.counter += 1
+        out = f"tmp{self.counter}"
+        self.emit(f"_, {out} = tl.reduce(({values}, {indices}), 1, dm.{kind}_combine)")
+        return self.new_var(f"{out}[:, None].to(tl.int64)", torch.int64, PER_X)
 
     def logsumexp(self, name: str, dtype: torch.dtype) -> Var:
         """max + log(sum(exp(v - max))) in one pass, rescaling the running sum."""

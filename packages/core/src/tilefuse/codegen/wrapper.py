@@ -56,9 +56,13 @@ class WrapperWriter:
             "nan": float("nan"),
         }
         self.constants = 0
+        self.defined: set[str] = set()  # names the wrapper body assigns
 
     def emit(self, line: str) -> None:
         self.lines.append("    " + line)
+        target, sep, _ = line.partition(" = ")
+        if sep and target.isidentifier():
+            self.defined.add(target)
 
     def literal(self, value: Any) -> str:
         if isinstance(value, Buffer):
@@ -118,7 +122,7 @@ class WrapperWriter:
                 assert isinstance(step, ExternStep)
                 self._extern(step)
             for name in freed_at.get(i, []):
-                if name in keep or not self._defined(name):
+                if name in keep or name not in self.defined:
                     continue
                 if name in owned:
                     pool.setdefault(_key(graph.buffer(name)), []).append(name)
@@ -153,10 +157,6 @@ class WrapperWriter:
         )
         self.namespace[kernel.name] = kernel
         self.emit(f"{kernel.name}({', '.join(args)}, out={out.name})  # {kernel.label}")
-
-    def _defined(self, name: str) -> bool:
-        prefix = f"    {name} = "
-        return any(line.startswith(prefix) for line in self.lines)
 
     def _extern(self, step: ExternStep) -> None:
         buf = step.node.buffer

@@ -109,10 +109,3 @@ def pointwise(
         return ops.to_dtype(body(*[ld(index) for ld in loaders]), out_dtype)
 
     return LazyValue(out_dtype, device_of(args, node), size, fn)
-
-
-def as_value(ctx: Any, node: Any, x: Any) -> Value:
-    """A tensor operand as a Value (python scalars become 0-dim constants)."""
-    if isinstance(x, Value):
-        return x
-    raise Unsupported(f"expected a tensor, got {type(x).__name__}")

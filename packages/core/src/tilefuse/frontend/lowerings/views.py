@@ -8,8 +8,8 @@ from typing import Any
 import sympy
 import torch
 
-from ...ir.index import FloorDiv, ModularIndexing, flatten, unflatten
-from ...ir.nodes import Layout, product, sympify_sizes
+from ...ir.index import ModularIndexing, flatten, unflatten
+from ...ir.nodes import Layout, sympify_sizes
 from ...ir.ops import ops
 from ..lowering import Unsupported, register
 from ..values import BufferValue, LazyValue, Value
@@ -109,15 +109,9 @@ def _split(ctx, node, x, sizes, dim=0):
     outs = []
     start = 0
     for s in sizes:
-        outs.append(_slice(ctx, _FakeNode(), x, dim, start, start + s, 1))
+        outs.append(_slice(ctx, node, x, dim, start, start + s, 1))
         start += s
     return tuple(outs)
-
-
-class _FakeNode:
-    """Stands in for an FX node where a lowering is reused internally."""
-
-    meta: dict = {}
 
 
 @register(aten.unbind)
@@ -225,8 +219,6 @@ def _as_strided(ctx, node, x, size, stride, storage_offset=None):
         raise Unsupported("as_strided of a computed value")
     base = x.buffer
     layout = base.layout
-    if list(layout.stride) != list(_contiguous(layout.size)) and base.is_input():
-        pass  # strides are relative to storage either way; inputs keep their storage
     offset = Integer(storage_offset) if storage_offset is not None else layout.offset
     view = Layout(layout.device, layout.dtype, sympify_sizes(size), sympify_sizes(stride), offset)
 
@@ -234,12 +226,6 @@ def _as_strided(ctx, node, x, size, stride, storage_offset=None):
         return ops.load(base.name, view.index(idx))
 
     return LazyValue(x.dtype, x.device, view.size, fn)
-
-
-def _contiguous(size):
-    from ...ir.nodes import contiguous_strides
-
-    return contiguous_strides(size)
 
 
 @register(aten.repeat)
@@ -256,10 +242,3 @@ def _repeat(ctx, node, x, repeats):
         )
 
     return LazyValue(x.dtype, x.device, new, fn)
-
-
-def numel_of(x: Value):
-    return product(x.size)
-
-
-__all__ = ["reindex", "FloorDiv"]
