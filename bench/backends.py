@@ -73,6 +73,15 @@ def specs(families: list[str], strict_tilefuse: bool = True) -> list[BackendSpec
     if "tilefuse" in families:
         env = (("TILEFUSE_STRICT", "1"),) if strict_tilefuse else ()
         out.append(BackendSpec("tilefuse", "tilefuse", {"backend": "tilefuse"}, env=env))
+        out.append(
+            BackendSpec(
+                "tilefuse_max",
+                "tilefuse",
+                {"backend": "tilefuse"},
+                kinds=frozenset({"gemm"}),
+                env=(*env, ("TILEFUSE_AUTOTUNE", "max")),
+            )
+        )
     return out
 
 

@@ -58,7 +58,8 @@ def format_report(data: dict[str, Any]) -> str:
         results = wl["results"]
         status, reason = verdict(target, results)
         names = list(results) or ["-"]
-        judged = "tilefuse" if "tilefuse" in results else names[-1]
+        row = target.row if target else "tilefuse"
+        judged = row if row in results else names[-1]
         if wl.get("error"):
             notes.append(f"[{len(notes) + 1}] {wl['name']}: {wl['error'].splitlines()[0]}")
             lines.append(_row((wl["name"], "-", f"ERROR [{len(notes)}]", "", "", "", "", "")))
@@ -88,7 +89,7 @@ def format_report(data: dict[str, Any]) -> str:
                     )
                 )
             )
-        if target is not None and "tilefuse" in results:
+        if target is not None and target.row in results:
             verdicts.append(f"{wl['name']}: {status}: {reason}")
     if verdicts:
         lines += ["", "verdicts (tilefuse against the target):", *("  " + v for v in verdicts)]

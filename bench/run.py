@@ -173,6 +173,7 @@ def measure_backend(
     """
     result = empty_result()
     ctx = backends.cold_caches(spec.env) if spec.compiles else contextlib.nullcontext()
+    last_graph = _tilefuse_last_graph_id() if spec.family == "tilefuse" else 0
     try:
         with ctx:
             step = case.step(spec.prepare(case.fn))
@@ -183,6 +184,8 @@ def measure_backend(
             timer.synchronize()
             if spec.compiles:
                 result["compile_s"] = time.perf_counter() - start
+            if spec.family == "tilefuse":
+                result["autotune"] = _tilefuse_autotune_lines(last_graph)
             problem = checks.mismatch(outputs, reference, tol, norm)
             del outputs
             if problem is not None:
@@ -198,6 +201,23 @@ def measure_backend(
         _clear_grads(case)
         timer.free_memory()
     return result
+
+
+def _tilefuse_last_graph_id() -> int:
+    try:
+        from tilefuse.codegen.compile_graph import recent_reports
+    except ImportError:
+        return 0
+    return max((r.graph_id for r in recent_reports()), default=0)
+
+
+def _tilefuse_autotune_lines(after: int) -> list[str]:
+    """The autotuner's summary lines of the graphs tilefuse compiled after graph ``after``."""
+    try:
+        from tilefuse.codegen.compile_graph import recent_reports
+    except ImportError:
+        return []
+    return [line for r in recent_reports() if r.graph_id > after for line in r.autotune]
 
 
 def run_workload(
@@ -247,6 +267,8 @@ def run_workload(
                 case.bytes_moved, case.flops, r["ms"], fl.copy_bytes_per_s, fl.mm_flops_per_s
             )
             _log(f"    {r['ms']:.4f} ms, {r['pct_of_floor']:.1f}% of floor")
+            for line in r.get("autotune") or []:
+                _log(f"    {line}")
         else:
             _log(f"    error: {(r['error'] or '').splitlines()[0][:200]}")
         record["results"][spec.name] = r

@@ -59,7 +59,27 @@ def workloads():
             logits.numel() * 4,
         ),
         "softmax": (lambda x: torch.softmax(x, -1), (x,), 2 * nb),
+        "layer_norm": (
+            lambda x, w, b: F.layer_norm(x, (8192,), w, b),
+            (x, b.clone(), b),
+            2 * nb + 4 * 8192,
+        ),
+        "rms_norm": (_rms_norm, (x, b), 2 * nb + 2 * 8192),
     }
+
+
+def _rms_norm(x, w):
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6) * w.float()).to(x.dtype)
+
+
+def _row_norm_configs():
+    persistent = [(1, 8192, w, True) for w in (4, 8, 16)] + [(2, 8192, 16, True)]
+    looped = [(1, r, w, False) for r, w in [(1024, 4), (2048, 4), (2048, 8), (4096, 8), (4096, 16)]]
+    return [
+        {"reduction": {"XBLOCK": a, "RBLOCK": r, "num_warps": w, "persistent": p}}
+        for a, r, w, p in persistent + looped
+    ]
 
 
 CONFIGS = {
@@ -107,6 +127,8 @@ CONFIGS = {
         {"reduction": {"XBLOCK": a, "RBLOCK": 8192, "num_warps": w, "persistent": True}}
         for a, w in [(1, 8), (1, 16), (2, 16), (1, 32), (2, 8)]
     ],
+    "layer_norm": _row_norm_configs(),
+    "rms_norm": _row_norm_configs(),
 }
 
 

@@ -133,6 +133,26 @@ def test_verdict(results, status):
     assert targets.verdict(MEM, results)[0] == status
 
 
+def test_verdict_judges_compile_time_against_inductor():
+    fast = {"inductor": _res(1.0, 90.0, compile_s=1.0), "tilefuse": _res(0.9, 95.0, compile_s=2.0)}
+    assert targets.verdict(MEM, fast)[0] == targets.PASS
+    slow = {**fast, "tilefuse": _res(0.9, 95.0, compile_s=2.01)}
+    status, reason = targets.verdict(MEM, slow)
+    assert status == targets.MISS and "compile 2.01 s > 2x 1.00 s" in reason
+
+
+def test_gemm_verdict_judges_the_autotuned_row():
+    gemm = targets.Target(97.0, "inductor_max", row="tilefuse_max")
+    results = {
+        "inductor_max": _res(1.0, 97.0),
+        "tilefuse": _res(1.2, 80.0),
+        "tilefuse_max": _res(0.99, 98.0),
+    }
+    assert targets.verdict(gemm, results)[0] == targets.PASS
+    results["tilefuse_max"] = _res(1.01, 97.5)
+    assert targets.verdict(gemm, results)[0] == targets.MISS
+
+
 def test_verdict_without_target():
     assert targets.verdict(None, {"tilefuse": _res(1.0, 10.0)})[0] == targets.NONE
 
@@ -142,8 +162,8 @@ def test_targets_are_the_project_goals():
     assert by_name["column_sum"] == targets.Target(92.0, "inductor")
     assert by_name["transpose_add"] == targets.Target(85.0, "inductor")
     assert by_name["softmax"] == targets.Target(90.0, "inductor")
-    assert by_name["gemm_bias_relu"] == targets.Target(97.0, "inductor_max")
-    assert by_name["mlp_gelu"] == targets.Target(97.0, "inductor_max")
+    assert by_name["gemm_bias_relu"] == targets.Target(97.0, "inductor_max", row="tilefuse_max")
+    assert by_name["mlp_gelu"] == targets.Target(97.0, "inductor_max", row="tilefuse_max")
 
 
 # ---- checks -----------------------------------------------------------------------------
@@ -257,6 +277,9 @@ def test_inductor_max_only_on_gemm():
     assert columns["inductor_max"].runs_on(workloads.GEMM)
     assert not columns["inductor_max"].runs_on(workloads.MEMORY)
     assert dict(columns["tilefuse"].env) == {"TILEFUSE_STRICT": "1"}
+    assert columns["tilefuse_max"].runs_on(workloads.GEMM)
+    assert not columns["tilefuse_max"].runs_on(workloads.MEMORY)
+    assert dict(columns["tilefuse_max"].env)["TILEFUSE_AUTOTUNE"] == "max"
     assert columns["inductor_max"].compile_kwargs == {"mode": "max-autotune-no-cudagraphs"}
 
 
