@@ -114,6 +114,9 @@ class KernelWriter:
         self.out_args: dict[str, str] = {}
         self.context_per_r = False
         self.member_names = set(group.names)
+        self.xnumel_divides = int(group.xnumel) % int(config["XBLOCK"]) == 0
+        rblock = int(config.get("RBLOCK", 1))
+        self.rnumel_divides = int(group.rnumel) % rblock == 0
 
     # -- emission helpers ------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -165,6 +168,14 @@ class KernelWriter:
                 return f"tl.full({shape}, {value}, {TL_DTYPES[value.dtype]})"
             return f"(tl.zeros({shape}, {TL_DTYPES[value.dtype]}) + {value})"
         return f"tl.broadcast_to({value}, {shape})"
+
+    def emit_mask(self, name: str, bound_check: str, always_true: bool, shape: str) -> None:
+        """Define mask ``name``: a constant all-true mask when the block size divides the
+        extent (Triton folds it away, so loads and stores are unmasked and vectorize)."""
+        if always_true:
+            self.emit(f"{name} = tl.full({shape}, 1, tl.int1)")
+        else:
+            self.emit(f"{name} = {bound_check}")
 
     def mask_for(self, per_r: bool) -> str:
         base = ("xmask & rmask" if per_r else "xmask") if self.two_d else "xmask"
@@ -418,7 +429,7 @@ class KernelWriter:
         self.indent += 1
         self.push_scope()
         self.emit("rindex = roffset + tl.arange(0, RBLOCK)[None, :]")
-        self.emit("rmask = rindex < rnumel")
+        self.emit_mask("rmask", "rindex < rnumel", self.rnumel_divides, "[1, RBLOCK]")
 
     def close_r_loop(self) -> None:
         self.pop_scope()
@@ -454,14 +465,14 @@ class KernelWriter:
                 self.emit("roffset = 0")
             cast = f".to({index_type})" if index_type else ""
             self.emit(f"xindex = (xoffset + tl.arange(0, XBLOCK)[:, None]){cast}")
-            self.emit("xmask = xindex < xnumel")
+            self.emit_mask("xmask", "xindex < xnumel", self.xnumel_divides, "[XBLOCK, 1]")
             if self.persistent:
                 self.emit(f"rindex = (roffset + tl.arange(0, RBLOCK)[None, :]){cast}")
-                self.emit("rmask = rindex < rnumel")
+                self.emit_mask("rmask", "rindex < rnumel", self.rnumel_divides, "[1, RBLOCK]")
         else:
             cast = f".to({index_type})" if index_type else ""
             self.emit(f"xindex = (tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)){cast}")
-            self.emit("xmask = xindex < xnumel")
+            self.emit_mask("xmask", "xindex < xnumel", self.xnumel_divides, "[XBLOCK]")
         with ops_handler(self):
             for node in group.nodes:
                 placement = group.placements[node.name]
