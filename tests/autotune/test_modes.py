@@ -1,10 +1,11 @@
-"""Modes off, default, max and replay, with the benchmark replaced by a recorder."""
+"""Modes off, default, quick, max and replay, with the benchmark replaced by a recorder."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.autotune.fake_choices import FakeProvider, FastChoice, SlowChoice, mm_problem
+from tilefuse import plugin
 from tilefuse.errors import TilefuseError
 from tilefuse_autotune import Candidate, benchmark, candidates_for
 from tilefuse_autotune.benchmark import Outcome
@@ -23,22 +24,45 @@ def bench_calls(monkeypatch):
     return calls
 
 
-def _offered():
+RELU = plugin.Epilogue((plugin.EpilogueStep("relu"),))
+NO_EPILOGUE = plugin.Epilogue()
+
+
+def _offered(epilogue=NO_EPILOGUE):
     inputs, layout = mm_problem()
     providers = [
         FakeProvider("alpha", [SlowChoice(f"a{i}") for i in range(3)]),
         FakeProvider("beta", [FastChoice(f"b{i}") for i in range(3)]),
     ]
-    from tilefuse import plugin
-
-    return candidates_for("mm", inputs, layout, plugin.Epilogue(), providers), inputs, layout
+    return candidates_for("mm", inputs, layout, epilogue, providers), inputs, layout
 
 
-def test_off_takes_the_first_providers_heuristic_pick(tuner, bench_calls):
+def test_off_without_an_epilogue_takes_extern(tuner, bench_calls):
     offered, inputs, layout = _offered()
     sel = tuner.select("mm", offered, inputs, layout, mode="off")
-    assert (sel.label, sel.source, bench_calls) == ("alpha/a0", "heuristic", [])
+    assert (sel.label, sel.source, bench_calls) == ("extern/torch.mm", "heuristic", [])
     assert tuner.cache.entries() == {}
+
+
+def test_off_with_an_epilogue_takes_the_first_fused_choice(tuner, bench_calls):
+    offered, inputs, layout = _offered(RELU)
+    sel = tuner.select("mm", offered, inputs, layout, RELU, mode="off")
+    assert (sel.label, sel.source, bench_calls) == ("alpha/a0", "heuristic", [])
+
+
+def test_the_heuristic_never_takes_a_slow_build(tuner, bench_calls):
+    offered, inputs, layout = _offered(RELU)
+    for c in offered[:3]:
+        c.choice.slow_build = True
+    sel = tuner.select("mm", offered, inputs, layout, RELU, mode="default")
+    assert (sel.label, sel.source, bench_calls) == ("beta/b0", "heuristic", [])
+
+
+def test_default_never_benchmarks_and_writes_nothing(tuner, bench_calls):
+    offered, inputs, layout = _offered(RELU)
+    sel = tuner.select("mm", offered, inputs, layout, RELU, mode="default")
+    assert (sel.label, sel.source, bench_calls) == ("alpha/a0", "heuristic", [])
+    assert "no cached winner" in sel.summary and tuner.cache.entries() == {}
 
 
 def test_off_without_choices_takes_extern(tuner, bench_calls):
@@ -47,16 +71,16 @@ def test_off_without_choices_takes_extern(tuner, bench_calls):
     assert sel.label == "extern/torch.mm" and bench_calls == []
 
 
-def test_default_benchmarks_a_short_list_per_provider(tuner, bench_calls):
+def test_quick_benchmarks_a_short_list_per_provider(tuner, bench_calls):
     offered, inputs, layout = _offered()
-    sel = tuner.select("mm", offered, inputs, layout, mode="default")
+    sel = tuner.select("mm", offered, inputs, layout, mode="quick")
     assert bench_calls == [["extern/torch.mm", "alpha/a0", "alpha/a1", "beta/b0", "beta/b1"]]
     assert sel.label == "beta/b1" and sel.tried == 5
 
 
-def test_max_benchmarks_everything_and_ignores_a_default_winner(tuner, bench_calls):
+def test_max_benchmarks_everything_and_ignores_a_quick_winner(tuner, bench_calls):
     offered, inputs, layout = _offered()
-    tuner.select("mm", offered, inputs, layout, mode="default")
+    tuner.select("mm", offered, inputs, layout, mode="quick")
     sel = tuner.select("mm", offered, inputs, layout, mode="max")
     assert len(bench_calls) == 2 and len(bench_calls[1]) == 7
     assert sel.label == "beta/b2" and sel.source == "benchmark"
@@ -68,9 +92,9 @@ def test_max_benchmarks_everything_and_ignores_a_default_winner(tuner, bench_cal
 def test_replay_uses_only_cached_winners(tuner, bench_calls):
     offered, inputs, layout = _offered()
     miss = tuner.select("mm", offered, inputs, layout, mode="replay")
-    assert (miss.label, miss.source) == ("alpha/a0", "heuristic")
+    assert (miss.label, miss.source) == ("extern/torch.mm", "heuristic")
     assert "no cached winner" in miss.summary and bench_calls == []
-    tuner.select("mm", offered, inputs, layout, mode="default")
+    tuner.select("mm", offered, inputs, layout, mode="quick")
     hit = tuner.select("mm", offered, inputs, layout, mode="replay")
     assert (hit.label, hit.source) == ("beta/b1", "cache") and len(bench_calls) == 1
 
@@ -78,9 +102,9 @@ def test_replay_uses_only_cached_winners(tuner, bench_calls):
 def test_provider_version_enters_the_key(tuner, bench_calls):
     inputs, layout = mm_problem()
     first = [Candidate("alpha", "1.0", FastChoice("x"))]
-    tuner.select("mm", first, inputs, layout, mode="default")
+    tuner.select("mm", first, inputs, layout, mode="quick")
     upgraded = [Candidate("alpha", "2.0", FastChoice("x"))]
-    sel = tuner.select("mm", upgraded, inputs, layout, mode="default")
+    sel = tuner.select("mm", upgraded, inputs, layout, mode="quick")
     assert sel.source == "benchmark" and len(bench_calls) == 2
 
 
@@ -98,9 +122,9 @@ def test_provider_version_enters_the_key(tuner, bench_calls):
 )
 def test_layout_enters_the_key(tuner, bench_calls, change):
     inputs, layout = mm_problem()
-    tuner.select("mm", [FastChoice()], inputs, layout, mode="default")
+    tuner.select("mm", [FastChoice()], inputs, layout, mode="quick")
     inputs2, layout2 = change(inputs, layout)
-    sel = tuner.select("mm", [FastChoice()], inputs2, layout2, mode="default")
+    sel = tuner.select("mm", [FastChoice()], inputs2, layout2, mode="quick")
     assert sel.source == "benchmark" and len(bench_calls) == 2
 
 
@@ -109,7 +133,7 @@ def test_mode_comes_from_the_environment(tuner, bench_calls, monkeypatch):
     monkeypatch.setenv("TILEFUSE_AUTOTUNE", "off")
     assert tuner.select("mm", offered, inputs, layout).source == "heuristic"
     monkeypatch.setenv("TILEFUSE_AUTOTUNE", "fastest")
-    with pytest.raises(TilefuseError, match="off, default, max, replay"):
+    with pytest.raises(TilefuseError, match="off, default, quick, max, replay"):
         tuner.select("mm", offered, inputs, layout)
 
 

@@ -70,7 +70,7 @@ def test_failures_are_dropped_counted_and_summarized(tuner, device, caplog):
 
 def test_second_call_is_a_cache_hit_without_benchmarking(tuner, monkeypatch):
     inputs, layout = mm_problem(64, 32, 48)
-    first = tuner.select("mm", [SlowChoice(), FastChoice()], inputs, layout, mode="default")
+    first = tuner.select("mm", [SlowChoice(), FastChoice()], inputs, layout, mode="quick")
     assert first.source == "benchmark" and first.label == "explicit/fast"
 
     def no_benchmark(*args, **kwargs):
@@ -78,9 +78,9 @@ def test_second_call_is_a_cache_hit_without_benchmarking(tuner, monkeypatch):
 
     monkeypatch.setattr(benchmark, "run_benchmarks", no_benchmark)
     fresh = [SlowChoice(), FastChoice()]
-    second = tuner.select("mm", fresh, inputs, layout, mode="default")
+    second = tuner.select("mm", fresh, inputs, layout, mode="quick")
     assert second.source == "cache"
     assert second.choice is fresh[1], "a hit returns the re-created choice of that name"
     assert "cached winner explicit/fast" in second.summary
     entry = next(iter(tuner.cache.entries().values()))
-    assert (entry["provider"], entry["choice"], entry["mode"]) == ("explicit", "fast", "default")
+    assert (entry["provider"], entry["choice"], entry["mode"]) == ("explicit", "fast", "quick")

@@ -2,7 +2,8 @@
 
 Public API: ``select`` (the entry point), ``Autotuner`` (the same with explicit
 settings), ``Selection``, ``Candidate``, ``candidates_for``, ``ExternChoice``,
-``WinnersCache``, ``BenchConfig``, ``TimingConfig`` and ``release_workers``. See README.md.
+``WinnersCache``, ``BenchConfig``, ``TimingConfig``, ``heuristic_pick`` and
+``release_workers``. See README.md.
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ from __future__ import annotations
 from .benchmark import BenchConfig, release_workers
 from .cache import WinnersCache
 from .extern import ExternChoice
-from .selection import MODES, Autotuner, Candidate, Selection, candidates_for, select
+from .selection import (
+    MODES,
+    Autotuner,
+    Candidate,
+    Selection,
+    candidates_for,
+    heuristic_pick,
+    select,
+)
 from .timing import TimingConfig
 
 __all__ = [
@@ -23,6 +32,7 @@ __all__ = [
     "TimingConfig",
     "WinnersCache",
     "candidates_for",
+    "heuristic_pick",
     "release_workers",
     "select",
 ]

@@ -3,18 +3,24 @@
 Modes (``TILEFUSE_AUTOTUNE`` unless passed):
 
 ``off``
-    No benchmarking, no cache: the first choice of the first provider (its
-    heuristic pick), else the extern choice.
+    No benchmarking, no cache: the heuristic pick (below).
 ``default``
+    A cached winner when there is one, else the heuristic pick; never benchmarks, so a
+    cold compile costs what a compile without autotuning costs (Inductor's default
+    does not autotune GEMMs either). Run once with ``quick`` or ``max`` to fill the cache.
+``quick``
     Benchmark each provider's first ``per_provider`` choices plus extern.
 ``max``
     Benchmark every choice plus extern.
 ``replay``
-    Deterministic: only cached winners; a miss takes the ``off`` pick and says so.
+    Like ``default``, but a cache miss is logged as a warning: for runs that must
+    reproduce earlier tuning.
 
-A cached winner counts for a mode when it was found with at least that much
-search (``max`` entries serve every mode; ``default`` entries serve ``default``
-and ``replay``).
+The heuristic pick: with an epilogue to fuse, the first offered choice that is not
+``slow_build`` (each provider lists its own pick first); with none, extern (the
+vendor library is the better unmeasured bet for a bare product). A cached winner
+counts for a mode when it was found with at least that much search (``max`` entries
+serve every mode; ``quick`` entries serve all but ``max``).
 """
 
 from __future__ import annotations
@@ -38,9 +44,14 @@ from .progress import Progress
 
 log = logging.getLogger("tilefuse.autotune")
 
-MODES = ("off", "default", "max", "replay")
+MODES = config.AUTOTUNE_MODES
 DEFAULT_PER_PROVIDER = 4
-_SERVES = {"default": ("default", "max"), "max": ("max",), "replay": ("default", "max")}
+_SERVES = {
+    "default": ("quick", "max"),
+    "quick": ("quick", "max"),
+    "max": ("max",),
+    "replay": ("quick", "max"),
+}
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,18 @@ def _as_candidates(choices: Iterable[Any]) -> list[Candidate]:
     return out
 
 
+def heuristic_pick(
+    offered: Sequence[Candidate], extern: Candidate, epilogue: plugin.Epilogue
+) -> Candidate:
+    """The unmeasured pick (see the module docstring): fuse the epilogue when a choice that
+    builds quickly can, else extern."""
+    if epilogue.steps:
+        for candidate in offered:
+            if not getattr(candidate.choice, "slow_build", False):
+                return candidate
+    return extern
+
+
 def _short_list(candidates: Sequence[Candidate], per_provider: int) -> list[Candidate]:
     taken: Counter[str] = Counter()
     kept = []
@@ -217,7 +240,7 @@ class Autotuner:
             dupes = sorted({x for x in labels if labels.count(x) > 1})
             raise ValueError(f"choice labels must be unique: {dupes}")
         title = f"autotune {_describe(op, inputs, layout)} ({mode})"
-        heuristic = offered[0] if offered else extern
+        heuristic = heuristic_pick(offered, extern, epilogue)
 
         if mode == "off":
             return self._unmeasured(heuristic, mode, f"{title}: off, took {heuristic.label}")
@@ -234,12 +257,14 @@ class Autotuner:
                 )
             log.info("%s: cached winner %s/%s is no longer offered", title, *entry.values())
 
-        if mode == "replay":
+        if mode in ("default", "replay"):
             text = f"{title}: no cached winner; took the heuristic pick {heuristic.label}"
             text += " unmeasured"
+            if mode == "replay":
+                log.warning("%s", text)
             return self._unmeasured(heuristic, mode, text)
 
-        shortlist = _short_list(offered, self.per_provider) if mode == "default" else offered
+        shortlist = _short_list(offered, self.per_provider) if mode == "quick" else offered
         tuned = [extern, *shortlist]
         problem = Problem(op, inputs, layout, epilogue, self.seed)
         progress = Progress(title, len(tuned))

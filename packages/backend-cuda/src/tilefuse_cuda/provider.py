@@ -37,6 +37,7 @@ class CutlassGemmChoice:
     dims: Dims
     name: str = ""
     _lib: Any = field(default=None, repr=False, compare=False)
+    slow_build = True  # an nvcc build takes tens of seconds: never taken unmeasured
 
     def __post_init__(self) -> None:
         if not self.name:

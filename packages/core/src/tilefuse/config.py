@@ -7,7 +7,7 @@
 | ``TILEFUSE_DEBUG_DIR`` | write IR, schedule, kernels and wrapper there |
 | ``TILEFUSE_CACHE_DIR`` | kernel and autotune cache root (default ``~/.cache/tilefuse``) |
 | ``TILEFUSE_STRICT`` | ``1``: raise instead of falling back to eager |
-| ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``max`` or ``replay`` |
+| ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``quick``, ``max`` or ``replay`` |
 """
 
 from __future__ import annotations
@@ -49,12 +49,15 @@ def strict() -> bool:
     return os.environ.get("TILEFUSE_STRICT", "").strip() in ("1", "true", "yes")
 
 
+AUTOTUNE_MODES = ("off", "default", "quick", "max", "replay")
+
+
 def autotune_mode() -> str:
     mode = os.environ.get("TILEFUSE_AUTOTUNE", "default").strip() or "default"
-    if mode not in ("off", "default", "max", "replay"):
+    if mode not in AUTOTUNE_MODES:
         from .errors import TilefuseError
 
         raise TilefuseError(
-            f"TILEFUSE_AUTOTUNE={mode!r} is not a mode; use one of off, default, max, replay"
+            f"TILEFUSE_AUTOTUNE={mode!r} is not a mode; use one of {', '.join(AUTOTUNE_MODES)}"
         )
     return mode

@@ -345,6 +345,10 @@ class Choice(Protocol):
     Op conventions (``op`` strings): ``"mm"``: ``(a[M,K], b[K,N])``;
     ``"addmm"``: ``(bias, a, b)`` computing ``bias + a @ b`` with ``bias`` of
     shape ``[N]`` or ``[M, N]``; ``"bmm"``: ``(a[B,M,K], b[B,K,N])``.
+
+    Optional attribute ``slow_build`` (absent means ``False``): ``True`` when
+    ``compile()`` takes many seconds (an nvcc build, say). The autotuner never takes
+    such a choice unmeasured, so compiles that do not benchmark stay fast.
     """
 
     name: str
