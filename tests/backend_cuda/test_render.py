@@ -137,3 +137,16 @@ def test_choices_are_picklable_and_named_stably():
     clone = pickle.loads(pickle.dumps(choice))
     assert clone.name == choice.name == "cutlass3x_sm90_bmm_bf16_aKNN_bf16_coop_128x256x64_c2x1"
     assert clone.problem == choice.problem
+
+
+def test_swizzle_reaches_the_tile_scheduler_and_the_name():
+    case = make_case("mm", 256, 256, 64)
+    problem, _ = analyse(case.op, case.inputs, case.layout, case.epilogue)
+    plain = render(problem, GemmConfig("cooperative", (256, 128, 64), (2, 1)), "4.2.0")
+    swizzled_config = GemmConfig("cooperative", (256, 128, 64), (2, 1), swizzle=8)
+    swizzled = render(problem, swizzled_config, "4.2.0")
+    assert "args.scheduler.max_swizzle_size = 1;" in plain
+    assert "args.scheduler.max_swizzle_size = 8;" in swizzled
+    assert swizzled_config.tag() == "coop_256x128x64_c2x1_sw8"
+    with pytest.raises(ValueError, match="swizzle must be"):
+        GemmConfig("cooperative", (256, 128, 64), (2, 1), swizzle=3)

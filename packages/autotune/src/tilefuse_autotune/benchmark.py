@@ -48,7 +48,7 @@ class Outcome:
 @dataclass(frozen=True)
 class BenchConfig:
     """Limits: ``timeout_s`` per candidate run (check + timing), ``compile_timeout_s`` per
-    build, ``compile_workers`` processes building at once (default: CPU count, at most 8)."""
+    build, ``compile_workers`` processes building at once (default: CPU count, at most 16)."""
 
     timing: TimingConfig = TimingConfig()
     timeout_s: float = 60.0
@@ -81,7 +81,7 @@ class Bench:
         results: list[Any | Outcome] = list(choices)
         if not todo:
             return results
-        size = config.compile_workers or min(8, os.cpu_count() or 1)
+        size = config.compile_workers or min(16, os.cpu_count() or 1)
         idle: queue.Queue[Worker] = queue.Queue()
         for w in self._compile_pool(max(1, min(size, len(todo)))):
             idle.put(w)

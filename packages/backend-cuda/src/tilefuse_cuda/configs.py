@@ -19,34 +19,41 @@ class GemmConfig:
     (M, N), ``schedule`` ``"cooperative"`` (two consumer warp groups share a
     tile; tile M must be a multiple of 128) or ``"pingpong"`` (each consumer
     warp group owns a tile, epilogue overlapped with the other's mainloop).
+    ``swizzle`` is the persistent tile scheduler's ``max_swizzle_size``: how many
+    tiles along the raster's minor side run together, for L2 reuse of operands.
     """
 
     schedule: str
     tile: tuple[int, int, int]
     cluster: tuple[int, int] = (1, 1)
+    swizzle: int = 1
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r}; known: {SCHEDULES}")
         if self.schedule == COOPERATIVE and self.tile[0] % 128:
             raise ValueError(f"a cooperative tile needs M % 128 == 0, got {self.tile}")
+        if self.swizzle not in (1, 2, 4, 8):
+            raise ValueError(f"swizzle must be 1, 2, 4 or 8, got {self.swizzle}")
 
     def tag(self) -> str:
         t, c = self.tile, self.cluster
-        return f"{self.schedule[:4]}_{t[0]}x{t[1]}x{t[2]}_c{c[0]}x{c[1]}"
+        tag = f"{self.schedule[:4]}_{t[0]}x{t[1]}x{t[2]}_c{c[0]}x{c[1]}"
+        return tag if self.swizzle == 1 else f"{tag}_sw{self.swizzle}"
 
 
-# Configurations worth compiling for bf16/fp16 on Hopper (CUTLASS profiler's usual picks).
+# Configurations worth compiling for bf16/fp16 on Hopper (CUTLASS profiler's usual picks; the
+# swizzled large tiles are for big square problems, where L2 reuse decides the last few %).
 ALL_CONFIGS = (
     GemmConfig(COOPERATIVE, (128, 256, 64), (2, 1)),
     GemmConfig(COOPERATIVE, (128, 128, 64), (1, 1)),
     GemmConfig(COOPERATIVE, (256, 128, 64), (2, 1)),
+    GemmConfig(COOPERATIVE, (256, 128, 64), (2, 1), swizzle=8),
+    GemmConfig(COOPERATIVE, (128, 256, 64), (2, 1), swizzle=8),
     GemmConfig(COOPERATIVE, (128, 256, 64), (1, 1)),
-    GemmConfig(COOPERATIVE, (128, 128, 64), (2, 1)),
     GemmConfig(PINGPONG, (128, 128, 64), (1, 1)),
     GemmConfig(PINGPONG, (64, 128, 64), (1, 1)),
     GemmConfig(PINGPONG, (64, 256, 64), (1, 1)),
-    GemmConfig(PINGPONG, (128, 128, 64), (2, 1)),
 )
 
 

@@ -177,6 +177,7 @@ def render(problem: GemmProblem, config: GemmConfig, cutlass_version: str) -> st
             evt_args=evt_args,
             tile=config.tile,
             cluster=config.cluster,
+            swizzle=config.swizzle,
             **_strides(problem),
         )
     )
