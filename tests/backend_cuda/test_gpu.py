@@ -78,7 +78,15 @@ def _compile_everything():
     """Build every kernel these tests need at once, in parallel nvcc processes."""
     choices = [_choice(_resized(f, 17), FAMILIES[f][0]) for f in FAMILIES]
     choices += [_choice(_kind_case(k, 17), KIND_CONFIG) for k in KIND_STEPS]
+    choices += _provider_first_choice(_PROVIDER_CASE)
     compiler.compile_many([(c.name, c.source()) for c in choices])
+
+
+_PROVIDER_CASE = make_case("mm", 255, 4096, 1024, steps=(("add_bias_n", "n"), ("silu",)))
+
+
+def _provider_first_choice(case: Case) -> list[CutlassGemmChoice]:
+    return list(PROVIDER.choices(case.op, case.inputs, case.layout, case.epilogue, limit=1))
 
 
 def _check(case: Case, choice: CutlassGemmChoice, seed: int = 0) -> None:
@@ -115,9 +123,9 @@ def test_each_epilogue_kind_matches_eager(kind, m):
 
 
 def test_provider_first_choice_runs_and_odd_alignment_is_refused():
-    case = make_case("mm", 255, 4096, 1024, steps=(("add_bias_n", "n"), ("silu",)))
+    case = _PROVIDER_CASE
     assert PROVIDER.supports("mm", "cuda")
-    choices = list(PROVIDER.choices(case.op, case.inputs, case.layout, case.epilogue, limit=1))
+    choices = _provider_first_choice(case)
     assert len(choices) == 1
     choices[0].compile()
     _check(case, choices[0])
