@@ -56,6 +56,10 @@ def test_failures_are_dropped_counted_and_summarized(tuner, device, caplog):
         "won explicit/fast" in sel.summary
     )
     assert "x vs extern" in sel.summary
+    fast, extern = sel.timings_ms["explicit/fast"], sel.timings_ms["extern/torch.mm"]
+    assert sel.summary.endswith(
+        f"; best per provider: explicit/fast {fast:.4f} ms, extern/torch.mm {extern:.4f} ms"
+    )
     messages = [r.getMessage() for r in caplog.records]
     assert sel.summary in messages
     assert any(" 3/7 explicit/crash: crash" in m for m in messages), "progress lines"

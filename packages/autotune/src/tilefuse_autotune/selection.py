@@ -171,18 +171,38 @@ def _describe(op: str, inputs: Sequence[plugin.TensorSpec], layout: plugin.Tenso
 
 
 def _summary(
-    title: str, tried: int, failures: dict[str, tuple[str, str]], winner: Outcome, extern: Outcome
+    title: str,
+    tried: int,
+    failures: dict[str, tuple[str, str]],
+    winner: Outcome,
+    extern: Outcome,
+    timings: dict[str, float],
 ) -> str:
     counts = Counter(r for r, _ in failures.values())
     parts = ", ".join(f"{counts[r]} {r}" for r in REASONS if counts[r])
     failed = f"{len(failures)} failed" + (f" ({parts})" if parts else "")
     line = f"{title}: tried {tried}, {failed}; won {winner.label} {winner.time_ms:.4f} ms"
     if winner.label == extern.label:
-        return line + " (no candidate beat extern)"
-    if extern.ok and extern.time_ms and winner.time_ms:
+        line += " (no candidate beat extern)"
+    elif extern.ok and extern.time_ms and winner.time_ms:
         speedup = extern.time_ms / winner.time_ms
-        return line + f", {speedup:.2f}x vs extern {extern.time_ms:.4f} ms"
-    return line + f", extern failed ({extern.reason})"
+        line += f", {speedup:.2f}x vs extern {extern.time_ms:.4f} ms"
+    else:
+        line += f", extern failed ({extern.reason})"
+    return line + _best_per_provider(timings)
+
+
+def _best_per_provider(timings: dict[str, float]) -> str:
+    """``"; best per provider: cuda/x 1.5 ms, triton/y 1.6 ms"`` when several providers ran."""
+    best: dict[str, tuple[float, str]] = {}
+    for label, ms in timings.items():
+        provider = label.split("/", 1)[0]
+        if provider not in best or ms < best[provider][0]:
+            best[provider] = (ms, label)
+    if len(best) < 2:
+        return ""
+    ranked = sorted(best.values())
+    return "; best per provider: " + ", ".join(f"{label} {ms:.4f} ms" for ms, label in ranked)
 
 
 class Autotuner:
@@ -286,7 +306,9 @@ class Autotuner:
             return Selection(extern.choice, extern.provider, mode, "heuristic", text, {}, failures)
         best = min(timings, key=lambda label: timings[label])
         winner = next(c for c in tuned if c.label == best)
-        text = _summary(title, len(outcomes), failures, Outcome(best, timings[best]), outcomes[0])
+        text = _summary(
+            title, len(outcomes), failures, Outcome(best, timings[best]), outcomes[0], timings
+        )
         log.info("%s", text)
         self.cache.put(
             digest,
