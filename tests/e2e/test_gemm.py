@@ -39,3 +39,23 @@ def test_bmm_and_unfusable_consumer_records_reason():
     reports = check(lambda y, b: (y @ b[0]).sum(0), y, b)
     refusals = [r for r in reports[0].refusals if r.startswith("epilogue:")]
     assert refusals and "not a pointwise node" in refusals[0]
+
+
+def test_addmm_keeps_the_product_in_the_input_dtype():
+    """torch's addmm decomposition upcasts bf16 operands to float32 before the mm; ours not."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from tilefuse.frontend.decompositions import decomposition_table
+
+    bias, a, b = torch.randn(8).bfloat16(), torch.randn(4, 16).bfloat16(), torch.randn(16, 8)
+    traced = make_fx(torch.addmm, decomposition_table=decomposition_table())(bias, a, b.bfloat16())
+    mms = [n for n in traced.graph.nodes if n.target is torch.ops.aten.mm.default]
+    assert len(mms) == 1
+    assert all(arg.meta["val"].dtype == torch.bfloat16 for arg in mms[0].args)
+
+
+@pytest.mark.parametrize("beta,alpha", [(1, 1), (0.5, 2.0), (0, 1)])
+def test_addmm_scalars_and_nan_bias_with_beta_zero(beta, alpha):
+    a, b = torch.randn(5, 7), torch.randn(7, 3)
+    bias = torch.full((3,), float("nan")) if beta == 0 else torch.randn(3)
+    check(lambda c, a, b: torch.addmm(c, a, b, beta=beta, alpha=alpha), bias, a, b)

@@ -1,6 +1,6 @@
 """The decomposition table AOTAutograd uses: torch's core-aten table minus every op
 tilefuse lowers itself (a lowering keeps structure a decomposition would lose,
-e.g. softmax as max/sum/normalise in one kernel)."""
+e.g. softmax as max/sum/normalise in one kernel), plus tilefuse's own ``addmm``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,25 @@ from .lowering import LOWERINGS
 aten = torch.ops.aten
 
 # Composite ops worth decomposing that core-aten leaves alone.
-EXTRA = [aten.addmm, aten.native_dropout, aten.rms_norm]
+EXTRA = [aten.native_dropout, aten.rms_norm]
+
+
+def addmm(bias: Any, a: Any, b: Any, *, beta: Any = 1, alpha: Any = 1) -> Any:
+    """``beta * bias + alpha * (a @ b)`` as ``mm`` plus pointwise ops in the inputs' dtype.
+
+    torch's own decomposition upcasts bf16/fp16 operands to float32 before the ``mm``
+    (an 8x slower GEMM without tensor cores); this keeps the product in the input dtype,
+    and the scheduler then fuses the bias add into the GEMM's float32 epilogue.
+    ``beta == 0`` ignores ``bias`` entirely (NaN included), as ``torch.addmm`` does.
+    """
+    out = aten.mm.default(a, b)
+    if alpha != 1:
+        out = aten.mul.Tensor(out, alpha)
+    if beta == 0:
+        return out
+    if beta != 1:
+        bias = aten.mul.Tensor(bias, beta)
+    return aten.add.Tensor(out, bias)
 
 
 @functools.lru_cache(maxsize=1)
@@ -27,6 +45,6 @@ def decomposition_table() -> dict[Any, Any]:
     for op in list(table):
         packet = getattr(op, "overloadpacket", None)
         if op in LOWERINGS or packet in LOWERINGS:
-            if packet is not aten.addmm:
-                del table[op]
+            del table[op]
+    table[aten.addmm.default] = addmm
     return table
