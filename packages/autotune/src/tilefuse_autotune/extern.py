@@ -1,4 +1,5 @@
-"""The extern choice: eager PyTorch. It always competes and is the correctness reference."""
+"""The extern choices: eager PyTorch (always competes; the correctness reference) and the
+vendor library's own fused bias + relu epilogue, where the epilogue is exactly that."""
 
 from __future__ import annotations
 
@@ -49,3 +50,59 @@ class ExternChoice:
 
     def __repr__(self) -> str:
         return f"ExternChoice({self.op!r})"
+
+
+class VendorEpilogueChoice:
+    """``relu(a @ b + bias)`` in one cuBLASLt call (``torch._addmm_activation``): the vendor
+    library's fused epilogue, no build step.
+
+    Offered by ``vendor_epilogue_choice`` only for a 2-D product whose epilogue is exactly
+    a row-broadcast bias of the output's dtype and then ``relu``. (Its GELU form is not
+    used: which GELU it computes depends on the device and on the cuBLASLt path taken.)
+    """
+
+    def __init__(self, op: str) -> None:
+        self.op = op
+        self.name = "torch._addmm_activation[relu]"
+
+    def compile(self) -> None:
+        return None
+
+    def run(self, *inputs: Any, out: Any) -> None:
+        import torch
+
+        if self.op == "addmm":
+            bias, a, b = inputs
+        else:
+            a, b, bias = inputs
+        out.copy_(torch._addmm_activation(bias, a, b))
+
+    def __repr__(self) -> str:
+        return f"VendorEpilogueChoice({self.op!r})"
+
+
+def vendor_epilogue_choice(
+    op: str,
+    inputs: Sequence[plugin.TensorSpec],
+    layout: plugin.TensorSpec,
+    epilogue: plugin.Epilogue,
+) -> VendorEpilogueChoice | None:
+    """The cuBLASLt fused-epilogue choice when it computes exactly ``op`` + ``epilogue``."""
+    if not layout.device.startswith("cuda") or len(layout.shape) != 2:
+        return None
+    if epilogue.out_dtype not in (None, layout.dtype):
+        return None
+    steps = epilogue.steps
+    if op == "addmm" and len(steps) == 1:
+        bias, activation = inputs[0], steps[0]
+    elif op == "mm" and len(steps) == 2 and steps[0].kind == "add_bias_n":
+        if steps[0].operand is None:
+            return None
+        bias, activation = epilogue.operands[steps[0].operand], steps[1]
+    else:
+        return None
+    if activation.kind != "relu" or len(bias.shape) != 1:
+        return None
+    if bias.dtype != layout.dtype or any(t.dtype != layout.dtype for t in inputs[-2:]):
+        return None
+    return VendorEpilogueChoice(op)

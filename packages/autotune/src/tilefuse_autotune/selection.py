@@ -17,8 +17,10 @@ Modes (``TILEFUSE_AUTOTUNE`` unless passed):
     reproduce earlier tuning.
 
 The heuristic pick: with an epilogue to fuse, the first offered choice that is not
-``slow_build`` (each provider lists its own pick first); with none, extern (the
-vendor library is the better unmeasured bet for a bare product). A cached winner
+``slow_build``: cuBLASLt's own bias + relu/gelu epilogue when the epilogue is exactly
+that (``extern.vendor_epilogue_choice``, offered first), else each provider's own pick
+in provider order; with no epilogue, extern (the vendor library is the better
+unmeasured bet for a bare product). A cached winner
 counts for a mode when it was found with at least that much search (``max`` entries
 serve every mode; ``quick`` entries serve all but ``max``).
 """
@@ -37,7 +39,7 @@ from tilefuse.errors import TilefuseError
 from . import benchmark
 from .benchmark import REASONS, BenchConfig, Outcome
 from .cache import WinnersCache, key_digest
-from .extern import EXTERN_PROVIDER, OPS, ExternChoice
+from .extern import EXTERN_PROVIDER, OPS, ExternChoice, vendor_epilogue_choice
 from .keys import cache_key_fields
 from .measure import Problem
 from .progress import Progress
@@ -254,6 +256,9 @@ class Autotuner:
         else:
             offered = _as_candidates(choices)
         extern = extern_candidate(op, epilogue)
+        vendor = vendor_epilogue_choice(op, inputs, layout, epilogue)
+        if vendor is not None:
+            offered = [Candidate(EXTERN_PROVIDER, extern.version, vendor), *offered]
         everything = [extern, *offered]
         labels = [c.label for c in everything]
         if len(set(labels)) != len(labels):
