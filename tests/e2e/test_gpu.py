@@ -68,7 +68,8 @@ def test_cross_entropy_forward_backward():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_gemm_with_epilogue(dtype):
     """The fused kernel rounds once, eager rounds ``a @ b`` before adding ``c``: compare
-    with a float32 reference, allowing one output-dtype ulp of the largest product."""
+    with a float32 reference, allowing one output-dtype ulp of the largest product
+    (and at least 1e-4 for float32's own summation-order differences)."""
     a, b, c = cuda(255, 1000, dtype=dtype), cuda(1000, 17, dtype=dtype), cuda(17, dtype=dtype)
 
     def fn(a, b, c):
@@ -78,7 +79,9 @@ def test_gemm_with_epilogue(dtype):
     product = a.float() @ b.float()
     expected = torch.relu(product + c.float()).to(dtype)
     ulp = torch.finfo(dtype).eps * product.abs().max().item()
-    torch.testing.assert_close(actual, expected, rtol=torch.finfo(dtype).eps, atol=ulp)
+    # float32: the summation order over k = 1000 differs from cuBLAS's; 1e-4 covers it.
+    atol = max(ulp, 1e-4)
+    torch.testing.assert_close(actual, expected, rtol=torch.finfo(dtype).eps, atol=atol)
     assert kernel_count(reports) == 1
 
 
