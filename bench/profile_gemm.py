@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from bench.profile_norms import run_marked
 from bench.workloads import gemm_bias_relu
 
 
@@ -31,14 +32,7 @@ def main() -> int:
     }
     for name, fn in runs.items():
         args = (a, b, bias) if name == "inductor" else ()
-        for _ in range(20):  # warm-up: clocks settle under sustained load
-            fn(*args)
-        torch.cuda.synchronize()
-        torch.cuda.nvtx.range_push(name)
-        for _ in range(3):
-            fn(*args)
-        torch.cuda.synchronize()
-        torch.cuda.nvtx.range_pop()
+        run_marked(name, fn, args, warmup=20, reps=3)  # 20 calls: clocks settle under load
     return 0
 
 

@@ -30,13 +30,20 @@ def main() -> int:
             torch._dynamo.reset()
             compiled = torch.compile(fn, backend=backend)
             with torch.no_grad():
-                compiled(*args)
-                torch.cuda.synchronize()
-                torch.cuda.nvtx.range_push(f"{name}/{backend}")
-                compiled(*args)
-                torch.cuda.synchronize()
-                torch.cuda.nvtx.range_pop()
+                run_marked(f"{name}/{backend}", compiled, args, warmup=1, reps=1)
     return 0
+
+
+def run_marked(name: str, fn, args: tuple, *, warmup: int, reps: int) -> None:
+    """``warmup`` unmarked calls, then ``reps`` calls inside the NVTX range ``name``."""
+    for _ in range(warmup):
+        fn(*args)
+    torch.cuda.synchronize()
+    torch.cuda.nvtx.range_push(name)
+    for _ in range(reps):
+        fn(*args)
+    torch.cuda.synchronize()
+    torch.cuda.nvtx.range_pop()
 
 
 if __name__ == "__main__":

@@ -10,17 +10,14 @@ concurrent writers in several processes never expose a partial file.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 
 from tilefuse import config
+from tilefuse.codegen import kernel_cache
 from tilefuse.codegen.kernel_cache import atomic_write
 from tilefuse.errors import CacheError
-
-_LOADED: dict[tuple[str, bool], ModuleType] = {}
 
 
 def source_digest(source: str) -> str:
@@ -53,21 +50,8 @@ def write_source(source: str, stem: str) -> Path:
 def load_module(source: str, stem: str) -> ModuleType:
     """Import the module whose text is ``source`` (writing it first); cached per process."""
     digest = source_digest(source)
-    # ``@triton.jit`` builds an interpreted function when TRITON_INTERPRET=1 at import time
-    key = (digest, os.environ.get("TRITON_INTERPRET", "") == "1")
-    module = _LOADED.get(key)
-    if module is not None:
-        return module
-    path = write_source(source, stem)
-    module_name = f"tilefuse_triton_gemm_{digest[:20]}" + ("_interpreted" if key[1] else "")
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    _LOADED[key] = module
-    return module
+    # ``@triton.jit`` builds an interpreted function when TRITON_INTERPRET=1 at import time,
+    # so the interpreted and compiled forms are distinct modules.
+    interpreted = os.environ.get("TRITON_INTERPRET", "") == "1"
+    module_name = f"tilefuse_triton_gemm_{digest[:20]}" + ("_interpreted" if interpreted else "")
+    return kernel_cache.load_module(write_source(source, stem), module_name)

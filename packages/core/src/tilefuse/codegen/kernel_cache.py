@@ -68,9 +68,10 @@ def store_source(kind: str, source: str, salt: str = "") -> Path:
     return path
 
 
-def load_module(path: Path) -> ModuleType:
-    """Import a cached module by path (once per process)."""
-    name = f"tilefuse_cache_{path.stem}"
+def load_module(path: Path, name: str | None = None) -> ModuleType:
+    """Import a cached module by path, as ``name`` (default: from the file name), once per
+    process and name."""
+    name = name or f"tilefuse_cache_{path.stem}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
