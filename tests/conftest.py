@@ -33,8 +33,22 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (run with -m gpu on the GPU machine)")
 
 
+# Test folders whose CPU tests compile CPU tensors, which only the Triton interpreter serves.
+INTERPRETER_DIRS = ("e2e", "backend_triton")
+
+
 def pytest_collection_modifyitems(config, items):
     if _cuda_available():
+        if os.environ.get("TRITON_INTERPRET") == "1":
+            return
+        skip = pytest.mark.skip(
+            reason="a CPU-tensor test: on a GPU machine Triton compiles for the GPU, so only "
+            "its interpreter serves CPU tensors; run these with TRITON_INTERPRET=1"
+        )
+        for item in items:
+            folder = item.path.parent.name
+            if "gpu" not in item.keywords and folder in INTERPRETER_DIRS:
+                item.add_marker(skip)
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run with -m gpu on the GPU machine)")
     for item in items:
