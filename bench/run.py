@@ -16,8 +16,10 @@ import importlib.metadata as md
 import json
 import platform
 import re
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,9 @@ from bench.timing import Timer  # noqa: E402
 
 SCHEMA_VERSION = 1
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+# Timing rounds per workload kind: GEMMs and the training step are power-limited, and their
+# columns drift by several % with when they run; rounds interleave them (see run_workload).
+DEFAULT_ROUNDS = {workloads.GEMM: 3, workloads.TRAINING: 3}
 ERROR_CHARS = 4000
 RESULT_KEYS = ("ms", "pct_of_floor", "compile_s", "kernels", "error")
 
@@ -65,6 +70,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="do not set TILEFUSE_STRICT=1 for tilefuse (default: a fallback to eager is an "
         "error, so eager's time is never reported as tilefuse's)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="timing rounds per workload, interleaved across columns (default: 3 for GEMM "
+        "and training workloads, 1 for memory-bound ones)",
     )
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     return p.parse_args(argv)
@@ -166,10 +179,13 @@ def measure_backend(
     reference: list[torch.Tensor],
     tol: checks.Tolerance,
     norm: bool,
+    keep: dict[str, Callable[[], Any]] | None = None,
 ) -> dict[str, Any]:
     """Compile (cold caches), check against ``reference``, time and count kernels.
 
     Never raises for a backend's failure: the error text goes in the result's ``error``.
+    When ``keep`` is given, a correctly measured step is stored there under the column's
+    name, for later interleaved rounds.
     """
     result = empty_result()
     ctx = backends.cold_caches(spec.env) if spec.compiles else contextlib.nullcontext()
@@ -193,6 +209,8 @@ def measure_backend(
             else:
                 result["ms"] = timer.median_ms(step, case.grad_leaves)
                 result["kernels"] = timer.count_kernels(step, case.grad_leaves)
+                if keep is not None:
+                    keep[spec.name] = step
             del step
     except Exception as exc:  # a backend's failure is a result, not the end of the suite
         result["error"] = _error_text(exc)
@@ -220,6 +238,33 @@ def _tilefuse_autotune_lines(after: int) -> list[str]:
     return [line for r in recent_reports() if r.graph_id > after for line in r.autotune]
 
 
+def rounds_for(kind: str, requested: int | None) -> int:
+    """Timing rounds for a workload kind: ``requested`` when given, else ``DEFAULT_ROUNDS``."""
+    return requested if requested else DEFAULT_ROUNDS.get(kind, 1)
+
+
+def interleave(
+    steps: dict[str, Callable[[], Any]],
+    timer: Timer,
+    case: workloads.Case,
+    rounds: int,
+    floor_probe: Callable[[], float] | None,
+) -> tuple[dict[str, list[float]], list[float]]:
+    """``rounds - 1`` more timings of every kept step, round-robin, so a drift in clocks or
+    power reaches every column alike; ``floor_probe`` (the GEMM floor's ms) joins each round.
+
+    Returns the extra times per column and the floor probe's times.
+    """
+    extra: dict[str, list[float]] = {name: [] for name in steps}
+    probes: list[float] = []
+    for _ in range(rounds - 1):
+        if floor_probe is not None:
+            probes.append(floor_probe())
+        for name, step in steps.items():
+            extra[name].append(timer.median_ms(step, case.grad_leaves))
+    return extra, probes
+
+
 def run_workload(
     workload: workloads.Workload,
     columns: list[BackendSpec],
@@ -227,8 +272,14 @@ def run_workload(
     timer: Timer,
     fl: floors.Floors,
     smoke: bool,
+    rounds: int | None = None,
 ) -> dict[str, Any]:
-    """All backend columns for one workload, as its JSON record."""
+    """All backend columns for one workload, as its JSON record.
+
+    Each column is compiled, checked and timed once; with more than one round (GEMM and
+    training workloads by default) every column is then timed again round-robin, the GEMM
+    floor re-measured in each round, and the median over rounds is reported.
+    """
     record: dict[str, Any] = {
         "name": workload.name,
         "kind": workload.kind,
@@ -247,12 +298,11 @@ def run_workload(
         return record
     record.update(shape=case.shape, dtype=str(case.dtype).removeprefix("torch."))
     record.update(bytes=case.bytes_moved, flops=case.flops)
-    record["floor_ms"] = 1e3 * floors.floor_seconds(
-        case.bytes_moved, case.flops, fl.copy_bytes_per_s, fl.mm_flops_per_s
-    )
     loosen = 3.0 if workload.kind == workloads.TRAINING else 1.0
     tol = checks.tolerance_for(case.dtype, loosen)
     norm = workload.kind != workloads.MEMORY
+    n_rounds = rounds_for(workload.kind, rounds)
+    kept: dict[str, Callable[[], Any]] | None = {} if n_rounds > 1 else None
     for spec in columns:
         if not spec.runs_on(workload.kind):
             continue
@@ -261,17 +311,39 @@ def run_workload(
             record["results"][spec.name] = {**empty_result(), "skipped": reason}
             continue
         _log(f"  {workload.name} / {spec.name} ...")
-        r = measure_backend(case, spec, timer, reference, tol, norm)
-        if r["ms"] is not None:
-            r["pct_of_floor"] = floors.pct_of_floor(
-                case.bytes_moved, case.flops, r["ms"], fl.copy_bytes_per_s, fl.mm_flops_per_s
-            )
-            _log(f"    {r['ms']:.4f} ms, {r['pct_of_floor']:.1f}% of floor")
+        r = measure_backend(case, spec, timer, reference, tol, norm, keep=kept)
+        if r["ms"] is None:
+            _log(f"    error: {(r['error'] or '').splitlines()[0][:200]}")
+        else:
+            _log(f"    {r['ms']:.4f} ms")
             for line in r.get("autotune") or []:
                 _log(f"    {line}")
-        else:
-            _log(f"    error: {(r['error'] or '').splitlines()[0][:200]}")
         record["results"][spec.name] = r
+    mm_rate = fl.mm_flops_per_s
+    if kept:
+        probe = None
+        if case.flops and not smoke:
+            probe = lambda: floors.measure_matmul(timer, floors.GPU_MM_SIZE)[1]  # noqa: E731
+        _log(f"  {n_rounds - 1} more round(s), interleaved: {', '.join(kept)}")
+        extra, probes = interleave(kept, timer, case, n_rounds, probe)
+        for name, times in extra.items():
+            r = record["results"][name]
+            r["ms_rounds"] = [r["ms"], *times]
+            r["ms"] = statistics.median(r["ms_rounds"])
+        if probes:
+            probes.append(fl.mm_ms)
+            mm_rate = 2 * floors.GPU_MM_SIZE**3 / (statistics.median(probes) / 1e3)
+            record["mm_floor_ms_rounds"] = probes
+        kept.clear()
+    record["floor_ms"] = 1e3 * floors.floor_seconds(
+        case.bytes_moved, case.flops, fl.copy_bytes_per_s, mm_rate
+    )
+    for name, r in record["results"].items():
+        if r.get("ms") is not None:
+            r["pct_of_floor"] = floors.pct_of_floor(
+                case.bytes_moved, case.flops, r["ms"], fl.copy_bytes_per_s, mm_rate
+            )
+            _log(f"  {name}: {r['ms']:.4f} ms, {r['pct_of_floor']:.1f}% of floor")
     status, why = verdict(workload.target, record["results"])
     record["verdict"] = {"status": status, "reason": why}
     del case, reference
@@ -309,7 +381,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     records = []
     for w in chosen:
         _log(f"{w.name}")
-        records.append(run_workload(w, columns, unusable, timer, fl, args.smoke))
+        records.append(run_workload(w, columns, unusable, timer, fl, args.smoke, args.rounds))
     return {
         "schema": SCHEMA_VERSION,
         "created": created.isoformat(timespec="seconds"),
@@ -321,6 +393,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             "tilefuse_strict": not args.allow_fallback,
             "backends": args.backends,
             "only": args.only,
+            "rounds": args.rounds,
         },
         "floors": fl.to_json(),
         "backends": {

@@ -436,3 +436,49 @@ def test_report_shows_errors_skips_and_verdicts():
     assert "layer_norm: OOM" in table
     assert "rms_norm: -: tilefuse skipped" in table
     assert "91.0" in table and "2.00" in table
+
+
+# ---- interleaved rounds -----------------------------------------------------------------
+
+
+def test_rounds_default_per_kind_and_override():
+    assert run.rounds_for(workloads.GEMM, None) == 3
+    assert run.rounds_for(workloads.TRAINING, None) == 3
+    assert run.rounds_for(workloads.MEMORY, None) == 1
+    assert run.rounds_for(workloads.MEMORY, 5) == 5
+
+
+def test_interleave_times_every_column_each_round_in_order():
+    calls: list[str] = []
+
+    class FakeTimer:
+        def median_ms(self, step, grad_to_none=None):
+            return step()
+
+    def column(name, ms):
+        def step():
+            calls.append(name)
+            return ms
+
+        return step
+
+    class FakeCase:
+        grad_leaves = ()
+
+    steps = {"a": column("a", 1.0), "b": column("b", 2.0)}
+    extra, probes = run.interleave(
+        steps, FakeTimer(), FakeCase(), 3, lambda: calls.append("mm") or 0.5
+    )
+    assert calls == ["mm", "a", "b", "mm", "a", "b"]
+    assert extra == {"a": [1.0, 1.0], "b": [2.0, 2.0]} and probes == [0.5, 0.5]
+
+
+def test_gemm_workload_reports_the_median_over_rounds(tmp_path):
+    data = run.run_suite(
+        run.parse_args(["--smoke", "--only", "gemm_bias_relu", "--backends", "eager",
+                        "--device", "cpu", "--rounds", "3", "--out", str(tmp_path)])
+    )  # fmt: skip
+    result = data["workloads"][0]["results"]["eager"]
+    assert len(result["ms_rounds"]) == 3
+    assert result["ms"] == sorted(result["ms_rounds"])[1]
+    assert data["mode"]["rounds"] == 3
