@@ -1,4 +1,4 @@
-"""The cuBLASLt fused bias + relu choice: offered exactly when it computes the problem."""
+"""The cuBLASLt fused bias (+ relu) choice: offered exactly when it computes the problem."""
 
 from __future__ import annotations
 
@@ -25,9 +25,11 @@ def _mm(steps, bias_shape=(32,), bias_dtype="bfloat16", device="cuda:0", out_dty
 BIAS = EpilogueStep("add_bias_n", operand=0)
 
 
-def test_offered_for_bias_then_relu():
-    inputs, layout, epilogue = _mm([BIAS, EpilogueStep("relu")])
-    assert isinstance(vendor_epilogue_choice("mm", inputs, layout, epilogue), VendorEpilogueChoice)
+@pytest.mark.parametrize("relu", [False, True])
+def test_offered_for_bias_then_optional_relu(relu):
+    inputs, layout, epilogue = _mm([BIAS, EpilogueStep("relu")] if relu else [BIAS])
+    choice = vendor_epilogue_choice("mm", inputs, layout, epilogue)
+    assert isinstance(choice, VendorEpilogueChoice) and choice.relu is relu
 
 
 @pytest.mark.parametrize(
@@ -35,7 +37,8 @@ def test_offered_for_bias_then_relu():
     [
         ({}, [BIAS, EpilogueStep("gelu_erf")]),
         ({}, [BIAS, EpilogueStep("gelu_tanh")]),
-        ({}, [BIAS]),
+        ({}, []),
+        ({}, [EpilogueStep("relu")]),
         ({}, [EpilogueStep("relu"), BIAS]),
         ({}, [BIAS, EpilogueStep("relu"), EpilogueStep("tanh")]),
         ({"bias_dtype": "float32"}, [BIAS, EpilogueStep("relu")]),
@@ -49,18 +52,30 @@ def test_not_offered_when_it_would_compute_something_else(kwargs, steps):
 
 
 @pytest.mark.parametrize("op", ["mm", "addmm"])
-def test_matches_the_reference(op):
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("contiguous_out", [True, False])
+def test_matches_the_reference(op, relu, contiguous_out):
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(17, 40, generator=gen), torch.randn(40, 24, generator=gen)
     bias = torch.randn(24, generator=gen)
-    choice = VendorEpilogueChoice(op)
+    choice = VendorEpilogueChoice(op, relu)
+    tail = (EpilogueStep("relu"),) if relu else ()
     if op == "mm":
-        epilogue = plugin.Epilogue((BIAS, EpilogueStep("relu")))
+        epilogue = plugin.Epilogue((BIAS, *tail))
         inputs = (a, b, bias)
     else:
-        epilogue = plugin.Epilogue((EpilogueStep("relu"),))
+        epilogue = plugin.Epilogue(tail)
         inputs = (bias, a, b)
-    out, expected = torch.empty(17, 24), torch.empty(17, 24)
+    out = torch.empty(17, 24) if contiguous_out else torch.empty(24, 17).t()
+    expected = torch.empty(17, 24)
     choice.run(*inputs, out=out)
     ExternChoice(op, epilogue).run(*inputs, out=expected)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_addmm_is_offered_only_with_relu():
+    inputs = (_spec((32,)), _spec((16, 8)), _spec((8, 32)))
+    layout = _spec((16, 32))
+    relu = Epilogue((EpilogueStep("relu"),))
+    assert vendor_epilogue_choice("addmm", inputs, layout, relu).relu is True
+    assert vendor_epilogue_choice("addmm", inputs, layout, Epilogue()) is None

@@ -1,5 +1,5 @@
 """The extern choices: eager PyTorch (always competes; the correctness reference) and the
-vendor library's own fused bias + relu epilogue, where the epilogue is exactly that."""
+vendor library's own fused bias (+ relu) epilogue, where the epilogue is exactly that."""
 
 from __future__ import annotations
 
@@ -53,17 +53,19 @@ class ExternChoice:
 
 
 class VendorEpilogueChoice:
-    """``relu(a @ b + bias)`` in one cuBLASLt call (``torch._addmm_activation``): the vendor
-    library's fused epilogue, no build step.
+    """``a @ b + bias`` (``torch.addmm``) or ``relu(a @ b + bias)``
+    (``torch._addmm_activation``) in one cuBLASLt call: the vendor library's fused bias
+    epilogue, accumulated in float32 and rounded once, with no build step.
 
     Offered by ``vendor_epilogue_choice`` only for a 2-D product whose epilogue is exactly
-    a row-broadcast bias of the output's dtype and then ``relu``. (Its GELU form is not
-    used: which GELU it computes depends on the device and on the cuBLASLt path taken.)
+    a row-broadcast bias of the output's dtype, optionally followed by ``relu``. (Its GELU
+    form is not used: which GELU it computes depends on the device and the path taken.)
     """
 
-    def __init__(self, op: str) -> None:
+    def __init__(self, op: str, relu: bool) -> None:
         self.op = op
-        self.name = "torch._addmm_activation[relu]"
+        self.relu = relu
+        self.name = "torch._addmm_activation[relu]" if relu else "torch.addmm[bias]"
 
     def compile(self) -> None:
         return None
@@ -75,10 +77,14 @@ class VendorEpilogueChoice:
             bias, a, b = inputs
         else:
             a, b, bias = inputs
-        out.copy_(torch._addmm_activation(bias, a, b))
+        fn = torch._addmm_activation if self.relu else torch.addmm
+        if out.is_contiguous():
+            fn(bias, a, b, out=out)  # written in place: no extra pass over the output
+        else:
+            out.copy_(fn(bias, a, b))
 
     def __repr__(self) -> str:
-        return f"VendorEpilogueChoice({self.op!r})"
+        return f"VendorEpilogueChoice({self.op!r}, relu={self.relu})"
 
 
 def vendor_epilogue_choice(
@@ -92,17 +98,23 @@ def vendor_epilogue_choice(
         return None
     if epilogue.out_dtype not in (None, layout.dtype):
         return None
-    steps = epilogue.steps
-    if op == "addmm" and len(steps) == 1:
-        bias, activation = inputs[0], steps[0]
-    elif op == "mm" and len(steps) == 2 and steps[0].kind == "add_bias_n":
-        if steps[0].operand is None:
-            return None
-        bias, activation = epilogue.operands[steps[0].operand], steps[1]
+    steps = list(epilogue.steps)
+    if op == "addmm":
+        bias = inputs[0]
+    elif op == "mm" and steps and steps[0].kind == "add_bias_n" and steps[0].operand is not None:
+        bias = epilogue.operands[steps.pop(0).operand]
     else:
         return None
-    if activation.kind != "relu" or len(bias.shape) != 1:
+    if not steps:
+        relu = False
+        if op == "addmm":
+            return None  # a bare addmm is the extern choice itself
+    elif len(steps) == 1 and steps[0].kind == "relu":
+        relu = True
+    else:
+        return None
+    if len(bias.shape) != 1:
         return None
     if bias.dtype != layout.dtype or any(t.dtype != layout.dtype for t in inputs[-2:]):
         return None
-    return VendorEpilogueChoice(op)
+    return VendorEpilogueChoice(op, relu)

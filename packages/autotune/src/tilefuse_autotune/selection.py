@@ -17,7 +17,7 @@ Modes (``TILEFUSE_AUTOTUNE`` unless passed):
     reproduce earlier tuning.
 
 The heuristic pick: with an epilogue to fuse, the first offered choice that is not
-``slow_build``: cuBLASLt's own bias + relu/gelu epilogue when the epilogue is exactly
+``slow_build``: cuBLASLt's own bias (+ relu) epilogue when the epilogue is exactly
 that (``extern.vendor_epilogue_choice``, offered first), else each provider's own pick
 in provider order; with no epilogue, extern (the vendor library is the better
 unmeasured bet for a bare product). A cached winner
