@@ -101,8 +101,11 @@ def vendor_epilogue_choice(
     steps = list(epilogue.steps)
     if op == "addmm":
         bias = inputs[0]
-    elif op == "mm" and steps and steps[0].kind == "add_bias_n" and steps[0].operand is not None:
-        bias = epilogue.operands[steps.pop(0).operand]
+    elif op == "mm" and steps and steps[0].kind == "add_bias_n":
+        operand = steps.pop(0).operand
+        if operand is None:
+            return None
+        bias = epilogue.operands[operand]
     else:
         return None
     if not steps:
