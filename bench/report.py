@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: make `import bench` work
 from bench.targets import Target, verdict  # noqa: E402
 
 COLUMNS = ("workload", "backend", "ms", "%floor", "compile_s", "kernels", "target", "verdict")
-WIDTHS = (24, 13, 10, 7, 10, 8, 23, 7)
+WIDTHS = (24, 13, 10, 7, 10, 8, 37, 7)
 
 
 def _num(value: float | None, fmt: str) -> str:
