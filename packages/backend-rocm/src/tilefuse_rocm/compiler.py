@@ -19,8 +19,8 @@ from typing import TypeVar
 
 from filelock import FileLock
 
-from tilefuse import config
-from tilefuse.errors import CacheError, ChoiceFailed
+from tilefuse.codegen.kernel_cache import cache_subdir
+from tilefuse.errors import ChoiceFailed
 
 from . import toolchain
 
@@ -30,16 +30,8 @@ T = TypeVar("T")
 
 
 def cache_root() -> Path:
-    """The ROCm kernel cache directory (created on demand)."""
-    root = config.cache_dir() / "rocm"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CacheError(
-            f"cannot create the ROCm kernel cache {root}: {exc}; set TILEFUSE_CACHE_DIR to a "
-            "writable directory"
-        ) from exc
-    return root
+    """The ROCm kernel cache directory (created on demand; ``CacheError`` if it cannot be)."""
+    return cache_subdir("rocm")
 
 
 def cache_key(source: str, arch: str, hipcc_version: str, flags: Sequence[str] = FLAGS) -> str:

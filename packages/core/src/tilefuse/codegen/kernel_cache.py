@@ -27,7 +27,8 @@ def content_hash(source: str, salt: str = "") -> str:
     return hashlib.sha256((salt + "\0" + source).encode()).hexdigest()
 
 
-def _root(kind: str) -> Path:
+def cache_subdir(kind: str) -> Path:
+    """``config.cache_dir() / kind``, created; ``CacheError`` naming the fix when it cannot be."""
     root = config.cache_dir() / kind
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,7 @@ def atomic_write(path: Path, text: str) -> None:
 def store_source(kind: str, source: str, salt: str = "") -> Path:
     """The cached file holding ``source`` (written if missing or corrupt)."""
     digest = content_hash(source, salt)
-    path = _root(kind) / digest[:2] / f"{digest}.py"
+    path = cache_subdir(kind) / digest[:2] / f"{digest}.py"
     header = f"# tilefuse {kind} {digest}\n"
     expected = header + source
     if path.exists() and path.read_text() == expected:
