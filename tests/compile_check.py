@@ -47,14 +47,23 @@ def kernel_count(reports: list[Any]) -> int:
     return sum(len(r.kernels) for r in reports)
 
 
-def check_grad(fn: Callable[..., Any], *inputs: torch.Tensor, dtype=None) -> list[Any]:
-    """Compare forward values and input gradients (of ``out.sum()``-like loss)."""
+def check_grad(
+    fn: Callable[..., Any],
+    *inputs: torch.Tensor,
+    dtype=None,
+    compiled_fn: Callable[..., Any] | None = None,
+) -> list[Any]:
+    """Compare forward values and input gradients (of ``out.sum()``-like loss).
+
+    ``compiled_fn`` (default ``fn``) is what gets compiled: a separate copy of a module, so
+    the eager and compiled runs accumulate into different parameters.
+    """
     eager_in = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
     comp_in = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
     expected = fn(*eager_in)
     seed = torch.randn_like(expected)
     (expected * seed).sum().backward()
-    actual, reports = compiled_reports(fn, *comp_in)
+    actual, reports = compiled_reports(compiled_fn or fn, *comp_in)
     (actual * seed).sum().backward()
     assert_same(actual, expected, dtype)
     for a, e in zip(comp_in, eager_in):

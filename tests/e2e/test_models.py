@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.compile_check import assert_same, compiled_reports
+from tests.compile_check import assert_same, check_grad
 
 BATCH, SEQ, DIM = 2, 8, 16
 
@@ -21,17 +21,7 @@ def check_module(model: nn.Module, *inputs: torch.Tensor, dtype=None) -> None:
     inputs that require them, every parameter's gradient, and every buffer afterwards."""
     eager = model
     comp = copy.deepcopy(model)
-    eager_in = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
-    comp_in = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
-    expected = eager(*eager_in)
-    seed = torch.randn_like(expected)
-    (expected * seed).sum().backward()
-    actual, _ = compiled_reports(comp, *comp_in)
-    (actual * seed).sum().backward()
-    assert_same(actual, expected, dtype)
-    for a, e in zip(comp_in, eager_in):
-        if e.requires_grad:
-            assert_same(a.grad, e.grad, dtype)
+    check_grad(eager, *inputs, dtype=dtype, compiled_fn=comp)
     params = list(zip(comp.named_parameters(), eager.named_parameters()))
     assert params, "model has no parameters"
     for (name, pc), (_, pe) in params:
