@@ -35,9 +35,11 @@ from bench.timing import Timer  # noqa: E402
 
 SCHEMA_VERSION = 1
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-# Timing rounds per workload kind: GEMMs and the training step are power-limited, and their
-# columns drift by several % with when they run; rounds interleave them (see run_workload).
-DEFAULT_ROUNDS = {workloads.GEMM: 3, workloads.TRAINING: 3}
+# Timing rounds per workload kind, interleaved across columns (see run_workload). GEMMs and the
+# training step are power-limited and drift by several % with when they run; memory-bound
+# rows differ from Inductor by under 1% (layer_norm, rms_norm) while one row's time moves
+# about 0.5% between runs, so they take the median of 3 rounds as well.
+DEFAULT_ROUNDS = {workloads.GEMM: 3, workloads.TRAINING: 3, workloads.MEMORY: 3}
 ERROR_CHARS = 4000
 RESULT_KEYS = ("ms", "pct_of_floor", "compile_s", "kernels", "error")
 
@@ -76,8 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="timing rounds per workload, interleaved across columns (default: 3 for GEMM "
-        "and training workloads, 1 for memory-bound ones)",
+        help="timing rounds per workload, interleaved across columns (default: 3)",
     )
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     return p.parse_args(argv)
@@ -276,9 +277,9 @@ def run_workload(
 ) -> dict[str, Any]:
     """All backend columns for one workload, as its JSON record.
 
-    Each column is compiled, checked and timed once; with more than one round (GEMM and
-    training workloads by default) every column is then timed again round-robin, the GEMM
-    floor re-measured in each round, and the median over rounds is reported.
+    Each column is compiled, checked and timed once; with more than one round (the default)
+    every column is then timed again round-robin, the GEMM floor re-measured in each round
+    of a workload with flops, and the median over rounds is reported.
     """
     record: dict[str, Any] = {
         "name": workload.name,

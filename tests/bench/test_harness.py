@@ -444,7 +444,7 @@ def test_report_shows_errors_skips_and_verdicts():
 def test_rounds_default_per_kind_and_override():
     assert run.rounds_for(workloads.GEMM, None) == 3
     assert run.rounds_for(workloads.TRAINING, None) == 3
-    assert run.rounds_for(workloads.MEMORY, None) == 1
+    assert run.rounds_for(workloads.MEMORY, None) == 3
     assert run.rounds_for(workloads.MEMORY, 5) == 5
 
 
