@@ -32,6 +32,8 @@ TL_DTYPES = {
     torch.float64: "tl.float64", torch.int64: "tl.int64", torch.int32: "tl.int32",
     torch.int16: "tl.int16", torch.int8: "tl.int8", torch.uint8: "tl.uint8", torch.bool: "tl.int1",
 }  # fmt: skip
+# Cache hint for loads every row of a reduction re-reads (see KernelWriter.load).
+REUSED_LOAD_HINT = ", eviction_policy='evict_last'"
 
 
 class IndexPrinter(StrPrinter):
@@ -203,8 +205,14 @@ class KernelWriter:
         if kind == SCALAR:
             load = f"tl.load({ptr} + ({text}))"
         else:
-            load = f"tl.load({ptr} + ({text}), {self.mask_for(kind == PER_XR)}, other=0)"
+            hint = REUSED_LOAD_HINT if self._reread_by_every_row(expr) else ""
+            load = f"tl.load({ptr} + ({text}), {self.mask_for(kind == PER_XR)}, other=0{hint})"
         return self.new_var(load, buf.dtype, kind)
+
+    def _reread_by_every_row(self, expr: Any) -> bool:
+        """True for a reduction's load indexed by ``r`` alone (a layer_norm weight, say):
+        every program reads the same elements, so they should stay in L2."""
+        return bool(self.group.reduction) and expr.free_symbols == {RSYM}
 
     indirect_vars: dict[str, Var]
 
