@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -12,12 +13,19 @@ from tilefuse.scheduler.group import FusedGroup
 
 from . import heuristics
 from .kernel_writer import render_group
+from .launcher import CubinLauncher
 
 MAX_KERNEL_NODES = 40
 
 
 class TritonKernel:
-    """A generated Triton kernel, launched as ``kernel(*tensors)`` on the current stream."""
+    """A generated Triton kernel, launched as ``kernel(*tensors)`` on the current stream.
+
+    On a CUDA GPU the first call compiles through Triton's JIT without launching, then
+    every call goes through a ``CubinLauncher`` (no per-call JIT dispatch, no C launcher
+    build); where that launcher cannot serve the kernel or a call's specialization
+    differs from the first's, Triton's own launch path runs it.
+    """
 
     def __init__(self, name: str, source: str, arg_names: list[str], group: FusedGroup,
                  config: dict[str, Any]) -> None:  # fmt: skip
@@ -30,6 +38,8 @@ class TritonKernel:
         self.grid = (heuristics.grid(group, config),)
         self.path = store_source("triton", source)
         self._fn: Any = None
+        self._launcher: CubinLauncher | None = None
+        self._tried_launcher = False
 
     def load(self) -> None:
         if self._fn is None:
@@ -38,13 +48,43 @@ class TritonKernel:
     def __call__(self, *args: Any) -> None:
         if self.grid[0] == 0:
             return
+        values = (*args, self.xnumel, self.rnumel, self.config["XBLOCK"], self.config["RBLOCK"])
+        launcher = self._launcher
+        if launcher is not None and launcher(self.grid, _raw_stream(args), values):
+            return
         if self._fn is None:
             self.load()
+        if not self._tried_launcher:
+            self._tried_launcher = True
+            if self._make_launcher(args, values):
+                return
         self._fn[self.grid](
             *args, self.xnumel, self.rnumel,
             XBLOCK=self.config["XBLOCK"], RBLOCK=self.config["RBLOCK"],
             num_warps=self.config["num_warps"],
         )  # fmt: skip
+
+    def _make_launcher(self, args: tuple[Any, ...], values: tuple[Any, ...]) -> bool:
+        """Compile without launching and launch through a ``CubinLauncher``; ``False`` when
+        this kernel is not one it can serve (the interpreter, a CPU tensor, ROCm...)."""
+        if os.environ.get("TRITON_INTERPRET", "") not in ("", "0") or not hasattr(
+            self._fn, "warmup"
+        ):
+            return False
+        if not args or getattr(args[0], "device", None) is None or args[0].device.type != "cuda":
+            return False
+        compiled = self._fn.warmup(
+            *args, self.xnumel, self.rnumel, grid=self.grid,
+            XBLOCK=self.config["XBLOCK"], RBLOCK=self.config["RBLOCK"],
+            num_warps=self.config["num_warps"],
+        )  # fmt: skip
+        self._launcher = CubinLauncher.create(compiled, values)
+        return self._launcher is not None and self._launcher(self.grid, _raw_stream(args), values)
+
+
+def _raw_stream(args: tuple[Any, ...]) -> int:
+    """The current CUDA stream's handle on the device of the first tensor argument."""
+    return torch.cuda.current_stream(args[0].device).cuda_stream
 
 
 class TritonScheduling:

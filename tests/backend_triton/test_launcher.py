@@ -1,0 +1,154 @@
+"""``CubinLauncher``: which kernels it takes, how it packs their parameters, and (on a GPU)
+that its launches compute what Triton's own launch path computes."""
+
+from __future__ import annotations
+
+import ctypes
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tilefuse_triton import launcher as L
+
+SIGNATURE = {
+    "in_ptr0": "*bf16",
+    "out_ptr0": "*fp32",
+    "xnumel": "i32",
+    "rnumel": "constexpr",  # an int equal to 1, specialized by Triton
+    "XBLOCK": "constexpr",
+}
+
+
+def compiled(signature=None, asm=None, **metadata):
+    meta = {"name": "k", "num_warps": 4, "shared": 0, "num_ctas": 1, **metadata}
+    return SimpleNamespace(
+        src=SimpleNamespace(signature=dict(signature or SIGNATURE)),
+        metadata=SimpleNamespace(**meta),
+        asm={"cubin": b"\0"} if asm is None else asm,
+    )
+
+
+class FakeDriver:
+    """Records driver calls; a launch's parameters are read back, during the call, as the
+    ctypes in ``decode``."""
+
+    decode = (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int32, ctypes.c_uint64)
+
+    def __init__(self):
+        self.launches = []
+
+    def cuModuleLoadData(self, module, image):
+        return 0
+
+    def cuModuleGetFunction(self, function, module, name):
+        return 0
+
+    def cuFuncSetAttribute(self, function, attribute, value):
+        self.attribute = (attribute, value)
+        return 0
+
+    def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+        values = [t.from_address(params[i]).value for i, t in enumerate(self.decode)]
+        self.launches.append(((gx, gy, gz), bx, shared, stream, values))
+        return 0
+
+
+@pytest.fixture
+def driver(monkeypatch):
+    fake = FakeDriver()
+    monkeypatch.setattr(L, "_driver", fake)
+    monkeypatch.setattr(L, "_launch_hooks_set", lambda: False)
+    return fake
+
+
+def test_param_types_drop_constexpr_and_specialized_arguments():
+    assert L.param_types(compiled()) == ["*bf16", "*fp32", "i32"]
+
+
+@pytest.mark.parametrize(
+    "kernel, reason",
+    [
+        (compiled(asm={"hsaco": b""}), "no cubin"),
+        (compiled(global_scratch_size=64), "global_scratch memory"),
+        (compiled(profile_scratch_size=8), "profile_scratch memory"),
+        (compiled(num_ctas=2), "clusters"),
+        (compiled(signature={"d": "nvTmaDesc"}), "argument type 'nvTmaDesc'"),
+    ],
+)
+def test_kernels_it_does_not_take_say_why(kernel, reason, monkeypatch):
+    monkeypatch.setattr(L, "_launch_hooks_set", lambda: False)
+    assert reason in L.unsupported_reason(kernel)
+    assert L.CubinLauncher.create(kernel, ()) is None
+
+
+def test_launch_hooks_keep_tritons_path(monkeypatch):
+    monkeypatch.setattr(L, "_launch_hooks_set", lambda: True)
+    assert "hooks" in L.unsupported_reason(compiled())
+
+
+def test_specialization_key_tracks_alignment_and_integer_classes():
+    base = torch.zeros(64)
+    aligned, shifted = base[:8], base[1:9]
+    assert L.specialization_key([aligned]) != L.specialization_key([shifted])
+    assert L.specialization_key([1]) != L.specialization_key([2])
+    assert L.specialization_key([16]) != L.specialization_key([17])
+    assert L.specialization_key([17]) == L.specialization_key([33])
+
+
+def test_parameters_are_packed_in_order_without_constexprs(driver):
+    x, out = torch.zeros(32, dtype=torch.bfloat16), torch.zeros(32)
+    values = (x, out, 32, 1, 128)
+    kernel = L.CubinLauncher.create(compiled(global_scratch_size=0), values)
+    assert kernel is not None
+    assert kernel((5,), 77, values) is True
+    grid, block, shared, stream, params = driver.launches[0]
+    assert (grid, block, shared, stream) == ((5, 1, 1), 128, 0, 77)
+    assert params == [x.data_ptr(), out.data_ptr(), 32, 0]  # 0: the global scratch pointer
+
+
+def test_a_call_with_other_specialization_is_refused(driver):
+    base = torch.zeros(64)
+    values = (base[:8], base[8:16], 8, 1, 8)
+    kernel = L.CubinLauncher.create(compiled(), values)
+    assert kernel((1,), 0, (base[1:9], base[8:16], 8, 1, 8)) is False
+    assert driver.launches == []
+
+
+def test_large_shared_memory_is_opted_in(driver):
+    L.CubinLauncher.create(compiled(shared=100_000), (torch.zeros(4), torch.zeros(4), 4, 1, 4))
+    assert driver.attribute == (L._CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 100_000)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("offset", [0, 1])
+def test_cubin_launch_matches_triton(offset):
+    """A real kernel: the cubin launch writes what Triton's launch writes; a view whose
+    alignment differs from the compiled one is refused, not launched wrongly."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def scale_add(x_ptr, y_ptr, out_ptr, n, alpha, BLOCK: tl.constexpr):
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        x = tl.load(x_ptr + i, m)
+        y = tl.load(y_ptr + i, m)
+        tl.store(out_ptr + i, x * alpha + y, m)
+
+    n = 1000 + offset
+    x = torch.randn(n + 1, device="cuda")[offset:]
+    y = torch.randn(n, device="cuda")
+    out, expected = torch.empty_like(y), torch.empty_like(y)
+    grid = (triton.cdiv(n, 256),)
+    scale_add[grid](x, y, expected, n, 0.5, BLOCK=256)
+    kernel = scale_add.warmup(x, y, out, n, 0.5, grid=grid, BLOCK=256)
+    launch = L.CubinLauncher.create(kernel, (x, y, out, n, 0.5, 256))
+    assert launch is not None, L.unsupported_reason(kernel)
+    stream = torch.cuda.current_stream().cuda_stream
+    assert launch(grid, stream, (x, y, out, n, 0.5, 256))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    other = torch.randn(n + 1, device="cuda")[1 - offset :]
+    assert launch(grid, stream, (other, y, out, n, 0.5, 256)) is False
