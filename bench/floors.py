@@ -8,6 +8,7 @@ time, so 100% means "as fast as this machine's copy or cuBLAS GEMM could possibl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -90,13 +91,19 @@ def measure_copy(timer: Timer, nbytes: int) -> tuple[float, float]:
     return 2 * nbytes / (ms / 1e3), ms
 
 
-def measure_matmul(timer: Timer, n: int, dtype: torch.dtype = MM_DTYPE) -> tuple[float, float]:
-    """``n x n x n`` matmul (cuBLAS on CUDA): (flops per second, median ms); flops = 2 n^3."""
+def matmul_probe(timer: Timer, n: int, dtype: torch.dtype = MM_DTYPE) -> Callable[[], float]:
+    """A reusable ``n x n x n`` matmul timing (cuBLAS on CUDA): each call returns its median
+    ms at that moment. The operands are made once, so a probe costs only its timing."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=timer.device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=timer.device, dtype=dtype)
     out = torch.empty(n, n, device=timer.device, dtype=dtype)
-    ms = timer.median_ms(lambda: torch.mm(a, b, out=out))
+    return lambda: timer.median_ms(lambda: torch.mm(a, b, out=out))
+
+
+def measure_matmul(timer: Timer, n: int, dtype: torch.dtype = MM_DTYPE) -> tuple[float, float]:
+    """``n x n x n`` matmul (cuBLAS on CUDA): (flops per second, median ms); flops = 2 n^3."""
+    ms = matmul_probe(timer, n, dtype)()
     return 2 * n**3 / (ms / 1e3), ms
 
 

@@ -250,20 +250,36 @@ def interleave(
     case: workloads.Case,
     rounds: int,
     floor_probe: Callable[[], float] | None,
-) -> tuple[dict[str, list[float]], list[float]]:
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """``rounds - 1`` more timings of every kept step, round-robin, so a drift in clocks or
-    power reaches every column alike; ``floor_probe`` (the GEMM floor's ms) joins each round.
+    power reaches every column alike. With ``floor_probe`` (the GEMM floor's ms), the probe
+    is timed right before each column's timing, so each time has a floor taken in the same
+    power state.
 
-    Returns the extra times per column and the floor probe's times.
+    Returns the extra times per column and, per column, the probe times paired with them.
     """
     extra: dict[str, list[float]] = {name: [] for name in steps}
-    probes: list[float] = []
+    probes: dict[str, list[float]] = {name: [] for name in steps} if floor_probe else {}
     for _ in range(rounds - 1):
-        if floor_probe is not None:
-            probes.append(floor_probe())
         for name, step in steps.items():
+            if floor_probe is not None:
+                probes[name].append(floor_probe())
             extra[name].append(timer.median_ms(step, case.grad_leaves))
     return extra, probes
+
+
+def paired_pct_of_floor(
+    case: workloads.Case, times: list[float], probes: list[float], copy_bytes_per_s: float
+) -> float:
+    """Median over rounds of % of floor, each round's time against the GEMM floor probed
+    just before it (``floors.GPU_MM_SIZE`` cubed)."""
+    flops = 2 * floors.GPU_MM_SIZE**3
+    return statistics.median(
+        floors.pct_of_floor(
+            case.bytes_moved, case.flops, ms, copy_bytes_per_s, flops / (probe / 1e3)
+        )
+        for ms, probe in zip(times, probes, strict=True)
+    )
 
 
 def run_workload(
@@ -278,8 +294,10 @@ def run_workload(
     """All backend columns for one workload, as its JSON record.
 
     Each column is compiled, checked and timed once; with more than one round (the default)
-    every column is then timed again round-robin, the GEMM floor re-measured in each round
-    of a workload with flops, and the median over rounds is reported.
+    every column is then timed again round-robin and the median over rounds is reported.
+    On a workload with flops, the GEMM floor is probed right before each of those timings
+    and the column's % of floor is the median over rounds of its time against that probe
+    (GEMMs are power-limited: their speed drifts by several % within one run).
     """
     record: dict[str, Any] = {
         "name": workload.name,
@@ -321,27 +339,30 @@ def run_workload(
                 _log(f"    {line}")
         record["results"][spec.name] = r
     mm_rate = fl.mm_flops_per_s
+    paired: dict[str, float] = {}
     if kept:
         probe = None
         if case.flops and not smoke:
-            probe = lambda: floors.measure_matmul(timer, floors.GPU_MM_SIZE)[1]  # noqa: E731
+            probe = floors.matmul_probe(timer, floors.GPU_MM_SIZE)
         _log(f"  {n_rounds - 1} more round(s), interleaved: {', '.join(kept)}")
         extra, probes = interleave(kept, timer, case, n_rounds, probe)
         for name, times in extra.items():
             r = record["results"][name]
             r["ms_rounds"] = [r["ms"], *times]
             r["ms"] = statistics.median(r["ms_rounds"])
-        if probes:
-            probes.append(fl.mm_ms)
-            mm_rate = 2 * floors.GPU_MM_SIZE**3 / (statistics.median(probes) / 1e3)
-            record["mm_floor_ms_rounds"] = probes
+            if name in probes:
+                r["floor_probe_ms_rounds"] = probes[name]
+                paired[name] = paired_pct_of_floor(case, times, probes[name], fl.copy_bytes_per_s)
+        all_probes = [p for ps in probes.values() for p in ps]
+        if all_probes:
+            mm_rate = 2 * floors.GPU_MM_SIZE**3 / (statistics.median(all_probes) / 1e3)
         kept.clear()
     record["floor_ms"] = 1e3 * floors.floor_seconds(
         case.bytes_moved, case.flops, fl.copy_bytes_per_s, mm_rate
     )
     for name, r in record["results"].items():
         if r.get("ms") is not None:
-            r["pct_of_floor"] = floors.pct_of_floor(
+            r["pct_of_floor"] = paired.get(name) or floors.pct_of_floor(
                 case.bytes_moved, case.flops, r["ms"], fl.copy_bytes_per_s, mm_rate
             )
             _log(f"  {name}: {r['ms']:.4f} ms, {r['pct_of_floor']:.1f}% of floor")

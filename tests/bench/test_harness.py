@@ -469,8 +469,17 @@ def test_interleave_times_every_column_each_round_in_order():
     extra, probes = run.interleave(
         steps, FakeTimer(), FakeCase(), 3, lambda: calls.append("mm") or 0.5
     )
-    assert calls == ["mm", "a", "b", "mm", "a", "b"]
-    assert extra == {"a": [1.0, 1.0], "b": [2.0, 2.0]} and probes == [0.5, 0.5]
+    assert calls == ["mm", "a", "mm", "b", "mm", "a", "mm", "b"]
+    assert extra == {"a": [1.0, 1.0], "b": [2.0, 2.0]}
+    assert probes == {"a": [0.5, 0.5], "b": [0.5, 0.5]}
+
+
+def test_paired_pct_of_floor_judges_each_round_against_its_own_probe():
+    case = workloads.Case(fn=None, args=(), bytes_moved=0, flops=2 * floors.GPU_MM_SIZE**3,
+                          dtype=torch.bfloat16, shape="")  # fmt: skip
+    # the floor drifts from 1.0 to 1.2 ms; the column is always 2% behind it
+    pct = run.paired_pct_of_floor(case, [1.02, 1.224, 1.122], [1.0, 1.2, 1.1], 3e12)
+    assert pct == pytest.approx(100 / 1.02)
 
 
 def test_gemm_workload_reports_the_median_over_rounds(tmp_path):
