@@ -49,7 +49,7 @@ class FakeDriver:
         return 0
 
     def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
-        values = [t.from_address(params[i]).value for i, t in enumerate(self.decode)]
+        values = [t.from_address(params[i]).value for i, t in enumerate(self.decode[: len(params)])]
         self.launches.append(((gx, gy, gz), bx, shared, stream, values))
         return 0
 
@@ -87,13 +87,22 @@ def test_launch_hooks_keep_tritons_path(monkeypatch):
     assert "hooks" in L.unsupported_reason(compiled())
 
 
-def test_specialization_key_tracks_alignment_and_integer_classes():
+@pytest.mark.parametrize(
+    "other",
+    [
+        lambda base: (base[1:9], base[8:16], 16, 1, 8),  # a tensor no longer 16-byte aligned
+        lambda base: (base[:8], base[8:16], 9, 1, 8),  # xnumel no longer divisible by 16...
+        lambda base: (base[:8], base[8:16], 1, 1, 8),  # ...or now equal to 1
+        lambda base: (base[:8], base[8:16], 16, 2, 8),  # the specialized 1 changed
+        lambda base: (base[:8], base[8:16], 16, 1, 16),  # another constexpr value
+    ],
+)
+def test_a_call_with_other_specialization_is_refused(driver, other):
     base = torch.zeros(64)
-    aligned, shifted = base[:8], base[1:9]
-    assert L.specialization_key([aligned]) != L.specialization_key([shifted])
-    assert L.specialization_key([1]) != L.specialization_key([2])
-    assert L.specialization_key([16]) != L.specialization_key([17])
-    assert L.specialization_key([17]) == L.specialization_key([33])
+    kernel = L.CubinLauncher.create(compiled(), (base[:8], base[8:16], 16, 1, 8))
+    assert kernel((1,), 0, other(base)) is False
+    assert driver.launches == []
+    assert kernel((1,), 0, (base[8:16], base[16:24], 32, 1, 8)) is True
 
 
 def test_parameters_are_packed_in_order_without_constexprs(driver):
@@ -105,14 +114,6 @@ def test_parameters_are_packed_in_order_without_constexprs(driver):
     grid, block, shared, stream, params = driver.launches[0]
     assert (grid, block, shared, stream) == ((5, 1, 1), 128, 0, 77)
     assert params == [x.data_ptr(), out.data_ptr(), 32, 0]  # 0: the global scratch pointer
-
-
-def test_a_call_with_other_specialization_is_refused(driver):
-    base = torch.zeros(64)
-    values = (base[:8], base[8:16], 8, 1, 8)
-    kernel = L.CubinLauncher.create(compiled(), values)
-    assert kernel((1,), 0, (base[1:9], base[8:16], 8, 1, 8)) is False
-    assert driver.launches == []
 
 
 def test_large_shared_memory_is_opted_in(driver):

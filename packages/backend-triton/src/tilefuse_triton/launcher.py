@@ -11,13 +11,15 @@ Contract: ``CubinLauncher.create(compiled)`` returns a launcher, or ``None`` wit
 hooks, clusters, an argument type it does not know); callers then keep Triton's launch
 path. ``launcher(grid, stream, values)`` takes every declared argument's value in declaration
 order (``tl.constexpr`` ones included); it launches only when the values have the
-specialization the cubin was compiled for (``specialization_key``), and returns
-``False`` without launching otherwise.
+specialization the cubin was compiled for (tensor device and 16-byte alignment, integer
+``== 1`` and divisibility by 16, constexpr values), and returns ``False`` without
+launching otherwise. Per call it only checks those and fills preallocated parameter slots.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -90,36 +92,43 @@ def unsupported_reason(compiled: Any) -> str | None:
     return None
 
 
-def specialization_key(values: Sequence[Any]) -> tuple[Any, ...]:
-    """What a cubin is tied to: each tensor's device and 16-byte alignment (which Triton
-    specializes on), and each integer's ``== 1`` and divisibility by 16 (likewise)."""
-    key: list[Any] = []
-    for v in values:
-        if hasattr(v, "data_ptr"):
-            key.append((v.device.index, v.data_ptr() % 16 == 0))
-        elif isinstance(v, bool) or not isinstance(v, int):
-            key.append(None)
-        else:
-            key.append((v == 1, v % 16 == 0))
-    return tuple(key)
+def _int_class(v: int) -> tuple[bool, bool]:
+    """What Triton specializes an integer on: ``== 1`` and divisibility by 16."""
+    return v == 1, v % 16 == 0
 
 
 class CubinLauncher:
-    """One compiled kernel, loaded into the current CUDA context."""
+    """One compiled kernel, loaded into the current CUDA context, tied to the
+    specialization of the call it was created for (tensor device and 16-byte alignment,
+    integer class, constexpr values)."""
 
-    def __init__(self, compiled: Any, key: tuple[Any, ...]) -> None:
+    def __init__(self, compiled: Any, values: Sequence[Any]) -> None:
         metadata = compiled.metadata
         self.name: str = metadata.name
         self.block = 32 * int(metadata.num_warps)
         self.shared = int(metadata.shared)
-        self.key = key
-        # (position among the declared arguments, ctypes constructor) of each parameter
-        self._ctors: list[tuple[int, Callable[[Any], Any]]] = [
-            (pos, ctypes.c_uint64 if t.startswith("*") else _SCALARS[t])
-            for pos, t in enumerate(compiled.src.signature.values())
-            if t != "constexpr"
-        ]
-        self._extra = sum(1 for f in _SCRATCH_FIELDS if hasattr(metadata, f))
+        types = list(compiled.src.signature.values())
+        if len(types) != len(values):
+            raise ValueError(f"{self.name}: {len(values)} values for {len(types)} arguments")
+        self._tensors: list[tuple[int, Any, int, bool]] = []  # pos, slot, device, aligned
+        self._scalars: list[tuple[int, Any, Any]] = []  # pos, slot, integer class or None
+        self._fixed: list[tuple[int, Any]] = []  # pos, value (constexpr: not a parameter)
+        slots: list[Any] = []
+        for pos, (t, v) in enumerate(zip(types, values)):
+            if t == "constexpr":
+                self._fixed.append((pos, v))
+                continue
+            slot = (ctypes.c_uint64 if t.startswith("*") else _SCALARS[t])()
+            slots.append(slot)
+            if t.startswith("*"):
+                self._tensors.append((pos, slot, v.get_device(), v.data_ptr() % 16 == 0))
+            else:
+                is_int = isinstance(v, int) and not isinstance(v, bool)
+                self._scalars.append((pos, slot, _int_class(v) if is_int else None))
+        slots += [ctypes.c_uint64(0) for f in _SCRATCH_FIELDS if hasattr(metadata, f)]
+        self._slots = slots  # keeps the storage the parameter array points at alive
+        self._params = (ctypes.c_void_p * len(slots))(*[ctypes.addressof(x) for x in slots])
+        self._lock = threading.Lock()  # the slots are shared by every call
         self._function = self._load(compiled.asm["cubin"])
 
     def _load(self, cubin: bytes) -> ctypes.c_void_p:
@@ -147,26 +156,32 @@ class CubinLauncher:
         if unsupported_reason(compiled) is not None:
             return None
         try:
-            return cls(compiled, specialization_key(values))
-        except (OSError, RuntimeError, KeyError, AttributeError):
+            return cls(compiled, values)
+        except (OSError, RuntimeError, ValueError, KeyError, AttributeError):
             return None
 
     def __call__(self, grid: Sequence[int], stream: int, values: Sequence[Any]) -> bool:
         """Launch on ``stream`` with ``values`` (every declared argument, in order);
         ``False`` (nothing launched) when their specialization differs."""
-        if specialization_key(values) != self.key:
-            return False
-        params = []
-        for pos, ctor in self._ctors:
-            v = values[pos]
-            params.append(ctor(v.data_ptr() if hasattr(v, "data_ptr") else v))
-        params += [ctypes.c_uint64(0)] * self._extra
-        pointers = (ctypes.c_void_p * len(params))(*[ctypes.addressof(p) for p in params])
-        gx, gy, gz = (*grid, 1, 1)[:3]
-        _check(
-            _cuda().cuLaunchKernel(
-                self._function, gx, gy, gz, self.block, 1, 1, self.shared, stream, pointers, None
-            ),
-            f"cuLaunchKernel({self.name})",
-        )
+        for pos, expected in self._fixed:
+            if values[pos] != expected:
+                return False
+        with self._lock:
+            for pos, slot, device, aligned in self._tensors:
+                v = values[pos]
+                ptr = v.data_ptr()
+                if (ptr % 16 == 0) != aligned or v.get_device() != device:
+                    return False
+                slot.value = ptr
+            for pos, slot, int_class in self._scalars:
+                v = values[pos]
+                if int_class is not None and _int_class(v) != int_class:
+                    return False
+                slot.value = v
+            gx, gy, gz = (*grid, 1, 1)[:3]
+            status = _cuda().cuLaunchKernel(
+                self._function, gx, gy, gz, self.block, 1, 1, self.shared, stream,
+                self._params, None,
+            )  # fmt: skip
+        _check(status, f"cuLaunchKernel({self.name})")
         return True

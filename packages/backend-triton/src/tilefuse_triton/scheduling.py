@@ -84,7 +84,15 @@ class TritonKernel:
 
 def _raw_stream(args: tuple[Any, ...]) -> int:
     """The current CUDA stream's handle on the device of the first tensor argument."""
-    return torch.cuda.current_stream(args[0].device).cuda_stream
+    return _current_raw_stream(args[0].get_device())
+
+
+try:  # what Triton's own CUDA driver uses: no Stream object per call
+    from torch._C import _cuda_getCurrentRawStream as _current_raw_stream
+except ImportError:  # a torch without CUDA support: only the interpreter runs there
+
+    def _current_raw_stream(device: int) -> int:
+        return torch.cuda.current_stream(device).cuda_stream
 
 
 class TritonScheduling:
