@@ -180,10 +180,13 @@ class KernelWriter:
             self.emit(f"{name} = {bound_check}")
 
     def mask_for(self, per_r: bool) -> str:
-        base = ("xmask & rmask" if per_r else "xmask") if self.two_d else "xmask"
-        if self.masks:
-            return " & ".join([base] + [f"({m})" for m in self.masks])
-        return base
+        """The mask of a load or store; empty when it is known all-true (no mask at all
+        is what Inductor emits there, and leaves Triton nothing to fold)."""
+        per_r = per_r and self.two_d
+        base = "xmask & rmask" if per_r else "xmask"
+        true = self.xnumel_divides and (self.rnumel_divides or not per_r)
+        parts = ([] if true else [base]) + [f"({m})" for m in self.masks]
+        return " & ".join(parts)
 
     # -- ops handler (called by IR bodies) -------------------------------------------
     def load(self, name: str, index: Any) -> Var:
@@ -206,7 +209,9 @@ class KernelWriter:
             load = f"tl.load({ptr} + ({text}))"
         else:
             hint = REUSED_LOAD_HINT if self._reread_by_every_row(expr) else ""
-            load = f"tl.load({ptr} + ({text}), {self.mask_for(kind == PER_XR)}, other=0{hint})"
+            mask = self.mask_for(kind == PER_XR)
+            masked = f", {mask}, other=0" if mask else ""
+            load = f"tl.load({ptr} + ({text}){masked}{hint})"
         return self.new_var(load, buf.dtype, kind)
 
     def _reread_by_every_row(self, expr: Any) -> bool:
@@ -328,7 +333,8 @@ class KernelWriter:
         if value.dtype != buf.dtype:
             value = self.to_dtype(value, buf.dtype)
         text = self.shaped(value, PER_XR if per_r else PER_X)
-        self.emit(f"tl.store({ptr} + ({index}), {text}, {self.mask_for(per_r)})")
+        mask = self.mask_for(per_r)
+        self.emit(f"tl.store({ptr} + ({index}), {text}{', ' + mask if mask else ''})")
 
     # -- reductions ------------------------------------------------------------------
     def eval_reduction_input(self, name: str) -> Var:
