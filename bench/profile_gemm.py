@@ -52,12 +52,10 @@ def template_runs(
     inputs = (spec(a), spec(b), *(spec(t) for t in operands))
     runs: dict[str, Callable[[], None]] = {}
     for c in candidates_for("mm", inputs, spec(out), ep):
-        first_of_provider = not any(k.startswith(c.provider + ":") for k in runs)
-        if (c.choice.name in names) if names else first_of_provider:
+        key = c.choice.name if names else f"{c.provider}_fused"
+        if (c.choice.name in names) if names else key not in runs:
             c.choice.compile()
-            runs[f"{c.provider}:{c.choice.name}"] = lambda ch=c.choice: ch.run(
-                a, b, *operands, out=out
-            )
+            runs[key] = lambda ch=c.choice: ch.run(a, b, *operands, out=out)
     return runs
 
 
