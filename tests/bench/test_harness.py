@@ -141,6 +141,17 @@ def test_verdict_judges_compile_time_against_inductor():
     assert status == targets.MISS and "compile 2.01 s > 2x 1.00 s" in reason
 
 
+def test_verdict_names_every_missed_part():
+    results = {
+        "inductor": _res(1.0, 90.0, compile_s=1.0),
+        "tilefuse": _res(1.1, 80.0, compile_s=3.0),
+    }
+    status, reason = targets.verdict(MEM, results)
+    assert status == targets.MISS
+    assert "80.0% of floor < 90%" in reason and "slower than inductor" in reason
+    assert "compile 3.00 s > 2x 1.00 s" in reason
+
+
 def test_gemm_verdict_judges_the_autotuned_row():
     gemm = targets.Target(97.0, "inductor_max", row="tilefuse_max")
     results = {
