@@ -173,7 +173,8 @@ class KernelWriter:
 
     def emit_mask(self, name: str, bound_check: str, always_true: bool, shape: str) -> None:
         """Define mask ``name``: a constant all-true mask when the block size divides the
-        extent (Triton folds it away, so loads and stores are unmasked and vectorize)."""
+        extent (reductions' ``tl.where`` still names it; loads and stores then take no mask
+        at all, see ``mask_for``)."""
         if always_true:
             self.emit(f"{name} = tl.full({shape}, 1, tl.int1)")
         else:

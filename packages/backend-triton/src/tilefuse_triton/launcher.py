@@ -6,7 +6,7 @@ each argument signature is seen (about 0.23 s per signature on an H100 host: mos
 one-kernel graph's cold compile). ``CubinLauncher`` loads the cubin once and calls
 ``cuLaunchKernel`` directly.
 
-Contract: ``CubinLauncher.create(compiled)`` returns a launcher, or ``None`` with
+Contract: ``CubinLauncher.create(compiled, values)`` returns a launcher, or ``None`` with
 ``unsupported_reason(compiled)`` saying why (not a CUDA cubin, scratch memory, launch
 hooks, clusters, an argument type it does not know); callers then keep Triton's launch
 path. ``launcher(grid, stream, values)`` takes every declared argument's value in declaration
