@@ -18,6 +18,7 @@ from bench.timing import Timer
 
 GPU_COPY_BYTES = 1 << 30  # 1 GiB tensor: large enough that L2 plays no part
 GPU_MM_SIZE = 8192
+GPU_MM_FLOPS = 2 * GPU_MM_SIZE**3  # of one floor probe
 SMOKE_COPY_BYTES = 16 << 20
 SMOKE_MM_SIZE = 256
 MM_DTYPE = torch.bfloat16

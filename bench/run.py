@@ -273,10 +273,9 @@ def paired_pct_of_floor(
 ) -> float:
     """Median over rounds of % of floor, each round's time against the GEMM floor probed
     just before it (``floors.GPU_MM_SIZE`` cubed)."""
-    flops = 2 * floors.GPU_MM_SIZE**3
     return statistics.median(
         floors.pct_of_floor(
-            case.bytes_moved, case.flops, ms, copy_bytes_per_s, flops / (probe / 1e3)
+            case.bytes_moved, case.flops, ms, copy_bytes_per_s, floors.GPU_MM_FLOPS / (probe / 1e3)
         )
         for ms, probe in zip(times, probes, strict=True)
     )
@@ -355,7 +354,7 @@ def run_workload(
                 paired[name] = paired_pct_of_floor(case, times, probes[name], fl.copy_bytes_per_s)
         all_probes = [p for ps in probes.values() for p in ps]
         if all_probes:
-            mm_rate = 2 * floors.GPU_MM_SIZE**3 / (statistics.median(all_probes) / 1e3)
+            mm_rate = floors.GPU_MM_FLOPS / (statistics.median(all_probes) / 1e3)
         kept.clear()
     record["floor_ms"] = 1e3 * floors.floor_seconds(
         case.bytes_moved, case.flops, fl.copy_bytes_per_s, mm_rate
