@@ -22,7 +22,7 @@ PACKAGES = (
     "packages/backend-rocm",
     "packages/autotune",
 )
-TEST_TOOLS = ("pytest", "numpy")
+TEST_TOOLS = ("pytest", "numpy", "hypothesis")
 # CUTLASS C++ headers for backend-cuda's nvcc compile tests. --no-deps: its Python
 # dependencies (cuda-python, scipy, ...) are not needed for the headers.
 CUTLASS = "nvidia-cutlass==4.2.0.0"
