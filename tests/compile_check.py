@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+import tilefuse
+
 TOLERANCE = {
     torch.float32: (1e-4, 1e-4),
     torch.float16: (2e-2, 2e-2),
@@ -21,12 +23,21 @@ def compiled_reports(fn: Callable[..., Any], *inputs: Any) -> tuple[Any, list[An
 
     os.environ["TILEFUSE_STRICT"] = "1"
     torch._dynamo.reset()
+    tilefuse.reset()
     seen = {r.graph_id for r in recent_reports()}
     try:
         out = torch.compile(fn, backend="tilefuse", fullgraph=False)(*inputs)
     finally:
         os.environ.pop("TILEFUSE_STRICT", None)
+    assert_compiled()
     return out, [r for r in recent_reports() if r.graph_id not in seen]
+
+
+def assert_compiled(graphs: int = 1) -> None:
+    """At least ``graphs`` graphs compiled since ``tilefuse.reset()``, and none ran eagerly."""
+    stats = tilefuse.stats()
+    assert stats["graphs_fallen_back"] == 0, f"a graph fell back to eager: {stats}"
+    assert stats["graphs_compiled"] >= graphs, f"expected {graphs} compiled graph(s): {stats}"
 
 
 def assert_same(actual: Any, expected: Any, dtype: torch.dtype | None = None) -> None:
@@ -65,6 +76,7 @@ def check_grad(
     (expected * seed).sum().backward()
     actual, reports = compiled_reports(compiled_fn or fn, *comp_in)
     (actual * seed).sum().backward()
+    assert_compiled(graphs=2)  # the forward and the backward
     assert_same(actual, expected, dtype)
     for a, e in zip(comp_in, eager_in):
         if e.requires_grad:

@@ -28,8 +28,10 @@ class TritonKernel:
     """
 
     def __init__(self, name: str, source: str, arg_names: list[str], group: FusedGroup,
-                 config: dict[str, Any]) -> None:  # fmt: skip
+                 config: dict[str, Any], arg_dtypes: list[torch.dtype]) -> None:  # fmt: skip
         self.name = name
+        self.arg_dtypes = arg_dtypes
+        self.device = torch.device(group.device)
         self.source = source
         self.arg_names = arg_names
         self.config = config
@@ -44,6 +46,26 @@ class TritonKernel:
     def load(self) -> None:
         if self._fn is None:
             self._fn = getattr(load_module(self.path), self.name)
+
+    def build(self) -> None:
+        """Compile now, for the specialization a call with fresh (aligned) buffers has;
+        raises what Triton raises when the kernel cannot be built. Under the interpreter
+        (or on a CPU tensor) there is nothing to compile: only the module is loaded."""
+        self.load()
+        if _interpreted() or self.device.type != "cuda" or self.grid[0] == 0:
+            return
+        args = tuple(torch.empty(1, dtype=d, device=self.device) for d in self.arg_dtypes)
+        values = (*args, self.xnumel, self.rnumel, self.config["XBLOCK"], self.config["RBLOCK"])
+        compiled = self._warmup(args)
+        self._tried_launcher = True
+        self._launcher = CubinLauncher.create(compiled, values)
+
+    def _warmup(self, args: tuple[Any, ...]) -> Any:
+        return self._fn.warmup(
+            *args, self.xnumel, self.rnumel, grid=self.grid,
+            XBLOCK=self.config["XBLOCK"], RBLOCK=self.config["RBLOCK"],
+            num_warps=self.config["num_warps"],
+        )  # fmt: skip
 
     def __call__(self, *args: Any) -> None:
         if self.grid[0] == 0:
@@ -67,19 +89,18 @@ class TritonKernel:
     def _make_launcher(self, args: tuple[Any, ...], values: tuple[Any, ...]) -> bool:
         """Compile without launching and launch through a ``CubinLauncher``; ``False`` when
         this kernel is not one it can serve (the interpreter, a CPU tensor, ROCm...)."""
-        if os.environ.get("TRITON_INTERPRET", "") not in ("", "0") or not hasattr(
-            self._fn, "warmup"
-        ):
+        if _interpreted() or not hasattr(self._fn, "warmup"):
             return False
         if not args or getattr(args[0], "device", None) is None or args[0].device.type != "cuda":
             return False
-        compiled = self._fn.warmup(
-            *args, self.xnumel, self.rnumel, grid=self.grid,
-            XBLOCK=self.config["XBLOCK"], RBLOCK=self.config["RBLOCK"],
-            num_warps=self.config["num_warps"],
-        )  # fmt: skip
+        compiled = self._warmup(args)
         self._launcher = CubinLauncher.create(compiled, values)
         return self._launcher is not None and self._launcher(self.grid, _raw_stream(args), values)
+
+
+def _interpreted() -> bool:
+    """Whether Triton runs kernels through its interpreter (``TRITON_INTERPRET``)."""
+    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
 
 
 def _raw_stream(args: tuple[Any, ...]) -> int:
@@ -124,7 +145,8 @@ class TritonScheduling:
             if override:
                 config.update(override)
         source, args = render_group(group, self.buffers, name, config)
-        return TritonKernel(name, source, args, group, config)
+        dtypes = [self.buffers[a].layout.dtype for a in args]
+        return TritonKernel(name, source, args, group, config, dtypes)
 
     def codegen_template(self, template: Any, epilogue: Any) -> TritonKernel:
         raise NotImplementedError("GEMM templates are selected through tilefuse-autotune")

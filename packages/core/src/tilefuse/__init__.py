@@ -1,6 +1,7 @@
 """tilefuse: a fusing compiler for PyTorch, used as ``torch.compile(fn, backend="tilefuse")``.
 
-Public API: ``explain(fn, *inputs)`` and the plugin types in ``tilefuse.plugin``.
+Public API: ``explain(fn, *inputs)``, ``stats()``, ``reset()`` and the plugin types in
+``tilefuse.plugin``.
 """
 
 from __future__ import annotations
@@ -17,4 +18,28 @@ def explain(fn: Any, *inputs: Any) -> str:
     return _explain(fn, *inputs)
 
 
-__all__ = ["__version__", "explain"]
+def stats() -> dict[str, int]:
+    """Counters of this process since start or the last ``reset()``.
+
+    Always holds ``graphs_compiled``, ``graphs_fallen_back``, ``kernels_compiled``,
+    ``externs`` and ``templates``; other counters appear once something bumps them.
+    """
+    from .counters import stats as _stats
+
+    return _stats()
+
+
+def reset() -> None:
+    """Zero ``stats()`` and forget which warnings were already shown.
+
+    Compiled graphs are kept by ``torch.compile``; call ``torch._dynamo.reset()`` too
+    to recompile.
+    """
+    from .counters import reset as _reset_counters
+    from .frontend.dynamo_backend import forget_warnings
+
+    _reset_counters()
+    forget_warnings()
+
+
+__all__ = ["__version__", "explain", "reset", "stats"]

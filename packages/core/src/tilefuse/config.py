@@ -6,14 +6,56 @@
 | ``TILEFUSE_POLICY`` | name of the scheduling policy plugin to activate |
 | ``TILEFUSE_DEBUG_DIR`` | write IR, schedule, kernels and wrapper there |
 | ``TILEFUSE_CACHE_DIR`` | kernel and autotune cache root (default ``~/.cache/tilefuse``) |
-| ``TILEFUSE_STRICT`` | ``1``: raise instead of falling back to eager |
+| ``TILEFUSE_STRICT`` | ``1``/``true``/``yes``/``on``: raise instead of falling back to eager |
 | ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``quick``, ``max`` or ``replay`` |
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+# Settings given to one compile through ``torch.compile(..., options=...)`` or ``mode=``;
+# they take precedence over the environment while that graph (and its backward) compiles.
+_overrides: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "tilefuse_overrides", default=MappingProxyType({})
+)
+
+
+@contextlib.contextmanager
+def overrides(settings: Mapping[str, Any]) -> Iterator[None]:
+    """Apply per-compile ``settings`` (keys: ``strict``, ``debug_dir``, ``autotune``)."""
+    token = _overrides.set({**_overrides.get(), **settings})
+    try:
+        yield
+    finally:
+        _overrides.reset(token)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def env_flag(var: str) -> bool:
+    """A boolean environment setting: 1/true/yes/on or 0/false/no/off (any case).
+
+    Anything else raises ``TilefuseError`` naming the variable and the accepted values.
+    """
+    raw = os.environ.get(var, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    from .errors import TilefuseError
+
+    raise TilefuseError(
+        f"{var}={os.environ[var]!r} is not a boolean; use one of 1/true/yes/on or 0/false/no/off"
+    )
 
 
 def _names(var: str) -> tuple[str, ...]:
@@ -33,7 +75,7 @@ def requested_policy() -> str | None:
 
 
 def debug_dir() -> Path | None:
-    raw = os.environ.get("TILEFUSE_DEBUG_DIR", "").strip()
+    raw = str(_overrides.get().get("debug_dir") or os.environ.get("TILEFUSE_DEBUG_DIR", "")).strip()
     return Path(raw) if raw else None
 
 
@@ -46,14 +88,19 @@ def cache_dir() -> Path:
 
 
 def strict() -> bool:
-    return os.environ.get("TILEFUSE_STRICT", "").strip() in ("1", "true", "yes")
+    """Raise instead of falling back to eager (``TILEFUSE_STRICT`` or option ``strict``)."""
+    override = _overrides.get().get("strict")
+    if override is not None:
+        return bool(override)
+    return env_flag("TILEFUSE_STRICT")
 
 
 AUTOTUNE_MODES = ("off", "default", "quick", "max", "replay")
 
 
 def autotune_mode() -> str:
-    mode = os.environ.get("TILEFUSE_AUTOTUNE", "default").strip() or "default"
+    mode = _overrides.get().get("autotune") or os.environ.get("TILEFUSE_AUTOTUNE", "default")
+    mode = mode.strip() or "default"
     if mode not in AUTOTUNE_MODES:
         from .errors import TilefuseError
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,9 @@ from typing import Any
 import torch
 import torch.fx
 
-from .. import config, plugin
-from ..backend_selection import active_policy, candidate_backends, load_backend, owner
+from .. import config, counters, plugin
+from ..backend_selection import active_policy, load_owner, loaded_backends
+from ..errors import CompileError
 from ..frontend import lowerings  # noqa: F401  (registers every lowering)
 from ..frontend.lowering import GraphLowering
 from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep, schedule_graph
@@ -101,8 +104,7 @@ class _Schedulings:
     def for_device(self, device: torch.device) -> tuple[str, Any]:
         key = str(device)
         if key not in self.by_device:
-            backend = owner(device.type, plugin.CAP_POINTWISE)
-            factory = load_backend(backend)
+            backend, factory = load_owner(device.type, plugin.CAP_POINTWISE)
             context = plugin.CompileContext(
                 device=key,
                 policy=self.policy,
@@ -116,12 +118,10 @@ class _Schedulings:
         key = f"template:{device}"
         if key not in self.by_device:
             owners = []
-            for backend in candidate_backends(device.type):
-                if plugin.CAP_TEMPLATE_GEMM in backend.info.capabilities:
-                    factory = load_backend(backend)
-                    context = plugin.CompileContext(device=str(device), policy=self.policy,
-                                                    options={"buffers": self.buffers})  # fmt: skip
-                    owners.append((backend.info.name, factory(context)))
+            for backend, factory in loaded_backends(device.type, plugin.CAP_TEMPLATE_GEMM):
+                context = plugin.CompileContext(device=str(device), policy=self.policy,
+                                                options={"buffers": self.buffers})  # fmt: skip
+                owners.append((backend.info.name, factory(context)))
             self.by_device[key] = owners  # type: ignore[assignment]
         return self.by_device[key]  # type: ignore[return-value]
 
@@ -200,9 +200,54 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
     wrapper = write_wrapper(schedule, kernels)
     report.wrapper = wrapper.source
     _write_debug(graph_id, gm, schedule, report)
+    build_kernels(list(kernels.values()), origins_of=_origins_by_kernel(report))
     _reports.append(report)
     del _reports[:-64]
+    counters.bump("kernels_compiled", len(report.kernels))
+    counters.bump("externs", sum(isinstance(s, ExternStep) for s in schedule.steps))
+    counters.bump("templates", sum(isinstance(s, TemplateStep) for s in schedule.steps))
     return CompiledGraph(wrapper.build(), report)
+
+
+def _origins_by_kernel(report: GraphReport) -> dict[str, list[str]]:
+    return {k.name: k.origins for k in report.kernels}
+
+
+def build_kernels(kernels: Sequence[Any], origins_of: dict[str, list[str]]) -> None:
+    """Build every kernel that has a ``build()`` now, in a thread pool sized to the machine.
+
+    Raises ``CompileError`` naming the first failing kernel, the aten ops it came from and
+    the error, so that the caller runs the graph eagerly (or raises under strict mode).
+    """
+    buildable = [k for k in kernels if callable(getattr(k, "build", None))]
+    if not buildable:
+        return
+    workers = max(1, min(len(buildable), os.cpu_count() or 1, 16))
+    if workers == 1:
+        results = [_try_build(k) for k in buildable]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="tilefuse-build") as pool:
+            results = list(pool.map(_try_build, buildable))
+    for kernel, error in zip(buildable, results):
+        if error is not None:
+            ops = ", ".join(origins_of.get(kernel.name, [])) or "unknown ops"
+            raise CompileError(
+                f"kernel {kernel.name} (from aten {ops}) failed to build: "
+                f"{type(error).__name__}: {_first_line(error)}"
+            ) from error
+
+
+def _try_build(kernel: Any) -> BaseException | None:
+    try:
+        kernel.build()
+    except Exception as exc:  # reported by the caller with the kernel's origins
+        return exc
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _write_debug(

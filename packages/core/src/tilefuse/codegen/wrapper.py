@@ -27,8 +27,15 @@ class WrapperModule:
         return self.namespace["call"]
 
 
-def _ensure_layout(t: torch.Tensor, size: tuple, stride: tuple) -> torch.Tensor:
-    """Extern results must match the layout kernels were generated for."""
+def _ensure_layout(t: torch.Tensor | None, size: tuple, stride: tuple) -> torch.Tensor | None:
+    """Extern results must match the layout kernels were generated for.
+
+    ``None`` passes through: an op may return no tensor where its meta function gave
+    one (the unused outputs of the flash-attention kernels on CUDA, say); only
+    another extern can consume such an output, and it gets ``None`` as eager would.
+    """
+    if t is None:
+        return None
     if tuple(t.shape) == size and (t.numel() <= 1 or tuple(t.stride()) == stride):
         return t
     out = torch.empty_strided(size, stride, dtype=t.dtype, device=t.device)

@@ -2,26 +2,28 @@
 
 Flow: check that every device has a backend (else run eagerly, one warning);
 AOTAutograd with tilefuse's decomposition table splits forward and backward;
-each half is compiled by ``tilefuse.codegen.compile_graph``. A graph that cannot
-be compiled runs eagerly with one warning naming the error, never a crash
-(``TILEFUSE_STRICT=1`` raises instead). Graphs with symbolic sizes are
-specialized: compiled once per distinct concrete input signature.
+each half is compiled by ``tilefuse.codegen.compile_graph``, which also builds every
+kernel. A graph that cannot be compiled, or whose compiled form fails on its first
+call, runs eagerly from then on with one warning naming the error, never a crash
+(``TILEFUSE_STRICT=1`` or ``options={"strict": True}`` raises instead). Graphs with
+symbolic sizes are specialized: compiled once per distinct concrete input signature.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
 
-from .. import config, plugin
+from .. import config, counters, plugin
 from ..backend_selection import owner
 from ..errors import NoBackendError, TilefuseError
+from . import compile_options
 from .decompositions import decomposition_table
 
 log = logging.getLogger("tilefuse")
@@ -34,6 +36,17 @@ def _warn_once(message: str) -> None:
         log.warning("tilefuse: %s", message)
 
 
+def forget_warnings() -> None:
+    """Let every once-only warning show again (``tilefuse.reset()``)."""
+    _warned.clear()
+
+
+def _describe(exc: BaseException) -> str:
+    kind = "" if isinstance(exc, TilefuseError) else f"{type(exc).__name__}: "
+    text = str(exc).strip()
+    return kind + (text.splitlines()[0] if text else "")
+
+
 def graph_device_types(example_inputs: Sequence[Any]) -> list[str]:
     """Device types of the tensor inputs, in first-seen order."""
     seen: list[str] = []
@@ -43,20 +56,68 @@ def graph_device_types(example_inputs: Sequence[Any]) -> list[str]:
     return seen or ["cpu"]
 
 
-def _inner_compile(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
-    from ..codegen.compile_graph import compile_graph
+def _eager(gm: torch.fx.GraphModule) -> Callable:
+    counters.bump("graphs_fallen_back")
+    return make_boxed_func(gm.forward)
 
-    try:
-        compiled = compile_graph(gm, example_inputs)
-    except Exception as exc:
-        if config.strict():
-            raise
-        kind = "" if isinstance(exc, TilefuseError) else f"{type(exc).__name__}: "
-        _warn_once(f"could not compile a graph ({kind}{exc}); running it eagerly")
-        log.debug("tilefuse: compile failure", exc_info=True)
-        return make_boxed_func(gm.forward)
-    compiled._boxed_call = True  # takes the argument list, as AOTAutograd calls it
-    return compiled
+
+class _EagerAfterFirstFailure:
+    """A compiled graph whose first call, if it raises, reruns the graph eagerly and
+    keeps running it eagerly from then on (strict mode re-raises instead).
+
+    The first call keeps its own copy of the argument list, because the wrapper
+    empties the one it is given to free inputs early.
+    """
+
+    def __init__(self, compiled: Callable, gm: torch.fx.GraphModule, strict: bool) -> None:
+        # Takes the argument list, as AOTAutograd calls it. An instance attribute: the
+        # wrappers torch puts around a backward function copy only the instance's dict.
+        self._boxed_call = True
+        self.run: Callable = compiled
+        self.gm = gm
+        self.strict = strict
+        self.first = True
+
+    def __call__(self, args: list[Any]) -> Any:
+        if not self.first:
+            return self.run(args)
+        saved = list(args)
+        try:
+            out = self.run(args)
+        except Exception as exc:
+            if self.strict:
+                raise
+            _warn_once(f"a compiled graph failed on its first call ({_describe(exc)}); "
+                       "running it eagerly from now on")  # fmt: skip
+            log.debug("tilefuse: first-call failure", exc_info=True)
+            self.run = _eager(self.gm)
+            self.first = False
+            return self.run(saved)
+        self.first = False
+        return out
+
+
+def _inner_compiler(settings: Mapping[str, Any]) -> Callable:
+    """The AOTAutograd forward/backward compiler, applying this compile's ``settings``
+    (the backward graph compiles later, at the first backward call)."""
+
+    def inner(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+        from ..codegen.compile_graph import compile_graph
+
+        with config.overrides(settings):
+            strict = config.strict()
+            try:
+                compiled = compile_graph(gm, example_inputs)
+            except Exception as exc:
+                if strict:
+                    raise
+                _warn_once(f"could not compile a graph ({_describe(exc)}); running it eagerly")
+                log.debug("tilefuse: compile failure", exc_info=True)
+                return _eager(gm)
+        counters.bump("graphs_compiled")
+        return _EagerAfterFirstFailure(compiled, gm, strict)
+
+    return inner
 
 
 def _is_symbolic(inputs: Sequence[Any]) -> bool:
@@ -68,11 +129,12 @@ def _is_symbolic(inputs: Sequence[Any]) -> bool:
     return False
 
 
-def _aot(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+def _aot(
+    gm: torch.fx.GraphModule, example_inputs: Sequence[Any], settings: Mapping[str, Any]
+) -> Callable:
+    compiler = _inner_compiler(settings)
     backend = aot_autograd(
-        fw_compiler=_inner_compile,
-        bw_compiler=_inner_compile,
-        decompositions=decomposition_table(),
+        fw_compiler=compiler, bw_compiler=compiler, decompositions=decomposition_table()
     )
     return backend(gm, example_inputs)
 
@@ -80,8 +142,9 @@ def _aot(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
 class _Specializer:
     """Compiles ``gm`` once per concrete signature of its (symbolic) inputs."""
 
-    def __init__(self, gm: torch.fx.GraphModule) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, settings: Mapping[str, Any]) -> None:
         self.gm = gm
+        self.settings = settings
         self.compiled: dict[tuple, Callable] = {}
 
     def _scalar_inputs(self) -> list[int]:
@@ -94,12 +157,11 @@ class _Specializer:
             })  # fmt: skip
         return self._item_inputs
 
-    def _bake_scalars(self, args: Sequence[Any]) -> tuple[torch.fx.GraphModule, tuple]:
+    def _bake_scalars(self, args: Sequence[Any]) -> torch.fx.GraphModule:
         """Python numbers that Dynamo passed as 0-dim tensors and reads back with
         ``.item()`` become constants of the specialized graph (and part of its key)."""
         gm = torch.fx.GraphModule(self.gm, copy.deepcopy(self.gm.graph))
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-        baked = []
         for node in list(gm.graph.nodes):
             if node.op != "call_method" or node.target != "item":
                 continue
@@ -110,7 +172,6 @@ class _Specializer:
             if not isinstance(value, torch.Tensor) or value.dim() != 0:
                 continue
             scalar = value.item()
-            baked.append(scalar)
 
             def swap(n: Any, item: Any = node, value: Any = scalar) -> Any:
                 return value if n is item else n
@@ -120,7 +181,7 @@ class _Specializer:
                 user.kwargs = torch.fx.node.map_arg(user.kwargs, swap)
             gm.graph.erase_node(node)
         gm.recompile()
-        return gm, tuple(baked)
+        return gm
 
     def __call__(self, *args: Any) -> Any:
         baked = tuple(
@@ -136,33 +197,47 @@ class _Specializer:
         fn = self.compiled.get(key)
         if fn is None:
             try:
-                gm, _ = self._bake_scalars(args)
-                fn = _aot(gm, list(args))
+                fn = _aot(self._bake_scalars(args), list(args), self.settings)
             except Exception as exc:
-                if config.strict():
-                    raise
+                with config.overrides(self.settings):
+                    if config.strict():
+                        raise
                 _warn_once(
-                    f"could not specialize a dynamic-shape graph ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}); running it eagerly"
+                    f"could not specialize a dynamic-shape graph ({_describe(exc)}); "
+                    "running it eagerly"
                 )
+                counters.bump("graphs_fallen_back")
                 fn = self.gm.forward
             self.compiled[key] = fn
         return fn(*args)
 
 
-def tilefuse_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+def tilefuse_backend(
+    gm: torch.fx.GraphModule,
+    example_inputs: Sequence[Any],
+    *,
+    mode: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Callable:
     """Compile a Dynamo FX graph; on any device without a backend, run it eagerly.
 
-    With ``TILEFUSE_STRICT=1`` a missing backend raises ``NoBackendError`` instead.
+    ``mode`` and ``options`` are ``torch.compile``'s (see ``compile_options``); a mode
+    or option tilefuse does not know raises ``TilefuseError``. With strict mode a
+    missing backend raises ``NoBackendError`` instead of running eagerly.
     """
+    settings = compile_options.parse(mode, options)
+    if mode in compile_options.UNBUILT_MODES:
+        _warn_once(f"mode={mode!r}: {compile_options.UNBUILT_MODES[mode]}")
     for device_type in graph_device_types(example_inputs):
         try:
             owner(device_type, plugin.CAP_POINTWISE)
         except NoBackendError as exc:
-            if config.strict():
-                raise
+            with config.overrides(settings):
+                if config.strict():
+                    raise
             _warn_once(f"{exc} Running this graph eagerly.")
+            counters.bump("graphs_fallen_back")
             return gm.forward
     if _is_symbolic(example_inputs):
-        return _Specializer(gm)
-    return _aot(gm, example_inputs)
+        return _Specializer(gm, settings)
+    return _aot(gm, example_inputs, settings)
