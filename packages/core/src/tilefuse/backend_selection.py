@@ -7,10 +7,23 @@ with the highest ``priority`` among those declaring ``c``; ties break by name.
 So on CUDA, Triton owns pointwise and reduction kernels while a C++ backend
 that declares only ``template:gemm`` at higher priority owns GEMM templates.
 
+Phase one (``candidate_backends``, ``owner``) reads descriptors and asks
+``availability()``; phase two (``load_owner``, ``loaded_backends``,
+``load_backend``) calls ``load()``. A backend that breaks its contract in either
+phase (``availability()`` raises or answers something that is not a
+``plugin.Availability``; ``load()`` raises or returns something not callable) is
+marked broken in the registry, logged once with its distribution, and passed
+over: ownership goes to the next candidate declaring the capability. A backend
+named in ``TILEFUSE_BACKENDS`` that breaks raises ``PluginLoadError`` instead,
+naming it, the installed backends and the fix.
+
 GEMM templates: every available backend declaring ``template:gemm`` on the device is
 asked (``can_fuse_vertical``) whether it can render a candidate epilogue; the epilogue is
 fused when at least one accepts, and the autotuner then times every provider's choices for
 the fused problem against the extern (cuBLAS) call, which can always run it.
+
+The active scheduling policy reaches the scheduler and backends only as a
+``policy_check.CheckedPolicy``, which validates each of its answers.
 
 Core asks only "which backend owns this"; it never tests device names.
 """
@@ -22,26 +35,42 @@ from collections.abc import Callable
 from typing import Any
 
 from . import config, plugin
-from .discovery import Registry, registry
+from .discovery import Registry, registry, short_repr
 from .errors import NoBackendError, PluginLoadError
+from .policy_check import CheckedPolicy, InvalidAnswer
 
 log = logging.getLogger("tilefuse")
 
-_loaded: dict[str, Callable[[plugin.CompileContext], Any]] = {}
+# Factories returned by load(), by backend object (kept alive so that ids stay unique).
+_loaded: dict[int, tuple[Any, Callable[[plugin.CompileContext], Any]]] = {}
+_policies: dict[int, tuple[Any, CheckedPolicy]] = {}
 
 
-def _availability(backend: Any) -> plugin.Availability:
+def availability(backend: Any, reg: Registry | None = None) -> plugin.Availability:
+    """``backend.availability()``, checked: a raising or malformed answer marks it broken.
+
+    Never raises; a broken backend reads as unavailable with the reason.
+    """
     try:
-        return backend.availability()
-    except Exception as exc:  # availability() must not raise; treat it as "no"
-        return plugin.Availability.unavailable(f"availability() raised {exc!r}")
+        answer = backend.availability()
+    except Exception as exc:
+        reason = f"availability() raised {type(exc).__name__}: {exc}"
+    else:
+        if isinstance(answer, plugin.Availability):
+            return answer
+        reason = f"availability() returned {short_repr(answer)}, not a tilefuse.plugin.Availability"
+    (reg or registry()).mark_broken(plugin.BACKENDS_GROUP, backend, reason)
+    return plugin.Availability.unavailable(reason)
+
+
+_availability = availability  # the name this module used before; kept for callers
 
 
 def candidate_backends(device_type: str, reg: Registry | None = None) -> list[Any]:
     """Usable, available backends for ``device_type``, best first.
 
-    Raises ``PluginError`` when a backend named in ``TILEFUSE_BACKENDS`` is
-    missing or broken, naming it and the installed ones.
+    Phase one: ``load()`` is not called. Raises ``PluginError`` when a backend named
+    in ``TILEFUSE_BACKENDS`` is missing or broken, naming it and the installed ones.
     """
     reg = reg or registry()
     requested = config.requested_backends()
@@ -49,15 +78,21 @@ def candidate_backends(device_type: str, reg: Registry | None = None) -> list[An
         pool = [reg.get(plugin.BACKENDS_GROUP, name) for name in requested]
     else:
         pool = reg.usable(plugin.BACKENDS_GROUP)
-    found = [b for b in pool if device_type in b.info.device_types and _availability(b).ok]
+    found = [b for b in pool if device_type in b.info.device_types and availability(b, reg).ok]
+    if requested:  # availability() may have just found a requested backend broken
+        for b in pool:
+            record = reg.record_of(plugin.BACKENDS_GROUP, b)
+            if record is not None and not record.usable:
+                reg.get(plugin.BACKENDS_GROUP, record.name)  # raises, naming it
     found.sort(key=lambda b: (-b.info.priority, b.info.name))
     return found
 
 
 def owner(device_type: str, capability: str, reg: Registry | None = None) -> Any:
-    """The backend that owns nodes of ``capability`` on ``device_type``.
+    """The backend that owns nodes of ``capability`` on ``device_type`` (phase one).
 
-    Raises ``NoBackendError`` with one line saying what is missing.
+    Raises ``NoBackendError`` with one line saying what is missing. ``load_owner``
+    is the same question answered by a backend whose ``load()`` has succeeded.
     """
     candidates = candidate_backends(device_type, reg)
     for b in candidates:
@@ -76,7 +111,7 @@ def no_backend_message(device_type: str, capability: str, reg: Registry | None =
         b = r.obj
         if device_type not in b.info.device_types:
             lines.append(f"{r.name} (serves {', '.join(b.info.device_types) or 'nothing'})")
-        elif not (av := _availability(b)).ok:
+        elif not (av := availability(b, reg)).ok:
             lines.append(f"{r.name} ({av.reason})")
         elif capability not in b.info.capabilities:
             lines.append(f"{r.name} (no {capability} support)")
@@ -87,24 +122,120 @@ def no_backend_message(device_type: str, capability: str, reg: Registry | None =
     )
 
 
-def load_backend(backend: Any) -> Callable[[plugin.CompileContext], Any]:
-    """Phase two: ``backend.load()``, once per process; failures name the plugin."""
+def load_backend(
+    backend: Any, reg: Registry | None = None
+) -> Callable[[plugin.CompileContext], Any]:
+    """Phase two: ``backend.load()``, once per process, checked.
+
+    Returns the backend's ``KernelScheduling`` factory. When ``load()`` raises or
+    returns something that is not callable, the backend is marked broken (logged
+    once, with its distribution) and ``PluginLoadError`` names it, the installed
+    backends and the fix; later calls raise the same without calling ``load()``.
+    """
+    reg = reg or registry()
+    done = _loaded.get(id(backend))
+    if done is not None and done[0] is backend:
+        return done[1]
+    record = reg.record_of(plugin.BACKENDS_GROUP, backend)
+    if record is not None and not record.usable:
+        raise PluginLoadError(_load_error(backend, record.reason, reg))
+    try:
+        factory = backend.load()
+    except Exception as exc:
+        reason = f"load() raised {type(exc).__name__}: {exc}"
+    else:
+        if callable(factory):
+            _loaded[id(backend)] = (backend, factory)
+            return factory
+        reason = (
+            f"load() returned {short_repr(factory)}, which is not callable (it must return "
+            "the factory of its KernelScheduling)"
+        )
+    reg.mark_broken(plugin.BACKENDS_GROUP, backend, reason)
+    raise PluginLoadError(_load_error(backend, reason, reg))
+
+
+def _load_error(backend: Any, reason: str, reg: Registry) -> str:
     name = backend.info.name
-    if name not in _loaded:
+    record = reg.record_of(plugin.BACKENDS_GROUP, backend)
+    dist = record.dist if record is not None else "an unknown distribution"
+    installed = ", ".join(r.name for r in reg.records(plugin.BACKENDS_GROUP)) or "none"
+    package = dist.split()[0] if record is not None else "its distribution"
+    return (
+        f"backend {name!r} from {dist} failed to load: {reason}. Installed backends: "
+        f"{installed}. Reinstall or upgrade {package} (check its toolkit installation), "
+        f"or uninstall it (pip uninstall {package}), or leave it out of TILEFUSE_BACKENDS."
+    )
+
+
+def load_owner(
+    device_type: str, capability: str, reg: Registry | None = None
+) -> tuple[Any, Callable[[plugin.CompileContext], Any]]:
+    """Phase two of ``owner``: ``(backend, factory)`` of the best candidate that loads.
+
+    A candidate whose ``load()`` fails is marked broken and the next candidate
+    declaring ``capability`` is tried. Raises ``PluginLoadError`` when the failing
+    backend was named in ``TILEFUSE_BACKENDS``, and ``NoBackendError`` (saying why
+    each backend was passed over) when none is left.
+    """
+    reg = reg or registry()
+    loaded = _load_candidates(device_type, capability, reg, first_only=True)
+    if not loaded:
+        raise NoBackendError(no_backend_message(device_type, capability, reg))
+    return loaded[0]
+
+
+def loaded_backends(
+    device_type: str, capability: str, reg: Registry | None = None
+) -> list[tuple[Any, Callable[[plugin.CompileContext], Any]]]:
+    """``(backend, factory)`` of every candidate declaring ``capability`` that loads, best
+    first; backends that fail to load are passed over as in ``load_owner``."""
+    return _load_candidates(device_type, capability, reg or registry(), first_only=False)
+
+
+def _load_candidates(
+    device_type: str, capability: str, reg: Registry, first_only: bool
+) -> list[tuple[Any, Callable[[plugin.CompileContext], Any]]]:
+    requested = set(config.requested_backends())
+    out = []
+    for backend in candidate_backends(device_type, reg):
+        if capability not in backend.info.capabilities:
+            continue
         try:
-            _loaded[name] = backend.load()
-        except Exception as exc:
-            raise PluginLoadError(
-                f"backend {name!r} failed to load: {type(exc).__name__}: {exc}. "
-                "Check its toolkit installation, or exclude it by listing the backends "
-                "you want in TILEFUSE_BACKENDS."
-            ) from exc
-    return _loaded[name]
+            factory = load_backend(backend, reg)
+        except PluginLoadError:
+            if backend.info.name in requested:
+                raise
+            continue  # logged once by mark_broken; the next candidate owns it
+        out.append((backend, factory))
+        if first_only:
+            break
+    return out
 
 
-def active_policy(reg: Registry | None = None) -> Any | None:
-    """The scheduling policy named by ``TILEFUSE_POLICY``, or ``None``."""
+def active_policy(reg: Registry | None = None) -> CheckedPolicy | None:
+    """The scheduling policy named by ``TILEFUSE_POLICY``, validated, or ``None``.
+
+    Returns a ``policy_check.CheckedPolicy``: its ``uuid()`` was asked once and is a
+    non-empty str; its ``rank_fusions`` and ``tiling`` answers are checked on every
+    call. Raises ``PluginError`` naming the policy and the fix when it is missing,
+    broken, or its ``uuid()`` breaks the contract (it is then marked broken).
+    """
     name = config.requested_policy()
     if name is None:
         return None
-    return (reg or registry()).get(plugin.SCHEDULING_GROUP, name)
+    reg = reg or registry()
+    policy = reg.get(plugin.SCHEDULING_GROUP, name)
+    cached = _policies.get(id(policy))
+    if cached is not None and cached[0] is policy:
+        return cached[1]
+    record = reg.record_of(plugin.SCHEDULING_GROUP, policy)
+    dist = record.dist if record is not None else ""
+    try:
+        checked = CheckedPolicy.wrap(policy, dist)
+    except InvalidAnswer as exc:
+        reg.mark_broken(plugin.SCHEDULING_GROUP, policy, str(exc))
+        reg.get(plugin.SCHEDULING_GROUP, name)  # raises PluginLoadError, naming it
+        raise  # pragma: no cover - reached only for a policy the registry did not find
+    _policies[id(policy)] = (policy, checked)
+    return checked

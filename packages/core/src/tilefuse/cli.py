@@ -10,31 +10,38 @@ from . import plugin
 from .discovery import PluginRecord, registry
 
 
-def _availability_text(record: PluginRecord) -> str:
-    if not record.usable:
-        return f"{record.status}: {record.reason}"
-    if record.group != plugin.BACKENDS_GROUP:
-        return "ok"
-    try:
-        av = record.obj.availability()
-    except Exception as exc:
-        return f"unavailable: availability() raised {exc!r}"
-    if av.ok:
-        return "available" + (f" ({av.reason})" if av.reason else "")
-    return f"unavailable: {av.reason}"
+def _describe(record: PluginRecord) -> tuple[str, str]:
+    """``(status, detail)`` of one plugin, as the table shows them.
 
+    For a usable plugin this asks what listing shows (a backend's ``availability()``,
+    a policy's ``uuid()``). A plugin that breaks its contract there is marked broken
+    by the checking code (and logged once), and is then listed as broken with the
+    reason; it never stops the listing.
+    """
+    from . import backend_selection
+    from .policy_check import InvalidAnswer, policy_uuid
 
-def _detail(record: PluginRecord) -> str:
-    if not record.usable:
-        return ""
-    obj = record.obj
-    if record.group == plugin.BACKENDS_GROUP:
-        info = obj.info
+    status, detail = "ok", ""
+    if record.usable and record.group == plugin.BACKENDS_GROUP:
+        av = backend_selection.availability(record.obj)
+        if av.ok:
+            status = "available" + (f" ({av.reason})" if av.reason else "")
+        else:
+            status = f"unavailable: {av.reason}"
+        info = record.obj.info
         caps = ",".join(sorted(info.capabilities))
-        return f"devices={','.join(info.device_types) or '-'} priority={info.priority} caps={caps}"
-    if record.group == plugin.SCHEDULING_GROUP:
-        return f"uuid={obj.uuid()}"
-    return f"version={obj.version}"
+        devices = ",".join(info.device_types) or "-"
+        detail = f"devices={devices} priority={info.priority} caps={caps}"
+    elif record.usable and record.group == plugin.SCHEDULING_GROUP:
+        try:
+            detail = f"uuid={policy_uuid(record.obj)}"
+        except InvalidAnswer as exc:
+            registry().mark_broken(record.group, record.obj, str(exc))
+    elif record.usable:
+        detail = f"version={record.obj.version}"
+    if not record.usable:  # broken before, or by the check just made
+        return f"{record.status}: {record.reason}", ""
+    return status, detail
 
 
 def format_plugin_table() -> str:
@@ -52,8 +59,8 @@ def format_plugin_table() -> str:
         if not records:
             out.append("  (none installed)")
         for r in records:
-            out.append(f"  {r.name:<12} {r.dist:<32} {_availability_text(r)}")
-            detail = _detail(r)
+            status, detail = _describe(r)
+            out.append(f"  {r.name:<12} {r.dist:<32} {status}")
             if detail:
                 out.append(f"  {'':<12} {detail}")
         out.append("")

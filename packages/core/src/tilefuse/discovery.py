@@ -7,6 +7,9 @@ happens in ``tilefuse.backend_selection`` when a graph needs the backend.
 
 A broken plugin is logged once with its distribution name and skipped; asking
 for it by name raises an error that names it, what is installed, and the fix.
+A plugin that passes discovery but later misbehaves (``availability()`` or
+``load()`` of a backend, ``uuid()`` of a policy) is refused the same way through
+``Registry.mark_broken``, by the code that caught it (``tilefuse.backend_selection``).
 """
 
 from __future__ import annotations
@@ -84,6 +87,30 @@ def _declared_name(group: str, obj: Any) -> str:
     return str(obj.name)
 
 
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about a plugin's answer."""
+    try:
+        text = repr(value)
+    except Exception:  # a plugin's __repr__ may raise too
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def backend_info_problem(info: Any) -> str | None:
+    """What is wrong with a backend's ``info`` (a ``plugin.BackendInfo``), or ``None``."""
+    if not isinstance(info, plugin.BackendInfo):
+        return f"info is {short_repr(info)}, not a tilefuse.plugin.BackendInfo"
+    types = info.device_types
+    if not isinstance(types, (tuple, list)) or not all(isinstance(t, str) for t in types):
+        return f"info.device_types must be a tuple of str, not {short_repr(types)}"
+    caps = info.capabilities
+    if not isinstance(caps, (frozenset, set)) or not all(isinstance(c, str) for c in caps):
+        return f"info.capabilities must be a frozenset of str, not {short_repr(caps)}"
+    if not isinstance(info.priority, int) or isinstance(info.priority, bool):
+        return f"info.priority must be an int, not {short_repr(info.priority)}"
+    return None
+
+
 def _validate(record: PluginRecord) -> None:
     obj = record.obj
     missing = [a for a in _REQUIRED_ATTRS[record.group] if not hasattr(obj, a)]
@@ -102,6 +129,16 @@ def _validate(record: PluginRecord) -> None:
             f"{plugin.API_VERSION}; upgrade {record.dist.split()[0]} or tilefuse-core so "
             "that they match"
         )
+        return
+    if record.group == plugin.BACKENDS_GROUP:
+        problem = backend_info_problem(obj.info)
+        if problem is not None:
+            record.status = REFUSED
+            record.reason = problem
+            return
+    elif not isinstance(getattr(obj, "name", None), str):
+        record.status = REFUSED
+        record.reason = f"name must be a str, not {short_repr(obj.name)}"
         return
     declared = _declared_name(record.group, obj)
     if declared != record.name:
@@ -167,7 +204,11 @@ class Registry:
                 record.status = BROKEN
                 record.reason = f"failed to import {ep.value}: {type(exc).__name__}: {exc}"
             else:
-                _validate(record)
+                try:
+                    _validate(record)
+                except Exception as exc:  # e.g. an ``info`` property that raises
+                    record.status = BROKEN
+                    record.reason = f"reading its descriptor raised {type(exc).__name__}: {exc}"
             records.append(record)
         _mark_conflicts(records)
         for r in records:
@@ -181,6 +222,41 @@ class Registry:
                 )
         records.sort(key=lambda r: r.name)
         return records
+
+    def record_of(self, group: str, obj: Any) -> PluginRecord | None:
+        """The record whose plugin object is ``obj`` (by identity), or ``None``."""
+        for r in self.records(group):
+            if r.obj is obj:
+                return r
+        return None
+
+    def mark_broken(self, group: str, obj: Any, reason: str) -> PluginRecord | None:
+        """Refuse ``obj`` from now on: it answered a call in a way the contract forbids.
+
+        The plugin is logged once, with its distribution, and is no longer ``usable``;
+        asking for it by name then raises ``PluginLoadError`` with ``reason``. Returns
+        its record (``None`` for an object this registry did not discover).
+        """
+        record = self.record_of(group, obj)
+        if record is None:
+            key = (group, id(obj), reason)
+            if key not in _unrecorded_warned:
+                _unrecorded_warned.add(key)
+                log.warning(
+                    "tilefuse: refusing %s %s: %s", _GROUP_NOUN[group], short_repr(obj), reason
+                )
+            return None
+        if record.status == OK:
+            record.status = BROKEN
+            record.reason = reason
+            log.warning(
+                "tilefuse: refusing %s %r from %s: %s",
+                _GROUP_NOUN[group],
+                record.name,
+                record.dist,
+                reason,
+            )
+        return record
 
     def usable(self, group: str) -> list[Any]:
         """The objects of every plugin in ``group`` that loaded and validated."""
@@ -212,6 +288,7 @@ class Registry:
 
 
 _default: Registry | None = None
+_unrecorded_warned: set[tuple[str, int, str]] = set()
 
 
 def registry() -> Registry:
