@@ -127,6 +127,7 @@ class GraphLowering:
         if value.stride_hint is not None:
             layout = Layout(value.device, value.dtype, layout.size, value.stride_hint)
         buf = self.add_buffer(layout, Pointwise(layout.size, value.fn))
+        _add_origins(buf, value.origins)
         return buf
 
     def realized_value(self, value: Value) -> BufferValue:
@@ -185,7 +186,9 @@ class GraphLowering:
             layout = _layout_of(meta)
             if tuple(layout.size) == tuple(value.size):
                 layout = Layout(layout.device, value.dtype, layout.size, layout.stride)
-                return self.add_buffer(layout, Pointwise(layout.size, value.fn))
+                buf = self.add_buffer(layout, Pointwise(layout.size, value.fn))
+                _add_origins(buf, value.origins)
+                return buf
         if isinstance(value, BufferValue) and isinstance(meta, torch.Tensor):
             buf = value.buffer
             want = sympify_sizes(meta.stride())
@@ -203,13 +206,18 @@ class GraphLowering:
             return args[0][args[1]]
         lowering = find_lowering(node.target)
         result = None
-        if lowering is not None:
+        if lowering is not None and _touches_complex(node, args, kwargs):
+            # Kernels have no complex types: eager computes it, inside the graph.
+            result = self.extern(node, args, kwargs, "complex tensors run eagerly")
+        elif lowering is not None:
             try:
                 result = lowering(self, node, *args, **kwargs)
             except Unsupported as exc:
                 result = self.extern(node, args, kwargs, f"lowering declined: {exc}")
         else:
             result = self.extern(node, args, kwargs, "no lowering")
+        if isinstance(result, LazyValue):
+            result.origins = _inlined_origins(node, result, env)
         return self._maybe_realize(node, result)
 
     def _maybe_realize(self, node: torch.fx.Node, result: Any) -> Any:
@@ -289,6 +297,21 @@ class GraphLowering:
         return self.add_buffer(layout, View(base))
 
 
+def _inlined_origins(
+    node: torch.fx.Node, result: LazyValue, env: dict[torch.fx.Node, Any]
+) -> tuple[str, ...]:
+    """``node`` and the nodes of the lazy values it reads: what ``result``'s body inlines."""
+    names = list(result.origins)
+    for arg in node.all_input_nodes:
+        names.extend(getattr(env.get(arg), "origins", ()))
+    names.append(node.name)
+    return tuple(dict.fromkeys(names))
+
+
+def _add_origins(buf: Buffer, names: Sequence[str]) -> None:
+    buf.origins.extend(n for n in names if n not in buf.origins)
+
+
 def _layout_of(meta: torch.Tensor) -> Layout:
     return Layout(
         meta.device,
@@ -297,6 +320,21 @@ def _layout_of(meta: torch.Tensor) -> Layout:
         sympify_sizes(meta.stride()),
         sympy.Integer(int(meta.storage_offset())),
     )
+
+
+def _touches_complex(node: torch.fx.Node, args: Any, kwargs: Any) -> bool:
+    """True when ``node`` reads or produces a complex tensor."""
+    found = False
+
+    def visit(x: Any) -> Any:
+        nonlocal found
+        dtype = getattr(x, "dtype", None)
+        if isinstance(x, (Value, torch.Tensor)) and dtype is not None and dtype.is_complex:
+            found = True
+        return x
+
+    _map_values((args, kwargs, node.meta.get("val")), visit)
+    return found
 
 
 def _map_values(obj: Any, fn: Callable[[Any], Any]) -> Any:

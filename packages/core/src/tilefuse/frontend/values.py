@@ -61,6 +61,8 @@ class LazyValue(Value):
     # Strides eager gives this value; realizing it uses them so that graph
     # outputs and saved-for-backward tensors keep the layout autograd expects.
     stride_hint: tuple[Expr, ...] | None = None
+    # Names of the aten nodes whose math this body inlines (for reports and errors).
+    origins: tuple[str, ...] = ()
 
     def load(self, index: Sequence[Expr]) -> Any:
         return self.fn(index)

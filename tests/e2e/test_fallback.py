@@ -1,0 +1,115 @@
+"""Every program either compiles correctly or runs eagerly with one warning: a kernel
+that fails to build, or a compiled graph that fails on its first call, sends that graph
+to eager (strict mode raises instead), and ``tilefuse.stats()`` says which happened."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from tilefuse_triton.scheduling import TritonKernel
+
+import tilefuse
+from tilefuse.codegen.wrapper import _ensure_layout
+from tilefuse.errors import CompileError
+
+
+def _program(x: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(x) * 3 + 1
+
+
+def _compile_and_run(x: torch.Tensor) -> torch.Tensor:
+    torch._dynamo.reset()
+    tilefuse.reset()
+    return torch.compile(_program, backend="tilefuse")(x)
+
+
+@pytest.fixture
+def not_strict(monkeypatch):
+    monkeypatch.setattr("tilefuse.config.strict", lambda: False)
+
+
+def test_kernel_build_failure_runs_the_graph_eagerly_with_one_warning(
+    monkeypatch, not_strict, caplog
+):
+    def broken_build(self):
+        raise RuntimeError("synthetic build failure")
+
+    monkeypatch.setattr(TritonKernel, "build", broken_build)
+    x = torch.randn(23)
+    with caplog.at_level(logging.WARNING, logger="tilefuse"):
+        out = _compile_and_run(x)
+    torch.testing.assert_close(out, _program(x))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "synthetic build failure" in message and "sigmoid" in message
+    assert tilefuse.stats()["graphs_fallen_back"] == 1
+    assert tilefuse.stats()["graphs_compiled"] == 0
+
+
+def test_kernel_build_failure_raises_in_strict_mode(monkeypatch):
+    monkeypatch.setattr("tilefuse.config.strict", lambda: True)
+
+    def broken_build(self):
+        raise RuntimeError("synthetic build failure")
+
+    monkeypatch.setattr(TritonKernel, "build", broken_build)
+    with pytest.raises(Exception, match="synthetic build failure") as info:
+        _compile_and_run(torch.randn(23))
+    assert isinstance(info.value, CompileError) or "CompileError" in str(info.value)
+
+
+def test_first_call_failure_falls_back_for_good(monkeypatch, not_strict, caplog):
+    calls = []
+
+    def broken_call(self, *args):
+        calls.append(self.name)
+        raise RuntimeError("synthetic launch failure")
+
+    monkeypatch.setattr(TritonKernel, "__call__", broken_call)
+    x = torch.randn(23)
+    with caplog.at_level(logging.WARNING, logger="tilefuse"):
+        compiled = torch.compile(_program, backend="tilefuse")
+        torch._dynamo.reset()
+        tilefuse.reset()
+        first = compiled(x)
+        second = compiled(x + 1)
+    torch.testing.assert_close(first, _program(x))
+    torch.testing.assert_close(second, _program(x + 1))
+    assert len(calls) == 1, "after the first failure the kernel is never launched again"
+    assert "synthetic launch failure" in caplog.text
+    assert tilefuse.stats()["graphs_fallen_back"] == 1
+
+
+def test_first_call_failure_raises_in_strict_mode(monkeypatch):
+    monkeypatch.setattr("tilefuse.config.strict", lambda: True)
+
+    def broken_call(self, *args):
+        raise RuntimeError("synthetic launch failure")
+
+    monkeypatch.setattr(TritonKernel, "__call__", broken_call)
+    with pytest.raises(RuntimeError, match="synthetic launch failure"):
+        _compile_and_run(torch.randn(23))
+
+
+def test_stats_count_compiled_graphs_kernels_and_externs():
+    x = torch.randn(4, 9)
+    torch._dynamo.reset()
+    tilefuse.reset()
+    fn = torch.compile(lambda x: torch.cumsum(x, 1).relu() * 2, backend="tilefuse")
+    torch.testing.assert_close(fn(x), torch.cumsum(x, 1).relu() * 2)
+    stats = tilefuse.stats()
+    assert stats["graphs_compiled"] == 1 and stats["graphs_fallen_back"] == 0
+    assert stats["kernels_compiled"] >= 1 and stats["externs"] >= 1
+    tilefuse.reset()
+    assert all(v == 0 for v in tilefuse.stats().values())
+
+
+def test_extern_outputs_that_are_none_pass_through():
+    # CUDA's flash attention returns None for outputs its meta function sizes as tensors.
+    assert _ensure_layout(None, (2, 3), (3, 1)) is None
+    t = torch.randn(3, 2).t()
+    fixed = _ensure_layout(t, (2, 3), (3, 1))
+    assert fixed.stride() == (3, 1) and torch.equal(fixed, t)
