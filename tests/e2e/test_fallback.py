@@ -8,11 +8,11 @@ import logging
 
 import pytest
 import torch
-from tilefuse_triton.scheduling import TritonKernel
 
 import tilefuse
 from tilefuse.codegen.wrapper import _ensure_layout
 from tilefuse.errors import CompileError
+from tilefuse_triton.scheduling import TritonKernel
 
 
 def _program(x: torch.Tensor) -> torch.Tensor:
