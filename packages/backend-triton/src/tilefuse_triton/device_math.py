@@ -108,6 +108,15 @@ if not INTERPRETED:
     def atan2(y, x):
         return libdevice.atan2(y, x)
 
+    @triton.jit
+    def div_rn(x, y):
+        # Triton's float32 `/` is approximate (div.full.f32); ATen divides exactly.
+        return libdevice.div_rn(x, y)
+
+    @triton.jit
+    def to_bf16(x):
+        return x.to(tl.bfloat16)
+
 else:
 
     @triton.jit
@@ -148,10 +157,24 @@ else:
 
     @triton.jit
     def round_even(x):
-        r = tl.floor(x + 0.5)
-        tie = (r - x) == 0.5
-        odd = (r % 2.0) != 0.0
-        return tl.where(tie & odd, r - 1.0, r)
+        # x - floor(x) is exact, so ties are seen exactly (x + 0.5 would round first).
+        r = tl.floor(x)
+        frac = x - r
+        up = (frac > 0.5) | ((frac == 0.5) & ((r % 2.0) != 0.0))
+        return tl.where(up, r + 1.0, r)
+
+    @triton.jit
+    def div_rn(x, y):
+        return x / y
+
+    @triton.jit
+    def to_bf16(x):
+        # float32 -> bfloat16 rounding to nearest even; the interpreter's own cast truncates.
+        bits = x.to(tl.uint32, bitcast=True)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        quiet_nan = (bits >> 16) | 0x40
+        hi = tl.where(x != x, quiet_nan, rounded).to(tl.uint16)
+        return hi.to(tl.bfloat16, bitcast=True)
 
     @triton.jit
     def isnan(x):
@@ -171,7 +194,7 @@ else:
 
     @triton.jit
     def fmod(x, y):
-        return x - trunc(x / y) * y
+        return x % y  # the interpreter's float `%` is numpy.fmod: exact
 
     @triton.jit
     def sinh(x):
@@ -229,6 +252,45 @@ else:
         r = tl.where(x > 0, base, tl.where(y >= 0, base + pi, base - pi))
         r = tl.where(x == 0, tl.where(y > 0, pi / 2, tl.where(y < 0, -pi / 2, 0.0)), r)
         return r
+
+
+@triton.jit
+def floordiv(a, b):
+    # ATen's div_floor_floating: exact fmod first, so e.g. 1.0 // 0.1 is 9, not 10.
+    mod = fmod(a, b)
+    div = div_rn(a - mod, b)
+    div = tl.where((mod != 0) & ((b < 0) != (mod < 0)), div - 1.0, div)
+    fl = tl.floor(div)
+    fl = tl.where(div - fl > 0.5, fl + 1.0, fl)
+    q = div_rn(a, b)
+    res = tl.where(div != 0, fl, q * 0.0)  # a zero with the sign of a / b
+    return tl.where(b == 0, q, res)
+
+
+@triton.jit
+def remainder(a, b):
+    # ATen: fmod, moved by b when its sign differs from b's.
+    mod = fmod(a, b)
+    return tl.where((mod != 0) & ((b < 0) != (mod < 0)), mod + b, mod)
+
+
+@triton.jit
+def ipow(x, y):
+    # Integer power by binary exponentiation over every bit of y (wrapping like ATen);
+    # y < 0 follows ATen: 1 for x == 1, +-1 for x == -1, 0 otherwise.
+    base = x + y * 0
+    e = y + x * 0
+    neg = e < 0
+    e = tl.where(neg, 0, e)
+    result = base * 0 + 1
+    for _ in tl.static_range(64):
+        result = tl.where((e & 1) != 0, result * base, result)
+        base = base * base
+        e = e >> 1
+    odd = ((y + x * 0) & 1) != 0
+    minus_one = tl.where(odd, result * 0 - 1, result * 0 + 1)
+    special = tl.where(x == 1, result * 0 + 1, tl.where(x == -1, minus_one, result * 0))
+    return tl.where(neg, special, result)
 
 
 @triton.jit

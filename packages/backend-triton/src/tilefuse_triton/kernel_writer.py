@@ -73,17 +73,22 @@ SCALAR, PER_X, PER_XR = 0, 1, 2
 class Var(str):
     """A kernel variable (or literal) with its dtype and shape kind.
 
-    ``kind`` is ``SCALAR`` (a constant), ``PER_X`` (``[XBLOCK]`` in 1D kernels,
-    ``[XBLOCK, 1]`` in 2D ones) or ``PER_XR`` (``[XBLOCK, RBLOCK]``).
+    ``kind`` is ``SCALAR`` (one value for the whole program), ``PER_X`` (``[XBLOCK]`` in
+    1D kernels, ``[XBLOCK, 1]`` in 2D ones) or ``PER_XR`` (``[XBLOCK, RBLOCK]``).
+    ``runtime`` tells a ``SCALAR`` apart: True for a 0-d Triton tensor (a load at a
+    constant index, or math on one), False for a literal or an expression of literals,
+    which is a plain Python number inside the JIT. Non-scalar values are always runtime.
     """
 
     dtype: torch.dtype
     kind: int
+    runtime: bool
 
-    def __new__(cls, name: str, dtype: torch.dtype, kind: int) -> Var:
+    def __new__(cls, name: str, dtype: torch.dtype, kind: int, runtime: bool | None = None) -> Var:
         v = super().__new__(cls, name)
         v.dtype = dtype
         v.kind = kind
+        v.runtime = kind != SCALAR if runtime is None else runtime
         return v
 
     @property
@@ -125,11 +130,12 @@ class KernelWriter:
         self.lines.append("    " * self.indent + line)
 
     def new_var(self, expr: str, dtype: torch.dtype, kind: int) -> Var:
+        """A temporary holding ``expr`` (a Triton value at run time, 0-d when ``SCALAR``)."""
         for scope in reversed(self.cse):
             if expr in scope:
                 return scope[expr]
         self.counter += 1
-        var = Var(f"tmp{self.counter}", dtype, kind)
+        var = Var(f"tmp{self.counter}", dtype, kind, runtime=True)
         self.emit(f"{var} = {expr}")
         self.cse[-1][expr] = var
         return var
@@ -239,25 +245,33 @@ class KernelWriter:
         kind = PER_XR if RSYM in e.free_symbols else PER_X
         if not e.has(XSYM) and kind == PER_X:
             kind = PER_XR  # an expression of indirect symbols only
-        via = ".to(tl.float32)" if dtype == torch.bfloat16 else ""  # see to_dtype
-        return self.new_var(f"({text}){via}.to({TL_DTYPES[dtype]})", dtype, kind)
+        if dtype == torch.bfloat16:  # rounded by to_dtype, not truncated by the interpreter
+            return self.to_dtype(
+                self.new_var(f"({text}).to(tl.float32)", torch.float32, kind), dtype
+            )
+        return self.new_var(f"({text}).to({TL_DTYPES[dtype]})", dtype, kind)
 
     def to_dtype(self, value: Var, dtype: torch.dtype) -> Var:
+        """``value`` converted as torch converts: floats round to nearest even, floats
+        to ints truncate toward zero, anything to bool is ``!= 0`` (NaN is True)."""
         if getattr(value, "dtype", None) == dtype:
             return value
         if value.kind == SCALAR and _is_literal(value):
             if dtype == torch.bool:
                 return Var(f"({value} != 0)", dtype, SCALAR)
             return Var(ops_table.constant(_literal(value), dtype), dtype, SCALAR)
-        if value.kind == SCALAR:
+        if value.kind == SCALAR and not value.runtime:
             # A folded constant expression is a Python number inside the JIT: give it a type.
             value = self.new_var(f"tl.full([1], {value}, {TL_DTYPES[value.dtype]})",
                                  value.dtype, PER_X)  # fmt: skip
-        if dtype == torch.bfloat16 and not value.dtype.is_floating_point:
-            # int/bool -> bf16 goes through fp32 (the interpreter reinterprets bits otherwise)
-            value = self.new_var(f"{value}.to(tl.float32)", torch.float32, value.kind)
         if dtype == torch.bool:
             return self.new_var(f"({value} != 0)", dtype, value.kind)
+        if dtype in (torch.bfloat16, torch.float16) and value.dtype != torch.float32:
+            # Through float32 first, as c10's Half/BFloat16 constructors do (float64 is
+            # rounded twice there too); int/bool -> bf16 also needs it in the interpreter.
+            value = self.new_var(f"{value}.to(tl.float32)", torch.float32, value.kind)
+        if dtype == torch.bfloat16 and value.dtype == torch.float32:
+            return self.new_var(f"dm.to_bf16({value})", dtype, value.kind)
         return self.new_var(f"{value}.to({TL_DTYPES[dtype]})", dtype, value.kind)
 
     def where(self, cond: Var, a: Var, b: Var) -> Var:
@@ -289,6 +303,8 @@ class KernelWriter:
                 # Triton folds literal arithmetic in Python, where 0.0 / 0.0 raises.
                 first = f"tl.full([1], {args[0]}, {TL_DTYPES[args[0].dtype]})"
                 return self.new_var(template(first, *args[1:]), dtype, PER_X)
+            if kind == SCALAR and any(getattr(a, "runtime", False) for a in args):
+                return self.new_var(template(*args), dtype, SCALAR)
             if kind == SCALAR:
                 return Var(template(*args), dtype, SCALAR)
             return self.new_var(template(*args), dtype, kind)

@@ -42,19 +42,47 @@ def _sign(a: Any) -> str:
     return f"(({a} > 0).to({_tl(a)}) - ({a} < 0).to({_tl(a)}))"
 
 
+def _is_float(*args: Any) -> bool:
+    return any(getattr(a, "dtype", torch.float32).is_floating_point for a in args)
+
+
+# Integer division and remainder use Triton's integer ``//`` and ``%``, which truncate
+# toward zero as C does; floats follow ATen's formulas built on an exact fmod.
 def _floordiv(a: Any, b: Any) -> str:
-    if a.dtype.is_floating_point:
-        return f"tl.floor({a} / {b})"
+    if _is_float(a, b):
+        return f"dm.floordiv({a}, {b})"
     q = f"({a} // {b})"
     fix = f"((({a} % {b}) != 0) & (({a} < 0) != ({b} < 0)))"
     return f"tl.where({fix}, {q} - 1, {q})"
 
 
 def _remainder(a: Any, b: Any) -> str:
-    if a.dtype.is_floating_point:
-        return f"({a} - tl.floor({a} / {b}) * {b})"
+    if _is_float(a, b):
+        return f"dm.remainder({a}, {b})"
     r = f"({a} % {b})"
     return f"tl.where(({r} != 0) & (({r} < 0) != ({b} < 0)), {r} + {b}, {r})"
+
+
+def _fmod(a: Any, b: Any) -> str:
+    if _is_float(a, b):
+        return f"dm.fmod({a}, {b})"
+    return f"({a} % {b})"
+
+
+def _pow(a: Any, b: Any) -> str:
+    if _is_float(a, b):
+        return f"dm.pow({a}, {b})"
+    return f"dm.ipow({a}, {b})"
+
+
+def _identity_for_ints(name: str) -> Callable[..., str]:
+    """floor/ceil/trunc/round leave integers as they are (``tl.floor`` takes floats only)."""
+    fmt = TABLE[name]
+
+    def render(a: Any) -> str:
+        return fmt.format(a) if _is_float(a) else str(a)
+
+    return render
 
 
 def _tl(a: Any) -> str:
@@ -78,6 +106,12 @@ def template(name: str) -> Callable[..., str]:
         return _floordiv
     if name == "remainder":
         return _remainder
+    if name == "fmod":
+        return _fmod
+    if name == "pow":
+        return _pow
+    if name in ("floor", "ceil", "trunc", "round"):
+        return _identity_for_ints(name)
     fmt = TABLE[name]
     return lambda *args: fmt.format(*args)
 
@@ -98,6 +132,9 @@ def constant(value: Any, dtype: torch.dtype) -> str:
     if dtype is not None and not dtype.is_floating_point:
         return str(int(value))
     value = float(value)
+    if dtype in (torch.float16, torch.bfloat16):
+        # Round here: the interpreter truncates a Python float to bf16 instead.
+        value = float(torch.tensor(value, dtype=torch.float32).to(dtype).item())
     if math.isnan(value):
         return 'float("nan")'
     if math.isinf(value):

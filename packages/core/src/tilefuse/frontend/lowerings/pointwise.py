@@ -19,10 +19,12 @@ _UNARY = {
     aten.sqrt: "sqrt", aten.rsqrt: "rsqrt", aten.sin: "sin", aten.cos: "cos", aten.tan: "tan",
     aten.asin: "asin", aten.acos: "acos", aten.atan: "atan", aten.sinh: "sinh",
     aten.cosh: "cosh", aten.tanh: "tanh", aten.asinh: "asinh", aten.acosh: "acosh",
-    aten.atanh: "atanh", aten.sigmoid: "sigmoid", aten.erf: "erf", aten.floor: "floor",
-    aten.ceil: "ceil", aten.trunc: "trunc", aten.round: "round",
+    aten.atanh: "atanh", aten.sigmoid: "sigmoid", aten.erf: "erf",
     aten.reciprocal: "reciprocal", aten.bitwise_not: "bitwise_not", aten.sign: "sign",
 }  # fmt: skip
+
+# Rounding ops: the identity on integers and bools.
+_ROUNDING = {aten.floor: "floor", aten.ceil: "ceil", aten.trunc: "trunc", aten.fix: "trunc"}
 
 # Binary ops computed in the (upcast) promoted dtype of their inputs.
 _BINARY = {
@@ -74,14 +76,49 @@ def _logical(name: str):
     return lower
 
 
+def _rounding(name: str):
+    def lower(ctx, node, x):
+        dtype = out_meta(node).dtype
+        if not dtype.is_floating_point:
+            return pointwise(node, [x], lambda v: v, math_dtype=dtype)
+        return pointwise(node, [x], getattr(ops, name), math_dtype=compute_dtype(dtype))
+
+    return lower
+
+
 for _op, _name in _UNARY.items():
     register(_op)(_unary(_name))
+for _op, _name in _ROUNDING.items():
+    register(_op)(_rounding(_name))
 for _op, _name in _BINARY.items():
     register(_op)(_binary(_name))
 for _op, _name in _COMPARE.items():
     register(_op)(_compare(_name))
 for _op, _name in _LOGICAL.items():
     register(_op)(_logical(_name))
+
+
+@register(aten.round)
+def _round(ctx, node, x, *, decimals=0):
+    """Round half to even; with ``decimals`` ATen scales by ``10**|decimals|`` in the
+    math dtype: ``round(x * s) / s``, or ``round(x / s) * s`` for negative decimals."""
+    dtype = out_meta(node).dtype
+    if not dtype.is_floating_point:
+        return pointwise(node, [x], lambda v: v, math_dtype=dtype)
+    math_dtype = compute_dtype(dtype)
+    if decimals == 0:
+        return pointwise(node, [x], ops.round, math_dtype=math_dtype)
+    # 10**n as ATen computes it: std::pow in double, then cast to the math dtype
+    # (the constant is rounded to float32 when rendered).
+    scale = float(10.0 ** abs(decimals))
+
+    def body(v):
+        s = ops.constant(scale, math_dtype)
+        if decimals < 0:
+            return ops.mul(ops.round(ops.truediv(v, s)), s)
+        return ops.truediv(ops.round(ops.mul(v, s)), s)
+
+    return pointwise(node, [x], body, math_dtype=math_dtype)
 
 
 @register(aten.logical_not)
@@ -145,7 +182,11 @@ def _div(ctx, node, a, b, rounding_mode=None):
             return pointwise(
                 node, [a, b], lambda x, y: ops.trunc(ops.truediv(x, y)), math_dtype=dtype
             )
-        raise Unsupported("integer trunc division")
+        # a - fmod(a, b) is an exact multiple of b (and never overflows: it moves
+        # toward zero), so flooring its quotient truncates a / b, in integer math.
+        return pointwise(
+            node, [a, b], lambda x, y: ops.floordiv(ops.sub(x, ops.fmod(x, y)), y), math_dtype=dtype
+        )
     raise Unsupported(f"rounding_mode={rounding_mode!r}")
 
 
@@ -291,10 +332,32 @@ def _masked_fill(ctx, node, x, mask, value):
     return LazyValue(out_dtype, x.device, size, fn)
 
 
+def _int_power(v, n: int):
+    """``v ** n`` for a constant ``n >= 0`` by repeated squaring (wraps as ATen does)."""
+    result = None
+    base = v
+    while n:
+        if n & 1:
+            result = base if result is None else ops.mul(result, base)
+        n >>= 1
+        if n:
+            base = ops.mul(base, base)
+    return result
+
+
 @register(aten.pow)
 def _pow(ctx, node, a, b):
-    """Small constant exponents become multiplies (libdevice pow is much slower)."""
+    """Small constant exponents become multiplies (libdevice pow is much slower);
+    integer powers stay in integer math."""
     dtype = compute_dtype(out_meta(node).dtype)
+    if not dtype.is_floating_point:
+        if dtype.is_complex or dtype == torch.bool:
+            raise Unsupported(f"pow in {dtype}")
+        if isinstance(b, int) and not isinstance(b, bool) and b >= 0:
+            if b == 0:
+                return pointwise(node, [a], lambda v: ops.constant(1, dtype), math_dtype=dtype)
+            return pointwise(node, [a], lambda v: _int_power(v, b), math_dtype=dtype)
+        return pointwise(node, [a, b], ops.pow, math_dtype=dtype)
     if isinstance(b, (int, float)) and not isinstance(b, bool) and dtype.is_floating_point:
         if b == 2:
             return pointwise(node, [a], lambda v: ops.mul(v, v), math_dtype=dtype)

@@ -130,6 +130,43 @@ def _flip(ctx, node, x, dims):
     return reindex(x, x.size, mapping)
 
 
+def _rolled(i: Any, size: int, shift: int) -> Any:
+    """The source index of ``i`` after rolling a dimension of ``size`` by ``shift``."""
+    back = (-shift) % size
+    return i if back == 0 else ModularIndexing(i + back, 1, size)
+
+
+@register(aten.roll)
+def _roll(ctx, node, x, shifts, dims=()):
+    """``out[i] = x[(i - shift) mod size]`` per rolled dimension (or over the flattened
+    tensor when ``dims`` is empty): an index mapping, like any view."""
+    shifts = [shifts] if isinstance(shifts, int) else list(shifts)
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    if any(not s.is_Integer for s in x.size):
+        raise Unsupported("roll of a symbolic size")
+    sizes = [int(s) for s in x.size]
+    if 0 in sizes:
+        return x
+    if not dims:
+        total = 1
+        for s in sizes:
+            total *= s
+        return reindex(
+            x,
+            x.size,
+            lambda idx: unflatten(_rolled(flatten(idx, x.size), total, shifts[0]), x.size),
+        )
+    by_dim: dict[int, int] = {}
+    for shift, d in zip(shifts, dims):
+        d = d % x.rank
+        by_dim[d] = by_dim.get(d, 0) + shift
+
+    def mapping(idx):
+        return [_rolled(i, sizes[d], by_dim[d]) if d in by_dim else i for d, i in enumerate(idx)]
+
+    return reindex(x, x.size, mapping)
+
+
 def _masked_load(x: Value, cond_index, idx) -> Any:
     return ops.masked(cond_index, lambda: x.load(idx), 0)
 
