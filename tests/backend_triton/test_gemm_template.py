@@ -21,6 +21,7 @@ from tests.backend_triton.gemm_helpers import (
     make_case,
 )
 from tilefuse import plugin
+from tilefuse.codegen import kernel_cache
 from tilefuse.errors import CacheError
 from tilefuse_triton.gemm import (
     PROVIDER,
@@ -297,13 +298,11 @@ def test_interpreter_render_upcasts_bfloat16_only_there():
 
 def test_source_is_written_once_by_content_hash(tmp_path, monkeypatch):
     monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path))
-    first = module_cache.write_source("x = 1\n", "k")
-    again = module_cache.write_source("x = 1\n", "k")
-    other = module_cache.write_source("x = 2\n", "k")
-    assert first == again != other and first.read_text() == "x = 1\n"
-    assert sorted(p.name for p in (tmp_path / "triton_gemm").iterdir()) == sorted(
-        [first.name, other.name]
-    )
+    first = kernel_cache.store_source(module_cache.KIND, "x = 1\n")
+    again = kernel_cache.store_source(module_cache.KIND, "x = 1\n")
+    other = kernel_cache.store_source(module_cache.KIND, "x = 2\n")
+    assert first == again != other and first.read_text().endswith("\nx = 1\n")
+    assert sorted((tmp_path / "triton_gemm").rglob("*.py")) == sorted([first, other])
 
 
 def test_unwritable_cache_dir_is_a_typed_error(tmp_path, monkeypatch):
@@ -311,7 +310,7 @@ def test_unwritable_cache_dir_is_a_typed_error(tmp_path, monkeypatch):
     blocker.write_text("")
     monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(blocker))
     with pytest.raises(CacheError, match="TILEFUSE_CACHE_DIR"):
-        module_cache.write_source("x = 3\n", "k")
+        module_cache.load_module("x = 3\n", "k")
 
 
 # ---------------------------------------------------------------------------- GPU

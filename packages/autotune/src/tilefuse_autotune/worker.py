@@ -1,12 +1,14 @@
 """An isolated worker process: runs one picklable task at a time, may die without harm.
 
-The parent starts ``python -m tilefuse_autotune._child`` (never ``multiprocessing``'s
-spawn or fork: those re-import the user's ``__main__`` or inherit a CUDA context)
-and talks to it over two private pipes with ``multiprocessing.connection`` framing.
-The child's stdout and stderr stay the parent's, so a kernel's prints cannot corrupt
-the protocol.
+The parent starts ``python -I .../tilefuse_autotune/_child.py`` (never
+``multiprocessing``'s spawn or fork: those re-import the user's ``__main__`` or inherit
+a CUDA context) in the filesystem root, and talks to it over two private pipes with
+``multiprocessing.connection`` framing. Isolated mode and that working directory keep
+the user's directory out of the child's imports: a ``tilefuse_autotune/`` folder where
+the user runs is never imported. The child's stdout and stderr stay the parent's, so a
+kernel's prints cannot corrupt the protocol.
 
-Protocol (parent -> child): the parent's ``sys.path`` once, then tasks
+Protocol (parent -> child): the parent's ``sys.path`` once (``child_sys_path``), then tasks
 ``(function, args)``. A task function receives a ``begin`` callback as its first
 argument and calls it when the part that ``call(timeout_s=...)`` limits starts; the
 preparation before it (imports, building inputs, a cached rebuild) runs under
@@ -27,11 +29,18 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 STARTUP_TIMEOUT_S = 120.0
+_CHILD_SCRIPT = str(Path(__file__).resolve().with_name("_child.py"))
+# Not the user's directory: nothing there is imported or written by accident, and nobody
+# but the administrator can write here.
+_CHILD_CWD = os.path.abspath(os.sep)
+# Settings that hold paths: a relative one means the same place in the child as here.
+_PATH_SETTINGS = ("TILEFUSE_CACHE_DIR", "TILEFUSE_DEBUG_DIR", "XDG_CACHE_HOME")
 
 
 class WorkerFailure(Exception):
@@ -75,11 +84,15 @@ class Worker:
     def _start(self) -> None:
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
-        env = dict(os.environ if self._env is None else self._env)
-        cmd = [sys.executable, "-m", "tilefuse_autotune._child", str(task_r), str(result_w)]
+        env = _child_env(os.environ if self._env is None else self._env)
+        cmd = [sys.executable, "-I", _CHILD_SCRIPT, str(task_r), str(result_w)]
         try:
             self._proc = subprocess.Popen(
-                cmd, pass_fds=(task_r, result_w), env=env, stdin=subprocess.DEVNULL
+                cmd,
+                pass_fds=(task_r, result_w),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                cwd=_CHILD_CWD,
             )
         finally:
             os.close(task_r)
@@ -87,7 +100,7 @@ class Worker:
         self._to_child = Connection(task_w, readable=False)
         self._from_child = Connection(result_r, writable=False)
         self.starts += 1
-        self._to_child.send(list(sys.path))
+        self._to_child.send(child_sys_path())
         self._expect("ready", STARTUP_TIMEOUT_S)
 
     def _expect(self, tag: str, timeout_s: float) -> Any:
@@ -157,16 +170,30 @@ class Worker:
         self.kill()
 
 
-def child_main(task_fd: int, result_fd: int) -> None:
+def child_sys_path() -> list[str]:
+    """This process's ``sys.path`` for a worker: relative entries made absolute against the
+    current directory, and ``""`` (the working directory, wherever the user stands) left out.
+    """
+    return [os.path.abspath(entry) for entry in sys.path if entry]
+
+
+def _child_env(base: Mapping[str, str]) -> dict[str, str]:
+    env = dict(base)
+    for name in _PATH_SETTINGS:
+        if env.get(name, "").strip():
+            env[name] = os.path.abspath(env[name].strip())
+    return env
+
+
+def child_main(tasks: Connection, results: Connection) -> None:
+    """The worker loop (run by ``_child.py`` once ``sys.path`` is set): tasks until EOF or
+    ``None``."""
     try:  # a crashing kernel must not leave core files behind
         import resource
 
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ImportError, ValueError, OSError):
         pass
-    tasks = Connection(task_fd, writable=False)
-    results = Connection(result_fd, readable=False)
-    sys.path[:] = tasks.recv()
     results.send(("ready",))
 
     def begin() -> None:

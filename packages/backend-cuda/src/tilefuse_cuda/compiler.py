@@ -1,10 +1,10 @@
 """Compile rendered ``.cu`` sources into shared objects with nvcc, cached on disk.
 
-Cache layout: ``tilefuse.config.cache_dir() / "cuda" / <key[:2]> / <key>/``
-holding ``kernel.cu``, ``kernel.so`` and ``nvcc.log``; ``key`` hashes the
-source, the nvcc version, the CUTLASS version and the flags. Writers take a
-file lock per key and publish the ``.so`` by atomic rename, so concurrent
-processes never load a half-written object.
+Cache layout (``tilefuse.codegen.kernel_cache.build_artifact``, kind ``"cuda"``):
+``<cache>/cuda/<key[:2]>/<key>/`` holding ``kernel.cu``, ``kernel.so``, its hash record
+``kernel.so.sha256`` and ``nvcc.log``; ``key`` hashes the source, the nvcc version, the
+CUTLASS version and the flags. The core helper locks the entry, publishes by atomic rename
+and returns a ``.so`` only when its bytes match the recorded hash.
 """
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from filelock import FileLock
-
-from tilefuse import config
+from tilefuse.codegen.kernel_cache import atomic_write, build_artifact
 from tilefuse.errors import ChoiceFailed
 
 from .toolchain import cutlass_headers, find_nvcc, nvcc_version
@@ -41,8 +38,7 @@ SERIALIZED_WGMMA = "C7510"
 COMPILE_TIMEOUT_S = 600
 
 
-def cache_root() -> Path:
-    return config.cache_dir() / "cuda"
+KIND = "cuda"
 
 
 def cache_key(source: str) -> str:
@@ -55,48 +51,39 @@ def cache_key(source: str) -> str:
 
 
 def compile_source(source: str, name: str = "kernel") -> Path:
-    """The path of the compiled ``.so`` for ``source``, building it if not cached.
+    """The path of the compiled ``.so`` for ``source``, building it unless the cache holds a
+    copy whose bytes match the hash recorded when it was built (a planted or changed file is
+    rebuilt, never returned).
 
     Raises ``ChoiceFailed`` (with the source's path and nvcc's output) when nvcc
     fails, times out or reports serialised wgmma (C7510); ``ToolchainMissing``
-    when nvcc or the CUTLASS headers are absent.
+    when nvcc or the CUTLASS headers are absent; ``CacheError`` when the cache
+    directory is unusable.
     """
     nvcc = find_nvcc()
     headers = cutlass_headers()
-    key = cache_key(source)
-    folder = cache_root() / key[:2] / key
-    so_path = folder / "kernel.so"
-    if so_path.exists():
-        return so_path
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / "lock")):
-        if so_path.exists():  # another process built it while we waited
-            return so_path
+
+    def build(folder: Path, out: Path) -> None:
         cu_path = folder / "kernel.cu"
-        cu_path.write_text(source)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="kernel.", suffix=".so.tmp")
-        os.close(fd)
-        cmd = [nvcc, *NVCC_FLAGS, *headers.flags(), str(cu_path), "-o", tmp]
+        atomic_write(cu_path, source)
+        cmd = [nvcc, *NVCC_FLAGS, *headers.flags(), str(cu_path), "-o", str(out)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            os.unlink(tmp)
             raise ChoiceFailed(f"{name}: nvcc ran past {COMPILE_TIMEOUT_S}s on {cu_path}") from None
         log = proc.stdout + proc.stderr
-        (folder / "nvcc.log").write_text(" ".join(cmd) + "\n" + log)
+        atomic_write(folder / "nvcc.log", " ".join(cmd) + "\n" + log)
         if proc.returncode != 0:
-            os.unlink(tmp)
             raise ChoiceFailed(
                 f"{name}: nvcc failed (exit {proc.returncode}) on {cu_path}:\n{_tail(log)}"
             )
         if SERIALIZED_WGMMA in log:
-            os.unlink(tmp)
             raise ChoiceFailed(
                 f"{name}: ptxas serialised the wgmma instructions ({SERIALIZED_WGMMA}) in "
                 f"{cu_path}; the kernel would run many times slower:\n{_tail(log)}"
             )
-        os.replace(tmp, so_path)
-    return so_path
+
+    return build_artifact(KIND, cache_key(source), "kernel.so", build)
 
 
 def compile_many(

@@ -1,9 +1,10 @@
 """Build rendered HIP sources into shared objects with hipcc, cached on disk.
 
-Cache layout: ``tilefuse.config.cache_dir()/"rocm"/<key[:2]>/<key>.{hip,so}`` where ``key``
-hashes the source, the hipcc version banner, the target architecture and the flags. Writers
-take ``<key>.lock`` (filelock) and publish with an atomic rename, so concurrent processes
-building the same kernel do the work once and never see a half-written file.
+Cache layout (``tilefuse.codegen.kernel_cache.build_artifact``, kind ``"rocm"``):
+``<cache>/rocm/<key[:2]>/<key>/`` holding ``kernel.hip``, ``kernel.so`` and its hash record
+``kernel.so.sha256``; ``key`` hashes the source, the hipcc version banner, the target
+architecture and the flags. The core helper locks the entry (concurrent processes build it
+once), publishes by atomic rename and returns a ``.so`` only when its bytes match the record.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from filelock import FileLock
-
-from tilefuse.codegen.kernel_cache import cache_subdir
+from tilefuse.codegen.kernel_cache import atomic_write, build_artifact
 from tilefuse.errors import ChoiceFailed
 
 from . import toolchain
@@ -27,11 +25,7 @@ from . import toolchain
 FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared")
 COMPILE_TIMEOUT_S = 600
 T = TypeVar("T")
-
-
-def cache_root() -> Path:
-    """The ROCm kernel cache directory (created on demand; ``CacheError`` if it cannot be)."""
-    return cache_subdir("rocm")
+KIND = "rocm"
 
 
 def cache_key(source: str, arch: str, hipcc_version: str, flags: Sequence[str] = FLAGS) -> str:
@@ -45,10 +39,12 @@ def cache_key(source: str, arch: str, hipcc_version: str, flags: Sequence[str] =
 
 def compile_source(source: str, arch: str | None = None, name: str = "kernel") -> Path:
     """Path of the shared object built from ``source`` for ``arch`` (default
-    ``toolchain.target_arch()``), compiling it unless the cache already holds it.
+    ``toolchain.target_arch()``), compiling it unless the cache holds a copy whose bytes
+    match the hash recorded when it was built (a planted or changed file is rebuilt).
 
     Raises ``ChoiceFailed`` when hipcc is missing, fails (the message names the kept source
-    file and shows hipcc's diagnostics) or times out.
+    file and shows hipcc's diagnostics) or times out; ``CacheError`` when the cache directory
+    is unusable.
     """
     hipcc = toolchain.find_hipcc()
     if hipcc is None:
@@ -57,20 +53,11 @@ def compile_source(source: str, arch: str | None = None, name: str = "kernel") -
             f"set {toolchain.HIPCC_ENV}"
         )
     arch = arch or toolchain.target_arch()
-    key = cache_key(source, arch, toolchain.hipcc_version(hipcc))
-    folder = cache_root() / key[:2]
-    folder.mkdir(parents=True, exist_ok=True)
-    so_path = folder / f"{key}.so"
-    if so_path.is_file():
-        return so_path
-    src_path = folder / f"{key}.hip"
-    with FileLock(str(folder / f"{key}.lock")):
-        if so_path.is_file():  # another process built it while we waited
-            return so_path
-        _atomic_write(src_path, source)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".so", dir=folder)
-        os.close(fd)
-        cmd = [hipcc, *FLAGS, f"--offload-arch={arch}", str(src_path), "-o", tmp]
+
+    def build(folder: Path, out: Path) -> None:
+        src_path = folder / "kernel.hip"
+        atomic_write(src_path, source)
+        cmd = [hipcc, *FLAGS, f"--offload-arch={arch}", str(src_path), "-o", str(out)]
         try:
             proc = subprocess.run(
                 cmd,
@@ -81,19 +68,18 @@ def compile_source(source: str, arch: str | None = None, name: str = "kernel") -
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            Path(tmp).unlink(missing_ok=True)
             raise ChoiceFailed(
                 f"{name}: hipcc ran past {COMPILE_TIMEOUT_S}s on {src_path}"
             ) from None
         if proc.returncode != 0:
-            Path(tmp).unlink(missing_ok=True)
             diag = (proc.stderr + proc.stdout).strip()[-4000:]
             raise ChoiceFailed(
                 f"{name}: hipcc failed (exit {proc.returncode}) compiling {src_path} for {arch}:"
                 f"\n{diag}"
             )
-        os.replace(tmp, so_path)
-    return so_path
+
+    key = cache_key(source, arch, toolchain.hipcc_version(hipcc))
+    return build_artifact(KIND, key, "kernel.so", build)
 
 
 def compile_all(
@@ -115,10 +101,3 @@ def compile_all(
         return []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(zip(items, pool.map(one, items), strict=True))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

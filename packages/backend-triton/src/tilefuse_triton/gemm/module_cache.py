@@ -1,57 +1,32 @@
-"""Rendered kernel modules on disk: written once by content hash, imported by path.
+"""Rendered GEMM kernel modules, through the core kernel cache (``tilefuse.codegen.kernel_cache``).
 
-Triton's ``@jit`` reads a kernel's source through ``inspect``, so a rendered
-kernel must live in a real file. Files go to
-``tilefuse.config.cache_dir() / "triton_gemm"``, named by the SHA-256 of their
-text, and are written atomically (temporary file + ``os.replace``), so
-concurrent writers in several processes never expose a partial file.
+Triton's ``@jit`` reads a kernel's source through ``inspect``, so a rendered kernel lives in a
+cache file (kind ``"triton_gemm"``); the core cache verifies that file's bytes against their
+key before executing them and serves the verified text to ``inspect``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from pathlib import Path
+import re
 from types import ModuleType
 
-from tilefuse import config
 from tilefuse.codegen import kernel_cache
-from tilefuse.codegen.kernel_cache import atomic_write
-from tilefuse.errors import CacheError
 
-
-def source_digest(source: str) -> str:
-    return hashlib.sha256(source.encode()).hexdigest()
-
-
-def module_dir() -> Path:
-    return config.cache_dir() / "triton_gemm"
-
-
-def write_source(source: str, stem: str) -> Path:
-    """Write ``source`` to ``<module_dir>/<stem>_<hash>.py`` unless there already; return the path.
-
-    Raises ``CacheError`` when the directory cannot be created or written.
-    """
-    directory = module_dir()
-    path = directory / f"{stem}_{source_digest(source)[:20]}.py"
-    try:
-        if path.is_file() and path.read_text() == source:
-            return path
-        atomic_write(path, source)
-    except OSError as error:
-        raise CacheError(
-            f"cannot write the Triton GEMM kernel cache at {directory}: {error}; "
-            "set TILEFUSE_CACHE_DIR to a writable directory"
-        ) from error
-    return path
+KIND = "triton_gemm"
 
 
 def load_module(source: str, stem: str) -> ModuleType:
-    """Import the module whose text is ``source`` (writing it first); cached per process."""
-    digest = source_digest(source)
+    """The module whose text is ``source`` (stored in the cache first), once per process.
+
+    ``stem`` (the kernel's name) is part of the module's name. Raises ``CacheError`` when the cache
+    directory is unusable, or what executing the module raises.
+    """
+    path = kernel_cache.store_source(KIND, source)
     # ``@triton.jit`` builds an interpreted function when TRITON_INTERPRET=1 at import time,
     # so the interpreted and compiled forms are distinct modules.
     interpreted = os.environ.get("TRITON_INTERPRET", "") == "1"
-    module_name = f"tilefuse_triton_gemm_{digest[:20]}" + ("_interpreted" if interpreted else "")
-    return kernel_cache.load_module(write_source(source, stem), module_name)
+    label = re.sub(r"\W", "_", stem)
+    module_name = f"tilefuse_triton_gemm_{label}_{path.stem[:20]}"
+    module_name += "_interpreted" if interpreted else ""
+    return kernel_cache.load_module(path, module_name)
