@@ -22,6 +22,7 @@ backend's own tiling is used instead. Under ``TILEFUSE_STRICT`` it raises
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,7 +101,7 @@ def check_tiling(answer: Any, group: Any) -> dict[str, Any] | None:
                 raise InvalidAnswer(f"persistent={short_repr(value)} must be True or False")
             out[key] = value
             continue
-        if isinstance(value, bool) or _as_int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise InvalidAnswer(f"{key}={short_repr(value)} must be an int")
         value = int(value)
         limit = MAX_WARPS if key == "num_warps" else MAX_BLOCK_NUMEL
