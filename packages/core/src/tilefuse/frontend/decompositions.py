@@ -17,6 +17,12 @@ aten = torch.ops.aten
 # Composite ops worth decomposing that core-aten leaves alone.
 EXTRA = [aten.native_dropout, aten.rms_norm]
 
+# Ops core-aten decomposes that must stay whole. The CPU flash-attention decomposition
+# returns the attention weights where the op returns its log-sum-exp (fine for export's
+# inference graphs), but the backward kernel AOTAutograd pairs with it reads that output
+# as a log-sum-exp: the gradients come out wrong. The fused op runs as an extern instead.
+KEEP_WHOLE = [aten._scaled_dot_product_flash_attention_for_cpu]
+
 
 def addmm(bias: Any, a: Any, b: Any, *, beta: Any = 1, alpha: Any = 1) -> Any:
     """``beta * bias + alpha * (a @ b)`` as ``mm`` plus pointwise ops in the inputs' dtype.
@@ -42,6 +48,8 @@ def decomposition_table() -> dict[Any, Any]:
 
     table = dict(core_aten_decompositions().items())
     table.update(get_decompositions(EXTRA))
+    for op in get_decompositions(KEEP_WHOLE):
+        table.pop(op, None)
     for op in list(table):
         packet = getattr(op, "overloadpacket", None)
         if op in LOWERINGS or packet in LOWERINGS:
