@@ -104,6 +104,39 @@ class BrokenBuildChoice(_Fake):
         raise AssertionError("never built, never run")
 
 
+class ZeroChoice(_Fake):
+    """Fast and wrong: it writes zeros, whatever the inputs."""
+
+    def __init__(self, name: str = "zero") -> None:
+        super().__init__(name)
+
+    def run(self, *inputs: Any, out: Any) -> None:
+        out.zero_()
+
+
+class SegfaultChoice(_Fake):
+    """Reads address 0 through ctypes: the process dies of SIGSEGV, as a bad kernel would."""
+
+    def __init__(self, name: str = "segfault") -> None:
+        super().__init__(name)
+
+    def run(self, *inputs: Any, out: Any) -> None:
+        import ctypes
+
+        ctypes.string_at(0)
+
+
+class ReluChoice(_Fake):
+    """Correct for ``mm`` with a fused ``relu`` epilogue."""
+
+    def __init__(self, name: str = "relu") -> None:
+        super().__init__(name)
+
+    def run(self, a: Any, b: Any, *, out: Any) -> None:
+        torch.mm(a, b, out=out)
+        out.relu_()
+
+
 class FakeProvider:
     """A ``plugin.ChoiceProvider`` offering ``choices`` for ``mm`` on any device."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tests.autotune.fake_choices import FakeProvider, FastChoice, SlowChoice, mm_problem
@@ -29,12 +31,15 @@ NO_EPILOGUE = plugin.Epilogue()
 
 
 def _offered(epilogue=NO_EPILOGUE):
+    """Candidates of two providers, treated as first party (as tilefuse's own are): the
+    third-party rules have their own tests in test_third_party.py."""
     inputs, layout = mm_problem()
     providers = [
         FakeProvider("alpha", [SlowChoice(f"a{i}") for i in range(3)]),
         FakeProvider("beta", [FastChoice(f"b{i}") for i in range(3)]),
     ]
-    return candidates_for("mm", inputs, layout, epilogue, providers), inputs, layout
+    found = candidates_for("mm", inputs, layout, epilogue, providers)
+    return [replace(c, first_party=True) for c in found], inputs, layout
 
 
 def test_off_without_an_epilogue_takes_extern(tuner, bench_calls):

@@ -112,13 +112,25 @@ class Bench:
     def measure_one(
         self, problem: measure.Problem, label: str, choice: Any, config: BenchConfig
     ) -> Outcome:
+        """Check then time ``choice`` in the device's worker: its ``Outcome``."""
+        return self._in_worker(problem, label, config, measure.measure, choice, config.timing)
+
+    def check_one(
+        self, problem: measure.Problem, label: str, choice: Any, config: BenchConfig
+    ) -> Outcome:
+        """Run ``choice`` once in the device's worker and compare with extern (no timing);
+        a passing check is an ``Outcome`` with ``time_ms`` ``None`` and ``ok``."""
+        return self._in_worker(problem, label, config, measure.check, choice)
+
+    def _in_worker(
+        self, problem: measure.Problem, label: str, config: BenchConfig, task: Any, *args: Any
+    ) -> Outcome:
         worker = self.bench_worker(problem.layout.device)
         try:
-            ms = worker.call(
-                measure.measure,
+            result = worker.call(
+                task,
                 problem,
-                choice,
-                config.timing,
+                *args,
                 timeout_s=config.timeout_s,
                 prepare_timeout_s=config.compile_timeout_s,
             )
@@ -129,7 +141,7 @@ class Bench:
             return Outcome(label, reason=CRASH, detail=str(exc))
         except WorkerTimeout as exc:
             return Outcome(label, reason=TIMEOUT, detail=str(exc))
-        return Outcome(label, time_ms=float(ms))
+        return Outcome(label, time_ms=None if result is None else float(result))
 
     def close(self) -> None:
         for w in [*self._compile_workers, *self._bench_workers.values()]:
@@ -181,3 +193,20 @@ def run_benchmarks(
         progress.step(label, f"{outcome.time_ms:.4f} ms" if outcome.ok else outcome.reason or "")
     progress.close()
     return outcomes
+
+
+def check_candidates(
+    problem: measure.Problem,
+    labels: Sequence[str],
+    choices: Sequence[Any],
+    config: BenchConfig,
+    bench: Bench | None = None,
+) -> list[Outcome]:
+    """Build then check (run once against extern, untimed) every choice in isolated
+    workers; one ``Outcome`` per choice, in order."""
+    bench = bench or shared_bench()
+    built = bench.compile_all(labels, choices, config)
+    return [
+        item if isinstance(item, Outcome) else bench.check_one(problem, label, item, config)
+        for label, item in zip(labels, built)
+    ]

@@ -75,18 +75,24 @@ def check_close(out: Any, ref: Any, dtype: str) -> None:
         raise WrongResult(f"max error {err:.3g} exceeds {tol:g} x {scale:.3g}")
 
 
-def measure(
-    begin: Callable[[], None],
-    problem: Problem,
-    choice: plugin.Choice,
-    timing: TimingConfig,
-) -> float:
-    """Worker task: the candidate's median time in ms; raises ``WrongResult`` if wrong."""
+def _use_device(device: str) -> None:
+    """Make ``device`` current in this worker; a bare ``"cuda"`` keeps the current one."""
+    import torch
+
+    if device.startswith("cuda"):
+        index = torch.device(device).index
+        if index is not None:
+            torch.cuda.set_device(index)
+
+
+def _checked_run(
+    begin: Callable[[], None], problem: Problem, choice: plugin.Choice
+) -> tuple[Sequence[Any], Any]:
+    """Build, run once, compare with extern; returns the inputs and output it used."""
     import torch
 
     device = problem.layout.device
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
+    _use_device(device)
     ref = _reference_output(problem)
     inputs: Sequence[Any] = problem.make_inputs()
     out = problem.layout.empty()
@@ -98,6 +104,29 @@ def measure(
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     check_close(out, ref, problem.layout.dtype)
+    return inputs, out
+
+
+def check(begin: Callable[[], None], problem: Problem, choice: plugin.Choice) -> None:
+    """Worker task: run the candidate once; raises ``WrongResult`` unless it matches extern."""
+    import torch
+
+    _checked_run(begin, problem, choice)
+    if problem.layout.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def measure(
+    begin: Callable[[], None],
+    problem: Problem,
+    choice: plugin.Choice,
+    timing: TimingConfig,
+) -> float:
+    """Worker task: the candidate's median time in ms; raises ``WrongResult`` if wrong."""
+    import torch
+
+    device = problem.layout.device
+    inputs, out = _checked_run(begin, problem, choice)
     ms = median_ms(lambda: choice.run(*inputs, out=out), device, timing)
     if device.startswith("cuda"):
         del inputs, out

@@ -3,11 +3,15 @@
 Modes (``TILEFUSE_AUTOTUNE`` unless passed):
 
 ``off``
-    No benchmarking, no cache: the heuristic pick (below).
+    No benchmarking, no cache: the heuristic pick (below) among first-party choices.
 ``default``
     A cached winner when there is one, else the heuristic pick; never benchmarks, so a
     cold compile costs what a compile without autotuning costs (Inductor's default
     does not autotune GEMMs either). Run once with ``quick`` or ``max`` to fill the cache.
+    No unmeasured third-party code runs (``trust``): the pick is among first-party
+    choices and third-party ones that passed a correctness check on this machine; only
+    when none of those can fuse the epilogue are up to ``MAX_CHECKS`` unchecked
+    third-party choices checked, each once, in an isolated worker.
 ``quick``
     Benchmark each provider's first ``per_provider`` choices plus extern.
 ``max``
@@ -19,8 +23,8 @@ Modes (``TILEFUSE_AUTOTUNE`` unless passed):
 The heuristic pick: with an epilogue to fuse, the first offered choice that is not
 ``slow_build``: cuBLASLt's own bias (+ relu) epilogue when the epilogue is exactly
 that (``extern.vendor_epilogue_choice``, offered first), else each provider's own pick
-in provider order; with no epilogue, extern (the vendor library is the better
-unmeasured bet for a bare product). A cached winner
+in provider order, among the trusted ones; with no epilogue, extern (the vendor library
+is the better unmeasured bet for a bare product). A cached winner
 counts for a mode when it was found with at least that much search (``max`` entries
 serve every mode; ``quick`` entries serve all but ``max``).
 """
@@ -29,8 +33,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tilefuse import config, plugin
@@ -43,11 +47,13 @@ from .extern import EXTERN_PROVIDER, OPS, ExternChoice, vendor_epilogue_choice
 from .keys import cache_key_fields
 from .measure import Problem
 from .progress import Progress
+from .trust import CheckRecords, is_first_party
 
 log = logging.getLogger("tilefuse.autotune")
 
 MODES = config.AUTOTUNE_MODES
 DEFAULT_PER_PROVIDER = 4
+MAX_CHECKS = 2  # unchecked third-party choices a default-mode selection may check
 _SERVES = {
     "default": ("quick", "max"),
     "quick": ("quick", "max"),
@@ -58,11 +64,17 @@ _SERVES = {
 
 @dataclass(frozen=True)
 class Candidate:
-    """A choice and the provider that offered it (``version`` enters the cache key)."""
+    """A choice and the provider that offered it (``version`` enters the cache key).
+
+    ``first_party`` is ``True`` when tilefuse itself ships the provider (see ``trust``):
+    only such a choice runs unmeasured without a correctness check. ``candidates_for``
+    sets it; a caller building candidates by hand decides.
+    """
 
     provider: str
     version: str
     choice: Any  # a plugin.Choice
+    first_party: bool = False
 
     @property
     def label(self) -> str:
@@ -105,7 +117,7 @@ class Selection:
 def extern_candidate(op: str, epilogue: plugin.Epilogue) -> Candidate:
     import torch
 
-    return Candidate(EXTERN_PROVIDER, torch.__version__, ExternChoice(op, epilogue))
+    return Candidate(EXTERN_PROVIDER, torch.__version__, ExternChoice(op, epilogue), True)
 
 
 def candidates_for(
@@ -134,25 +146,35 @@ def candidates_for(
         except Exception as exc:
             log.warning("tilefuse: choice provider %r failed for %s: %s", name, op, exc)
             continue
-        found += [Candidate(name, str(provider.version), c) for c in offered]
+        first_party = is_first_party(provider)
+        found += [Candidate(name, str(provider.version), c, first_party) for c in offered]
     return found
 
 
 def _as_candidates(choices: Iterable[Any]) -> list[Candidate]:
+    """Raw choices handed to ``select`` by its caller are the caller's own: trusted."""
     out = []
     for c in choices:
-        out.append(c if isinstance(c, Candidate) else Candidate("explicit", "0", c))
+        out.append(c if isinstance(c, Candidate) else Candidate("explicit", "0", c, True))
     return out
 
 
+def _slow(candidate: Candidate) -> bool:
+    return bool(getattr(candidate.choice, "slow_build", False))
+
+
 def heuristic_pick(
-    offered: Sequence[Candidate], extern: Candidate, epilogue: plugin.Epilogue
+    offered: Sequence[Candidate],
+    extern: Candidate,
+    epilogue: plugin.Epilogue,
+    trusted: Callable[[Candidate], bool] | None = None,
 ) -> Candidate:
-    """The unmeasured pick (see the module docstring): fuse the epilogue when a choice that
-    builds quickly can, else extern."""
+    """The unmeasured pick (see the module docstring): fuse the epilogue when a trusted
+    choice that builds quickly can, else extern. ``trusted`` defaults to first party."""
+    trusted = trusted or (lambda c: c.first_party)
     if epilogue.steps:
         for candidate in offered:
-            if not getattr(candidate.choice, "slow_build", False):
+            if not _slow(candidate) and trusted(candidate):
                 return candidate
     return extern
 
@@ -265,9 +287,9 @@ class Autotuner:
             dupes = sorted({x for x in labels if labels.count(x) > 1})
             raise ValueError(f"choice labels must be unique: {dupes}")
         title = f"autotune {_describe(op, inputs, layout)} ({mode})"
-        heuristic = heuristic_pick(offered, extern, epilogue)
 
         if mode == "off":
+            heuristic = heuristic_pick(offered, extern, epilogue)
             return self._unmeasured(heuristic, mode, f"{title}: off, took {heuristic.label}")
 
         fields = cache_key_fields(op, inputs, layout, epilogue, everything)
@@ -282,16 +304,19 @@ class Autotuner:
                 )
             log.info("%s: cached winner %s/%s is no longer offered", title, *entry.values())
 
+        problem = Problem(op, _current_device(inputs), _current_device([layout])[0],
+                          epilogue, self.seed)  # fmt: skip
+        checks = CheckRecords(self.cache, fields)
         if mode in ("default", "replay"):
+            heuristic, note = self._checked_pick(offered, extern, epilogue, checks, problem)
             text = f"{title}: no cached winner; took the heuristic pick {heuristic.label}"
-            text += " unmeasured"
+            text += " unmeasured" + note
             if mode == "replay":
                 log.warning("%s", text)
             return self._unmeasured(heuristic, mode, text)
 
         shortlist = _short_list(offered, self.per_provider) if mode == "quick" else offered
         tuned = [extern, *shortlist]
-        problem = Problem(op, inputs, layout, epilogue, self.seed)
         progress = Progress(title, len(tuned))
         outcomes = benchmark.run_benchmarks(
             problem,
@@ -301,6 +326,10 @@ class Autotuner:
             progress,
             self.bench,
         )
+        if outcomes[0].ok:  # with a working reference, each outcome is a verdict
+            for candidate, outcome in zip(tuned, outcomes):
+                if not candidate.first_party:
+                    checks.record(candidate, outcome)
         timings = {o.label: o.time_ms for o in outcomes if o.ok and o.time_ms is not None}
         failures = {o.label: (o.reason or "", o.detail) for o in outcomes if not o.ok}
         for label, (reason, detail) in failures.items():
@@ -328,12 +357,59 @@ class Autotuner:
         )
         return Selection(winner.choice, winner.provider, mode, "benchmark", text, timings, failures)
 
+    def _checked_pick(
+        self,
+        offered: Sequence[Candidate],
+        extern: Candidate,
+        epilogue: plugin.Epilogue,
+        checks: CheckRecords,
+        problem: Problem,
+    ) -> tuple[Candidate, str]:
+        """The default-mode pick and a note for the summary (see the module docstring)."""
+        pick = heuristic_pick(
+            offered, extern, epilogue, lambda c: c.first_party or checks.passed(c) is True
+        )
+        if not pick.first_party:
+            return pick, " (third party: passed a correctness check on this machine)"
+        if pick is not extern or not epilogue.steps:
+            return pick, ""
+        unchecked = [
+            c for c in offered if not c.first_party and not _slow(c) and checks.passed(c) is None
+        ][:MAX_CHECKS]
+        if not unchecked:
+            return extern, ""
+        outcomes = benchmark.check_candidates(
+            problem, [c.label for c in unchecked], [c.choice for c in unchecked],
+            self.bench_config, self.bench,
+        )  # fmt: skip
+        refused = []
+        for candidate, outcome in zip(unchecked, outcomes):
+            checks.record(candidate, outcome)
+            if outcome.ok:
+                return candidate, " (third party: passed a correctness check just now)"
+            refused.append(f"{candidate.label}: {outcome.reason} ({outcome.detail})")
+            log.warning("tilefuse: autotune refused third-party choice %s", refused[-1])
+        return extern, "; third-party choices failed their check: " + "; ".join(refused)
+
     @staticmethod
     def _unmeasured(
         candidate: Candidate, mode: str, text: str, source: str = "heuristic"
     ) -> Selection:
         log.info("%s", text)
         return Selection(candidate.choice, candidate.provider, mode, source, text)
+
+
+def _current_device(specs: Sequence[plugin.TensorSpec]) -> tuple[plugin.TensorSpec, ...]:
+    """``specs`` with a bare ``"cuda"`` made the current CUDA device (``"cuda:N"``), so a
+    worker process, whose current device is its own, runs on the caller's device."""
+    out = []
+    for spec in specs:
+        if spec.device == "cuda":
+            import torch
+
+            spec = replace(spec, device=f"cuda:{torch.cuda.current_device()}")
+        out.append(spec)
+    return tuple(out)
 
 
 _default = Autotuner()
