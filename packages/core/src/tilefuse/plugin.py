@@ -141,6 +141,13 @@ class DeviceBackend(Protocol):
     - ``load()`` is called at most once per process, on first use, and returns
       the backend's ``KernelScheduling`` factory: a callable taking a
       ``tilefuse.plugin.CompileContext`` and returning a ``KernelScheduling``.
+
+    A backend that breaks this contract (``info`` not a ``BackendInfo``;
+    ``availability()`` raising or answering anything but an ``Availability``;
+    ``load()`` raising or returning something not callable) is refused: logged
+    once with its distribution, listed as broken by ``tilefuse backends``, and its
+    nodes go to the next backend declaring the capability
+    (``tilefuse.backend_selection``). Asking for it in ``TILEFUSE_BACKENDS`` raises.
     """
 
     info: BackendInfo
@@ -169,9 +176,19 @@ class SchedulingPolicy(Protocol):
       kernel and autotune cache key, so change it whenever decisions change.
     - ``rank_fusions(candidates)`` receives ``FusionCandidate`` objects and
       returns the ones to attempt, best first; leaving one out vetoes it.
-    - ``tiling(group, device)`` returns backend config overrides (for the
-      Triton backend: ``{"XBLOCK": 1024, "num_warps": 8}``...) or ``None`` to
-      keep the backend's own heuristic.
+    - ``tiling(group, device)`` returns backend config overrides or ``None`` to
+      keep the backend's own heuristic. Keys: ``XBLOCK`` and ``RBLOCK`` (int powers
+      of two, product at most 2**20; ``RBLOCK`` is 1 for a one-dimensional pointwise
+      group), ``num_warps`` (a power of two up to 32) and, for reductions only,
+      ``persistent`` (``True``: one pass, so ``RBLOCK`` must cover the row;
+      ``False``: a loop over the row, ``RBLOCK`` elements at a time). An ``RBLOCK``
+      below the row length needs ``"persistent": False``.
+
+    Core checks every answer before anything uses it (``tilefuse.policy_check``):
+    a ``uuid()`` that raises or is not a non-empty str refuses the whole policy; a
+    ``rank_fusions`` or ``tiling`` answer that raises or breaks the rules above is
+    refused with one warning naming the policy, and the scheduler's order or the
+    backend's tiling is used instead (``TILEFUSE_STRICT`` raises).
     """
 
     name: str
