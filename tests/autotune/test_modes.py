@@ -113,6 +113,21 @@ def test_provider_version_enters_the_key(tuner, bench_calls):
     assert sel.source == "benchmark" and len(bench_calls) == 2
 
 
+def test_scheduling_policy_uuid_enters_the_key(tuner, bench_calls, monkeypatch):
+    pytest.importorskip("tilefuse_toy", reason="install tests/plugins/toy (nox -s tests does)")
+    from tilefuse.discovery import reset_registry
+
+    reset_registry()
+    inputs, layout = mm_problem()
+    monkeypatch.delenv("TILEFUSE_POLICY", raising=False)
+    tuner.select("mm", [FastChoice("x")], inputs, layout, mode="quick")
+    monkeypatch.setenv("TILEFUSE_POLICY", "toy-policy")
+    sel = tuner.select("mm", [FastChoice("x")], inputs, layout, mode="quick")
+    assert sel.source == "benchmark" and len(bench_calls) == 2
+    (entry,) = [e for e in tuner.cache.entries().values() if e["key"]["policy"]]
+    assert entry["key"]["policy"] == "toy-policy-v1"
+
+
 @pytest.mark.parametrize(
     "change",
     [

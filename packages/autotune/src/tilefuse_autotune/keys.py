@@ -1,4 +1,5 @@
-"""What a winners-cache key is made of: the problem, the device and the toolchain.
+"""What a winners-cache key is made of: the problem, the device, the toolchain and the
+active scheduling policy's uuid.
 
 Never file names or paths: the same problem on the same machine and versions finds
 the same winner wherever the cache directory lives.
@@ -51,6 +52,15 @@ def toolchain_versions() -> dict[str, str | None]:
     }
 
 
+def policy_uuid() -> str | None:
+    """The uuid of the scheduling policy ``TILEFUSE_POLICY`` activates (checked once by
+    core), or ``None``; raises ``PluginError`` when that policy is missing or broken."""
+    from tilefuse.backend_selection import active_policy
+
+    policy = active_policy()
+    return policy.uuid() if policy is not None else None
+
+
 def cache_key_fields(
     op: str,
     inputs: Sequence[plugin.TensorSpec],
@@ -66,5 +76,6 @@ def cache_key_fields(
         "epilogue": epilogue.key(),
         "device": device_name(layout.device),
         "versions": toolchain_versions(),
+        "policy": policy_uuid(),
         "providers": sorted({f"{c.provider}=={c.version}" for c in candidates}),
     }
