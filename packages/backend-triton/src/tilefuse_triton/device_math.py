@@ -117,6 +117,10 @@ if not INTERPRETED:
     def to_bf16(x):
         return x.to(tl.bfloat16)
 
+    @triton.jit
+    def from_bf16(x):
+        return x.to(tl.float32)
+
 else:
 
     @triton.jit
@@ -175,6 +179,12 @@ else:
         quiet_nan = (bits >> 16) | 0x40
         hi = tl.where(x != x, quiet_nan, rounded).to(tl.uint16)
         return hi.to(tl.bfloat16, bitcast=True)
+
+    @triton.jit
+    def from_bf16(x):
+        # bfloat16 -> float32 is a 16-bit shift; the interpreter's cast flushes subnormals.
+        bits = x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16
+        return bits.to(tl.float32, bitcast=True)
 
     @triton.jit
     def isnan(x):

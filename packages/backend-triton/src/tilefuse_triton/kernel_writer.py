@@ -266,6 +266,10 @@ class KernelWriter:
                                  value.dtype, PER_X)  # fmt: skip
         if dtype == torch.bool:
             return self.new_var(f"({value} != 0)", dtype, value.kind)
+        if value.dtype == torch.bfloat16:
+            value = self.new_var(f"dm.from_bf16({value})", torch.float32, value.kind)
+            if dtype == torch.float32:
+                return value
         if dtype in (torch.bfloat16, torch.float16) and value.dtype != torch.float32:
             # Through float32 first, as c10's Half/BFloat16 constructors do (float64 is
             # rounded twice there too); int/bool -> bf16 also needs it in the interpreter.
