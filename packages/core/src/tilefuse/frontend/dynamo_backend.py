@@ -240,4 +240,13 @@ def tilefuse_backend(
             return gm.forward
     if _is_symbolic(example_inputs):
         return _Specializer(gm, settings)
-    return _aot(gm, example_inputs, settings)
+    try:
+        return _aot(gm, example_inputs, settings)
+    except Exception as exc:  # AOTAutograd refused the graph (e.g. it cannot functionalize)
+        with config.overrides(settings):
+            if config.strict():
+                raise
+        _warn_once(f"could not trace a graph for compiling ({_describe(exc)}); running it eagerly")
+        log.debug("tilefuse: AOTAutograd failure", exc_info=True)
+        counters.bump("graphs_fallen_back")
+        return gm.forward
