@@ -1,14 +1,26 @@
 """Recognise a pointwise node that can run as a GEMM template's epilogue.
 
-The node's body is traced into an expression tree; the tree must be a chain of
-steps from ``tilefuse.plugin.EPILOGUE_KINDS`` applied to the template's result
-read at the output element, with other tensors read as a bias vector or a
-matrix of the output's shape. Anything else is refused with the reason.
+The node's body is traced into an expression tree over ``acc`` (the template's
+result read at the output element) and other tensors. The tree is accepted only
+when it *is*, structurally, a chain of ``tilefuse.plugin.EPILOGUE_KINDS`` steps
+applied to ``acc``: for every step the matcher builds that step's formula, as
+``Epilogue.apply_reference`` defines it, around a candidate inner expression and
+compares the whole formula with the tree, every op, constant and operand. The
+comparison works on a canonical form that only rewrites what does not change the
+value beyond rounding: products are flattened with their constants folded and
+their factors compared as a multiset, ``a / c`` is ``a * (1 / c)``, ``-a`` is
+``a * -1``, small integer powers are products, and ``add``/``maximum`` are
+commutative. Constants must agree to a relative 1e-6.
+
+Anything else is refused by raising ``NotAnEpilogue`` with a reason, which the
+fusion pass records; the pointwise node then runs as an ordinary kernel. The
+matcher never lets another exception out: an unexpected failure is a refusal too.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +34,7 @@ from .nodes import SchedNode
 
 
 class NotAnEpilogue(Exception):
-    pass
+    """The node cannot be a fused epilogue; the message says why."""
 
 
 @dataclass
@@ -44,6 +56,23 @@ class MatchedEpilogue:
     operands: list[Operand]
 
 
+# Bodies larger or deeper than this are no chain of known steps (the largest, gelu_tanh,
+# repeats its input five times); refusing them early bounds the matcher's work.
+_MAX_TREE_SIZE = 4096
+_MAX_TREE_DEPTH = 96
+_REL_TOL = 1e-6
+
+# Canonical terms (nested tuples):
+#   ("acc",)                        the template's result at the output element
+#   ("load", name, index)           another tensor
+#   ("const", value)                a Python float
+#   ("prod", c, (f1, f2, ...))      c * f1 * f2 * ...; at least one factor, none a
+#                                   constant or a product; never (1.0, (f,))
+#   (op, *terms)                    any other op of tilefuse.ir.ops
+ACC = ("acc",)
+_COMMUTATIVE = frozenset({"add", "maximum", "minimum"})
+
+
 class _TreeBuilder:
     """An ops handler building nested tuples: ``(op, *args)``."""
 
@@ -51,10 +80,17 @@ class _TreeBuilder:
         return ("load", name, index)
 
     def constant(self, value: Any, dtype: Any) -> tuple:
-        return ("constant", float(value))
+        try:
+            return ("constant", float(value))
+        except (TypeError, ValueError) as exc:
+            raise NotAnEpilogue(f"a constant that is not a number ({value!r})") from exc
 
-    def to_dtype(self, value: Any, dtype: Any) -> Any:
-        return value  # math runs in float32; the final store casts
+    def to_dtype(self, value: Any, dtype: Any, *args: Any, **kwargs: Any) -> Any:
+        # Math runs in float32 and the final store casts; a cast to a non-float type
+        # (truncation, bool) changes values, so it is no step of any known epilogue.
+        if not getattr(dtype, "is_floating_point", False):
+            raise NotAnEpilogue(f"a cast to {dtype}")
+        return value
 
     def masked(self, *args: Any) -> tuple:
         raise NotAnEpilogue("masked loads")
@@ -65,18 +101,191 @@ class _TreeBuilder:
     def index_expr(self, *args: Any) -> tuple:
         raise NotAnEpilogue("index arithmetic")
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Callable[..., tuple]:
         if name not in OP_NAMES:
             raise AttributeError(name)
         return lambda *args: (name, *args)
 
 
-def _const(t: Any, value: float) -> bool:
-    return isinstance(t, tuple) and t[0] == "constant" and math.isclose(t[1], value, rel_tol=1e-6)
+def _const(value: float) -> tuple:
+    return ("const", float(value))
 
 
-def _is_const(t: Any) -> bool:
-    return isinstance(t, tuple) and t[0] == "constant"
+def _is_const(t: tuple, value: float | None = None) -> bool:
+    if t[0] != "const":
+        return False
+    return value is None or math.isclose(t[1], value, rel_tol=_REL_TOL)
+
+
+def _product(terms: list[tuple]) -> tuple:
+    """The canonical product of canonical ``terms``."""
+    c = 1.0
+    factors: list[tuple] = []
+    for t in terms:
+        if t[0] == "const":
+            c *= t[1]
+        elif t[0] == "prod":
+            c *= t[1]
+            factors.extend(t[2])
+        else:
+            factors.append(t)
+    if not factors:
+        return _const(c)
+    if c == 1.0 and len(factors) == 1:
+        return factors[0]
+    return ("prod", c, tuple(factors))
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """Structural equality of canonical terms, constants to a relative ``_REL_TOL``."""
+    if a is b:
+        return True
+    if a[0] != b[0] or len(a) != len(b):
+        return False
+    op = a[0]
+    if op == "acc":
+        return True
+    if op == "const":
+        return math.isclose(a[1], b[1], rel_tol=_REL_TOL)
+    if op == "load":
+        return a[1] == b[1] and (a[2] == b[2] or sympy.expand(a[2] - b[2]) == 0)
+    if op == "prod":
+        return math.isclose(a[1], b[1], rel_tol=_REL_TOL) and _same_multiset(a[2], b[2])
+    if op in _COMMUTATIVE and len(a) == 3:
+        if _same(a[1], b[1]) and _same(a[2], b[2]):
+            return True
+        return _same(a[1], b[2]) and _same(a[2], b[1])
+    return all(_same(x, y) for x, y in zip(a[1:], b[1:]))
+
+
+def _same_multiset(xs: tuple, ys: tuple) -> bool:
+    if len(xs) != len(ys):
+        return False
+    rest = list(ys)
+    for x in xs:
+        for j, y in enumerate(rest):
+            if _same(x, y):
+                del rest[j]
+                break
+        else:
+            return False
+    return True
+
+
+def _uses_acc(t: tuple) -> bool:
+    if t[0] == "acc":
+        return True
+    if t[0] in ("const", "load"):
+        return False
+    if t[0] == "prod":
+        return any(_uses_acc(f) for f in t[2])
+    return any(_uses_acc(a) for a in t[1:])
+
+
+def render(t: tuple) -> str:
+    """``t`` as a short infix formula, for refusal reasons."""
+    op = t[0]
+    if op == "acc":
+        return "acc"
+    if op == "const":
+        return f"{t[1]:g}"
+    if op == "load":
+        return str(t[1])
+    if op == "prod":
+        parts = ([] if t[1] == 1.0 else [f"{t[1]:g}"]) + [render(f) for f in t[2]]
+        return "(" + " * ".join(parts) + ")"
+    if op == "add":
+        return f"({render(t[1])} + {render(t[2])})"
+    return f"{op}({', '.join(render(a) for a in t[1:])})"
+
+
+# The formula of each operand-free step around its input ``x``, as canonical terms; this
+# mirrors ``plugin.Epilogue.apply_reference``, which defines what every template computes.
+def _gelu_erf(x: tuple) -> tuple:
+    inner = ("erf", _product([x, _const(1.0 / math.sqrt(2.0))]))
+    return _product([x, _const(0.5), ("add", _const(1.0), inner)])
+
+
+def _gelu_tanh(x: tuple) -> tuple:
+    cube = _product([_const(0.044715), x, x, x])
+    inner = ("tanh", _product([_const(math.sqrt(2.0 / math.pi)), ("add", x, cube)]))
+    return _product([x, _const(0.5), ("add", _const(1.0), inner)])
+
+
+_FORMULAS: dict[str, Callable[[tuple], tuple]] = {
+    "relu": lambda x: ("maximum", x, _const(0.0)),
+    "gelu_erf": _gelu_erf,
+    "gelu_tanh": _gelu_tanh,
+    "silu": lambda x: _product([x, ("sigmoid", x)]),
+    "sigmoid": lambda x: ("sigmoid", x),
+    "tanh": lambda x: ("tanh", x),
+}
+
+
+def _one_plus(f: tuple, op: str) -> tuple | None:
+    """``z`` when ``f`` is ``1 + op(z)`` (either order), else ``None``."""
+    if f[0] != "add":
+        return None
+    for one, other in ((f[1], f[2]), (f[2], f[1])):
+        if _is_const(one, 1.0) and other[0] == op:
+            return other[1]
+    return None
+
+
+def _candidates(t: tuple) -> list[tuple[str, tuple, Any]]:
+    """``(kind, x, extra)`` guesses for the last step of ``t`` and its input ``x``.
+
+    A guess only proposes; ``_Matcher.steps`` accepts it after comparing the
+    step's whole formula around ``x`` with ``t``. ``extra`` is the scalar of a
+    ``mul_scalar`` or the operand term of an add.
+    """
+    op = t[0]
+    out: list[tuple[str, tuple, Any]] = []
+    if op == "add":
+        for x, other in ((t[1], t[2]), (t[2], t[1])):
+            if _uses_acc(x) and not _uses_acc(other):
+                out.append(("add", x, other))
+    elif op == "maximum":
+        out += [("relu", t[1], None), ("relu", t[2], None)]
+    elif op in ("sigmoid", "tanh"):
+        out.append((op, t[1], None))
+    elif op == "prod":
+        for f in t[2]:
+            if f[0] == "sigmoid":
+                out.append(("silu", f[1], None))
+            z = _one_plus(f, "erf")
+            if z is not None:
+                out.append(("gelu_erf", _product([z, _const(math.sqrt(2.0))]), None))
+            z = _one_plus(f, "tanh")
+            if z is not None:
+                # tanh's argument is sqrt(2 / pi) * (x + 0.044715 * x**3): x is a side of a sum.
+                factors = z[2] if z[0] == "prod" else (z,)
+                sums = [g for g in factors if g[0] == "add"]
+                out += [("gelu_tanh", g[i], None) for g in sums for i in (1, 2)]
+        if t[1] != 1.0:
+            out.append(("mul_scalar", _product([_const(1.0), *t[2]]), t[1]))
+    return out
+
+
+def _measure(tree: Any) -> tuple[int, int]:
+    """(size as a tree, depth) of a tuple DAG, without walking shared parts twice."""
+    memo: dict[int, tuple[int, int]] = {}
+
+    def visit(t: Any, level: int) -> tuple[int, int]:
+        if level > _MAX_TREE_DEPTH:
+            raise NotAnEpilogue(f"its body is deeper than {_MAX_TREE_DEPTH} ops")
+        if not isinstance(t, tuple) or not t or t[0] in ("load", "constant"):
+            return 1, 1
+        key = id(t)
+        if key not in memo:
+            size, depth = 1, 0
+            for a in t[1:]:
+                s, d = visit(a, level + 1)
+                size, depth = size + s, max(depth, d)
+            memo[key] = (size, depth + 1)
+        return memo[key]
+
+    return visit(tree, 0)
 
 
 class _Matcher:
@@ -88,62 +297,83 @@ class _Matcher:
         self.vars = vars_
         self.shape = shape
         self.operands: list[Operand] = []
+        self._canon: dict[int, tuple] = {}
 
-    def chain(self, t: Any) -> list[EpilogueStep]:
-        """Steps turning the template result into ``t``."""
+    def canonical(self, t: Any) -> tuple:
+        """The canonical term of a traced tree (see the module docstring)."""
+        if not isinstance(t, tuple) or not t:
+            raise NotAnEpilogue(f"an op argument that is not a value ({t!r})")
+        key = id(t)
+        if key not in self._canon:
+            self._canon[key] = self._canonical(t)
+        return self._canon[key]
+
+    def _canonical(self, t: tuple) -> tuple:
         op = t[0]
         if op == "load":
             if t[1] != self.template:
-                raise NotAnEpilogue(f"reads {t[1]} where the GEMM result was expected")
-            if sympy.simplify(t[2] - self.out_index) != 0:
-                raise NotAnEpilogue("reads the GEMM result at another element")
-            return []
-        if op == "add":
-            for acc, other in ((t[1], t[2]), (t[2], t[1])):
-                if self._uses_template(acc) and not self._uses_template(other):
-                    return self.chain(acc) + [self.operand_step(other)]
+                return ("load", t[1], t[2])
+            if t[2] != self.out_index and sympy.simplify(t[2] - self.out_index) != 0:
+                raise NotAnEpilogue("it reads the GEMM result at another element")
+            return ACC
+        if op == "constant":
+            return _const(t[1])
+        args = [self.canonical(a) for a in t[1:]]
         if op == "mul":
-            for acc, other in ((t[1], t[2]), (t[2], t[1])):
-                if _is_const(other) and self._uses_template(acc):
-                    return self.chain(acc) + [EpilogueStep("mul_scalar", value=other[1])]
-            gelu = self._gelu(t)
-            if gelu is not None:
-                return gelu
-            if t[2] == ("sigmoid", t[1]):
-                return self.chain(t[1]) + [EpilogueStep("silu")]
-        if op == "maximum" and _const(t[2], 0.0):
-            return self.chain(t[1]) + [EpilogueStep("relu")]
-        if op in ("sigmoid", "tanh"):
-            return self.chain(t[1]) + [EpilogueStep(op)]
-        raise NotAnEpilogue(f"{op} is not an epilogue step")
+            return _product(args)
+        if op == "neg":
+            return _product([args[0], _const(-1.0)])
+        if op == "truediv" and _is_const(args[1]) and args[1][1] != 0.0:
+            return _product([args[0], _const(1.0 / args[1][1])])
+        if op == "pow" and _is_const(args[1]) and args[1][1] in (1.0, 2.0, 3.0, 4.0):
+            return _product([args[0]] * int(args[1][1]))
+        return (op, *args)
 
-    def _gelu(self, t: Any) -> list[EpilogueStep] | None:
-        # x * 0.5 * (1 + erf(x / sqrt 2)) and the tanh form, as the gelu lowering writes them
-        left, right = t[1], t[2]
-        if not (isinstance(left, tuple) and left[0] == "mul" and _const(left[2], 0.5)):
-            return None
-        v = left[1]
-        if right[0] != "add" or not _const(right[2], 1.0):
-            return None
-        inner = right[1]
-        if inner == ("erf", ("mul", v, inner[1][2])) and _const(inner[1][2], 1 / math.sqrt(2)):
-            return self.chain(v) + [EpilogueStep("gelu_erf")]
-        if inner[0] == "tanh":
-            return self.chain(v) + [EpilogueStep("gelu_tanh")]
-        return None
+    def steps(self, t: tuple) -> list[tuple[str, Any]]:
+        """``(kind, extra)`` steps turning ``acc`` into ``t``; raises ``NotAnEpilogue``."""
+        if t[0] == "acc":
+            return []
+        deepest: NotAnEpilogue | None = None
+        for kind, x, extra in _candidates(t):
+            after: list[tuple[str, Any]] = []
+            if kind == "add":
+                expected = ("add", x, extra)
+            elif kind == "mul_scalar":
+                expected = _product([x, _const(extra)])
+            else:
+                expected = _FORMULAS[kind](x)
+            if not _same(expected, t):
+                # ``3 * silu(x)`` folds its 3 into silu's product: a product step
+                # followed by a scale, when all factors but the constant agree.
+                if not (
+                    expected[0] == "prod" == t[0]
+                    and expected[1] != 0.0
+                    and _same_multiset(expected[2], t[2])
+                ):
+                    continue
+                after = [("mul_scalar", t[1] / expected[1])]
+            try:
+                return self.steps(x) + [(kind, extra)] + after
+            except NotAnEpilogue as exc:
+                deepest = deepest or exc
+        if deepest is not None:
+            raise deepest
+        raise NotAnEpilogue(f"no epilogue step computes {_short(render(t))}")
 
-    def _uses_template(self, t: Any) -> bool:
-        if not isinstance(t, tuple):
-            return False
-        if t[0] == "load":
-            return t[1] == self.template
-        return any(self._uses_template(a) for a in t[1:])
+    def materialise(self, steps: list[tuple[str, Any]]) -> list[EpilogueStep]:
+        out = []
+        for kind, extra in steps:
+            if kind == "add":
+                out.append(self.operand_step(extra))
+            elif kind == "mul_scalar":
+                out.append(EpilogueStep("mul_scalar", value=float(extra)))
+            else:
+                out.append(EpilogueStep(kind))
+        return out
 
-    def operand_step(self, t: Any) -> EpilogueStep:
-        while t[0] == "mul" and (_const(t[2], 1.0) or _const(t[1], 1.0)):  # addmm's beta=1
-            t = t[1] if _const(t[2], 1.0) else t[2]
+    def operand_step(self, t: tuple) -> EpilogueStep:
         if t[0] != "load":
-            raise NotAnEpilogue("the added term is not a plain tensor read")
+            raise NotAnEpilogue(f"the added term {_short(render(t))} is not a plain tensor read")
         name, index = t[1], t[2]
         strides = []
         for var in self.vars:
@@ -154,6 +384,8 @@ class _Matcher:
         offset = index.subs({v: 0 for v in self.vars})
         if not offset.is_Integer:
             raise NotAnEpilogue(f"{name} is read with a non-affine index")
+        if len(strides) < 2:
+            raise NotAnEpilogue(f"the GEMM result has {len(strides)} dimensions, not 2 or 3")
         m_stride, n_stride = strides[-2], strides[-1]
         batch_zero = all(s == 0 for s in strides[:-2])
         k = len(self.operands)
@@ -167,13 +399,55 @@ class _Matcher:
         return EpilogueStep("add_matrix", operand=k)
 
 
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def match_tree(
+    tree: Any, template: str, out_index: Any, index_vars: list[sympy.Symbol], shape: tuple
+) -> tuple[tuple[EpilogueStep, ...], list[Operand]]:
+    """The steps and operands that compute ``tree`` from ``template``'s result.
+
+    ``tree`` is a node body traced by ``_TreeBuilder``; ``out_index`` is where the
+    template's result is read for the output element at ``index_vars``. Raises
+    ``NotAnEpilogue`` (and nothing else) when ``tree`` is not exactly such a chain.
+    """
+    try:
+        size, _ = _measure(tree)
+        if size > _MAX_TREE_SIZE:
+            raise NotAnEpilogue(f"its body has {size} ops, more than any known epilogue")
+        matcher = _Matcher(template, out_index, index_vars, shape)
+        term = matcher.canonical(tree)
+        steps = matcher.materialise(matcher.steps(term))
+    except NotAnEpilogue:
+        raise
+    except Exception as exc:  # a refusal, never a failed compile: see the module docstring
+        raise _failed(exc) from exc
+    return tuple(steps), matcher.operands
+
+
 def match_epilogue(
     template: SchedNode, node: SchedNode, buffers: dict[str, Any] | None = None
 ) -> MatchedEpilogue:
-    """The epilogue ``node`` computes from ``template``'s result; raises ``NotAnEpilogue``.
+    """The epilogue ``node`` computes from ``template``'s result.
 
-    ``buffers`` maps names to ``Buffer`` objects, to record operand dtypes and devices.
+    ``buffers`` maps names to ``Buffer`` objects, to record operand dtypes and
+    devices. Raises ``NotAnEpilogue`` with the reason when ``node`` is not exactly
+    a chain of known steps; never raises anything else.
     """
+    try:
+        return _match(template, node, buffers or {})
+    except NotAnEpilogue:
+        raise
+    except Exception as exc:  # a refusal, never a failed compile: see the module docstring
+        raise _failed(exc) from exc
+
+
+def _failed(exc: Exception) -> NotAnEpilogue:
+    return NotAnEpilogue(f"the epilogue matcher failed on it ({type(exc).__name__}: {exc})")
+
+
+def _match(template: SchedNode, node: SchedNode, buffers: dict[str, Any]) -> MatchedEpilogue:
     data = node.buffer.data
     if not isinstance(data, Pointwise):
         raise NotAnEpilogue("not a pointwise node")
@@ -183,11 +457,10 @@ def match_epilogue(
     out_index = template.buffer.layout.index(node.index_vars)
     with ops_handler(_TreeBuilder()):
         tree = data.body(node.index_vars)
-    matcher = _Matcher(template.name, out_index, node.index_vars, shape)
-    steps = matcher.chain(tree)
-    for op in matcher.operands:
-        buf = (buffers or {}).get(op.buffer)
+    steps, operands = match_tree(tree, template.name, out_index, node.index_vars, shape)
+    for op in operands:
+        buf = buffers.get(op.buffer)
         if buf is not None:
             op.dtype = str(buf.dtype).removeprefix("torch.")
             op.device = str(buf.device)
-    return MatchedEpilogue(node, tuple(steps), matcher.operands)
+    return MatchedEpilogue(node, steps, operands)
