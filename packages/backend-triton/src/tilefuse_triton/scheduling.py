@@ -144,6 +144,8 @@ class TritonScheduling:
             override = policy.tiling(group, self.context.device)
             if override:
                 config.update(override)
+                # pairing assumed the heuristic's square tile grid: new tiles void it
+                config["paired"] = config.get("paired") and not {"XBLOCK", "RBLOCK"} & set(override)
         source, args = render_group(group, self.buffers, name, config)
         dtypes = [self.buffers[a].layout.dtype for a in args]
         return TritonKernel(name, source, args, group, config, dtypes)
