@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.fx
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from .. import config, counters, plugin
 from ..backend_selection import active_policy, load_owner, loaded_backends
@@ -223,11 +224,14 @@ def build_kernels(kernels: Sequence[Any], origins_of: dict[str, list[str]]) -> N
     if not buildable:
         return
     workers = max(1, min(len(buildable), os.cpu_count() or 1, 16))
-    if workers == 1:
-        results = [_try_build(k) for k in buildable]
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="tilefuse-build") as pool:
-            results = list(pool.map(_try_build, buildable))
+    # The graph compiles under AOTAutograd's fake-tensor mode; a build may allocate
+    # real (tiny) tensors to specialize on, so it runs with that mode switched off.
+    with unset_fake_temporarily():
+        if workers == 1:
+            results = [_try_build(k) for k in buildable]
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="tilefuse-build") as pool:
+                results = list(pool.map(_try_build, buildable))
     for kernel, error in zip(buildable, results):
         if error is not None:
             ops = ", ".join(origins_of.get(kernel.name, [])) or "unknown ops"
