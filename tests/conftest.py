@@ -34,7 +34,7 @@ def pytest_configure(config):
 
 
 # Test folders whose CPU tests compile CPU tensors, which only the Triton interpreter serves.
-INTERPRETER_DIRS = ("e2e", "backend_triton")
+INTERPRETER_DIRS = ("e2e", "backend_triton", "opinfo")
 
 
 def pytest_collection_modifyitems(config, items):

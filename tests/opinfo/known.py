@@ -1,0 +1,71 @@
+"""The sweep's data: cases it cannot judge by comparing with eager, and tolerances.
+
+Every entry states why. An entry is a limit of eager comparison itself (random output,
+undefined output), never a tilefuse bug: a bug is fixed, or the op is made an extern.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.testing._internal.common_device_type import toleranceOverride
+from torch.testing._internal.opinfo.core import DecorateInfo, OpInfo
+
+from . import cases
+
+# OpInfo full name -> why its output cannot be compared with eager's.
+_JITERATOR = (
+    "a test of torch.cuda.jiterator, which builds CUDA kernels from C++ strings at run "
+    "time: not an aten op, no CPU kernel, and Dynamo calls it as an opaque function"
+)
+SKIP: dict[str, str] = {
+    "jiterator_binary": _JITERATOR,
+    "jiterator_binary_return_by_ref": _JITERATOR,
+    "jiterator_unary": _JITERATOR,
+}
+
+# (OpInfo full name, dtype or None for all) -> (rtol, atol) beyond the OpInfo's own, and why.
+TOLERANCE: dict[tuple[str, torch.dtype | None], tuple[float, float, str]] = {}
+
+
+def skip_reason(name: str) -> str | None:
+    return SKIP.get(name)
+
+
+def _default(dtype: torch.dtype) -> tuple[float, float]:
+    """assert_close's own default (rtol, atol) for ``dtype``; exact for integers."""
+    from torch.testing._comparison import default_tolerances
+
+    probe = torch.empty((), dtype=dtype)
+    return default_tolerances(probe)
+
+
+def _opinfo_overrides(op: OpInfo, dtype: torch.dtype, device_type: str) -> list[tuple]:
+    """(rtol, atol) pairs that the OpInfo's own ``toleranceOverride`` decorators give
+    ``dtype`` on ``device_type`` (in any of its tests)."""
+    found = []
+    for info in op.decorators:
+        if not isinstance(info, DecorateInfo):
+            continue
+        if info.device_type not in (None, device_type):
+            continue
+        for decorator in info.decorators:
+            if isinstance(decorator, toleranceOverride) and dtype in decorator.d:
+                tol = decorator.d[dtype]
+                found.append((tol.rtol, tol.atol))
+    return found
+
+
+def tolerance(op: OpInfo, dtype: torch.dtype, device: str) -> tuple[float, float] | None:
+    """(rtol, atol) for ``op`` at ``dtype``: assert_close's default for the dtype, widened by
+    the OpInfo's own overrides and by ``TOLERANCE``; ``None`` means the plain default."""
+    if not (dtype.is_floating_point or dtype.is_complex):
+        return None
+    rtol, atol = _default(dtype)
+    extra = _opinfo_overrides(op, dtype, torch.device(device).type)
+    name = cases.full_name(op)
+    for key in ((name, dtype), (name, None)):
+        if key in TOLERANCE:
+            extra.append(TOLERANCE[key][:2])
+    if not extra:
+        return None
+    return max([rtol, *(r for r, _ in extra)]), max([atol, *(a for _, a in extra)])

@@ -1,0 +1,61 @@
+"""PyTorch's OpInfo database (``op_db``) compiled by tilefuse and compared with eager.
+
+``test_opinfo_cpu`` is the CI subset: one small sample per op at float32 (forward and
+backward) and at one other dtype, run through the Triton interpreter on CPU tensors.
+``test_opinfo_gpu`` (``-m gpu``) is the whole sweep: every sample, every dtype, on CUDA.
+Both compile in strict mode: a graph either compiles (ops without a lowering become
+explicit externs inside it) or the case fails. Cases that eager comparison cannot judge
+are listed, with their reason, in ``known.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("expecttest", reason="torch.testing._internal (op_db) imports expecttest")
+
+from . import cases, known, runner  # noqa: E402
+
+
+def _param(case: cases.Case):
+    reason = known.skip_reason(case.name)
+    marks = [pytest.mark.skip(reason=reason)] if reason else []
+    return pytest.param(case, id=case.id, marks=marks)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cpu_case" in metafunc.fixturenames:
+        metafunc.parametrize("cpu_case", [_param(c) for c in cases.cpu_cases()])
+    if "gpu_case" in metafunc.fixturenames:
+        # Enumerating every sample takes minutes: only where the sweep can run.
+        if torch.cuda.is_available():
+            params = [_param(c) for c in cases.all_cases("cuda")]
+        else:
+            params = [pytest.param(None, id="all")]
+        metafunc.parametrize("gpu_case", params)
+
+
+def test_opinfo_cpu(cpu_case: cases.Case) -> None:
+    runner.run_case(cpu_case, "cpu")
+
+
+@pytest.mark.gpu
+def test_opinfo_gpu(gpu_case: cases.Case) -> None:
+    runner.run_case(gpu_case, "cuda")
+
+
+def test_named_ops_exist() -> None:
+    """Every named op of the sweep is in this torch's op_db (a rename would drop it)."""
+    assert cases.missing_named() == []
+
+
+def test_known_entries_name_swept_ops() -> None:
+    """Every known entry names an op the sweep runs, and says why."""
+    swept = {cases.full_name(op) for op in cases.selected_ops()}
+    for name, reason in known.SKIP.items():
+        assert name in swept, f"known.SKIP names {name!r}, which the sweep does not run"
+        assert reason.strip(), f"known.SKIP[{name!r}] has no reason"
+    for (name, _dtype), entry in known.TOLERANCE.items():
+        assert name in swept, f"known.TOLERANCE names {name!r}, which the sweep does not run"
+        assert entry[2].strip(), f"known.TOLERANCE[{name!r}] has no reason"
