@@ -1,0 +1,66 @@
+"""GEMM epilogues end to end: look-alikes of known steps compile to what eager computes.
+
+The matcher itself is tested on lowered IR in tests/core/test_epilogue_match.py; these
+compile small GEMMs (16x24 @ 24x8) through the autotuner and the Triton template.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.compile_check import check, kernel_count
+
+pytest.importorskip("tilefuse_autotune", reason="GEMM templates need tilefuse-autotune")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path))
+
+
+def _operands():
+    return torch.randn(16, 24), torch.randn(24, 8), torch.randn(8)
+
+
+def _epilogue_refusals(reports) -> list[str]:
+    return [r for rep in reports for r in rep.refusals if r.startswith("epilogue:")]
+
+
+def test_tanh_look_alike_of_gelu_runs_unfused_and_right():
+    """Reported: ``y * 0.5 * (1 + tanh(y))`` was fused as gelu_tanh and gave wrong numbers."""
+
+    def fn(a, b):
+        y = a @ b
+        return y * 0.5 * (1 + torch.tanh(y))
+
+    reports = check(fn, *_operands()[:2])
+    assert kernel_count(reports) == 2  # the GEMM, and the pointwise op as its own kernel
+    assert any("no epilogue step computes" in r for r in _epilogue_refusals(reports))
+
+
+def test_erf_near_miss_compiles_instead_of_raising():
+    """Reported: ``y * 0.5 * (1 + erf(-y))`` raised IndexError in the matcher (strict mode
+    raises on any fallback, so this compiling at all is the check)."""
+
+    def fn(a, b):
+        y = a @ b
+        return y * 0.5 * (1 + torch.erf(-y))
+
+    check(fn, *_operands()[:2])
+
+
+def test_handwritten_gelu_tanh_then_bias_is_fused():
+    """GPT-2's gelu written out is gelu_tanh. (``y`` is the GEMM itself: a pointwise value
+    with several users, such as ``a @ b + bias``, is stored by its own node.)"""
+
+    def fn(a, b, bias):
+        y = a @ b
+        gelu = 0.5 * y * (1 + torch.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * y**3)))
+        return gelu + bias
+
+    reports = check(fn, *_operands())
+    assert kernel_count(reports) == 1
+    assert reports[0].kernels[0].kind == "template:mm"
