@@ -65,8 +65,10 @@ def test_round_decimals_float32(decimals, device):
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
 @pytest.mark.parametrize("decimals", [2, -1])
 def test_round_decimals_half(dtype, decimals, device):
+    # Within the dtype's tolerance only: eager itself differs by device here (CPU scales
+    # in float32, CUDA rounds to the half dtype after each step); tilefuse does as CPU.
     x = (torch.randn(37) * 50).to(dtype)
-    check_exact(lambda v: torch.round(v, decimals=decimals), x, device=device)
+    check(lambda v: torch.round(v, decimals=decimals), *on(device, x), dtype=dtype)
 
 
 def test_round_half_to_even_and_near_ties(device):

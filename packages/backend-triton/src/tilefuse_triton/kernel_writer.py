@@ -305,7 +305,8 @@ class KernelWriter:
             kind = kind_of(*args)
             if kind == SCALAR and name == "truediv":
                 # Triton folds literal arithmetic in Python, where 0.0 / 0.0 raises.
-                first = f"tl.full([1], {args[0]}, {TL_DTYPES[args[0].dtype]})"
+                first = Var(f"tl.full([1], {args[0]}, {TL_DTYPES[args[0].dtype]})",
+                            args[0].dtype, PER_X)  # fmt: skip
                 return self.new_var(template(first, *args[1:]), dtype, PER_X)
             if kind == SCALAR and any(getattr(a, "runtime", False) for a in args):
                 return self.new_var(template(*args), dtype, SCALAR)

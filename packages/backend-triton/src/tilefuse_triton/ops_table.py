@@ -69,6 +69,19 @@ def _fmod(a: Any, b: Any) -> str:
     return f"({a} % {b})"
 
 
+def _float32(*args: Any) -> bool:
+    return any(getattr(a, "dtype", None) == torch.float32 for a in args)
+
+
+def _truediv(a: Any, b: Any) -> str:
+    # Triton's float32 `/` is approximate on GPUs (up to 2 ulp); ATen's division is IEEE.
+    return f"dm.div_rn({a}, {b})" if _float32(a, b) else f"({a} / {b})"
+
+
+def _reciprocal(a: Any) -> str:
+    return f"dm.div_rn(1.0, {a})" if _float32(a) else f"(1.0 / {a})"
+
+
 def _pow(a: Any, b: Any) -> str:
     if _is_float(a, b):
         return f"dm.pow({a}, {b})"
@@ -108,6 +121,10 @@ def template(name: str) -> Callable[..., str]:
         return _remainder
     if name == "fmod":
         return _fmod
+    if name == "truediv":
+        return _truediv
+    if name == "reciprocal":
+        return _reciprocal
     if name == "pow":
         return _pow
     if name in ("floor", "ceil", "trunc", "round"):
