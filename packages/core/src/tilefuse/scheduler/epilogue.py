@@ -69,7 +69,7 @@ _REL_TOL = 1e-6
 #   ("prod", c, (f1, f2, ...))      c * f1 * f2 * ...; at least one factor, none a
 #                                   constant or a product; never (1.0, (f,))
 #   (op, *terms)                    any other op of tilefuse.ir.ops
-ACC = ("acc",)
+_ACC = ("acc",)
 _COMMUTATIVE = frozenset({"add", "maximum", "minimum"})
 
 
@@ -182,7 +182,7 @@ def _uses_acc(t: tuple) -> bool:
     return any(_uses_acc(a) for a in t[1:])
 
 
-def render(t: tuple) -> str:
+def _render(t: tuple) -> str:
     """``t`` as a short infix formula, for refusal reasons."""
     op = t[0]
     if op == "acc":
@@ -192,11 +192,11 @@ def render(t: tuple) -> str:
     if op == "load":
         return str(t[1])
     if op == "prod":
-        parts = ([] if t[1] == 1.0 else [f"{t[1]:g}"]) + [render(f) for f in t[2]]
+        parts = ([] if t[1] == 1.0 else [f"{t[1]:g}"]) + [_render(f) for f in t[2]]
         return "(" + " * ".join(parts) + ")"
     if op == "add":
-        return f"({render(t[1])} + {render(t[2])})"
-    return f"{op}({', '.join(render(a) for a in t[1:])})"
+        return f"({_render(t[1])} + {_render(t[2])})"
+    return f"{op}({', '.join(_render(a) for a in t[1:])})"
 
 
 # The formula of each operand-free step around its input ``x``, as canonical terms; this
@@ -315,7 +315,7 @@ class _Matcher:
                 return ("load", t[1], t[2])
             if t[2] != self.out_index and sympy.simplify(t[2] - self.out_index) != 0:
                 raise NotAnEpilogue("it reads the GEMM result at another element")
-            return ACC
+            return _ACC
         if op == "constant":
             return _const(t[1])
         args = [self.canonical(a) for a in t[1:]]
@@ -358,7 +358,7 @@ class _Matcher:
                 deepest = deepest or exc
         if deepest is not None:
             raise deepest
-        raise NotAnEpilogue(f"no epilogue step computes {_short(render(t))}")
+        raise NotAnEpilogue(f"no epilogue step computes {_short(_render(t))}")
 
     def materialise(self, steps: list[tuple[str, Any]]) -> list[EpilogueStep]:
         out = []
@@ -373,7 +373,7 @@ class _Matcher:
 
     def operand_step(self, t: tuple) -> EpilogueStep:
         if t[0] != "load":
-            raise NotAnEpilogue(f"the added term {_short(render(t))} is not a plain tensor read")
+            raise NotAnEpilogue(f"the added term {_short(_render(t))} is not a plain tensor read")
         name, index = t[1], t[2]
         strides = []
         for var in self.vars:
