@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.compile_check import check, compiled_reports, kernel_count
+from tests.compile_check import check, check_grad, compiled_reports, kernel_count
 
 INT_DTYPES = [torch.int64, torch.int32, torch.int16, torch.int8]
 HALF_DTYPES = [torch.float16, torch.bfloat16]
@@ -333,6 +333,20 @@ CROSS_ENTROPY = {
 def test_cross_entropy_constant_target(name, device):
     reports = check(CROSS_ENTROPY[name], *on(device, torch.randn(4, 5)))
     assert kernel_count(reports) >= 1
+
+
+@pytest.mark.parametrize("name", ["2d", "1d_scalar_target"])
+def test_cross_entropy_constant_target_backward(name, device):
+    reports = check_grad(CROSS_ENTROPY[name], *on(device, torch.randn(4, 5).requires_grad_()))
+    assert kernel_count(reports) >= 1
+
+
+@pytest.mark.parametrize("bounds", [(-1.0, 1.0), (0.0, 6.0)])
+def test_hardtanh_forward_and_backward(bounds, device):
+    # Values on the bounds too: the gradient there is 0, as in eager.
+    x = torch.cat([torch.randn(33) * 4, torch.tensor([-1.0, 1.0, 0.0, 6.0])])
+    reports = check_grad(lambda v: F.hardtanh(v, *bounds), *on(device, x.requires_grad_()))
+    assert not any(r.externs for r in reports)
 
 
 def test_scalar_loaded_value_cast(device):

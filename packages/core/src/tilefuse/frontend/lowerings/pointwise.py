@@ -235,6 +235,30 @@ def _relu(ctx, node, x):
     return pointwise(node, [x], lambda v: ops.maximum(v, ops.constant(0, dtype)), math_dtype=dtype)
 
 
+@register(aten.hardtanh)
+def _hardtanh(ctx, node, x, min_val=-1.0, max_val=1.0):
+    dtype = compute_dtype(out_meta(node).dtype)
+
+    def body(v):
+        v = ops.maximum(v, ops.constant(min_val, dtype))
+        return ops.minimum(v, ops.constant(max_val, dtype))
+
+    return pointwise(node, [x], body, math_dtype=dtype)
+
+
+@register(aten.hardtanh_backward)
+def _hardtanh_backward(ctx, node, grad, x, min_val, max_val):
+    dtype = compute_dtype(out_meta(node).dtype)
+
+    def body(g, v):
+        outside = ops.logical_or(
+            ops.le(v, ops.constant(min_val, dtype)), ops.ge(v, ops.constant(max_val, dtype))
+        )
+        return ops.where(outside, ops.constant(0, dtype), g)
+
+    return pointwise(node, [grad, x], body, math_dtype=dtype)
+
+
 @register(aten.silu)
 def _silu(ctx, node, x):
     dtype = compute_dtype(out_meta(node).dtype)
