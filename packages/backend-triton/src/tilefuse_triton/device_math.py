@@ -122,6 +122,9 @@ if not INTERPRETED:
         return x.to(tl.float32)
 
 else:
+    from . import interpreter_fixes
+
+    interpreter_fixes.apply()
 
     @triton.jit
     def tanh(x):

@@ -218,8 +218,30 @@ class KernelWriter:
             hint = REUSED_LOAD_HINT if self._reread_by_every_row(expr) else ""
             mask = self.mask_for(kind == PER_XR)
             masked = f", {mask}, other=0" if mask else ""
+            if mask:
+                text = self._offset_for_mask(expr, text, kind)
             load = f"tl.load({ptr} + ({text}){masked}{hint})"
         return self.new_var(load, buf.dtype, kind)
+
+    def _offset_for_mask(self, expr: Any, text: str, kind: int) -> str:
+        """A load offset broadcast to the shape of its mask: Triton broadcasts a mask to
+        its pointer's shape, never a pointer to its mask's (a constant index read under a
+        per-row condition, e.g. ``stack`` of 0-d tensors, would be a scalar pointer)."""
+        has_x = has_r = False
+        for sym in expr.free_symbols:
+            if sym == XSYM:
+                has_x = True
+            elif sym == RSYM:
+                has_r = True
+            else:
+                sym_kind = getattr(self.indirect_vars.get(sym.name), "kind", PER_XR)
+                has_x = has_x or sym_kind >= PER_X
+                has_r = has_r or sym_kind == PER_XR
+        if not has_x:
+            text = f"{text} + 0 * xindex"
+        if kind == PER_XR and self.two_d and not has_r:
+            text = f"{text} + 0 * rindex"
+        return text
 
     def _reread_by_every_row(self, expr: Any) -> bool:
         """True for a reduction's load indexed by ``r`` alone (a layer_norm weight, say):
@@ -251,6 +273,12 @@ class KernelWriter:
             )
         return self.new_var(f"({text}).to({TL_DTYPES[dtype]})", dtype, kind)
 
+    @property
+    def one_block(self) -> str:
+        """The shape of a one-element block of this kernel's rank (blocks of different
+        ranks do not broadcast in Triton)."""
+        return "[1, 1]" if self.two_d else "[1]"
+
     def to_dtype(self, value: Var, dtype: torch.dtype) -> Var:
         """``value`` converted as torch converts: floats round to nearest even, floats
         to ints truncate toward zero, anything to bool is ``!= 0`` (NaN is True)."""
@@ -262,7 +290,7 @@ class KernelWriter:
             return Var(ops_table.constant(_literal(value), dtype), dtype, SCALAR)
         if value.kind == SCALAR and not value.runtime:
             # A folded constant expression is a Python number inside the JIT: give it a type.
-            value = self.new_var(f"tl.full([1], {value}, {TL_DTYPES[value.dtype]})",
+            value = self.new_var(f"tl.full({self.one_block}, {value}, {TL_DTYPES[value.dtype]})",
                                  value.dtype, PER_X)  # fmt: skip
         if dtype == torch.bool:
             return self.new_var(f"({value} != 0)", dtype, value.kind)
@@ -303,13 +331,13 @@ class KernelWriter:
         def op(*args: Var) -> Var:
             dtype = ops_table.result_dtype(name, args)
             kind = kind_of(*args)
-            if kind == SCALAR and name == "truediv":
-                # Triton folds literal arithmetic in Python, where 0.0 / 0.0 raises.
-                first = Var(f"tl.full([1], {args[0]}, {TL_DTYPES[args[0].dtype]})",
-                            args[0].dtype, PER_X)  # fmt: skip
-                return self.new_var(template(first, *args[1:]), dtype, PER_X)
             if kind == SCALAR and any(getattr(a, "runtime", False) for a in args):
                 return self.new_var(template(*args), dtype, SCALAR)
+            if kind == SCALAR and name == "truediv":
+                # Triton folds literal arithmetic in Python, where 0.0 / 0.0 raises.
+                first = Var(f"tl.full({self.one_block}, {args[0]}, {TL_DTYPES[args[0].dtype]})",
+                            args[0].dtype, PER_X)  # fmt: skip
+                return self.new_var(template(first, *args[1:]), dtype, PER_X)
             if kind == SCALAR:
                 return Var(template(*args), dtype, SCALAR)
             return self.new_var(template(*args), dtype, kind)

@@ -21,6 +21,8 @@ aten = torch.ops.aten
 def _gather(ctx, node, x, dim, index, sparse_grad=False):
     dim = dim % max(x.rank, 1)
     new = out_sizes(node)
+    if x.rank == 0:  # every valid index is 0: the scalar, shaped like the index
+        return LazyValue(x.dtype, x.device, new, lambda idx: x.load([]))
 
     def fn(idx):
         pos = ops.indirect(index.load(idx), x.size[dim])
@@ -35,6 +37,8 @@ def _gather(ctx, node, x, dim, index, sparse_grad=False):
 def _index_select(ctx, node, x, dim, index):
     dim = dim % max(x.rank, 1)
     new = out_sizes(node)
+    if x.rank == 0:  # every valid index is 0: the scalar itself
+        return LazyValue(x.dtype, x.device, new, lambda idx: x.load([]))
 
     def fn(idx):
         pos = ops.indirect(index.load([idx[dim]] if index.rank else []), x.size[dim])
