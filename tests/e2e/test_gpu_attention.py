@@ -128,7 +128,8 @@ def test_bf16_inference(model_name, sdpa):
             pytest.skip(f"eager SDPA {sdpa} unavailable here: {exc}")
         actual, _ = compiled_reports(model, *inputs)
     assert_same(actual, expected, torch.bfloat16)
-    assert tilefuse.stats()["externs"] >= 1  # the attention kernel runs as an extern
+    if sdpa != "math":  # the math backend decomposes into ops tilefuse compiles itself
+        assert tilefuse.stats()["externs"] >= 1  # the fused attention kernel is an extern
 
 
 @pytest.mark.parametrize("sdpa", ["flash", "efficient", "math"], ids=str)
