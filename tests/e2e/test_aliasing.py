@@ -69,14 +69,7 @@ def _windows(outputs: tuple[torch.Tensor, ...], base: torch.Tensor) -> list[tupl
     "fn",
     [
         row_and_column_blocks_of_input,
-        pytest.param(
-            row_and_column_blocks_of_copy,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="outputs that view one intermediate come back as separate copies "
-                "(equal values, but they no longer share memory as eager's do)",
-            ),
-        ),
+        row_and_column_blocks_of_copy,
         flat_windows,
         transposed_rows,
     ],

@@ -93,6 +93,8 @@ class WrapperWriter:
         self.namespace.update(graph.constants)
         outputs = [o for o in graph.outputs if isinstance(o, Buffer)]
         keep = {o.name for o in outputs} | {b.name for b in graph.inputs if b is not None}
+        # A returned view keeps its base: never freed, never handed to another buffer.
+        keep |= {o.data.base.name for o in outputs if isinstance(o.data, View)}
         lines_head = ["def call(args):"]
         names = [b.name if b is not None else f"_scalar{i}" for i, b in enumerate(graph.inputs)]
         if names:
@@ -135,6 +137,8 @@ class WrapperWriter:
                     pool.setdefault(_key(graph.buffer(name)), []).append(name)
                 else:
                     self.emit(f"del {name}")
+        for view in dict.fromkeys(o for o in outputs if isinstance(o.data, View)):
+            self._view(view)
         result = ", ".join(self.literal(o) for o in graph.outputs)
         self.emit(f"return ({result}{',' if len(graph.outputs) == 1 else ''})")
         return WrapperModule("\n".join(lines_head + self.lines) + "\n", self.namespace)
@@ -144,12 +148,7 @@ class WrapperWriter:
         args = []
         for buf in data.inputs:
             if isinstance(buf.data, View):
-                lay = buf.layout
-                size = tuple(int(s) for s in lay.size)
-                stride = tuple(int(s) for s in lay.stride)
-                base = buf.data.base.name
-                self.emit(f"{buf.name} = {base}.as_strided({size!r}, {stride!r}, "
-                          f"{base}.storage_offset() + {int(lay.offset)})")  # fmt: skip
+                self._view(buf)
             args.append(buf.name)
         if step.epilogue is not None:
             for op in step.epilogue.operands:
@@ -164,6 +163,16 @@ class WrapperWriter:
         )
         self.namespace[kernel.name] = kernel
         self.emit(f"{kernel.name}({', '.join(args)}, out={out.name})  # {kernel.label}")
+
+    def _view(self, buf: Buffer) -> None:
+        """Define ``buf``, a ``View``, as a strided window of its base's storage."""
+        assert isinstance(buf.data, View)
+        lay = buf.layout
+        size = tuple(int(s) for s in lay.size)
+        stride = tuple(int(s) for s in lay.stride)
+        base = buf.data.base.name
+        self.emit(f"{buf.name} = {base}.as_strided({size!r}, {stride!r}, "
+                  f"{base}.storage_offset() + {int(lay.offset)})")  # fmt: skip
 
     def _extern(self, step: ExternStep) -> None:
         buf = step.node.buffer

@@ -183,6 +183,11 @@ class GraphLowering:
         """Graph outputs keep the strides eager would give them: the backward graph
         (and the user) may rely on them."""
         if isinstance(value, LazyValue) and isinstance(meta, torch.Tensor):
+            view = self.strided_view(value)
+            if view is not None and _same_window(view.layout, _layout_of(meta)):
+                # Eager returns a view here; so do we, so that outputs viewing one
+                # intermediate keep sharing its memory as they do in eager.
+                return view
             layout = _layout_of(meta)
             if tuple(layout.size) == tuple(value.size):
                 layout = Layout(layout.device, value.dtype, layout.size, layout.stride)
@@ -310,6 +315,15 @@ def _inlined_origins(
 
 def _add_origins(buf: Buffer, names: Sequence[str]) -> None:
     buf.origins.extend(n for n in names if n not in buf.origins)
+
+
+def _same_window(view: Layout, eager: Layout) -> bool:
+    """Whether a view has the sizes, strides and storage offset eager's output has."""
+    return (
+        tuple(view.size) == tuple(eager.size)
+        and tuple(view.stride) == tuple(eager.stride)
+        and view.offset == eager.offset
+    )
 
 
 def _layout_of(meta: torch.Tensor) -> Layout:

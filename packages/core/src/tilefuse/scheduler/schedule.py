@@ -44,6 +44,16 @@ def _eliminate_dead(
     return list(reversed(out)), removed
 
 
+def returned_buffers(graph: LoweredGraph) -> set[str]:
+    """Names of the buffers the graph returns; a returned ``View`` counts as its base,
+    which must then be stored and kept alive."""
+    names = set()
+    for out in graph.outputs:
+        if isinstance(out, Buffer):
+            names.add(out.data.base.name if isinstance(out.data, View) else out.name)
+    return names
+
+
 def schedule_graph(
     graph: LoweredGraph, can_fuse: Callable[[str, FusedGroup, SchedNode], Verdict], policy=None
 ) -> Schedule:
@@ -52,7 +62,7 @@ def schedule_graph(
     for b in graph.buffers:
         if b.output_of is not None:
             parent_of[b.name] = b.output_of[0].name
-    outputs = {o.name for o in graph.outputs if isinstance(o, Buffer)}
+    outputs = returned_buffers(graph)
     nodes = [
         make_node(b) for b in graph.buffers if b.data is not None and not isinstance(b.data, View)
     ]
