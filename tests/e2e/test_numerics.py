@@ -240,6 +240,12 @@ def test_int_sign_clamp_minmax(device):
     check_exact(fn, a, b, device=device)
 
 
+@pytest.mark.parametrize("op", [torch.amax, torch.amin])
+def test_bool_max_min_reductions(op, device):
+    x = torch.rand(8, 13) > 0.3
+    check_exact(lambda v: op(v, 1), x, device=device)
+
+
 def test_int_true_division_gives_float(device):
     a, b = torch.randint(-1000, 1000, (37,)), small_divisors(37)
     check_exact(lambda x, y: x / y, a, b, device=device)
@@ -267,6 +273,17 @@ def test_scalar_base_int_pow(device):
 def test_bool_pow(device):
     x = torch.rand(37) > 0.5
     check_exact(lambda v: v**2, x, device=device)
+
+
+def test_uint8_pow_tensor_exponent(device):
+    base = torch.randint(0, 255, (37,), dtype=torch.uint8)
+    exp = torch.randint(0, 9, (37,), dtype=torch.uint8)
+    check_exact(torch.pow, base, exp, device=device)
+
+
+def test_bool_add_is_logical_or(device):
+    a, b = torch.rand(37) > 0.5, torch.rand(37) > 0.5
+    check_exact(lambda x, y: torch.stack([x + y, x * y]), a, b, device=device)
 
 
 def test_float_pow_int_exponent_tensor(device):

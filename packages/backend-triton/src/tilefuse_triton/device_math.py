@@ -300,9 +300,11 @@ def ipow(x, y):
         result = tl.where((e & 1) != 0, result * base, result)
         base = base * base
         e = e >> 1
+    zero = result * 0
+    one = zero + 1
+    minus_one = zero - one  # no negative literal: unsigned types refuse one
     odd = ((y + x * 0) & 1) != 0
-    minus_one = tl.where(odd, result * 0 - 1, result * 0 + 1)
-    special = tl.where(x == 1, result * 0 + 1, tl.where(x == -1, minus_one, result * 0))
+    special = tl.where(x == one, one, tl.where(x == minus_one, tl.where(odd, minus_one, one), zero))
     return tl.where(neg, special, result)
 
 

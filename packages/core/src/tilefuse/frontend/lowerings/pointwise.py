@@ -144,6 +144,8 @@ def _signbit(ctx, node, x):
 @register(aten.add)
 def _add(ctx, node, a, b, alpha=1):
     dtype = compute_dtype(out_meta(node).dtype)
+    if dtype == torch.bool:  # True + True is True in torch; a 1-bit add would wrap
+        return pointwise(node, [a, b], ops.logical_or, math_dtype=dtype)
     if alpha != 1:
         return pointwise(
             node,

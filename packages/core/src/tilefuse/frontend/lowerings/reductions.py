@@ -111,7 +111,9 @@ def _mean(ctx, node, x, dims=None, keepdim=False, *, dtype=None):
 def _minmax(kind: str):
     def lower(ctx, node, x, dims=None, keepdim=False):
         out_dtype = out_meta(node).dtype
-        return reduce(ctx, x, _dims(x, dims), keepdim, kind, out_dtype, compute_dtype(out_dtype))
+        # bools reduce as int8 (0/1): backends need no bool max/min identity
+        math = torch.int8 if out_dtype == torch.bool else compute_dtype(out_dtype)
+        return reduce(ctx, x, _dims(x, dims), keepdim, kind, out_dtype, math)
 
     return lower
 
