@@ -159,6 +159,13 @@ def test_computed_int_to_bool(device):
     check_exact(lambda v: (v * 2).to(torch.bool), x, device=device)
 
 
+@pytest.mark.parametrize("dst", [torch.int32, torch.bfloat16], ids=str)
+def test_view_as_another_dtype_keeps_bits(dst, device):
+    # x.view(dtype) reinterprets bits; it must not be treated as a no-op reshape.
+    x = torch.randn(8, 12)
+    check_exact(lambda v: v.view(dst) * 2, x, device=device)
+
+
 # -- integer arithmetic ---------------------------------------------------------------
 INT_BINARY = {
     "fmod": torch.fmod,

@@ -26,6 +26,8 @@ def reindex(x: Value, size: Sequence[Any], mapping) -> LazyValue:
 
 @register(aten.view, aten.reshape, aten._unsafe_view, aten.view_copy)
 def _view(ctx, node, x, size, *rest):
+    if isinstance(size, torch.dtype) or out_meta(node).dtype != x.dtype:
+        raise Unsupported("a view as another dtype reinterprets bits")
     new = out_sizes(node)
     if list(new) == list(x.size):
         return x
