@@ -59,3 +59,35 @@ def test_known_entries_name_swept_ops() -> None:
     for (name, _dtype), entry in known.TOLERANCE.items():
         assert name in swept, f"known.TOLERANCE names {name!r}, which the sweep does not run"
         assert entry[2].strip(), f"known.TOLERANCE[{name!r}] has no reason"
+
+
+def test_runner_catches_a_wrong_lowering(monkeypatch) -> None:
+    """The sweep can fail: a lowering that computes the wrong thing is caught."""
+    from tilefuse.frontend import lowering
+    from tilefuse.frontend.lowerings import pointwise
+
+    aten = torch.ops.aten
+    monkeypatch.setitem(lowering.LOWERINGS, aten.abs, pointwise._unary("neg"))
+    with pytest.raises(AssertionError, match="abs-float32-0"):
+        runner.run_case(cases.Case("abs", torch.float32, 0), "cpu")
+
+
+def test_runner_catches_a_wrong_in_place_update(monkeypatch) -> None:
+    """Inputs are compared after the call: batch norm's running statistics are results."""
+    from torch._decomp import decomposition_table as torch_decompositions
+
+    aten = torch.ops.aten
+    real = torch_decompositions[aten._native_batch_norm_legit_functional.default]
+
+    def stale_stats(x, weight, bias, running_mean, running_var, training, momentum, eps):
+        out = real(x, weight, bias, running_mean, running_var, training, momentum, eps)
+        return (*out[:3], running_mean, running_var)
+
+    from tilefuse.frontend import decompositions
+
+    table = dict(decompositions.decomposition_table())
+    table[aten._native_batch_norm_legit_functional.default] = stale_stats
+    monkeypatch.setattr(decompositions, "decomposition_table", lambda: table)
+    monkeypatch.setattr("tilefuse.frontend.dynamo_backend.decomposition_table", lambda: table)
+    with pytest.raises(AssertionError, match="nn.functional.batch_norm-float32-0"):
+        runner.run_case(cases.Case("nn.functional.batch_norm", torch.float32, 0), "cpu")

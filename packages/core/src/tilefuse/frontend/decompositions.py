@@ -14,8 +14,18 @@ from .lowering import LOWERINGS
 
 aten = torch.ops.aten
 
-# Composite ops worth decomposing that core-aten leaves alone.
-EXTRA = [aten.native_dropout, aten.rms_norm]
+# Composite ops worth decomposing that core-aten leaves alone. The norms become fusable
+# reductions instead of externs (and CPU's bf16 batch norm returns running statistics in
+# another dtype than its fake tensors say, which an extern's output layout trusts).
+EXTRA = [
+    aten.native_dropout,
+    aten.rms_norm,
+    aten._native_batch_norm_legit_functional,
+    aten._native_batch_norm_legit,
+    aten._native_batch_norm_legit_no_training,
+    aten.native_batch_norm,
+    aten.native_group_norm,
+]
 
 # Ops core-aten decomposes that must stay whole. The CPU flash-attention decomposition
 # returns the attention weights where the op returns its log-sum-exp (fine for export's
