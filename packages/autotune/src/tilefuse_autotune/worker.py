@@ -79,7 +79,6 @@ class Worker:
         self._to_child: Connection | None = None
         self._from_child: Connection | None = None
         self._lock = threading.Lock()
-        self.starts = 0
 
     def _start(self) -> None:
         task_r, task_w = os.pipe()
@@ -99,7 +98,6 @@ class Worker:
             os.close(result_w)
         self._to_child = Connection(task_w, readable=False)
         self._from_child = Connection(result_r, writable=False)
-        self.starts += 1
         self._to_child.send(child_sys_path())
         self._expect("ready", STARTUP_TIMEOUT_S)
 

@@ -23,9 +23,6 @@ import torch
 
 from .index import Expr
 
-# "logsumexp" is max(v) + log(sum(exp(v - max(v)))), computed online (one pass).
-REDUCTION_TYPES = ("sum", "prod", "max", "min", "argmax", "argmin", "any", "logsumexp")
-
 
 def index_symbols(prefix: str, count: int) -> list[sympy.Symbol]:
     """Fresh non-negative integer symbols ``prefix0``, ``prefix1``..."""
@@ -88,6 +85,12 @@ class Pointwise:
 
 @dataclass
 class Reduction:
+    """``reduction_type`` of ``body`` over ``reduction_ranges``, for each index of ``ranges``.
+
+    Types: sum, prod, max, min, argmax, argmin, any, and logsumexp (max(v) +
+    log(sum(exp(v - max(v)))), computed online in one pass).
+    """
+
     ranges: tuple[Expr, ...]
     reduction_ranges: tuple[Expr, ...]
     reduction_type: str

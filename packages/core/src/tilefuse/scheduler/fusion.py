@@ -20,7 +20,7 @@ from ..ir.nodes import Buffer
 from ..plugin import Epilogue, FusionCandidate, TensorSpec, Verdict
 from .epilogue import MatchedEpilogue, NotAnEpilogue, match_epilogue
 from .group import FusedGroup, build_group
-from .nodes import EXTERN, TEMPLATE, SchedNode
+from .nodes import TEMPLATE, SchedNode
 
 MAX_GROUP_NODES = 48
 
@@ -239,7 +239,3 @@ def _refuse_reason(group: FusedGroup, index: int, latest: int, node: SchedNode, 
     if not verdict.ok:
         return f"backend refused: {verdict.reason}"
     return None
-
-
-def is_extern(node: SchedNode) -> bool:
-    return node.kind == EXTERN

@@ -20,7 +20,6 @@ from typing import Any
 import sympy
 
 from ..ir.index import Expr, simplify_index, unflatten
-from ..ir.nodes import product
 from .nodes import POINTWISE, REDUCTION, SchedNode
 
 XSYM = sympy.Symbol("x", integer=True, nonnegative=True)
@@ -166,7 +165,3 @@ def space_for(nodes: list[SchedNode]) -> tuple[Expr, Expr, bool]:
 def build_group(nodes: list[SchedNode]) -> tuple[FusedGroup | None, str]:
     xnumel, rnumel, reduction = space_for(nodes)
     return try_build(nodes, xnumel, rnumel, reduction)
-
-
-def product_of(sizes: Any) -> Expr:
-    return product(sizes)
