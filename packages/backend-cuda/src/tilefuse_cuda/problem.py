@@ -3,8 +3,8 @@
 A ``GemmProblem`` holds everything a template needs to be rendered (layouts,
 dtypes, the epilogue as a list of visitor nodes) and nothing that changes from
 call to call (sizes, leading dimensions, pointers): one compiled kernel serves
-every problem of the same class. ``analyse`` raises ``Unsupported`` with the
-reason when the CUTLASS templates cannot serve the request; the provider logs
+every problem of the same class. ``analyse`` raises ``tilefuse.errors.Unsupported``
+with the reason when the CUTLASS templates cannot serve the request; the provider logs
 the reason and yields no choice.
 """
 
@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tilefuse.errors import Unsupported
 from tilefuse.plugin import Epilogue, TensorSpec
 
 AB_DTYPES = ("bfloat16", "float16")
@@ -24,10 +25,6 @@ UNARY_KINDS = ("relu", "gelu_erf", "gelu_tanh", "silu", "sigmoid", "tanh")
 ADD_KINDS = ("add_bias_n", "add_bias_m", "add_matrix")
 TMA_ALIGN_BYTES = 16
 MAX_VECTORS = 8
-
-
-class Unsupported(Exception):
-    """The request is valid but these templates cannot serve it; ``str()`` is the reason."""
 
 
 @dataclass(frozen=True)

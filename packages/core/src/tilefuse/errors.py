@@ -27,6 +27,15 @@ class NoBackendError(TilefuseError):
     """No installed, available backend serves a device the graph runs on."""
 
 
+class Unsupported(TilefuseError):
+    """A part of tilefuse or a plugin declines an input it does not handle; ``str()`` says why.
+
+    It is not a failure: the caller takes another path. A lowering that raises it makes
+    the node an extern (eager) call; a template that raises it offers no choice for the
+    request, and the autotuner picks among the others.
+    """
+
+
 class LoweringError(TilefuseError):
     """An op could not be lowered; the compiler falls back to eager for it."""
 

@@ -3,8 +3,9 @@
 ``GemmProblem.of(op, inputs, layout, epilogue)`` checks that the template can
 serve the request and returns the sizes, dtype and, for every tensor the
 epilogue reads (addmm's bias first, then ``epilogue.operands``), how it
-broadcasts over the output tile. It raises ``Unsupported`` with a reason
-otherwise; the provider turns that into "no choices".
+broadcasts over the output tile. It raises ``tilefuse.errors.Unsupported`` with
+a reason otherwise; the provider turns that into "no choices" (a direct
+``render_gemm`` call lets it propagate).
 """
 
 from __future__ import annotations
@@ -14,20 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tilefuse import plugin
-from tilefuse.errors import CompileError
+from tilefuse.errors import Unsupported
 
 OPS = ("mm", "addmm", "bmm")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 OPERAND_STEPS = ("add_bias_n", "add_bias_m", "add_matrix")
 _INT32_MAX = 2**31 - 1
-
-
-class Unsupported(CompileError):
-    """The template cannot serve this request; ``str(error)`` says why.
-
-    The provider answers such a request with no choices; a direct
-    ``render_gemm`` call lets it propagate.
-    """
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import sympy
 import torch
 import torch.fx
 
+from ..errors import Unsupported
 from ..ir.index import stride_of
 from ..ir.nodes import (
     Buffer,
@@ -41,10 +42,6 @@ _logged_externs: set[str] = set()
 # A lazy body used by more than one consumer is realized (the scheduler can fuse
 # it back); one that grows beyond this many ops is realized to bound recompute.
 MAX_INLINE_OPS = 96
-
-
-class Unsupported(Exception):
-    """Raised by a lowering for inputs it does not handle; the node becomes extern."""
 
 
 def register(*targets: Any) -> Callable[[Lowering], Lowering]:
