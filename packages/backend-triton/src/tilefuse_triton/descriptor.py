@@ -8,15 +8,10 @@ without a GPU check Triton code generation.
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
 from typing import Any
 
-from tilefuse import plugin
-
-
-def interpreter_enabled() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "") == "1"
+from tilefuse import config, plugin
 
 
 class TritonBackend:
@@ -24,7 +19,7 @@ class TritonBackend:
 
     @property
     def info(self) -> plugin.BackendInfo:
-        devices = ("cuda", "cpu") if interpreter_enabled() else ("cuda",)
+        devices = ("cuda", "cpu") if config.triton_interpreted() else ("cuda",)
         return plugin.BackendInfo(
             name="triton",
             api_version=plugin.API_VERSION,
@@ -39,7 +34,7 @@ class TritonBackend:
     def availability(self) -> plugin.Availability:
         if importlib.util.find_spec("triton") is None:
             return plugin.Availability.unavailable("triton is not installed (pip install triton)")
-        if interpreter_enabled():
+        if config.triton_interpreted():
             return plugin.Availability.available("TRITON_INTERPRET=1: CPU tensors via interpreter")
         if not _cuda_device_present():
             return plugin.Availability.unavailable(

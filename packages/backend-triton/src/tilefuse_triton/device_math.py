@@ -7,12 +7,12 @@ versions exist only so CPU machines can check generated code.
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "") == "1"
+from tilefuse import config
+
+INTERPRETED = config.triton_interpreted()  # read once: it decides what this module defines
 
 if not INTERPRETED:
     try:

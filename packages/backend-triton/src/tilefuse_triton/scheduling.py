@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
 from tilefuse import plugin
 from tilefuse.codegen.kernel_cache import load_module, store_source
+from tilefuse.config import triton_interpreted
 from tilefuse.scheduler.group import FusedGroup
 
 from . import heuristics
@@ -52,7 +52,7 @@ class TritonKernel:
         raises what Triton raises when the kernel cannot be built. Under the interpreter
         (or on a CPU tensor) there is nothing to compile: only the module is loaded."""
         self.load()
-        if _interpreted() or self.device.type != "cuda" or self.grid[0] == 0:
+        if triton_interpreted() or self.device.type != "cuda" or self.grid[0] == 0:
             return
         args = tuple(torch.empty(1, dtype=d, device=self.device) for d in self.arg_dtypes)
         values = (*args, self.xnumel, self.rnumel, self.config["XBLOCK"], self.config["RBLOCK"])
@@ -89,18 +89,13 @@ class TritonKernel:
     def _make_launcher(self, args: tuple[Any, ...], values: tuple[Any, ...]) -> bool:
         """Compile without launching and launch through a ``CubinLauncher``; ``False`` when
         this kernel is not one it can serve (the interpreter, a CPU tensor, ROCm...)."""
-        if _interpreted() or not hasattr(self._fn, "warmup"):
+        if triton_interpreted() or not hasattr(self._fn, "warmup"):
             return False
         if not args or getattr(args[0], "device", None) is None or args[0].device.type != "cuda":
             return False
         compiled = self._warmup(args)
         self._launcher = CubinLauncher.create(compiled, values)
         return self._launcher is not None and self._launcher(self.grid, _raw_stream(args), values)
-
-
-def _interpreted() -> bool:
-    """Whether Triton runs kernels through its interpreter (``TRITON_INTERPRET``)."""
-    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
 
 
 def _raw_stream(args: tuple[Any, ...]) -> int:

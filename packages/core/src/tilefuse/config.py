@@ -8,6 +8,7 @@
 | ``TILEFUSE_CACHE_DIR`` | kernel and autotune cache root (default ``~/.cache/tilefuse``) |
 | ``TILEFUSE_STRICT`` | ``1``/``true``/``yes``/``on``: raise instead of falling back to eager |
 | ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``quick``, ``max`` or ``replay`` |
+| ``TRITON_INTERPRET`` | Triton's: kernels run in its CPU interpreter (``triton_interpreted``) |
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ def env_flag(var: str) -> bool:
     raise TilefuseError(
         f"{var}={os.environ[var]!r} is not a boolean; use one of 1/true/yes/on or 0/false/no/off"
     )
+
+
+# Triton's rule for its boolean settings (``triton.knobs``): these, in any case, mean on;
+# anything else (unset, ``0``, ``off``, ``2``, surrounding spaces...) means off.
+_TRITON_TRUE = ("1", "true", "on", "yes", "y")
+
+
+def triton_interpreted() -> bool:
+    """Whether Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET``).
+
+    Read with Triton's own rule, so tilefuse and Triton never disagree about it.
+    """
+    return os.environ.get("TRITON_INTERPRET", "").lower() in _TRITON_TRUE
 
 
 def _names(var: str) -> tuple[str, ...]:

@@ -7,10 +7,10 @@ key before executing them and serves the verified text to ``inspect``.
 
 from __future__ import annotations
 
-import os
 import re
 from types import ModuleType
 
+from tilefuse import config
 from tilefuse.codegen import kernel_cache
 
 KIND = "triton_gemm"
@@ -23,9 +23,9 @@ def load_module(source: str, stem: str) -> ModuleType:
     directory is unusable, or what executing the module raises.
     """
     path = kernel_cache.store_source(KIND, source)
-    # ``@triton.jit`` builds an interpreted function when TRITON_INTERPRET=1 at import time,
+    # ``@triton.jit`` builds an interpreted function when TRITON_INTERPRET is on at import time,
     # so the interpreted and compiled forms are distinct modules.
-    interpreted = os.environ.get("TRITON_INTERPRET", "") == "1"
+    interpreted = config.triton_interpreted()
     label = re.sub(r"\W", "_", stem)
     module_name = f"tilefuse_triton_gemm_{label}_{path.stem[:20]}"
     module_name += "_interpreted" if interpreted else ""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 
@@ -63,7 +62,7 @@ class TritonGemmProvider:
         kind = device.split(":", 1)[0]
         if kind == "cuda":
             return True
-        return kind == "cpu" and os.environ.get("TRITON_INTERPRET", "") == "1"
+        return kind == "cpu" and config.triton_interpreted()
 
     def why_not(
         self,
