@@ -214,15 +214,18 @@ def cpu_cases() -> list[Case]:
     ]
 
 
-def all_cases(device: str) -> list[Case]:
-    """Every sample of every selected op and dtype on ``device`` (the GPU sweep)."""
+def all_cases(device: str, max_samples: int | None = None) -> list[Case]:
+    """Every sample of every selected op and dtype on ``device`` (the GPU sweep), or the
+    first ``max_samples`` of each (op, dtype) for a shorter run."""
     device_type = torch.device(device).type
-    return [
-        Case(full_name(op), dtype, i)
-        for op in selected_ops()
-        for dtype in op_dtypes(op, device_type)
-        for i in range(len(samples(op, device, dtype)))
-    ]
+    found = []
+    for op in selected_ops():
+        for dtype in op_dtypes(op, device_type):
+            for i, _ in enumerate(iter_samples(op, device, dtype)):
+                if max_samples is not None and i >= max_samples:
+                    break
+                found.append(Case(full_name(op), dtype, i))
+    return found
 
 
 def describe(sample: SampleInput) -> str:

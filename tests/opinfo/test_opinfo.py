@@ -2,13 +2,16 @@
 
 ``test_opinfo_cpu`` is the CI subset: one small sample per op at float32 (forward and
 backward) and at one other dtype, run through the Triton interpreter on CPU tensors.
-``test_opinfo_gpu`` (``-m gpu``) is the whole sweep: every sample, every dtype, on CUDA.
+``test_opinfo_gpu`` (``-m gpu``) is the whole sweep: every sample, every dtype, on CUDA
+(``TILEFUSE_OPINFO_MAX_SAMPLES=N`` keeps the first N samples of each op and dtype).
 Both compile in strict mode: a graph either compiles (ops without a lowering become
 explicit externs inside it) or the case fails. Cases that eager comparison cannot judge
 are listed, with their reason, in ``known.py``.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -30,7 +33,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "gpu_case" in metafunc.fixturenames:
         # Enumerating every sample takes minutes: only where the sweep can run.
         if torch.cuda.is_available():
-            params = [_param(c) for c in cases.all_cases("cuda")]
+            limit = os.environ.get("TILEFUSE_OPINFO_MAX_SAMPLES")
+            found = cases.all_cases("cuda", int(limit) if limit else None)
+            params = [_param(c) for c in found]
         else:
             params = [pytest.param(None, id="all")]
         metafunc.parametrize("gpu_case", params)
