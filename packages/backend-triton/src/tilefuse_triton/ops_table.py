@@ -147,7 +147,13 @@ def constant(value: Any, dtype: torch.dtype) -> str:
     if dtype == torch.bool:
         return "1" if value else "0"
     if dtype is not None and not dtype.is_floating_point:
-        return str(int(value))
+        # Wrapped into the dtype's range as torch casts a Python int (-1 as uint8 is 255):
+        # Triton refuses a negative literal next to an unsigned tensor.
+        info = torch.iinfo(dtype)
+        wrapped = int(value) & ((1 << info.bits) - 1)
+        if wrapped > info.max:
+            wrapped -= 1 << info.bits
+        return str(wrapped)
     value = float(value)
     if dtype in (torch.float16, torch.bfloat16):
         # Round here: the interpreter truncates a Python float to bf16 instead.

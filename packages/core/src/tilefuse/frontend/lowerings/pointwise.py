@@ -133,11 +133,18 @@ def _isnan(ctx, node, x):
 
 @register(aten.isinf)
 def _isinf(ctx, node, x):
+    if not x.dtype.is_floating_point:  # libdevice's isinf takes floats only
+        return pointwise(node, [x], lambda v: ops.constant(False, torch.bool), math_dtype=x.dtype)
     return pointwise(node, [x], ops.isinf, math_dtype=compute_dtype(x.dtype))
 
 
 @register(aten.signbit)
 def _signbit(ctx, node, x):
+    if x.dtype in (torch.bool, torch.uint8):
+        return pointwise(node, [x], lambda v: ops.constant(False, torch.bool), math_dtype=x.dtype)
+    if not x.dtype.is_floating_point:  # signed integers: the sign is ``< 0``
+        return pointwise(node, [x], lambda v: ops.lt(v, ops.constant(0, x.dtype)),
+                         math_dtype=x.dtype)  # fmt: skip
     return pointwise(node, [x], ops.signbit, math_dtype=compute_dtype(x.dtype))
 
 

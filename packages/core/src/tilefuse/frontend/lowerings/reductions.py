@@ -150,16 +150,25 @@ register(aten.argmax)(_arg("argmax"))
 register(aten.argmin)(_arg("argmin"))
 
 
+def _as_node_dtype(node: Any, value: Value) -> Value:
+    """A bool result cast to the node's dtype: ``any``/``all`` of uint8 give uint8."""
+    out_dtype = out_meta(node).dtype
+    if out_dtype == torch.bool:
+        return value
+    return _lazy_map(value, lambda v: ops.to_dtype(v, out_dtype), out_dtype)
+
+
 @register(aten.any)
 def _any(ctx, node, x, dims=None, keepdim=False):
-    return reduce(ctx, x, _dims(x, dims), keepdim, "any", torch.bool, torch.bool)
+    found = reduce(ctx, x, _dims(x, dims), keepdim, "any", torch.bool, torch.bool)
+    return _as_node_dtype(node, found)
 
 
 @register(aten.all)
 def _all(ctx, node, x, dims=None, keepdim=False):
     anynot = reduce(ctx, x, _dims(x, dims), keepdim, "any", torch.bool, torch.bool,
                     map_fn=lambda v, idx: ops.logical_not(v))  # fmt: skip
-    return _lazy_map(anynot, ops.logical_not, torch.bool)
+    return _as_node_dtype(node, _lazy_map(anynot, ops.logical_not, torch.bool))
 
 
 def _correction(correction: Any, unbiased: Any) -> float:
