@@ -9,7 +9,7 @@ from typing import Any
 from tilefuse import plugin
 
 EXTERN_PROVIDER = "extern"
-OPS = {"mm": 2, "addmm": 3, "bmm": 2}  # op -> number of op inputs before epilogue operands
+OPS = plugin.GEMM_OPS  # op -> number of op inputs before epilogue operands
 
 
 class ExternChoice:
@@ -41,7 +41,9 @@ class ExternChoice:
         n = OPS[self.op]
         op_inputs, operands = inputs[:n], inputs[n:]
         epi = self.epilogue
-        plain = not epi.steps and (epi.out_dtype is None or epi.out_dtype == str(out.dtype)[6:])
+        plain = not epi.steps and (
+            epi.out_dtype is None or epi.out_dtype == plugin.dtype_name(out.dtype)
+        )
         if plain and out.is_contiguous():
             self._compute(op_inputs, out)
             return

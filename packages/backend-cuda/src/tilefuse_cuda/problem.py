@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tilefuse.errors import Unsupported
-from tilefuse.plugin import Epilogue, TensorSpec
+from tilefuse.plugin import GEMM_OPS, Epilogue, TensorSpec
 
 AB_DTYPES = ("bfloat16", "float16")
 OUT_DTYPES = ("bfloat16", "float16", "float32")
@@ -151,6 +151,12 @@ def classify_operand(spec: TensorSpec, lmn: tuple[int, int, int], index: int) ->
     )
 
 
+def _ab(op: str, inputs: Sequence[TensorSpec]) -> tuple[TensorSpec, TensorSpec]:
+    """The ``a`` and ``b`` specs: the op's last two inputs (``plugin.GEMM_OPS`` counts them)."""
+    n = GEMM_OPS[op]
+    return inputs[n - 2], inputs[n - 1]
+
+
 def dims_of(op: str, inputs: Sequence[TensorSpec]) -> Dims:
     """Sizes of an ``mm``/``addmm``/``bmm`` request; ``Unsupported`` for any other op."""
     if op == "mm" and len(inputs) >= 2:
@@ -167,7 +173,7 @@ def dims_of(op: str, inputs: Sequence[TensorSpec]) -> Dims:
 
 def operand_strides(op: str, inputs: Sequence[TensorSpec]):
     """``(a, b)`` strides as ``(row, col, batch)`` of the logical [M,K] and [K,N] matrices."""
-    a, b = (inputs[1], inputs[2]) if op == "addmm" else (inputs[0], inputs[1])
+    a, b = _ab(op, inputs)
     if op == "bmm":
         return (a.stride[1], a.stride[2], a.stride[0]), (b.stride[1], b.stride[2], b.stride[0])
     return (a.stride[0], a.stride[1], 0), (b.stride[0], b.stride[1], 0)
@@ -199,7 +205,7 @@ def analyse(
     dims = dims_of(op, inputs)
     if min(dims.m, dims.n, dims.k, dims.batch) == 0:
         raise Unsupported("a zero-size GEMM (nothing for a kernel to do)")
-    a_spec, b_spec = (inputs[1], inputs[2]) if op == "addmm" else (inputs[0], inputs[1])
+    a_spec, b_spec = _ab(op, inputs)
     if a_spec.dtype != b_spec.dtype or a_spec.dtype not in AB_DTYPES:
         raise Unsupported(f"input dtypes {a_spec.dtype}/{b_spec.dtype} (serves bf16 or fp16)")
     out_dtype = epilogue.out_dtype or layout.dtype

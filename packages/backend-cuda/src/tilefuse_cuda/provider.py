@@ -24,7 +24,7 @@ from .toolchain import ToolchainMissing, cutlass_headers, sm90_device_reason
 log = logging.getLogger(__name__)
 
 __version__ = "0.1.0"
-OPS = ("mm", "addmm", "bmm")
+OPS = tuple(plugin.GEMM_OPS)
 DEFAULT_CHOICES = 4  # per request under TILEFUSE_AUTOTUNE=default; "max" takes every config
 
 

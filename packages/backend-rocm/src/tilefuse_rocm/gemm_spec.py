@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tilefuse import plugin
 
-OPS = ("mm", "addmm", "bmm")
+OPS = tuple(plugin.GEMM_OPS)
 DTYPES = ("float32", "float16", "bfloat16")
 # Architectures with the MFMA instructions the MFMA variant uses (bf16_1k needs gfx90a+).
 MFMA_ARCHS = ("gfx90a", "gfx940", "gfx941", "gfx942")
@@ -184,7 +184,7 @@ def problem_from_specs(
 
     if op not in OPS:
         return plugin.Verdict.no(f"op {op!r} is not one of {OPS}")
-    want = 3 if op == "addmm" else 2
+    want = plugin.GEMM_OPS[op]
     if len(inputs) != want:
         return plugin.Verdict.no(f"{op} takes {want} inputs, got {len(inputs)}")
     bias = inputs[0] if op == "addmm" else None

@@ -35,7 +35,7 @@ class PackedArguments:
 
 def split_inputs(problem: GemmProblem, inputs: Sequence[Any]) -> tuple[Any, Any, Any, list[Any]]:
     """``(bias or None, a, b, epilogue operands)`` from a ``Choice.run`` input list."""
-    n_op = 3 if problem.op == "addmm" else 2
+    n_op = plugin.GEMM_OPS[problem.op]
     n_epi = len(problem.epilogue.operands)
     if len(inputs) != n_op + n_epi:
         raise ChoiceFailed(
@@ -52,7 +52,7 @@ def _matrix_strides(t: Any) -> tuple[int, int, int]:
 
 
 def _check_dtype(what: str, tensor: Any, want: str) -> None:
-    got = str(tensor.dtype).removeprefix("torch.")
+    got = plugin.dtype_name(tensor.dtype)
     if got != want:
         raise ChoiceFailed(f"{what} is {got} but this kernel was built for {want}")
 

@@ -20,8 +20,9 @@ of the plugin contract.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 API_VERSION = 1
@@ -35,6 +36,31 @@ ENTRY_POINT_GROUPS = (BACKENDS_GROUP, SCHEDULING_GROUP, CHOICES_GROUP)
 CAP_POINTWISE = "pointwise"
 CAP_REDUCTION = "reduction"
 CAP_TEMPLATE_GEMM = "template:gemm"
+
+# The GEMM-family ops of the template contract (``Choice`` gives each one's inputs), with
+# how many op inputs come before the epilogue's operands. The one table of them.
+GEMM_OPS: Mapping[str, int] = MappingProxyType({"mm": 2, "addmm": 3, "bmm": 2})
+
+
+def dtype_name(dtype: Any) -> str:
+    """A torch dtype's name without the ``torch.`` prefix (``torch.bfloat16`` -> ``"bfloat16"``).
+
+    The form dtypes take in ``TensorSpec``, ``Epilogue`` and cache keys.
+    """
+    return str(dtype).removeprefix("torch.")
+
+
+def dtype_from_name(name: str) -> Any:
+    """The torch dtype called ``name`` (``"bfloat16"``); inverse of ``dtype_name``.
+
+    Raises ``ValueError`` when torch has no dtype of that name.
+    """
+    import torch
+
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"{name!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")
+    return dtype
 
 
 @dataclass(frozen=True)
@@ -261,14 +287,12 @@ class TensorSpec:
         return cls(
             tuple(int(s) for s in tensor.shape),
             tuple(int(s) for s in tensor.stride()),
-            str(tensor.dtype).removeprefix("torch."),
+            dtype_name(tensor.dtype),
             str(tensor.device),
         )
 
     def torch_dtype(self) -> Any:
-        import torch
-
-        return getattr(torch, self.dtype)
+        return dtype_from_name(self.dtype)
 
     def empty(self) -> Any:
         """An uninitialised tensor with exactly this layout."""
@@ -321,7 +345,7 @@ class Epilogue:
 
         import torch
 
-        out_dtype = getattr(torch, self.out_dtype) if self.out_dtype else acc.dtype
+        out_dtype = dtype_from_name(self.out_dtype) if self.out_dtype else acc.dtype
         x = acc.float()
         for step in self.steps:
             kind = step.kind
@@ -416,9 +440,12 @@ __all__ = [
     "EPILOGUE_KINDS",
     "EpilogueStep",
     "FusionCandidate",
+    "GEMM_OPS",
     "Kernel",
     "KernelScheduling",
     "SchedulingPolicy",
     "TensorSpec",
     "Verdict",
+    "dtype_from_name",
+    "dtype_name",
 ]

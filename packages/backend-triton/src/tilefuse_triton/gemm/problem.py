@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tilefuse import plugin
 from tilefuse.errors import Unsupported
 
-OPS = ("mm", "addmm", "bmm")
+OPS = tuple(plugin.GEMM_OPS)
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 OPERAND_STEPS = ("add_bias_n", "add_bias_m", "add_matrix")
 _INT32_MAX = 2**31 - 1
@@ -58,7 +58,7 @@ class GemmProblem:
     ) -> GemmProblem:
         if op not in OPS:
             raise Unsupported(f"op {op!r} is not one of {OPS}")
-        n_main = 3 if op == "addmm" else 2
+        n_main = plugin.GEMM_OPS[op]
         if len(inputs) != n_main + len(epilogue.operands):
             raise Unsupported(
                 f"{op} takes {n_main} inputs plus {len(epilogue.operands)} epilogue operands, "

@@ -29,7 +29,7 @@ import sympy
 from ..ir.index import stride_of
 from ..ir.nodes import Pointwise
 from ..ir.ops import OP_NAMES, ops_handler
-from ..plugin import EpilogueStep
+from ..plugin import EpilogueStep, dtype_name
 from .nodes import SchedNode
 
 
@@ -461,6 +461,6 @@ def _match(template: SchedNode, node: SchedNode, buffers: dict[str, Any]) -> Mat
     for op in operands:
         buf = buffers.get(op.buffer)
         if buf is not None:
-            op.dtype = str(buf.dtype).removeprefix("torch.")
+            op.dtype = dtype_name(buf.dtype)
             op.device = str(buf.device)
     return MatchedEpilogue(node, steps, operands)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ir.nodes import Buffer
-from ..plugin import Epilogue, FusionCandidate, TensorSpec, Verdict
+from ..plugin import Epilogue, FusionCandidate, TensorSpec, Verdict, dtype_name
 from .epilogue import MatchedEpilogue, NotAnEpilogue, match_epilogue
 from .group import FusedGroup, build_group
 from .nodes import TEMPLATE, SchedNode
@@ -77,7 +77,7 @@ class TemplateStep:
                 TensorSpec(o.shape, o.stride, o.dtype, o.device) for o in self.epilogue.operands
             )
         inputs = tuple(_spec(b.layout) for b in data.inputs) + operands
-        epilogue = Epilogue(steps, operands, str(out.dtype).removeprefix("torch."))
+        epilogue = Epilogue(steps, operands, dtype_name(out.dtype))
         return data.op, inputs, _spec(out.layout), epilogue
 
 
@@ -85,7 +85,7 @@ def _spec(layout: Any) -> TensorSpec:
     return TensorSpec(
         tuple(int(s) for s in layout.size),
         tuple(int(s) for s in layout.stride),
-        str(layout.dtype).removeprefix("torch."),
+        dtype_name(layout.dtype),
         str(layout.device),
     )
 
