@@ -22,6 +22,10 @@ asked (``can_fuse_vertical``) whether it can render a candidate epilogue; the ep
 fused when at least one accepts, and the autotuner then times every provider's choices for
 the fused problem against the extern (cuBLAS) call, which can always run it.
 
+GEMM templates are picked by the installed ``plugin.TemplateSelector`` (the autotuner,
+found through its entry point; ``template_selector``). With none installed, or no backend
+declaring ``template:gemm`` on the device, a template runs as an eager torch call.
+
 The active scheduling policy reaches the scheduler and backends only as a
 ``policy_check.CheckedPolicy``, which validates each of its answers.
 
@@ -36,7 +40,7 @@ from typing import Any
 
 from . import config, plugin
 from .discovery import Registry, registry, short_repr
-from .errors import NoBackendError, PluginLoadError
+from .errors import NoBackendError, PluginConflictError, PluginLoadError
 from .policy_check import CheckedPolicy, InvalidAnswer
 
 log = logging.getLogger("tilefuse")
@@ -239,3 +243,21 @@ def active_policy(reg: Registry | None = None) -> CheckedPolicy | None:
         raise  # pragma: no cover - reached only for a policy the registry did not find
     _policies[id(policy)] = (policy, checked)
     return checked
+
+
+def template_selector(reg: Registry | None = None) -> Any:
+    """The installed ``plugin.TemplateSelector`` (phase one: discovered and validated), or
+    ``None`` when there is none (a broken one is logged once by discovery and skipped).
+
+    Raises ``PluginConflictError`` when several are installed: tilefuse will not pick one
+    silently.
+    """
+    reg = reg or registry()
+    found = [r for r in reg.records(plugin.SELECTORS_GROUP) if r.usable]
+    if len(found) > 1:
+        names = ", ".join(f"{r.name} from {r.dist}" for r in found)
+        raise PluginConflictError(
+            f"several autotune selectors are installed ({names}); tilefuse will not pick one "
+            "silently. Uninstall all but one of these distributions."
+        )
+    return found[0].obj if found else None

@@ -37,7 +37,7 @@ def _describe(record: PluginRecord) -> tuple[str, str]:
             detail = f"uuid={policy_uuid(record.obj)}"
         except InvalidAnswer as exc:
             registry().mark_broken(record.group, record.obj, str(exc))
-    elif record.usable:
+    elif record.usable and hasattr(record.obj, "version"):
         detail = f"version={record.obj.version}"
     if not record.usable:  # broken before, or by the check just made
         return f"{record.status}: {record.reason}", ""
@@ -52,6 +52,7 @@ def format_plugin_table() -> str:
         plugin.BACKENDS_GROUP: "Device backends",
         plugin.SCHEDULING_GROUP: "Scheduling policies",
         plugin.CHOICES_GROUP: "Autotune choice providers",
+        plugin.SELECTORS_GROUP: "Autotune selector",
     }
     for group in plugin.ENTRY_POINT_GROUPS:
         records = reg.records(group)

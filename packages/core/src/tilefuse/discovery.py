@@ -42,12 +42,14 @@ _REQUIRED_ATTRS = {
     plugin.BACKENDS_GROUP: ("info", "availability", "load"),
     plugin.SCHEDULING_GROUP: ("name", "api_version", "uuid", "rank_fusions", "tiling"),
     plugin.CHOICES_GROUP: ("name", "api_version", "version", "supports", "choices"),
+    plugin.SELECTORS_GROUP: ("name", "api_version", "select"),
 }
 
 _GROUP_NOUN = {
     plugin.BACKENDS_GROUP: "backend",
     plugin.SCHEDULING_GROUP: "scheduling policy",
     plugin.CHOICES_GROUP: "choice provider",
+    plugin.SELECTORS_GROUP: "autotune selector",
 }
 
 

@@ -12,6 +12,10 @@ these groups (see ``ENTRY_POINT_GROUPS``):
     The entry point names a ``SchedulingPolicy`` object.
 ``tilefuse.autotune.choices``
     The entry point names a ``ChoiceProvider`` object.
+``tilefuse.autotune.selector``
+    The entry point names a ``TemplateSelector`` object: the autotuner that picks
+    a kernel for each GEMM template (tilefuse-autotune ships one). With none
+    installed, templates run as eager torch calls (``ExternChoice``).
 
 Every object carries ``api_version``; tilefuse refuses an object whose version
 differs from ``API_VERSION`` and says so. Nothing outside this module is part
@@ -30,7 +34,8 @@ API_VERSION = 1
 BACKENDS_GROUP = "tilefuse.backends"
 SCHEDULING_GROUP = "tilefuse.scheduling"
 CHOICES_GROUP = "tilefuse.autotune.choices"
-ENTRY_POINT_GROUPS = (BACKENDS_GROUP, SCHEDULING_GROUP, CHOICES_GROUP)
+SELECTORS_GROUP = "tilefuse.autotune.selector"
+ENTRY_POINT_GROUPS = (BACKENDS_GROUP, SCHEDULING_GROUP, CHOICES_GROUP, SELECTORS_GROUP)
 
 # Capabilities a backend may declare in ``BackendInfo.capabilities``.
 CAP_POINTWISE = "pointwise"
@@ -421,6 +426,81 @@ class ChoiceProvider(Protocol):
     ) -> Iterable[Choice]: ...
 
 
+class ExternChoice:
+    """The eager torch ``Choice`` for a GEMM op: ``torch.<op>``, then ``Epilogue.apply_reference``.
+
+    It is the correctness reference the autotuner measures every candidate against, and
+    what core runs for a template that no ``TemplateSelector`` takes. Picklable;
+    ``compile()`` does nothing. Inputs follow the ``Choice`` conventions: the op's
+    tensors, then the epilogue's operands. Raises ``ValueError`` for an op not in
+    ``GEMM_OPS``.
+    """
+
+    def __init__(self, op: str, epilogue: Epilogue | None = None) -> None:
+        if op not in GEMM_OPS:
+            raise ValueError(f"unknown op {op!r}; the extern choice knows {sorted(GEMM_OPS)}")
+        self.op = op
+        self.epilogue = epilogue if epilogue is not None else Epilogue()
+        self.name = f"torch.{op}"
+
+    def compile(self) -> None:
+        return None
+
+    def run(self, *inputs: Any, out: Any) -> None:
+        import torch
+
+        fn = getattr(torch, self.op)
+        n = GEMM_OPS[self.op]
+        op_inputs, operands = inputs[:n], inputs[n:]
+        epi = self.epilogue
+        same_dtype = epi.out_dtype is None or epi.out_dtype == dtype_name(out.dtype)
+        if not epi.steps and same_dtype and out.is_contiguous():
+            fn(*op_inputs, out=out)  # written in place: no extra pass over the output
+            return
+        acc = fn(*op_inputs)
+        out.copy_(epi.apply_reference(acc, operands) if epi.steps or epi.out_dtype else acc)
+
+    def __repr__(self) -> str:
+        return f"ExternChoice({self.op!r})"
+
+
+@runtime_checkable
+class Selected(Protocol):
+    """What a ``TemplateSelector`` picked: ``choice`` (a ``Choice``), its ``label``
+    (``provider/name``, shown in reports) and ``summary`` (one line saying how it was
+    picked, e.g. benchmarked or cached)."""
+
+    @property
+    def choice(self) -> Choice: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def summary(self) -> str: ...
+
+
+@runtime_checkable
+class TemplateSelector(Protocol):
+    """The autotuner, from the ``tilefuse.autotune.selector`` group; core never imports it.
+
+    Contract: ``select(op, inputs, layout, epilogue)`` picks a kernel for ``op`` (a
+    ``GEMM_OPS`` key) whose inputs are ``inputs`` (``TensorSpec``: the op's tensors, then
+    the epilogue's operands), producing ``layout`` with ``epilogue`` fused, and returns a
+    ``Selected`` whose choice core then ``compile()``s and runs. It may benchmark. It
+    gathers candidates from the ``tilefuse.autotune.choices`` providers and must always
+    be able to answer (``ExternChoice`` runs anything); an error it raises fails the
+    graph's compile, which then runs eagerly. At most one selector may be installed.
+    """
+
+    name: str
+    api_version: int
+
+    def select(
+        self, op: str, inputs: Sequence[TensorSpec], layout: TensorSpec, epilogue: Epilogue
+    ) -> Selected: ...
+
+
 __all__ = [
     "API_VERSION",
     "BACKENDS_GROUP",
@@ -430,6 +510,7 @@ __all__ = [
     "CHOICES_GROUP",
     "ENTRY_POINT_GROUPS",
     "SCHEDULING_GROUP",
+    "SELECTORS_GROUP",
     "Availability",
     "BackendInfo",
     "Choice",
@@ -439,11 +520,14 @@ __all__ = [
     "Epilogue",
     "EPILOGUE_KINDS",
     "EpilogueStep",
+    "ExternChoice",
     "FusionCandidate",
     "GEMM_OPS",
     "Kernel",
     "KernelScheduling",
     "SchedulingPolicy",
+    "Selected",
+    "TemplateSelector",
     "TensorSpec",
     "Verdict",
     "dtype_from_name",

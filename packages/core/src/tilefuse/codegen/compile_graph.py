@@ -28,7 +28,7 @@ from ..frontend import lowerings  # noqa: F401  (registers every lowering)
 from ..frontend.lowering import GraphLowering
 from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep, schedule_graph
 from .kernel_cache import atomic_write
-from .templates import select_template
+from .templates import select_template, why_no_selector
 from .wrapper import write_wrapper
 
 log = logging.getLogger("tilefuse")
@@ -130,6 +130,10 @@ class _Schedulings:
         if isinstance(group, TemplateStep):
             # Fused when any template backend can render the epilogue; the autotuner then
             # picks among the providers that offer a kernel for it (extern always can).
+            # Without a selector the GEMM runs eagerly, so nothing is fused into it.
+            why = why_no_selector(group.device.type)
+            if why is not None:
+                return plugin.Verdict.no(why)
             reasons = []
             for name, scheduling in self.template_owners(group.device):
                 verdict = scheduling.can_fuse_vertical(group, node)
@@ -163,10 +167,15 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
     )
     report.refusals = [str(r) for r in schedule.refusals]
     kernels: dict[int, Any] = {}
+    template_externs = 0
     for i, step in enumerate(schedule.steps):
         if isinstance(step, TemplateStep):
-            kernel = select_template(step, buffers, f"tf_gemm_{i}")
+            kernel = select_template(step, f"tf_gemm_{i}")
             kernels[i] = kernel
+            if kernel.extern_reason is not None:  # no selector took it: an eager call
+                template_externs += 1
+                report.externs.setdefault(step.node.buffer.data.op, kernel.extern_reason)
+                continue
             nodes = step.names
             report.kernels.append(
                 KernelReport(
@@ -205,8 +214,10 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
     _reports.append(report)
     del _reports[:-64]
     counters.bump("kernels_compiled", len(report.kernels))
-    counters.bump("externs", sum(isinstance(s, ExternStep) for s in schedule.steps))
-    counters.bump("templates", sum(isinstance(s, TemplateStep) for s in schedule.steps))
+    externs = sum(isinstance(s, ExternStep) for s in schedule.steps) + template_externs
+    counters.bump("externs", externs)
+    templates = sum(isinstance(s, TemplateStep) for s in schedule.steps) - template_externs
+    counters.bump("templates", templates)
     return CompiledGraph(wrapper.build(), report)
 
 

@@ -1,0 +1,32 @@
+"""The autotuner as core sees it: a ``tilefuse.plugin.TemplateSelector`` found through the
+``tilefuse.autotune.selector`` entry point, so that core never imports this package."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tilefuse import plugin
+
+
+class AutotuneSelector:
+    """``select`` with every installed choice provider and the ``TILEFUSE_AUTOTUNE`` mode."""
+
+    name = "autotune"
+    api_version = plugin.API_VERSION
+
+    def select(
+        self,
+        op: str,
+        inputs: Sequence[plugin.TensorSpec],
+        layout: plugin.TensorSpec,
+        epilogue: plugin.Epilogue,
+    ) -> plugin.Selected:
+        from .selection import select
+
+        return select(op, None, inputs, layout, epilogue)
+
+    def __repr__(self) -> str:
+        return "AutotuneSelector()"
+
+
+SELECTOR = AutotuneSelector()

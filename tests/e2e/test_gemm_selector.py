@@ -1,0 +1,107 @@
+"""Core reaches the autotuner only through the ``tilefuse.autotune.selector`` entry point:
+with none installed a GEMM runs as an eager extern call; an installed one picks its kernel."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+import tilefuse
+from tests.compile_check import check, kernel_count
+from tests.core.fake_dists import make_dist, source_for
+from tilefuse import backend_selection, discovery, plugin
+from tilefuse.errors import PluginConflictError
+
+FAKE_SELECTOR = """
+from tilefuse import plugin
+
+CALLS = []
+
+class Picked:
+    def __init__(self, op, epilogue):
+        self.choice = plugin.ExternChoice(op, epilogue)
+        self.label = "fake/" + self.choice.name
+        self.summary = "fake pick"
+
+class Selector:
+    name = "{name}"
+    api_version = plugin.API_VERSION
+    def select(self, op, inputs, layout, epilogue):
+        CALLS.append((op, [s.kind for s in epilogue.steps]))
+        return Picked(op, epilogue)
+
+SELECTOR = Selector()
+"""
+
+
+@pytest.fixture
+def selectors(tmp_path, monkeypatch):
+    """Replace the installed selectors with throwaway ones under ``tmp_path``; ``add``
+    installs one. Every other plugin group reads the real installation."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    fake = source_for(tmp_path)
+    installed = discovery._installed_entry_points
+
+    def source(group):
+        return fake(group) if group == plugin.SELECTORS_GROUP else installed(group)
+
+    def add(name, module_source):
+        module = f"acme_selector_{name}"
+        eps = {plugin.SELECTORS_GROUP: {name: f"{module}:SELECTOR"}}
+        make_dist(tmp_path, f"acme-selector-{name}", eps, {module: module_source})
+        return discovery.reset_registry(source)
+
+    discovery.reset_registry(source)
+    yield add
+    discovery.reset_registry()
+    for name in [m for m in sys.modules if m.startswith("acme_selector_")]:
+        del sys.modules[name]
+
+
+def _template_kernels(reports):
+    return [k for r in reports for k in r.kernels if k.kind.startswith("template:")]
+
+
+def test_without_a_selector_the_gemm_is_an_eager_extern(selectors):
+    a, b = torch.randn(5, 7), torch.randn(7, 3)
+    reports = check(lambda a, b: torch.relu(a @ b), a, b)
+    assert _template_kernels(reports) == []
+    assert "no autotune selector is installed" in reports[0].externs["mm"]
+    assert kernel_count(reports) == 1  # relu alone: nothing is fused into an eager call
+    assert tilefuse.stats()["templates"] == 0 and tilefuse.stats()["externs"] >= 1
+
+
+def test_an_installed_selector_picks_the_kernel_with_the_epilogue_fused(selectors):
+    selectors("fake", FAKE_SELECTOR.format(name="fake"))
+    a, b = torch.randn(2, 5, 7), torch.randn(2, 7, 3)
+    reports = check(lambda a, b: torch.relu(torch.bmm(a, b)), a, b)
+    calls = sys.modules["acme_selector_fake"].CALLS
+    assert calls == [("bmm", ["relu"])]
+    [kernel] = _template_kernels(reports)
+    assert kernel.backend == "fake/torch.bmm" and len(kernel.nodes) == 2
+    assert "bmm" not in reports[0].externs
+
+
+def test_a_broken_selector_is_skipped_and_the_gemm_runs_eagerly(selectors, caplog):
+    selectors("broken", "raise ImportError('no toolkit here')\n")
+    a, b = torch.randn(4, 6), torch.randn(6, 2)
+    reports = check(lambda a, b: a @ b, a, b)
+    assert "no autotune selector is installed" in reports[0].externs["mm"]
+    assert "acme-selector-broken" in caplog.text
+
+
+def test_two_selectors_are_a_conflict_not_a_silent_pick(selectors):
+    selectors("one", FAKE_SELECTOR.format(name="one"))
+    reg = selectors("two", FAKE_SELECTOR.format(name="two"))
+    with pytest.raises(PluginConflictError, match="several autotune selectors.*one.*two"):
+        backend_selection.template_selector(reg)
+
+
+def test_the_autotuner_declares_its_selector():
+    pytest.importorskip("tilefuse_autotune")
+    found = discovery.reset_registry().usable(plugin.SELECTORS_GROUP)
+    assert [type(s).__name__ for s in found] == ["AutotuneSelector"]
+    assert isinstance(found[0], plugin.TemplateSelector)
