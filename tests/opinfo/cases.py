@@ -214,17 +214,18 @@ def cpu_cases() -> list[Case]:
     ]
 
 
-def all_cases(device: str, max_samples: int | None = None) -> list[Case]:
+def all_cases(device: str, start: int = 0, stop: int | None = None) -> list[Case]:
     """Every sample of every selected op and dtype on ``device`` (the GPU sweep), or the
-    first ``max_samples`` of each (op, dtype) for a shorter run."""
+    samples numbered ``start`` to ``stop - 1`` of each (op, dtype) for a shorter run."""
     device_type = torch.device(device).type
     found = []
     for op in selected_ops():
         for dtype in op_dtypes(op, device_type):
             for i, _ in enumerate(iter_samples(op, device, dtype)):
-                if max_samples is not None and i >= max_samples:
+                if stop is not None and i >= stop:
                     break
-                found.append(Case(full_name(op), dtype, i))
+                if i >= start:
+                    found.append(Case(full_name(op), dtype, i))
     return found
 
 

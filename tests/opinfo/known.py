@@ -24,7 +24,15 @@ SKIP: dict[str, str] = {
 }
 
 # (OpInfo full name, dtype or None for all) -> (rtol, atol) beyond the OpInfo's own, and why.
-TOLERANCE: dict[tuple[str, torch.dtype | None], tuple[float, float, str]] = {}
+_ADDCDIV_REWRITE = (
+    "Dynamo rewrites torch.addcdiv(a, b, c, value=v) as add(a, mul(div(b, c), v)), each "
+    "step rounded to the half type, where eager rounds once: near a + v * b / c == 0 the "
+    "graph tilefuse is given differs from eager by a few ulps of the v * b / c term"
+)
+TOLERANCE: dict[tuple[str, torch.dtype | None], tuple[float, float, str]] = {
+    ("addcdiv", torch.bfloat16): (1.6e-2, 1e-1, _ADDCDIV_REWRITE),
+    ("addcdiv", torch.float16): (1e-3, 1e-2, _ADDCDIV_REWRITE),
+}
 
 
 def skip_reason(name: str) -> str | None:

@@ -148,6 +148,22 @@ def _signbit(ctx, node, x):
     return pointwise(node, [x], ops.signbit, math_dtype=compute_dtype(x.dtype))
 
 
+@register(aten.addcmul, aten.addcdiv)
+def _addc(ctx, node, x, t1, t2, *, value=1):
+    """``x + value * (t1 * t2)`` (``/`` for addcdiv) rounded once, as eager computes it:
+    the decomposition would round every step to a half type."""
+    dtype = compute_dtype(out_meta(node).dtype)
+    divide = node.target.overloadpacket is aten.addcdiv
+
+    def body(a, b, c):
+        term = ops.truediv(b, c) if divide else ops.mul(b, c)
+        if value != 1:
+            term = ops.mul(ops.constant(value, dtype), term)
+        return ops.add(a, term)
+
+    return pointwise(node, [x, t1, t2], body, math_dtype=dtype)
+
+
 @register(aten.add)
 def _add(ctx, node, a, b, alpha=1):
     dtype = compute_dtype(out_meta(node).dtype)

@@ -74,7 +74,8 @@ def reduce(
 
 
 def _count(x: Value, dims: Sequence[int]) -> Any:
-    return product([x.size[d] for d in dims])
+    """Elements reduced over ``dims`` (one for a 0-d ``x``, whose dim 0 is itself)."""
+    return product([x.size[d] for d in dims if d < x.rank])
 
 
 def _lazy_map(value: Value, fn: Callable[[Any], Any], dtype: torch.dtype) -> LazyValue:
