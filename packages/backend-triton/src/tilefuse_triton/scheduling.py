@@ -28,7 +28,8 @@ class TritonKernel:
     """
 
     def __init__(self, name: str, source: str, arg_names: list[str], group: FusedGroup,
-                 config: dict[str, Any], arg_dtypes: list[torch.dtype]) -> None:  # fmt: skip
+                 config: dict[str, Any], arg_dtypes: list[torch.dtype],
+                 cache_salt: str = "") -> None:  # fmt: skip
         self.name = name
         self.arg_dtypes = arg_dtypes
         self.device = torch.device(group.device)
@@ -38,7 +39,7 @@ class TritonKernel:
         self.xnumel = int(group.xnumel)
         self.rnumel = int(group.rnumel)
         self.grid = (heuristics.grid(group, config),)
-        self.path = store_source("triton", source)
+        self.path = store_source("triton", source, cache_salt)
         self._fn: Any = None
         self._launcher: CubinLauncher | None = None
         self._tried_launcher = False
@@ -143,7 +144,8 @@ class TritonScheduling:
                 config["paired"] = config.get("paired") and not {"XBLOCK", "RBLOCK"} & set(override)
         source, args = render_group(group, self.buffers, name, config)
         dtypes = [self.buffers[a].layout.dtype for a in args]
-        return TritonKernel(name, source, args, group, config, dtypes)
+        salt = self.context.cache_salt()
+        return TritonKernel(name, source, args, group, config, dtypes, salt)
 
     def codegen_template(self, template: Any, epilogue: Any) -> TritonKernel:
         raise NotImplementedError("GEMM templates are selected through tilefuse-autotune")

@@ -197,6 +197,12 @@ class CompileContext:
     debug_dir: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
+    def cache_salt(self) -> str:
+        """What a backend adds to its kernel-cache keys besides the kernel's source: the
+        active policy's ``uuid()`` (``""`` without a policy). Core passes a checked policy,
+        whose ``uuid()`` was validated once and never raises."""
+        return f"policy={self.policy.uuid()}" if self.policy is not None else ""
+
 
 @runtime_checkable
 class SchedulingPolicy(Protocol):

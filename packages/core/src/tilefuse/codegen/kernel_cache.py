@@ -8,9 +8,11 @@ Two kinds of entry, both under ``cache_subdir(kind)``:
 
 * **Source modules** (``store_source`` / ``load_module``): ``<kind>/<key[:2]>/<key>.py`` holding a
   header line ``# tilefuse <kind> <key>`` and the source, where ``key = source_key(kind,
-  source)``. ``load_module`` reads the file once, checks those bytes against ``key`` and
-  compiles and executes exactly those bytes into a fresh module. It never goes through
-  importlib's file loader, so ``__pycache__`` is neither read nor written.
+  source)``; a ``salt`` (what else the kernel depends on: the active policy's ``uuid()``)
+  enters as a first comment line of the source, ``# tilefuse-salt <sha256 of salt>``.
+  ``load_module`` reads the file once, checks those bytes against ``key`` and compiles and
+  executes exactly those bytes into a fresh module. It never goes through importlib's file
+  loader, so ``__pycache__`` is neither read nor written.
 * **Built artifacts** (``build_artifact``): ``<kind>/<key[:2]>/<key>/<filename>`` plus a record
   ``<filename>.sha256`` written (atomically, after the artifact) when the build succeeded.
   The artifact is returned only when its bytes hash to the record.
@@ -175,12 +177,16 @@ def _verify_source_entry(path: Path, data: bytes | None) -> str | None:
     return header.decode() + source
 
 
-def store_source(kind: str, source: str) -> Path:
+def store_source(kind: str, source: str, salt: str = "") -> Path:
     """The cache file holding ``source`` under ``kind``, written unless a verified copy is
     there already (a changed, truncated, non-UTF-8 or unreadable entry is rewritten).
 
+    A non-empty ``salt`` (``plugin.CompileContext.cache_salt()``: the active policy's
+    ``uuid()``) enters the key, so the same source under another salt is another entry.
     Raises ``CacheError`` when the cache directory is unusable (see ``cache_subdir``).
     """
+    if salt:
+        source = f"# tilefuse-salt {hashlib.sha256(salt.encode()).hexdigest()}\n{source}"
     key = source_key(kind, source)
     path = cache_subdir(kind) / key[:2] / f"{key}.py"
     with _stored_lock:
