@@ -3,7 +3,8 @@
 For a device type, the candidate backends are the installed, usable, available
 ones whose ``info.device_types`` contain it (restricted to ``TILEFUSE_BACKENDS``
 when that is set). A node needing capability ``c`` is owned by the candidate
-with the highest ``priority`` among those declaring ``c``; ties break by name.
+with the highest ``priority`` among those declaring ``c``; ties break by name. A fused
+kernel that contains a reduction needs ``reduction``; any other fused kernel ``pointwise``.
 So on CUDA, Triton owns pointwise and reduction kernels while a C++ backend
 that declares only ``template:gemm`` at higher priority owns GEMM templates.
 

@@ -94,37 +94,56 @@ class CompiledGraph:
         return self.call(args)
 
 
+def capability_of(*parts: Any) -> str:
+    """The capability a kernel made of ``parts`` (fused groups or scheduler nodes) needs:
+    ``CAP_REDUCTION`` when any of them reduces, else ``CAP_POINTWISE``."""
+    for part in parts:
+        if getattr(part, "reduction", False) is True or getattr(part, "kind", None) == "reduction":
+            return plugin.CAP_REDUCTION
+    return plugin.CAP_POINTWISE
+
+
 class _Schedulings:
-    """One backend scheduling per device, created on first use."""
+    """One scheduling per device and backend, created on first use; each kernel goes to
+    the owner of the capability it needs (``backend_selection``)."""
 
     def __init__(self, buffers: dict[str, Any], policy: Any) -> None:
         self.buffers = buffers
         self.policy = policy
-        self.by_device: dict[str, tuple[str, Any]] = {}
+        self.instances: dict[tuple[str, str], tuple[str, Any]] = {}
+        self.owners: dict[tuple[str, str], tuple[str, Any]] = {}
+        self.templates: dict[str, list[tuple[str, Any]]] = {}
 
-    def for_device(self, device: torch.device) -> tuple[str, Any]:
-        key = str(device)
-        if key not in self.by_device:
-            backend, factory = load_owner(device.type, plugin.CAP_POINTWISE)
+    def _instance(self, device: torch.device, backend: Any, factory: Any) -> tuple[str, Any]:
+        key = (str(device), backend.info.name)
+        if key not in self.instances:
             context = plugin.CompileContext(
-                device=key,
+                device=str(device),
                 policy=self.policy,
                 debug_dir=str(config.debug_dir()) if config.debug_dir() else None,
                 options={"buffers": self.buffers},
             )
-            self.by_device[key] = (backend.info.name, factory(context))
-        return self.by_device[key]
+            self.instances[key] = (backend.info.name, factory(context))
+        return self.instances[key]
+
+    def for_device(
+        self, device: torch.device, capability: str = plugin.CAP_POINTWISE
+    ) -> tuple[str, Any]:
+        """``(backend name, scheduling)`` of the owner of ``capability`` on ``device``."""
+        key = (str(device), capability)
+        if key not in self.owners:
+            backend, factory = load_owner(device.type, capability)
+            self.owners[key] = self._instance(device, backend, factory)
+        return self.owners[key]
 
     def template_owners(self, device: torch.device) -> list[tuple[str, Any]]:
-        key = f"template:{device}"
-        if key not in self.by_device:
-            owners = []
-            for backend, factory in loaded_backends(device.type, plugin.CAP_TEMPLATE_GEMM):
-                context = plugin.CompileContext(device=str(device), policy=self.policy,
-                                                options={"buffers": self.buffers})  # fmt: skip
-                owners.append((backend.info.name, factory(context)))
-            self.by_device[key] = owners  # type: ignore[assignment]
-        return self.by_device[key]  # type: ignore[return-value]
+        key = str(device)
+        if key not in self.templates:
+            self.templates[key] = [
+                self._instance(device, backend, factory)
+                for backend, factory in loaded_backends(device.type, plugin.CAP_TEMPLATE_GEMM)
+            ]
+        return self.templates[key]
 
     def can_fuse(self, kind: str, group: Any, node: Any) -> plugin.Verdict:
         if isinstance(group, TemplateStep):
@@ -141,7 +160,7 @@ class _Schedulings:
                     return verdict
                 reasons.append(f"{name}: {verdict.reason}")
             return plugin.Verdict.no("; ".join(reasons) or "no template backend")
-        _, scheduling = self.for_device(group.device)
+        _, scheduling = self.for_device(group.device, capability_of(group, node))
         if kind == "vertical":
             return scheduling.can_fuse_vertical(group, node)
         return scheduling.can_fuse_horizontal(group, node)
@@ -192,7 +211,7 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
             continue
         if not isinstance(step, FusedGroup):
             continue
-        backend_name, scheduling = schedulings.for_device(step.device)
+        backend_name, scheduling = schedulings.for_device(step.device, capability_of(step))
         kernel = scheduling.codegen(step)
         kernels[i] = kernel
         origins = sorted({o for n in step.nodes for o in n.buffer.origins})
