@@ -22,7 +22,8 @@ PACKAGES = (
     "packages/backend-rocm",
     "packages/autotune",
 )
-TEST_TOOLS = ("pytest", "numpy", "hypothesis")
+# expecttest: torch.testing._internal (the OpInfo database of tests/opinfo) imports it.
+TEST_TOOLS = ("pytest", "numpy", "hypothesis", "expecttest")
 # CUTLASS C++ headers for backend-cuda's nvcc compile tests. --no-deps: its Python
 # dependencies (cuda-python, scipy, ...) are not needed for the headers.
 CUTLASS = "nvidia-cutlass==4.2.0.0"

@@ -280,8 +280,12 @@ def _try_build(kernel: Any) -> BaseException | None:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ""
+    """The error's first line, and its last when they differ: a Triton compilation
+    error starts with a source position and ends with the cause."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
 
 
 def _write_debug(
