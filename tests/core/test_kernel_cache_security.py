@@ -303,6 +303,14 @@ def build_so(c_source: str, out: Path) -> Path:
 GENUINE_C = "int tf_answer(void) { return 42; }\n"
 
 
+def load_copy(path: Path, tmp_path: Path) -> ctypes.CDLL:
+    """Load a private copy of ``path``: the tests later overwrite the cached file in place,
+    and rewriting a loaded object's pages crashes the process when it exits."""
+    copy = tmp_path / f"loaded_{len(list(tmp_path.glob('loaded_*')))}.so"
+    shutil.copyfile(path, copy)
+    return ctypes.CDLL(str(copy))
+
+
 def planted_so(tmp_path: Path, marker: Path) -> Path:
     """A shared object whose constructor leaves ``marker``: it runs as soon as it is loaded."""
     return build_so(
@@ -344,7 +352,7 @@ def test_planted_rocm_object_is_rebuilt_not_loaded(cache, tmp_path, monkeypatch)
     monkeypatch.setattr(compiler.subprocess, "run", fake_compiler_run(genuine, calls))
     path = compiler.compile_source(source, "gfx90a")
     assert path == expected and len(calls) == 1
-    assert ctypes.CDLL(str(path)).tf_answer() == 42 and not marker.exists()
+    assert load_copy(path, tmp_path).tf_answer() == 42 and not marker.exists()
     # Swapped after the build: the next request rebuilds instead of returning it.
     shutil.copyfile(planted, expected)
     assert compiler.compile_source(source, "gfx90a") == expected and len(calls) == 2
@@ -382,4 +390,4 @@ def test_planted_cuda_object_is_rebuilt_by_nvcc_not_loaded(cache, tmp_path):
     path = compiler.compile_source(source, "answer")
     assert path == expected and (expected.parent / "nvcc.log").exists()
     assert kernel_cache.verified_artifact(path)
-    assert ctypes.CDLL(str(path)).tf_answer() == 42 and not marker.exists()
+    assert load_copy(path, tmp_path).tf_answer() == 42 and not marker.exists()
