@@ -14,6 +14,7 @@ import inspect
 import marshal
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -391,3 +392,24 @@ def test_planted_cuda_object_is_rebuilt_by_nvcc_not_loaded(cache, tmp_path):
     assert path == expected and (expected.parent / "nvcc.log").exists()
     assert kernel_cache.verified_artifact(path)
     assert load_copy(path, tmp_path).tf_answer() == 42 and not marker.exists()
+
+
+def test_every_cache_level_is_private_under_a_permissive_umask(cache):
+    """``mkdir(parents=True)`` gives parents the umask's mode; under 002 the ``<key[:2]>``
+    level would be group-writable and an entry (artifact and record) could be swapped."""
+
+    def build(entry: Path, out: Path) -> None:
+        out.write_bytes(b"artifact")
+
+    old = os.umask(0o002)
+    try:
+        artifact = kernel_cache.build_artifact("umaskkind", "ab" * 16, "kernel.bin", build)
+    finally:
+        os.umask(old)
+    level = artifact.parent
+    while level != cache.parent:
+        assert stat.S_IMODE(level.stat().st_mode) == 0o700, level
+        level = level.parent
+    artifact.parent.parent.chmod(0o770)  # a shared prefix level is refused, not trusted
+    with pytest.raises(CacheError, match="writable by group or others"):
+        kernel_cache.build_artifact("umaskkind", "ab" * 16, "kernel.bin", build)

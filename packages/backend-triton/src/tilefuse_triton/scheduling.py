@@ -55,11 +55,14 @@ class TritonKernel:
         self.load()
         if triton_interpreted() or self.device.type != "cuda" or self.grid[0] == 0:
             return
-        args = tuple(torch.empty(1, dtype=d, device=self.device) for d in self.arg_dtypes)
-        values = (*args, self.xnumel, self.rnumel, self.config["XBLOCK"], self.config["RBLOCK"])
-        compiled = self._warmup(args)
-        self._tried_launcher = True
-        self._launcher = CubinLauncher.create(compiled, values)
+        # Builds run in worker threads, whose current device is device 0: compile and load
+        # the cubin on this kernel's device (a rank of a multi-GPU job uses another one).
+        with torch.cuda.device(self.device):
+            args = tuple(torch.empty(1, dtype=d, device=self.device) for d in self.arg_dtypes)
+            values = (*args, self.xnumel, self.rnumel, self.config["XBLOCK"], self.config["RBLOCK"])
+            compiled = self._warmup(args)
+            self._tried_launcher = True
+            self._launcher = CubinLauncher.create(compiled, values)
 
     def _warmup(self, args: tuple[Any, ...]) -> Any:
         return self._fn.warmup(

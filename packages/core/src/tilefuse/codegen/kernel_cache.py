@@ -54,6 +54,7 @@ _CHUNK = 1 << 20
 # Sources this process stored, by path: a tampered entry is rewritten from here.
 _stored: dict[Path, str] = {}
 _stored_lock = threading.Lock()
+_load_lock = threading.RLock()
 
 
 # ------------------------------------------------------------------ directories
@@ -90,8 +91,16 @@ def _check_dir(path: Path) -> None:
 
 
 def _make_dir(path: Path) -> None:
+    """Create ``path`` and every missing parent with mode 0o700 (``mkdir(parents=True)``
+    would give the parents the umask's default mode, e.g. group-writable under 002)."""
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
     try:
-        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        for level in reversed(missing):
+            level.mkdir(mode=DIR_MODE, exist_ok=True)
     except OSError as exc:
         raise CacheError(
             f"cannot create the tilefuse cache directory {path}: {exc}. "
@@ -245,8 +254,15 @@ def load_module(path: Path, name: str | None = None) -> ModuleType:
     """
     path = Path(path)
     name = name or f"tilefuse_cache_{path.stem}"
-    if name in sys.modules:
-        return sys.modules[name]
+    # Kernels build in a thread pool: one lock, so that no thread sees a module another
+    # thread has registered but not finished executing.
+    with _load_lock:
+        if name in sys.modules:
+            return sys.modules[name]
+        return _execute(path, name)
+
+
+def _execute(path: Path, name: str) -> ModuleType:
     text = load_verified_source(path)
     filename = str(path)
     code = compile(text, filename, "exec", dont_inherit=True)
@@ -318,9 +334,13 @@ def build_artifact(kind: str, key: str, filename: str, build: Callable[[Path, Pa
         raise ValueError(f"artifact file name {filename!r} must be a plain file name")
     entry = cache_subdir(kind) / key[:2] / key
     artifact = entry / filename
+    # The record proves the bytes are the ones built here only if nobody else could
+    # have replaced the entry (record included): check every level below the kind's dir.
+    _make_dir(entry)
+    _check_dir(entry.parent)
+    _check_dir(entry)
     if verified_artifact(artifact):
         return artifact
-    _make_dir(entry)
     try:
         lock = FileLock(str(entry / ".lock"))
         lock.acquire()
