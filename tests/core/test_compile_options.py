@@ -13,7 +13,7 @@ from tilefuse.errors import TilefuseError
 from tilefuse.frontend.compile_options import parse
 
 
-@pytest.mark.parametrize("raw", ["1", "true", "TRUE", "yes", "on", " On "])
+@pytest.mark.parametrize("raw", ["1", "true", "TRUE", "yes", "y", "on", " On "])
 def test_strict_truthy_values(monkeypatch, raw):
     monkeypatch.setenv("TILEFUSE_STRICT", raw)
     assert config.strict() is True
@@ -55,8 +55,17 @@ def test_bad_mode_or_option_is_a_clear_error(mode, options, message):
         parse(mode, options)
 
 
+def test_malformed_strict_setting_is_one_clear_error_before_compiling(monkeypatch):
+    monkeypatch.setenv("TILEFUSE_STRICT", "2")
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="TILEFUSE_STRICT='2' is not a boolean"):
+        torch.compile(lambda x: x.sin() + 1, backend="tilefuse")(torch.randn(4))
+    torch._dynamo.reset()
+
+
 def test_torch_compile_accepts_mode_and_rejects_unknown_options(caplog):
     torch._dynamo.reset()
+    tilefuse.reset()  # the mode warning is shown once per process until a reset
     x = torch.randn(5)
     with caplog.at_level(logging.WARNING, logger="tilefuse"):
         out = torch.compile(lambda x: x + 1, backend="tilefuse", mode="reduce-overhead")(x)

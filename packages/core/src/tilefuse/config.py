@@ -38,8 +38,8 @@ def overrides(settings: Mapping[str, Any]) -> Iterator[None]:
         _overrides.reset(token)
 
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
+_TRUE = ("1", "true", "yes", "y", "on")
+_FALSE = ("", "0", "false", "no", "n", "off")
 
 
 def env_flag(var: str) -> bool:

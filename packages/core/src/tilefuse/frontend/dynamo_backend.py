@@ -226,6 +226,8 @@ def tilefuse_backend(
     missing backend raises ``NoBackendError`` instead of running eagerly.
     """
     settings = compile_options.parse(mode, options)
+    with config.overrides(settings):
+        config.strict()  # a malformed TILEFUSE_STRICT is reported here, before any work
     if mode in compile_options.UNBUILT_MODES:
         _warn_once(f"mode={mode!r}: {compile_options.UNBUILT_MODES[mode]}")
     for device_type in graph_device_types(example_inputs):
