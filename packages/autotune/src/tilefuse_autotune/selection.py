@@ -54,6 +54,8 @@ log = logging.getLogger("tilefuse.autotune")
 MODES = config.AUTOTUNE_MODES
 DEFAULT_PER_PROVIDER = 4
 MAX_CHECKS = 2  # unchecked third-party choices a default-mode selection may check
+# Check outcomes that say something about the choice itself, and so are remembered.
+_VERDICTS = (benchmark.WRONG, benchmark.COMPILE, benchmark.CRASH)
 _SERVES = {
     "default": ("quick", "max"),
     "quick": ("quick", "max"),
@@ -384,7 +386,10 @@ class Autotuner:
         )  # fmt: skip
         refused = []
         for candidate, outcome in zip(unchecked, outcomes):
-            checks.record(candidate, outcome)
+            # A run error or timeout may be this machine's (memory, a busy GPU): only a
+            # pass, a wrong result, a failed build or a crash is remembered as a verdict.
+            if outcome.ok or outcome.reason in _VERDICTS:
+                checks.record(candidate, outcome)
             if outcome.ok:
                 return candidate, " (third party: passed a correctness check just now)"
             refused.append(f"{candidate.label}: {outcome.reason} ({outcome.detail})")
