@@ -240,3 +240,19 @@ def test_valid_tile_sizes_on_a_transposed_add_stay_correct(tiling_policy, answer
     tiling_policy.answer = answer
     reports = _compile_and_compare(lambda s: s * 2 + s.t(), torch.randn(64, 64, device=_device()))
     assert kernel_count(reports) == 1 and tiling_policy.asked >= 1
+
+
+def test_tiling_too_large_with_the_backends_other_block_is_not_applied(
+    tiling_policy, monkeypatch, caplog
+):
+    """An answer valid on its own that, merged with the backend's own RBLOCK for the row,
+    exceeds Triton's block limit keeps the backend's tiling (the limit is lowered here so
+    that a small row shows the rule)."""
+    from tilefuse_triton import scheduling
+
+    monkeypatch.setattr(scheduling, "MAX_BLOCK_ELEMENTS", 1024)
+    tiling_policy.answer = {"XBLOCK": 64}
+    x = torch.randn(4, 100, device=_device())
+    with caplog.at_level(logging.WARNING, logger="tilefuse"):
+        reports = _compile_and_compare(lambda t: t.sum(-1), x)
+    assert kernel_count(reports) == 1 and "exceeds Triton's 1024 elements" in caplog.text

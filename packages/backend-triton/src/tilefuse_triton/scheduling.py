@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -16,6 +17,8 @@ from .kernel_writer import render_group
 from .launcher import CubinLauncher
 
 MAX_KERNEL_NODES = 40
+MAX_BLOCK_ELEMENTS = 1 << 20  # Triton's limit on the elements of one block
+log = logging.getLogger("tilefuse")
 
 
 class TritonKernel:
@@ -142,9 +145,18 @@ class TritonScheduling:
         if policy is not None:
             override = policy.tiling(group, self.context.device)
             if override:
-                config.update(override)
-                # pairing assumed the heuristic's square tile grid: new tiles void it
-                config["paired"] = config.get("paired") and not {"XBLOCK", "RBLOCK"} & set(override)
+                merged = {**config, **override}
+                if merged["XBLOCK"] * merged["RBLOCK"] > MAX_BLOCK_ELEMENTS:
+                    log.warning(
+                        "tilefuse: policy %s: tiling %s with this kernel's other block "
+                        "(%s) exceeds Triton's %d elements per block; using the backend's",
+                        getattr(policy, "name", policy), override, config, MAX_BLOCK_ELEMENTS,
+                    )  # fmt: skip
+                else:
+                    config = merged
+                    # pairing assumed the heuristic's square tile grid: new tiles void it
+                    tiles_changed = {"XBLOCK", "RBLOCK"} & set(override)
+                    config["paired"] = config.get("paired") and not tiles_changed
         source, args = render_group(group, self.buffers, name, config)
         dtypes = [self.buffers[a].layout.dtype for a in args]
         salt = self.context.cache_salt()
