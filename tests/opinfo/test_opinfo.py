@@ -62,6 +62,9 @@ def test_known_entries_name_swept_ops() -> None:
     for name, reason in known.SKIP.items():
         assert name in swept, f"known.SKIP names {name!r}, which the sweep does not run"
         assert reason.strip(), f"known.SKIP[{name!r}] has no reason"
+    for name, reason in known.NO_GRAPH.items():
+        assert name in swept, f"known.NO_GRAPH names {name!r}, which the sweep does not run"
+        assert reason.strip(), f"known.NO_GRAPH[{name!r}] has no reason"
     for (name, _dtype), entry in known.TOLERANCE.items():
         assert name in swept, f"known.TOLERANCE names {name!r}, which the sweep does not run"
         assert entry[2].strip(), f"known.TOLERANCE[{name!r}] has no reason"
