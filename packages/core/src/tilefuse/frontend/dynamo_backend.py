@@ -66,7 +66,9 @@ class _EagerAfterFirstFailure:
     keeps running it eagerly from then on (strict mode re-raises instead).
 
     The first call keeps its own copy of the argument list, because the wrapper
-    empties the one it is given to free inputs early.
+    empties the one it is given to free inputs early. A failure part-way through the
+    first call is not undone: an input the compiled graph already updated in place, or
+    random numbers it already drew, are updated or drawn again by the eager rerun.
     """
 
     def __init__(self, compiled: Callable, gm: torch.fx.GraphModule, strict: bool) -> None:
