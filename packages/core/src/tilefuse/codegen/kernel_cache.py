@@ -60,15 +60,19 @@ _load_lock = threading.RLock()
 # ------------------------------------------------------------------ directories
 
 
+def _unusable(what: str, path: Path, exc: OSError) -> CacheError:
+    """The error for a cache path the OS refused (``what``: e.g. "cannot lock the ... entry")."""
+    return CacheError(
+        f"{what} {path}: {exc}. Set TILEFUSE_CACHE_DIR to a writable directory of your own."
+    )
+
+
 def _check_dir(path: Path) -> None:
     """``CacheError`` unless ``path`` is a directory owned by this user that only it can write."""
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise CacheError(
-            f"cannot use the tilefuse cache directory {path}: {exc}. "
-            "Set TILEFUSE_CACHE_DIR to a writable directory of your own."
-        ) from exc
+        raise _unusable("cannot use the tilefuse cache directory", path, exc) from exc
     if not stat.S_ISDIR(st.st_mode):
         raise CacheError(
             f"the tilefuse cache path {path} is not a directory. "
@@ -102,10 +106,7 @@ def _make_dir(path: Path) -> None:
         for level in reversed(missing):
             level.mkdir(mode=DIR_MODE, exist_ok=True)
     except OSError as exc:
-        raise CacheError(
-            f"cannot create the tilefuse cache directory {path}: {exc}. "
-            "Set TILEFUSE_CACHE_DIR to a writable directory of your own."
-        ) from exc
+        raise _unusable("cannot create the tilefuse cache directory", path, exc) from exc
 
 
 def cache_subdir(kind: str) -> Path:
@@ -213,10 +214,7 @@ def _rewrite(path: Path, expected: bytes) -> None:
             if _read_bytes(path) != expected:
                 atomic_write(path, expected)
     except OSError as exc:
-        raise CacheError(
-            f"cannot write the tilefuse cache entry {path}: {exc}. "
-            "Set TILEFUSE_CACHE_DIR to a writable directory of your own."
-        ) from exc
+        raise _unusable("cannot write the tilefuse cache entry", path, exc) from exc
 
 
 def load_verified_source(path: Path) -> str:
@@ -345,10 +343,7 @@ def build_artifact(kind: str, key: str, filename: str, build: Callable[[Path, Pa
         lock = FileLock(str(entry / ".lock"))
         lock.acquire()
     except OSError as exc:
-        raise CacheError(
-            f"cannot lock the tilefuse cache entry {entry}: {exc}. "
-            "Set TILEFUSE_CACHE_DIR to a writable directory of your own."
-        ) from exc
+        raise _unusable("cannot lock the tilefuse cache entry", entry, exc) from exc
     try:
         if verified_artifact(artifact):  # another process built it while we waited
             return artifact
@@ -376,7 +371,4 @@ def _publish(entry: Path, artifact: Path, build: Callable[[Path, Path], None]) -
     try:
         atomic_write(_record(artifact), digest + "\n")
     except OSError as exc:
-        raise CacheError(
-            f"cannot record the hash of {artifact}: {exc}. "
-            "Set TILEFUSE_CACHE_DIR to a writable directory of your own."
-        ) from exc
+        raise _unusable("cannot record the hash of", artifact, exc) from exc
