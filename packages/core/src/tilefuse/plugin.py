@@ -29,6 +29,18 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
+from .kernel_spec import (
+    KERNEL_SPEC_VERSION,
+    BufferSpec,
+    FusionQuery,
+    GroupKind,
+    KernelSpec,
+    Level,
+    MemberSpec,
+    R,
+    X,
+)
+
 API_VERSION = 1
 
 BACKENDS_GROUP = "tilefuse.backends"
@@ -507,8 +519,43 @@ class TemplateSelector(Protocol):
     ) -> Selected: ...
 
 
+# Helpers for backends, re-exported lazily so that reading ``plugin`` stays cheap:
+# the ops-handler protocol, index functions and the verified build cache.
+_HELPERS = {
+    "OP_NAMES": ("tilefuse.ir.ops", "OP_NAMES"),
+    "ops_handler": ("tilefuse.ir.ops", "ops_handler"),
+    "FloorDiv": ("tilefuse.ir.index", "FloorDiv"),
+    "ModularIndexing": ("tilefuse.ir.index", "ModularIndexing"),
+    "stride_of": ("tilefuse.ir.index", "stride_of"),
+    "atomic_write": ("tilefuse.codegen.kernel_cache", "atomic_write"),
+    "build_artifact": ("tilefuse.codegen.kernel_cache", "build_artifact"),
+    "cache_subdir": ("tilefuse.codegen.kernel_cache", "cache_subdir"),
+    "load_module": ("tilefuse.codegen.kernel_cache", "load_module"),
+    "store_source": ("tilefuse.codegen.kernel_cache", "store_source"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HELPERS:
+        import importlib
+
+        module, attr = _HELPERS[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'tilefuse.plugin' has no attribute {name!r}")
+
+
 __all__ = [
+    *_HELPERS,
     "API_VERSION",
+    "KERNEL_SPEC_VERSION",
+    "BufferSpec",
+    "FusionQuery",
+    "GroupKind",
+    "KernelSpec",
+    "Level",
+    "MemberSpec",
+    "R",
+    "X",
     "BACKENDS_GROUP",
     "CAP_POINTWISE",
     "CAP_REDUCTION",

@@ -13,17 +13,16 @@ is what lets fused intermediates live in registers.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import sympy
 
-from ..ir.index import Expr, simplify_index, unflatten
+from ..ir.index import Expr, unflatten
+from ..kernel_spec import R as RSYM
+from ..kernel_spec import X as XSYM
+from ..kernel_spec import _simplify
 from .nodes import POINTWISE, REDUCTION, SchedNode
-
-XSYM = sympy.Symbol("x", integer=True, nonnegative=True)
-RSYM = sympy.Symbol("r", integer=True, nonnegative=True)
 
 
 @dataclass
@@ -44,7 +43,6 @@ class FusedGroup:
     tiled: bool = False
     placements: dict[str, Placement] = field(default_factory=dict)
     stores: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -67,11 +65,6 @@ class FusedGroup:
 
     def describe(self) -> str:
         return f"{self.kind()} x={self.xnumel} r={self.rnumel}: {', '.join(self.names)}"
-
-
-@functools.lru_cache(maxsize=65536)
-def _simplify(expr: Expr, xnumel: Expr, rnumel: Expr) -> Expr:
-    return simplify_index(expr, {XSYM: xnumel, RSYM: rnumel})
 
 
 def simplified(expr: Expr, group: FusedGroup) -> Expr:
