@@ -102,6 +102,8 @@ class GraphLowering:
         self.constants: dict[str, torch.Tensor] = {}
         self._counter = 0
         self._current: torch.fx.Node | None = None
+        self._served_types: dict[str, bool] = {}
+        self._all_devices: set[torch.device] | None = None
 
     # -- buffers ---------------------------------------------------------------------
     def new_name(self, prefix: str = "buf") -> str:
@@ -208,7 +210,10 @@ class GraphLowering:
             return args[0][args[1]]
         lowering = find_lowering(node.target)
         result = None
-        if lowering is not None and _touches_complex(node, args, kwargs):
+        device_problem = self._device_problem(node, args, kwargs)
+        if device_problem is not None:
+            result = self.extern(node, args, kwargs, device_problem)
+        elif lowering is not None and _touches_complex(node, args, kwargs):
             # Kernels have no complex types: eager computes it, inside the graph.
             result = self.extern(node, args, kwargs, "complex tensors run eagerly")
         elif lowering is not None:
@@ -221,6 +226,43 @@ class GraphLowering:
         if isinstance(result, LazyValue):
             result.origins = _inlined_origins(node, result, env)
         return self._maybe_realize(node, result)
+
+    def _device_problem(self, node: torch.fx.Node, args: Any, kwargs: Any) -> str | None:
+        """Why ``node`` cannot become kernel code, from where its tensors live, or ``None``.
+
+        A kernel runs on one device: a node whose tensors span devices (CPU index tensors
+        with CUDA data, say) runs eagerly, as does a node on a device no backend serves
+        while other devices of the graph are served. A graph that no backend serves at all
+        is left alone: compiling it raises ``NoBackendError`` (eager fallback).
+        """
+        devices = _devices_of((args, kwargs, node.meta.get("val")))
+        if len(devices) > 1:
+            names = ", ".join(sorted(str(d) for d in devices))
+            return f"its tensors are on several devices ({names}): eager moves between them"
+        if not devices or self._served(next(iter(devices)).type):
+            return None
+        if any(self._served(d.type) for d in self._graph_devices()):
+            return f"no backend serves {next(iter(devices)).type} tensors on this machine"
+        return None
+
+    def _served(self, device_type: str) -> bool:
+        if device_type not in self._served_types:
+            from ..backend_selection import owner
+            from ..errors import TilefuseError
+            from ..plugin import CAP_POINTWISE
+
+            try:
+                owner(device_type, CAP_POINTWISE)
+                self._served_types[device_type] = True
+            except TilefuseError:
+                self._served_types[device_type] = False
+        return self._served_types[device_type]
+
+    def _graph_devices(self) -> set[torch.device]:
+        if self._all_devices is None:
+            metas = [n.meta.get("val") for n in self.gm.graph.nodes]
+            self._all_devices = _devices_of((metas, self.example_inputs))
+        return self._all_devices
 
     def _maybe_realize(self, node: torch.fx.Node, result: Any) -> Any:
         meta = node.meta.get("val")
@@ -345,6 +387,19 @@ def _touches_complex(node: torch.fx.Node, args: Any, kwargs: Any) -> bool:
         return x
 
     _map_values((args, kwargs, node.meta.get("val")), visit)
+    return found
+
+
+def _devices_of(obj: Any) -> set[torch.device]:
+    """The devices of every tensor (or ``Value``) in ``obj``, a nest of lists and dicts."""
+    found: set[torch.device] = set()
+
+    def visit(x: Any) -> Any:
+        if isinstance(x, (Value, torch.Tensor)):
+            found.add(torch.device(x.device))
+        return x
+
+    _map_values(obj, visit)
     return found
 
 
