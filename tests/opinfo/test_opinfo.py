@@ -4,7 +4,8 @@
 backward) and at one other dtype, run through the Triton interpreter on CPU tensors.
 ``test_opinfo_gpu`` (``-m gpu``) is the whole sweep: every sample, every dtype, on CUDA
 (``TILEFUSE_OPINFO_SAMPLES=START:STOP`` keeps the samples numbered START to STOP - 1 of
-each op and dtype, for a shorter run).
+each op and dtype, for a shorter run; ``TILEFUSE_OPINFO_SHARD=I/N`` keeps every Nth case
+from the Ith, to split the sweep over GPUs or runs).
 Both compile in strict mode: a graph either compiles (ops without a lowering become
 explicit externs inside it) or the case fails. Cases that eager comparison cannot judge
 are listed, with their reason, in ``known.py``.
@@ -12,10 +13,14 @@ are listed, with their reason, in ``known.py``.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 pytest.importorskip("expecttest", reason="torch.testing._internal (op_db) imports expecttest")
 
@@ -34,12 +39,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "gpu_case" in metafunc.fixturenames:
         # Enumerating every sample takes minutes: only where the sweep can run.
         if torch.cuda.is_available():
-            start, _, stop = os.environ.get("TILEFUSE_OPINFO_SAMPLES", "").partition(":")
-            found = cases.all_cases("cuda", int(start or 0), int(stop) if stop else None)
-            params = [_param(c) for c in found]
+            params = [_param(c) for c in _gpu_cases()]
         else:
             params = [pytest.param(None, id="all")]
         metafunc.parametrize("gpu_case", params)
+
+
+def _gpu_cases() -> list[cases.Case]:
+    """The GPU sweep's cases for this run's sample range and shard. Enumerating them takes
+    minutes, so the first pytest process (xdist worker) to get here writes the list to a
+    file that the others read."""
+    start, _, stop = os.environ.get("TILEFUSE_OPINFO_SAMPLES", "").partition(":")
+    shard, _, shards = os.environ.get("TILEFUSE_OPINFO_SHARD", "0/1").partition("/")
+    name = f"tilefuse-opinfo-cases-{torch.__version__}-{start}-{stop}.json"
+    path = Path(tempfile.gettempdir()) / name
+    with FileLock(f"{path}.lock"):
+        if not path.exists():
+            found = cases.all_cases("cuda", int(start or 0), int(stop) if stop else None)
+            rows = [[c.name, str(c.dtype).removeprefix("torch."), c.index] for c in found]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(rows))
+            tmp.replace(path)
+        rows = json.loads(path.read_text())
+    every = [cases.Case(n, getattr(torch, d), i) for n, d, i in rows]
+    return every[int(shard) :: int(shards or 1)]
 
 
 def test_opinfo_cpu(cpu_case: cases.Case) -> None:
