@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from tilefuse import plugin
+from tilefuse.errors import Unsupported
+
+from .build import CppKernel
+from .render import render
+
+MAX_KERNEL_MEMBERS = 64  # keeps one kernel's C++ small enough to compile in a second
 
 
 class AcmeScheduling:
@@ -12,18 +18,29 @@ class AcmeScheduling:
         self.context = context
 
     def can_fuse_vertical(self, producer, consumer) -> plugin.Verdict:
-        # Say no with a reason; `tilefuse explain` shows it to the user.
-        if len(producer.nodes) >= 16:
-            return plugin.Verdict.no("acme kernels hold at most 16 nodes")
+        # Say no with a reason; `tilefuse explain` shows it to the user. ``producer`` and
+        # ``consumer`` are ``plugin.FusionQuery`` objects: member names, kind, sizes.
+        members = len(getattr(producer, "names", ())) + len(getattr(consumer, "names", ()))
+        if members > MAX_KERNEL_MEMBERS:
+            return plugin.Verdict.no(f"acme kernels hold at most {MAX_KERNEL_MEMBERS} members")
         return plugin.Verdict.yes()
 
     def can_fuse_horizontal(self, a, b) -> plugin.Verdict:
         return self.can_fuse_vertical(a, b)
 
-    def codegen(self, group) -> plugin.Kernel:
-        # Render `group` (a tilefuse FusedGroup) into acme source here, compile it, and
-        # return an object with `name`, `source`, `arg_names` that runs when called.
-        raise NotImplementedError("the acme code generator is left to the reader")
+    def codegen(self, spec: plugin.KernelSpec) -> CppKernel:
+        """Render ``spec`` as C++; the returned kernel is built when core calls ``build()``.
 
-    def codegen_template(self, template, epilogue) -> plugin.Kernel:
-        raise NotImplementedError("acme has no GEMM templates")
+        Raises ``Unsupported`` for a spec this backend does not render (the graph then
+        runs eagerly, with one warning).
+        """
+        if not isinstance(spec, plugin.KernelSpec):
+            raise Unsupported(
+                f"acme renders plugin.KernelSpec, not {type(spec).__name__}: this tilefuse "
+                "passes its scheduler's groups to codegen; upgrade tilefuse-core"
+            )
+        source, function, args = render(spec)
+        return CppKernel(spec.name, source, function, args, self.context.cache_salt())
+
+    def codegen_template(self, template, epilogue) -> CppKernel:
+        raise Unsupported("acme has no GEMM templates")
