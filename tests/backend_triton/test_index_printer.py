@@ -7,15 +7,15 @@ import random
 import pytest
 import sympy
 
-from tilefuse.ir.index import FloorDiv, ModularIndexing, simplify_index
-from tilefuse.scheduler.group import RSYM, XSYM
+from tilefuse.ir.index import simplify_index
+from tilefuse.plugin import FloorDiv, ModularIndexing, R, X
 
 kernel_writer = pytest.importorskip("tilefuse_triton.kernel_writer")
 
 
 def random_expr(rng: random.Random, depth: int = 0):
     if depth > 2 or rng.random() < 0.3:
-        return rng.choice([XSYM, RSYM, sympy.Integer(rng.randint(0, 9))])
+        return rng.choice([X, R, sympy.Integer(rng.randint(0, 9))])
     kind = rng.choice(["add", "mul", "floordiv", "mod"])
     a = random_expr(rng, depth + 1)
     if kind == "add":
@@ -34,11 +34,11 @@ def test_printed_index_evaluates_like_sympy(seed):
     text = kernel_writer.print_index(expr)
     for _ in range(20):
         x, r = rng.randint(0, 500), rng.randint(0, 500)
-        want = int(expr.subs({XSYM: x, RSYM: r}))
+        want = int(expr.subs({X: x, R: r}))
         assert eval(text, {"xindex": x, "rindex": r}) == want, text
 
 
 def test_split_heads_index_simplifies_and_prints():
-    e = FloorDiv(512 * FloorDiv(XSYM, 512) + ModularIndexing(XSYM, 1, 16), 2048)
-    assert simplify_index(e, {XSYM: 4096}) == FloorDiv(XSYM, 2048)
+    e = FloorDiv(512 * FloorDiv(X, 512) + ModularIndexing(X, 1, 16), 2048)
+    assert simplify_index(e, {X: 4096}) == FloorDiv(X, 2048)
     assert kernel_writer.print_index(e) == "((512*(xindex // 512) + (xindex % 16)) // 2048)"

@@ -22,9 +22,10 @@ from tilefuse.discovery import _installed_entry_points, reset_registry
 from tilefuse.errors import PluginError
 from tilefuse.policy_check import CheckedPolicy, InvalidAnswer, check_ranking, check_tiling
 
-POINTWISE = SimpleNamespace(reduction=False, tiled=False, rnumel=1, xnumel=1000)
-TILED = SimpleNamespace(reduction=False, tiled=True, rnumel=64, xnumel=64)
-ROWS_100 = SimpleNamespace(reduction=True, tiled=False, rnumel=100, xnumel=4)
+# What check_tiling reads of the KernelSpec a policy was asked about.
+POINTWISE = SimpleNamespace(kind=plugin.GroupKind.POINTWISE, rnumel=1, xnumel=1000)
+TILED = SimpleNamespace(kind=plugin.GroupKind.POINTWISE_2D, rnumel=64, xnumel=64)
+ROWS_100 = SimpleNamespace(kind=plugin.GroupKind.REDUCTION, rnumel=100, xnumel=4)
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ class AcmePolicy:
     ) -> list[plugin.FusionCandidate]:
         return [c for c in candidates if c.kind != "horizontal"]
 
-    def tiling(self, group, device: str):
-        if group.kind() == "pointwise":
+    def tiling(self, spec: plugin.KernelSpec, device: str) -> dict | None:
+        if spec.kind is plugin.GroupKind.POINTWISE:
             return {"XBLOCK": 4096, "num_warps": 8}
         return None
 

@@ -1,14 +1,14 @@
-"""Render one fused group into a Triton kernel's source text.
+"""Render one kernel spec (``tilefuse.plugin.KernelSpec``) into a Triton kernel's source text.
 
 Kernel shapes:
 - 1D pointwise: ``xindex`` is a ``[XBLOCK]`` vector;
 - 2D (tiled pointwise, persistent or looped reduction): ``xindex`` is
   ``[XBLOCK, 1]`` and ``rindex`` ``[1, RBLOCK]``; per-row values are ``[XBLOCK, 1]``.
 
-Every group member is evaluated at its placement (see ``tilefuse.scheduler.group``):
-a member read by another member is taken from registers (per-row values) or
-recomputed inline at the same point (per-element values; CSE makes that free
-inside one scope). Only the buffers in ``group.stores`` are written to memory.
+Every member is evaluated at its level (``plugin.Level``): a member read by another
+member is taken from registers (per-row values) or recomputed inline at the same point
+(per-element values; CSE makes that free inside one scope). Only the members in
+``spec.stores`` are written to memory.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ import sympy
 import torch
 from sympy.printing.str import StrPrinter
 
-from tilefuse.ir.index import FloorDiv, ModularIndexing
-from tilefuse.ir.nodes import Pointwise, Reduction
-from tilefuse.ir.ops import OP_NAMES, ops_handler
-from tilefuse.scheduler.group import RSYM, XSYM, FusedGroup, simplified
+from tilefuse import plugin
+from tilefuse.plugin import GroupKind, KernelSpec, Level, R, X
 
 from . import ops_table
 
@@ -40,9 +38,9 @@ class IndexPrinter(StrPrinter):
     """sympy index expressions as Triton code over ``xindex`` / ``rindex``."""
 
     def _print_Symbol(self, expr: sympy.Symbol) -> str:
-        if expr == XSYM:
+        if expr == X:
             return "xindex"
-        if expr == RSYM:
+        if expr == R:
             return "rindex"
         return expr.name
 
@@ -50,11 +48,11 @@ class IndexPrinter(StrPrinter):
         text = self._print(expr)
         return text if (expr.is_Symbol or expr.is_Integer) else f"({text})"
 
-    def _print_FloorDiv(self, expr: FloorDiv) -> str:
+    def _print_FloorDiv(self, expr: Any) -> str:
         x, d = expr.args
         return f"({self._operand(x)} // {self._operand(d)})"
 
-    def _print_ModularIndexing(self, expr: ModularIndexing) -> str:
+    def _print_ModularIndexing(self, expr: Any) -> str:
         x, d, s = expr.args
         inner = self._operand(x) if d == 1 else f"({self._operand(x)} // {self._operand(d)})"
         return f"({inner} % {self._operand(s)})"
@@ -103,13 +101,13 @@ def kind_of(*values: Any) -> int:
 class KernelWriter:
     """Builds the source of one kernel. ``render()`` returns ``(source, arg_names)``."""
 
-    def __init__(self, group: FusedGroup, buffers: dict[str, Any], name: str, config: dict) -> None:
-        self.group = group
-        self.buffers = buffers
-        self.name = name
+    def __init__(self, spec: KernelSpec, config: dict) -> None:
+        self.spec = spec
+        self.buffers = spec.buffers
+        self.name = spec.name
         self.config = config
-        self.two_d = group.reduction or group.tiled
-        self.persistent = bool(config.get("persistent", not group.reduction))
+        self.two_d = spec.kind is not GroupKind.POINTWISE
+        self.persistent = bool(config.get("persistent", not spec.is_reduction))
         self.lines: list[str] = []
         self.indent = 1
         self.cse: list[dict[str, Var]] = [{}]
@@ -119,11 +117,10 @@ class KernelWriter:
         self.counter = 0
         self.in_args: dict[str, str] = {}
         self.out_args: dict[str, str] = {}
-        self.context_per_r = False
-        self.member_names = set(group.names)
-        self.xnumel_divides = int(group.xnumel) % int(config["XBLOCK"]) == 0
+        self.member_names = set(spec.names)
+        self.xnumel_divides = int(spec.xnumel) % int(config["XBLOCK"]) == 0
         rblock = int(config.get("RBLOCK", 1))
-        self.rnumel_divides = int(group.rnumel) % rblock == 0
+        self.rnumel_divides = int(spec.rnumel) % rblock == 0
 
     # -- emission helpers ------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -200,12 +197,12 @@ class KernelWriter:
         if name in self.member_names:
             return self.member_value(name)
         buf = self.buffers[name]
-        expr = simplified(index, self.group)
+        expr = self.spec.simplify(index)
         kind = SCALAR
         for sym in expr.free_symbols:
-            if sym == RSYM:
+            if sym == R:
                 kind = max(kind, PER_XR)
-            elif sym == XSYM:
+            elif sym == X:
                 kind = max(kind, PER_X)
             else:
                 kind = max(kind, getattr(self.indirect_vars.get(sym.name), "kind", PER_XR))
@@ -229,9 +226,9 @@ class KernelWriter:
         per-row condition, e.g. ``stack`` of 0-d tensors, would be a scalar pointer)."""
         has_x = has_r = False
         for sym in expr.free_symbols:
-            if sym == XSYM:
+            if sym == X:
                 has_x = True
-            elif sym == RSYM:
+            elif sym == R:
                 has_r = True
             else:
                 sym_kind = getattr(self.indirect_vars.get(sym.name), "kind", PER_XR)
@@ -246,7 +243,7 @@ class KernelWriter:
     def _reread_by_every_row(self, expr: Any) -> bool:
         """True for a reduction's load indexed by ``r`` alone (a layer_norm weight, say):
         every program reads the same elements, so they should stay in L2."""
-        return bool(self.group.reduction) and expr.free_symbols == {RSYM}
+        return self.spec.is_reduction and expr.free_symbols == {R}
 
     indirect_vars: dict[str, Var]
 
@@ -260,12 +257,12 @@ class KernelWriter:
         return Var(ops_table.constant(value, dtype), dtype, SCALAR)
 
     def index_expr(self, expr: Any, dtype: torch.dtype) -> Var:
-        e = simplified(sympy.sympify(expr), self.group)
+        e = self.spec.simplify(expr)
         text = print_index(e)
         if not e.free_symbols:
             return Var(ops_table.constant(int(e), dtype), dtype, SCALAR)
-        kind = PER_XR if RSYM in e.free_symbols else PER_X
-        if not e.has(XSYM) and kind == PER_X:
+        kind = PER_XR if R in e.free_symbols else PER_X
+        if not e.has(X) and kind == PER_X:
             kind = PER_XR  # an expression of indirect symbols only
         if dtype == torch.bfloat16:  # rounded by to_dtype, not truncated by the interpreter
             return self.to_dtype(
@@ -324,7 +321,7 @@ class KernelWriter:
         return self.new_var(f"tl.where({cond}, {value}, {other_text})", value.dtype, kind)
 
     def __getattr__(self, name: str) -> Callable[..., Var]:
-        if name not in OP_NAMES:
+        if name not in plugin.OP_NAMES:
             raise AttributeError(name)
         template = ops_table.template(name)
 
@@ -344,41 +341,30 @@ class KernelWriter:
 
         return op
 
-    # -- group members ---------------------------------------------------------------
+    # -- members ---------------------------------------------------------------------
     def member_value(self, name: str) -> Var:
         value = self.lookup_value(name)
         if value is not None:
             return value
-        placement = self.group.placements[name]
-        if placement.level != "xr":
+        if self.spec.member(name).level is not Level.PER_XR:
             raise AssertionError(f"{name} read before it is computed")
         return self.eval_pointwise(name)
 
     def eval_pointwise(self, name: str) -> Var:
-        node = self.group.node(name)
-        data = node.buffer.data
-        assert isinstance(data, Pointwise)
-        mapping = self.group.placements[name].mapping
-        idx = [mapping[v] for v in node.index_vars]
-        outer = self.context_per_r
-        self.context_per_r = self.group.placements[name].level == "xr"
-        try:
-            value = data.body(idx)
-        finally:
-            self.context_per_r = outer
+        value = self.spec.member(name).compute()
         self.values[-1][name] = value
         return value
 
     def store(self, name: str, value: Var) -> None:
         buf = self.buffers[name]
-        placement = self.group.placements[name]
-        index_expr = simplified(placement.store_index, self.group)
+        member = self.spec.member(name)
+        index_expr = self.spec.simplify(member.store_index)
         index = print_index(index_expr)
         ptr = self.out_args.setdefault(name, f"out_ptr{len(self.out_args)}")
-        per_r = placement.level == "xr" and self.two_d
-        if per_r and RSYM not in index_expr.free_symbols:
+        per_r = member.level is Level.PER_XR and self.two_d
+        if per_r and R not in index_expr.free_symbols:
             index += " + 0 * rindex"
-        if XSYM not in index_expr.free_symbols:
+        if X not in index_expr.free_symbols:
             index += " + 0 * xindex"
         if value.dtype != buf.dtype:
             value = self.to_dtype(value, buf.dtype)
@@ -388,29 +374,18 @@ class KernelWriter:
 
     # -- reductions ------------------------------------------------------------------
     def eval_reduction_input(self, name: str) -> Var:
-        node = self.group.node(name)
-        data = node.buffer.data
-        assert isinstance(data, Reduction)
-        mapping = self.group.placements[name].mapping
-        idx = [mapping[v] for v in node.index_vars]
-        ridx = [mapping[v] for v in node.reduction_vars]
-        self.context_per_r = True
-        try:
-            value = data.body(idx, ridx)
-        finally:
-            self.context_per_r = False
+        value = self.spec.member(name).compute()
         if not value.per_r:
             value = self.new_var(self.shaped(value, PER_XR), value.dtype, PER_XR)
         return value
 
     def reduction(self, name: str) -> Var:
-        node = self.group.node(name)
-        data = node.buffer.data
-        assert isinstance(data, Reduction)
-        kind = data.reduction_type
+        member = self.spec.member(name)
+        kind = member.reduction_type
+        assert kind is not None, f"{name} is not a reduction"
         if kind == "logsumexp":
-            return self.logsumexp(name, data.src_dtype)
-        acc_dtype = torch.int8 if kind == "any" else data.src_dtype
+            return self.logsumexp(name, member.src_dtype)
+        acc_dtype = torch.int8 if kind == "any" else member.src_dtype
         tl_acc = TL_DTYPES[acc_dtype]
         init = ops_table.reduction_init(kind, acc_dtype)
         arg = kind in ("argmax", "argmin")
@@ -502,10 +477,11 @@ class KernelWriter:
     # -- whole kernel ----------------------------------------------------------------
     def render(self) -> tuple[str, list[str]]:
         self.indirect_vars = {}
-        group = self.group
+        spec = self.spec
+        tiled = spec.kind is GroupKind.POINTWISE_2D
         index_type = "tl.int64" if self.config.get("int64") else None
         if self.two_d:
-            if group.tiled and self.config.get("paired"):
+            if tiled and self.config.get("paired"):
                 # Square tile grid: tiles (a, b) and (b, a) run back to back, so the
                 # transposed read of one is the L2-resident direct read of the other.
                 # Shell k holds the 2k+1 tiles with max(a, b) == k and starts at pid k*k.
@@ -519,7 +495,7 @@ class KernelWriter:
                 self.emit("rtile = tl.where(m == 2 * k, k, tl.where(m % 2 == 0, k, t))")
                 self.emit("xoffset = xtile * XBLOCK")
                 self.emit("roffset = rtile * RBLOCK")
-            elif group.tiled:
+            elif tiled:
                 self.emit("pid = tl.program_id(0)")
                 self.emit("rblocks = tl.cdiv(rnumel, RBLOCK)")
                 self.emit("xoffset = (pid // rblocks) * XBLOCK")
@@ -537,25 +513,26 @@ class KernelWriter:
             cast = f".to({index_type})" if index_type else ""
             self.emit(f"xindex = (tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)){cast}")
             self.emit_mask("xmask", "xindex < xnumel", self.xnumel_divides, "[XBLOCK]")
-        with ops_handler(self):
-            for node in group.nodes:
-                placement = group.placements[node.name]
-                if node.kind == "reduction":
-                    value = self.reduction(node.name)
-                    self.values[-1][node.name] = value
-                    if node.name in group.stores:
-                        self.store(node.name, value)
-                elif placement.level == "xr" and self.two_d and not self.persistent:
-                    if node.name in group.stores:
+        stores = set(spec.stores)
+        with plugin.ops_handler(self):
+            for member in spec.members:
+                name = member.name
+                if member.level is Level.REDUCED:
+                    value = self.reduction(name)
+                    self.values[-1][name] = value
+                    if name in stores:
+                        self.store(name, value)
+                elif member.level is Level.PER_XR and self.two_d and not self.persistent:
+                    if name in stores:
                         self.open_r_loop()
-                        self.store(node.name, self.eval_pointwise(node.name))
+                        self.store(name, self.eval_pointwise(name))
                         self.close_r_loop()
                 else:
-                    if placement.level == "xr" and node.name not in group.stores:
+                    if member.level is Level.PER_XR and name not in stores:
                         continue  # computed inline where it is read
-                    value = self.eval_pointwise(node.name)
-                    if node.name in group.stores:
-                        self.store(node.name, value)
+                    value = self.eval_pointwise(name)
+                    if name in stores:
+                        self.store(name, value)
         args = list(self.in_args.values()) + list(self.out_args.values())
         names = list(self.in_args) + list(self.out_args)
         header = (
@@ -572,11 +549,10 @@ class KernelWriter:
         return source, names
 
 
-def render_group(
-    group: FusedGroup, buffers: dict[str, Any], name: str, config: dict
-) -> tuple[str, list[str]]:
-    """Source text and argument buffer names (inputs then outputs) for ``group``."""
-    return KernelWriter(group, buffers, name, config).render()
+def render_spec(spec: KernelSpec, config: dict) -> tuple[str, list[str]]:
+    """Source text of kernel ``spec.name`` and its argument buffer names (inputs, then
+    outputs) for ``spec`` under ``config`` (``heuristics.choose_config``'s keys)."""
+    return KernelWriter(spec, config).render()
 
 
 def _is_literal(text: str) -> bool:
@@ -593,4 +569,4 @@ def _literal(text: str) -> Any:
     return float(text) if any(c in text for c in ".en") else int(text)
 
 
-__all__ = ["render_group", "print_index", "Sequence"]
+__all__ = ["render_spec", "print_index", "Sequence"]

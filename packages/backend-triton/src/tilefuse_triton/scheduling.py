@@ -8,12 +8,9 @@ from typing import Any
 import torch
 
 from tilefuse import plugin
-from tilefuse.codegen.kernel_cache import load_module, store_source
-from tilefuse.config import triton_interpreted
-from tilefuse.scheduler.group import FusedGroup
 
 from . import heuristics
-from .kernel_writer import render_group
+from .kernel_writer import render_spec
 from .launcher import CubinLauncher
 
 MAX_KERNEL_NODES = 40
@@ -30,33 +27,32 @@ class TritonKernel:
     differs from the first's, Triton's own launch path runs it.
     """
 
-    def __init__(self, name: str, source: str, arg_names: list[str], group: FusedGroup,
-                 config: dict[str, Any], arg_dtypes: list[torch.dtype],
-                 cache_salt: str = "") -> None:  # fmt: skip
-        self.name = name
-        self.arg_dtypes = arg_dtypes
-        self.device = torch.device(group.device)
+    def __init__(self, spec: plugin.KernelSpec, source: str, arg_names: list[str],
+                 config: dict[str, Any], cache_salt: str = "") -> None:  # fmt: skip
+        self.name = spec.name
+        self.arg_dtypes = [spec.buffers[a].dtype for a in arg_names]
+        self.device = torch.device(spec.device)
         self.source = source
         self.arg_names = arg_names
         self.config = config
-        self.xnumel = int(group.xnumel)
-        self.rnumel = int(group.rnumel)
-        self.grid = (heuristics.grid(group, config),)
-        self.path = store_source("triton", source, cache_salt)
+        self.xnumel = int(spec.xnumel)
+        self.rnumel = int(spec.rnumel)
+        self.grid = (heuristics.grid(spec, config),)
+        self.path = plugin.store_source("triton", source, cache_salt)
         self._fn: Any = None
         self._launcher: CubinLauncher | None = None
         self._tried_launcher = False
 
     def load(self) -> None:
         if self._fn is None:
-            self._fn = getattr(load_module(self.path), self.name)
+            self._fn = getattr(plugin.load_module(self.path), self.name)
 
     def build(self) -> None:
         """Compile now, for the specialization a call with fresh (aligned) buffers has;
         raises what Triton raises when the kernel cannot be built. Under the interpreter
         (or on a CPU tensor) there is nothing to compile: only the module is loaded."""
         self.load()
-        if triton_interpreted() or self.device.type != "cuda" or self.grid[0] == 0:
+        if plugin.triton_interpreted() or self.device.type != "cuda" or self.grid[0] == 0:
             return
         # Builds run in worker threads, whose current device is device 0: compile and load
         # the cubin on this kernel's device (a rank of a multi-GPU job uses another one).
@@ -96,7 +92,7 @@ class TritonKernel:
     def _make_launcher(self, args: tuple[Any, ...], values: tuple[Any, ...]) -> bool:
         """Compile without launching and launch through a ``CubinLauncher``; ``False`` when
         this kernel is not one it can serve (the interpreter, a CPU tensor, ROCm...)."""
-        if triton_interpreted() or not hasattr(self._fn, "warmup"):
+        if plugin.triton_interpreted() or not hasattr(self._fn, "warmup"):
             return False
         if not args or getattr(args[0], "device", None) is None or args[0].device.type != "cuda":
             return False
@@ -123,27 +119,25 @@ class TritonScheduling:
 
     def __init__(self, context: plugin.CompileContext) -> None:
         self.context = context
-        self.buffers: dict[str, Any] = context.options.get("buffers", {})
-        self.counter = 0
 
-    def can_fuse_vertical(self, producer: Any, consumer: Any) -> plugin.Verdict:
+    def can_fuse_vertical(
+        self, producer: plugin.FusionQuery, consumer: plugin.FusionQuery
+    ) -> plugin.Verdict:
         return self._size_ok(producer)
 
-    def can_fuse_horizontal(self, a: Any, b: Any) -> plugin.Verdict:
+    def can_fuse_horizontal(self, a: plugin.FusionQuery, b: plugin.FusionQuery) -> plugin.Verdict:
         return self._size_ok(a)
 
-    def _size_ok(self, group: Any) -> plugin.Verdict:
-        if len(getattr(group, "nodes", ())) >= MAX_KERNEL_NODES:
+    def _size_ok(self, group: plugin.FusionQuery) -> plugin.Verdict:
+        if len(group.names) >= MAX_KERNEL_NODES:
             return plugin.Verdict.no(f"a Triton kernel holds at most {MAX_KERNEL_NODES} nodes")
         return plugin.Verdict.yes()
 
-    def codegen(self, group: FusedGroup) -> TritonKernel:
-        self.counter += 1
-        name = f"tf_{group.kind().replace('-', '_')}_{self.counter}"
-        config = heuristics.choose_config(group)
+    def codegen(self, spec: plugin.KernelSpec) -> TritonKernel:
+        config = heuristics.choose_config(spec)
         policy = self.context.policy
         if policy is not None:
-            override = policy.tiling(group, self.context.device)
+            override = policy.tiling(spec, self.context.device)
             if override:
                 merged = {**config, **override}
                 if merged["XBLOCK"] * merged["RBLOCK"] > MAX_BLOCK_ELEMENTS:
@@ -157,10 +151,8 @@ class TritonScheduling:
                     # pairing assumed the heuristic's square tile grid: new tiles void it
                     tiles_changed = {"XBLOCK", "RBLOCK"} & set(override)
                     config["paired"] = config.get("paired") and not tiles_changed
-        source, args = render_group(group, self.buffers, name, config)
-        dtypes = [self.buffers[a].layout.dtype for a in args]
-        salt = self.context.cache_salt()
-        return TritonKernel(name, source, args, group, config, dtypes, salt)
+        source, args = render_spec(spec, config)
+        return TritonKernel(spec, source, args, config, self.context.cache_salt())
 
     def codegen_template(self, template: Any, epilogue: Any) -> TritonKernel:
         raise NotImplementedError("GEMM templates are selected through tilefuse-autotune")

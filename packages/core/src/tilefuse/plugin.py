@@ -19,13 +19,30 @@ these groups (see ``ENTRY_POINT_GROUPS``):
 
 Every object carries ``api_version``; tilefuse refuses an object whose version
 differs from ``API_VERSION`` and says so. Nothing outside this module is part
-of the plugin contract.
+of the plugin contract: a backend imports ``tilefuse.plugin`` (and the typed
+errors of ``tilefuse.errors``), never ``tilefuse.scheduler``, ``tilefuse.codegen``,
+``tilefuse.frontend`` or ``tilefuse.ir``.
+
+API versions
+------------
+2
+    The codegen contract. ``KernelScheduling.codegen`` receives a ``KernelSpec``
+    (plain data: iteration space, members with bodies over ``X``/``R``, stores and
+    buffer layouts) named by core, instead of a scheduler ``FusedGroup``;
+    ``can_fuse_vertical``/``can_fuse_horizontal`` receive ``FusionQuery`` objects
+    instead of scheduler nodes; ``SchedulingPolicy.tiling`` receives the
+    ``KernelSpec``. ``CompileContext.options`` is gone: it carried only core's
+    buffers, which each ``KernelSpec`` now describes (``KernelSpec.buffers``).
+    Helpers a backend needs (the ops-handler protocol, index functions, the
+    verified build cache, the settings it reads) are re-exported here lazily.
+1
+    The first published surface: backends were handed core's scheduler objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,7 +58,7 @@ from .kernel_spec import (
     X,
 )
 
-API_VERSION = 1
+API_VERSION = 2  # see "API versions" in the module docstring
 
 BACKENDS_GROUP = "tilefuse.backends"
 SCHEDULING_GROUP = "tilefuse.scheduling"
@@ -158,17 +175,23 @@ class KernelScheduling(Protocol):
     """Phase-two object returned by ``DeviceBackend.load()``.
 
     One instance serves one compiled graph and device. ``producer``,
-    ``consumer``, ``a`` and ``b`` are ``tilefuse.ir`` scheduler nodes; ``group``
-    is a ``tilefuse.scheduler.FusedGroup``. ``can_fuse_*`` must not raise: a
-    refusal is a ``Verdict.no(reason)`` and the reason is shown by
-    ``tilefuse explain``.
+    ``consumer``, ``a`` and ``b`` are ``FusionQuery`` objects (a group or a single
+    node the scheduler is about to fuse). ``can_fuse_*`` must not raise: a refusal
+    is a ``Verdict.no(reason)`` and the reason is shown by ``tilefuse explain``.
+    ``codegen(spec)`` renders one fused kernel described by a ``KernelSpec`` and
+    returns a ``Kernel`` called ``spec.name`` (unique within the graph: core picks
+    it) whose ``arg_names`` are buffer names from ``spec.buffers``. A kernel with a
+    ``build()`` method is built when the graph is compiled, not at first launch.
+
+    A backend that owns ``CAP_TEMPLATE_GEMM`` is also asked
+    ``can_fuse_vertical(template_step, node)`` about epilogues of its templates.
     """
 
     def can_fuse_vertical(self, producer: Any, consumer: Any) -> Verdict: ...
 
-    def can_fuse_horizontal(self, a: Any, b: Any) -> Verdict: ...
+    def can_fuse_horizontal(self, a: FusionQuery, b: FusionQuery) -> Verdict: ...
 
-    def codegen(self, group: Any) -> Kernel: ...
+    def codegen(self, spec: KernelSpec) -> Kernel: ...
 
     def codegen_template(self, template: Any, epilogue: Any) -> Kernel: ...
 
@@ -202,12 +225,13 @@ class DeviceBackend(Protocol):
 
 @dataclass(frozen=True)
 class CompileContext:
-    """What a backend's scheduling is told about the graph it serves."""
+    """What a backend's scheduling is told about the graph it serves: its device, the
+    active (checked) policy and the debug directory. Each kernel's buffers come with its
+    ``KernelSpec``."""
 
     device: str  # torch device string, e.g. "cuda:0" or "cpu"
     policy: SchedulingPolicy | None
     debug_dir: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
 
     def cache_salt(self) -> str:
         """What a backend adds to its kernel-cache keys besides the kernel's source: the
@@ -225,10 +249,12 @@ class SchedulingPolicy(Protocol):
       kernel and autotune cache key, so change it whenever decisions change.
     - ``rank_fusions(candidates)`` receives ``FusionCandidate`` objects and
       returns the ones to attempt, best first; leaving one out vetoes it.
-    - ``tiling(group, device)`` returns backend config overrides or ``None`` to
+    - ``tiling(spec, device)`` receives the ``KernelSpec`` about to be rendered
+      (``spec.kind``, ``spec.xnumel``, ``spec.rnumel``, ``spec.members``...) and the
+      device string, and returns backend config overrides or ``None`` to
       keep the backend's own heuristic. Keys: ``XBLOCK`` and ``RBLOCK`` (int powers
       of two, product at most 2**20; ``RBLOCK`` is 1 for a one-dimensional pointwise
-      group), ``num_warps`` (a power of two up to 32) and, for reductions only,
+      kernel), ``num_warps`` (a power of two up to 32) and, for reductions only,
       ``persistent`` (``True``: one pass, so ``RBLOCK`` must cover the row;
       ``False``: a loop over the row, ``RBLOCK`` elements at a time). An ``RBLOCK``
       below the row length needs ``"persistent": False``.
@@ -247,7 +273,7 @@ class SchedulingPolicy(Protocol):
 
     def rank_fusions(self, candidates: list[FusionCandidate]) -> list[FusionCandidate]: ...
 
-    def tiling(self, group: Any, device: str) -> dict[str, Any] | None: ...
+    def tiling(self, spec: KernelSpec, device: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -520,7 +546,8 @@ class TemplateSelector(Protocol):
 
 
 # Helpers for backends, re-exported lazily so that reading ``plugin`` stays cheap:
-# the ops-handler protocol, index functions and the verified build cache.
+# the ops-handler protocol, index functions, the verified build cache and the settings
+# (from ``tilefuse.config``, the one place that reads them) that backends consult.
 _HELPERS = {
     "OP_NAMES": ("tilefuse.ir.ops", "OP_NAMES"),
     "ops_handler": ("tilefuse.ir.ops", "ops_handler"),
@@ -532,6 +559,8 @@ _HELPERS = {
     "cache_subdir": ("tilefuse.codegen.kernel_cache", "cache_subdir"),
     "load_module": ("tilefuse.codegen.kernel_cache", "load_module"),
     "store_source": ("tilefuse.codegen.kernel_cache", "store_source"),
+    "triton_interpreted": ("tilefuse.config", "triton_interpreted"),
+    "autotune_mode": ("tilefuse.config", "autotune_mode"),
 }
 
 

@@ -10,8 +10,9 @@ only the wrapper, so no backend needs its own checks:
 ``rank_fusions(candidates)``
     Must return a list holding some of the very candidates it was given, each at
     most once (``check_ranking``).
-``tiling(group, device)``
-    Must return ``None`` or a dict accepted by ``check_tiling``.
+``tiling(spec, device)``
+    Receives the ``plugin.KernelSpec`` about to be rendered; must return ``None`` or a
+    dict accepted by ``check_tiling``.
 
 A ``rank_fusions`` or ``tiling`` answer that fails its check (or raises) is refused:
 one warning names the policy and what was wrong, and the scheduler's own order or the
@@ -29,6 +30,7 @@ from typing import Any
 from . import config
 from .discovery import short_repr
 from .errors import PluginError
+from .kernel_spec import GroupKind
 
 log = logging.getLogger("tilefuse.plugins")
 
@@ -76,10 +78,10 @@ def _next_pow2(n: int) -> int:
 
 
 def check_tiling(answer: Any, group: Any) -> dict[str, Any] | None:
-    """The validated copy of a ``tiling(group, device)`` answer; ``None`` keeps the backend's.
+    """The validated copy of a ``tiling(spec, device)`` answer; ``None`` keeps the backend's.
 
-    ``group`` is the ``FusedGroup`` that was asked about (``reduction``, ``tiled``,
-    ``rnumel`` are read). Raises ``InvalidAnswer`` when the answer is not a dict of
+    ``group`` is the ``KernelSpec`` that was asked about (its ``kind`` and ``rnumel``
+    are read). Raises ``InvalidAnswer`` when the answer is not a dict of
     ``TILING_KEYS``; when a block size or ``num_warps`` is not an int power of two
     within bounds; when ``RBLOCK`` is given to a one-dimensional pointwise group (it
     must be 1 there) or ``persistent`` to a group that is not a reduction; or when a
@@ -116,8 +118,9 @@ def check_tiling(answer: Any, group: Any) -> dict[str, Any] | None:
 
 
 def _check_against_group(tiling: dict[str, Any], group: Any) -> None:
-    reduction = bool(getattr(group, "reduction", False))
-    tiled = bool(getattr(group, "tiled", False))
+    kind = GroupKind(group.kind)
+    reduction = kind is GroupKind.REDUCTION
+    tiled = kind is GroupKind.POINTWISE_2D
     if not reduction:
         if "persistent" in tiling:
             raise InvalidAnswer("persistent applies to reductions only; this group has none")
@@ -206,15 +209,16 @@ class CheckedPolicy:
             self._refuse("rank_fusions", what, "keeping the scheduler's own order")
         return candidates
 
-    def tiling(self, group: Any, device: str) -> dict[str, Any] | None:
-        """The policy's tiling when valid, else ``None`` (the backend's own choice)."""
+    def tiling(self, spec: Any, device: str) -> dict[str, Any] | None:
+        """The policy's tiling for ``spec`` (a ``KernelSpec``) when valid, else ``None``
+        (the backend's own choice)."""
         try:
-            return check_tiling(self.wrapped.tiling(group, device), group)
+            return check_tiling(self.wrapped.tiling(spec, device), spec)
         except InvalidAnswer as exc:
-            self._refuse("tiling", str(exc), "using the backend's own tiling", group)
+            self._refuse("tiling", str(exc), "using the backend's own tiling", spec)
         except Exception as exc:
             what = f"tiling() raised {type(exc).__name__}: {exc}"
-            self._refuse("tiling", what, "using the backend's own tiling", group)
+            self._refuse("tiling", what, "using the backend's own tiling", spec)
         return None
 
     def _refuse(self, hook: str, what: str, instead: str, group: Any = None) -> None:

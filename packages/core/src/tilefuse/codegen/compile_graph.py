@@ -27,6 +27,7 @@ from ..errors import CompileError
 from ..frontend import lowerings  # noqa: F401  (registers every lowering)
 from ..frontend.lowering import GraphLowering
 from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep, schedule_graph
+from ..scheduler.kernel_specs import fusion_query, kernel_spec
 from .kernel_cache import atomic_write
 from .templates import select_template, why_no_selector
 from .wrapper import write_wrapper
@@ -107,8 +108,7 @@ class _Schedulings:
     """One scheduling per device and backend, created on first use; each kernel goes to
     the owner of the capability it needs (``backend_selection``)."""
 
-    def __init__(self, buffers: dict[str, Any], policy: Any) -> None:
-        self.buffers = buffers
+    def __init__(self, policy: Any) -> None:
         self.policy = policy
         self.instances: dict[tuple[str, str], tuple[str, Any]] = {}
         self.owners: dict[tuple[str, str], tuple[str, Any]] = {}
@@ -121,7 +121,6 @@ class _Schedulings:
                 device=str(device),
                 policy=self.policy,
                 debug_dir=str(config.debug_dir()) if config.debug_dir() else None,
-                options={"buffers": self.buffers},
             )
             self.instances[key] = (backend.info.name, factory(context))
         return self.instances[key]
@@ -161,9 +160,10 @@ class _Schedulings:
                 reasons.append(f"{name}: {verdict.reason}")
             return plugin.Verdict.no("; ".join(reasons) or "no template backend")
         _, scheduling = self.for_device(group.device, capability_of(group, node))
+        first, second = fusion_query(group), fusion_query(node)
         if kind == "vertical":
-            return scheduling.can_fuse_vertical(group, node)
-        return scheduling.can_fuse_horizontal(group, node)
+            return scheduling.can_fuse_vertical(first, second)
+        return scheduling.can_fuse_horizontal(first, second)
 
 
 def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> CompiledGraph:
@@ -179,7 +179,7 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
     buffers.update({b.name: b for b in graph.inputs if b is not None})
     buffers.update({name: graph.buffer(name) for name in graph.constants})
     policy = active_policy()
-    schedulings = _Schedulings(buffers, policy)
+    schedulings = _Schedulings(policy)
     schedule = schedule_graph(graph, schedulings.can_fuse, policy)
     report = GraphReport(
         graph_id, externs=dict(graph.externs), fused_away=list(schedule.fused_away)
@@ -212,7 +212,8 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
         if not isinstance(step, FusedGroup):
             continue
         backend_name, scheduling = schedulings.for_device(step.device, capability_of(step))
-        kernel = scheduling.codegen(step)
+        name = f"tf_{step.kind().replace('-', '_')}_{i}"  # unique: i is the step's index
+        kernel = scheduling.codegen(kernel_spec(step, buffers, name))
         kernels[i] = kernel
         origins = sorted({o for n in step.nodes for o in n.buffer.origins})
         report.kernels.append(

@@ -18,7 +18,7 @@ class NoHorizontalPolicy:
         kept = [c for c in candidates if c.kind != "horizontal"]
         return sorted(kept, key=lambda c: -c.score)
 
-    def tiling(self, group, device: str):
+    def tiling(self, spec: plugin.KernelSpec, device: str) -> dict | None:
         return None
 
 
