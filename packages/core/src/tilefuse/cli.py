@@ -1,4 +1,5 @@
-"""The ``tilefuse`` command line: ``tilefuse backends`` and ``tilefuse explain``."""
+"""The ``tilefuse`` command line: ``tilefuse backends``, ``tilefuse explain`` and
+``tilefuse conformance``."""
 
 from __future__ import annotations
 
@@ -79,6 +80,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return explain_script(args.script, args.function)
 
 
+def _cmd_conformance(args: argparse.Namespace) -> int:
+    """Exit 0 when every case passed (skips allowed), 1 on any failure; a backend that is
+    not installed raises ``PluginNotFoundError`` (exit 2, from ``main``)."""
+    from .testing import run_conformance
+
+    report = run_conformance(args.name, device=args.device, select=args.select)
+    sys.stdout.write(report.format(verbose=args.verbose))
+    return 0 if report.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tilefuse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("script", help="a Python file defining the function and an `example_inputs()`")
     p.add_argument("--function", default="fn", help="name of the function to compile (default fn)")
     p.set_defaults(func=_cmd_explain)
+    p = sub.add_parser(
+        "conformance",
+        help="run the conformance kit (API checks, differential cases) against a backend",
+    )
+    p.add_argument("name", help="the installed backend to check (see `tilefuse backends`)")
+    p.add_argument("--device", help="torch device type to run on (default: the first it serves)")
+    p.add_argument(
+        "-k", dest="select", help="run only the differential cases whose name contains this"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    p.set_defaults(func=_cmd_conformance)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

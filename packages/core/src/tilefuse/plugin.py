@@ -75,6 +75,11 @@ CAP_TEMPLATE_GEMM = "template:gemm"
 # how many op inputs come before the epilogue's operands. The one table of them.
 GEMM_OPS: Mapping[str, int] = MappingProxyType({"mm": 2, "addmm": 3, "bmm": 2})
 
+# The float and integer dtypes tilefuse compiles, by name: ``BackendInfo.dtypes``' default.
+DEFAULT_DTYPES = (
+    "float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64", "uint8",
+)  # fmt: skip
+
 
 def dtype_name(dtype: Any) -> str:
     """A torch dtype's name without the ``torch.`` prefix (``torch.bfloat16`` -> ``"bfloat16"``).
@@ -143,6 +148,8 @@ class BackendInfo:
     (``CAP_POINTWISE``, ``CAP_REDUCTION``, ``CAP_TEMPLATE_GEMM``...).
     Among available backends serving a device, the one with the highest
     ``priority`` that declares a node's capability owns that node.
+    ``dtypes`` names (as ``dtype_name`` writes them) the tensor dtypes its kernels
+    compute correctly; ``tilefuse conformance`` checks each one against eager.
     """
 
     name: str
@@ -151,6 +158,7 @@ class BackendInfo:
     capabilities: frozenset[str]
     priority: int = 0
     description: str = ""
+    dtypes: tuple[str, ...] = DEFAULT_DTYPES
 
 
 @runtime_checkable
@@ -590,6 +598,7 @@ __all__ = [
     "CAP_REDUCTION",
     "CAP_TEMPLATE_GEMM",
     "CHOICES_GROUP",
+    "DEFAULT_DTYPES",
     "ENTRY_POINT_GROUPS",
     "SCHEDULING_GROUP",
     "SELECTORS_GROUP",

@@ -1,0 +1,47 @@
+"""Signature conformance: can core call a plugin's method the way the Protocol says?
+
+Checked with ``inspect.signature`` and a trial ``bind``, never ``isinstance``, which
+only looks at method names.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+
+def protocol_methods(protocol: type) -> dict[str, Callable[..., Any]]:
+    """The public methods a ``typing.Protocol`` class declares in its own body, by name."""
+    return {
+        name: member
+        for name, member in vars(protocol).items()
+        if not name.startswith("_") and inspect.isfunction(member)
+    }
+
+
+def signature_problem(impl: Any, declared: Callable[..., Any]) -> str | None:
+    """Why bound method ``impl`` cannot be called as ``declared`` (a Protocol's function,
+    ``self`` first) is, or ``None`` when it can.
+
+    Core calls plugin methods positionally, so ``impl`` must accept the declared
+    parameters by position, and any further parameter it has must be optional.
+    A signature that Python cannot read (a builtin) is not held against it.
+    """
+    if not callable(impl):
+        return f"is {type(impl).__name__}, not a method"
+    declared_sig = inspect.signature(declared)
+    params = list(declared_sig.parameters.values())[1:]  # drop self
+    shown = declared_sig.replace(parameters=params)
+    try:
+        impl_sig = inspect.signature(impl)
+    except (TypeError, ValueError):
+        return None
+    try:
+        impl_sig.bind(*(object() for _ in params))
+    except TypeError as exc:
+        return (
+            f"has signature {impl_sig}, but core calls it as {shown} "
+            f"({len(params)} positional argument(s)): {exc}"
+        )
+    return None
