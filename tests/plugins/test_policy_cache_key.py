@@ -1,5 +1,6 @@
-"""The active scheduling policy's ``uuid()`` enters the kernel-cache key: a kernel compiled
-under another policy is another cache entry, even when its source is the same."""
+"""The active scheduling policy's ``uuid()`` and the plugins' versions enter the kernel-cache
+key: a kernel compiled under another policy, or by another version of a plugin, is another
+cache entry, even when its source is the same."""
 
 from __future__ import annotations
 
@@ -35,13 +36,30 @@ def _policy(uuid):
     return SimpleNamespace(uuid=lambda: uuid)
 
 
-def test_compile_context_salt_is_the_policy_uuid():
-    def salt(policy):
-        return plugin.CompileContext(device="cpu", policy=policy).cache_salt()
+def test_compile_context_salt_holds_the_policy_uuid_and_the_plugin_versions():
+    def salt(policy, versions=("tilefuse-core 1.0", "acme 1.0")):
+        context = plugin.CompileContext(device="cpu", policy=policy, plugin_versions=versions)
+        return context.cache_salt()
 
-    assert salt(None) == ""
     assert salt(_policy("v1")) != salt(_policy("v2"))
     assert "v1" in salt(_policy("v1"))
+    assert salt(None) != salt(None, ("tilefuse-core 1.0", "acme 1.1"))
+    assert "acme 1.1" in salt(None, ("tilefuse-core 1.0", "acme 1.1"))
+
+
+def test_core_passes_the_backend_distribution_and_version():
+    pytest.importorskip("tilefuse_triton", reason="the Triton backend is not installed")
+    from tilefuse.backend_selection import owner, plugin_versions
+
+    backend = owner("cpu", plugin.CAP_POINTWISE)
+    versions = plugin_versions(backend, _policy_with_dist())
+    assert versions[0].startswith("tilefuse-core ")
+    assert versions[1].startswith("tilefuse-backend-triton ")
+    assert versions[2] == "acme-policy 2.0"
+
+
+def _policy_with_dist():
+    return SimpleNamespace(uuid=lambda: "u", name="acme", dist="acme-policy 2.0")
 
 
 def _triton_entries(root):

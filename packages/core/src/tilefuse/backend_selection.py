@@ -218,6 +218,25 @@ def _load_candidates(
     return out
 
 
+def plugin_versions(
+    backend: Any, policy: Any = None, reg: Registry | None = None
+) -> tuple[str, ...]:
+    """``"distribution version"`` of tilefuse-core, ``backend`` and ``policy`` (a
+    ``CheckedPolicy``): what ``CompileContext.plugin_versions`` carries into cache keys."""
+    import importlib.metadata as md
+
+    reg = reg or registry()
+    try:
+        core = f"tilefuse-core {md.version('tilefuse-core')}"
+    except md.PackageNotFoundError:
+        core = "tilefuse-core (not installed as a distribution)"
+    record = reg.record_of(plugin.BACKENDS_GROUP, backend)
+    versions = [core, record.dist if record is not None else f"backend {backend.info.name}"]
+    if policy is not None:
+        versions.append(getattr(policy, "dist", "") or f"policy {policy.name}")
+    return tuple(versions)
+
+
 def active_policy(reg: Registry | None = None) -> CheckedPolicy | None:
     """The scheduling policy named by ``TILEFUSE_POLICY``, validated, or ``None``.
 

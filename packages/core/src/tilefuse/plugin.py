@@ -240,12 +240,17 @@ class CompileContext:
     device: str  # torch device string, e.g. "cuda:0" or "cpu"
     policy: SchedulingPolicy | None
     debug_dir: str | None = None
+    # "distribution version" of tilefuse-core, the backend and the policy, e.g.
+    # ("tilefuse-core 0.1.0", "tilefuse-backend-triton 0.1.0").
+    plugin_versions: tuple[str, ...] = ()
 
     def cache_salt(self) -> str:
         """What a backend adds to its kernel-cache keys besides the kernel's source: the
-        active policy's ``uuid()`` (``""`` without a policy). Core passes a checked policy,
-        whose ``uuid()`` was validated once and never raises."""
-        return f"policy={self.policy.uuid()}" if self.policy is not None else ""
+        active policy's ``uuid()`` and ``plugin_versions``, so that a new policy or an
+        upgraded plugin never reuses a kernel built under the old one. Core passes a
+        checked policy, whose ``uuid()`` was validated once and never raises."""
+        policy = self.policy.uuid() if self.policy is not None else ""
+        return f"policy={policy};plugins={','.join(self.plugin_versions)}"
 
 
 @runtime_checkable

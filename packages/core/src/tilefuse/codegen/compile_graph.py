@@ -22,7 +22,7 @@ import torch.fx
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from .. import config, counters, plugin
-from ..backend_selection import active_policy, load_owner, loaded_backends
+from ..backend_selection import active_policy, load_owner, loaded_backends, plugin_versions
 from ..errors import CompileError
 from ..frontend import lowerings  # noqa: F401  (registers every lowering)
 from ..frontend.lowering import GraphLowering
@@ -121,6 +121,7 @@ class _Schedulings:
                 device=str(device),
                 policy=self.policy,
                 debug_dir=str(config.debug_dir()) if config.debug_dir() else None,
+                plugin_versions=plugin_versions(backend, self.policy),
             )
             self.instances[key] = (backend.info.name, factory(context))
         return self.instances[key]
