@@ -1,6 +1,6 @@
 """Compile rendered ``.cu`` sources into shared objects with nvcc, cached on disk.
 
-Cache layout (``tilefuse.codegen.kernel_cache.build_artifact``, kind ``"cuda"``):
+Cache layout (``tilefuse.plugin.build_artifact``, kind ``"cuda"``):
 ``<cache>/cuda/<key[:2]>/<key>/`` holding ``kernel.cu``, ``kernel.so``, its hash record
 ``kernel.so.sha256`` and ``nvcc.log``; ``key`` hashes the source, the nvcc version, the
 CUTLASS version and the flags. The core helper locks the entry, publishes by atomic rename
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tilefuse.codegen.kernel_cache import atomic_write, build_artifact
+from tilefuse import plugin
 from tilefuse.errors import ChoiceFailed
 
 from .toolchain import cutlass_headers, find_nvcc, nvcc_version
@@ -65,14 +65,14 @@ def compile_source(source: str, name: str = "kernel") -> Path:
 
     def build(folder: Path, out: Path) -> None:
         cu_path = folder / "kernel.cu"
-        atomic_write(cu_path, source)
+        plugin.atomic_write(cu_path, source)
         cmd = [nvcc, *NVCC_FLAGS, *headers.flags(), str(cu_path), "-o", str(out)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise ChoiceFailed(f"{name}: nvcc ran past {COMPILE_TIMEOUT_S}s on {cu_path}") from None
         log = proc.stdout + proc.stderr
-        atomic_write(folder / "nvcc.log", " ".join(cmd) + "\n" + log)
+        plugin.atomic_write(folder / "nvcc.log", " ".join(cmd) + "\n" + log)
         if proc.returncode != 0:
             raise ChoiceFailed(
                 f"{name}: nvcc failed (exit {proc.returncode}) on {cu_path}:\n{_tail(log)}"
@@ -83,7 +83,7 @@ def compile_source(source: str, name: str = "kernel") -> Path:
                 f"{cu_path}; the kernel would run many times slower:\n{_tail(log)}"
             )
 
-    return build_artifact(KIND, cache_key(source), "kernel.so", build)
+    return plugin.build_artifact(KIND, cache_key(source), "kernel.so", build)
 
 
 def compile_many(

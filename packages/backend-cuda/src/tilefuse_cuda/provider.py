@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tilefuse import config, plugin
+from tilefuse import plugin
 from tilefuse.errors import ChoiceFailed
 
 from .compiler import compile_source
@@ -106,7 +106,7 @@ class CutlassChoiceProvider:
             log.info("cuda: no CUTLASS choice for %s %s: %s", op, layout.shape, exc)
             return
         if limit is None:
-            limit = None if config.autotune_mode() == "max" else DEFAULT_CHOICES
+            limit = None if plugin.autotune_mode() == "max" else DEFAULT_CHOICES
         for cfg in configs_for(dims, limit):
             yield CutlassGemmChoice(problem, cfg, dims)
 

@@ -1,6 +1,6 @@
 """Build rendered HIP sources into shared objects with hipcc, cached on disk.
 
-Cache layout (``tilefuse.codegen.kernel_cache.build_artifact``, kind ``"rocm"``):
+Cache layout (``tilefuse.plugin.build_artifact``, kind ``"rocm"``):
 ``<cache>/rocm/<key[:2]>/<key>/`` holding ``kernel.hip``, ``kernel.so`` and its hash record
 ``kernel.so.sha256``; ``key`` hashes the source, the hipcc version banner, the target
 architecture and the flags. The core helper locks the entry (concurrent processes build it
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from tilefuse.codegen.kernel_cache import atomic_write, build_artifact
+from tilefuse import plugin
 from tilefuse.errors import ChoiceFailed
 
 from . import toolchain
@@ -56,7 +56,7 @@ def compile_source(source: str, arch: str | None = None, name: str = "kernel") -
 
     def build(folder: Path, out: Path) -> None:
         src_path = folder / "kernel.hip"
-        atomic_write(src_path, source)
+        plugin.atomic_write(src_path, source)
         cmd = [hipcc, *FLAGS, f"--offload-arch={arch}", str(src_path), "-o", str(out)]
         try:
             proc = subprocess.run(
@@ -79,7 +79,7 @@ def compile_source(source: str, arch: str | None = None, name: str = "kernel") -
             )
 
     key = cache_key(source, arch, toolchain.hipcc_version(hipcc))
-    return build_artifact(KIND, key, "kernel.so", build)
+    return plugin.build_artifact(KIND, key, "kernel.so", build)
 
 
 def compile_all(

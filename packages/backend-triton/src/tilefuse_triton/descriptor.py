@@ -11,7 +11,7 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any
 
-from tilefuse import config, plugin
+from tilefuse import plugin
 
 
 class TritonBackend:
@@ -19,7 +19,7 @@ class TritonBackend:
 
     @property
     def info(self) -> plugin.BackendInfo:
-        devices = ("cuda", "cpu") if config.triton_interpreted() else ("cuda",)
+        devices = ("cuda", "cpu") if plugin.triton_interpreted() else ("cuda",)
         return plugin.BackendInfo(
             name="triton",
             api_version=plugin.API_VERSION,
@@ -34,7 +34,7 @@ class TritonBackend:
     def availability(self) -> plugin.Availability:
         if importlib.util.find_spec("triton") is None:
             return plugin.Availability.unavailable("triton is not installed (pip install triton)")
-        if config.triton_interpreted():
+        if plugin.triton_interpreted():
             return plugin.Availability.available("TRITON_INTERPRET=1: CPU tensors via interpreter")
         if not _cuda_device_present():
             return plugin.Availability.unavailable(

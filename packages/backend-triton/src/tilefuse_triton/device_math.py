@@ -10,9 +10,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from tilefuse import config
+from tilefuse import plugin
 
-INTERPRETED = config.triton_interpreted()  # read once: it decides what this module defines
+INTERPRETED = plugin.triton_interpreted()  # read once: it decides what this module defines
 
 if not INTERPRETED:
     try:

@@ -12,7 +12,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 
-from tilefuse import config, plugin
+from tilefuse import plugin
 
 from .choice import TritonGemmChoice
 from .config import device_traits, search_space
@@ -62,7 +62,7 @@ class TritonGemmProvider:
         kind = device.split(":", 1)[0]
         if kind == "cuda":
             return True
-        return kind == "cpu" and config.triton_interpreted()
+        return kind == "cpu" and plugin.triton_interpreted()
 
     def why_not(
         self,
@@ -101,7 +101,7 @@ class TritonGemmProvider:
             problem.dtype,
             device_traits(layout.device),
             tf32=on_cuda and tf32_allowed(),
-            mode=config.autotune_mode(),
+            mode=plugin.autotune_mode(),
         )
         return [
             TritonGemmChoice(kernel_name(op, c), op, c, tuple(inputs), layout, epilogue)
