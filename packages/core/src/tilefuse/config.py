@@ -6,6 +6,7 @@
 | ``TILEFUSE_POLICY`` | name of the scheduling policy plugin to activate |
 | ``TILEFUSE_DEBUG_DIR`` | write IR, schedule, kernels and wrapper there |
 | ``TILEFUSE_CACHE_DIR`` | kernel and autotune cache root (default ``~/.cache/tilefuse``) |
+| ``TILEFUSE_REMOTE_CACHE`` | ``redis://host:port/db`` of a shared remote cache (``remote_cache``) |
 | ``TILEFUSE_STRICT`` | ``1``/``true``/``yes``/``on``: raise instead of falling back to eager |
 | ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``quick``, ``max`` or ``replay`` |
 | ``TRITON_INTERPRET`` | Triton's: kernels run in its CPU interpreter (``triton_interpreted``) |
@@ -99,6 +100,12 @@ def cache_dir() -> Path:
         return Path(raw)
     base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
     return Path(base) / "tilefuse"
+
+
+def remote_cache_url() -> str | None:
+    """The Redis URL of the shared remote cache (``TILEFUSE_REMOTE_CACHE``), or ``None``."""
+    raw = os.environ.get("TILEFUSE_REMOTE_CACHE", "").strip()
+    return raw or None
 
 
 def strict() -> bool:

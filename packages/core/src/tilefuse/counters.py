@@ -17,6 +17,13 @@ STANDARD = (
     "kernels_compiled",  # generated kernels built when their graph compiled
     "externs",  # extern (eager) op calls placed inside compiled graphs
     "templates",  # template (e.g. GEMM) steps selected through autotuning
+    "artifacts_built",  # build_artifact builds that ran (no verified copy locally or remotely)
+    "autotune_benchmarks",  # autotune selections that benchmarked their candidates
+    "remote_hits",  # remote cache values found and verified (remote_cache)
+    "remote_misses",  # remote cache lookups that found no usable value (absent or rejected)
+    "remote_rejected",  # remote values that failed verification (also counted as misses)
+    "remote_stores",  # values published to the remote cache
+    "remote_errors",  # remote cache failures (unreachable, slow, refused): it is turned off
 )
 
 _lock = threading.Lock()

@@ -22,6 +22,14 @@ owned by the current user and not writable by group or others, else ``CacheError
 hold a file lock per entry and publish with ``os.replace``, so concurrent processes see the
 old entry or the whole new one.
 
+With a remote cache configured (``TILEFUSE_REMOTE_CACHE``, see ``tilefuse.remote_cache``):
+``store_source`` publishes a source it had to write, and ``load_verified_source`` recovers an
+entry that fails its check from the remote copy when that copy hashes to the entry's key;
+``build_artifact`` consults the remote cache on a local miss before building (the fetched
+bytes are published locally exactly as a build's output is, record included) and publishes
+what it built. Only the artifact file travels, not the other files a build leaves in its
+entry. The remote cache never makes these functions fail.
+
 Residual window: Triton's interpreter reads a kernel's source through ``linecache`` at its
 first launch. ``load_module`` puts the verified text there; a later
 ``linecache.clearcache()`` by other code makes it read the file again.
@@ -43,7 +51,7 @@ from types import ModuleType
 
 from filelock import FileLock
 
-from .. import config
+from .. import config, counters, remote_cache
 from ..errors import CacheError
 
 DIR_MODE = 0o700
@@ -204,6 +212,7 @@ def store_source(kind: str, source: str, salt: str = "") -> Path:
     expected = _source_entry(kind, key, source)
     if _read_bytes(path) != expected:
         _rewrite(path, expected)
+        remote_cache.put("source", kind, key, payload=source.encode())
     return path
 
 
@@ -228,17 +237,32 @@ def load_verified_source(path: Path) -> str:
     text = _verify_source_entry(path, _read_bytes(path))
     if text is not None:
         return text
+    kind, key = path.parent.parent.name, path.stem
     with _stored_lock:
         source = _stored.get(path)
+    if source is None and _KEY.fullmatch(key):
+        source = _remote_source(kind, key)
     if source is None:
         raise CacheError(
             f"the tilefuse cache entry {path} does not match its key (changed, truncated or "
             "unreadable since it was written); it was not loaded. Delete it to rebuild it."
         )
-    kind, key = path.parent.parent.name, path.stem
     expected = _source_entry(kind, key, source)
     _rewrite(path, expected)
     return expected.decode()
+
+
+def _remote_source(kind: str, key: str) -> str | None:
+    """The source the remote cache holds for ``key``, when it hashes to ``key``."""
+
+    def matches(payload: bytes) -> bool:
+        try:
+            return source_key(kind, payload.decode("utf-8")) == key
+        except UnicodeDecodeError:
+            return False
+
+    payload = remote_cache.get("source", kind, key, check=matches)
+    return payload.decode("utf-8") if payload is not None else None
 
 
 def load_module(path: Path, name: str | None = None) -> ModuleType:
@@ -325,6 +349,10 @@ def build_artifact(kind: str, key: str, filename: str, build: Callable[[Path, Pa
     to (same suffix as ``filename``). When ``build`` returns, the artifact is published by
     atomic rename and then its SHA-256 record; when it raises, nothing is published and the
     exception propagates. Raises ``CacheError`` when the cache directory is unusable.
+
+    With a remote cache, a local miss first looks for the artifact under ``(kind, key,
+    filename)`` there; verified bytes are published locally instead of building. A build
+    that ran counts in ``stats()["artifacts_built"]`` and its artifact is published remotely.
     """
     if not _KEY.fullmatch(key):
         raise ValueError(f"cache key {key!r} must be 16 to 128 lowercase hex digits")
@@ -347,7 +375,15 @@ def build_artifact(kind: str, key: str, filename: str, build: Callable[[Path, Pa
     try:
         if verified_artifact(artifact):  # another process built it while we waited
             return artifact
+        fetched = remote_cache.get("artifact", kind, key, filename)
+        if fetched is not None:
+            _publish(entry, artifact, lambda _entry, out: out.write_bytes(fetched))
+            return artifact
+        counters.bump("artifacts_built")
         _publish(entry, artifact, build)
+        built = _read_bytes(artifact)
+        if built is not None:
+            remote_cache.put("artifact", kind, key, filename, payload=built)
     finally:
         lock.release()
     return artifact
