@@ -6,6 +6,12 @@ Layout: ``<cache_dir>/autotune/winners.json`` maps a key digest to an entry
 the file atomically (temporary file in the same directory, ``os.replace``), so a
 reader without the lock sees either the old or the new file, never a torn one.
 A corrupt file or entry is ignored (and logged) and rewritten by the next writer.
+
+Shared winners: with ``TILEFUSE_REMOTE_CACHE`` set (``tilefuse.remote_cache``), ``put(...,
+share=True)`` also publishes a benchmarked winner under ``tilefuse:v1:autotune:<digest>``
+and ``get_shared`` looks one up, taking it only when its key fields hash to the digest asked
+for, and keeps it in the local file. Check verdicts stay local: they say what ran correctly
+on this machine.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from tilefuse import config
+from tilefuse import config, remote_cache
 from tilefuse.errors import CacheError
 
 log = logging.getLogger("tilefuse.autotune")
@@ -39,6 +45,17 @@ def _valid_entry(entry: Any) -> bool:
     return isinstance(entry, dict) and all(
         isinstance(entry.get(f), t) for f, t in _ENTRY_FIELDS.items()
     )
+
+
+def _parse(payload: bytes) -> dict[str, Any] | None:
+    """A shared entry: valid, with its key fields (``None`` for anything else)."""
+    try:
+        entry = json.loads(payload)
+    except ValueError:
+        return None
+    if not _valid_entry(entry) or not isinstance(entry.get("key"), dict):
+        return None
+    return dict(entry)
 
 
 class WinnersCache:
@@ -82,8 +99,28 @@ class WinnersCache:
         """Every valid entry."""
         return {k: v for k, v in self._read().items() if _valid_entry(v)}
 
-    def put(self, digest: str, entry: dict[str, Any]) -> None:
-        """Store ``entry`` under ``digest``; raises ``CacheError`` if the directory is unusable."""
+    def get_shared(self, digest: str) -> dict[str, Any] | None:
+        """The entry the remote cache holds under ``digest``, or ``None`` (no remote cache,
+        absent, unreachable, or not an entry whose ``key`` fields hash to ``digest``).
+
+        A hit is also stored locally; raises ``CacheError`` only as ``put`` does."""
+
+        def matches(payload: bytes) -> bool:
+            entry = _parse(payload)
+            return entry is not None and key_digest(entry["key"]) == digest
+
+        payload = remote_cache.get("autotune", digest, check=matches)
+        if payload is None:
+            return None
+        entry = _parse(payload)
+        assert entry is not None  # checked by ``matches``
+        self.put(digest, entry)
+        return entry
+
+    def put(self, digest: str, entry: dict[str, Any], *, share: bool = False) -> None:
+        """Store ``entry`` under ``digest``, and with ``share`` publish it to the remote cache
+        (when one is configured; that never fails). Raises ``CacheError`` if the directory
+        is unusable."""
         if not _valid_entry(entry):
             raise ValueError(f"an autotune cache entry needs {sorted(_ENTRY_FIELDS)}: {entry}")
         try:
@@ -97,6 +134,9 @@ class WinnersCache:
                 f"cannot write the autotune cache in {self.directory}: {exc}. "
                 "Point TILEFUSE_CACHE_DIR at a writable directory."
             ) from exc
+        if share and isinstance(entry.get("key"), dict):
+            text = json.dumps(entry, sort_keys=True, separators=(",", ":"))
+            remote_cache.put("autotune", digest, payload=text.encode())
 
     def _write(self, data: dict[str, Any]) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".winners.", suffix=".tmp")

@@ -20,6 +20,11 @@ Modes (``TILEFUSE_AUTOTUNE`` unless passed):
     Like ``default``, but a cache miss is logged as a warning: for runs that must
     reproduce earlier tuning.
 
+Every mode but ``off`` looks in the remote cache (``TILEFUSE_REMOTE_CACHE``) when the local
+one has no winner that serves it, and a benchmarked winner is published there too
+(``WinnersCache.get_shared``); ``stats()["autotune_benchmarks"]`` counts selections that
+benchmarked.
+
 The heuristic pick: with an epilogue to fuse, the first offered choice that is not
 ``slow_build``: cuBLASLt's own bias (+ relu) epilogue when the epilogue is exactly
 that (``extern.vendor_epilogue_choice``, offered first), else each provider's own pick
@@ -37,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tilefuse import config, plugin
+from tilefuse import config, counters, plugin
 from tilefuse.errors import TilefuseError
 
 from . import benchmark
@@ -297,6 +302,8 @@ class Autotuner:
         fields = cache_key_fields(op, inputs, layout, epilogue, everything)
         digest = key_digest(fields)
         entry = self.cache.get(digest)
+        if entry is None or entry["mode"] not in _SERVES[mode]:
+            entry = self.cache.get_shared(digest) or entry
         if entry is not None and entry["mode"] in _SERVES[mode]:
             by_key = {(c.provider, c.choice.name): c for c in everything}
             hit = by_key.get((entry["provider"], entry["choice"]))
@@ -320,6 +327,7 @@ class Autotuner:
         shortlist = _short_list(offered, self.per_provider) if mode == "quick" else offered
         tuned = [extern, *shortlist]
         progress = Progress(title, len(tuned))
+        counters.bump("autotune_benchmarks")
         outcomes = benchmark.run_benchmarks(
             problem,
             [c.label for c in tuned],
@@ -356,6 +364,7 @@ class Autotuner:
                 "extern_ms": timings.get(extern.label),
                 "key": fields,
             },
+            share=True,
         )
         return Selection(winner.choice, winner.provider, mode, "benchmark", text, timings, failures)
 
