@@ -162,12 +162,14 @@ class Policy:
     api_version = plugin.API_VERSION
     answer = None
     asked = 0
+    seen = []
     def uuid(self):
         return "tiles-1"
     def rank_fusions(self, candidates):
         return candidates
-    def tiling(self, group, device):
+    def tiling(self, spec, device):
         Policy.asked += 1
+        Policy.seen.append((spec, device))
         return Policy.answer
 
 POLICY = Policy()
@@ -226,6 +228,20 @@ def test_bad_tiling_is_refused_and_the_sum_is_still_right(tiling_policy, caplog,
     assert kernel_count(reports) == 1 and tiling_policy.asked >= 1
     assert "scheduling policy 'tiles' from acme-tiles 1.0: refused its tiling()" in caplog.text
     assert says in caplog.text
+
+
+def test_tiling_receives_the_kernel_spec_about_to_be_rendered(tiling_policy):
+    x = torch.randn(4, 100, device=_device())
+    reports = _compile_and_compare(lambda t: (t * 2).sum(-1), x)
+    (kernel,) = reports[0].kernels
+    ((spec, device),) = tiling_policy.seen
+    assert isinstance(spec, plugin.KernelSpec) and device == str(x.device)
+    assert spec.name == kernel.name and spec.kind is plugin.GroupKind.REDUCTION
+    assert (spec.xnumel, spec.rnumel) == (4, 100)
+    (reduced,) = [m for m in spec.members if m.level is plugin.Level.REDUCED]
+    assert reduced.reduction_type == "sum" and spec.stores == (reduced.name,)
+    (read,) = {name for m in spec.members for name, _ in m.reads} - set(spec.names)
+    assert spec.buffers[read].dtype == x.dtype and spec.buffers[read].size == (4, 100)
 
 
 def test_valid_tiling_is_applied(tiling_policy):
