@@ -59,10 +59,7 @@ template <typename T> static inline T tf_ipow(T base, T exp) {
     }
     return out;
 }
-template <typename T> static inline T tf_sign(T a) {
-    if (a != a) return a;
-    return T((a > 0) - (a < 0));
-}
+template <typename T> static inline T tf_sign(T a) { return T((a > 0) - (a < 0)); }  // NaN: 0
 static inline float tf_round_bf16(float f) {  // round to nearest even, NaN kept
     if (f != f) return f;
     uint32_t u;

@@ -281,10 +281,12 @@ class CppWriter:
             self.emit(f"{'bool' if kind == 'any' else wide} {acc} = {init};")
         elif kind in ("max", "min", "argmax", "argmin"):
             high = kind in ("max", "argmax")
-            init = literal(float("-inf") if high else float("inf"), src)
-            if not src.is_floating_point:
-                info = torch.iinfo(src) if src != torch.bool else None
-                init = literal((info.min if high else info.max) if info else (not high), src)
+            if src.is_floating_point:
+                init = literal(float("-inf") if high else float("inf"), src)
+            elif src == torch.bool:
+                init = literal(not high, src)
+            else:
+                init = literal(torch.iinfo(src).min if high else torch.iinfo(src).max, src)
             self.emit(f"{t} {acc} = {init};")
             if kind.startswith("arg"):
                 self.emit(f"int64_t {acc}_i = 0;")
