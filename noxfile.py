@@ -41,7 +41,7 @@ def _install(session: nox.Session, *packages: str, editable: bool = True) -> Non
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """All CPU tests; Triton kernels run through TRITON_INTERPRET=1."""
-    _install(session, *PACKAGES, "tests/plugins/toy")
+    _install(session, *PACKAGES, "tests/plugins/toy", "examples/third_party_backend")
     session.install(*CONSTRAINTS, *TEST_TOOLS, "pytest-timeout")
     session.install("--no-deps", CUTLASS)
     workers = os.environ.get("TILEFUSE_TEST_WORKERS")
