@@ -42,6 +42,8 @@ def _install(session: nox.Session, *packages: str, editable: bool = True) -> Non
 def tests(session: nox.Session) -> None:
     """All CPU tests; Triton kernels run through TRITON_INTERPRET=1."""
     _install(session, *PACKAGES, "tests/plugins/toy", "examples/third_party_backend")
+    # core's `redis` extra: the remote cache's client (its tests start a real redis-server).
+    session.install(*CONSTRAINTS, "-e", "packages/core[redis]")
     session.install(*CONSTRAINTS, *TEST_TOOLS, "pytest-timeout")
     session.install("--no-deps", CUTLASS)
     workers = os.environ.get("TILEFUSE_TEST_WORKERS")

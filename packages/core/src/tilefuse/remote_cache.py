@@ -130,9 +130,10 @@ def _client() -> tuple[str, Any] | None:
         if _state["url"] == url:
             return url, _state["client"]
     try:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        # An optional dependency (the `redis` extra): mypy may run where it is absent.
+        import redis  # type: ignore[import-not-found, unused-ignore]
+        from redis.backoff import NoBackoff  # type: ignore[import-not-found, unused-ignore]
+        from redis.retry import Retry  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:
         _give_up(url, "needs the redis package (pip install 'tilefuse-core[redis]')", exc)
         return None

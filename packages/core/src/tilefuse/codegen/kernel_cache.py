@@ -377,7 +377,11 @@ def build_artifact(kind: str, key: str, filename: str, build: Callable[[Path, Pa
             return artifact
         fetched = remote_cache.get("artifact", kind, key, filename)
         if fetched is not None:
-            _publish(entry, artifact, lambda _entry, out: out.write_bytes(fetched))
+
+            def copy(_entry: Path, out: Path) -> None:
+                out.write_bytes(fetched)
+
+            _publish(entry, artifact, copy)
             return artifact
         counters.bump("artifacts_built")
         _publish(entry, artifact, build)
