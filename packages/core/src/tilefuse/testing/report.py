@@ -79,17 +79,28 @@ class ConformanceReport:
         return line + (f", {len(self.skipped)} skipped" if self.skipped else "")
 
     def format(self, verbose: bool = False) -> str:
-        """A readable report: a header, every failure and skip with its reason (every
-        case with ``verbose``), then ``summary()``."""
+        """A readable report: a header, every failure and skip with its reason, then
+        ``summary()``. Skips sharing one reason are shown once, with their count, unless
+        ``verbose``, which lists every case (passes too) with its time."""
         where = f" on {self.device}" if self.device else ""
         dist = f" ({self.dist})" if self.dist else ""
         lines = [f"tilefuse conformance: backend {self.backend!r}{dist}{where}"]
+        same_reason: dict[str, list[CaseResult]] = {}
+        for r in self.skipped:
+            same_reason.setdefault(r.reason, []).append(r)
+        shown: set[str] = set()
         for r in self.results:
             if r.passed and not verbose:
                 continue
-            label = r.outcome.value.upper()
-            timing = f" [{r.seconds:.2f}s]" if verbose else ""
-            lines.append(f"{label:<8}{r.name}{timing}")
+            group = same_reason.get(r.reason, []) if r.skipped else []
+            if not verbose and len(group) > 3:
+                if r.reason in shown:
+                    continue
+                shown.add(r.reason)
+                lines.append(f"SKIPPED {len(group)} cases, from {r.name!r} on")
+            else:
+                timing = f" [{r.seconds:.2f}s]" if verbose else ""
+                lines.append(f"{r.outcome.value.upper():<8}{r.name}{timing}")
             if r.reason:
                 lines.extend(f"        {part}" for part in r.reason.splitlines())
         lines.append(self.summary())

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from .. import plugin
 from ..discovery import registry
-from ..errors import PluginNotFoundError
+from ..errors import PluginNotFoundError, TilefuseError
 from .api_checks import Subject, all_api_checks
 from .cases import Case, dtype_cases, structural_cases
 from .differential import check_supported, run_case
@@ -103,7 +103,8 @@ def run_conformance(
 
     Returns a ``ConformanceReport`` (``report.ok``, ``report.failed``...); a backend that
     breaks the contract is reported, not raised. Raises ``PluginNotFoundError`` when no
-    backend called ``name`` is installed.
+    backend called ``name`` is installed, and ``TilefuseError`` for a ``device`` that
+    the backend does not declare.
     """
     records = [r for r in registry().records(plugin.BACKENDS_GROUP) if r.name == name]
     if not records:
@@ -116,6 +117,12 @@ def run_conformance(
     subject = Subject(records[0])
     report = ConformanceReport(name, dist=subject.record.dist)
     if subject.record.usable:
+        served = subject.info.device_types
+        if device is not None and device not in served:
+            raise TilefuseError(
+                f"backend {name!r} serves {', '.join(served) or 'no device type'}, not "
+                f"{device!r}; choose one of those (or leave the device out)"
+            )
         subject.device_type = device or pick_device(subject.info)
         report.device = subject.device_type
 

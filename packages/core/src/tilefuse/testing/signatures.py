@@ -7,7 +7,7 @@ only looks at method names.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -30,9 +30,7 @@ def signature_problem(impl: Any, declared: Callable[..., Any]) -> str | None:
     """
     if not callable(impl):
         return f"is {type(impl).__name__}, not a method"
-    declared_sig = inspect.signature(declared)
-    params = list(declared_sig.parameters.values())[1:]  # drop self
-    shown = declared_sig.replace(parameters=params)
+    params = list(inspect.signature(declared).parameters.values())[1:]  # drop self
     try:
         impl_sig = inspect.signature(impl)
     except (TypeError, ValueError):
@@ -41,7 +39,12 @@ def signature_problem(impl: Any, declared: Callable[..., Any]) -> str | None:
         impl_sig.bind(*(object() for _ in params))
     except TypeError as exc:
         return (
-            f"has signature {impl_sig}, but core calls it as {shown} "
-            f"({len(params)} positional argument(s)): {exc}"
+            f"has signature {_plain(impl_sig.parameters.values())}, but core calls it as "
+            f"{_plain(params)} ({len(params)} positional argument(s)): {exc}"
         )
     return None
+
+
+def _plain(params: Iterable[inspect.Parameter]) -> str:
+    """``(a, b=1, *args)``: parameters without their annotations."""
+    return "(" + ", ".join(str(p.replace(annotation=p.empty)) for p in params) + ")"
