@@ -38,11 +38,13 @@ class CudaScheduling:
             return plugin.Verdict.no(f"CUTLASS cannot render this epilogue ({exc})")
         return plugin.Verdict.yes()
 
-    def can_fuse_horizontal(self, a: Any, b: Any) -> plugin.Verdict:
+    def can_fuse_horizontal(self, a: plugin.FusionQuery, b: plugin.FusionQuery) -> plugin.Verdict:
         return plugin.Verdict.no("the CUDA backend generates no pointwise kernels")
 
-    def codegen(self, group: Any) -> Any:
-        raise CompileError("the CUDA backend generates only GEMM templates (template:gemm)")
+    def codegen(self, spec: plugin.KernelSpec) -> plugin.Kernel:
+        raise CompileError(
+            f"the CUDA backend generates only GEMM templates (template:gemm), not {spec.name}"
+        )
 
     def codegen_template(self, template: Any, epilogue: Any) -> Any:
         raise CompileError(

@@ -24,11 +24,11 @@ class RocmScheduling:
     def can_fuse_vertical(self, producer: Any, consumer: Any) -> plugin.Verdict:
         return plugin.Verdict.no(_ONLY_GEMM)
 
-    def can_fuse_horizontal(self, a: Any, b: Any) -> plugin.Verdict:
+    def can_fuse_horizontal(self, a: plugin.FusionQuery, b: plugin.FusionQuery) -> plugin.Verdict:
         return plugin.Verdict.no(_ONLY_GEMM)
 
-    def codegen(self, group: Any) -> plugin.Kernel:
-        raise CompileError(f"{_ONLY_GEMM}; cannot render group {group!r}")
+    def codegen(self, spec: plugin.KernelSpec) -> plugin.Kernel:
+        raise CompileError(f"{_ONLY_GEMM}; cannot render kernel {spec.name} ({spec.describe()})")
 
     def codegen_template(self, template: Any, epilogue: Any) -> plugin.Kernel:
         raise CompileError(

@@ -17,7 +17,7 @@ class ToyScheduling:
     def can_fuse_horizontal(self, a, b) -> plugin.Verdict:
         return plugin.Verdict.yes()
 
-    def codegen(self, group):
+    def codegen(self, spec: plugin.KernelSpec):
         raise NotImplementedError("the toy backend generates no kernels")
 
     def codegen_template(self, template, epilogue):
