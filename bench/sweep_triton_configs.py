@@ -34,9 +34,8 @@ class ForcedTiling:
     def rank_fusions(self, candidates):
         return candidates
 
-    def tiling(self, group, device):
-        kind = group.kind()
-        return self.config.get(kind)
+    def tiling(self, spec: plugin.KernelSpec, device: str):
+        return self.config.get(spec.kind.value)
 
 
 def workloads():
