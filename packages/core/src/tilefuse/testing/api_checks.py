@@ -44,18 +44,37 @@ class Subject:
     def dtypes(self) -> tuple[str, ...]:
         return tuple(getattr(self.info, "dtypes", plugin.DEFAULT_DTYPES))
 
-    def require(self, what: str) -> None:
-        """Skip the calling check unless ``what`` (an attribute) was established."""
+    # Each accessor below returns what an earlier check established, or skips the
+    # calling check (``CaseSkipped``) saying which prerequisite is missing.
+
+    def described(self) -> plugin.BackendInfo:
         if not self.record.usable:
             raise CaseSkipped(f"its descriptor was refused ({self.record.reason})")
-        if what in ("availability", "factory", "scheduling") and self.availability is None:
+        return self.info
+
+    def answered(self) -> plugin.Availability:
+        self.described()
+        if self.availability is None:
             raise CaseSkipped("availability() did not answer")
-        if what in ("factory", "scheduling") and not self.availability.ok:
-            raise CaseSkipped(f"the backend is unavailable here: {self.availability.reason}")
-        if what == "scheduling" and self.scheduling is None:
-            raise CaseSkipped("no KernelScheduling was made (see the load checks)")
-        if what == "factory" and self.factory is None:
+        return self.availability
+
+    def available(self) -> plugin.Availability:
+        answer = self.answered()
+        if not answer.ok:
+            raise CaseSkipped(f"the backend is unavailable here: {answer.reason}")
+        return answer
+
+    def loaded(self) -> Callable[[plugin.CompileContext], Any]:
+        self.available()
+        if self.factory is None:
             raise CaseSkipped("load() did not return a factory")
+        return self.factory
+
+    def made(self) -> Any:
+        self.loaded()
+        if self.scheduling is None:
+            raise CaseSkipped("no KernelScheduling was made (see the load checks)")
+        return self.scheduling
 
 
 def check_discovered(s: Subject) -> None:
@@ -65,7 +84,7 @@ def check_discovered(s: Subject) -> None:
 
 
 def check_api_version(s: Subject) -> None:
-    s.require("record")
+    s.described()
     if s.info.api_version != plugin.API_VERSION:
         raise CaseFailed(
             f"info.api_version is {s.info.api_version!r}; tilefuse-core speaks {plugin.API_VERSION}"
@@ -73,7 +92,7 @@ def check_api_version(s: Subject) -> None:
 
 
 def check_device_types(s: Subject) -> None:
-    s.require("record")
+    s.described()
     types = s.info.device_types
     if not isinstance(types, tuple) or not types:
         raise CaseFailed(f"info.device_types must be a non-empty tuple, not {short_repr(types)}")
@@ -83,7 +102,7 @@ def check_device_types(s: Subject) -> None:
 
 
 def check_capabilities(s: Subject) -> None:
-    s.require("record")
+    s.described()
     caps = s.info.capabilities
     if not isinstance(caps, frozenset) or not caps:
         raise CaseFailed(f"info.capabilities must be a non-empty frozenset, not {short_repr(caps)}")
@@ -96,7 +115,7 @@ def check_capabilities(s: Subject) -> None:
 
 
 def check_dtypes(s: Subject) -> None:
-    s.require("record")
+    s.described()
     names = s.dtypes()
     if not names:
         raise CaseFailed("info.dtypes is empty: declare the dtypes the kernels serve")
@@ -112,7 +131,7 @@ def check_dtypes(s: Subject) -> None:
 
 def check_backend_signatures(s: Subject) -> None:
     """``availability()`` and ``load()`` can be called as ``plugin.DeviceBackend`` says."""
-    s.require("record")
+    s.described()
     problems = []
     for name, declared in protocol_methods(plugin.DeviceBackend).items():
         problem = signature_problem(getattr(s.backend, name, None), declared)
@@ -125,7 +144,7 @@ def check_backend_signatures(s: Subject) -> None:
 def check_availability(s: Subject) -> None:
     """``availability()`` returns a ``plugin.Availability``, never raises, and gives a
     reason when not ok."""
-    s.require("record")
+    s.described()
     try:
         answer = s.backend.availability()
     except Exception as exc:
@@ -140,9 +159,7 @@ def check_availability(s: Subject) -> None:
 def check_load(s: Subject) -> None:
     """Phase two: ``load()`` returns a callable factory (through core's checked path, so
     it runs at most once per process); a failure is a typed ``PluginLoadError``."""
-    s.require("availability")
-    if not s.availability.ok:
-        raise CaseSkipped(f"the backend is unavailable here: {s.availability.reason}")
+    s.available()
     try:
         s.factory = backend_selection.load_backend(s.backend)
     except PluginLoadError as exc:
@@ -155,11 +172,11 @@ def check_load(s: Subject) -> None:
 
 def check_factory(s: Subject) -> None:
     """``factory(plugin.CompileContext(...))`` returns a scheduling object."""
-    s.require("factory")
+    factory = s.loaded()
     device = s.device_type or s.info.device_types[0]
     context = plugin.CompileContext(device=device, policy=None)
     try:
-        scheduling = s.factory(context)
+        scheduling = factory(context)
     except Exception as exc:
         raise CaseFailed(
             f"factory(CompileContext(device={device!r})) raised {type(exc).__name__}: {exc}"
@@ -175,11 +192,11 @@ def scheduling_method_checks() -> Iterator[tuple[str, Callable[[Subject], None]]
     for name, declared in protocol_methods(plugin.KernelScheduling).items():
 
         def check(s: Subject, name: str = name, declared: Any = declared) -> None:
-            s.require("scheduling")
-            impl = getattr(s.scheduling, name, None)
+            scheduling = s.made()
+            impl = getattr(scheduling, name, None)
             if impl is None:
                 raise CaseFailed(
-                    f"{type(s.scheduling).__name__} has no {name}(), which "
+                    f"{type(scheduling).__name__} has no {name}(), which "
                     "plugin.KernelScheduling declares"
                 )
             problem = signature_problem(impl, declared)
@@ -225,14 +242,17 @@ def check_unavailable_is_typed(s: Subject) -> None:
     Where the backend is available here, its descriptor is checked the same way with an
     availability that says no, in a private registry.
     """
-    s.require("availability")
+    answer = s.answered()
     name = s.info.name
-    if s.availability.ok:
+    if not s.info.device_types or not s.info.capabilities:
+        raise CaseSkipped("the descriptor declares no device type or no capability")
+    reg: Registry | None = None
+    if answer.ok:
         reason = _Unavailable.REASON
         proxy = _Unavailable(s.info)
         reg = Registry(lambda group: [_EntryPoint(name, proxy)] if group == s.record.group else [])
     else:
-        reason, reg = s.availability.reason, None
+        reason = answer.reason
     device_type = s.info.device_types[0]
     capability = sorted(s.info.capabilities)[0]
     with environment(TILEFUSE_BACKENDS=name):

@@ -3,6 +3,7 @@ installed backend; the engine of ``tilefuse conformance NAME``."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -68,7 +69,7 @@ def _differential(subject: Subject, cases: list[tuple[Case, str | None]]) -> lis
     for case, dtype in cases:
 
         def body(case: Case = case, dtype: str | None = dtype) -> None:
-            subject.require("scheduling")
+            subject.made()
             if subject.device_type is None:
                 raise CaseSkipped(
                     f"none of its device types ({', '.join(info.device_types)}) has a device "
@@ -130,7 +131,7 @@ def run_conformance(
         return select is None or select in case_name
 
     for check_name, check in all_api_checks():  # always: the cases build on them
-        report.results.append(_timed(check_name, lambda check=check: check(subject)))
+        report.results.append(_timed(check_name, functools.partial(check, subject)))
     cases: list[tuple[Case, str | None]] = [(c, None) for c in structural_cases()]
     if subject.record.usable:
         for dtype in subject.dtypes():
