@@ -97,7 +97,7 @@ class ConformanceReport:
                 if r.reason in shown:
                     continue
                 shown.add(r.reason)
-                lines.append(f"SKIPPED {len(group)} cases, from {r.name!r} on")
+                lines.append(f"SKIPPED {len(group)} cases (the first: {r.name!r})")
             else:
                 timing = f" [{r.seconds:.2f}s]" if verbose else ""
                 lines.append(f"{r.outcome.value.upper():<8}{r.name}{timing}")
