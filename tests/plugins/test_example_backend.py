@@ -267,3 +267,17 @@ def test_library_is_cached_and_a_tampered_one_is_rebuilt():
     assert again == first and again.read_bytes() != b"not a shared object"
     assert ctypes.CDLL(str(again)).acme_probe() == 7
     assert acme_build.build_library(source, salt="policy=other") != first
+
+
+# -- the conformance kit ------------------------------------------------------------------
+
+
+def test_passes_tilefuse_conformance(capsys):
+    from tilefuse import cli
+
+    code = cli.main(["conformance", "acme"])
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1]
+    assert code == 0, out
+    assert last.endswith("passed, 0 failed"), out
+    assert int(last.split()[0]) >= 90, out  # API checks and differential cases all ran

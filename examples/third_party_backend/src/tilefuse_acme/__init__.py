@@ -1,1 +1,2 @@
-"""Example tilefuse plugins for an imaginary "acme" accelerator."""
+"""Example tilefuse plugins from the imaginary vendor "acme": a C++/OpenMP backend for CPU
+tensors (``descriptor``) and a scheduling policy (``policy``). See README.md."""

@@ -17,15 +17,17 @@ class AcmeScheduling:
     def __init__(self, context: plugin.CompileContext) -> None:
         self.context = context
 
-    def can_fuse_vertical(self, producer, consumer) -> plugin.Verdict:
-        # Say no with a reason; `tilefuse explain` shows it to the user. ``producer`` and
-        # ``consumer`` are ``plugin.FusionQuery`` objects: member names, kind, sizes.
-        members = len(getattr(producer, "names", ())) + len(getattr(consumer, "names", ()))
+    def can_fuse_vertical(
+        self, producer: plugin.FusionQuery, consumer: plugin.FusionQuery
+    ) -> plugin.Verdict:
+        # Say no with a reason; `tilefuse explain` shows it to the user. A FusionQuery
+        # carries member names, kind and sizes: enough for a cheap answer.
+        members = len(producer.names) + len(consumer.names)
         if members > MAX_KERNEL_MEMBERS:
             return plugin.Verdict.no(f"acme kernels hold at most {MAX_KERNEL_MEMBERS} members")
         return plugin.Verdict.yes()
 
-    def can_fuse_horizontal(self, a, b) -> plugin.Verdict:
+    def can_fuse_horizontal(self, a: plugin.FusionQuery, b: plugin.FusionQuery) -> plugin.Verdict:
         return self.can_fuse_vertical(a, b)
 
     def codegen(self, spec: plugin.KernelSpec) -> CppKernel:
@@ -34,13 +36,10 @@ class AcmeScheduling:
         Raises ``Unsupported`` for a spec this backend does not render (the graph then
         runs eagerly, with one warning).
         """
-        if not isinstance(spec, plugin.KernelSpec):
-            raise Unsupported(
-                f"acme renders plugin.KernelSpec, not {type(spec).__name__}: this tilefuse "
-                "passes its scheduler's groups to codegen; upgrade tilefuse-core"
-            )
         source, function, args = render(spec)
         return CppKernel(spec.name, source, function, args, self.context.cache_salt())
 
     def codegen_template(self, template, epilogue) -> CppKernel:
+        # Still in the KernelScheduling protocol; never called for a backend that does not
+        # declare CAP_TEMPLATE_GEMM.
         raise Unsupported("acme has no GEMM templates")
