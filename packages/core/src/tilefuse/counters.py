@@ -14,7 +14,7 @@ from collections import Counter
 STANDARD = (
     "graphs_compiled",  # graphs turned into a tilefuse wrapper
     "graphs_fallen_back",  # graphs that run eagerly (compile or first-call failure)
-    "kernels_compiled",  # generated kernels built when their graph compiled
+    "kernels_compiled",  # generated kernels made ready when their graph compiled (cached or not)
     "externs",  # extern (eager) op calls placed inside compiled graphs
     "templates",  # template (e.g. GEMM) steps selected through autotuning
     "artifacts_built",  # build_artifact builds that ran (no verified copy locally or remotely)
