@@ -234,8 +234,8 @@ class DeviceBackend(Protocol):
 @dataclass(frozen=True)
 class CompileContext:
     """What a backend's scheduling is told about the graph it serves: its device, the
-    active (checked) policy and the debug directory. Each kernel's buffers come with its
-    ``KernelSpec``."""
+    active (checked) policy, the debug directory and the plugin versions that salt cache
+    keys. Each kernel's buffers come with its ``KernelSpec``."""
 
     device: str  # torch device string, e.g. "cuda:0" or "cpu"
     policy: SchedulingPolicy | None
