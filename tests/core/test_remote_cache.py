@@ -223,11 +223,12 @@ def test_a_password_never_reaches_the_warning(monkeypatch, caplog):
     assert "s3cret" not in caplog.text and "user:***@127.0.0.1" in caplog.text
 
 
-def test_keys_carry_the_prefix_and_refuse_separators():
+def test_keys_carry_the_prefix_and_escape_separators():
     assert remote_cache.remote_key("artifact", KIND, KEY, "kernel.so") == (
         f"tilefuse:v1:artifact:{KIND}:{KEY}:kernel.so"
     )
-    with pytest.raises(ValueError):
-        remote_cache.remote_key("artifact", "a:b")
+    assert remote_cache.remote_key("artifact", "a:b", "c") != remote_cache.remote_key(
+        "artifact", "a", "b:c"
+    )
     with pytest.raises(ValueError):
         remote_cache.remote_key("artifact", "")

@@ -37,7 +37,7 @@ import logging
 import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from . import config, counters
 
@@ -57,11 +57,11 @@ _state: dict[str, Any] = {"url": None, "client": None, "off": set(), "warned_rej
 
 
 def remote_key(namespace: str, *parts: str) -> str:
-    """``tilefuse:v1:<namespace>:<part>:...``; parts must be non-empty and contain no ``:``."""
-    for part in (namespace, *parts):
-        if not part or ":" in part or "\n" in part:
-            raise ValueError(f"remote cache key part {part!r} must be non-empty, without ':'")
-    return PREFIX + ":".join((FORMAT, namespace, *parts))
+    """``tilefuse:v1:<namespace>:<part>:...``, each part percent-encoded (``:`` becomes
+    ``%3A``) so that no two part lists share a key; raises ``ValueError`` for an empty part."""
+    if not all((namespace, *parts)):
+        raise ValueError(f"remote cache key parts must be non-empty: {(namespace, *parts)!r}")
+    return PREFIX + ":".join((FORMAT, *(quote(p, safe="") for p in (namespace, *parts))))
 
 
 def envelope(key: str, payload: bytes) -> bytes:

@@ -230,8 +230,9 @@ def load_verified_source(path: Path) -> str:
     """The text of the source entry at ``path``, read once and checked against its key.
 
     An entry that does not check out is rewritten from the source this process stored there
-    (``store_source``) and that source is returned; when this process never stored it,
-    ``CacheError`` is raised and nothing from the file is used.
+    (``store_source``), else from the remote cache's copy when that hashes to the key, and
+    that source is returned; when neither has it, ``CacheError`` is raised and nothing from
+    the file is used.
     """
     path = Path(path)
     text = _verify_source_entry(path, _read_bytes(path))
