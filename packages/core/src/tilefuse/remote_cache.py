@@ -179,7 +179,9 @@ def get(namespace: str, *parts: str, check: Callable[[bytes], bool] | None = Non
     if value is None:
         counters.bump("remote_misses")
         return None
-    payload = open_envelope(key, bytes(value))
+    # Not bytes: a client told to decode responses (``?decode_responses=true``), which
+    # cannot carry binary payloads: a rejected value, never an error.
+    payload = open_envelope(key, value) if isinstance(value, bytes) else None
     if payload is None or (check is not None and not check(payload)):
         _reject(key)
         return None
