@@ -22,7 +22,7 @@ from tilefuse import plugin
 from tilefuse.errors import CompileError
 
 CACHE_KIND = "acme-cpp"
-FLAGS = ("-O2", "-std=c++17", "-fopenmp", "-fwrapv", "-shared", "-fPIC")
+FLAGS = ("-O2", "-fno-math-errno", "-std=c++17", "-fopenmp", "-fwrapv", "-shared", "-fPIC")
 
 
 def find_compiler() -> str | None:
