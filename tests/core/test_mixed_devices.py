@@ -47,10 +47,17 @@ def test_one_device_graphs_are_unchanged() -> None:
     assert all(kind != "extern" for kind, _ in _kinds(graph))
 
 
-def test_a_node_on_an_unserved_device_runs_eagerly_when_the_graph_has_a_served_one(
-    monkeypatch,
+def _serve(monkeypatch, *device_types: str) -> None:
+    monkeypatch.setattr(
+        "tilefuse.backend_selection.served_device_types", lambda: frozenset(device_types)
+    )
+
+
+def test_a_node_on_an_unserved_device_runs_eagerly_when_another_is_served(
+    monkeypatch, caplog
 ) -> None:
-    monkeypatch.setattr(GraphLowering, "_served", lambda self, device_type: device_type == "cpu")
+    _serve(monkeypatch, "cpu")
+    monkeypatch.setattr("tilefuse.frontend.lowering._warned_unserved", set())
 
     def f(x, y):
         return x * 2, y + 1
@@ -58,10 +65,23 @@ def test_a_node_on_an_unserved_device_runs_eagerly_when_the_graph_has_a_served_o
     graph = _lower(f, lambda: torch.empty(4), lambda: torch.empty(4, device="cuda"))
     assert "no backend serves cuda" in graph.externs["add.Tensor"]
     assert sorted(_kinds(graph)) == [("extern", "cuda:0"), ("pointwise", "cpu")]
+    warnings = [r for r in caplog.records if "no backend serves cuda" in r.getMessage()]
+    assert len(warnings) == 1
 
 
-def test_a_graph_no_backend_serves_is_left_for_the_no_backend_error(monkeypatch) -> None:
-    monkeypatch.setattr(GraphLowering, "_served", lambda self, device_type: False)
+def test_a_side_graph_on_an_unserved_device_compiles_as_externs(monkeypatch) -> None:
+    """A CUDA program's CPU side graph (index preprocessing split off by a graph break)
+    runs its ops eagerly rather than failing the compile."""
+    _serve(monkeypatch, "cuda")
+    graph = _lower(lambda i: (i + 1).long(), lambda: torch.empty(4, dtype=torch.int32))
+    assert set(graph.externs) == {"add.Tensor", "_to_copy.default"}
+    assert all(kind == "extern" for kind, _ in _kinds(graph))
+
+
+def test_a_graph_when_no_backend_serves_anything_is_left_for_the_no_backend_error(
+    monkeypatch,
+) -> None:
+    _serve(monkeypatch)
     graph = _lower(lambda y: y + 1, lambda: torch.empty(4, device="cuda"))
     assert graph.externs == {}
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from . import config, plugin
 from .discovery import Registry, registry, short_repr
-from .errors import NoBackendError, PluginConflictError, PluginLoadError
+from .errors import NoBackendError, PluginConflictError, PluginLoadError, TilefuseError
 from .policy_check import CheckedPolicy, InvalidAnswer
 
 log = logging.getLogger("tilefuse")
@@ -104,6 +104,21 @@ def owner(device_type: str, capability: str, reg: Registry | None = None) -> Any
         if capability in b.info.capabilities:
             return b
     raise NoBackendError(no_backend_message(device_type, capability, reg))
+
+
+def served_device_types(reg: Registry | None = None) -> frozenset[str]:
+    """The device types that some available backend serves with pointwise kernels here
+    (``TILEFUSE_BACKENDS`` respected; phase one: nothing is loaded)."""
+    reg = reg or registry()
+    types = {t for b in reg.usable(plugin.BACKENDS_GROUP) for t in b.info.device_types}
+    served = set()
+    for device_type in types:
+        try:
+            owner(device_type, plugin.CAP_POINTWISE, reg)
+        except TilefuseError:
+            continue
+        served.add(device_type)
+    return frozenset(served)
 
 
 def no_backend_message(device_type: str, capability: str, reg: Registry | None = None) -> str:

@@ -38,6 +38,7 @@ log = logging.getLogger("tilefuse")
 Lowering = Callable[..., Any]
 LOWERINGS: dict[Any, Lowering] = {}
 _logged_externs: set[str] = set()
+_warned_unserved: set[str] = set()
 
 # A lazy body used by more than one consumer is realized (the scheduler can fuse
 # it back); one that grows beyond this many ops is realized to bound recompute.
@@ -102,8 +103,7 @@ class GraphLowering:
         self.constants: dict[str, torch.Tensor] = {}
         self._counter = 0
         self._current: torch.fx.Node | None = None
-        self._served_types: dict[str, bool] = {}
-        self._all_devices: set[torch.device] | None = None
+        self._served: frozenset[str] | None = None  # device types backends serve here
 
     # -- buffers ---------------------------------------------------------------------
     def new_name(self, prefix: str = "buf") -> str:
@@ -231,38 +231,32 @@ class GraphLowering:
         """Why ``node`` cannot become kernel code, from where its tensors live, or ``None``.
 
         A kernel runs on one device: a node whose tensors span devices (CPU index tensors
-        with CUDA data, say) runs eagerly, as does a node on a device no backend serves
-        while other devices of the graph are served. A graph that no backend serves at all
+        with CUDA data, say) runs eagerly. So does a node on a device no backend serves,
+        when backends serve another device on this machine (a CPU side graph of a CUDA
+        program: one warning per device type). Where no backend serves anything, the graph
         is left alone: compiling it raises ``NoBackendError`` (eager fallback).
         """
         devices = _devices_of((args, kwargs, node.meta.get("val")))
         if len(devices) > 1:
             names = ", ".join(sorted(str(d) for d in devices))
             return f"its tensors are on several devices ({names}): eager moves between them"
-        if not devices or self._served(next(iter(devices)).type):
+        if not devices:
             return None
-        if any(self._served(d.type) for d in self._graph_devices()):
-            return f"no backend serves {next(iter(devices)).type} tensors on this machine"
-        return None
+        device_type = next(iter(devices)).type
+        if self._served is None:
+            from ..backend_selection import served_device_types
 
-    def _served(self, device_type: str) -> bool:
-        if device_type not in self._served_types:
-            from ..backend_selection import owner
-            from ..errors import TilefuseError
-            from ..plugin import CAP_POINTWISE
-
-            try:
-                owner(device_type, CAP_POINTWISE)
-                self._served_types[device_type] = True
-            except TilefuseError:
-                self._served_types[device_type] = False
-        return self._served_types[device_type]
-
-    def _graph_devices(self) -> set[torch.device]:
-        if self._all_devices is None:
-            metas = [n.meta.get("val") for n in self.gm.graph.nodes]
-            self._all_devices = _devices_of((metas, self.example_inputs))
-        return self._all_devices
+            self._served = served_device_types()
+        if device_type in self._served or not self._served:
+            return None
+        if device_type not in _warned_unserved:
+            _warned_unserved.add(device_type)
+            log.warning(
+                "tilefuse: no backend serves %s tensors on this machine (served: %s); "
+                "their ops run eagerly inside compiled graphs. `tilefuse backends` lists why.",
+                device_type, ", ".join(sorted(self._served)),
+            )  # fmt: skip
+        return f"no backend serves {device_type} tensors on this machine"
 
     def _maybe_realize(self, node: torch.fx.Node, result: Any) -> Any:
         meta = node.meta.get("val")
