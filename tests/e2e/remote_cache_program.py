@@ -5,7 +5,7 @@ The program has two graphs: a pointwise one built into a shared object by the ex
 backend (``acme``, through ``plugin.build_artifact``), and a GEMM with a ReLU epilogue that
 ``TILEFUSE_AUTOTUNE=max`` benchmarks (Triton's interpreter, CPU tensors). Both results are
 checked against eager. The caller sets TILEFUSE_CACHE_DIR, TILEFUSE_REMOTE_CACHE and
-TILEFUSE_STRICT, and puts the example backend on the path.
+TILEFUSE_STRICT; the example backend must be installed (``nox -s tests`` installs it).
 """
 
 from __future__ import annotations
