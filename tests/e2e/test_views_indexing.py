@@ -96,6 +96,21 @@ def test_cat_non_contiguous_and_empty_inputs():
     check(lambda a, b, c: torch.cat([a, b, c], 0) * 2, a, b, c)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bool, torch.uint8], ids=str)
+def test_cat_of_inputs_all_empty_along_dim(dtype):
+    # The OpInfo sweep's cat sample 4: no input has an element, so the output is empty.
+    a, b = torch.zeros(0, dtype=dtype), torch.ones(0, dtype=dtype)
+    c, d = torch.zeros(3, 0, dtype=dtype), torch.ones(3, 0, dtype=dtype)
+    check(lambda a, b, c, d: (torch.cat([a, b], 0), torch.cat([c, d], 1)), a, b, c, d)
+
+
+def test_cat_promotes_past_a_skipped_legacy_empty_input():
+    # eager skips the 1-d (0,) tensor but still promotes to its float32
+    e = torch.randn(0)
+    m = torch.arange(6).reshape(2, 3)
+    check(lambda e, m: torch.cat([e, m], 0), e, m)
+
+
 @pytest.mark.parametrize("dim", [0, 1, -1])
 def test_stack(dim):
     a, b, c = torch.randn(3, 5, 4).unbind(0)

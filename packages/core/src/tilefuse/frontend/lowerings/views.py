@@ -182,24 +182,30 @@ def _in_range(expr, lo, hi):
 
 @register(aten.cat)
 def _cat(ctx, node, tensors, dim=0):
+    """Each output element is a masked load from the input whose slice along ``dim`` holds
+    it. Inputs of no elements along ``dim`` (and the legacy 1-d ``(0,)`` tensors eager
+    skips at any rank) contribute nothing; when no input has any, the output is empty and
+    its body is a typed zero that no element ever reads."""
     meta = out_meta(node)
     tensors = [t for t in tensors if not (t.rank == 1 and t.size[0] == 0 and meta.dim() != 1)]
-    if len(tensors) == 1:
+    dtype = meta.dtype
+    if len(tensors) == 1 and tensors[0].dtype == dtype:
         return tensors[0]
     dim = dim % meta.dim()
     new = out_sizes(node)
-    offsets = []
+    pieces = []
     start = 0
     for t in tensors:
-        offsets.append((start, start + int(t.size[dim])))
-        start += int(t.size[dim])
-    dtype = meta.dtype
+        length = int(t.size[dim])
+        if length:
+            pieces.append((t, start, start + length))
+        start += length
+    if not pieces:
+        return LazyValue(dtype, tensors[0].device, new, lambda idx: ops.constant(0, dtype))
 
     def fn(idx):
         result = None
-        for t, (lo, hi) in reversed(list(zip(tensors, offsets))):
-            if hi == lo:
-                continue
+        for t, lo, hi in reversed(pieces):
             shifted = list(idx)
             shifted[dim] = idx[dim] - lo
             cond = _in_range(idx[dim], lo, hi)
