@@ -153,6 +153,23 @@ def test_gather(dim, dtype):
     check(lambda x, i: torch.gather(x, dim, i) * 2, x, idx, dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.float16], ids=str)
+def test_gather_index_of_another_rank(dtype):
+    # Eager accepts an empty index of any rank (the OpInfo sweep's gather sample 4: a
+    # (2, 0) uint8 index into a (5,) tensor) and a 0-d index into a 1-d tensor.
+    x = torch.arange(5).to(dtype)
+    empty = torch.zeros(2, 0, dtype=torch.uint8)
+    wide = torch.zeros(2, 0, 4, dtype=torch.int64)
+    one = torch.tensor(3)
+    check(
+        lambda x, e, w, o: (torch.gather(x, 0, e), torch.gather(x, 0, w), torch.gather(x, 0, o)),
+        x,
+        empty,
+        wide,
+        one,
+    )
+
+
 def test_gather_backward():
     x = torch.randn(7, 13, requires_grad=True)
     idx = torch.randint(0, 13, (7, 4))  # repeated indices accumulate in the gradient

@@ -19,10 +19,26 @@ aten = torch.ops.aten
 
 @register(aten.gather)
 def _gather(ctx, node, x, dim, index, sparse_grad=False):
+    """``out[i] = x[i with i[dim] replaced by index[i]]``, ``out`` shaped like ``index``.
+
+    Eager also accepts an empty ``index`` of any rank (the output is empty: nothing is
+    read, so the body is a typed zero) and treats a 0-d ``x`` or ``index`` as 1-d of one
+    element. Any other rank mismatch is declined (``Unsupported``)."""
     dim = dim % max(x.rank, 1)
     new = out_sizes(node)
+    if out_meta(node).numel() == 0:
+        return LazyValue(x.dtype, x.device, new, lambda idx: ops.constant(0, x.dtype))
     if x.rank == 0:  # every valid index is 0: the scalar, shaped like the index
         return LazyValue(x.dtype, x.device, new, lambda idx: x.load([]))
+    if index.rank == 0 and x.rank == 1:  # a 0-d index picks one element: a 0-d output
+        return LazyValue(
+            x.dtype, x.device, new, lambda idx: x.load([ops.indirect(index.load([]), x.size[0])])
+        )
+    if index.rank != x.rank:
+        raise Unsupported(
+            f"gather of a rank-{index.rank} index into a rank-{x.rank} tensor (eager accepts "
+            "this only for an empty or 0-d index)"
+        )
 
     def fn(idx):
         pos = ops.indirect(index.load(idx), x.size[dim])
