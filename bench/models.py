@@ -21,7 +21,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,25 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass(frozen=True)
+class SmokeTimer(Timer):
+    """The CPU smoke's timer: one timed call after the compiling one (through the Triton
+    interpreter a call takes seconds; the smoke checks the harness, not speed)."""
+
+    def median_ms(
+        self, fn: Callable[[], Any], grad_to_none: Sequence[torch.Tensor] | None = None
+    ) -> float:
+        for leaf in grad_to_none or ():
+            leaf.grad = None
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+
+    @property
+    def method(self) -> str:
+        return "time.perf_counter, one call (smoke)"
 
 
 # ---- one (model, mode): the step each backend runs ---------------------------------------
@@ -454,7 +473,10 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
         for s in backends.specs(args.backends, strict_tilefuse=not args.allow_fallback)
         if s.runs_on(KIND)
     ]
-    timer = Timer(device, quick=not args.full_timing)
+    if args.smoke and device.type == "cpu":
+        timer: Timer = SmokeTimer(device, quick=True)
+    else:
+        timer = Timer(device, quick=not args.full_timing)
     unusable = {s.name: backends.unusable_reason(s, device) for s in columns}
     created = dt.datetime.now().astimezone()
     machine = run.machine_info(device)
@@ -468,7 +490,7 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
             "modes": args.modes,
             "backends": args.backends,
             "models": [m.name for m in chosen],
-            "timing": timer.method + ("" if args.full_timing else " (quick)"),
+            "timing": timer.method + ("" if args.full_timing or args.smoke else " (quick)"),
             "tilefuse_strict": not args.allow_fallback,
             "timeout_s": args.timeout,
         },

@@ -1,0 +1,293 @@
+"""The model benchmark (bench/models.py): error measure and tolerances, failure handling, the
+row summary and table, and a CPU smoke run of every zoo family through tilefuse (the Triton
+interpreter), skipped with the reason where the family's library is not importable."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from bench import backends, model_report, models, timing, zoo
+
+CPU = torch.device("cpu")
+
+
+# ---- error measure and tolerances ---------------------------------------------------------
+
+
+def test_relative_error_finds_the_worst_output():
+    ref = [torch.ones(10), torch.full((4,), 2.0)]
+    err, where = models.relative_error([torch.ones(10), torch.full((4,), 2.2)], ref)
+    assert err == pytest.approx(0.1) and where == "output 1"
+    assert models.relative_error([r.clone() for r in ref], ref)[0] == 0.0
+
+
+def test_relative_error_skips_negligible_outputs_but_not_wrong_shapes_or_nones():
+    ref = [torch.ones(10), torch.full((4,), 1e-9)]
+    assert models.relative_error([torch.ones(10), torch.zeros(4)], ref)[0] == 0.0
+    assert models.relative_error([torch.ones(10), torch.zeros(5)], ref)[0] == math.inf
+    assert models.relative_error([torch.ones(10), None], ref)[0] == math.inf
+    assert models.relative_error([torch.ones(10)], ref)[0] == math.inf
+    nan = torch.full((10,), float("nan"))
+    assert models.relative_error([nan, torch.zeros(4)], ref)[0] == math.inf
+
+
+def test_allowed_error_per_mode():
+    assert models.allowed_error(models.TRAIN_FP32, None) == 1e-3
+    assert models.allowed_error(models.INFER_BF16, 0.01) == pytest.approx(0.015)
+    assert models.allowed_error(models.TRAIN_AMP, 0.02) == pytest.approx(0.03)
+    assert models.allowed_error(models.INFER_BF16, None) is None
+
+
+def test_time_limit_interrupts_and_restores():
+    with pytest.raises(models.BackendTimeout, match="limit"):
+        with models.time_limit(0.05):
+            time.sleep(5)
+    with models.time_limit(None):
+        pass
+
+
+# ---- one backend on a tiny model that needs no library ------------------------------------
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+TINY = zoo.ZooModel(
+    "tiny", "conv + bn + linear", "torch", zoo.IMAGE, "classes", lambda smoke: TinyNet(),
+    zoo._image(4, 8, 10), zoo._image(4, 8, 10),
+)  # fmt: skip
+
+
+class FakeSpec(backends.BackendSpec):
+    """A column whose 'compiler' wraps the function in plain Python."""
+
+    def __init__(self, make):
+        super().__init__("fake", "fake", None)
+        object.__setattr__(self, "make", make)
+
+    def prepare(self, fn):
+        return self.make(fn)
+
+
+EAGER = object()
+
+
+def _measure(mode, make, eager_error=EAGER):
+    """``make``'s column on TINY; ``eager_error`` defaults to eager's own, measured first."""
+    torch.manual_seed(0)
+    pristine = TINY.make(True)
+    inputs = TINY.inputs(CPU, True)
+    reference = models.reference_outputs(TINY, pristine, inputs, mode)
+    timer = models.SmokeTimer(CPU, quick=True)
+
+    def column(spec, scale):
+        return models.measure(TINY, pristine, inputs, mode, spec, timer, reference, scale,
+                              timeout=60)  # fmt: skip
+
+    if eager_error is EAGER:
+        eager = column(backends.BackendSpec("eager", "eager", None), None)
+        assert eager["error"] is None, eager["error"]
+        eager_error = eager["rel_error"]
+    return column(FakeSpec(make), eager_error)
+
+
+@pytest.mark.parametrize("mode", models.MODES)
+def test_measure_times_a_correct_backend(mode):
+    r = _measure(mode, lambda fn: fn)
+    assert r["error"] is None and r["ms"] > 0
+    assert r["rel_error"] <= r["allowed_error"]
+
+
+@pytest.mark.parametrize("mode", models.MODES)
+def test_measure_records_a_wrong_result(mode):
+    r = _measure(mode, lambda fn: lambda *a: fn(*a) * 1.5)
+    assert r["ms"] is None
+    assert r["error"].startswith("mismatch vs the fp32 reference: output ")
+
+
+def test_training_check_sees_a_wrong_gradient():
+    # the loss is right; only the gradient is scaled
+    class Half(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            return t.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 0.5
+
+    r = _measure(models.TRAIN_FP32, lambda fn: lambda x, y: Half.apply(fn(x, y)))
+    assert r["ms"] is None and "relative L2 error" in r["error"]
+
+
+def test_measure_records_a_crash_and_the_bf16_modes_need_eager():
+    def broken(fn):
+        raise RuntimeError("codegen exploded")
+
+    assert _measure(models.INFER_BF16, broken)["error"] == "RuntimeError: codegen exploded"
+    r = _measure(models.INFER_BF16, lambda fn: fn, eager_error=None)
+    assert r["ms"] is None and "no eager result" in r["error"]
+
+
+def test_the_reference_is_fp32_and_bf16_inference_runs_in_bf16():
+    pristine = TINY.make(True)
+    x, y = TINY.inputs(CPU, True)
+    ref = models.reference_outputs(TINY, pristine, (x, y), models.INFER_BF16)
+    assert ref[0].dtype == torch.float32
+    prepared = models.prepare(TINY, pristine, x, y, models.INFER_BF16)
+    assert prepared.step(prepared.fn)()[0].dtype == torch.bfloat16
+    assert next(pristine.parameters()).dtype == torch.float32  # copies, never the pristine
+
+
+# ---- rows, table, CLI ---------------------------------------------------------------------
+
+
+def _row(eager, inductor, tilefuse_ms, **extra):
+    def res(ms, **kw):
+        return {"ms": ms, "compile_s": None if ms is None else 1.0, "kernels": 3,
+                "error": None, **kw}  # fmt: skip
+
+    results = {
+        "eager": res(eager),
+        "inductor": res(inductor),
+        "tilefuse": res(tilefuse_ms, **extra),
+    }
+    return model_report.summarize({"model": "m", "mode": "infer-bf16", "results": results})
+
+
+def test_summarize_and_geomean():
+    a = _row(2.0, 1.0, 4.0, tilefuse={"graphs_compiled": 1, "graphs_fallen_back": 0})
+    b = _row(8.0, 2.0, 2.0)
+    assert a["eager_ms"] == 2.0 and a["tilefuse_compile_s"] == 1.0
+    assert a["speedups"] == {"inductor": 2.0, "tilefuse": 0.5}
+    assert a["tilefuse_stats"]["graphs_compiled"] == 1 and a["error"] is None
+    geo = model_report.geomean_speedups([a, b])
+    assert geo["inductor"]["geomean"] == pytest.approx(math.sqrt(2.0 * 4.0))
+    assert geo["tilefuse"]["geomean"] == pytest.approx(math.sqrt(0.5 * 4.0))
+    failed = _row(2.0, 1.0, None, error="mismatch vs the fp32 reference: x")
+    assert failed["speedups"]["tilefuse"] is None
+    assert failed["error"] == "tilefuse: mismatch vs the fp32 reference: x"
+    assert model_report.geomean_speedups([failed, b])["tilefuse"]["rows"] == 1
+
+
+def test_table_shows_speedups_fallbacks_and_errors():
+    data = {
+        "created": "now",
+        "machine": {"device": "GPU", "torch": "t", "triton": "tr", "tilefuse": "0.1"},
+        "mode": {"timing": "do_bench"},
+        "backends": {"inductor": {"usable": False, "reason": "no compiler"}},
+        "rows": [
+            _row(2.0, 1.0, 4.0, tilefuse={"graphs_compiled": 2, "graphs_fallen_back": 1}),
+            _row(2.0, 1.0, None, error="RuntimeError: boom"),
+            model_report.summarize({"model": "vit", "mode": "train-amp", "results": {},
+                                    "error": "timm is not importable"}),
+        ],
+    }  # fmt: skip
+    table = model_report.format_table(data)
+    assert "skipped backend inductor: no compiler" in table
+    assert "4.000 0.50x*" in table and "2/1fb" in table
+    assert "m infer-bf16 / tilefuse: RuntimeError: boom" in table
+    assert "vit train-amp: timm is not importable" in table
+    assert "geomean speedup over eager, inductor: 2.000x (2 rows)" in table
+
+
+def test_profiles_side_by_side():
+    row = _row(2.0, 1.0, 4.0)
+    row["results"]["eager"]["profile"] = [{"name": "gemm_kernel", "ms": 1.5, "calls": 2}]
+    row["results"]["tilefuse"]["profile"] = [{"name": "triton_fused", "ms": 0.5, "calls": 1}]
+    text = model_report.format_profiles({"rows": [row]})
+    line = [ln for ln in text.splitlines() if "gemm_kernel" in ln][0]
+    assert "triton_fused" in line and "1.500 x2" in line
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="known: resnet18"):
+        zoo.select(["resnet18", "nope"])
+    with pytest.raises(SystemExit):
+        models.parse_args(["--modes", "train-fp16"])
+    assert models.main(["--smoke", "--models", "nope", "--device", "cpu"]) == 2
+
+
+def test_smoke_defaults_leave_inductor_out():
+    assert models.parse_args(["--smoke"]).backends == ["eager", "tilefuse"]
+    assert models.parse_args([]).backends == list(backends.FAMILIES)
+    assert models.parse_args(["--profile", "gpt2"]).models == ["gpt2"]
+
+
+def test_smoke_timer_is_one_call():
+    calls = []
+    assert models.SmokeTimer(CPU).median_ms(lambda: calls.append(1)) >= 0
+    assert calls == [1] and isinstance(models.SmokeTimer(CPU), timing.Timer)
+
+
+# ---- the CPU smoke of every family, through tilefuse ------------------------------------
+
+
+def _tilefuse_or_skip():
+    reason = backends.unusable_reason(backends.specs(["tilefuse"])[0], CPU)
+    if reason:
+        pytest.skip(f"tilefuse cannot run on the CPU here: {reason}")
+
+
+def _smoke(tmp_path, name, modes, families="eager,tilefuse"):
+    missing = zoo.library_missing(zoo.BY_NAME[name])
+    if missing:
+        pytest.skip(missing)
+    if "tilefuse" in families:
+        _tilefuse_or_skip()
+    args = models.parse_args(["--smoke", "--device", "cpu", "--models", name, "--modes", modes,
+                              "--backends", families, "--out", str(tmp_path)])  # fmt: skip
+    paths = []
+    data = models.run_zoo(args, paths)
+    assert json.loads(paths[0].read_text()) == json.loads(json.dumps(data))
+    return data["rows"]
+
+
+@pytest.mark.parametrize("name", [m.name for m in zoo.MODELS])
+def test_smoke_family_bf16_inference(tmp_path, name):
+    (row,) = _smoke(tmp_path, name, models.INFER_BF16)
+    assert row["error"] is None, row["error"]
+    assert row["eager_ms"] > 0 and row["tilefuse_ms"] > 0 and row["tilefuse_compile_s"] > 0
+    assert row["tilefuse_stats"]["graphs_compiled"] >= 1
+    assert row["tilefuse_stats"]["graphs_fallen_back"] == 0
+    tf = row["results"]["tilefuse"]
+    assert tf["rel_error"] <= 1.5 * row["results"]["eager"]["rel_error"] or tf["rel_error"] <= 1e-3
+
+
+@pytest.mark.parametrize("name", ["resnet18", "gpt2"])
+def test_smoke_training_fp32(tmp_path, name):
+    (row,) = _smoke(tmp_path, name, models.TRAIN_FP32)
+    assert row["error"] is None, row["error"]
+    assert row["results"]["tilefuse"]["rel_error"] <= 1e-3
+    assert row["tilefuse_stats"]["graphs_compiled"] >= 2  # forward and backward
+    assert row["tilefuse_stats"]["graphs_fallen_back"] == 0
+
+
+def test_smoke_training_under_autocast_eager(tmp_path):
+    (row,) = _smoke(tmp_path, "bert", models.TRAIN_AMP, families="eager")
+    assert row["error"] is None, row["error"]
+    assert 0 < row["results"]["eager"]["rel_error"] < 0.5
+
+
+@pytest.mark.xfail(
+    reason="tilefuse's autocast training step fails at its first call: 'Expected out tensor to "
+    "have dtype c10::BFloat16, but got float instead' (an extern's out= buffer)",
+    strict=False,
+)
+def test_smoke_training_under_autocast_tilefuse(tmp_path):
+    (row,) = _smoke(tmp_path, "bert", models.TRAIN_AMP)
+    assert row["error"] is None, row["error"]
