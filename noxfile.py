@@ -24,6 +24,11 @@ PACKAGES = (
 )
 # expecttest: torch.testing._internal (the OpInfo database of tests/opinfo) imports it.
 TEST_TOOLS = ("pytest", "numpy", "hypothesis", "expecttest")
+# The libraries bench/zoo.py builds its models from, so the CPU smoke of every family runs in
+# CI (about 35 MB; the torch pin resolves torchvision to the release built for it). PyPI's
+# torchvision is built for CUDA torch: its C++ ops do not load with the CPU build, and only
+# bench.zoo.import_torchvision() makes it importable (timm and transformers import it too).
+MODEL_ZOO = ("torchvision", "timm", "transformers")
 # CUTLASS C++ headers for backend-cuda's nvcc compile tests. --no-deps: its Python
 # dependencies (cuda-python, scipy, ...) are not needed for the headers.
 CUTLASS = "nvidia-cutlass==4.2.0.0"
@@ -45,6 +50,7 @@ def tests(session: nox.Session) -> None:
     # core's `redis` extra: the remote cache's client (its tests start a real redis-server).
     session.install(*CONSTRAINTS, "-e", "packages/core[redis]")
     session.install(*CONSTRAINTS, *TEST_TOOLS, "pytest-timeout")
+    session.install(*CONSTRAINTS, *MODEL_ZOO)
     session.install("--no-deps", CUTLASS)
     workers = os.environ.get("TILEFUSE_TEST_WORKERS")
     extra = ["-n", workers] if workers else []
