@@ -176,6 +176,14 @@ def test_gather_backward():
     check_grad(lambda x, i: torch.gather(x, 1, i).exp(), x, idx)
 
 
+@pytest.mark.parametrize("index", [[[4, -1], [0, 4]], -2, 3], ids=["2d", "0d-negative", "0d"])
+def test_take_with_any_index_rank(index):
+    # A 0-d index once compiled no graph: torch's decomposition read it with .item()
+    # (OpInfo take-*-2, take-*-4). Repeated indices accumulate in the gradient.
+    x = torch.randn(2, 3, requires_grad=True)
+    check_grad(lambda x, i: torch.take(x, i).exp(), x, torch.tensor(index))
+
+
 @pytest.mark.parametrize("dim", [0, 1])
 def test_index_select(dim):
     x = torch.randn(7, 13)

@@ -52,6 +52,18 @@ def addmm(bias: Any, a: Any, b: Any, *, beta: Any = 1, alpha: Any = 1) -> Any:
     return aten.add.Tensor(out, bias)
 
 
+def take(self: Any, index: Any) -> Any:
+    """``self.flatten()[index]`` as ``aten.index`` with the index tensor as it is.
+
+    torch's own decomposition indexes in Python (``flattened[index]``), which reads a
+    0-dim index as a Python integer: a ``.item()`` that fake tensors cannot trace, so
+    AOTAutograd raised and Dynamo ran the op eagerly. ``aten.index`` takes a 0-dim
+    index tensor like any other (a 0-dim result) and wraps negative indices as ``take``
+    does.
+    """
+    return aten.index.Tensor(aten.reshape.default(self, [-1]), [index])
+
+
 @functools.lru_cache(maxsize=1)
 def decomposition_table() -> dict[Any, Any]:
     from . import lowerings  # noqa: F401  (fills LOWERINGS)
@@ -65,4 +77,5 @@ def decomposition_table() -> dict[Any, Any]:
         if op in LOWERINGS or packet in LOWERINGS:
             del table[op]
     table[aten.addmm.default] = addmm
+    table[aten.take.default] = take
     return table
