@@ -123,3 +123,27 @@ def test_runner_catches_a_wrong_in_place_update(monkeypatch) -> None:
     monkeypatch.setattr("tilefuse.frontend.dynamo_backend.decomposition_table", lambda: table)
     with pytest.raises(AssertionError, match="nn.functional.batch_norm-float32-0"):
         runner.run_case(cases.Case("nn.functional.batch_norm", torch.float32, 0), "cpu")
+
+
+def test_runner_catches_a_graph_that_tilefuse_alone_loses(monkeypatch) -> None:
+    """A sample that torch's aot_eager compiles but tilefuse does not fails the case:
+    torch's own take decomposition reads a 0-d index with .item(), which fake tensors
+    cannot trace (Dynamo then runs the op eagerly)."""
+    from torch._decomp import decomposition_table as torch_decompositions
+
+    from tilefuse.frontend import decompositions
+
+    aten = torch.ops.aten
+    table = dict(decompositions.decomposition_table())
+    table[aten.take.default] = torch_decompositions[aten.take.default]
+    monkeypatch.setattr("tilefuse.frontend.dynamo_backend.decomposition_table", lambda: table)
+    with pytest.raises(AssertionError, match="take-float32-2: tilefuse compiled no graph"):
+        runner.run_case(cases.Case("take", torch.float32, 2), "cpu")
+
+
+def test_runner_names_samples_no_aot_backend_can_trace() -> None:
+    """index_fill with a tensor value that needs grad: its backward calls _unique, whose
+    output shape depends on data, so Dynamo runs it eagerly for every AOTAutograd
+    backend. The case passes, with a warning saying that nothing was compiled."""
+    with pytest.warns(UserWarning, match="index_fill-float32-1: AOTAutograd cannot trace"):
+        runner.run_case(cases.Case("index_fill", torch.float32, 1), "cpu")
