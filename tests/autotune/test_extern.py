@@ -52,3 +52,22 @@ def test_epilogue_into_a_transposed_out_in_another_dtype():
 def test_unknown_op_is_refused():
     with pytest.raises(ValueError, match="knows"):
         ExternChoice("conv")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("op", ["mm", "bmm"])
+def test_a_half_epilogue_reads_the_unrounded_float32_product(op, dtype):
+    """Steps apply to the float32 accumulator: one rounding at the end, as eager's ``addmm``
+    and a fused template give, not a rounded product plus a rounded sum."""
+    a, b = _inputs(op, 16, 64, 8, dtype)
+    bias = torch.randn(8, generator=torch.Generator().manual_seed(2)).to(dtype)
+    epilogue = plugin.Epilogue(
+        (Step("add_bias_n", operand=0),), (plugin.TensorSpec.of(bias),), plugin.dtype_name(dtype)
+    )
+    out = torch.empty(*a.shape[:-1], 8, dtype=dtype)
+    ExternChoice(op, epilogue).run(a, b, bias, out=out)
+    product = getattr(torch, op)(a.double(), b.double())
+    expected = (product + bias.double()).to(dtype)  # the exact result, rounded once
+    torch.testing.assert_close(out, expected, rtol=torch.finfo(dtype).eps, atol=1e-6)
+    twice = (getattr(torch, op)(a, b).float() + bias.float()).to(dtype)  # rounded twice
+    assert (out != twice).any(), "this shape should tell one rounding from two"

@@ -514,11 +514,31 @@ class ExternChoice:
         if not epi.steps and same_dtype and out.is_contiguous():
             fn(*op_inputs, out=out)  # written in place: no extra pass over the output
             return
-        acc = fn(*op_inputs)
-        out.copy_(epi.apply_reference(acc, operands) if epi.steps or epi.out_dtype else acc)
+        if not epi.steps:
+            out.copy_(fn(*op_inputs))
+            return
+        out.copy_(epi.apply_reference(_float32_accumulator(fn, op_inputs), operands))
 
     def __repr__(self) -> str:
         return f"ExternChoice({self.op!r})"
+
+
+def _float32_accumulator(fn: Callable[..., Any], inputs: Sequence[Any]) -> Any:
+    """``fn(*inputs)`` as the float32 accumulator a fused epilogue reads, not rounded to a
+    half-precision input dtype first (that extra rounding is what eager's ``addmm`` and a
+    fused template both avoid). On CUDA through the GEMM's ``out_dtype``; elsewhere, or
+    where that overload is missing, on float32 copies of the inputs."""
+    import torch
+
+    half = (torch.float16, torch.bfloat16)
+    if not any(getattr(t, "dtype", None) in half for t in inputs):
+        return fn(*inputs)
+    if inputs[-1].is_cuda:
+        try:
+            return fn(*inputs, out_dtype=torch.float32)
+        except (RuntimeError, TypeError, NotImplementedError):
+            pass
+    return fn(*(t.float() for t in inputs))
 
 
 @runtime_checkable
