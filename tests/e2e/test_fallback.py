@@ -113,3 +113,35 @@ def test_extern_outputs_that_are_none_pass_through():
     t = torch.randn(3, 2).t()
     fixed = _ensure_layout(t, (2, 3), (3, 1))
     assert fixed.stride() == (3, 1) and torch.equal(fixed, t)
+
+
+@torch.library.custom_op("tilefuse_test::distinct", mutates_args=())
+def _distinct(x: torch.Tensor) -> torch.Tensor:
+    return torch.unique(x)
+
+
+@_distinct.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    # A size that holds only when every value differs: as wrong as the sizes fake tensors
+    # get by running a data-dependent op without a fake kernel on zeros (index_fill's
+    # backward calls _unique; the OpInfo sweep's index_fill-float32-5 on CUDA).
+    return x.new_empty(x.shape)
+
+
+@pytest.mark.parametrize("values", [[5.0, 5.0, 5.0], [1.0, 2.0, 2.0]], ids=["one", "two"])
+def test_extern_output_of_another_shape_is_never_broadcast(values):
+    # One distinct value was broadcast into the planned (3,): wrong values, no error.
+    x = torch.tensor(values)
+    torch._dynamo.reset()
+    fn = torch.compile(lambda x: _distinct(x) * 2, backend="tilefuse")
+    with pytest.raises(CompileError, match=r"distinct.default returned a tensor of shape"):
+        fn(x)
+
+
+def test_extern_output_of_another_shape_falls_back(not_strict):
+    x = torch.tensor([5.0, 5.0, 5.0])
+    torch._dynamo.reset()
+    tilefuse.reset()
+    out = torch.compile(lambda x: _distinct(x) * 2, backend="tilefuse")(x)
+    torch.testing.assert_close(out, torch.tensor([10.0]))
+    assert tilefuse.stats()["graphs_fallen_back"] == 1

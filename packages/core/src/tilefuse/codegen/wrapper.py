@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..errors import CompileError
 from ..ir.nodes import Buffer, View
 from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep
 
@@ -27,8 +28,15 @@ class WrapperModule:
         return self.namespace["call"]
 
 
-def _ensure_layout(t: torch.Tensor | None, size: tuple, stride: tuple) -> torch.Tensor | None:
+def _ensure_layout(
+    t: torch.Tensor | None, size: tuple, stride: tuple, op: str = "an extern op"
+) -> torch.Tensor | None:
     """Extern results must match the layout kernels were generated for.
+
+    A result with other strides is copied into the planned layout. A result of another
+    shape raises ``CompileError``: the graph was planned from an example value that does
+    not hold for this call (an op whose output size depends on its inputs' values, sized
+    by fake tensors that ran it on zeros), and a copy would broadcast it into wrong values.
 
     ``None`` passes through: an op may return no tensor where its meta function gave
     one (the unused outputs of the flash-attention kernels on CUDA, say); only
@@ -36,7 +44,14 @@ def _ensure_layout(t: torch.Tensor | None, size: tuple, stride: tuple) -> torch.
     """
     if t is None:
         return None
-    if tuple(t.shape) == size and (t.numel() <= 1 or tuple(t.stride()) == stride):
+    if tuple(t.shape) != size:
+        raise CompileError(
+            f"{op} returned a tensor of shape {tuple(t.shape)} where the graph was compiled "
+            f"for {size}: its output size depends on values the compiler could not see. "
+            "Run this code without torch.compile (outside strict mode, a graph that fails "
+            "on its first call runs eagerly from then on)."
+        )
+    if t.numel() <= 1 or tuple(t.stride()) == stride:
         return t
     out = torch.empty_strided(size, stride, dtype=t.dtype, device=t.device)
     out.copy_(t)
@@ -187,17 +202,16 @@ class WrapperWriter:
         if children:
             self.emit(f"{buf.name} = {call}")
             for child in children:
-                self.emit(
-                    f"{child.name} = {self._ensure(child, f'{buf.name}[{child.output_of[1]}]')}"
-                )
+                item = f"{buf.name}[{child.output_of[1]}]"
+                self.emit(f"{child.name} = {self._ensure(child, item, data.op)}")
         else:
-            self.emit(f"{buf.name} = {self._ensure(buf, call)}")
+            self.emit(f"{buf.name} = {self._ensure(buf, call, data.op)}")
 
-    def _ensure(self, buf: Buffer, expr: str) -> str:
+    def _ensure(self, buf: Buffer, expr: str, op: Any) -> str:
         lay = buf.layout
         size = tuple(int(s) for s in lay.size)
         stride = tuple(int(s) for s in lay.stride)
-        return f"_ensure_layout({expr}, {size!r}, {stride!r})"
+        return f"_ensure_layout({expr}, {size!r}, {stride!r}, {str(op)!r})"
 
 
 def write_wrapper(schedule: Schedule, kernels: dict[int, Any]) -> WrapperModule:
