@@ -291,3 +291,13 @@ def test_smoke_training_under_autocast_eager(tmp_path):
 def test_smoke_training_under_autocast_tilefuse(tmp_path):
     (row,) = _smoke(tmp_path, "bert", models.TRAIN_AMP)
     assert row["error"] is None, row["error"]
+
+
+def test_top_kernels_on_the_cpu_lists_the_costliest_ops():
+    module = TinyNet()
+    x = torch.randn(4, 3, 8, 8)
+    top = models.top_kernels(lambda: module(x), [], models.SmokeTimer(CPU))
+    assert 0 < len(top) <= models.PROFILE_TOP
+    assert all(e["ms"] > 0 and e["calls"] > 0 for e in top)
+    assert [e["ms"] for e in top] == sorted((e["ms"] for e in top), reverse=True)
+    assert any("conv" in e["name"] for e in top)
