@@ -315,8 +315,10 @@ def top_kernels(
         return getattr(e, "self_cpu_time_total", 0.0)
 
     events = [e for e in prof.key_averages() if cost(e) > 0]
-    if not timer.is_cuda:
-        events = [e for e in events if not e.key.startswith("ProfilerStep")]
+    if timer.is_cuda:  # the kernels themselves, not the CPU-side ops that launched them
+        from torch.autograd import DeviceType
+
+        events = [e for e in events if getattr(e, "device_type", None) == DeviceType.CUDA]
     events.sort(key=cost, reverse=True)
     return [
         {"name": e.key, "ms": cost(e) / 1e3 / PROFILE_CALLS, "calls": e.count / PROFILE_CALLS}
