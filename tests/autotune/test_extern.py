@@ -71,3 +71,12 @@ def test_a_half_epilogue_reads_the_unrounded_float32_product(op, dtype):
     torch.testing.assert_close(out, expected, rtol=torch.finfo(dtype).eps, atol=1e-6)
     twice = (getattr(torch, op)(a, b).float() + bias.float()).to(dtype)  # rounded twice
     assert (out != twice).any(), "this shape should tell one rounding from two"
+
+
+def test_a_bare_cast_epilogue_is_not_written_in_place_into_another_dtype():
+    """Autocast stores a bf16 GEMM as float32: an epilogue of no steps and another out
+    dtype (``torch.mm(..., out=)`` refuses an out of another dtype)."""
+    a, b = _inputs("mm", 5, 7, 3, torch.bfloat16)
+    out = torch.empty(5, 3, dtype=torch.float32)
+    ExternChoice("mm", plugin.Epilogue((), (), "float32")).run(a, b, out=out)
+    torch.testing.assert_close(out, torch.mm(a, b).float())

@@ -510,8 +510,9 @@ class ExternChoice:
         n = GEMM_OPS[self.op]
         op_inputs, operands = inputs[:n], inputs[n:]
         epi = self.epilogue
-        same_dtype = epi.out_dtype is None or epi.out_dtype == dtype_name(out.dtype)
-        if not epi.steps and same_dtype and out.is_contiguous():
+        # In place only when ``out`` has the op's own dtype (an epilogue may be a bare cast,
+        # e.g. autocast's bf16 GEMM stored as float32).
+        if not epi.steps and out.dtype == op_inputs[-1].dtype and out.is_contiguous():
             fn(*op_inputs, out=out)  # written in place: no extra pass over the output
             return
         if not epi.steps:
