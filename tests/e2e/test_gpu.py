@@ -41,6 +41,16 @@ def test_layer_norm_forward_is_one_kernel(dtype):
     assert kernel_count(reports) == 1
 
 
+def test_layer_norm_backward_of_one_element_rows_is_exactly_zero():
+    # The output is the bias whatever x is: eager's kernel gives exactly 0, and so must a
+    # kernel that contracts a product of the cancelling terms into an fma (it gave about
+    # 2e-5: OpInfo layer_norm-float32-2).
+    x, w, b = (cuda(33, 1).requires_grad_() for _ in range(3))
+    fn = torch.compile(lambda x, w, b: F.layer_norm(x, (1,), w[0], b[0]), backend="tilefuse")
+    (grad,) = torch.autograd.grad(fn(x, w, b), x, torch.randn_like(x))
+    assert torch.equal(grad, torch.zeros_like(x))
+
+
 @pytest.mark.parametrize("dims", [0, 1, (0, 1)])
 def test_reductions(dims):
     x = cuda(513, 1025)

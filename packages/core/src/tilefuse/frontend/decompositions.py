@@ -1,10 +1,13 @@
 """The decomposition table AOTAutograd uses: torch's core-aten table minus every op
 tilefuse lowers itself (a lowering keeps structure a decomposition would lose,
-e.g. softmax as max/sum/normalise in one kernel), plus tilefuse's own ``addmm``."""
+e.g. softmax as max/sum/normalise in one kernel), plus tilefuse's own ``addmm``, ``take``
+and ``native_layer_norm_backward``."""
 
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -64,6 +67,61 @@ def take(self: Any, index: Any) -> Any:
     return aten.index.Tensor(aten.reshape.default(self, [-1]), [index])
 
 
+def native_layer_norm_backward(
+    grad_out: Any,
+    x: Any,
+    normalized_shape: Sequence[int],
+    mean: Any,
+    rstd: Any,
+    weight: Any,
+    bias: Any,
+    output_mask: Sequence[bool],
+) -> tuple[Any, Any, Any]:
+    """Layer norm's gradients, the input's in the order eager's CUDA kernel sums its terms.
+
+    With ``g = grad_out * weight``, ``x_hat = (x - mean) * rstd`` and the row sums
+    ``s1 = sum(g)``, ``s2 = sum(g * x_hat)`` over the normalized dims, the input's
+    gradient is ``((N * g - x_hat * s2) - s1) * (rstd / N)``. torch's decomposition
+    subtracts ``s1`` first, and ``N * g - s1`` cancels: where ``N == 1`` the ``* 1``
+    folds away and a kernel that contracts ``g - s1`` into ``fma(grad_out, weight, -s1)``
+    returns the product's rounding error times ``rstd`` (about 2e-5 where eager gives
+    exactly 0, OpInfo layer_norm-float32-2 on CUDA). Subtracting ``x_hat * s2`` first
+    rounds ``N * g`` whichever product a kernel contracts, as eager's kernel does.
+    Half-precision inputs are computed in float32 and the gradients rounded once.
+    """
+    compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    axis = x.dim() - len(normalized_shape)
+    inner_dims = list(range(axis, x.dim()))
+    outer_dims = list(range(axis))
+    n = math.prod(x.shape[axis:])
+    if n == 0 or math.prod(x.shape[:axis]) == 0:
+        return (
+            x.new_zeros(x.shape) if output_mask[0] else None,
+            x.new_zeros(x.shape[axis:]) if output_mask[1] and weight is not None else None,
+            x.new_zeros(x.shape[axis:]) if output_mask[2] and bias is not None else None,
+        )
+    stats_shape = [*x.shape[:axis], *([1] * len(normalized_shape))]
+    mean = mean.to(compute).reshape(stats_shape)
+    rstd = rstd.to(compute).reshape(stats_shape)
+    dy = grad_out.to(compute)
+    x_hat = (x.to(compute) - mean) * rstd
+    g = dy * weight.to(compute) if weight is not None else dy
+    d_input = d_weight = d_bias = None
+    if output_mask[0]:
+        s1 = torch.sum(g, inner_dims, keepdim=True)
+        s2 = torch.sum(g * x_hat, inner_dims, keepdim=True)
+        d_input = ((g * n - x_hat * s2) - s1) * (rstd * (1.0 / n))
+        d_input = d_input.to(x.dtype)
+    if output_mask[1] and weight is not None:
+        d_weight = dy * x_hat
+        d_weight = torch.sum(d_weight, outer_dims) if outer_dims else d_weight
+        d_weight = d_weight.to(weight.dtype)
+    if output_mask[2] and bias is not None:
+        d_bias = torch.sum(dy, outer_dims) if outer_dims else dy.clone()
+        d_bias = d_bias.to(bias.dtype)
+    return d_input, d_weight, d_bias
+
+
 @functools.lru_cache(maxsize=1)
 def decomposition_table() -> dict[Any, Any]:
     from . import lowerings  # noqa: F401  (fills LOWERINGS)
@@ -78,4 +136,5 @@ def decomposition_table() -> dict[Any, Any]:
             del table[op]
     table[aten.addmm.default] = addmm
     table[aten.take.default] = take
+    table[aten.native_layer_norm_backward.default] = native_layer_norm_backward
     return table
