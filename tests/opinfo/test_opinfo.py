@@ -147,3 +147,37 @@ def test_runner_names_samples_no_aot_backend_can_trace() -> None:
     backend. The case passes, with a warning saying that nothing was compiled."""
     with pytest.warns(UserWarning, match="index_fill-float32-1: AOTAutograd cannot trace"):
         runner.run_case(cases.Case("index_fill", torch.float32, 1), "cpu")
+
+
+def test_half_results_may_match_the_aten_graph_run_eagerly() -> None:
+    """The third half-precision reference is the decomposed graph, each step rounded:
+    accepted when tilefuse computes exactly that, refused when it computes neither."""
+
+    def call(x, y):
+        return torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="none")
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, generator=g).half()
+    y = torch.rand(64, generator=g).half()
+    pristine = ((x, y), {})
+    graph_out = runner._aten_graph_eagerly(lambda *a: call(*a), (x.clone(), y.clone()))
+    expected = runner._results(call(x, y), [x, y], {})
+    as_graph = runner._results(graph_out, [x, y], {})
+    runner._compare_half_references(call, lambda *a: call(*a), pristine, as_graph, expected,
+                                    None, "bce")  # fmt: skip
+    wrong = runner._results(graph_out + 0.01, [x, y], {})
+    with pytest.raises(AssertionError, match="float32 reference"):
+        runner._compare_half_references(call, lambda *a: call(*a), pristine, wrong, expected,
+                                        None, "bce")  # fmt: skip
+
+
+def test_integer_division_by_zero_is_left_out_on_cuda_only() -> None:
+    case = cases.Case("__rmod__", torch.int64, 0)
+    divisor = torch.tensor([0, 2, 3])
+    pristine = ((divisor, torch.tensor([5, 5, 5])), {})
+    actual = (torch.tensor([-1, 1, 2]), [])
+    expected = (torch.tensor([2**32 - 1, 1, 2]), [])
+    got, want = known.mask_undefined(case, "cuda", pristine, actual, expected)
+    assert got[0].tolist() == want[0].tolist() == [0, 1, 2]
+    got, want = known.mask_undefined(case, "cpu", pristine, actual, expected)
+    assert got[0].tolist() != want[0].tolist()
