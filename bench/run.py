@@ -190,9 +190,9 @@ def measure_backend(
     """
     result = empty_result()
     ctx = backends.cold_caches(spec.env) if spec.compiles else contextlib.nullcontext()
-    last_graph = _tilefuse_last_graph_id() if spec.family == "tilefuse" else 0
+    reports = _tilefuse_reports() if spec.family == "tilefuse" else contextlib.nullcontext([])
     try:
-        with ctx:
+        with ctx, reports as compiled_graphs:
             step = case.step(spec.prepare(case.fn))
             _clear_grads(case)
             timer.synchronize()
@@ -202,7 +202,7 @@ def measure_backend(
             if spec.compiles:
                 result["compile_s"] = time.perf_counter() - start
             if spec.family == "tilefuse":
-                result["autotune"] = _tilefuse_autotune_lines(last_graph)
+                result["autotune"] = [line for r in compiled_graphs for line in r.autotune]
             problem = checks.mismatch(outputs, reference, tol, norm)
             del outputs
             if problem is not None:
@@ -222,21 +222,14 @@ def measure_backend(
     return result
 
 
-def _tilefuse_last_graph_id() -> int:
+def _tilefuse_reports() -> contextlib.AbstractContextManager[list[Any]]:
+    """A block collecting the report of each graph tilefuse compiles inside it (their
+    ``autotune`` lines are the autotuner's summaries); an empty list without tilefuse."""
     try:
-        from tilefuse.codegen.compile_graph import recent_reports
+        from tilefuse.report import collect_reports
     except ImportError:
-        return 0
-    return max((r.graph_id for r in recent_reports()), default=0)
-
-
-def _tilefuse_autotune_lines(after: int) -> list[str]:
-    """The autotuner's summary lines of the graphs tilefuse compiled after graph ``after``."""
-    try:
-        from tilefuse.codegen.compile_graph import recent_reports
-    except ImportError:
-        return []
-    return [line for r in recent_reports() if r.graph_id > after for line in r.autotune]
+        return contextlib.nullcontext([])
+    return collect_reports()
 
 
 def rounds_for(kind: str, requested: int | None) -> int:

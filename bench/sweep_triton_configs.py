@@ -132,7 +132,7 @@ CONFIGS = {
 
 
 def main() -> int:
-    import tilefuse.codegen.compile_graph as cg
+    import tilefuse.pipeline as cg
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="")

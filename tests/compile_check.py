@@ -19,18 +19,18 @@ TOLERANCE = {
 
 def compiled_reports(fn: Callable[..., Any], *inputs: Any) -> tuple[Any, list[Any]]:
     """Run ``fn`` compiled by tilefuse (strict: no silent eager fallback)."""
-    from tilefuse.codegen.compile_graph import recent_reports
+    from tilefuse.report import collect_reports
 
     os.environ["TILEFUSE_STRICT"] = "1"
     torch._dynamo.reset()
     tilefuse.reset()
-    seen = {r.graph_id for r in recent_reports()}
     try:
-        out = torch.compile(fn, backend="tilefuse", fullgraph=False)(*inputs)
+        with collect_reports() as reports:
+            out = torch.compile(fn, backend="tilefuse", fullgraph=False)(*inputs)
     finally:
         os.environ.pop("TILEFUSE_STRICT", None)
     assert_compiled()
-    return out, [r for r in recent_reports() if r.graph_id not in seen]
+    return out, reports
 
 
 def assert_compiled(graphs: int = 1) -> None:

@@ -9,8 +9,8 @@ import torch
 
 import tilefuse
 from tilefuse import config
+from tilefuse.compile_options import parse
 from tilefuse.errors import TilefuseError
-from tilefuse.frontend.compile_options import parse
 
 
 @pytest.mark.parametrize("raw", ["1", "true", "TRUE", "yes", "y", "on", " On "])

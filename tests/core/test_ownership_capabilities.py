@@ -11,7 +11,7 @@ import torch
 
 from tests.core.fake_dists import make_dist, source_for
 from tilefuse import plugin
-from tilefuse.codegen.compile_graph import _Schedulings, capability_of
+from tilefuse.codegen.kernels import Schedulings, capability_of
 from tilefuse.discovery import reset_registry
 from tilefuse.errors import NoBackendError
 
@@ -69,7 +69,7 @@ def test_capability_of_a_kernel_is_reduction_when_any_part_reduces():
 def test_a_reduction_goes_to_the_backend_declaring_reduction(install):
     install("fast", {plugin.CAP_POINTWISE}, priority=10)
     install("full", {plugin.CAP_POINTWISE, plugin.CAP_REDUCTION}, priority=1)
-    schedulings = _Schedulings(None)
+    schedulings = Schedulings(None)
     meta = torch.device("meta")
     assert schedulings.for_device(meta, capability_of(POINTWISE_GROUP))[0] == "fast"
     assert schedulings.for_device(meta, capability_of(REDUCTION_GROUP))[0] == "full"
@@ -77,7 +77,7 @@ def test_a_reduction_goes_to_the_backend_declaring_reduction(install):
 
 def test_one_scheduling_per_backend_when_it_owns_both(install):
     install("full", {plugin.CAP_POINTWISE, plugin.CAP_REDUCTION}, priority=1)
-    schedulings = _Schedulings(None)
+    schedulings = Schedulings(None)
     meta = torch.device("meta")
     pointwise = schedulings.for_device(meta, plugin.CAP_POINTWISE)[1]
     assert schedulings.for_device(meta, plugin.CAP_REDUCTION)[1] is pointwise
@@ -86,4 +86,4 @@ def test_one_scheduling_per_backend_when_it_owns_both(install):
 def test_no_backend_declaring_reduction_is_a_clear_error(install):
     install("fast", {plugin.CAP_POINTWISE}, priority=10)
     with pytest.raises(NoBackendError, match=r"'meta' \(reduction\).*fast \(no reduction"):
-        _Schedulings(None).for_device(torch.device("meta"), plugin.CAP_REDUCTION)
+        Schedulings(None).for_device(torch.device("meta"), plugin.CAP_REDUCTION)

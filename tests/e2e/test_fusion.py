@@ -106,7 +106,7 @@ def test_extern_fallback_is_correct_and_logged_once(caplog):
 
 
 def test_unexpected_compile_error_falls_back_to_eager(monkeypatch, caplog):
-    import tilefuse.codegen.compile_graph as cg
+    import tilefuse.pipeline as cg
 
     monkeypatch.setattr("tilefuse.config.strict", lambda: False)
 

@@ -120,7 +120,7 @@ def test_runner_catches_a_wrong_in_place_update(monkeypatch) -> None:
     table = dict(decompositions.decomposition_table())
     table[aten._native_batch_norm_legit_functional.default] = stale_stats
     monkeypatch.setattr(decompositions, "decomposition_table", lambda: table)
-    monkeypatch.setattr("tilefuse.frontend.dynamo_backend.decomposition_table", lambda: table)
+    monkeypatch.setattr("tilefuse.dynamo_backend.decomposition_table", lambda: table)
     with pytest.raises(AssertionError, match="nn.functional.batch_norm-float32-0"):
         runner.run_case(cases.Case("nn.functional.batch_norm", torch.float32, 0), "cpu")
 
@@ -136,7 +136,7 @@ def test_runner_catches_a_graph_that_tilefuse_alone_loses(monkeypatch) -> None:
     aten = torch.ops.aten
     table = dict(decompositions.decomposition_table())
     table[aten.take.default] = torch_decompositions[aten.take.default]
-    monkeypatch.setattr("tilefuse.frontend.dynamo_backend.decomposition_table", lambda: table)
+    monkeypatch.setattr("tilefuse.dynamo_backend.decomposition_table", lambda: table)
     with pytest.raises(AssertionError, match="take-float32-2: tilefuse compiled no graph"):
         runner.run_case(cases.Case("take", torch.float32, 2), "cpu")
 

@@ -201,16 +201,16 @@ def _device() -> str:
 
 def _compile_and_compare(fn, *inputs):
     """Compile (not strict: a refused answer must not fail the compile) and compare."""
-    from tilefuse.codegen.compile_graph import recent_reports
+    from tilefuse.report import collect_reports
 
     torch._dynamo.reset()
     tilefuse.reset()
-    seen = {r.graph_id for r in recent_reports()}
-    actual = torch.compile(fn, backend="tilefuse")(*inputs)
+    with collect_reports() as reports:
+        actual = torch.compile(fn, backend="tilefuse")(*inputs)
     assert_same(actual, fn(*inputs))
     stats = tilefuse.stats()
     assert stats["graphs_compiled"] == 1 and stats["graphs_fallen_back"] == 0, stats
-    return [r for r in recent_reports() if r.graph_id not in seen]
+    return reports
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ def reset() -> None:
     to recompile.
     """
     from .counters import reset as _reset_counters
-    from .frontend.dynamo_backend import forget_warnings
+    from .dynamo_backend import forget_warnings
 
     _reset_counters()
     forget_warnings()

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .. import config
-from ..errors import TilefuseError
+from . import config
+from .errors import TilefuseError
 
 #: torch.compile modes tilefuse accepts -> the settings they imply.
 MODES: dict[str, dict[str, Any]] = {

@@ -2,7 +2,7 @@
 
 Flow: check that every device has a backend (else run eagerly, one warning);
 AOTAutograd with tilefuse's decomposition table splits forward and backward;
-each half is compiled by ``tilefuse.codegen.compile_graph``, which also builds every
+each half is compiled by ``tilefuse.pipeline.compile_graph``, which also builds every
 kernel. A graph that cannot be compiled, or whose compiled form fails on its first
 call, runs eagerly from then on with one warning naming the error, never a crash
 (``TILEFUSE_STRICT=1`` or ``options={"strict": True}`` raises instead). Graphs with
@@ -20,11 +20,10 @@ import torch
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
 
-from .. import config, counters, plugin
-from ..backend_selection import owner
-from ..errors import NoBackendError, TilefuseError
-from . import compile_options
-from .decompositions import decomposition_table
+from . import compile_options, config, counters, plugin
+from .backend_selection import owner
+from .errors import NoBackendError, TilefuseError
+from .frontend.decompositions import decomposition_table
 
 log = logging.getLogger("tilefuse")
 _warned: set[str] = set()
@@ -104,7 +103,7 @@ def _inner_compiler(settings: Mapping[str, Any]) -> Callable:
     (the backward graph compiles later, at the first backward call)."""
 
     def inner(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
-        from ..codegen.compile_graph import compile_graph
+        from .pipeline import compile_graph
 
         with config.overrides(settings):
             strict = config.strict()

@@ -16,12 +16,11 @@ import torch
 
 
 def explain(fn: Any, *inputs: Any) -> str:
-    from .codegen.compile_graph import recent_reports
+    from .report import collect_reports
 
     torch._dynamo.reset()
-    seen = {r.graph_id for r in recent_reports()}
-    torch.compile(fn, backend="tilefuse")(*inputs)
-    reports = [r for r in recent_reports() if r.graph_id not in seen]
+    with collect_reports() as reports:
+        torch.compile(fn, backend="tilefuse")(*inputs)
     if not reports:
         return "tilefuse compiled no graph (see the warnings above: no backend, or eager fallback)"
     return "\n\n".join(r.format() for r in reports)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import sympy
@@ -19,6 +18,7 @@ import torch
 import torch.fx
 
 from ..errors import Unsupported
+from ..ir.graph import LoweredGraph
 from ..ir.index import stride_of
 from ..ir.nodes import (
     Buffer,
@@ -65,30 +65,6 @@ def find_lowering(target: Any) -> Lowering | None:
 
 def op_name(target: Any) -> str:
     return str(getattr(target, "__name__", target))
-
-
-@dataclass
-class LoweredGraph:
-    """The IR of one graph: buffers in program order, inputs and outputs."""
-
-    inputs: list[Buffer | None]  # None for non-tensor inputs
-    buffers: list[Buffer]
-    outputs: list[Any]  # Buffer, or a python value for non-tensor outputs
-    externs: dict[str, str] = field(default_factory=dict)  # op name -> why extern
-    constants: dict[str, torch.Tensor] = field(default_factory=dict)  # graph attributes
-
-    def buffer(self, name: str) -> Buffer:
-        for b in self.inputs:
-            if b is not None and b.name == name:
-                return b
-        if name in self.constants:
-            from .lowering import _layout_of
-
-            return Buffer(name, _layout_of(self.constants[name]))
-        for b in self.buffers:
-            if b.name == name:
-                return b
-        raise KeyError(name)
 
 
 class GraphLowering:
@@ -176,18 +152,18 @@ class GraphLowering:
             return value
         name = f"const_{len(self.constants)}"
         self.constants[name] = value
-        return BufferValue(Buffer(name, _layout_of(value)))
+        return BufferValue(Buffer(name, Layout.of_tensor(value)))
 
     def _output(self, value: Any, meta: Any) -> Any:
         """Graph outputs keep the strides eager would give them: the backward graph
         (and the user) may rely on them."""
         if isinstance(value, LazyValue) and isinstance(meta, torch.Tensor):
             view = self.strided_view(value)
-            if view is not None and _same_window(view.layout, _layout_of(meta)):
+            if view is not None and _same_window(view.layout, Layout.of_tensor(meta)):
                 # Eager returns a view here; so do we, so that outputs viewing one
                 # intermediate keep sharing its memory as they do in eager.
                 return view
-            layout = _layout_of(meta)
+            layout = Layout.of_tensor(meta)
             if tuple(layout.size) == tuple(value.size):
                 layout = Layout(layout.device, value.dtype, layout.size, layout.stride)
                 buf = self.add_buffer(layout, Pointwise(layout.size, value.fn))
@@ -291,13 +267,13 @@ class GraphLowering:
     def extern_call(self, op: Any, args: Any, kwargs: Any, meta: Any, reason: str = "") -> Any:
         data = Extern(op, tuple(args), dict(kwargs), reason)
         if isinstance(meta, torch.Tensor):
-            return BufferValue(self.add_buffer(_layout_of(meta), data))
+            return BufferValue(self.add_buffer(Layout.of_tensor(meta), data))
         if isinstance(meta, (list, tuple)):
             parent = self.add_buffer(Layout.contiguous(torch.device("cpu"), torch.int8, [0]), data)
             outs: list[Any] = []
             for i, m in enumerate(meta):
                 if isinstance(m, torch.Tensor):
-                    child = self.add_buffer(_layout_of(m), None, output_of=(parent, i))
+                    child = self.add_buffer(Layout.of_tensor(m), None, output_of=(parent, i))
                     outs.append(BufferValue(child))
                 else:
                     outs.append(m)
@@ -306,7 +282,7 @@ class GraphLowering:
 
     def template(self, op: str, inputs: Sequence[Value], meta: torch.Tensor) -> BufferValue:
         bufs = tuple(self.strided_view(v) or self.realize(v) for v in inputs)
-        return BufferValue(self.add_buffer(_layout_of(meta), Template(op, bufs)))
+        return BufferValue(self.add_buffer(Layout.of_tensor(meta), Template(op, bufs)))
 
     def strided_view(self, value: Value) -> Buffer | None:
         """``value`` as a ``View`` buffer when it only re-strides a realized buffer
@@ -356,16 +332,6 @@ def _same_window(view: Layout, eager: Layout) -> bool:
         tuple(view.size) == tuple(eager.size)
         and tuple(view.stride) == tuple(eager.stride)
         and view.offset == eager.offset
-    )
-
-
-def _layout_of(meta: torch.Tensor) -> Layout:
-    return Layout(
-        meta.device,
-        meta.dtype,
-        sympify_sizes(meta.shape),
-        sympify_sizes(meta.stride()),
-        sympy.Integer(int(meta.storage_offset())),
     )
 
 

@@ -64,6 +64,17 @@ class Layout:
         sizes = sympify_sizes(size)
         return cls(device, dtype, sizes, contiguous_strides(sizes))
 
+    @classmethod
+    def of_tensor(cls, tensor: torch.Tensor) -> Layout:
+        """The layout of ``tensor`` (a real, fake or meta tensor) as it is in memory."""
+        return cls(
+            tensor.device,
+            tensor.dtype,
+            sympify_sizes(tensor.shape),
+            sympify_sizes(tensor.stride()),
+            sympy.Integer(int(tensor.storage_offset())),
+        )
+
     def index(self, idx: Sequence[Expr]) -> Expr:
         if len(idx) != len(self.size):
             raise ValueError(f"index of rank {len(idx)} into a buffer of rank {len(self.size)}")

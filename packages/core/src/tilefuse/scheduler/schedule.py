@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..frontend.lowering import LoweredGraph
+from ..ir.graph import LoweredGraph
 from ..ir.nodes import Buffer, View
 from ..plugin import Verdict
 from .fusion import ExternStep, Refusal, Step, TemplateStep, fuse
@@ -72,10 +72,7 @@ def schedule_graph(
     for child, parent in parent_of.items():
         if parent in by_name:
             producer_of[child] = by_name[parent]
-    lookup = {b.name: b for b in graph.buffers}
-    lookup.update({b.name: b for b in graph.inputs if b is not None})
-    lookup.update({name: graph.buffer(name) for name in graph.constants})
-    steps, refusals = fuse(nodes, producer_of, can_fuse, policy, outputs, lookup)
+    steps, refusals = fuse(nodes, producer_of, can_fuse, policy, outputs, graph.buffers_by_name())
     schedule = Schedule(graph, steps, refusals, removed)
     _plan_memory(schedule, outputs, parent_of)
     return schedule

@@ -1,0 +1,126 @@
+"""The driver: one aten graph through every stage, in order, and the report of it.
+
+``compile_graph(gm, example_inputs)`` runs
+
+1. the frontend (``GraphLowering``: FX -> ``ir.LoweredGraph``),
+2. the scheduler (``schedule_graph``: fusion, ordering, memory plan),
+3. codegen for each step (fused groups to their backend as ``KernelSpec``\\ s, GEMM
+   templates to the autotune selector or eager torch), then the wrapper,
+4. the build of every kernel,
+
+and returns a ``CompiledGraph`` whose ``report`` (a ``GraphReport``) says what each stage
+decided. The report is also handed to the active ``report.collect_reports()`` blocks
+and written to ``TILEFUSE_DEBUG_DIR`` when that is set. Stages import only earlier
+ones; this module is the only place that sees them all.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch.fx
+
+from . import counters
+from .backend_selection import active_policy
+from .codegen.kernels import Schedulings, build_kernels, capability_of
+from .codegen.templates import TemplateKernel, select_template
+from .codegen.wrapper import write_wrapper
+from .frontend import lowerings  # noqa: F401  (registers every lowering)
+from .frontend.lowering import GraphLowering
+from .ir.nodes import Buffer
+from .report import GraphReport, KernelReport, publish, write_debug
+from .scheduler import ExternStep, FusedGroup, TemplateStep, schedule_graph
+from .scheduler.kernel_specs import kernel_spec
+
+_graph_ids = itertools.count(1)
+
+
+class CompiledGraph:
+    """A compiled graph: call it with AOTAutograd's argument list; ``report`` is the
+    ``GraphReport`` of how it was compiled."""
+
+    def __init__(self, call: Any, report: GraphReport) -> None:
+        self.call = call
+        self.report = report
+
+    def __call__(self, args: list[Any]) -> Any:
+        return self.call(args)
+
+
+def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> CompiledGraph:
+    """Compile an aten-level graph for concrete ``example_inputs``.
+
+    Raises ``NoBackendError`` when a device has no backend, ``PluginError`` when
+    a requested plugin is missing, ``CompileError`` when a kernel fails to build, and
+    lets other errors propagate to the caller (which falls back to eager).
+    """
+    graph_id = next(_graph_ids)
+    graph = GraphLowering(gm, example_inputs).run()
+    buffers = graph.buffers_by_name()
+    policy = active_policy()
+    schedulings = Schedulings(policy)
+    schedule = schedule_graph(graph, schedulings.can_fuse, policy)
+    report = GraphReport(
+        graph_id,
+        refusals=[str(r) for r in schedule.refusals],
+        externs=dict(graph.externs),
+        fused_away=list(schedule.fused_away),
+    )
+    kernels: dict[int, Any] = {}
+    template_externs = 0
+    for i, step in enumerate(schedule.steps):
+        if isinstance(step, TemplateStep):
+            template = select_template(step, f"tf_gemm_{i}")
+            kernels[i] = template
+            if template.extern_reason is not None:  # no selector took it: an eager call
+                template_externs += 1
+                report.externs.setdefault(step.node.buffer.data.op, template.extern_reason)
+            else:
+                report.kernels.append(_template_report(step, template, buffers))
+                report.autotune.append(template.summary)
+        elif isinstance(step, FusedGroup):
+            backend_name, scheduling = schedulings.for_device(step.device, capability_of(step))
+            name = f"tf_{step.kind().replace('-', '_')}_{i}"  # unique: i is the step's index
+            kernel = scheduling.codegen(kernel_spec(step, buffers, name))
+            kernels[i] = kernel
+            report.kernels.append(_group_report(step, kernel, backend_name))
+    wrapper = write_wrapper(schedule, kernels)
+    report.wrapper = wrapper.source
+    write_debug(graph_id, gm, schedule, report)
+    build_kernels(list(kernels.values()), origins_of={k.name: k.origins for k in report.kernels})
+    publish(report)
+    counters.bump("kernels_compiled", len(report.kernels))
+    externs = sum(isinstance(s, ExternStep) for s in schedule.steps) + template_externs
+    counters.bump("externs", externs)
+    templates = sum(isinstance(s, TemplateStep) for s in schedule.steps) - template_externs
+    counters.bump("templates", templates)
+    return CompiledGraph(wrapper.build(), report)
+
+
+def _template_report(
+    step: TemplateStep, kernel: TemplateKernel, buffers: dict[str, Buffer]
+) -> KernelReport:
+    nodes = step.names
+    return KernelReport(
+        kernel.name,
+        kernel.label,
+        f"template:{step.node.buffer.data.op}",
+        nodes,
+        [step.output.name],
+        sorted({o for n in nodes for o in buffers[n].origins}),
+        kernel.source,
+    )
+
+
+def _group_report(step: FusedGroup, kernel: Any, backend_name: str) -> KernelReport:
+    return KernelReport(
+        kernel.name,
+        backend_name,
+        step.kind(),
+        step.names,
+        list(step.stores),
+        sorted({o for n in step.nodes for o in n.buffer.origins}),
+        kernel.source,
+    )
