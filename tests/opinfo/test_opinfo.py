@@ -181,3 +181,23 @@ def test_integer_division_by_zero_is_left_out_on_cuda_only() -> None:
     assert got[0].tolist() == want[0].tolist() == [0, 1, 2]
     got, want = known.mask_undefined(case, "cpu", pristine, actual, expected)
     assert got[0].tolist() != want[0].tolist()
+
+
+def test_float32_results_are_judged_against_float64_eager() -> None:
+    """Within the tolerance of eager in float64, or within twice eager's own error of it,
+    passes; further than both fails, naming the worst element."""
+    reference = torch.tensor([1.0, 0.0, -2.0])
+    expected = torch.tensor([1.0 + 4e-6, 6e-5, -2.0])  # eager's own error: 4e-6 and 6e-5
+    summed_otherwise = torch.tensor([1.0 - 4e-6, -1e-4, -2.0 + 2e-6])
+    runner.near_reference(summed_otherwise, expected, reference, None, "noise")
+    with pytest.raises(AssertionError, match=r"1 of 3 elements .* index \(1,\)"):
+        runner.near_reference(torch.tensor([1.0, 2e-4, -2.0]), expected, reference, None, "bug")
+    with pytest.raises(AssertionError, match="index"):
+        runner.near_reference(torch.tensor([1.0, 0.0, -2.0]), expected,
+                              torch.tensor([1.0, 0.0, float("nan")]), None, "nan")  # fmt: skip
+
+
+def test_float32_gradients_eager_gets_wrong_are_judged_in_float64() -> None:
+    """A one-element layer norm's input gradient is exactly 0 (the output is the bias):
+    CPU eager's kernel gives about 1e-4, tilefuse 0, and eager in float64 about 0."""
+    runner.run_case(cases.Case("nn.functional.layer_norm", torch.float32, 2), "cpu")
