@@ -150,6 +150,9 @@ class FakeProvider:
     def supports(self, op: str, device: str) -> bool:
         return op == "mm"
 
+    def accepts(self, op, inputs, layout, epilogue):
+        return plugin.Verdict.yes() if self._choices else plugin.Verdict.no(f"{self.name}: none")
+
     def choices(self, op, inputs, layout, epilogue):
         return list(self._choices)
 

@@ -91,7 +91,7 @@ def test_transposed_inputs_select_the_column_major_template():
 )
 def test_unservable_problems_yield_nothing_with_a_reason(args, why):
     assert list(PROVIDER.choices(*args)) == []
-    verdict = PROVIDER.explain(*args)
+    verdict = PROVIDER.accepts(*args)
     assert not verdict and why in verdict.reason
 
 

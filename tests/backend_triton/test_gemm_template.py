@@ -243,11 +243,13 @@ def test_unservable_requests_yield_no_choices_and_say_why():
     case = make_case("mm", 8, 8, 8)
     bad = plugin.Epilogue((step("softplus"),))
     assert list(PROVIDER.choices("mm", case.specs, case.layout, bad)) == []
-    assert "softplus" in PROVIDER.why_not("mm", case.specs, case.layout, bad)
+    assert "softplus" in PROVIDER.accepts("mm", case.specs, case.layout, bad).reason
     inf = plugin.Epilogue((step("mul_scalar", value=math.inf),))
     assert list(PROVIDER.choices("mm", case.specs, case.layout, inf)) == []
+    assert not PROVIDER.accepts("mm", case.specs, case.layout, inf).ok
+    assert PROVIDER.accepts("mm", case.specs, case.layout, case.epilogue).ok
     mixed = (case.specs[0], plugin.TensorSpec((8, 8), (8, 1), "float16", "cpu"))
-    assert "share" in PROVIDER.why_not("mm", mixed, case.layout, case.epilogue)
+    assert "share" in PROVIDER.accepts("mm", mixed, case.layout, case.epilogue).reason
     wrong = plugin.Epilogue((step("add_matrix", operand=0),), (case.specs[0],))
     wrong_specs = case.specs + (plugin.TensorSpec((3, 8), (8, 1), "float32", "cpu"),)
     with pytest.raises(Unsupported, match="broadcast"):
@@ -320,7 +322,7 @@ GPU_SIZES = (1, 17, 255, 1000)
 
 def heuristic_choice(case):
     choices = list(PROVIDER.choices(case.op, case.specs, case.layout, case.epilogue))
-    assert choices, PROVIDER.why_not(case.op, case.specs, case.layout, case.epilogue)
+    assert choices, PROVIDER.accepts(case.op, case.specs, case.layout, case.epilogue).reason
     return choices
 
 

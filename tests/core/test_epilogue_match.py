@@ -284,7 +284,9 @@ def expressions(draw) -> tuple:
 
 
 # -- lowering and checking ------------------------------------------------------------------
-def _accept_all(kind, group, node):
+def _accept_all(*args):
+    """Both answers at once: every kernel fusion (``can_fuse``) and every epilogue
+    (``accepts_epilogue``) is accepted."""
     return plugin.Verdict.yes()
 
 
@@ -310,7 +312,7 @@ def match(e: tuple, data: dict[str, torch.Tensor] | None = None):
     args = [data[n] for n in names]
     gm = make_fx(fn, decomposition_table=decomposition_table())(*args)
     graph = GraphLowering(gm, args).run()
-    schedule = schedule_graph(graph, _accept_all)
+    schedule = schedule_graph(graph, _accept_all, accepts_epilogue=_accept_all)
     templates = [s for s in schedule.steps if isinstance(s, TemplateStep)]
     assert len(templates) == 1, schedule.steps
     by_buffer = {b.name: t for b, t in zip(graph.inputs, args) if b is not None}
@@ -424,6 +426,42 @@ def test_near_misses_are_refused(e):
     assert check_expression(e) is None
 
 
+@pytest.mark.parametrize("accepted", [True, False])
+def test_the_epilogue_question_is_asked_once_with_the_matched_epilogue(accepted):
+    data = _inputs()
+    asked = []
+
+    def answer(op, inputs, layout, epilogue):
+        asked.append((op, [s.kind for s in epilogue.steps], len(inputs), layout.shape))
+        return plugin.Verdict.yes() if accepted else plugin.Verdict.no("the provider is tired")
+
+    def fn(a, b, bias):
+        return torch.relu(a @ b + bias)
+
+    args = [data["a"], data["b"], data["bias"]]
+    gm = make_fx(fn, decomposition_table=decomposition_table())(*args)
+    graph = GraphLowering(gm, args).run()
+    schedule = schedule_graph(graph, _accept_all, accepts_epilogue=answer)
+    (step,) = [s for s in schedule.steps if isinstance(s, TemplateStep)]
+    assert asked == [("mm", ["add_bias_n", "relu"], 3, (M, N))]
+    refused = [str(r) for r in schedule.refusals if r.kind == "epilogue"]
+    if accepted:
+        assert step.epilogue is not None and refused == []
+    else:
+        assert step.epilogue is None
+        assert any("no template provider accepts it: the provider is tired" in r for r in refused)
+
+
+def test_without_an_epilogue_question_nothing_is_fused_into_a_template():
+    data = _inputs()
+    args = [data["a"], data["b"]]
+    gm = make_fx(lambda a, b: torch.relu(a @ b), decomposition_table=decomposition_table())(*args)
+    schedule = schedule_graph(GraphLowering(gm, args).run(), _accept_all)
+    (step,) = [s for s in schedule.steps if isinstance(s, TemplateStep)]
+    assert step.epilogue is None
+    assert any("no template selector was asked" in str(r) for r in schedule.refusals)
+
+
 def test_integer_cast_is_refused():
     data = _inputs()
 
@@ -432,7 +470,7 @@ def test_integer_cast_is_refused():
 
     gm = make_fx(fn, decomposition_table=decomposition_table())(data["a"], data["b"])
     graph = GraphLowering(gm, [data["a"], data["b"]]).run()
-    schedule = schedule_graph(graph, _accept_all)
+    schedule = schedule_graph(graph, _accept_all, accepts_epilogue=_accept_all)
     (step,) = [s for s in schedule.steps if isinstance(s, TemplateStep)]
     assert step.epilogue is None
     assert any("a cast to torch.int32" in str(r) for r in schedule.refusals)

@@ -18,6 +18,8 @@ FAKE_SELECTOR = """
 from tilefuse import plugin
 
 CALLS = []
+ASKED = []
+REFUSE = {refuse!r}
 
 class Picked:
     def __init__(self, op, epilogue):
@@ -28,6 +30,10 @@ class Picked:
 class Selector:
     name = "{name}"
     api_version = plugin.API_VERSION
+    def accepts(self, op, inputs, layout, epilogue):
+        ASKED.append((op, [s.kind for s in epilogue.steps]))
+        kinds = {{s.kind for s in epilogue.steps}}
+        return plugin.Verdict.no("fake: no " + REFUSE) if REFUSE in kinds else plugin.Verdict.yes()
     def select(self, op, inputs, layout, epilogue):
         CALLS.append((op, [s.kind for s in epilogue.steps]))
         return Picked(op, epilogue)
@@ -75,14 +81,27 @@ def test_without_a_selector_the_gemm_is_an_eager_extern(selectors):
 
 
 def test_an_installed_selector_picks_the_kernel_with_the_epilogue_fused(selectors):
-    selectors("fake", FAKE_SELECTOR.format(name="fake"))
+    selectors("fake", FAKE_SELECTOR.format(name="fake", refuse=None))
     a, b = torch.randn(2, 5, 7), torch.randn(2, 7, 3)
     reports = check(lambda a, b: torch.relu(torch.bmm(a, b)), a, b)
-    calls = sys.modules["acme_selector_fake"].CALLS
-    assert calls == [("bmm", ["relu"])]
+    module = sys.modules["acme_selector_fake"]
+    assert module.ASKED == [("bmm", ["relu"])]  # the epilogue question, asked once
+    assert module.CALLS == [("bmm", ["relu"])]
     [kernel] = _template_kernels(reports)
     assert kernel.backend == "fake/torch.bmm" and len(kernel.nodes) == 2
     assert "bmm" not in reports[0].externs
+
+
+def test_an_epilogue_the_selector_refuses_runs_as_its_own_kernel_with_the_reason(selectors):
+    selectors("fake", FAKE_SELECTOR.format(name="fake", refuse="tanh"))
+    a, b = torch.randn(5, 7), torch.randn(7, 3)
+    reports = check(lambda a, b: torch.tanh(a @ b), a, b)
+    module = sys.modules["acme_selector_fake"]
+    assert module.ASKED == [("mm", ["tanh"])]
+    assert module.CALLS == [("mm", [])]  # the GEMM alone
+    [kernel] = _template_kernels(reports)
+    assert len(kernel.nodes) == 1 and kernel_count(reports) == 2
+    assert any("no template provider accepts it: fake: no tanh" in r for r in reports[0].refusals)
 
 
 def test_a_broken_selector_is_skipped_and_the_gemm_runs_eagerly(selectors, caplog):
@@ -94,8 +113,8 @@ def test_a_broken_selector_is_skipped_and_the_gemm_runs_eagerly(selectors, caplo
 
 
 def test_two_selectors_are_a_conflict_not_a_silent_pick(selectors):
-    selectors("one", FAKE_SELECTOR.format(name="one"))
-    reg = selectors("two", FAKE_SELECTOR.format(name="two"))
+    selectors("one", FAKE_SELECTOR.format(name="one", refuse=None))
+    reg = selectors("two", FAKE_SELECTOR.format(name="two", refuse=None))
     with pytest.raises(PluginConflictError, match="several autotune selectors.*one.*two"):
         backend_selection.template_selector(reg)
 
@@ -105,3 +124,33 @@ def test_the_autotuner_declares_its_selector():
     found = discovery.reset_registry().usable(plugin.SELECTORS_GROUP)
     assert [type(s).__name__ for s in found] == ["AutotuneSelector"]
     assert isinstance(found[0], plugin.TemplateSelector)
+
+
+RAISING_SELECTOR = """
+from tilefuse import plugin
+
+class Selector:
+    name = "raising"
+    api_version = plugin.API_VERSION
+    def accepts(self, op, inputs, layout, epilogue):
+        raise RuntimeError("no idea")
+    def select(self, op, inputs, layout, epilogue):
+        raise AssertionError("not reached")
+
+SELECTOR = Selector()
+"""
+
+
+def test_a_selector_whose_accepts_raises_refuses_or_fails_strict(selectors, monkeypatch):
+    from tilefuse.codegen.templates import accepts_epilogue
+    from tilefuse.errors import PluginError
+
+    selectors("raising", RAISING_SELECTOR)
+    spec = plugin.TensorSpec((4, 4), (4, 1), "float32", "cpu")
+    request = ("mm", (spec, spec), spec, plugin.Epilogue((plugin.EpilogueStep("relu"),)))
+    monkeypatch.setattr("tilefuse.config.strict", lambda: False)
+    verdict = accepts_epilogue(*request)
+    assert not verdict.ok and "'raising': accepts raised RuntimeError: no idea" in verdict.reason
+    monkeypatch.setattr("tilefuse.config.strict", lambda: True)
+    with pytest.raises(PluginError, match="fix or uninstall"):
+        accepts_epilogue(*request)

@@ -52,6 +52,7 @@ def test_backends_command_lists_plugins_and_availability(capsys):
     assert "Device backends (tilefuse.backends):" in out
     assert "toy" in out and "tilefuse-toy-plugins 0.1.0" in out
     assert "available (always (test plugin))" in out
+    assert "test-only backend" in out  # BackendInfo.description
     assert "toy-policy" in out and "uuid=toy-policy-v1" in out
 
 

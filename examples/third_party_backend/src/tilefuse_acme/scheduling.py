@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tilefuse import plugin
-from tilefuse.errors import Unsupported
 
 from .build import CppKernel
 from .render import render
@@ -38,8 +37,3 @@ class AcmeScheduling:
         """
         source, function, args = render(spec)
         return CppKernel(spec.name, source, function, args, self.context.cache_salt())
-
-    def codegen_template(self, template, epilogue) -> CppKernel:
-        # Still in the KernelScheduling protocol; never called for a backend that does not
-        # declare CAP_TEMPLATE_GEMM.
-        raise Unsupported("acme has no GEMM templates")

@@ -127,6 +127,51 @@ def extern_candidate(op: str, epilogue: plugin.Epilogue) -> Candidate:
     return Candidate(EXTERN_PROVIDER, torch.__version__, ExternChoice(op, epilogue), True)
 
 
+def _installed_providers() -> list[Any]:
+    from tilefuse.discovery import registry
+
+    return list(registry().usable(plugin.CHOICES_GROUP))
+
+
+def accepts(
+    op: str,
+    inputs: Sequence[plugin.TensorSpec],
+    layout: plugin.TensorSpec,
+    epilogue: plugin.Epilogue,
+    providers: Iterable[Any] | None = None,
+) -> plugin.Verdict:
+    """Whether a kernel for ``op`` with ``epilogue`` fused is offered here
+    (``plugin.TemplateSelector.accepts``): yes when the vendor library's own epilogue
+    computes it exactly or a provider that supports ``op`` on ``layout.device``
+    ``accepts`` it; else a ``Verdict.no`` naming each provider's reason. Extern (eager
+    torch, which runs any epilogue unfused) does not count. A provider that raises, or
+    answers something that is not a ``plugin.Verdict``, counts as a refusal and is logged.
+    """
+    if vendor_epilogue_choice(op, inputs, layout, epilogue) is not None:
+        return plugin.Verdict.yes()
+    reasons = []
+    for provider in _installed_providers() if providers is None else providers:
+        name = getattr(provider, "name", repr(provider))
+        try:
+            if not provider.supports(op, layout.device):
+                continue
+            verdict = provider.accepts(op, tuple(inputs), layout, epilogue)
+        except Exception as exc:
+            log.warning("tilefuse: choice provider %r failed in accepts for %s: %s", name, op, exc)
+            reasons.append(f"{name}: raised {type(exc).__name__}")
+            continue
+        if not isinstance(verdict, plugin.Verdict):
+            log.warning("tilefuse: choice provider %r answered accepts with %r", name, verdict)
+            reasons.append(f"{name}: answered {type(verdict).__name__}, not a Verdict")
+        elif verdict.ok:
+            return verdict
+        else:
+            reasons.append(f"{name}: {verdict.reason}")
+    if not reasons:
+        return plugin.Verdict.no(f"no choice provider serves {op} on {layout.device}")
+    return plugin.Verdict.no("; ".join(reasons))
+
+
 def candidates_for(
     op: str,
     inputs: Sequence[plugin.TensorSpec],
@@ -138,11 +183,11 @@ def candidates_for(
 
     ``providers`` defaults to the installed ``tilefuse.autotune.choices`` plugins. A
     provider that raises is logged with its name and skipped. Extern is not included.
+    ``accepts`` is not asked again here: a provider's ``choices`` yields nothing for a
+    request it does not accept.
     """
     if providers is None:
-        from tilefuse.discovery import registry
-
-        providers = registry().usable(plugin.CHOICES_GROUP)
+        providers = _installed_providers()
     found: list[Candidate] = []
     for provider in providers:
         name = getattr(provider, "name", repr(provider))

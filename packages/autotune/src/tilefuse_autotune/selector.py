@@ -9,10 +9,22 @@ from tilefuse import plugin
 
 
 class AutotuneSelector:
-    """``select`` with every installed choice provider and the ``TILEFUSE_AUTOTUNE`` mode."""
+    """``select`` with every installed choice provider and the ``TILEFUSE_AUTOTUNE`` mode;
+    ``accepts`` asks those providers whether one fuses an epilogue."""
 
     name = "autotune"
     api_version = plugin.API_VERSION
+
+    def accepts(
+        self,
+        op: str,
+        inputs: Sequence[plugin.TensorSpec],
+        layout: plugin.TensorSpec,
+        epilogue: plugin.Epilogue,
+    ) -> plugin.Verdict:
+        from .selection import accepts
+
+        return accepts(op, inputs, layout, epilogue)
 
     def select(
         self,

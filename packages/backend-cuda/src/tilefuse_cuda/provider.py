@@ -86,6 +86,27 @@ class CutlassChoiceProvider:
         """True for ``mm``/``addmm``/``bmm`` on an sm_90 CUDA device; never raises."""
         return op in OPS and sm90_device_reason(device) is None
 
+    def accepts(
+        self,
+        op: str,
+        inputs: Sequence[plugin.TensorSpec],
+        layout: plugin.TensorSpec,
+        epilogue: plugin.Epilogue,
+    ) -> plugin.Verdict:
+        """Whether a CUTLASS template serves this GEMM with ``epilogue`` fused, and why not
+        (``plugin.ChoiceProvider.accepts``); never raises, builds nothing."""
+        plain = plugin.Epilogue((), (), epilogue.out_dtype)
+        n_op = len(inputs) - len(epilogue.operands)
+        try:
+            analyse(op, inputs[:n_op], layout, plain)
+        except Unsupported as exc:
+            return plugin.Verdict.no(f"CUTLASS does not serve this GEMM ({exc})")
+        try:
+            analyse(op, inputs, layout, epilogue)
+        except Unsupported as exc:
+            return plugin.Verdict.no(f"CUTLASS cannot render this epilogue ({exc})")
+        return plugin.Verdict.yes()
+
     def choices(
         self,
         op: str,

@@ -117,14 +117,15 @@ class RocmChoiceProvider:
             configs += MFMA_CONFIGS
         return [c for c in configs if c.check(problem)]
 
-    def explain(
+    def accepts(
         self,
         op: str,
         inputs: Sequence[plugin.TensorSpec],
         layout: plugin.TensorSpec,
         epilogue: plugin.Epilogue,
     ) -> plugin.Verdict:
-        """Whether ``choices`` would yield anything for this problem, and why not."""
+        """Whether the HIP template renders this problem with ``epilogue`` fused, and why
+        not (``plugin.ChoiceProvider.accepts``); never raises."""
         problem = problem_from_specs(op, inputs, layout, epilogue)
         return problem if isinstance(problem, plugin.Verdict) else plugin.Verdict.yes()
 

@@ -154,8 +154,5 @@ class TritonScheduling:
         source, args = render_spec(spec, config)
         return TritonKernel(spec, source, args, config, self.context.cache_salt())
 
-    def codegen_template(self, template: Any, epilogue: Any) -> TritonKernel:
-        raise NotImplementedError("GEMM templates are selected through tilefuse-autotune")
-
 
 __all__ = ["TritonKernel", "TritonScheduling", "torch"]

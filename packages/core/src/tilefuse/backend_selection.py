@@ -9,23 +9,20 @@ So on CUDA, Triton owns pointwise and reduction kernels while a C++ backend
 that declares only ``template:gemm`` at higher priority owns GEMM templates.
 
 Phase one (``candidate_backends``, ``owner``) reads descriptors and asks
-``availability()``; phase two (``load_owner``, ``loaded_backends``,
-``load_backend``) calls ``load()``. A backend that breaks its contract in either
-phase (``availability()`` raises or answers something that is not a
-``plugin.Availability``; ``load()`` raises or returns something not callable) is
-marked broken in the registry, logged once with its distribution, and passed
-over: ownership goes to the next candidate declaring the capability. A backend
-named in ``TILEFUSE_BACKENDS`` that breaks raises ``PluginLoadError`` instead,
-naming it, the installed backends and the fix.
-
-GEMM templates: every available backend declaring ``template:gemm`` on the device is
-asked (``can_fuse_vertical``) whether it can render a candidate epilogue; the epilogue is
-fused when at least one accepts, and the autotuner then times every provider's choices for
-the fused problem against the extern (cuBLAS) call, which can always run it.
+``availability()``; phase two (``load_owner``, ``load_backend``) calls ``load()``.
+A backend that breaks its contract in either phase (``availability()`` raises or
+answers something that is not a ``plugin.Availability``; ``load()`` raises or returns
+something not callable) is marked broken in the registry, logged once with its
+distribution, and passed over: ownership goes to the next candidate declaring the
+capability. A backend named in ``TILEFUSE_BACKENDS`` that breaks raises
+``PluginLoadError`` instead, naming it, the installed backends and the fix.
 
 GEMM templates are picked by the installed ``plugin.TemplateSelector`` (the autotuner,
 found through its entry point; ``template_selector``). With none installed, or no backend
-declaring ``template:gemm`` on the device, a template runs as an eager torch call.
+declaring ``template:gemm`` on the device, a template runs as an eager torch call. A
+candidate epilogue is fused when the selector ``accepts`` it (one of its choice providers
+offers a kernel with it fused), asked once by the scheduler; the autotuner then times the
+providers' choices for the fused problem against the extern (eager torch) call.
 
 The active scheduling policy reaches the scheduler and backends only as a
 ``policy_check.CheckedPolicy``, which validates each of its answers.
@@ -199,38 +196,17 @@ def load_owner(
     each backend was passed over) when none is left.
     """
     reg = reg or registry()
-    loaded = _load_candidates(device_type, capability, reg, first_only=True)
-    if not loaded:
-        raise NoBackendError(no_backend_message(device_type, capability, reg))
-    return loaded[0]
-
-
-def loaded_backends(
-    device_type: str, capability: str, reg: Registry | None = None
-) -> list[tuple[Any, Callable[[plugin.CompileContext], Any]]]:
-    """``(backend, factory)`` of every candidate declaring ``capability`` that loads, best
-    first; backends that fail to load are passed over as in ``load_owner``."""
-    return _load_candidates(device_type, capability, reg or registry(), first_only=False)
-
-
-def _load_candidates(
-    device_type: str, capability: str, reg: Registry, first_only: bool
-) -> list[tuple[Any, Callable[[plugin.CompileContext], Any]]]:
     requested = set(config.requested_backends())
-    out = []
     for backend in candidate_backends(device_type, reg):
         if capability not in backend.info.capabilities:
             continue
         try:
-            factory = load_backend(backend, reg)
+            return backend, load_backend(backend, reg)
         except PluginLoadError:
             if backend.info.name in requested:
                 raise
             continue  # logged once by mark_broken; the next candidate owns it
-        out.append((backend, factory))
-        if first_only:
-            break
-    return out
+    raise NoBackendError(no_backend_message(device_type, capability, reg))
 
 
 def plugin_versions(

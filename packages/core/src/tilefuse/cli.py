@@ -33,6 +33,8 @@ def _describe(record: PluginRecord) -> tuple[str, str]:
         caps = ",".join(sorted(info.capabilities))
         devices = ",".join(info.device_types) or "-"
         detail = f"devices={devices} priority={info.priority} caps={caps}"
+        if info.description:
+            detail += f"\n  {'':<12} {info.description}"
     elif record.usable and record.group == plugin.SCHEDULING_GROUP:
         try:
             detail = f"uuid={policy_uuid(record.obj)}"

@@ -25,7 +25,7 @@ import torch.fx
 from . import counters
 from .backend_selection import active_policy
 from .codegen.kernels import Schedulings, build_kernels, capability_of
-from .codegen.templates import TemplateKernel, select_template
+from .codegen.templates import TemplateKernel, accepts_epilogue, select_template
 from .codegen.wrapper import write_wrapper
 from .frontend import lowerings  # noqa: F401  (registers every lowering)
 from .frontend.lowering import GraphLowering
@@ -61,7 +61,7 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
     buffers = graph.buffers_by_name()
     policy = active_policy()
     schedulings = Schedulings(policy)
-    schedule = schedule_graph(graph, schedulings.can_fuse, policy)
+    schedule = schedule_graph(graph, schedulings.can_fuse, policy, accepts_epilogue)
     report = GraphReport(
         graph_id,
         refusals=[str(r) for r in schedule.refusals],
@@ -76,7 +76,7 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
             kernels[i] = template
             if template.extern_reason is not None:  # no selector took it: an eager call
                 template_externs += 1
-                report.externs.setdefault(step.node.buffer.data.op, template.extern_reason)
+                report.externs.setdefault(step.op, template.extern_reason)
             else:
                 report.kernels.append(_template_report(step, template, buffers))
                 report.autotune.append(template.summary)
@@ -106,7 +106,7 @@ def _template_report(
     return KernelReport(
         kernel.name,
         kernel.label,
-        f"template:{step.node.buffer.data.op}",
+        f"template:{step.op}",
         nodes,
         [step.output.name],
         sorted({o for n in nodes for o in buffers[n].origins}),

@@ -35,6 +35,17 @@ API versions
     buffers, which each ``KernelSpec`` now describes (``KernelSpec.buffers``).
     Helpers a backend needs (the ops-handler protocol, index functions, the
     verified build cache, the settings it reads) are re-exported here lazily.
+
+    One question for GEMM epilogues: ``ChoiceProvider.accepts(op, inputs, layout,
+    epilogue) -> Verdict`` says whether a provider offers a kernel with that epilogue
+    fused, and ``TemplateSelector.accepts`` (same arguments) answers for all of its
+    providers. The scheduler asks the selector once per candidate epilogue, with the
+    ``Epilogue`` it matched, and is not asked again; a provider's ``choices`` yields
+    nothing for a request it does not accept. Backends are no longer asked
+    ``can_fuse_vertical`` about templates.
+    Removed because nothing called them: ``KernelScheduling.codegen_template`` (GEMM
+    kernels come from choice providers), ``CompileContext.debug_dir`` and the
+    ``cache_subdir`` helper.
 1
     The first published surface: backends were handed core's scheduler objects.
 """
@@ -150,6 +161,7 @@ class BackendInfo:
     ``priority`` that declares a node's capability owns that node.
     ``dtypes`` names (as ``dtype_name`` writes them) the tensor dtypes its kernels
     compute correctly; ``tilefuse conformance`` checks each one against eager.
+    ``description`` is one line that ``tilefuse backends`` shows under the backend.
     """
 
     name: str
@@ -191,17 +203,16 @@ class KernelScheduling(Protocol):
     it) whose ``arg_names`` are buffer names from ``spec.buffers``. A kernel with a
     ``build()`` method is built when the graph is compiled, not at first launch.
 
-    A backend that owns ``CAP_TEMPLATE_GEMM`` is also asked
-    ``can_fuse_vertical(template_step, node)`` about epilogues of its templates.
+    GEMM templates are not rendered here: a backend that declares ``CAP_TEMPLATE_GEMM``
+    offers its kernels through a ``ChoiceProvider``, which also answers whether it can
+    fuse an epilogue (``ChoiceProvider.accepts``).
     """
 
-    def can_fuse_vertical(self, producer: Any, consumer: Any) -> Verdict: ...
+    def can_fuse_vertical(self, producer: FusionQuery, consumer: FusionQuery) -> Verdict: ...
 
     def can_fuse_horizontal(self, a: FusionQuery, b: FusionQuery) -> Verdict: ...
 
     def codegen(self, spec: KernelSpec) -> Kernel: ...
-
-    def codegen_template(self, template: Any, epilogue: Any) -> Kernel: ...
 
 
 @runtime_checkable
@@ -234,12 +245,11 @@ class DeviceBackend(Protocol):
 @dataclass(frozen=True)
 class CompileContext:
     """What a backend's scheduling is told about the graph it serves: its device, the
-    active (checked) policy, the debug directory and the plugin versions that salt cache
-    keys. Each kernel's buffers come with its ``KernelSpec``."""
+    active (checked) policy and the plugin versions that salt cache keys. Each kernel's
+    buffers come with its ``KernelSpec``."""
 
     device: str  # torch device string, e.g. "cuda:0" or "cpu"
     policy: SchedulingPolicy | None
-    debug_dir: str | None = None
     # "distribution version" of tilefuse-core, the backend and the policy, e.g.
     # ("tilefuse-core 0.1.0", "tilefuse-backend-triton 0.1.0").
     plugin_versions: tuple[str, ...] = ()
@@ -465,11 +475,18 @@ class Choice(Protocol):
 class ChoiceProvider(Protocol):
     """A source of candidate kernels from the ``tilefuse.autotune.choices`` group.
 
-    Contract: ``supports(op, device)`` is cheap and never raises; ``choices``
-    yields ``Choice`` objects for ``op`` (``"mm"``, ``"addmm"``, ``"bmm"``) whose
-    inputs are described by ``inputs`` (``TensorSpec``), producing ``layout``
-    (a ``TensorSpec``) with ``epilogue`` fused. A provider that cannot fuse the
-    epilogue yields nothing. ``version`` enters the winners cache key.
+    Contract:
+    - ``supports(op, device)`` is cheap and never raises: whether the provider serves
+      ``op`` (``"mm"``, ``"addmm"``, ``"bmm"``) on ``device`` at all.
+    - ``accepts(op, inputs, layout, epilogue)`` is the one question about a concrete
+      request: can the provider offer a kernel for ``op`` whose inputs are ``inputs``
+      (``TensorSpec``: the op's tensors, then the epilogue's operands), producing
+      ``layout`` (a ``TensorSpec``) with ``epilogue`` fused? ``Verdict.no(reason)``
+      says why not (``tilefuse explain`` shows it). Cheap (no build), never raises;
+      asked only when ``supports`` said yes.
+    - ``choices`` yields the ``Choice`` objects for a request, and nothing for one that
+      ``accepts`` refuses (the autotuner does not ask ``accepts`` again before it).
+    - ``version`` enters the winners cache key.
     """
 
     name: str
@@ -477,6 +494,10 @@ class ChoiceProvider(Protocol):
     version: str
 
     def supports(self, op: str, device: str) -> bool: ...
+
+    def accepts(
+        self, op: str, inputs: Sequence[TensorSpec], layout: TensorSpec, epilogue: Epilogue
+    ) -> Verdict: ...
 
     def choices(
         self, op: str, inputs: Sequence[TensorSpec], layout: TensorSpec, epilogue: Epilogue
@@ -569,10 +590,20 @@ class TemplateSelector(Protocol):
     gathers candidates from the ``tilefuse.autotune.choices`` providers and must always
     be able to answer (``ExternChoice`` runs anything); an error it raises fails the
     graph's compile, which then runs eagerly. At most one selector may be installed.
+
+    ``accepts(op, inputs, layout, epilogue)`` (same arguments) answers, for all of the
+    selector's providers together, whether a kernel with ``epilogue`` fused is offered:
+    ``Verdict.yes()`` when at least one provider ``accepts`` the request, else a
+    ``Verdict.no`` naming each provider's reason. The scheduler asks it once per
+    candidate epilogue and fuses the epilogue only on a yes. Never raises.
     """
 
     name: str
     api_version: int
+
+    def accepts(
+        self, op: str, inputs: Sequence[TensorSpec], layout: TensorSpec, epilogue: Epilogue
+    ) -> Verdict: ...
 
     def select(
         self, op: str, inputs: Sequence[TensorSpec], layout: TensorSpec, epilogue: Epilogue
@@ -590,7 +621,6 @@ _HELPERS = {
     "stride_of": ("tilefuse.ir.index", "stride_of"),
     "atomic_write": ("tilefuse.codegen.kernel_cache", "atomic_write"),
     "build_artifact": ("tilefuse.codegen.kernel_cache", "build_artifact"),
-    "cache_subdir": ("tilefuse.codegen.kernel_cache", "cache_subdir"),
     "load_module": ("tilefuse.codegen.kernel_cache", "load_module"),
     "store_source": ("tilefuse.codegen.kernel_cache", "store_source"),
     "triton_interpreted": ("tilefuse.config", "triton_interpreted"),

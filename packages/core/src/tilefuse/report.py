@@ -117,7 +117,7 @@ def write_debug(graph_id: int, gm: Any, schedule: Schedule, report: GraphReport)
     steps = []
     for i, step in enumerate(schedule.steps):
         if isinstance(step, ExternStep):
-            steps.append(f"{i}: extern {step.node.name} ({step.node.buffer.data.op})")
+            steps.append(f"{i}: extern {step.node.name} ({step.op})")
         elif isinstance(step, TemplateStep):
             ep = step.epilogue
             steps.append(f"{i}: template {step.node.name} epilogue="

@@ -45,9 +45,9 @@ class TritonGemmProvider:
 
     ``supports(op, device)``: ``op`` in ``mm``/``addmm``/``bmm``, triton installed,
     and the device is CUDA, or the CPU with ``TRITON_INTERPRET=1``.
-    ``choices`` yields nothing for what the template cannot serve (mixed or
+    ``accepts`` refuses, with the reason, what the template cannot serve (mixed or
     non-float dtypes, an unknown epilogue step, an operand that does not
-    broadcast to the output); ``why_not`` gives the reason.
+    broadcast to the output); ``choices`` yields nothing for those.
     The number of choices follows ``TILEFUSE_AUTOTUNE`` (off: 1, default: a
     few, max: all).
     """
@@ -64,21 +64,22 @@ class TritonGemmProvider:
             return True
         return kind == "cpu" and plugin.triton_interpreted()
 
-    def why_not(
+    def accepts(
         self,
         op: str,
         inputs: Sequence[plugin.TensorSpec],
         layout: plugin.TensorSpec,
         epilogue: plugin.Epilogue,
-    ) -> str | None:
-        """Why ``choices`` would yield nothing for this request, or ``None`` if it yields some."""
+    ) -> plugin.Verdict:
+        """Whether the template renders ``op`` on ``inputs`` with ``epilogue`` fused, and
+        why not (``plugin.ChoiceProvider.accepts``); never raises."""
         if not self.supports(op, layout.device):
-            return f"the triton provider does not serve {op} on {layout.device}"
+            return plugin.Verdict.no(f"the triton provider does not serve {op} on {layout.device}")
         try:
             GemmProblem.of(op, inputs, layout, epilogue)
         except Unsupported as error:
-            return str(error)
-        return None
+            return plugin.Verdict.no(f"the Triton GEMM template cannot serve it ({error})")
+        return plugin.Verdict.yes()
 
     def choices(
         self,
@@ -87,9 +88,9 @@ class TritonGemmProvider:
         layout: plugin.TensorSpec,
         epilogue: plugin.Epilogue,
     ) -> list[TritonGemmChoice]:
-        reason = self.why_not(op, inputs, layout, epilogue)
-        if reason is not None:
-            log.debug("triton GEMM offers no choice: %s", reason)
+        verdict = self.accepts(op, inputs, layout, epilogue)
+        if not verdict.ok:
+            log.debug("triton GEMM offers no choice: %s", verdict.reason)
             return []
         problem = GemmProblem.of(op, inputs, layout, epilogue)
         on_cuda = layout.device.startswith("cuda")

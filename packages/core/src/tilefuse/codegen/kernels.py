@@ -16,12 +16,10 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-from .. import config, plugin
-from ..backend_selection import load_owner, loaded_backends, plugin_versions
+from .. import plugin
+from ..backend_selection import load_owner, plugin_versions
 from ..errors import CompileError
-from ..scheduler import TemplateStep
 from ..scheduler.kernel_specs import fusion_query
-from .templates import why_no_selector
 
 
 def capability_of(*parts: Any) -> str:
@@ -45,7 +43,6 @@ class Schedulings:
         self.policy = policy
         self.instances: dict[tuple[str, str], tuple[str, Any]] = {}
         self.owners: dict[tuple[str, str], tuple[str, Any]] = {}
-        self.templates: dict[str, list[tuple[str, Any]]] = {}
 
     def _instance(self, device: torch.device, backend: Any, factory: Any) -> tuple[str, Any]:
         key = (str(device), backend.info.name)
@@ -53,7 +50,6 @@ class Schedulings:
             context = plugin.CompileContext(
                 device=str(device),
                 policy=self.policy,
-                debug_dir=str(config.debug_dir()) if config.debug_dir() else None,
                 plugin_versions=plugin_versions(backend, self.policy),
             )
             self.instances[key] = (backend.info.name, factory(context))
@@ -72,32 +68,10 @@ class Schedulings:
             self.owners[key] = self._instance(device, backend, factory)
         return self.owners[key]
 
-    def template_owners(self, device: torch.device) -> list[tuple[str, Any]]:
-        key = str(device)
-        if key not in self.templates:
-            self.templates[key] = [
-                self._instance(device, backend, factory)
-                for backend, factory in loaded_backends(device.type, plugin.CAP_TEMPLATE_GEMM)
-            ]
-        return self.templates[key]
-
     def can_fuse(self, kind: str, group: Any, node: Any) -> plugin.Verdict:
         """The owning backend's answer to fusing ``node`` into ``group`` (``kind`` is
-        ``"vertical"`` or ``"horizontal"``): the scheduler's ``CanFuse``."""
-        if isinstance(group, TemplateStep):
-            # Fused when any template backend can render the epilogue; the autotuner then
-            # picks among the providers that offer a kernel for it (extern always can).
-            # Without a selector the GEMM runs eagerly, so nothing is fused into it.
-            why = why_no_selector(group.device.type)
-            if why is not None:
-                return plugin.Verdict.no(why)
-            reasons = []
-            for name, scheduling in self.template_owners(group.device):
-                verdict = scheduling.can_fuse_vertical(group, node)
-                if verdict.ok:
-                    return verdict
-                reasons.append(f"{name}: {verdict.reason}")
-            return plugin.Verdict.no("; ".join(reasons) or "no template backend")
+        ``"vertical"`` or ``"horizontal"``): the scheduler's ``CanFuse``. Template
+        epilogues are not asked here (``templates.accepts_epilogue``)."""
         _, scheduling = self.for_device(group.device, capability_of(group, node))
         first, second = fusion_query(group), fusion_query(node)
         if kind == "vertical":

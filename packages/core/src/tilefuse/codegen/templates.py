@@ -1,5 +1,8 @@
 """GEMM template steps: the autotune selector picks the kernel, or eager torch runs it.
 
+``accepts_epilogue`` is the scheduler's one question about an epilogue (the selector's
+``accepts``, asked once per candidate epilogue); ``select_template`` then picks the kernel.
+
 Core reaches the autotuner only through the ``tilefuse.autotune.selector`` entry point
 (``plugin.TemplateSelector``), never by importing it. ``select_template`` returns a
 ``TemplateKernel`` the wrapper calls as ``kernel(a, b, *operands, out=buf)``: the
@@ -15,8 +18,9 @@ from typing import Any
 
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-from .. import plugin
+from .. import config, plugin
 from ..backend_selection import candidate_backends, template_selector
+from ..errors import PluginError
 from ..scheduler import TemplateStep
 
 log = logging.getLogger("tilefuse")
@@ -58,6 +62,38 @@ def why_no_selector(device_type: str) -> str | None:
     if not owners:
         return f"no backend owns {plugin.CAP_TEMPLATE_GEMM} on {device_type}"
     return None
+
+
+def accepts_epilogue(
+    op: str,
+    inputs: tuple[plugin.TensorSpec, ...],
+    layout: plugin.TensorSpec,
+    epilogue: plugin.Epilogue,
+) -> plugin.Verdict:
+    """Whether the template ``op`` may take ``epilogue`` (the scheduler's
+    ``AcceptsEpilogue``): the installed selector's ``accepts``, which says yes when one
+    of its providers offers a kernel with the epilogue fused. Without a selector, or
+    with no backend declaring ``template:gemm`` on the device, the GEMM runs eagerly, so
+    nothing is fused into it. A selector whose answer raises or is not a ``Verdict`` is
+    logged and counted as a refusal naming it (the epilogue then runs as its own kernel);
+    under strict mode that raises ``PluginError`` instead."""
+    why = why_no_selector(layout.device.split(":", 1)[0])
+    if why is not None:
+        return plugin.Verdict.no(why)
+    selector = template_selector()
+    name = getattr(selector, "name", repr(selector))
+    try:
+        verdict = selector.accepts(op, inputs, layout, epilogue)
+    except Exception as exc:  # a plugin's bug must not fail the compile
+        problem = f"template selector {name!r}: accepts raised {type(exc).__name__}: {exc}"
+    else:
+        if isinstance(verdict, plugin.Verdict):
+            return verdict
+        problem = f"template selector {name!r}: accepts answered {verdict!r}, not a Verdict"
+    if config.strict():
+        raise PluginError(problem + "; fix or uninstall the selector's distribution")
+    log.warning("tilefuse: %s", problem)
+    return plugin.Verdict.no(problem)
 
 
 def select_template(step: TemplateStep, name: str) -> TemplateKernel:

@@ -8,6 +8,11 @@ reason kept for ``tilefuse explain``, when: the node depends on a later group
 keeps a reduction from being recomputed), a read would need another thread's
 value, the group is full, the owning backend says no, or the active
 scheduling policy vetoes it.
+
+A pointwise node that reads a GEMM template's result may become the template's
+epilogue instead: the matcher (``epilogue.match_epilogue``) describes it as a
+``plugin.Epilogue``, and ``accepts_epilogue`` (the template selector's
+``accepts``, passed in by the pipeline) is asked once whether a provider can fuse it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..ir.nodes import Buffer
+from ..ir.nodes import Buffer, Extern, Template
 from ..plugin import Epilogue, FusionCandidate, TensorSpec, Verdict, dtype_name
 from .epilogue import MatchedEpilogue, NotAnEpilogue, match_epilogue
 from .group import FusedGroup, build_group
@@ -44,6 +49,13 @@ class ExternStep:
     def names(self) -> list[str]:
         return [self.node.name]
 
+    @property
+    def op(self) -> Any:
+        """The eager op the extern calls."""
+        data = self.node.buffer.data
+        assert isinstance(data, Extern), data
+        return data.op
+
 
 @dataclass(eq=False)
 class TemplateStep:
@@ -61,6 +73,13 @@ class TemplateStep:
         return self.node.buffer.device
 
     @property
+    def op(self) -> str:
+        """The template's op (a ``plugin.GEMM_OPS`` key)."""
+        data = self.node.buffer.data
+        assert isinstance(data, Template), data
+        return data.op
+
+    @property
     def output(self) -> SchedNode:
         return self.epilogue.node if self.epilogue else self.node
 
@@ -68,6 +87,7 @@ class TemplateStep:
         """The problem as providers see it: ``(op, input specs, output spec, epilogue)``;
         the input specs are the op's tensors followed by the epilogue's operands."""
         data = self.node.buffer.data
+        assert isinstance(data, Template), data
         out = self.output.buffer
         operands: tuple[TensorSpec, ...] = ()
         steps: tuple[Any, ...] = ()
@@ -92,6 +112,15 @@ def _spec(layout: Any) -> TensorSpec:
 
 Step = FusedGroup | ExternStep | TemplateStep
 CanFuse = Callable[[str, FusedGroup, SchedNode], Verdict]
+# (op, input specs, output spec, epilogue) -> may a template with this epilogue be had?
+AcceptsEpilogue = Callable[[str, tuple[TensorSpec, ...], TensorSpec, Epilogue], Verdict]
+
+
+def no_epilogues(
+    op: str, inputs: tuple[TensorSpec, ...], layout: TensorSpec, epilogue: Epilogue
+) -> Verdict:
+    """The ``AcceptsEpilogue`` of a caller that offers no template selector."""
+    return Verdict.no("no template selector was asked")
 
 
 def _nbytes(buf: Buffer) -> int:
@@ -108,8 +137,13 @@ def fuse(
     policy: Any = None,
     outputs: set[str] | None = None,
     lookup: dict[str, Buffer] | None = None,
+    accepts_epilogue: AcceptsEpilogue = no_epilogues,
 ) -> tuple[list[Step], list[Refusal]]:
-    """Group ``nodes`` (program order) into steps; returns steps and refusals."""
+    """Group ``nodes`` (program order) into steps; returns steps and refusals.
+
+    ``can_fuse`` is the owning backend's answer for a kernel fusion and
+    ``accepts_epilogue`` the answer for a template epilogue (see the module docstring).
+    """
     steps: list[Step] = []
     step_of: dict[str, int] = {}
     refusals: list[Refusal] = []
@@ -130,8 +164,9 @@ def fuse(
             steps.append(ExternStep(node))
             continue
         if _try_epilogue(
-            node, steps, step_of, producer_of, consumers, outputs, can_fuse, refusals, lookup
-        ):
+            node, steps, step_of, producer_of, consumers, outputs, accepts_epilogue, refusals,
+            lookup,
+        ):  # fmt: skip
             continue
         producer_steps = {step_of[producer_of[r].name] for r in node.read_names if r in producer_of}
         latest = max(producer_steps, default=-1)
@@ -186,9 +221,10 @@ def fuse(
 
 
 def _try_epilogue(
-    node, steps, step_of, producer_of, consumers, outputs, can_fuse, refusals, lookup
+    node, steps, step_of, producer_of, consumers, outputs, accepts_epilogue, refusals, lookup
 ) -> bool:
-    """Attach ``node`` to the template it reads as its epilogue, when it can be one."""
+    """Attach ``node`` to the template it reads as its epilogue, when it can be one: the
+    matcher describes it, and ``accepts_epilogue`` is asked once about that description."""
     for name in node.read_names:
         producer = producer_of.get(name)
         if producer is None or producer.kind != TEMPLATE:
@@ -209,13 +245,13 @@ def _try_epilogue(
             except NotAnEpilogue as exc:
                 reason = str(exc)
             else:
-                # Template owners see the epilogue they would have to render.
-                verdict = can_fuse("vertical", step, node)
+                # The one question: does a provider offer this template with this epilogue?
+                verdict = accepts_epilogue(*step.request())
                 if verdict.ok:
                     step_of[node.name] = step_of[producer.name]
                     return True
                 step.epilogue = None
-                reason = f"no template backend accepts it: {verdict.reason}"
+                reason = f"no template provider accepts it: {verdict.reason}"
         refusals.append(Refusal("epilogue", group, node.name, reason))
     return False
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..ir.graph import LoweredGraph
 from ..ir.nodes import Buffer, View
 from ..plugin import Verdict
-from .fusion import ExternStep, Refusal, Step, TemplateStep, fuse
+from .fusion import AcceptsEpilogue, ExternStep, Refusal, Step, TemplateStep, fuse, no_epilogues
 from .group import FusedGroup
 from .nodes import SchedNode, make_node
 from .tiling import choose_tiling
@@ -55,9 +55,17 @@ def returned_buffers(graph: LoweredGraph) -> set[str]:
 
 
 def schedule_graph(
-    graph: LoweredGraph, can_fuse: Callable[[str, FusedGroup, SchedNode], Verdict], policy=None
+    graph: LoweredGraph,
+    can_fuse: Callable[[str, FusedGroup, SchedNode], Verdict],
+    policy=None,
+    accepts_epilogue: AcceptsEpilogue = no_epilogues,
 ) -> Schedule:
-    """Build dependencies, drop dead nodes, fuse, tile, and plan memory."""
+    """Build dependencies, drop dead nodes, fuse, tile, and plan memory.
+
+    ``can_fuse`` answers for kernel fusions (the owning backend's ``can_fuse_*``);
+    ``accepts_epilogue`` for GEMM epilogues (the template selector's ``accepts``; by
+    default no epilogue is fused); ``policy`` may veto or rank fusions.
+    """
     parent_of: dict[str, str] = {}
     for b in graph.buffers:
         if b.output_of is not None:
@@ -72,7 +80,8 @@ def schedule_graph(
     for child, parent in parent_of.items():
         if parent in by_name:
             producer_of[child] = by_name[parent]
-    steps, refusals = fuse(nodes, producer_of, can_fuse, policy, outputs, graph.buffers_by_name())
+    lookup = graph.buffers_by_name()
+    steps, refusals = fuse(nodes, producer_of, can_fuse, policy, outputs, lookup, accepts_epilogue)
     schedule = Schedule(graph, steps, refusals, removed)
     _plan_memory(schedule, outputs, parent_of)
     return schedule

@@ -20,9 +20,6 @@ class ToyScheduling:
     def codegen(self, spec: plugin.KernelSpec):
         raise NotImplementedError("the toy backend generates no kernels")
 
-    def codegen_template(self, template, epilogue):
-        raise NotImplementedError("the toy backend has no templates")
-
 
 class ToyBackend:
     info = plugin.BackendInfo(

@@ -44,6 +44,15 @@ class ToyChoiceProvider:
     def supports(self, op: str, device: str) -> bool:
         return op in _OP_INPUTS and device.split(":")[0] in ("cpu", "cuda")
 
+    def accepts(
+        self,
+        op: str,
+        inputs: Sequence[plugin.TensorSpec],
+        layout: plugin.TensorSpec,
+        epilogue: plugin.Epilogue,
+    ) -> plugin.Verdict:
+        return plugin.Verdict.yes()  # the reference meaning runs any epilogue
+
     def choices(
         self,
         op: str,
