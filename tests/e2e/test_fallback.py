@@ -145,3 +145,31 @@ def test_extern_output_of_another_shape_falls_back(not_strict):
     out = torch.compile(lambda x: _distinct(x) * 2, backend="tilefuse")(x)
     torch.testing.assert_close(out, torch.tensor([10.0]))
     assert tilefuse.stats()["graphs_fallen_back"] == 1
+
+
+def test_a_graph_on_a_device_no_backend_serves_runs_its_ops_as_externs(monkeypatch, caplog):
+    """A CUDA program's CPU side graph (index preprocessing, say) on a machine whose
+    backends serve only CUDA: strict mode compiles it, every op an eager call inside the
+    graph, with one warning; the result is eager's."""
+
+    def only_cuda() -> frozenset[str]:
+        return frozenset({"cuda"})
+
+    monkeypatch.setattr("tilefuse.dynamo_backend.served_device_types", only_cuda)
+    monkeypatch.setattr("tilefuse.backend_selection.served_device_types", only_cuda)
+    monkeypatch.setattr("tilefuse.frontend.lowering._warned_unserved", set())
+
+    def fn(x, idx):
+        return (x[idx] * 2).sum()
+
+    x, idx = torch.randn(8), torch.tensor([1, 3, 3])
+    torch._dynamo.reset()
+    tilefuse.reset()
+    with caplog.at_level(logging.WARNING, logger="tilefuse"):
+        out = torch.compile(fn, backend="tilefuse")(x, idx)
+    torch.testing.assert_close(out, fn(x, idx))
+    stats = tilefuse.stats()
+    assert stats["graphs_compiled"] == 1 and stats["graphs_fallen_back"] == 0
+    assert stats["kernels_compiled"] == 0 and stats["externs"] >= 2
+    warnings = [r for r in caplog.records if "no backend serves cpu" in r.getMessage()]
+    assert len(warnings) == 1

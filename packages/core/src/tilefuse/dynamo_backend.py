@@ -1,6 +1,6 @@
 """The ``torch_dynamo_backends`` entry point: ``torch.compile(fn, backend="tilefuse")``.
 
-Flow: check that every device has a backend (else run eagerly, one warning);
+Flow: check that some device of the graph has a backend (else run eagerly, one warning);
 AOTAutograd with tilefuse's decomposition table splits forward and backward;
 each half is compiled by ``tilefuse.pipeline.compile_graph``, which also builds every
 kernel. A graph that cannot be compiled, or whose compiled form fails on its first
@@ -21,7 +21,7 @@ from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
 
 from . import compile_options, config, counters, plugin
-from .backend_selection import owner
+from .backend_selection import owner, served_device_types
 from .errors import NoBackendError, TilefuseError
 from .frontend.decompositions import decomposition_table
 
@@ -231,7 +231,13 @@ def tilefuse_backend(
         config.strict()  # a malformed TILEFUSE_STRICT is reported here, before any work
     if mode in compile_options.UNBUILT_MODES:
         _warn_once(f"mode={mode!r}: {compile_options.UNBUILT_MODES[mode]}")
+    # Ops on a device no backend serves run as externs inside the graph (lowering warns
+    # once) when backends serve another device here; with none served at all, the graph
+    # runs eagerly.
+    served = served_device_types()
     for device_type in graph_device_types(example_inputs):
+        if served and device_type not in served:
+            continue
         try:
             owner(device_type, plugin.CAP_POINTWISE)
         except NoBackendError as exc:
