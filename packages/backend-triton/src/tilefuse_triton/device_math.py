@@ -20,21 +20,6 @@ if not INTERPRETED:
     except ImportError:  # older triton layouts
         from triton.language.extra.cuda import libdevice
 
-    # exp and log as libdevice's (within 1-2 ulp, like the CUDA math eager uses), not
-    # tl.exp/tl.log: those are ex2.approx/lg2.approx, whose error near log(1) = 0 and for
-    # large |x| shows in gradients summed over many terms and flips half-precision results.
-    @triton.jit
-    def exp(x):
-        return libdevice.exp(x)
-
-    @triton.jit
-    def log(x):
-        return libdevice.log(x)
-
-    @triton.jit
-    def sigmoid(x):
-        return 1.0 / (1.0 + libdevice.exp(-x))
-
     @triton.jit
     def tanh(x):
         return libdevice.tanh(x)
@@ -140,18 +125,6 @@ else:
     from . import interpreter_fixes
 
     interpreter_fixes.apply()
-
-    @triton.jit
-    def exp(x):
-        return tl.exp(x)
-
-    @triton.jit
-    def log(x):
-        return tl.log(x)
-
-    @triton.jit
-    def sigmoid(x):
-        return tl.sigmoid(x)
 
     @triton.jit
     def tanh(x):

@@ -438,8 +438,8 @@ class KernelWriter:
                              dtype, PER_XR)  # fmt: skip
             m = self.new_var(f"tl.max({v}, 1)[:, None]", dtype, PER_X)
             ms = self.new_var(f"tl.where({m} == {ninf}, 0.0, {m})", dtype, PER_X)
-            total = self.new_var(f"tl.sum(dm.exp({v} - {ms}), 1)[:, None]", dtype, PER_X)
-            return self.new_var(f"{ms} + dm.log({total})", dtype, PER_X)
+            total = self.new_var(f"tl.sum(tl.exp({v} - {ms}), 1)[:, None]", dtype, PER_X)
+            return self.new_var(f"{ms} + tl.log({total})", dtype, PER_X)
         self.counter += 1
         acc = f"acc{self.counter}"
         self.emit(f"{acc}_m = tl.full([XBLOCK, RBLOCK], {ninf}, {tl_t})")
@@ -449,13 +449,13 @@ class KernelWriter:
                          dtype, PER_XR)  # fmt: skip
         self.emit(f"{acc}_new = tl.maximum({acc}_m, {v})")
         self.emit(f"{acc}_safe = tl.where({acc}_new == {ninf}, 0.0, {acc}_new)")
-        self.emit(f"{acc}_s = {acc}_s * dm.exp({acc}_m - {acc}_safe) + dm.exp({v} - {acc}_safe)")
+        self.emit(f"{acc}_s = {acc}_s * tl.exp({acc}_m - {acc}_safe) + tl.exp({v} - {acc}_safe)")
         self.emit(f"{acc}_m = {acc}_new")
         self.close_r_loop()
         m = self.new_var(f"tl.max({acc}_m, 1)[:, None]", dtype, PER_X)
         ms = self.new_var(f"tl.where({m} == {ninf}, 0.0, {m})", dtype, PER_X)
-        total = self.new_var(f"tl.sum({acc}_s * dm.exp({acc}_m - {ms}), 1)[:, None]", dtype, PER_X)
-        return self.new_var(f"{ms} + dm.log({total})", dtype, PER_X)
+        total = self.new_var(f"tl.sum({acc}_s * tl.exp({acc}_m - {ms}), 1)[:, None]", dtype, PER_X)
+        return self.new_var(f"{ms} + tl.log({total})", dtype, PER_X)
 
     def finish_reduction(self, kind: str, value: Var, acc_dtype: torch.dtype) -> Var:
         text = ops_table.reduction_final(kind, value)

@@ -16,14 +16,14 @@ _BOOL_RESULT = {
 
 TABLE: dict[str, str] = {
     "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "truediv": "({0} / {1})",
-    "neg": "(-{0})", "abs": "tl.abs({0})", "exp": "dm.exp({0})", "exp2": "tl.exp2({0})",
-    "expm1": "dm.expm1({0})", "log": "dm.log({0})", "log2": "tl.log2({0})",
+    "neg": "(-{0})", "abs": "tl.abs({0})", "exp": "tl.exp({0})", "exp2": "tl.exp2({0})",
+    "expm1": "dm.expm1({0})", "log": "tl.log({0})", "log2": "tl.log2({0})",
     "log10": "dm.log10({0})", "log1p": "dm.log1p({0})", "sqrt": "tl.sqrt({0})",
     "rsqrt": "tl.rsqrt({0})", "sin": "tl.sin({0})", "cos": "tl.cos({0})", "tan": "dm.tan({0})",
     "asin": "dm.asin({0})", "acos": "dm.acos({0})", "atan": "dm.atan({0})",
     "sinh": "dm.sinh({0})", "cosh": "dm.cosh({0})", "tanh": "dm.tanh({0})",
     "asinh": "dm.asinh({0})", "acosh": "dm.acosh({0})", "atanh": "dm.atanh({0})",
-    "sigmoid": "dm.sigmoid({0})", "erf": "tl.erf({0})", "floor": "tl.floor({0})",
+    "sigmoid": "tl.sigmoid({0})", "erf": "tl.erf({0})", "floor": "tl.floor({0})",
     "ceil": "tl.ceil({0})", "trunc": "dm.trunc({0})", "round": "dm.round_even({0})",
     "reciprocal": "(1.0 / {0})", "logical_not": "({0} == 0)",
     "isnan": "dm.isnan({0})", "isinf": "dm.isinf({0})", "signbit": "dm.signbit({0})",
