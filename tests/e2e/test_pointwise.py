@@ -102,3 +102,17 @@ def test_gelu_bias_is_one_kernel():
     b = torch.randn(33)
     reports = check(lambda x, b: F.gelu(x + b), x, b)
     assert kernel_count(reports) == 1
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_bool_add_honours_alpha(alpha):
+    """``a + alpha * b`` on bools: with ``alpha=False`` the result is ``a`` (was ``a | b``)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(5, 5, generator=g) > 0.5
+    b = torch.rand(5, 5, generator=g) > 0.5
+
+    def fn(a, b):
+        return torch.add(a, b, alpha=alpha)
+
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(fn, backend="tilefuse")(a, b), fn(a, b))

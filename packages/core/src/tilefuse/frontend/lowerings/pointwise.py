@@ -168,6 +168,8 @@ def _addc(ctx, node, x, t1, t2, *, value=1):
 def _add(ctx, node, a, b, alpha=1):
     dtype = compute_dtype(out_meta(node).dtype)
     if dtype == torch.bool:  # True + True is True in torch; a 1-bit add would wrap
+        if not alpha:  # a + False * b is a
+            return pointwise(node, [a, b], lambda x, y: x, math_dtype=dtype)
         return pointwise(node, [a, b], ops.logical_or, math_dtype=dtype)
     if alpha != 1:
         return pointwise(
