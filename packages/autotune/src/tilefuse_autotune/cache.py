@@ -19,14 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from tilefuse import config, remote_cache
+from tilefuse import config, plugin, remote_cache
 from tilefuse.errors import CacheError
 
 log = logging.getLogger("tilefuse.autotune")
@@ -139,16 +137,4 @@ class WinnersCache:
             remote_cache.put("autotune", digest, payload=text.encode())
 
     def _write(self, data: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".winners.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        plugin.atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True))

@@ -82,7 +82,7 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
                 report.autotune.append(template.summary)
         elif isinstance(step, FusedGroup):
             backend_name, scheduling = schedulings.for_device(step.device, capability_of(step))
-            name = f"tf_{step.kind().replace('-', '_')}_{i}"  # unique: i is the step's index
+            name = f"tf_{step.kind().value.replace('-', '_')}_{i}"  # unique: i is the step's index
             kernel = scheduling.codegen(kernel_spec(step, buffers, name))
             kernels[i] = kernel
             report.kernels.append(_group_report(step, kernel, backend_name))
@@ -118,7 +118,7 @@ def _group_report(step: FusedGroup, kernel: Any, backend_name: str) -> KernelRep
     return KernelReport(
         kernel.name,
         backend_name,
-        step.kind(),
+        step.kind().value,
         step.names,
         list(step.stores),
         sorted({o for n in step.nodes for o in n.buffer.origins}),

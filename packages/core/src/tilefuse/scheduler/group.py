@@ -19,9 +19,9 @@ from typing import Any
 import sympy
 
 from ..ir.index import Expr, unflatten
+from ..kernel_spec import GroupKind, _simplify
 from ..kernel_spec import R as RSYM
 from ..kernel_spec import X as XSYM
-from ..kernel_spec import _simplify
 from .nodes import POINTWISE, REDUCTION, SchedNode
 
 
@@ -58,13 +58,13 @@ class FusedGroup:
                 return n
         raise KeyError(name)
 
-    def kind(self) -> str:
+    def kind(self) -> GroupKind:
         if self.reduction:
-            return "reduction"
-        return "pointwise-2d" if self.tiled else "pointwise"
+            return GroupKind.REDUCTION
+        return GroupKind.POINTWISE_2D if self.tiled else GroupKind.POINTWISE
 
     def describe(self) -> str:
-        return f"{self.kind()} x={self.xnumel} r={self.rnumel}: {', '.join(self.names)}"
+        return f"{self.kind().value} x={self.xnumel} r={self.rnumel}: {', '.join(self.names)}"
 
 
 def simplified(expr: Expr, group: FusedGroup) -> Expr:

@@ -52,7 +52,7 @@ def _member(group: FusedGroup, node: SchedNode) -> MemberSpec:
 
 
 def _kind(group: FusedGroup) -> GroupKind:
-    return GroupKind(group.kind())
+    return group.kind()
 
 
 def kernel_spec(group: FusedGroup, buffers: Mapping[str, Buffer], name: str) -> KernelSpec:

@@ -8,6 +8,7 @@ those canonical symbols to expressions over the group's ``x`` and ``r`` symbols.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +27,20 @@ from ..ir.nodes import (
 )
 from ..ir.ops import trace_reads
 
-POINTWISE = "pointwise"
-REDUCTION = "reduction"
-EXTERN = "extern"
-TEMPLATE = "template"
+
+class NodeKind(str, enum.Enum):
+    """What computes a scheduler node's buffer."""
+
+    POINTWISE = "pointwise"
+    REDUCTION = "reduction"
+    EXTERN = "extern"  # an eager torch call
+    TEMPLATE = "template"  # a GEMM-family op the autotuner picks a kernel for
+
+
+POINTWISE = NodeKind.POINTWISE
+REDUCTION = NodeKind.REDUCTION
+EXTERN = NodeKind.EXTERN
+TEMPLATE = NodeKind.TEMPLATE
 
 
 @dataclass(eq=False)
@@ -37,7 +48,7 @@ class SchedNode:
     """A buffer to compute, with its dependencies."""
 
     buffer: Buffer
-    kind: str
+    kind: NodeKind
     reads: list[tuple[str, Expr]] = field(default_factory=list)
     read_names: set[str] = field(default_factory=set)
     index_vars: list[sympy.Symbol] = field(default_factory=list)
