@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2] / "packages" / "core" / "src" / "tile
 SHARED = {
     "plugin",
     "kernel_spec",
+    "gemm_shape",
     "errors",
     "config",
     "counters",

@@ -612,7 +612,9 @@ class TemplateSelector(Protocol):
 
 # Helpers for backends, re-exported lazily so that reading ``plugin`` stays cheap:
 # the ops-handler protocol, index functions, the verified build cache and the settings
-# (from ``tilefuse.config``, the one place that reads them) that backends consult.
+# (from ``tilefuse.config``, the one place that reads them) that backends consult, and
+# ``GemmShape``, the one validation of a GEMM request every template provider starts from
+# (lazy as well: its module imports this one).
 _HELPERS = {
     "OP_NAMES": ("tilefuse.ir.ops", "OP_NAMES"),
     "ops_handler": ("tilefuse.ir.ops", "ops_handler"),
@@ -625,6 +627,10 @@ _HELPERS = {
     "store_source": ("tilefuse.codegen.kernel_cache", "store_source"),
     "triton_interpreted": ("tilefuse.config", "triton_interpreted"),
     "autotune_mode": ("tilefuse.config", "autotune_mode"),
+    "GemmShape": ("tilefuse.gemm_shape", "GemmShape"),
+    "GEMM_FLOAT_DTYPES": ("tilefuse.gemm_shape", "GEMM_FLOAT_DTYPES"),
+    "gemm_majorness": ("tilefuse.gemm_shape", "majorness"),
+    "gemm_matrix_strides": ("tilefuse.gemm_shape", "matrix_strides"),
 }
 
 
