@@ -33,6 +33,11 @@ class Case:
     layout: TensorSpec
     epilogue: Epilogue = field(default_factory=Epilogue)
 
+    @property
+    def specs(self) -> tuple[TensorSpec, ...]:
+        """What a provider receives (``plugin.ChoiceProvider``): op inputs, then operands."""
+        return (*self.inputs, *self.epilogue.operands)
+
     def label(self) -> str:
         steps = "+".join(s.kind for s in self.epilogue.steps) or "plain"
         return f"{self.op}-{'x'.join(map(str, self.layout.shape))}-{steps}"

@@ -37,7 +37,7 @@ def main() -> None:
     for m, n, k in SHAPES:
         for label, steps in EPILOGUES.items():
             case = make_case("mm", m, n, k, steps=steps)
-            problem, dims = analyse(case.op, case.inputs, case.layout, case.epilogue)
+            problem, dims = analyse(case.op, case.specs, case.layout, case.epilogue)
             for config in ALL_CONFIGS:
                 jobs.append((case, label, CutlassGemmChoice(problem, config, dims)))
     results = compiler.compile_many([(c.name, c.source()) for _, _, c in jobs])

@@ -30,7 +30,7 @@ needs_toolchain = pytest.mark.skipif(
 
 def _choice(family: str) -> CutlassGemmChoice:
     config, case = FAMILIES[family]
-    problem, dims = analyse(case.op, case.inputs, case.layout, case.epilogue)
+    problem, dims = analyse(case.op, case.specs, case.layout, case.epilogue)
     return CutlassGemmChoice(problem, config, dims)
 
 

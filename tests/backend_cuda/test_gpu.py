@@ -65,7 +65,7 @@ FAMILY_KWARGS = {
 
 
 def _choice(case: Case, config: GemmConfig) -> CutlassGemmChoice:
-    problem, dims = analyse(case.op, case.inputs, case.layout, case.epilogue)
+    problem, dims = analyse(case.op, case.specs, case.layout, case.epilogue)
     return CutlassGemmChoice(problem, config, dims)
 
 
@@ -86,7 +86,7 @@ _PROVIDER_CASE = make_case("mm", 255, 4096, 1024, steps=(("add_bias_n", "n"), ("
 
 
 def _provider_first_choice(case: Case) -> list[CutlassGemmChoice]:
-    return list(PROVIDER.choices(case.op, case.inputs, case.layout, case.epilogue, limit=1))
+    return list(PROVIDER.choices(case.op, case.specs, case.layout, case.epilogue, limit=1))
 
 
 def _check(case: Case, choice: CutlassGemmChoice, seed: int = 0) -> None:
@@ -130,7 +130,7 @@ def test_provider_first_choice_runs_and_odd_alignment_is_refused():
     choices[0].compile()
     _check(case, choices[0])
     bad = make_case("mm", 64, 64, 17)
-    assert list(PROVIDER.choices(bad.op, bad.inputs, bad.layout, bad.epilogue)) == []
+    assert list(PROVIDER.choices(bad.op, bad.specs, bad.layout, bad.epilogue)) == []
 
 
 def test_misaligned_pointer_is_a_failed_choice():

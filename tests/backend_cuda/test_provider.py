@@ -21,18 +21,18 @@ def test_provider_is_a_choice_provider():
 def test_choices_first_is_heuristic_and_limited(monkeypatch):
     monkeypatch.setenv("TILEFUSE_AUTOTUNE", "default")
     case = make_case("mm", 1000, 4096, 1024, steps=(("add_bias_n", "n"), ("relu",)))
-    choices = list(PROVIDER.choices(case.op, case.inputs, case.layout, case.epilogue))
+    choices = list(PROVIDER.choices(case.op, case.specs, case.layout, case.epilogue))
     assert 1 <= len(choices) <= 4
     assert choices[0].config == heuristic(choices[0].dims)
     assert len({c.name for c in choices}) == len(choices)
     monkeypatch.setenv("TILEFUSE_AUTOTUNE", "max")
-    assert len(list(PROVIDER.choices(case.op, case.inputs, case.layout, case.epilogue))) > 4
+    assert len(list(PROVIDER.choices(case.op, case.specs, case.layout, case.epilogue))) > 4
 
 
 def test_unservable_shape_yields_nothing_and_logs_why(caplog):
     case = make_case("mm", 17, 17, 17)
     with caplog.at_level(logging.INFO, logger="tilefuse_cuda.provider"):
-        assert list(PROVIDER.choices(case.op, case.inputs, case.layout, case.epilogue)) == []
+        assert list(PROVIDER.choices(case.op, case.specs, case.layout, case.epilogue)) == []
     assert "multiples of 8" in caplog.text
 
 

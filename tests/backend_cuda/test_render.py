@@ -38,7 +38,7 @@ def test_every_family_renders(schedule, op, epilogue):
             op, 64, 128, 256, batch=3, a_col=a_col, b_col=b_col, d_col=d_col,
             steps=EPILOGUES[epilogue],
         )  # fmt: skip
-        problem, _ = analyse(case.op, case.inputs, case.layout, case.epilogue)
+        problem, _ = analyse(case.op, case.specs, case.layout, case.epilogue)
         text = render(problem, config, "4.2.0.0")
         kernel = "Cooperative" if schedule == "cooperative" else "Pingpong"
         assert f"cutlass::gemm::KernelTmaWarpSpecialized{kernel}" in text
@@ -75,7 +75,7 @@ def test_every_family_renders(schedule, op, epilogue):
 @pytest.mark.parametrize("out_dtype", ["float32", "float16"])
 def test_cast_is_the_output_element(out_dtype):
     case = make_case("mm", 64, 64, 64, out_dtype=out_dtype)
-    problem, _ = analyse(case.op, case.inputs, case.layout, case.epilogue)
+    problem, _ = analyse(case.op, case.specs, case.layout, case.epilogue)
     text = render(problem, SCHEDULE_CONFIGS["pingpong"], "4.2.0.0")
     cpp = {"float32": "float", "float16": "cutlass::half_t"}[out_dtype]
     assert f"using ElementD = {cpp};" in text
@@ -95,18 +95,18 @@ def test_cast_is_the_output_element(out_dtype):
 def test_unservable_requests_say_why(kwargs, reason):
     case = make_case("mm", **kwargs)
     with pytest.raises(Unsupported, match=reason):
-        analyse(case.op, case.inputs, case.layout, case.epilogue)
+        analyse(case.op, case.specs, case.layout, case.epilogue)
 
 
 def test_two_matrix_operands_are_refused():
     case = make_case("mm", 64, 64, 64, steps=(("add_matrix", "mn"), ("add_matrix", "mn")))
     with pytest.raises(Unsupported, match="one"):
-        analyse(case.op, case.inputs, case.layout, case.epilogue)
+        analyse(case.op, case.specs, case.layout, case.epilogue)
 
 
 def test_odd_m_is_served_with_row_major_operands():
     case = make_case("mm", 1, 64, 64, steps=(("add_bias_m", "m"),))
-    problem, dims = analyse(case.op, case.inputs, case.layout, case.epilogue)
+    problem, dims = analyse(case.op, case.specs, case.layout, case.epilogue)
     assert dims == Dims(1, 64, 64, 1)
     assert problem.vectors[0].role in ("row", "col")
 
@@ -114,7 +114,7 @@ def test_odd_m_is_served_with_row_major_operands():
 def test_addmm_matrix_bias_reads_c():
     case = make_case("addmm", 64, 64, 64)
     bias = TensorSpec((64, 64), (64, 1), "bfloat16", "cuda")
-    problem, _ = analyse("addmm", (bias, *case.inputs[1:]), case.layout, case.epilogue)
+    problem, _ = analyse("addmm", (bias, *case.specs[1:]), case.layout, case.epilogue)
     assert problem.source is not None and problem.source.index == 0
 
 
@@ -132,7 +132,7 @@ def test_choices_are_picklable_and_named_stably():
     from tilefuse_cuda.provider import CutlassGemmChoice
 
     case = make_case("bmm", 128, 256, 64, batch=2, steps=(("relu",),))
-    problem, dims = analyse(case.op, case.inputs, case.layout, case.epilogue)
+    problem, dims = analyse(case.op, case.specs, case.layout, case.epilogue)
     choice = CutlassGemmChoice(problem, ALL_CONFIGS[0], dims)
     clone = pickle.loads(pickle.dumps(choice))
     assert clone.name == choice.name == "cutlass3x_sm90_bmm_bf16_aKNN_bf16_coop_128x256x64_c2x1"
@@ -141,7 +141,7 @@ def test_choices_are_picklable_and_named_stably():
 
 def test_swizzle_reaches_the_tile_scheduler_and_the_name():
     case = make_case("mm", 256, 256, 64)
-    problem, _ = analyse(case.op, case.inputs, case.layout, case.epilogue)
+    problem, _ = analyse(case.op, case.specs, case.layout, case.epilogue)
     plain = render(problem, GemmConfig("cooperative", (256, 128, 64), (2, 1)), "4.2.0")
     swizzled_config = GemmConfig("cooperative", (256, 128, 64), (2, 1), swizzle=8)
     swizzled = render(problem, swizzled_config, "4.2.0")

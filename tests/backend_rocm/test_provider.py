@@ -17,7 +17,8 @@ NO_EPILOGUE = plugin.Epilogue()
 
 
 def _mm(dtype="bfloat16", epilogue=NO_EPILOGUE):
-    inputs = (spec((64, 32), dtype), spec((32, 48), dtype))
+    """An mm request as a provider receives it: the op's inputs, then the operands."""
+    inputs = (spec((64, 32), dtype), spec((32, 48), dtype), *epilogue.operands)
     return "mm", inputs, spec((64, 48), dtype), epilogue
 
 
@@ -93,6 +94,29 @@ def test_unservable_problems_yield_nothing_with_a_reason(args, why):
     assert list(PROVIDER.choices(*args)) == []
     verdict = PROVIDER.accepts(*args)
     assert not verdict and why in verdict.reason
+
+
+@pytest.mark.parametrize("op", ["mm", "addmm"])
+def test_epilogue_operands_are_accepted(op):
+    """Epilogue operands follow the op's inputs; they were once miscounted (the inputs
+    were compared with the op's own count), so every epilogue with a tensor was refused."""
+    bias_n = spec((48,), "bfloat16")
+    matrix = spec((64, 48), "float32")
+    epilogue = plugin.Epilogue(
+        (plugin.EpilogueStep("add_bias_n", 0), plugin.EpilogueStep("add_matrix", 1)),
+        (bias_n, matrix),
+    )
+    name, inputs, layout, _ = _mm(epilogue=epilogue)
+    if op == "addmm":
+        inputs = (spec((48,), "bfloat16"), *inputs)
+    verdict = PROVIDER.accepts(op, inputs, layout, epilogue)
+    assert verdict, verdict.reason
+    (choice, *_) = PROVIDER.choices(op, inputs, layout, epilogue)
+    assert choice.problem.epilogue == epilogue
+    assert choice.problem.bias_dtype == ("bfloat16" if op == "addmm" else None)
+    assert "epilogue step 1: add_matrix" in choice.source()
+    short = PROVIDER.accepts(op, inputs[:-1], layout, epilogue)
+    assert not short and "plus 2 epilogue operands" in short.reason
 
 
 def test_version_tracks_the_template():

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tilefuse.errors import Unsupported
-from tilefuse.plugin import GEMM_OPS, Epilogue, TensorSpec
+from tilefuse.plugin import Epilogue, GemmShape, TensorSpec, gemm_matrix_strides
 
 AB_DTYPES = ("bfloat16", "float16")
 OUT_DTYPES = ("bfloat16", "float16", "float32")
@@ -151,34 +151,6 @@ def classify_operand(spec: TensorSpec, lmn: tuple[int, int, int], index: int) ->
     )
 
 
-def _ab(op: str, inputs: Sequence[TensorSpec]) -> tuple[TensorSpec, TensorSpec]:
-    """The ``a`` and ``b`` specs: the op's last two inputs (``plugin.GEMM_OPS`` counts them)."""
-    n = GEMM_OPS[op]
-    return inputs[n - 2], inputs[n - 1]
-
-
-def dims_of(op: str, inputs: Sequence[TensorSpec]) -> Dims:
-    """Sizes of an ``mm``/``addmm``/``bmm`` request; ``Unsupported`` for any other op."""
-    if op == "mm" and len(inputs) >= 2:
-        (m, k), (_, n) = inputs[0].shape, inputs[1].shape
-        return Dims(m, n, k, 1)
-    if op == "addmm" and len(inputs) >= 3:
-        (m, k), (_, n) = inputs[1].shape, inputs[2].shape
-        return Dims(m, n, k, 1)
-    if op == "bmm" and len(inputs) >= 2:
-        (b, m, k), (_, _, n) = inputs[0].shape, inputs[1].shape
-        return Dims(m, n, k, b)
-    raise Unsupported(f"op {op!r} with {len(inputs)} inputs (serves mm, addmm, bmm)")
-
-
-def operand_strides(op: str, inputs: Sequence[TensorSpec]):
-    """``(a, b)`` strides as ``(row, col, batch)`` of the logical [M,K] and [K,N] matrices."""
-    a, b = _ab(op, inputs)
-    if op == "bmm":
-        return (a.stride[1], a.stride[2], a.stride[0]), (b.stride[1], b.stride[2], b.stride[0])
-    return (a.stride[0], a.stride[1], 0), (b.stride[0], b.stride[1], 0)
-
-
 def _major(name: str, dtype: str, rows: int, cols: int, strides, batch: int) -> str:
     """``"row"`` when the last mode is contiguous, ``"col"`` when the first is; else raise."""
     r_st, c_st, l_st = strides
@@ -201,39 +173,39 @@ def _major(name: str, dtype: str, rows: int, cols: int, strides, batch: int) -> 
 def analyse(
     op: str, inputs: Sequence[TensorSpec], layout: TensorSpec, epilogue: Epilogue
 ) -> tuple[GemmProblem, Dims]:
-    """The problem class and sizes of a request; raises ``Unsupported`` with the reason."""
-    dims = dims_of(op, inputs)
+    """The problem class and sizes of a request; raises ``Unsupported`` with the reason.
+
+    ``plugin.GemmShape`` validates the request; this adds what CUTLASS needs (bf16/fp16
+    inputs, TMA-aligned majors, an epilogue its visitor tree expresses).
+    """
+    shape = GemmShape.of(op, inputs, layout, epilogue)
+    dims = Dims(shape.m, shape.n, shape.k, shape.batch)
     if min(dims.m, dims.n, dims.k, dims.batch) == 0:
         raise Unsupported("a zero-size GEMM (nothing for a kernel to do)")
-    a_spec, b_spec = _ab(op, inputs)
-    if a_spec.dtype != b_spec.dtype or a_spec.dtype not in AB_DTYPES:
-        raise Unsupported(f"input dtypes {a_spec.dtype}/{b_spec.dtype} (serves bf16 or fp16)")
-    out_dtype = epilogue.out_dtype or layout.dtype
-    if out_dtype not in OUT_DTYPES or layout.dtype != out_dtype:
+    dt = shape.a.dtype
+    if shape.b.dtype != dt or dt not in AB_DTYPES:
+        raise Unsupported(f"input dtypes {dt}/{shape.b.dtype} (serves bf16 or fp16)")
+    out_dtype = layout.dtype  # GemmShape checked that the epilogue stores this dtype
+    if out_dtype not in OUT_DTYPES:
         raise Unsupported(f"output dtype {layout.dtype} (epilogue asks {epilogue.out_dtype})")
-    a_st, b_st = operand_strides(op, inputs)
-    dt = a_spec.dtype
+    a_st, b_st, d_st = (gemm_matrix_strides(s) for s in (shape.a, shape.b, layout))
     a_major = {"row": "K", "col": "M"}[_major("A", dt, dims.m, dims.k, a_st, dims.batch)]
     b_major = {"row": "N", "col": "K"}[_major("B", dt, dims.k, dims.n, b_st, dims.batch)]
-    if op == "bmm":
-        d_st = (layout.stride[1], layout.stride[2], layout.stride[0])
-    else:
-        d_st = (layout.stride[0], layout.stride[1], 0)
     d_major = {"row": "N", "col": "M"}[_major("D", out_dtype, dims.m, dims.n, d_st, dims.batch)]
 
     lmn = (dims.batch, dims.m, dims.n)
     nodes: list[Node] = []
     extra: list[TensorSpec] = []
-    if op == "addmm":
-        extra.append(inputs[0])
-        nodes.append(Node("add", classify_operand(inputs[0], lmn, 0)))
+    if shape.bias is not None:
+        extra.append(shape.bias)
+        nodes.append(Node("add", classify_operand(shape.bias, lmn, 0)))
     offset = len(extra)
     for step in epilogue.steps:
         if step.kind in ADD_KINDS:
-            if step.operand is None or not 0 <= step.operand < len(epilogue.operands):
+            if step.operand is None or not 0 <= step.operand < len(shape.operands):
                 raise Unsupported(f"epilogue step {step.kind} names no valid operand")
             index = offset + step.operand
-            load = classify_operand(epilogue.operands[step.operand], lmn, index)
+            load = classify_operand(shape.operands[step.operand], lmn, index)
             nodes.append(Node("add", load))
         elif step.kind == "mul_scalar":
             value = float(1.0 if step.value is None else step.value)

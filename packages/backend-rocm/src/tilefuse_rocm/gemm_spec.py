@@ -11,24 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tilefuse import plugin
+from tilefuse.errors import Unsupported
 
 OPS = tuple(plugin.GEMM_OPS)
-DTYPES = ("float32", "float16", "bfloat16")
 # Architectures with the MFMA instructions the MFMA variant uses (bf16_1k needs gfx90a+).
 MFMA_ARCHS = ("gfx90a", "gfx940", "gfx941", "gfx942")
 WAVE_SIZE = 64
-
-
-def layout_of(stride: Sequence[int], shape: Sequence[int]) -> str:
-    """``"row"`` when the last dim is contiguous, ``"col"`` when the one before is, else
-    ``"strided"``. Only selects the coalesced load order: the kernel takes strides at run time.
-    """
-    rows, cols = shape[-2], shape[-1]
-    if stride[-1] == 1 or cols == 1:
-        return "row"
-    if stride[-2] == 1 or rows == 1:
-        return "col"
-    return "strided"
 
 
 @dataclass(frozen=True)
@@ -148,13 +136,6 @@ MFMA_CONFIGS = (
 )
 
 
-def _broadcasts(operand: plugin.TensorSpec, out_shape: tuple[int, ...]) -> bool:
-    if len(operand.shape) > len(out_shape):
-        return False
-    tail = out_shape[len(out_shape) - len(operand.shape) :]
-    return all(s in (1, t) for s, t in zip(operand.shape, tail, strict=True))
-
-
 def broadcast_strides(spec: plugin.TensorSpec, out_shape: Sequence[int]) -> tuple[int, int, int]:
     """(batch, row, col) element strides reading ``spec`` broadcast to ``out_shape``.
 
@@ -178,46 +159,26 @@ def problem_from_specs(
     """The ``GemmProblem`` for the autotuner's description, or a ``Verdict.no`` saying why not.
 
     Input conventions follow ``tilefuse.plugin.Choice``: ``mm (a, b)``, ``addmm (bias, a, b)``,
-    ``bmm (a, b)``; ``layout`` is the output's spec.
+    ``bmm (a, b)``, then the epilogue's operands; ``layout`` is the output's spec.
+    ``plugin.GemmShape`` validates the request; this adds the epilogue steps HIP renders.
     """
     from .epilogue import check_epilogue
 
-    if op not in OPS:
-        return plugin.Verdict.no(f"op {op!r} is not one of {OPS}")
-    want = plugin.GEMM_OPS[op]
-    if len(inputs) != want:
-        return plugin.Verdict.no(f"{op} takes {want} inputs, got {len(inputs)}")
-    bias = inputs[0] if op == "addmm" else None
-    a, b = inputs[-2], inputs[-1]
-    rank = 3 if op == "bmm" else 2
-    if len(a.shape) != rank or len(b.shape) != rank or len(layout.shape) != rank:
-        return plugin.Verdict.no(f"{op} needs rank-{rank} operands")
-    for spec in (a, b, layout, *([bias] if bias else []), *epilogue.operands):
-        if spec.dtype not in DTYPES:
-            return plugin.Verdict.no(f"dtype {spec.dtype} is not one of {DTYPES}")
-    if epilogue.out_dtype is not None and epilogue.out_dtype != layout.dtype:
-        return plugin.Verdict.no(
-            f"epilogue stores {epilogue.out_dtype} but the output is {layout.dtype}"
-        )
-    if bias is not None and not _broadcasts(bias, layout.shape):
-        return plugin.Verdict.no(f"addmm bias {bias.shape} does not broadcast to {layout.shape}")
-    for spec in epilogue.operands:
-        if not _broadcasts(spec, layout.shape):
-            return plugin.Verdict.no(
-                f"epilogue operand {spec.shape} does not broadcast to {layout.shape}"
-            )
+    try:
+        shape = plugin.GemmShape.of(op, inputs, layout, epilogue)
+    except Unsupported as error:
+        return plugin.Verdict.no(str(error))
     verdict = check_epilogue(epilogue)
     if not verdict:
         return verdict
-    a_layout = layout_of(a.stride, a.shape)
-    b_layout = layout_of(b.stride, b.shape)
+    # The kernel takes strides at run time; a strided operand is read in row order.
     return GemmProblem(
         op=op,
-        a_dtype=a.dtype,
-        b_dtype=b.dtype,
+        a_dtype=shape.a.dtype,
+        b_dtype=shape.b.dtype,
         out_dtype=layout.dtype,
-        a_layout="row" if a_layout == "strided" else a_layout,
-        b_layout="row" if b_layout == "strided" else b_layout,
-        bias_dtype=bias.dtype if bias is not None else None,
+        a_layout="col" if shape.a_major == "col" else "row",
+        b_layout="col" if shape.b_major == "col" else "row",
+        bias_dtype=shape.bias.dtype if shape.bias is not None else None,
         epilogue=epilogue,
     )

@@ -99,8 +99,9 @@ class GemmShape:
         ``bmm (a, b)``, then ``epilogue.operands``. Checked: the op is known, the input
         count, ranks (3 for ``bmm``, else 2), float dtypes (``GEMM_FLOAT_DTYPES``) for
         every tensor, that the sizes chain, that the bias and operands broadcast to the
-        output, that ``epilogue.out_dtype`` (when set) is the output's dtype, and that
-        the inputs after the op's own are ``epilogue.operands``.
+        output, and that ``epilogue.out_dtype`` (when set) is the output's dtype.
+        ``operands`` are taken from ``inputs`` (the specs of the tensors passed at run
+        time); ``epilogue.operands`` says how many there are.
         """
         if op not in GEMM_OPS:
             raise Unsupported(f"op {op!r} is not one of {tuple(GEMM_OPS)}")

@@ -1,11 +1,12 @@
 """What a GEMM template instance computes, derived from the op's ``TensorSpec``s.
 
-``GemmProblem.of(op, inputs, layout, epilogue)`` checks that the template can
-serve the request and returns the sizes, dtype and, for every tensor the
-epilogue reads (addmm's bias first, then ``epilogue.operands``), how it
-broadcasts over the output tile. It raises ``tilefuse.errors.Unsupported`` with
-a reason otherwise; the provider turns that into "no choices" (a direct
-``render_gemm`` call lets it propagate).
+``GemmProblem.of(op, inputs, layout, epilogue)`` validates the request through
+``plugin.GemmShape`` (op, inputs, ranks, dtypes, sizes, broadcasting), checks what
+is particular to this template (A and B of one dtype, the epilogue steps) and
+returns the sizes, dtype and, for every tensor the epilogue reads (addmm's bias
+first, then ``epilogue.operands``), how it broadcasts over the output tile. It
+raises ``tilefuse.errors.Unsupported`` with a reason otherwise; the provider
+turns that into "no choices" (a direct ``render_gemm`` call lets it propagate).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tilefuse import plugin
 from tilefuse.errors import Unsupported
 
 OPS = tuple(plugin.GEMM_OPS)
-FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+FLOAT_DTYPES = plugin.GEMM_FLOAT_DTYPES
 OPERAND_STEPS = ("add_bias_n", "add_bias_m", "add_matrix")
 _INT32_MAX = 2**31 - 1
 
@@ -56,36 +57,26 @@ class GemmProblem:
         layout: plugin.TensorSpec,
         epilogue: plugin.Epilogue,
     ) -> GemmProblem:
-        if op not in OPS:
-            raise Unsupported(f"op {op!r} is not one of {OPS}")
-        n_main = plugin.GEMM_OPS[op]
-        if len(inputs) != n_main + len(epilogue.operands):
-            raise Unsupported(
-                f"{op} takes {n_main} inputs plus {len(epilogue.operands)} epilogue operands, "
-                f"got {len(inputs)} specs"
-            )
-        a, b = inputs[n_main - 2], inputs[n_main - 1]
-        rank = 3 if op == "bmm" else 2
-        if len(a.shape) != rank or len(b.shape) != rank or len(layout.shape) != rank:
-            raise Unsupported(f"{op} needs {rank}-d operands and output")
-        if a.dtype != b.dtype or a.dtype not in FLOAT_DTYPES:
+        shape = plugin.GemmShape.of(op, inputs, layout, epilogue)
+        a, b = shape.a, shape.b
+        if a.dtype != b.dtype:
             raise Unsupported(f"inputs must share one of {FLOAT_DTYPES}; got {a.dtype}, {b.dtype}")
-        if layout.dtype not in FLOAT_DTYPES:
-            raise Unsupported(f"output dtype {layout.dtype} is not one of {FLOAT_DTYPES}")
-        m, k = a.shape[-2:]
-        k2, n = b.shape[-2:]
-        batch = a.shape[0] if op == "bmm" else 1
-        if k != k2 or layout.shape[-2:] != (m, n):
-            raise Unsupported(f"shapes {a.shape} @ {b.shape} -> {layout.shape} do not chain")
-        if op == "bmm" and not (b.shape[0] == batch == layout.shape[0]):
-            raise Unsupported(f"bmm batch sizes differ: {a.shape}, {b.shape}, {layout.shape}")
-
-        extras = list(inputs[:1]) if op == "addmm" else []
-        extras += list(inputs[n_main:])
-        steps = _steps(op, epilogue, inputs[0] if op == "addmm" else None)
+        extras = shape.extras
+        steps = _steps(op, epilogue, shape.bias)
         patterns = tuple(_pattern(spec, layout.shape) for spec in extras)
         index_64 = any(_span(s) > _INT32_MAX for s in (a, b, layout, *extras))
-        return cls(op, m, n, k, batch, a.dtype, layout.dtype, patterns, steps, index_64)
+        return cls(
+            op,
+            shape.m,
+            shape.n,
+            shape.k,
+            shape.batch,
+            a.dtype,
+            layout.dtype,
+            patterns,
+            steps,
+            index_64,
+        )
 
 
 def _steps(
