@@ -116,3 +116,19 @@ def test_bool_add_honours_alpha(alpha):
 
     torch._dynamo.reset()
     torch.testing.assert_close(torch.compile(fn, backend="tilefuse")(a, b), fn(a, b))
+
+
+@pytest.mark.filterwarnings("error:tl.where with a non-boolean condition")
+def test_bool_bitwise_ops_give_boolean_conditions():
+    """``mask & True`` feeding a ``where`` (a causal mask, say): the condition stays a
+    boolean in the kernel (Triton deprecates ``tl.where`` on an int32)."""
+
+    def fn(x, a, b):
+        keep = (a > 0) & True
+        keep = (keep | (b > 1)) ^ (a > b)
+        return torch.where(keep & (x > -1), x, torch.zeros_like(x))
+
+    g = torch.Generator().manual_seed(0)
+    x, a, b = (torch.randn(33, generator=g) for _ in range(3))
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(fn, backend="tilefuse")(x, a, b), fn(x, a, b))

@@ -31,8 +31,11 @@ TABLE: dict[str, str] = {
     "minimum": "tl.minimum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)",
     "eq": "({0} == {1})", "ne": "({0} != {1})", "lt": "({0} < {1})", "le": "({0} <= {1})",
     "gt": "({0} > {1})", "ge": "({0} >= {1})",
-    "logical_and": "(({0} != 0) & ({1} != 0))", "logical_or": "(({0} != 0) | ({1} != 0))",
-    "logical_xor": "(({0} != 0) ^ ({1} != 0))",
+    # ``!= 0`` again on the result: Triton may promote ``int1 & int1`` to int32, and
+    # ``tl.where`` is deprecating non-boolean conditions.
+    "logical_and": "((({0} != 0) & ({1} != 0)) != 0)",
+    "logical_or": "((({0} != 0) | ({1} != 0)) != 0)",
+    "logical_xor": "((({0} != 0) ^ ({1} != 0)) != 0)",
     "bitwise_and": "({0} & {1})", "bitwise_or": "({0} | {1})", "bitwise_xor": "({0} ^ {1})",
     "atan2": "dm.atan2({0}, {1})", "copysign": "dm.copysign({0}, {1})", "fmod": "dm.fmod({0}, {1})",
 }  # fmt: skip
@@ -110,9 +113,24 @@ def _bitwise_not(a: Any) -> str:
     return f"(~{a})"
 
 
+def _bitwise_on_bools(name: str) -> Callable[..., str]:
+    """``&``/``|``/``^``, as the logical op when both operands are bools: a literal ``True``
+    is the int ``1``, and ``1 & mask`` is an int32 that ``tl.where`` will refuse."""
+    bitwise = TABLE[name]
+    logical = TABLE[name.replace("bitwise", "logical")]
+
+    def render(a: Any, b: Any) -> str:
+        bools = getattr(a, "dtype", None) == getattr(b, "dtype", None) == torch.bool
+        return (logical if bools else bitwise).format(a, b)
+
+    return render
+
+
 def template(name: str) -> Callable[..., str]:
     if name == "bitwise_not":
         return _bitwise_not
+    if name in ("bitwise_and", "bitwise_or", "bitwise_xor"):
+        return _bitwise_on_bools(name)
     if name == "sign":
         return _sign
     if name == "floordiv":
