@@ -55,12 +55,8 @@ PROFILE_TOP = 12
 PROFILE_CALLS = 3
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+_log = run._log  # one copy of the progress logger and the comma-list parser, in run.py
+_csv = run._csv
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
