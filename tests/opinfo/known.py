@@ -39,7 +39,15 @@ _ADDCDIV_REWRITE = (
     "step rounded to the half type, where eager rounds once: near a + v * b / c == 0 the "
     "graph tilefuse is given differs from eager by a few ulps of the v * b / c term"
 )
+_POW_GRADIENT_SUM = (
+    "pow's gradients with a broadcast operand sum up to 50 terms such as x**y * log(x), "
+    "with x and y up to 9 (terms to 4e7) that partly cancel: measured on the H200, tilefuse's "
+    "block-tree sum is 1.5e-6 (relative) from the float64 value and eager's 8e-8, the "
+    "elementwise steps being the same libdevice pow and products in both; float32 "
+    "summation-order noise, 10 times below this rtol"
+)
 TOLERANCE: dict[tuple[str, torch.dtype | None], tuple[float, float, str]] = {
+    ("pow", torch.float32): (1e-5, 1e-5, _POW_GRADIENT_SUM),
     ("addcdiv", torch.bfloat16): (1.6e-2, 1e-1, _ADDCDIV_REWRITE),
     ("addcdiv", torch.float16): (1e-3, 1e-2, _ADDCDIV_REWRITE),
 }

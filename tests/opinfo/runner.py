@@ -316,7 +316,11 @@ def _compare_half_references(call, fn, pristine, actual, expected, tolerance, wh
     eager in float32 rounded once (a fused kernel keeps intermediates in float32), or the
     aten graph tilefuse compiled, run eagerly (AOTAutograd's decomposition rounds each step
     to the half type where eager's fused ATen kernel rounds once: tilefuse computes the
-    graph it is given). Raises the float32 reference's mismatch when neither matches."""
+    graph it is given). Failing both, the result may still be no further from the float32
+    reference than ``EAGER_ERROR_FACTOR`` times eager's own distance to it (``near_reference``):
+    a composite such as binary_cross_entropy_with_logits rounds every step in eager, and a
+    sum of such terms that cancel is several ulps off whichever order computes it. Raises
+    the float32 reference's mismatch when none of the three holds."""
     reference = _in_float(call, *_clone(pristine), like=expected)
     if reference is None:
         raise AssertionError(f"{what} forward: differs from eager, and no float32 reference")
@@ -332,7 +336,10 @@ def _compare_half_references(call, fn, pristine, actual, expected, tolerance, wh
         try:
             compare(actual, graph, tolerance, f"{what} forward (aten graph run eagerly)")
         except AssertionError:
-            raise float32_mismatch from None
+            try:
+                near_reference(actual, expected, reference, tolerance, f"{what} forward")
+            except AssertionError:
+                raise float32_mismatch from None
 
 
 def _aten_graph_eagerly(fn: Callable[..., Any], args: Any) -> Any:

@@ -171,6 +171,35 @@ def test_half_results_may_match_the_aten_graph_run_eagerly() -> None:
                                         None, "bce")  # fmt: skip
 
 
+def test_half_results_may_be_as_far_from_float32_as_eager_is() -> None:
+    """Where eager's step-by-step rounding misses the float32 answer, a result that matches
+    neither it nor the aten graph passes when it is no further from the float32 answer than
+    twice eager's own distance, and fails when it is further."""
+
+    def call(a, b):
+        return a * b + a  # eager rounds a * b to bfloat16 before the add
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(256, generator=g).bfloat16()
+    b = torch.randn(256, generator=g).bfloat16()
+    pristine = ((a, b), {})
+    expected = runner._results(call(a, b), [a, b], {})
+    reference = runner._in_float(call, (a, b), {}, like=expected)[0].double()
+    eager = expected[0].double()
+    assert bool((eager != reference).any()), "the sample must have elements eager misses"
+
+    def judged(result: torch.Tensor) -> None:
+        got = runner._results(result.bfloat16(), [a, b], {})
+        runner._compare_half_references(call, lambda *x: call(*x), pristine, got, expected,
+                                        (0.0, 0.0), "a*b+a")  # fmt: skip
+
+    mirrored = 2 * reference - eager  # as far from the answer as eager, on the other side
+    assert bool((mirrored.bfloat16().double() == mirrored).all())
+    judged(mirrored)
+    with pytest.raises(AssertionError, match="float32 reference"):
+        judged(4 * reference - 3 * eager)  # three times eager's distance
+
+
 def test_integer_division_by_zero_is_left_out_on_cuda_only() -> None:
     case = cases.Case("__rmod__", torch.int64, 0)
     divisor = torch.tensor([0, 2, 3])
