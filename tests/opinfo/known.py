@@ -33,6 +33,29 @@ NO_GRAPH: dict[str, str] = {
     ),
 }
 
+# Case id -> (the first torch version that gets it right, why older ones cannot). Such a
+# case is an expected failure (strict: it must fail) on older torch, a normal case after.
+TORCH_LIMIT: dict[str, tuple[tuple[int, int], str]] = {
+    "index_fill-float32-5": (
+        (2, 13),
+        "torch 2.11's fake kernel for aten._unique (in index_fill's gradient for a tensor "
+        "value) reports 1 element where the real op returns 3; tilefuse refuses the graph "
+        "with a CompileError instead of writing 3 elements into a 1-element buffer (outside "
+        "strict mode the graph runs eagerly). torch 2.13 makes _unique's size dynamic",
+    ),
+}
+
+
+def torch_limit(case_id: str) -> str | None:
+    """Why ``case_id`` cannot pass on the running torch, or ``None`` when it can."""
+    entry = TORCH_LIMIT.get(case_id)
+    if entry is None:
+        return None
+    fixed_in, reason = entry
+    running = tuple(int(part) for part in torch.__version__.split(".")[:2])
+    return reason if running < fixed_in else None
+
+
 # (OpInfo full name, dtype or None for all) -> (rtol, atol) beyond the OpInfo's own, and why.
 _ADDCDIV_REWRITE = (
     "Dynamo rewrites torch.addcdiv(a, b, c, value=v) as add(a, mul(div(b, c), v)), each "
@@ -46,7 +69,21 @@ _POW_GRADIENT_SUM = (
     "elementwise steps being the same libdevice pow and products in both; float32 "
     "summation-order noise, 10 times below this rtol"
 )
+_HALF_STEP_FLIP = (
+    "the graph rounds every step to the half type, as tilefuse does; before one such "
+    "rounding Triton's exp/log and CUDA's libm differ by an ulp of float32, which flips "
+    "a rounding that lies near a tie, and the next step (a subtraction that cancels, or a "
+    "weight up to 9) magnifies that one half ulp. Measured on the H200: "
+    "bce_with_logits-float16-25 -24.92 against eager's -24.89 (float64: -24.895); "
+    "kl_div-bfloat16-9 -0.01410 against eager's -0.01367 (float64: -0.01382)"
+)
 TOLERANCE: dict[tuple[str, torch.dtype | None], tuple[float, float, str]] = {
+    ("nn.functional.binary_cross_entropy_with_logits", torch.float16): (
+        2e-3,
+        4e-2,
+        _HALF_STEP_FLIP,
+    ),
+    ("nn.functional.kl_div", torch.bfloat16): (3.5e-2, 5e-4, _HALF_STEP_FLIP),
     ("pow", torch.float32): (1e-5, 1e-5, _POW_GRADIENT_SUM),
     ("addcdiv", torch.bfloat16): (1.6e-2, 1e-1, _ADDCDIV_REWRITE),
     ("addcdiv", torch.float16): (1e-3, 1e-2, _ADDCDIV_REWRITE),

@@ -30,6 +30,9 @@ from . import cases, known, runner  # noqa: E402
 def _param(case: cases.Case):
     reason = known.skip_reason(case.name)
     marks = [pytest.mark.skip(reason=reason)] if reason else []
+    limit = known.torch_limit(case.id)
+    if limit:
+        marks.append(pytest.mark.xfail(reason=limit, strict=True))
     return pytest.param(case, id=case.id, marks=marks)
 
 
@@ -91,6 +94,10 @@ def test_known_entries_name_swept_ops() -> None:
     for (name, _dtype), entry in known.TOLERANCE.items():
         assert name in swept, f"known.TOLERANCE names {name!r}, which the sweep does not run"
         assert entry[2].strip(), f"known.TOLERANCE[{name!r}] has no reason"
+    for case_id, (_version, reason) in known.TORCH_LIMIT.items():
+        name = case_id.rsplit("-", 2)[0]
+        assert name in swept, f"known.TORCH_LIMIT names {case_id!r}, which the sweep does not run"
+        assert reason.strip(), f"known.TORCH_LIMIT[{case_id!r}] has no reason"
 
 
 def test_runner_catches_a_wrong_lowering(monkeypatch) -> None:
