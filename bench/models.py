@@ -51,7 +51,7 @@ TILEFUSE_COUNTERS = ("graphs_compiled", "graphs_fallen_back", "kernels_compiled"
 # Inductor's C++ compile of every graph takes minutes on a small CPU: the smoke leaves it out
 # unless --backends asks for it.
 SMOKE_BACKENDS = ("eager", "tilefuse")
-PROFILE_TOP = 12
+PROFILE_TOP = 20
 PROFILE_CALLS = 3
 
 
