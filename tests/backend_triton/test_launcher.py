@@ -35,11 +35,30 @@ class FakeDriver:
 
     decode = (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int32, ctypes.c_uint64)
 
-    def __init__(self):
+    def __init__(self, context=1):
         self.launches = []
+        self.context = context  # the current context's handle; 0: none in this thread
+        self.bound = []
+
+    def cuCtxGetCurrent(self, out):
+        out._obj.value = self.context
+        return 0
+
+    def cuDeviceGet(self, out, ordinal):
+        out._obj.value = ordinal
+        return 0
+
+    def cuDevicePrimaryCtxRetain(self, out, device):
+        out._obj.value = 100 + device.value
+        return 0
+
+    def cuCtxSetCurrent(self, context):
+        self.bound.append(context.value)
+        self.context = context.value
+        return 0
 
     def cuModuleLoadData(self, module, image):
-        return 0
+        return 0 if self.context else 201  # CUDA_ERROR_INVALID_CONTEXT
 
     def cuModuleGetFunction(self, function, module, name):
         return 0
@@ -116,6 +135,17 @@ def test_parameters_are_packed_in_order_without_constexprs(driver):
     assert params == [x.data_ptr(), out.data_ptr(), 32, 0]  # 0: the global scratch pointer
 
 
+def test_a_thread_without_a_context_binds_the_primary_one(driver):
+    """A compile worker thread has no current context: the tensors' device's primary
+    context is made current before the cubin is loaded (else error 201)."""
+    driver.context = 0
+    kernel = L.CubinLauncher.create(compiled(), (torch.zeros(4), torch.zeros(4), 4, 1, 4))
+    assert kernel is not None
+    assert driver.bound == [100 + torch.zeros(4).get_device()]
+    L.CubinLauncher.create(compiled(), (torch.zeros(4), torch.zeros(4), 4, 1, 4))
+    assert len(driver.bound) == 1  # a current context is left alone
+
+
 def test_large_shared_memory_is_opted_in(driver):
     L.CubinLauncher.create(compiled(shared=100_000), (torch.zeros(4), torch.zeros(4), 4, 1, 4))
     assert driver.attribute == (L._CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 100_000)
@@ -153,3 +183,35 @@ def test_cubin_launch_matches_triton(offset):
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     other = torch.randn(n + 1, device="cuda")[1 - offset :]
     assert launch(grid, stream, (other, y, out, n, 0.5, 256)) is False
+
+
+@pytest.mark.gpu
+def test_a_launcher_made_in_a_fresh_thread_launches():
+    """Compiles run in worker threads that have made no CUDA call: the launcher made there
+    loads its cubin (no CUDA_ERROR_INVALID_CONTEXT) and launches from the main thread."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    import threading
+
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def double(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(out_ptr + i, tl.load(x_ptr + i, i < n) * 2, i < n)
+
+    x = torch.randn(300, device="cuda")
+    out = torch.empty_like(x)
+    made = []
+
+    def build():
+        kernel = double.warmup(x, out, 300, grid=(2,), BLOCK=256)
+        made.append(L.CubinLauncher.create(kernel, (x, out, 300, 256)))
+
+    worker = threading.Thread(target=build)
+    worker.start()
+    worker.join()
+    assert made[0] is not None
+    assert made[0]((2,), torch.cuda.current_stream().cuda_stream, (x, out, 300, 256))
+    torch.testing.assert_close(out, x * 2, rtol=0, atol=0)

@@ -97,6 +97,22 @@ def _int_class(v: int) -> tuple[bool, bool]:
     return v == 1, v % 16 == 0
 
 
+def _bind_context(device: int) -> None:
+    """Make ``device``'s primary context (the one PyTorch and Triton use) current in this
+    thread, where no context is. A thread that has made no CUDA runtime call yet (a compile
+    worker, say) has none, and ``cuModuleLoadData`` then fails with
+    CUDA_ERROR_INVALID_CONTEXT (201)."""
+    lib = _cuda()
+    current = ctypes.c_void_p()
+    _check(lib.cuCtxGetCurrent(ctypes.byref(current)), "cuCtxGetCurrent")
+    if current.value:
+        return
+    handle, primary = ctypes.c_int(), ctypes.c_void_p()
+    _check(lib.cuDeviceGet(ctypes.byref(handle), device), "cuDeviceGet")
+    _check(lib.cuDevicePrimaryCtxRetain(ctypes.byref(primary), handle), "cuDevicePrimaryCtxRetain")
+    _check(lib.cuCtxSetCurrent(primary), "cuCtxSetCurrent")
+
+
 class CubinLauncher:
     """One compiled kernel, loaded into the current CUDA context, tied to the
     specialization of the call it was created for (tensor device and 16-byte alignment,
@@ -129,10 +145,12 @@ class CubinLauncher:
         self._slots = slots  # keeps the storage the parameter array points at alive
         self._params = (ctypes.c_void_p * len(slots))(*[ctypes.addressof(x) for x in slots])
         self._lock = threading.Lock()  # the slots are shared by every call
-        self._function = self._load(compiled.asm["cubin"])
+        devices = [device for _pos, _slot, device, _aligned in self._tensors]
+        self._function = self._load(compiled.asm["cubin"], devices[0] if devices else 0)
 
-    def _load(self, cubin: bytes) -> ctypes.c_void_p:
+    def _load(self, cubin: bytes, device: int) -> ctypes.c_void_p:
         lib = _cuda()
+        _bind_context(device)
         module, function = ctypes.c_void_p(), ctypes.c_void_p()
         _check(lib.cuModuleLoadData(ctypes.byref(module), cubin), "cuModuleLoadData")
         self._module = module
