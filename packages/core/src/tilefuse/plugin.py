@@ -534,22 +534,59 @@ class ExternChoice:
         # In place only when ``out`` has the op's own dtype (an epilogue may be a bare cast,
         # e.g. autocast's bf16 GEMM stored as float32).
         if not epi.steps and out.dtype == op_inputs[-1].dtype and out.is_contiguous():
+            if _misaligned_rows(out):
+                padded = _row_padded(out.shape, out.dtype, out.device)
+                fn(*op_inputs, out=padded)
+                out.copy_(padded)
+                return
             fn(*op_inputs, out=out)  # written in place: no extra pass over the output
             return
         if not epi.steps:
             out.copy_(fn(*op_inputs))
             return
-        out.copy_(epi.apply_reference(_float32_accumulator(fn, op_inputs), operands))
+        acc = _float32_accumulator(fn, op_inputs, tuple(out.shape))
+        out.copy_(epi.apply_reference(acc, operands))
 
     def __repr__(self) -> str:
         return f"ExternChoice({self.op!r})"
 
 
-def _float32_accumulator(fn: Callable[..., Any], inputs: Sequence[Any]) -> Any:
+# Below this many elements a GEMM result is not worth a padded copy.
+_PAD_MIN_ELEMENTS = 1 << 20
+
+
+def _misaligned_rows(out: Any) -> bool:
+    """Whether a large CUDA GEMM result ``out`` has rows whose pitch is not a multiple of
+    16 bytes (an odd vocabulary size, say): cuBLAS then runs its 1-element-aligned
+    kernels, several times slower (GPT-2's LM head, N = 50257, measured on an H200)."""
+    return out.is_cuda and _misaligned_pitch(tuple(out.shape), out.element_size())
+
+
+def _misaligned_pitch(shape: Sequence[int], element_size: int) -> bool:
+    size = 1
+    for d in shape:
+        size *= d
+    return len(shape) >= 2 and size >= _PAD_MIN_ELEMENTS and (shape[-1] * element_size) % 16 != 0
+
+
+def _row_padded(shape: Sequence[int], dtype: Any, device: Any) -> Any:
+    """An uninitialised tensor of ``shape`` whose rows start 16-byte aligned: a view of
+    a buffer with the last dimension padded (what cuBLAS's fast kernels need of ``ldc``)."""
+    import torch
+
+    per_16_bytes = max(1, 16 // torch.empty((), dtype=dtype).element_size())
+    width = -(-shape[-1] // per_16_bytes) * per_16_bytes
+    return torch.empty((*shape[:-1], width), dtype=dtype, device=device)[..., : shape[-1]]
+
+
+def _float32_accumulator(
+    fn: Callable[..., Any], inputs: Sequence[Any], shape: Sequence[int] = ()
+) -> Any:
     """``fn(*inputs)`` as the float32 accumulator a fused epilogue reads, not rounded to a
     half-precision input dtype first (that extra rounding is what eager's ``addmm`` and a
-    fused template both avoid). On CUDA through the GEMM's ``out_dtype``; elsewhere, or
-    where that overload is missing, on float32 copies of the inputs."""
+    fused template both avoid). On CUDA through the GEMM's ``out_dtype`` (into rows padded
+    to 16 bytes where ``shape``, the result's, has misaligned ones); elsewhere, or where
+    that overload is missing, on float32 copies of the inputs."""
     import torch
 
     half = (torch.float16, torch.bfloat16)
@@ -557,6 +594,10 @@ def _float32_accumulator(fn: Callable[..., Any], inputs: Sequence[Any]) -> Any:
         return fn(*inputs)
     if inputs[-1].is_cuda:
         try:
+            if _misaligned_pitch(shape, 4):
+                acc = _row_padded(shape, torch.float32, inputs[-1].device)
+                fn(*inputs, out_dtype=torch.float32, out=acc)
+                return acc
             return fn(*inputs, out_dtype=torch.float32)
         except (RuntimeError, TypeError, NotImplementedError):
             pass
