@@ -82,31 +82,37 @@ def test_a_bare_cast_epilogue_is_not_written_in_place_into_another_dtype():
     torch.testing.assert_close(out, torch.mm(a, b).float())
 
 
+@pytest.mark.parametrize("transposed", [False, True], ids=["row-major-b", "transposed-b"])
 @pytest.mark.parametrize("op", ["mm", "bmm"])
-def test_misaligned_rows_go_through_a_padded_result(op, monkeypatch):
-    """A result whose rows are not 16-byte aligned is computed into a padded buffer and
-    copied: the same values, written only within ``out``."""
-    monkeypatch.setattr(plugin, "_misaligned_rows", lambda out: True)
-    args = _inputs(op, 5, 8, 7, torch.bfloat16)
-    expected = (torch.mm if op == "mm" else torch.bmm)(*args)
+def test_an_odd_n_runs_padded_with_the_same_values(op, transposed, monkeypatch):
+    """An N that cuBLAS serves only slowly is padded with zero columns of B and the result
+    cut back: the same values, with or without an epilogue, whatever B's majorness."""
+    monkeypatch.setattr(plugin, "_padded_width", lambda op, out: 16)
+    g = torch.Generator().manual_seed(3)
+    batch = (2,) if op == "bmm" else ()
+    a = torch.randn(*batch, 5, 8, generator=g)
+    b = torch.randn(*batch, 11, 8, generator=g).transpose(-1, -2)
+    if not transposed:
+        b = b.contiguous()
+    expected = (torch.mm if op == "mm" else torch.bmm)(a, b)
     out = torch.empty_like(expected)
-    ExternChoice(op).run(*args, out=out)
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    ExternChoice(op).run(a, b, out=out)
+    torch.testing.assert_close(out, expected)
+    epi = plugin.Epilogue(steps=(Step("relu"),), operands=(), out_dtype="float32")
+    ExternChoice(op, epi).run(a, b, out=out)
+    torch.testing.assert_close(out, expected.relu())
 
 
-def test_padding_is_asked_for_large_misaligned_results_only():
-    assert plugin._misaligned_pitch((4096, 50257), 2)
-    assert not plugin._misaligned_pitch((4096, 50264), 2)  # 16-byte rows already
-    assert not plugin._misaligned_pitch((7, 9), 2)  # too small to be worth a copy
-    assert plugin._misaligned_pitch((2, 4096, 50257), 4)
-    padded = plugin._row_padded((3, 50257), torch.bfloat16, "cpu")
-    assert padded.shape == (3, 50257) and padded.stride() == (50264, 1)
+def test_padding_is_asked_for_large_odd_n_on_cuda_only():
+    big = torch.empty(4096, 50257, dtype=torch.bfloat16, device="meta")
+    assert plugin._padded_width("mm", big) is None  # not a CUDA tensor
+    assert plugin._padded_width("mm", torch.empty(4, 7)) is None
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("steps", [(), (Step("gelu_tanh"),)], ids=["plain", "gelu"])
 def test_odd_vocabulary_head_matches_eager_on_cuda(steps):
-    """GPT-2's LM head shape class (N odd, bf16): padded result rows, same values."""
+    """GPT-2's LM head shape class (N odd, bf16): run padded, the same values."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -114,6 +120,7 @@ def test_odd_vocabulary_head_matches_eager_on_cuda(steps):
     w = torch.randn(2053, 768, device="cuda", generator=g).bfloat16()
     epi = plugin.Epilogue(steps=steps, operands=(), out_dtype="bfloat16")
     out = torch.empty(512, 2053, dtype=torch.bfloat16, device="cuda")
+    assert plugin._padded_width("mm", out) == 2056
     ExternChoice("mm", epi).run(a, w.t(), out=out)
     acc = torch.mm(a.float(), w.t().float())
     expected = torch.nn.functional.gelu(acc, approximate="tanh") if steps else acc
