@@ -119,6 +119,18 @@ class Worker:
             raise WorkerCrashed(f"protocol error: expected {tag!r}, got {message[0]!r}")
         return message[1] if len(message) > 1 else None
 
+    def start(self) -> None:
+        """Start the child now unless it runs (``call`` does it anyway): to overlap its
+        start-up with other work. Raises ``WorkerTimeout`` or ``WorkerCrashed`` when it
+        does not come up."""
+        with self._lock:
+            self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            self._forget()
+            self._start()
+
     def call(
         self,
         fn: Callable[..., Any],
@@ -128,9 +140,7 @@ class Worker:
     ) -> Any:
         """Run ``fn(begin, *args)`` in the child; see the module docstring for the contract."""
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._forget()
-                self._start()
+            self._ensure_started()
             assert self._to_child is not None
             try:
                 self._to_child.send((fn, args))
