@@ -91,7 +91,8 @@ def worker_devices(device: str) -> list[str]:
     import torch
 
     name = torch.cuda.get_device_name(home)
-    same, other = [home], []
+    same: list[int] = [home]
+    other: list[int] = []
     for index in range(torch.cuda.device_count()):
         if index != home:
             (same if torch.cuda.get_device_name(index) == name else other).append(index)
