@@ -166,9 +166,10 @@ def mm_problem(m: int = 96, k: int = 96, n: int = 96, device: str = "cpu"):
 
 
 class RecordingChoice(_Fake):
-    """Correct; appends ``"<pid> <name>"`` to ``log`` at each run, so a test can count in
-    which process, and how often, a candidate ran. Raises unless its tensors are on the
-    process's current device (a benchmark worker must make inputs on its own device)."""
+    """Correct; appends ``"<pid> <name> <gpu>"`` to ``log`` at each run, so a test can count
+    in which process, and how often, a candidate ran, and on which physical GPU (its UUID;
+    ``-`` on the CPU). Raises unless its tensors are on the process's current device (a
+    benchmark worker must make inputs on its own device)."""
 
     def __init__(self, name: str, log: str) -> None:
         super().__init__(name)
@@ -180,8 +181,9 @@ class RecordingChoice(_Fake):
             if {a.device, b.device, out.device} != {here}:
                 raise RuntimeError(f"tensors on {a.device}/{b.device}/{out.device}, not {here}")
         torch.mm(a, b, out=out)
+        gpu = str(torch.cuda.get_device_properties(a.device).uuid) if a.is_cuda else "-"
         with open(self.log, "a") as f:
-            f.write(f"{os.getpid()} {self.name}\n")
+            f.write(f"{os.getpid()} {self.name} {gpu}\n")
 
 
 def measure_by_name(begin: Any, problem: Any, choice: Any, timing: Any) -> float:

@@ -45,12 +45,18 @@ def one_cpu_worker():
 
 
 def _runs(log) -> dict[str, Counter]:
-    """Candidate name -> Counter of the process ids its runs happened in."""
+    """Candidate name -> Counter of the process ids its runs happened in
+    (``RecordingChoice``'s log)."""
     runs: dict[str, Counter] = {}
     for line in log.read_text().splitlines():
-        pid, name = line.split(" ", 1)
+        pid, name, _ = line.split(" ")
         runs.setdefault(name, Counter())[pid] += 1
     return runs
+
+
+def _gpus(log) -> set[str]:
+    """The UUIDs of the GPUs that ``RecordingChoice`` runs happened on."""
+    return {line.split(" ")[2] for line in log.read_text().splitlines()}
 
 
 # --- which devices ----------------------------------------------------------------------
@@ -100,21 +106,34 @@ def test_a_bad_workers_setting_names_the_variable(monkeypatch, value):
         devices.worker_devices("cpu")
 
 
-def test_workers_sharing_a_device_get_distinct_names():
-    bench = Bench(devices=lambda device: ["cuda:0", "cuda:1", "cpu", "cpu"])
-    assert bench.worker_slots("cuda:0") == [
-        ("cuda:0", "cuda:0"),
-        ("cuda:1", "cuda:1"),
-        ("cpu#0", "cpu"),
-        ("cpu#1", "cpu"),
+def test_a_worker_on_another_gpu_sees_it_at_the_compiling_gpus_index(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert devices.pinned_env(2, 2) == {}
+    assert devices.pinned_env(2, 0) == {"CUDA_VISIBLE_DEVICES": "2,1,0,3"}
+    assert devices.pinned_env(0, 3) == {"CUDA_VISIBLE_DEVICES": "3,1,2,0"}
+    # Entries of the parent's own list are kept: its cuda:1 is the GPU listed second.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-a, GPU-b,GPU-c,GPU-d,GPU-e")
+    assert devices.pinned_env(0, 1) == {"CUDA_VISIBLE_DEVICES": "GPU-b,GPU-a,GPU-c,GPU-d"}
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    monkeypatch.setenv("HIP_VISIBLE_DEVICES", "4,5,6,7")
+    assert devices.pinned_env(1, 3) == {"HIP_VISIBLE_DEVICES": "4,7,6,5"}
+
+
+def test_bench_names_and_pins_its_workers(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpus = Bench(devices=lambda device: ["cuda:1", "cuda:0"])
+    assert gpus.worker_slots("cuda:1") == [
+        ("cuda:1", {}),
+        ("cuda:0", {"CUDA_VISIBLE_DEVICES": "1,0"}),  # its cuda:1 is our cuda:0
     ]
-
-
-def test_a_worker_gets_the_problem_on_its_own_device():
-    inputs, layout = mm_problem(device="cuda:0")
-    moved = Problem("mm", inputs, layout, plugin.Epilogue()).on("cuda:1")
-    assert {spec.device for spec in (*moved.inputs, moved.layout)} == {"cuda:1"}
-    assert moved.on("cuda:1") is moved
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert gpus.worker_slots("cuda") == gpus.worker_slots("cuda:1")
+    cpus = Bench(devices=lambda device: [device, device])
+    assert cpus.worker_slots("cpu") == [("cpu#0", {}), ("cpu#1", {})]
 
 
 # --- two CPU workers --------------------------------------------------------------------
@@ -227,7 +246,10 @@ def _two_gpus_of_one_model() -> str | None:
 
 
 @pytest.mark.gpu
-def test_both_gpus_measure_candidates_on_their_own_device(cache, tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_both_gpus_measure_candidates_on_their_own_device(cache, tmp_path, monkeypatch, device):
+    """With ``"cuda"`` (the current device, cuda:0) and ``"cuda:1"`` compiling: both
+    workers take part, each on its own physical GPU, with the inputs on it."""
     reason = _two_gpus_of_one_model()
     if reason is not None:
         pytest.skip(reason)
@@ -237,7 +259,7 @@ def test_both_gpus_measure_candidates_on_their_own_device(cache, tmp_path, monke
     offered = [RecordingChoice(f"r{i}", str(log)) for i in range(8)]
     quick_timing = TimingConfig(cuda_warmup_ms=1.0, cuda_rep_ms=2.0)
     tuner = Autotuner(cache=cache, bench_config=BenchConfig(timing=quick_timing))
-    inputs, layout = mm_problem(256, 256, 256, device="cuda")  # the current device
+    inputs, layout = mm_problem(256, 256, 256, device=device)
     sel = tuner.select("mm", offered, inputs, layout, mode="max")
 
     # RecordingChoice raises unless its tensors are on the worker's current device.
@@ -246,4 +268,6 @@ def test_both_gpus_measure_candidates_on_their_own_device(cache, tmp_path, monke
     assert sel.workers.get("cuda:0", 0) >= 1 and sel.workers.get("cuda:1", 0) >= 1, sel.workers
     assert sum(sel.workers.values()) == 9
     assert set(_runs(log)) == {f"r{i}" for i in range(8)}
+    uuids = {str(torch.cuda.get_device_properties(i).uuid) for i in range(2)}
+    assert _gpus(log) == uuids, "each worker ran on its own GPU"
     assert "; measured on cuda:0 " in sel.summary

@@ -8,11 +8,15 @@ old one died.
 Builds and measurements overlap: a compile pool builds the candidates while one
 benchmark worker per device (``devices.worker_devices``: the compiling GPU and every
 other local GPU of the same model) takes each built candidate as soon as it is ready.
-The extern choice needs no build and is queued first. Each worker creates the inputs
-on its own device and computes the extern reference there itself, so any worker can
-judge any candidate. Timings from different workers are compared as they are: sound
-because every worker's GPU is the same model as the compiling one (same name, so the
-same SKU and clocks); GPUs of another name are left out rather than compared.
+The extern choice needs no build and is queued first. Each worker is pinned to its GPU
+(``devices.pinned_env``), creates the inputs there and computes the extern reference
+there itself, so any worker can judge any candidate.
+
+Timings from different workers are compared as they are. That is sound because every
+worker's GPU is the same model as the compiling one (same ``get_device_name``: the same
+SKU, so the same clocks and memory within the noise of one GPU); GPUs of another name
+are left out rather than compared. A build that launches on the compiling GPU (Triton's
+warm-up) may briefly share it with a measurement there.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import measure
-from .devices import worker_devices
+from .devices import device_index, pinned_env, worker_devices
 from .extern import ExternChoice
 from .progress import Progress
 from .timing import TimingConfig
@@ -83,7 +87,8 @@ class Bench:
 
     ``devices(device)`` lists the devices whose workers measure a problem on ``device``
     (default ``devices.worker_devices``); a device listed several times gets several
-    workers, named ``device#k``.
+    workers, named ``device#k``. A worker on another GPU than the problem's is pinned to
+    it (``devices.pinned_env``): there the problem's device index names that GPU.
     """
 
     def __init__(self, devices: Callable[[str], Sequence[str]] | None = None) -> None:
@@ -92,24 +97,30 @@ class Bench:
         self._bench_workers: dict[str, Worker] = {}
         self._lock = threading.Lock()
 
-    def worker_slots(self, device: str) -> list[tuple[str, str]]:
-        """``(worker name, device)`` of each benchmark worker for a problem on ``device``."""
+    def worker_slots(self, device: str) -> list[tuple[str, dict[str, str]]]:
+        """``(worker name, environment settings)`` of each benchmark worker for a problem
+        on ``device`` (``"cuda:N"``, or any device string that names no CUDA index)."""
         devices = list(self._devices(device)) or [device]
+        home = device_index(device)
         repeated = Counter(devices)
         seen: Counter[str] = Counter()
         slots = []
         for d in devices:
             name = f"{d}#{seen[d]}" if repeated[d] > 1 else d
             seen[d] += 1
-            slots.append((name, d))
+            gpu = device_index(d)
+            env = pinned_env(home, gpu) if home is not None and gpu is not None else {}
+            slots.append((name, env))
         return slots
 
-    def bench_worker(self, name: str) -> Worker:
-        """The benchmark worker called ``name`` (see ``worker_slots``), created on first use."""
+    def bench_worker(self, name: str, env: dict[str, str] | None = None) -> Worker:
+        """The benchmark worker called ``name`` with ``env`` set (see ``worker_slots``),
+        created on first use."""
+        key = f"{name} {sorted((env or {}).items())}"
         with self._lock:
-            if name not in self._bench_workers:
-                self._bench_workers[name] = Worker()
-            return self._bench_workers[name]
+            if key not in self._bench_workers:
+                self._bench_workers[key] = Worker(env)
+            return self._bench_workers[key]
 
     def _compile_pool(self, size: int) -> list[Worker]:
         with self._lock:
@@ -152,16 +163,15 @@ class Bench:
             else:
                 todo.append(i)
 
-        def bench_loop(name: str, device: str) -> None:
-            worker = self.bench_worker(name)
+        def bench_loop(name: str, env: dict[str, str]) -> None:
+            worker = self.bench_worker(name, env)
             try:
                 worker.start()  # its start-up overlaps the first builds
             except WorkerFailure:
                 pass  # the first call starts it again and reports why it fails
-            local = problem.on(device)
             while (item := ready.get()) is not None:
                 i, choice = item
-                outcome = _run_task(worker, local, labels[i], choice, config, task)
+                outcome = _run_task(worker, problem, labels[i], choice, config, task)
                 finish(i, replace(outcome, worker=name))
 
         size = config.compile_workers or min(16, (os.cpu_count() or 1) - len(slots))
@@ -181,7 +191,7 @@ class Bench:
                 ready.put((i, built))
 
         with ThreadPoolExecutor(max_workers=len(slots)) as bench_pool:
-            loops = [bench_pool.submit(bench_loop, name, device) for name, device in slots]
+            loops = [bench_pool.submit(bench_loop, name, env) for name, env in slots]
             try:
                 if todo:
                     with ThreadPoolExecutor(max_workers=idle.qsize()) as compile_pool:

@@ -7,6 +7,12 @@ same model: so only GPUs whose ``torch.cuda.get_device_name`` equals the compili
 device's take part (two H200s time a kernel alike within the noise of one; an H100
 next to an H200 would not). The compiling device always comes first.
 
+A worker is pinned to its GPU through the visible-devices variable (``pinned_env``): in
+the worker, the compiling device's index names the worker's own GPU. Candidates are
+built for the compiling device and may name it (a Triton choice warms up on
+``layout.device``), so each of them, the inputs and the reference all land on the
+worker's GPU without being told which one it is.
+
 ``TILEFUSE_AUTOTUNE_WORKERS=N`` (an integer >= 1) caps the number of benchmark workers on
 a GPU machine (``1``: the compiling GPU alone), and sets it for CPU problems, which
 otherwise get one worker (CPU timings are for tests; several CPU workers exist so that
@@ -105,3 +111,31 @@ def worker_devices(device: str) -> list[str]:
             ", ".join(f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in other),
         )
     return [f"cuda:{i}" for i in same[:limit]]
+
+
+def visible_devices_var() -> str:
+    """The variable that lists the GPUs a process sees: ``HIP_VISIBLE_DEVICES`` under a
+    ROCm build of torch, else ``CUDA_VISIBLE_DEVICES``."""
+    import torch
+
+    return "HIP_VISIBLE_DEVICES" if getattr(torch.version, "hip", None) else "CUDA_VISIBLE_DEVICES"
+
+
+def pinned_env(home: int, gpu: int) -> dict[str, str]:
+    """Environment settings for a worker that runs on GPU ``gpu`` (this process's index)
+    what was built for GPU ``home``: the visible-devices list of this process with
+    positions ``home`` and ``gpu`` swapped, so that ``cuda:<home>`` (and a bare ``"cuda"``
+    once the worker makes ``home`` current) is GPU ``gpu`` there, and every index still
+    names a GPU. Empty when ``gpu == home``: the worker sees what this process sees.
+    """
+    if gpu == home:
+        return {}
+    import torch
+
+    count = torch.cuda.device_count()
+    var = visible_devices_var()
+    listed = [entry.strip() for entry in os.environ.get(var, "").split(",") if entry.strip()]
+    # Entries past the visible count are ignored by the runtime (it stops at an invalid one).
+    entries = listed[:count] if len(listed) >= count else [str(i) for i in range(count)]
+    entries[home], entries[gpu] = entries[gpu], entries[home]
+    return {var: ",".join(entries)}

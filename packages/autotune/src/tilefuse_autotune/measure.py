@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from tilefuse import plugin
@@ -37,16 +37,6 @@ class Problem:
     layout: plugin.TensorSpec
     epilogue: plugin.Epilogue
     seed: int = 0
-
-    def on(self, device: str) -> Problem:
-        """The same problem with every tensor on ``device`` (a benchmark worker's own)."""
-        if all(spec.device == device for spec in (*self.inputs, self.layout)):
-            return self
-        return replace(
-            self,
-            inputs=tuple(replace(spec, device=device) for spec in self.inputs),
-            layout=replace(self.layout, device=device),
-        )
 
     def make_inputs(self) -> list[Any]:
         import torch

@@ -71,10 +71,14 @@ def _describe_exit(code: int | None) -> str:
 
 
 class Worker:
-    """One child process; restarted on demand after it crashes or is killed."""
+    """One child process; restarted on demand after it crashes or is killed.
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        self._env = env
+    The child's environment is this process's as it is at each start, with ``env`` (say,
+    the visible GPUs that pin a benchmark worker to its device) set on top.
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self._env = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
         self._to_child: Connection | None = None
         self._from_child: Connection | None = None
@@ -83,7 +87,7 @@ class Worker:
     def _start(self) -> None:
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
-        env = _child_env(os.environ if self._env is None else self._env)
+        env = _child_env({**os.environ, **self._env})
         cmd = [sys.executable, "-I", _CHILD_SCRIPT, str(task_r), str(result_w)]
         try:
             self._proc = subprocess.Popen(
