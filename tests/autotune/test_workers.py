@@ -191,6 +191,18 @@ def test_a_crash_in_one_worker_fails_only_its_candidates(cache, two_cpu_workers)
     assert sel.label in ("explicit/a", "explicit/c"), sel.summary
 
 
+def test_a_candidate_that_does_not_pickle_fails_alone(cache, two_cpu_workers):
+    unpicklable = FastChoice("unpicklable")
+    unpicklable.hook = lambda: None  # a lambda does not pickle
+    offered = [SlowChoice("a"), unpicklable, FastChoice("b")]
+    tuner = Autotuner(cache=cache, bench_config=FAST_LIMITS, bench=two_cpu_workers)
+    inputs, layout = mm_problem()
+    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+    reason, detail = sel.failures["explicit/unpicklable"]
+    assert (reason, detail.split(":")[0]) == ("compile error", "not sent to a worker")
+    assert set(sel.timings_ms) == {"extern/torch.mm", "explicit/a", "explicit/b"}
+
+
 def test_the_winner_is_the_same_with_one_worker_or_two(
     tmp_path, monkeypatch, one_cpu_worker, two_cpu_workers
 ):
