@@ -163,3 +163,35 @@ def mm_problem(m: int = 96, k: int = 96, n: int = 96, device: str = "cpu"):
     b = plugin.TensorSpec((k, n), (n, 1), "float32", device)
     out = plugin.TensorSpec((m, n), (n, 1), "float32", device)
     return (a, b), out
+
+
+class RecordingChoice(_Fake):
+    """Correct; appends ``"<pid> <name> <gpu>"`` to ``log`` at each run, so a test can count
+    in which process, and how often, a candidate ran, and on which physical GPU (its UUID;
+    ``-`` on the CPU). Raises unless its tensors are on the process's current device (a
+    benchmark worker must make inputs on its own device)."""
+
+    def __init__(self, name: str, log: str) -> None:
+        super().__init__(name)
+        self.log = log
+
+    def run(self, a: Any, b: Any, *, out: Any) -> None:
+        if a.is_cuda:
+            here = torch.device("cuda", torch.cuda.current_device())
+            if {a.device, b.device, out.device} != {here}:
+                raise RuntimeError(f"tensors on {a.device}/{b.device}/{out.device}, not {here}")
+        torch.mm(a, b, out=out)
+        gpu = str(torch.cuda.get_device_properties(a.device).uuid) if a.is_cuda else "-"
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} {self.name} {gpu}\n")
+
+
+def measure_by_name(begin: Any, problem: Any, choice: Any, timing: Any) -> float:
+    """A benchmark worker task with deterministic timings: checks and times the candidate
+    as the real task does, then reports the time its name states (``"ms2"`` and
+    ``"ms2-b"``: 2.0 ms; any other name, extern's included: 5.0 ms)."""
+    from tilefuse_autotune import measure
+
+    measure.measure(begin, problem, choice, timing)
+    name = choice.name
+    return float(name[2:].split("-")[0]) if name.startswith("ms") else 5.0

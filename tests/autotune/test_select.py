@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -62,7 +63,8 @@ def test_failures_are_dropped_counted_and_summarized(tuner, device, caplog):
     )
     messages = [r.getMessage() for r in caplog.records]
     assert sel.summary in messages
-    assert any(" 3/7 explicit/crash: crash" in m for m in messages), "progress lines"
+    # Builds and measurements overlap: candidates finish in no fixed order.
+    assert any(re.search(r" [1-7]/7 explicit/crash: crash$", m) for m in messages), "progress"
 
     # The winner computes the product in this process too.
     a, b = (spec.random() for spec in inputs)

@@ -14,6 +14,7 @@ from typing import Any
 
 from tilefuse import plugin
 
+from .devices import device_index, device_type
 from .extern import ExternChoice
 from .timing import TimingConfig, median_ms
 
@@ -76,13 +77,13 @@ def check_close(out: Any, ref: Any, dtype: str) -> None:
 
 
 def _use_device(device: str) -> None:
-    """Make ``device`` current in this worker; a bare ``"cuda"`` keeps the current one."""
-    import torch
+    """Make ``device`` current in this worker (a bare ``"cuda"`` keeps the current one), so
+    that what runs without naming a device (the L2 flush, the kernels' streams) runs there."""
+    index = device_index(device)
+    if index is not None:
+        import torch
 
-    if device.startswith("cuda"):
-        index = torch.device(device).index
-        if index is not None:
-            torch.cuda.set_device(index)
+        torch.cuda.set_device(index)
 
 
 def _checked_run(
@@ -101,7 +102,7 @@ def _checked_run(
     choice.compile()  # cheap here: the build ran in the compile pool and is cached
     begin()
     choice.run(*inputs, out=out)
-    if device.startswith("cuda"):
+    if device_type(device) == "cuda":
         torch.cuda.synchronize()
     check_close(out, ref, problem.layout.dtype)
     return inputs, out
@@ -112,7 +113,7 @@ def check(begin: Callable[[], None], problem: Problem, choice: plugin.Choice) ->
     import torch
 
     _checked_run(begin, problem, choice)
-    if problem.layout.device.startswith("cuda"):
+    if device_type(problem.layout.device) == "cuda":
         torch.cuda.empty_cache()
 
 
@@ -128,7 +129,7 @@ def measure(
     device = problem.layout.device
     inputs, out = _checked_run(begin, problem, choice)
     ms = median_ms(lambda: choice.run(*inputs, out=out), device, timing)
-    if device.startswith("cuda"):
+    if device_type(device) == "cuda":
         del inputs, out
         torch.cuda.empty_cache()  # the worker outlives the selection: give memory back
     return ms

@@ -48,6 +48,7 @@ from tilefuse.errors import TilefuseError
 from . import benchmark
 from .benchmark import REASONS, BenchConfig, Outcome
 from .cache import WinnersCache, key_digest
+from .devices import with_index
 from .extern import EXTERN_PROVIDER, OPS, ExternChoice, vendor_epilogue_choice
 from .keys import cache_key_fields
 from .measure import Problem
@@ -98,6 +99,8 @@ class Selection:
     ``timings_ms`` maps the label (``provider/name``) of every candidate that
     passed to its median time; ``failures`` maps each failed label to
     ``(reason, detail)``; ``summary`` is the one line that was logged.
+    ``workers`` maps each benchmark worker (``"cuda:0"``, ``"cuda:1"``...) to how many
+    candidates it ran; empty when nothing was benchmarked.
     """
 
     choice: Any
@@ -107,6 +110,7 @@ class Selection:
     summary: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     failures: dict[str, tuple[str, str]] = field(default_factory=dict)
+    workers: dict[str, int] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -253,6 +257,7 @@ def _summary(
     winner: Outcome,
     extern: Outcome,
     timings: dict[str, float],
+    workers: dict[str, int],
 ) -> str:
     counts = Counter(r for r, _ in failures.values())
     parts = ", ".join(f"{counts[r]} {r}" for r in REASONS if counts[r])
@@ -265,7 +270,7 @@ def _summary(
         line += f", {speedup:.2f}x vs extern {extern.time_ms:.4f} ms"
     else:
         line += f", extern failed ({extern.reason})"
-    return line + _best_per_provider(timings)
+    return line + _best_per_provider(timings) + _per_worker(workers)
 
 
 def _best_per_provider(timings: dict[str, float]) -> str:
@@ -279,6 +284,13 @@ def _best_per_provider(timings: dict[str, float]) -> str:
         return ""
     ranked = sorted(best.values())
     return "; best per provider: " + ", ".join(f"{label} {ms:.4f} ms" for ms, label in ranked)
+
+
+def _per_worker(workers: dict[str, int]) -> str:
+    """``"; measured on cuda:0 4, cuda:1 3"`` when several benchmark workers took part."""
+    if len(workers) < 2:
+        return ""
+    return "; measured on " + ", ".join(f"{name} {n}" for name, n in sorted(workers.items()))
 
 
 class Autotuner:
@@ -386,17 +398,26 @@ class Autotuner:
                 if not candidate.first_party:
                     checks.record(candidate, outcome)
         timings = {o.label: o.time_ms for o in outcomes if o.ok and o.time_ms is not None}
+        workers = benchmark.worker_counts(outcomes)
         failures = {o.label: (o.reason or "", o.detail) for o in outcomes if not o.ok}
         for label, (reason, detail) in failures.items():
             log.info("%s: dropped %s: %s: %s", title, label, reason, detail)
         if not timings:
             text = f"{title}: every candidate failed, extern included; using extern unmeasured"
             log.warning("%s (%s)", text, failures)
-            return Selection(extern.choice, extern.provider, mode, "heuristic", text, {}, failures)
+            return Selection(
+                extern.choice, extern.provider, mode, "heuristic", text, {}, failures, workers
+            )
         best = min(timings, key=lambda label: timings[label])
         winner = next(c for c in tuned if c.label == best)
         text = _summary(
-            title, len(outcomes), failures, Outcome(best, timings[best]), outcomes[0], timings
+            title,
+            len(outcomes),
+            failures,
+            Outcome(best, timings[best]),
+            outcomes[0],
+            timings,
+            workers,
         )
         log.info("%s", text)
         self.cache.put(
@@ -411,7 +432,9 @@ class Autotuner:
             },
             share=True,
         )
-        return Selection(winner.choice, winner.provider, mode, "benchmark", text, timings, failures)
+        return Selection(
+            winner.choice, winner.provider, mode, "benchmark", text, timings, failures, workers
+        )
 
     def _checked_pick(
         self,
@@ -461,14 +484,7 @@ class Autotuner:
 def _current_device(specs: Sequence[plugin.TensorSpec]) -> tuple[plugin.TensorSpec, ...]:
     """``specs`` with a bare ``"cuda"`` made the current CUDA device (``"cuda:N"``), so a
     worker process, whose current device is its own, runs on the caller's device."""
-    out = []
-    for spec in specs:
-        if spec.device == "cuda":
-            import torch
-
-            spec = replace(spec, device=f"cuda:{torch.cuda.current_device()}")
-        out.append(spec)
-    return tuple(out)
+    return tuple(replace(spec, device=with_index(spec.device)) for spec in specs)
 
 
 _default = Autotuner()

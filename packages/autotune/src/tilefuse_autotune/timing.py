@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .devices import device_type
+
 
 @dataclass(frozen=True)
 class TimingConfig:
@@ -25,9 +27,13 @@ class TimingConfig:
 
 
 def median_ms(fn: Callable[[], None], device: str, config: TimingConfig) -> float:
-    """The median time of ``fn()`` on ``device`` in milliseconds."""
-    if device.split(":")[0] == "cuda":
-        return _cuda_median_ms(fn, config)
+    """The median time of ``fn()`` on ``device`` in milliseconds.
+
+    On CUDA, ``device`` must be the current device (``measure`` makes it so): the CUDA
+    events record on its current stream.
+    """
+    if device_type(device) == "cuda":
+        return _cuda_median_ms(fn, device, config)
     for _ in range(config.cpu_warmup):
         fn()
     samples = []
@@ -38,10 +44,10 @@ def median_ms(fn: Callable[[], None], device: str, config: TimingConfig) -> floa
     return statistics.median(samples)
 
 
-def _cuda_median_ms(fn: Callable[[], None], config: TimingConfig) -> float:
+def _cuda_median_ms(fn: Callable[[], None], device: str, config: TimingConfig) -> float:
     import torch
 
-    flush = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.int32, device="cuda")
+    flush = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.int32, device=device)
     fn()
     torch.cuda.synchronize()
     start = torch.cuda.Event(enable_timing=True)

@@ -71,10 +71,14 @@ def _describe_exit(code: int | None) -> str:
 
 
 class Worker:
-    """One child process; restarted on demand after it crashes or is killed."""
+    """One child process; restarted on demand after it crashes or is killed.
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        self._env = env
+    The child's environment is this process's as it is at each start, with ``env`` (say,
+    the visible GPUs that pin a benchmark worker to its device) set on top.
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self._env = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
         self._to_child: Connection | None = None
         self._from_child: Connection | None = None
@@ -83,7 +87,7 @@ class Worker:
     def _start(self) -> None:
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
-        env = _child_env(os.environ if self._env is None else self._env)
+        env = _child_env({**os.environ, **self._env})
         cmd = [sys.executable, "-I", _CHILD_SCRIPT, str(task_r), str(result_w)]
         try:
             self._proc = subprocess.Popen(
@@ -119,6 +123,18 @@ class Worker:
             raise WorkerCrashed(f"protocol error: expected {tag!r}, got {message[0]!r}")
         return message[1] if len(message) > 1 else None
 
+    def start(self) -> None:
+        """Start the child now unless it runs (``call`` does it anyway): to overlap its
+        start-up with other work. Raises ``WorkerTimeout`` or ``WorkerCrashed`` when it
+        does not come up."""
+        with self._lock:
+            self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            self._forget()
+            self._start()
+
     def call(
         self,
         fn: Callable[..., Any],
@@ -128,9 +144,7 @@ class Worker:
     ) -> Any:
         """Run ``fn(begin, *args)`` in the child; see the module docstring for the contract."""
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._forget()
-                self._start()
+            self._ensure_started()
             assert self._to_child is not None
             try:
                 self._to_child.send((fn, args))

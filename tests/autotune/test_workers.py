@@ -1,0 +1,285 @@
+"""Benchmarking spread over several workers: every candidate measured once, results merged.
+
+Without a GPU, several CPU workers stand in for several GPUs (``TILEFUSE_AUTOTUNE_WORKERS``,
+or a ``Bench`` given the device list); the GPU test needs two GPUs of one model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from tests.autotune.conftest import FAST_LIMITS
+from tests.autotune.fake_choices import (
+    CrashChoice,
+    FastChoice,
+    RecordingChoice,
+    SlowChoice,
+    measure_by_name,
+    mm_problem,
+)
+from tilefuse import plugin
+from tilefuse.errors import TilefuseError
+from tilefuse_autotune import Autotuner, TimingConfig, WinnersCache, benchmark, devices
+from tilefuse_autotune.benchmark import Bench, BenchConfig
+from tilefuse_autotune.measure import Problem
+
+RUNS_PER_MEASUREMENT = 1 + FAST_LIMITS.timing.cpu_warmup + FAST_LIMITS.timing.cpu_reps
+
+
+@pytest.fixture(scope="module")
+def two_cpu_workers():
+    """Two benchmark workers on the CPU, kept warm for this module's tests."""
+    bench = Bench(devices=lambda device: [device, device])
+    yield bench
+    bench.close()
+
+
+@pytest.fixture(scope="module")
+def one_cpu_worker():
+    bench = Bench(devices=lambda device: [device])
+    yield bench
+    bench.close()
+
+
+def _runs(log) -> dict[str, Counter]:
+    """Candidate name -> Counter of the process ids its runs happened in
+    (``RecordingChoice``'s log)."""
+    runs: dict[str, Counter] = {}
+    for line in log.read_text().splitlines():
+        pid, name, _ = line.split(" ")
+        runs.setdefault(name, Counter())[pid] += 1
+    return runs
+
+
+def _gpus(log) -> set[str]:
+    """The UUIDs of the GPUs that ``RecordingChoice`` runs happened on."""
+    return {line.split(" ")[2] for line in log.read_text().splitlines()}
+
+
+# --- which devices ----------------------------------------------------------------------
+
+
+def test_device_index_reads_cuda_cuda_n_and_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    assert devices.device_index("cuda") == 2
+    assert devices.device_index("cuda:3") == 3
+    assert devices.device_index("cuda:0") == 0
+    assert devices.device_index("cpu") is None
+    assert devices.with_index("cuda") == "cuda:2"
+    assert devices.with_index("cpu") == "cpu"
+    with pytest.raises(TilefuseError, match="'cuda:x'"):
+        devices.device_index("cuda:x")
+
+
+@pytest.fixture
+def mixed_gpus(monkeypatch):
+    """Four fake GPUs, an H100 among H200s; the current device is cuda:2."""
+    names = ["H200", "H100", "H200", "H200"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(names))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: names[i])
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    monkeypatch.delenv(devices.WORKERS_ENV, raising=False)
+
+
+def test_gpus_of_the_compiling_gpus_model_take_part_compiling_one_first(mixed_gpus):
+    assert devices.worker_devices("cuda") == ["cuda:2", "cuda:0", "cuda:3"]
+    assert devices.worker_devices("cuda:0") == ["cuda:0", "cuda:2", "cuda:3"]
+    assert devices.worker_devices("cuda:1") == ["cuda:1"]
+
+
+def test_the_workers_setting_caps_gpus_and_sets_cpu_workers(mixed_gpus, monkeypatch):
+    assert devices.worker_devices("cpu") == ["cpu"]
+    monkeypatch.setenv(devices.WORKERS_ENV, "2")
+    assert devices.worker_devices("cuda") == ["cuda:2", "cuda:0"]
+    assert devices.worker_devices("cpu") == ["cpu", "cpu"]
+    monkeypatch.setenv(devices.WORKERS_ENV, "1")
+    assert devices.worker_devices("cuda:3") == ["cuda:3"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_a_bad_workers_setting_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv(devices.WORKERS_ENV, value)
+    with pytest.raises(TilefuseError, match="TILEFUSE_AUTOTUNE_WORKERS"):
+        devices.worker_devices("cpu")
+
+
+def test_a_worker_on_another_gpu_sees_it_at_the_compiling_gpus_index(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert devices.pinned_env(2, 2) == {}
+    assert devices.pinned_env(2, 0) == {"CUDA_VISIBLE_DEVICES": "2,1,0,3"}
+    assert devices.pinned_env(0, 3) == {"CUDA_VISIBLE_DEVICES": "3,1,2,0"}
+    # Entries of the parent's own list are kept: its cuda:1 is the GPU listed second.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-a, GPU-b,GPU-c,GPU-d,GPU-e")
+    assert devices.pinned_env(0, 1) == {"CUDA_VISIBLE_DEVICES": "GPU-b,GPU-a,GPU-c,GPU-d"}
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    monkeypatch.setenv("HIP_VISIBLE_DEVICES", "4,5,6,7")
+    assert devices.pinned_env(1, 3) == {"HIP_VISIBLE_DEVICES": "4,7,6,5"}
+
+
+def test_bench_names_and_pins_its_workers(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpus = Bench(devices=lambda device: ["cuda:1", "cuda:0"])
+    assert gpus.worker_slots("cuda:1") == [
+        ("cuda:1", {}),
+        ("cuda:0", {"CUDA_VISIBLE_DEVICES": "1,0"}),  # its cuda:1 is our cuda:0
+    ]
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert gpus.worker_slots("cuda") == gpus.worker_slots("cuda:1")
+    cpus = Bench(devices=lambda device: [device, device])
+    assert cpus.worker_slots("cpu") == [("cpu#0", {}), ("cpu#1", {})]
+
+
+# --- two CPU workers --------------------------------------------------------------------
+
+
+def test_every_candidate_is_measured_exactly_once_and_both_workers_share(
+    cache, tmp_path, monkeypatch
+):
+    """Through the setting, with the process-wide workers, as a user would."""
+    monkeypatch.setenv(devices.WORKERS_ENV, "2")
+    log = tmp_path / "runs.log"
+    offered = [RecordingChoice(f"r{i}", str(log)) for i in range(6)]
+    tuner = Autotuner(cache=cache, bench_config=FAST_LIMITS)
+    inputs, layout = mm_problem(32, 16, 24)
+    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+
+    assert sel.failures == {}
+    assert set(sel.timings_ms) == {"extern/torch.mm", *(f"explicit/r{i}" for i in range(6))}
+    runs = _runs(log)
+    assert set(runs) == {f"r{i}" for i in range(6)}
+    for name, pids in runs.items():
+        # One measurement: the check run, the warmup and the timed runs, in one process.
+        assert list(pids.values()) == [RUNS_PER_MEASUREMENT], (name, pids)
+    assert len({pid for pids in runs.values() for pid in pids}) == 2, "two worker processes"
+    assert set(sel.workers) == {"cpu#0", "cpu#1"}
+    assert sum(sel.workers.values()) == 7
+    assert sel.summary.endswith(
+        f"; measured on cpu#0 {sel.workers['cpu#0']}, cpu#1 {sel.workers['cpu#1']}"
+    )
+
+
+def test_a_crash_in_one_worker_fails_only_its_candidates(cache, two_cpu_workers):
+    offered = [
+        FastChoice("a"),
+        CrashChoice(),
+        SlowChoice("b"),
+        FastChoice("c"),
+        SlowChoice("d"),
+    ]
+    tuner = Autotuner(cache=cache, bench_config=FAST_LIMITS, bench=two_cpu_workers)
+    inputs, layout = mm_problem()
+    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+
+    assert {label: reason for label, (reason, _) in sel.failures.items()} == {
+        "explicit/crash": "crash",
+    }
+    assert set(sel.timings_ms) == {
+        "extern/torch.mm",
+        "explicit/a",
+        "explicit/b",
+        "explicit/c",
+        "explicit/d",
+    }
+    assert sum(sel.workers.values()) == 6
+    assert sel.label in ("explicit/a", "explicit/c"), sel.summary
+
+
+def test_a_candidate_that_does_not_pickle_fails_alone(cache, two_cpu_workers):
+    unpicklable = FastChoice("unpicklable")
+    unpicklable.hook = lambda: None  # a lambda does not pickle
+    offered = [SlowChoice("a"), unpicklable, FastChoice("b")]
+    tuner = Autotuner(cache=cache, bench_config=FAST_LIMITS, bench=two_cpu_workers)
+    inputs, layout = mm_problem()
+    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+    reason, detail = sel.failures["explicit/unpicklable"]
+    assert (reason, detail.split(":")[0]) == ("compile error", "not sent to a worker")
+    assert set(sel.timings_ms) == {"extern/torch.mm", "explicit/a", "explicit/b"}
+
+
+def test_the_winner_is_the_same_with_one_worker_or_two(
+    tmp_path, monkeypatch, one_cpu_worker, two_cpu_workers
+):
+    """Timings made deterministic (each candidate reports the time its name states); a tie
+    goes to the candidate offered first, even when it finishes last (``ms1-a`` does ten
+    products a run, ``ms1-b`` one): outcomes merge in candidate order."""
+    monkeypatch.setattr(benchmark.measure, "measure", measure_by_name)
+
+    def tune(bench, cache_dir):
+        offered = [SlowChoice("ms3"), SlowChoice("ms1-a"), FastChoice("ms1-b"), FastChoice("ms2")]
+        tuner = Autotuner(cache=cache_dir, bench_config=FAST_LIMITS, bench=bench)
+        inputs, layout = mm_problem()
+        return tuner.select("mm", offered, inputs, layout, mode="max")
+
+    alone = tune(one_cpu_worker, WinnersCache(tmp_path / "one"))
+    shared = tune(two_cpu_workers, WinnersCache(tmp_path / "two"))
+
+    assert alone.label == shared.label == "explicit/ms1-a"
+    assert alone.timings_ms == shared.timings_ms
+    assert list(alone.timings_ms) == list(shared.timings_ms)
+    assert alone.workers == {"cpu": 5}
+    assert sum(shared.workers.values()) == 5 and len(shared.workers) == 2
+
+
+def test_checks_are_spread_too(two_cpu_workers):
+    inputs, layout = mm_problem()
+    problem = Problem("mm", inputs, layout, plugin.Epilogue())
+    choices = [FastChoice("a"), CrashChoice(), SlowChoice("b")]
+    outcomes = benchmark.check_candidates(
+        problem, ["x/a", "x/crash", "x/b"], choices, FAST_LIMITS, two_cpu_workers
+    )
+    assert [(o.label, o.ok, o.time_ms) for o in outcomes] == [
+        ("x/a", True, None),
+        ("x/crash", False, None),
+        ("x/b", True, None),
+    ]
+    assert outcomes[1].reason == "crash"
+    assert all(o.worker in ("cpu#0", "cpu#1") for o in outcomes)
+
+
+# --- two GPUs ---------------------------------------------------------------------------
+
+
+def _two_gpus_of_one_model() -> str | None:
+    """Why the multi-GPU test cannot run here, or ``None`` when it can."""
+    if not torch.cuda.is_available():
+        return "needs CUDA GPUs"
+    if torch.cuda.device_count() < 2:
+        return f"needs 2 GPUs; {torch.cuda.device_count()} visible"
+    if torch.cuda.get_device_name(0) != torch.cuda.get_device_name(1):
+        return "needs 2 GPUs of one model (cuda:0 and cuda:1 differ)"
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_both_gpus_measure_candidates_on_their_own_device(cache, tmp_path, monkeypatch, device):
+    """With ``"cuda"`` (the current device, cuda:0) and ``"cuda:1"`` compiling: both
+    workers take part, each on its own physical GPU, with the inputs on it."""
+    reason = _two_gpus_of_one_model()
+    if reason is not None:
+        pytest.skip(reason)
+    monkeypatch.delenv(devices.WORKERS_ENV, raising=False)
+    torch.cuda.set_device(0)
+    log = tmp_path / "runs.log"
+    offered = [RecordingChoice(f"r{i}", str(log)) for i in range(8)]
+    quick_timing = TimingConfig(cuda_warmup_ms=1.0, cuda_rep_ms=2.0)
+    tuner = Autotuner(cache=cache, bench_config=BenchConfig(timing=quick_timing))
+    inputs, layout = mm_problem(256, 256, 256, device=device)
+    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+
+    # RecordingChoice raises unless its tensors are on the worker's current device.
+    assert sel.failures == {}, sel.failures
+    assert len(sel.timings_ms) == 9
+    assert sel.workers.get("cuda:0", 0) >= 1 and sel.workers.get("cuda:1", 0) >= 1, sel.workers
+    assert sum(sel.workers.values()) == 9
+    assert set(_runs(log)) == {f"r{i}" for i in range(8)}
+    uuids = {str(torch.cuda.get_device_properties(i).uuid) for i in range(2)}
+    assert _gpus(log) == uuids, "each worker ran on its own GPU"
+    assert "; measured on cuda:0 " in sel.summary
