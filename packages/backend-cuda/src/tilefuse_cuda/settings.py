@@ -9,7 +9,8 @@ pool), and at least ``MIN_MAX_CANDIDATES``.
 ``TILEFUSE_CUDA_COMPILE_BUDGET_S``: seconds, counted from when a request's choices are
 offered, after which no further nvcc build of that request starts (a choice whose build
 would start later fails with the reason, unless its ``.so`` is cached; the heuristic pick
-is always built). Unset or ``0``: no limit.
+is always built). It applies in every mode that builds candidates, max mode being the one
+where it matters. Unset or ``0``: no limit.
 
 Both are read when choices are offered, so a test or a notebook can change them between
 compiles. A value that is not a number raises ``TilefuseError`` naming the variable.
