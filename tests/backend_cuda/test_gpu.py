@@ -79,7 +79,16 @@ def _compile_everything():
     choices = [_choice(_resized(f, 17), FAMILIES[f][0]) for f in FAMILIES]
     choices += [_choice(_kind_case(k, 17), KIND_CONFIG) for k in KIND_STEPS]
     choices += _provider_first_choice(_PROVIDER_CASE)
+    choices.append(_choice(_bias_relu(*ONE_BUILD_SHAPES[0]), KIND_CONFIG))
     compiler.compile_many([(c.name, c.source()) for c in choices])
+
+
+# One kernel class at three shapes: M=1, N off the 128 tile, K off the 64 tile.
+ONE_BUILD_SHAPES = ((1, 136, 200), (300, 264, 72), (1000, 1032, 520))
+
+
+def _bias_relu(m: int, n: int, k: int) -> Case:
+    return make_case("mm", m, n, k, steps=(("add_bias_n", "n"), ("relu",)))
 
 
 _PROVIDER_CASE = make_case("mm", 255, 4096, 1024, steps=(("add_bias_n", "n"), ("silu",)))
@@ -163,3 +172,17 @@ def test_kernels_do_not_depend_on_leading_dimension_padding():
     torch.testing.assert_close(
         out.float(), reference(case, [a, b]).float(), rtol=2e-2, atol=2e-2 * math.sqrt(1000)
     )
+
+
+def test_one_build_serves_every_shape():
+    """Three shapes of one class run the same loaded ``.so``; none builds anything."""
+    import tilefuse
+
+    before = tilefuse.stats()["artifacts_built"]
+    cases = [_bias_relu(*shape) for shape in ONE_BUILD_SHAPES]
+    choices = [_choice(case, KIND_CONFIG) for case in cases]
+    assert len({c.compile() for c in choices}) == 1
+    for seed, (case, choice) in enumerate(zip(cases, choices)):
+        _check(case, choice, seed)
+    assert choices[0]._lib is choices[1]._lib is choices[2]._lib
+    assert tilefuse.stats()["artifacts_built"] == before

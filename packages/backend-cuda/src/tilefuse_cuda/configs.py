@@ -68,18 +68,55 @@ def heuristic(dims: Dims) -> GemmConfig:
     return GemmConfig(COOPERATIVE, (128, 128, 64), (1, 1))
 
 
-def configs_for(dims: Dims, limit: int | None = None) -> list[GemmConfig]:
-    """Configurations for ``dims``, heuristic pick first, at most ``limit`` of them.
+SM_COUNT = 132  # H100 SXM / H200: the ranking's wave model; only the order depends on it
 
-    Tiles far larger than the problem are left out (they only waste a compile).
+
+def rank(dims: Dims) -> list[GemmConfig]:
+    """Every fitting configuration for ``dims``, best expected first: the heuristic pick,
+    then one of each (schedule, tile) by ``score``, then the remaining variants (other
+    clusters and swizzles of a tile already listed) by ``score``; ties keep
+    ``ALL_CONFIGS`` order.
+
+    This order decides which configurations are built when a budget cuts the list, so a
+    short list still spans the schedules and tiles instead of variants of one tile.
     """
     first = heuristic(dims)
     rest = [c for c in ALL_CONFIGS if c != first and _fits(c, dims)]
-    ordered = [first, *rest]
+    rest.sort(key=lambda c: -score(c, dims))  # stable: ties stay in ALL_CONFIGS order
+    seen = {(first.schedule, first.tile)}
+    distinct: list[GemmConfig] = []
+    variants: list[GemmConfig] = []
+    for config in rest:
+        shape = (config.schedule, config.tile)
+        (variants if shape in seen else distinct).append(config)
+        seen.add(shape)
+    return [first, *distinct, *variants]
+
+
+def score(config: GemmConfig, dims: Dims) -> float:
+    """Expected relative throughput of ``config`` on ``dims`` (higher is better; a model,
+    not a measurement): the fraction of computed tile area that is real output, times
+    the fraction of the last wave of persistent CTAs that is busy, times the square
+    root of the tile's arithmetic intensity (bigger tiles reuse operands more).
+    """
+    tm, tn, _ = config.tile
+    tiles_m, tiles_n = -(-dims.m // tm), -(-dims.n // tn)
+    tiles = tiles_m * tiles_n * dims.batch
+    useful = (dims.m * dims.n * dims.batch) / (tiles * tm * tn)
+    waves = tiles / SM_COUNT
+    wave_fill = waves / -(-tiles // SM_COUNT)
+    intensity = (tm * tn) / (tm + tn)
+    return useful * wave_fill * intensity**0.5
+
+
+def configs_for(dims: Dims, limit: int | None = None) -> list[GemmConfig]:
+    """The first ``limit`` of ``rank(dims)`` (all of them when ``limit`` is None)."""
+    ordered = rank(dims)
     return ordered[:limit] if limit else ordered
 
 
 def _fits(config: GemmConfig, dims: Dims) -> bool:
+    """Tiles far larger than the problem only waste a compile."""
     tm, tn, _ = config.tile
     cm, _ = config.cluster
     if tm * cm > 2 * max(dims.m, 64) or tn > 2 * max(dims.n, 128):

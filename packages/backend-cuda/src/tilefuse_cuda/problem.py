@@ -56,7 +56,14 @@ class Node:
 
 @dataclass(frozen=True)
 class GemmProblem:
-    """The compile-time class of a GEMM: what a rendered kernel is specialised on."""
+    """The compile-time class of a GEMM: what a rendered kernel is specialised on.
+
+    It holds no size: requests that differ only in M, N, K, the batch or leading
+    dimensions share one class, and so one build. Sizes decide a class only through
+    alignment (``analyse`` refuses contiguous extents that are not 16-byte multiples, the
+    one alignment class these TMA kernels have) and broadcasting (an operand of extent 1
+    along M or N is read as a vector).
+    """
 
     op: str
     ab_dtype: str

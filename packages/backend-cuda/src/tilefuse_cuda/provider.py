@@ -7,6 +7,7 @@ Importing this module is cheap (no torch, no nvcc); rendering happens in
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 from tilefuse import plugin
 from tilefuse.errors import ChoiceFailed
 
-from .compiler import compile_source
+from . import settings
+from .compiler import cache_key, compile_source
 from .configs import GemmConfig, configs_for
 from .problem import Dims, GemmProblem, Unsupported, analyse
 from .render import kernel_name, render
@@ -25,17 +27,25 @@ log = logging.getLogger(__name__)
 
 __version__ = "0.1.0"
 OPS = tuple(plugin.GEMM_OPS)
-DEFAULT_CHOICES = 4  # per request under TILEFUSE_AUTOTUNE=default; "max" takes every config
+DEFAULT_CHOICES = 4  # per request outside max mode; max takes settings.max_candidates()
 
 
 @dataclass
 class CutlassGemmChoice:
-    """One CUTLASS kernel for one problem class: picklable; the ``.so`` is loaded lazily."""
+    """One CUTLASS kernel for one problem class: picklable; the ``.so`` is loaded lazily.
+
+    The built ``.so`` depends on ``problem`` and ``config`` only, never on ``dims``: sizes
+    and strides are kernel arguments, so every request of the same class shares one build
+    (``build_key``). ``build_deadline`` (``time.time()`` seconds, or ``None``) is when the
+    request's compile budget runs out: a build that would start after it fails instead,
+    unless the ``.so`` is cached.
+    """
 
     problem: GemmProblem
     config: GemmConfig
     dims: Dims
     name: str = ""
+    build_deadline: float | None = None
     _lib: Any = field(default=None, repr=False, compare=False)
     slow_build = True  # an nvcc build takes tens of seconds: never taken unmeasured
 
@@ -52,10 +62,17 @@ class CutlassGemmChoice:
         """The generated ``.cu`` text (raises ``ToolchainMissing`` without CUTLASS)."""
         return render(self.problem, self.config, cutlass_headers().version)
 
+    def build_key(self) -> str:
+        """The build cache key of this choice's ``.so`` (``compiler.cache_key`` of its
+        source): equal keys mean one build serves both choices. Raises ``ToolchainMissing``
+        without nvcc or CUTLASS."""
+        return cache_key(self.source())
+
     def compile(self) -> Path:
-        """Build (or find in the cache) the ``.so``; raises ``ChoiceFailed`` with the reason."""
+        """Build (or find in the cache) the ``.so``; raises ``ChoiceFailed`` with the reason
+        (a failed build, or a compile budget spent before this build could start)."""
         try:
-            return compile_source(self.source(), self.name)
+            return compile_source(self.source(), self.name, deadline=self.build_deadline)
         except ToolchainMissing as exc:
             raise ChoiceFailed(f"{self.name}: {exc}") from exc
 
@@ -117,8 +134,10 @@ class CutlassChoiceProvider:
     ) -> Iterator[CutlassGemmChoice]:
         """Candidate kernels, the heuristic pick first; nothing (reason logged) if unfit.
 
-        ``limit`` caps the count (default: 4, or every config under
-        ``TILEFUSE_AUTOTUNE=max``).
+        ``limit`` caps the count (default: 4, or ``TILEFUSE_CUDA_MAX_CANDIDATES`` under
+        ``TILEFUSE_AUTOTUNE=max``, see ``settings``). With ``TILEFUSE_CUDA_COMPILE_BUDGET_S``
+        set, every choice but the first carries the deadline of its build. Raises
+        ``TilefuseError`` when one of those settings is malformed.
         """
         try:
             problem, dims = analyse(op, inputs, layout, epilogue)
@@ -127,9 +146,13 @@ class CutlassChoiceProvider:
             log.info("cuda: no CUTLASS choice for %s %s: %s", op, layout.shape, exc)
             return
         if limit is None:
-            limit = None if plugin.autotune_mode() == "max" else DEFAULT_CHOICES
-        for cfg in configs_for(dims, limit):
-            yield CutlassGemmChoice(problem, cfg, dims)
+            max_mode = plugin.autotune_mode() == "max"
+            limit = settings.max_candidates() if max_mode else DEFAULT_CHOICES
+        budget = settings.compile_budget_s()
+        deadline = None if budget is None else time.time() + budget
+        for rank, cfg in enumerate(configs_for(dims, limit)):
+            # The heuristic pick is always built: a budget never leaves a request empty.
+            yield CutlassGemmChoice(problem, cfg, dims, build_deadline=deadline if rank else None)
 
 
 PROVIDER = CutlassChoiceProvider()
