@@ -68,6 +68,8 @@ class FakeDriver:
         return 0
 
     def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+        if not self.context:
+            return 201  # CUDA_ERROR_INVALID_CONTEXT
         values = [t.from_address(params[i]).value for i, t in enumerate(self.decode[: len(params)])]
         self.launches.append(((gx, gy, gz), bx, shared, stream, values))
         return 0
@@ -144,6 +146,16 @@ def test_a_thread_without_a_context_binds_the_primary_one(driver):
     assert driver.bound == [100 + torch.zeros(4).get_device()]
     L.CubinLauncher.create(compiled(), (torch.zeros(4), torch.zeros(4), 4, 1, 4))
     assert len(driver.bound) == 1  # a current context is left alone
+
+
+def test_a_launch_from_a_thread_without_a_context_binds_it_and_launches(driver):
+    """Autograd runs the backward on its own device threads, which may have no current
+    context: the launch binds the primary one and is made, once."""
+    values = (torch.zeros(4), torch.zeros(4), 4, 1, 4)
+    kernel = L.CubinLauncher.create(compiled(), values)
+    driver.context = 0  # the calling thread has none
+    assert kernel((1,), 0, values) is True
+    assert len(driver.launches) == 1 and len(driver.bound) == 1
 
 
 def test_large_shared_memory_is_opted_in(driver):

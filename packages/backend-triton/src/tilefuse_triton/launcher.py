@@ -31,6 +31,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "f32": ctypes.c_float, "fp64": ctypes.c_double, "f64": ctypes.c_double,
 }  # fmt: skip
 _MAX_STATIC_SHARED = 48 * 1024
+_CUDA_ERROR_INVALID_CONTEXT = 201
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 _SCRATCH_FIELDS = ("global_scratch_size", "profile_scratch_size")
 
@@ -146,7 +147,8 @@ class CubinLauncher:
         self._params = (ctypes.c_void_p * len(slots))(*[ctypes.addressof(x) for x in slots])
         self._lock = threading.Lock()  # the slots are shared by every call
         devices = [device for _pos, _slot, device, _aligned in self._tensors]
-        self._function = self._load(compiled.asm["cubin"], devices[0] if devices else 0)
+        self._device = devices[0] if devices else 0
+        self._function = self._load(compiled.asm["cubin"], self._device)
 
     def _load(self, cubin: bytes, device: int) -> ctypes.c_void_p:
         lib = _cuda()
@@ -196,10 +198,18 @@ class CubinLauncher:
                 if int_class is not None and _int_class(v) != int_class:
                     return False
                 slot.value = v
-            gx, gy, gz = (*grid, 1, 1)[:3]
-            status = _cuda().cuLaunchKernel(
-                self._function, gx, gy, gz, self.block, 1, 1, self.shared, stream,
-                self._params, None,
-            )  # fmt: skip
+            status = self._launch(grid, stream)
+            if status == _CUDA_ERROR_INVALID_CONTEXT:
+                # A thread with no current context (autograd's device threads run the
+                # backward): bind the primary one, as Triton's own launcher does, once.
+                _bind_context(self._device)
+                status = self._launch(grid, stream)
         _check(status, f"cuLaunchKernel({self.name})")
         return True
+
+    def _launch(self, grid: Sequence[int], stream: int) -> int:
+        gx, gy, gz = (*grid, 1, 1)[:3]
+        return _cuda().cuLaunchKernel(
+            self._function, gx, gy, gz, self.block, 1, 1, self.shared, stream,
+            self._params, None,
+        )  # fmt: skip
