@@ -158,6 +158,15 @@ def test_a_launch_from_a_thread_without_a_context_binds_it_and_launches(driver):
     assert len(driver.launches) == 1 and len(driver.bound) == 1
 
 
+def test_a_context_that_cannot_be_bound_leaves_the_launch_to_triton(driver, monkeypatch):
+    values = (torch.zeros(4), torch.zeros(4), 4, 1, 4)
+    kernel = L.CubinLauncher.create(compiled(), values)
+    driver.context = 0
+    monkeypatch.setattr(L, "_bind_context", lambda device: None)  # binding has no effect
+    assert kernel((1,), 0, values) is False  # nothing launched, no exception
+    assert driver.launches == []
+
+
 def test_large_shared_memory_is_opted_in(driver):
     L.CubinLauncher.create(compiled(shared=100_000), (torch.zeros(4), torch.zeros(4), 4, 1, 4))
     assert driver.attribute == (L._CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 100_000)

@@ -13,7 +13,9 @@ path. ``launcher(grid, stream, values)`` takes every declared argument's value i
 order (``tl.constexpr`` ones included); it launches only when the values have the
 specialization the cubin was compiled for (tensor device and 16-byte alignment, integer
 ``== 1`` and divisibility by 16, constexpr values), and returns ``False`` without
-launching otherwise. Per call it only checks those and fills preallocated parameter slots.
+launching otherwise, or when the calling thread has no CUDA context it can bind (the
+device's primary context is bound where none is current, as Triton does). Per call it
+only checks those and fills preallocated parameter slots.
 """
 
 from __future__ import annotations
@@ -204,6 +206,8 @@ class CubinLauncher:
                 # backward): bind the primary one, as Triton's own launcher does, once.
                 _bind_context(self._device)
                 status = self._launch(grid, stream)
+                if status == _CUDA_ERROR_INVALID_CONTEXT:
+                    return False  # nothing launched: the caller takes Triton's own path
         _check(status, f"cuLaunchKernel({self.name})")
         return True
 
