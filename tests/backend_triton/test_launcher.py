@@ -167,6 +167,16 @@ def test_a_context_that_cannot_be_bound_leaves_the_launch_to_triton(driver, monk
     assert driver.launches == []
 
 
+def test_a_handle_from_another_devices_context_leaves_the_launch_to_triton(driver, monkeypatch):
+    values = (torch.zeros(4), torch.zeros(4), 4, 1, 4)
+    kernel = L.CubinLauncher.create(compiled(), values)
+    monkeypatch.setattr(driver, "cuLaunchKernel", lambda *args: 400)  # INVALID_HANDLE
+    assert kernel((1,), 0, values) is False
+    monkeypatch.setattr(driver, "cuLaunchKernel", lambda *args: 700)  # ILLEGAL_ADDRESS
+    with pytest.raises(RuntimeError, match="CUDA driver error 700"):
+        kernel((1,), 0, values)
+
+
 def test_large_shared_memory_is_opted_in(driver):
     L.CubinLauncher.create(compiled(shared=100_000), (torch.zeros(4), torch.zeros(4), 4, 1, 4))
     assert driver.attribute == (L._CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 100_000)

@@ -34,6 +34,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
 }  # fmt: skip
 _MAX_STATIC_SHARED = 48 * 1024
 _CUDA_ERROR_INVALID_CONTEXT = 201
+_CONTEXT_ERRORS = (_CUDA_ERROR_INVALID_CONTEXT, 400)  # 400: CUDA_ERROR_INVALID_HANDLE
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 _SCRATCH_FIELDS = ("global_scratch_size", "profile_scratch_size")
 
@@ -206,8 +207,10 @@ class CubinLauncher:
                 # backward): bind the primary one, as Triton's own launcher does, once.
                 _bind_context(self._device)
                 status = self._launch(grid, stream)
-                if status == _CUDA_ERROR_INVALID_CONTEXT:
-                    return False  # nothing launched: the caller takes Triton's own path
+        if status in _CONTEXT_ERRORS:
+            # The current context is not the one the cubin was loaded into (another
+            # device's): nothing launched, the caller takes Triton's own launch path.
+            return False
         _check(status, f"cuLaunchKernel({self.name})")
         return True
 
