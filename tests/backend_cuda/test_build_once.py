@@ -15,25 +15,12 @@ import pytest
 import tilefuse
 from tests.backend_cuda.cases import Case, make_case
 from tests.backend_cuda.families import FAMILIES
+from tests.backend_cuda.toolchain_marks import needs_toolchain
 from tilefuse.errors import ChoiceFailed, TilefuseError
-from tilefuse_cuda import compiler, settings, toolchain
+from tilefuse_cuda import compiler, settings
 from tilefuse_cuda.configs import GemmConfig, heuristic, rank
 from tilefuse_cuda.problem import Dims, analyse
 from tilefuse_cuda.provider import PROVIDER, CutlassGemmChoice
-
-
-def _toolchain_reason() -> str | None:
-    try:
-        toolchain.find_nvcc()
-        toolchain.cutlass_headers()
-    except toolchain.ToolchainMissing as exc:
-        return str(exc)
-    return None
-
-
-needs_toolchain = pytest.mark.skipif(
-    _toolchain_reason() is not None, reason=f"cannot compile CUTLASS: {_toolchain_reason()}"
-)
 
 CONFIG = GemmConfig("cooperative", (128, 128, 64), (1, 1))
 BIAS_RELU = (("add_bias_n", "n"), ("relu",))

@@ -8,24 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.backend_cuda.families import FAMILIES
+from tests.backend_cuda.toolchain_marks import needs_toolchain
 from tilefuse.errors import ChoiceFailed
 from tilefuse_cuda import compiler, toolchain
 from tilefuse_cuda.problem import analyse
 from tilefuse_cuda.provider import CutlassGemmChoice
-
-
-def _toolchain_reason() -> str | None:
-    try:
-        toolchain.find_nvcc()
-        toolchain.cutlass_headers()
-    except toolchain.ToolchainMissing as exc:
-        return str(exc)
-    return None
-
-
-needs_toolchain = pytest.mark.skipif(
-    _toolchain_reason() is not None, reason=f"cannot compile CUTLASS: {_toolchain_reason()}"
-)
 
 
 def _choice(family: str) -> CutlassGemmChoice:
