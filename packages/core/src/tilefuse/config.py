@@ -9,6 +9,7 @@
 | ``TILEFUSE_REMOTE_CACHE`` | ``redis://host:port/db`` of a shared remote cache (``remote_cache``) |
 | ``TILEFUSE_STRICT`` | ``1``/``true``/``yes``/``on``: raise instead of falling back to eager |
 | ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``quick``, ``max`` or ``replay`` |
+| ``TILEFUSE_MAX_SPECIALIZATIONS`` | shape variants kept per dynamic-shape graph (LRU, default 16) |
 | ``TRITON_INTERPRET`` | Triton's: kernels run in its CPU interpreter (``triton_interpreted``) |
 """
 
@@ -31,7 +32,8 @@ _overrides: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def overrides(settings: Mapping[str, Any]) -> Iterator[None]:
-    """Apply per-compile ``settings`` (keys: ``strict``, ``debug_dir``, ``autotune``)."""
+    """Apply per-compile ``settings`` (keys: ``strict``, ``debug_dir``, ``autotune``,
+    ``max_specializations``)."""
     token = _overrides.set({**_overrides.get(), **settings})
     try:
         yield
@@ -129,3 +131,34 @@ def autotune_mode() -> str:
             f"TILEFUSE_AUTOTUNE={mode!r} is not a mode; use one of {', '.join(AUTOTUNE_MODES)}"
         )
     return mode
+
+
+MAX_SPECIALIZATIONS_ENV = "TILEFUSE_MAX_SPECIALIZATIONS"
+DEFAULT_MAX_SPECIALIZATIONS = 16
+
+
+def max_specializations() -> int:
+    """How many shape-specialized variants of one symbolic-size graph are kept at once
+    (option ``max_specializations`` or ``TILEFUSE_MAX_SPECIALIZATIONS``; default 16).
+
+    Raises ``TilefuseError`` naming the variable when it is set to anything but a
+    positive integer.
+    """
+    override = _overrides.get().get("max_specializations")
+    if override is not None:
+        return int(override)
+    raw = os.environ.get(MAX_SPECIALIZATIONS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_SPECIALIZATIONS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        from .errors import TilefuseError
+
+        raise TilefuseError(
+            f"{MAX_SPECIALIZATIONS_ENV}={raw!r} is not a positive integer; set it to how many "
+            "shape-specialized variants of one dynamic-shape graph to keep (e.g. 16), or unset it"
+        )
+    return value

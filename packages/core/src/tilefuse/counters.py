@@ -24,6 +24,8 @@ STANDARD = (
     "remote_rejected",  # remote values that failed verification (also counted as misses)
     "remote_stores",  # values published to the remote cache
     "remote_errors",  # remote cache failures (unreachable, slow, refused): it is turned off
+    "specializations_compiled",  # shape-specialized variants compiled for symbolic-size graphs
+    "specializations_evicted",  # such variants dropped (LRU, TILEFUSE_MAX_SPECIALIZATIONS)
 )
 
 _lock = threading.Lock()

@@ -6,13 +6,18 @@ each half is compiled by ``tilefuse.pipeline.compile_graph``, which also builds 
 kernel. A graph that cannot be compiled, or whose compiled form fails on its first
 call, runs eagerly from then on with one warning naming the error, never a crash
 (``TILEFUSE_STRICT=1`` or ``options={"strict": True}`` raises instead). Graphs with
-symbolic sizes are specialized: compiled once per distinct concrete input signature.
+symbolic sizes are specialized: compiled once per distinct concrete input signature,
+keeping at most ``TILEFUSE_MAX_SPECIALIZATIONS`` variants per graph (least recently
+used dropped first; see ``_Specializer``).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -98,9 +103,10 @@ class _EagerAfterFirstFailure:
         return out
 
 
-def _inner_compiler(settings: Mapping[str, Any]) -> Callable:
+def _inner_compiler(settings: Mapping[str, Any], note: str = "") -> Callable:
     """The AOTAutograd forward/backward compiler, applying this compile's ``settings``
-    (the backward graph compiles later, at the first backward call)."""
+    (the backward graph compiles later, at the first backward call). A non-empty
+    ``note`` becomes the ``specialization`` line of each graph's report."""
 
     def inner(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
         from .pipeline import compile_graph
@@ -115,6 +121,11 @@ def _inner_compiler(settings: Mapping[str, Any]) -> Callable:
                 _warn_once(f"could not compile a graph ({_describe(exc)}); running it eagerly")
                 log.debug("tilefuse: compile failure", exc_info=True)
                 return _eager(gm)
+        report = getattr(compiled, "report", None)
+        if note and report is not None:
+            # The report was already handed to collect_reports() blocks: they hold this
+            # same object, so they see the note too (the debug directory does not).
+            report.specialization = note
         counters.bump("graphs_compiled")
         return _EagerAfterFirstFailure(compiled, gm, strict)
 
@@ -130,23 +141,65 @@ def _is_symbolic(inputs: Sequence[Any]) -> bool:
     return False
 
 
+def _symbol_names(inputs: Sequence[Any]) -> list[str]:
+    """The size symbols (``s0``, ``s1``...) appearing in ``inputs``, sorted."""
+    names: set[str] = set()
+    for x in inputs:
+        sizes = x.shape if isinstance(x, torch.Tensor) else (x,)
+        for s in sizes:
+            if isinstance(s, torch.SymInt):
+                names.update(str(sym) for sym in s.node.expr.free_symbols)
+    return sorted(names)
+
+
 def _aot(
-    gm: torch.fx.GraphModule, example_inputs: Sequence[Any], settings: Mapping[str, Any]
+    gm: torch.fx.GraphModule,
+    example_inputs: Sequence[Any],
+    settings: Mapping[str, Any],
+    note: str = "",
 ) -> Callable:
-    compiler = _inner_compiler(settings)
+    compiler = _inner_compiler(settings, note)
     backend = aot_autograd(
         fw_compiler=compiler, bw_compiler=compiler, decompositions=decomposition_table()
     )
     return backend(gm, example_inputs)
 
 
-class _Specializer:
-    """Compiles ``gm`` once per concrete signature of its (symbolic) inputs."""
+_specialized_graph_ids = itertools.count()
 
-    def __init__(self, gm: torch.fx.GraphModule, settings: Mapping[str, Any]) -> None:
+
+class _Specializer:
+    """Runs a graph whose inputs have symbolic sizes by compiling it once per concrete
+    input signature: shapes, strides, dtypes, devices and ``requires_grad`` of tensors,
+    non-tensor arguments, and the values of 0-dim tensors read back with ``.item()``.
+
+    Variants live in an LRU of at most ``limit`` entries (``config.max_specializations()``
+    when the graph was handed to tilefuse). A call whose signature has a variant runs it
+    and marks it most recently used; any other compiles one (``specializations_compiled``
+    in ``tilefuse.stats()``) and, when that makes one too many, drops the least recently
+    used (``specializations_evicted``). A signature whose variant was dropped compiles
+    again when it comes back. A variant that cannot be compiled runs eagerly (counted in
+    ``graphs_fallen_back``; strict mode raises) and takes a slot like any other. Each
+    compiled variant's report says that it was specialized, why, and how many variants
+    the graph has; the first one is also logged (INFO), and the first eviction warned
+    about once per graph.
+    """
+
+    def __init__(
+        self,
+        gm: torch.fx.GraphModule,
+        settings: Mapping[str, Any],
+        limit: int,
+        symbols: Sequence[str] = (),
+    ) -> None:
         self.gm = gm
         self.settings = settings
-        self.compiled: dict[tuple, Callable] = {}
+        self.limit = limit
+        self.symbols = list(symbols)
+        self.graph_id = next(_specialized_graph_ids)
+        self.variants_compiled = 0  # for this graph, evicted ones included
+        self.compiled: OrderedDict[tuple, Callable] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _scalar_inputs(self) -> list[int]:
         """Indices of placeholders that the graph reads back with ``.item()``."""
@@ -195,22 +248,63 @@ class _Specializer:
             else a
             for a in args
         )
-        fn = self.compiled.get(key)
+        with self._lock:
+            fn = self.compiled.get(key)
+            if fn is not None:
+                self.compiled.move_to_end(key)
         if fn is None:
-            try:
-                fn = _aot(self._bake_scalars(args), list(args), self.settings)
-            except Exception as exc:
-                with config.overrides(self.settings):
-                    if config.strict():
-                        raise
-                _warn_once(
-                    f"could not specialize a dynamic-shape graph ({_describe(exc)}); "
-                    "running it eagerly"
-                )
-                counters.bump("graphs_fallen_back")
-                fn = self.gm.forward
-            self.compiled[key] = fn
+            fn = self._specialize(key, args)
         return fn(*args)
+
+    def _specialize(self, key: tuple, args: Sequence[Any]) -> Callable:
+        """Compile the variant for ``key`` (outside the lock: compiles are slow), store it
+        as most recently used and drop the least recently used beyond ``limit``."""
+        with self._lock:
+            number = self.variants_compiled + 1
+            live = min(len(self.compiled) + 1, self.limit)
+        shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
+        names = ", ".join(self.symbols) or "unnamed"
+        note = (
+            f"specialized for input shapes {shapes}: its Dynamo graph (dynamic-shape graph "
+            f"#{self.graph_id}) has symbolic sizes ({names}), which tilefuse compiles per "
+            f"concrete shape; variant {number} compiled for it, {live} kept of at most "
+            f"{self.limit} (TILEFUSE_MAX_SPECIALIZATIONS)"
+        )
+        if number == 1:
+            log.info(
+                "tilefuse: dynamic-shape graph #%d has symbolic sizes (%s); tilefuse compiles "
+                "it once per concrete shape, keeping at most %d variants",
+                self.graph_id, names, self.limit,
+            )  # fmt: skip
+        try:
+            fn = _aot(self._bake_scalars(args), list(args), self.settings, note)
+            counters.bump("specializations_compiled")
+        except Exception as exc:
+            with config.overrides(self.settings):
+                if config.strict():
+                    raise
+            _warn_once(
+                f"could not specialize a dynamic-shape graph ({_describe(exc)}); running it eagerly"
+            )
+            counters.bump("graphs_fallen_back")
+            fn = self.gm.forward
+        evicted = 0
+        with self._lock:
+            self.variants_compiled += 1
+            self.compiled[key] = fn
+            self.compiled.move_to_end(key)
+            while len(self.compiled) > self.limit:
+                self.compiled.popitem(last=False)
+                evicted += 1
+        if evicted:
+            counters.bump("specializations_evicted", evicted)
+            _warn_once(
+                f"dynamic-shape graph #{self.graph_id} has more input shapes than the "
+                f"{self.limit} compiled variants kept per graph; the least recently used are "
+                "dropped and compiled again when their shape returns (raise "
+                "TILEFUSE_MAX_SPECIALIZATIONS or options={'max_specializations': N} to keep more)"
+            )
+        return fn
 
 
 def tilefuse_backend(
@@ -228,7 +322,9 @@ def tilefuse_backend(
     """
     settings = compile_options.parse(mode, options)
     with config.overrides(settings):
-        config.strict()  # a malformed TILEFUSE_STRICT is reported here, before any work
+        # Malformed settings are reported here, before any work.
+        config.strict()
+        limit = config.max_specializations()
     if mode in compile_options.UNBUILT_MODES:
         _warn_once(f"mode={mode!r}: {compile_options.UNBUILT_MODES[mode]}")
     # Ops on a device no backend serves run as externs inside the graph (lowering warns
@@ -248,7 +344,7 @@ def tilefuse_backend(
             counters.bump("graphs_fallen_back")
             return gm.forward
     if _is_symbolic(example_inputs):
-        return _Specializer(gm, settings)
+        return _Specializer(gm, settings, limit, _symbol_names(example_inputs))
     try:
         return _aot(gm, example_inputs, settings)
     except Exception as exc:  # AOTAutograd refused the graph (e.g. it cannot functionalize)

@@ -41,8 +41,9 @@ class KernelReport:
 @dataclass
 class GraphReport:
     """Everything the pipeline decided for graph ``graph_id``: kernels, fusions refused
-    (with reasons), buffers never allocated, externs (op -> why), autotune summaries and
-    the wrapper's source."""
+    (with reasons), buffers never allocated, externs (op -> why), autotune summaries,
+    the wrapper's source and, for a graph compiled for one concrete shape of a graph
+    with symbolic sizes, ``specialization`` (why, and how many variants it has)."""
 
     graph_id: int
     kernels: list[KernelReport] = field(default_factory=list)
@@ -51,11 +52,14 @@ class GraphReport:
     fused_away: list[str] = field(default_factory=list)
     autotune: list[str] = field(default_factory=list)
     wrapper: str = ""
+    specialization: str = ""
 
     def format(self) -> str:
         """The text ``tilefuse explain`` prints for this graph."""
         out = [f"graph {self.graph_id}: {len(self.kernels)} kernel(s), "
                f"{len(self.externs)} extern op(s)"]  # fmt: skip
+        if self.specialization:
+            out.append(f"  {self.specialization}")
         for k in self.kernels:
             out.append(f"  kernel {k.name} [{k.backend}, {k.kind}]: fuses {', '.join(k.nodes)}")
             out.append(f"    from aten nodes: {', '.join(k.origins)}")
