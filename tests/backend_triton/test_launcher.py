@@ -167,6 +167,17 @@ def test_a_context_that_cannot_be_bound_leaves_the_launch_to_triton(driver, monk
     assert driver.launches == []
 
 
+def test_a_failing_context_bind_at_launch_leaves_the_launch_to_triton(driver, monkeypatch):
+    """A driver error while binding the primary context at launch does not escape the
+    launcher: nothing launched, Triton's own path takes the call."""
+    values = (torch.zeros(4), torch.zeros(4), 4, 1, 4)
+    kernel = L.CubinLauncher.create(compiled(), values)
+    driver.context = 0
+    monkeypatch.setattr(driver, "cuDevicePrimaryCtxRetain", lambda out, device: 101)
+    assert kernel((1,), 0, values) is False
+    assert driver.launches == []
+
+
 def test_a_handle_from_another_devices_context_leaves_the_launch_to_triton(driver, monkeypatch):
     values = (torch.zeros(4), torch.zeros(4), 4, 1, 4)
     kernel = L.CubinLauncher.create(compiled(), values)

@@ -205,7 +205,10 @@ class CubinLauncher:
             if status == _CUDA_ERROR_INVALID_CONTEXT:
                 # A thread with no current context (autograd's device threads run the
                 # backward): bind the primary one, as Triton's own launcher does, once.
-                _bind_context(self._device)
+                try:
+                    _bind_context(self._device)
+                except RuntimeError:
+                    return False  # Triton's own path binds it or reports why it cannot
                 status = self._launch(grid, stream)
         if status in _CONTEXT_ERRORS:
             # The current context is not the one the cubin was loaded into (another
