@@ -228,7 +228,10 @@ def test_the_winner_is_the_same_with_one_worker_or_two(
     assert alone.timings_ms == shared.timings_ms
     assert list(alone.timings_ms) == list(shared.timings_ms)
     assert alone.workers == {"cpu": 5}
-    assert sum(shared.workers.values()) == 5 and len(shared.workers) == 2
+    # First come, first served: on a loaded machine one worker may take every candidate
+    # (as in the test above), so only the accounting is fixed here.
+    assert sum(shared.workers.values()) == 5
+    assert set(shared.workers) <= {"cpu#0", "cpu#1"}
 
 
 def test_checks_are_spread_too(two_cpu_workers):
