@@ -99,7 +99,8 @@ def test_real_build_serves_another_shape_without_nvcc():
     other = _choice(make_case("mm", 1000, 1032, 520, a_col=True), config)
     assert other.compile() == first and _builds() == before
     log = (first.parent / "nvcc.log").read_text()
-    assert "code=sm_90a" in log and "compute_90 " not in log
+    # The sm_90a cubin only: no ``-arch=`` (it adds a compute_90a PTX pass), no PTX target.
+    assert "code=sm_90a" in log and "-arch=" not in log and "code=compute_" not in log
 
 
 @needs_toolchain
