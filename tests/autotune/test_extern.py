@@ -103,10 +103,32 @@ def test_an_odd_n_runs_padded_with_the_same_values(op, transposed, monkeypatch):
     torch.testing.assert_close(out, expected.relu())
 
 
+class _CudaLike:
+    """What ``_padded_width`` reads of a result tensor, as a large CUDA one has it."""
+
+    is_cuda = True
+
+    def __init__(self, shape, dtype) -> None:
+        self.shape, self.dtype = shape, dtype
+
+    def numel(self) -> int:
+        return int(torch.Size(self.shape).numel())
+
+    def element_size(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+
 def test_padding_is_asked_for_large_odd_n_on_cuda_only():
     big = torch.empty(4096, 50257, dtype=torch.bfloat16, device="meta")
     assert plugin._padded_width("mm", big) is None  # not a CUDA tensor
     assert plugin._padded_width("mm", torch.empty(4, 7)) is None
+    # On CUDA: N rounded up to 16 bytes of the half type, for mm and bmm only.
+    assert plugin._padded_width("mm", _CudaLike((4096, 50257), torch.bfloat16)) == 50264
+    assert plugin._padded_width("bmm", _CudaLike((2, 2048, 1001), torch.float16)) == 1008
+    assert plugin._padded_width("addmm", _CudaLike((4096, 50257), torch.bfloat16)) is None
+    assert plugin._padded_width("mm", _CudaLike((4096, 50264), torch.bfloat16)) is None
+    assert plugin._padded_width("mm", _CudaLike((4096, 50257), torch.float32)) is None
+    assert plugin._padded_width("mm", _CudaLike((16, 50257), torch.bfloat16)) is None  # small
 
 
 @pytest.mark.gpu
