@@ -82,6 +82,8 @@ def mixed_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: names[i])
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
     monkeypatch.delenv(devices.WORKERS_ENV, raising=False)
+    for var in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
 
 
 def test_gpus_of_the_compiling_gpus_model_take_part_compiling_one_first(mixed_gpus):
@@ -97,6 +99,19 @@ def test_the_workers_setting_caps_gpus_and_sets_cpu_workers(mixed_gpus, monkeypa
     assert devices.worker_devices("cpu") == ["cpu", "cpu"]
     monkeypatch.setenv(devices.WORKERS_ENV, "1")
     assert devices.worker_devices("cuda:3") == ["cuda:3"]
+
+
+@pytest.mark.parametrize("var", ["WORLD_SIZE", "LOCAL_WORLD_SIZE"])
+def test_a_rank_of_a_multi_process_job_keeps_to_its_own_gpu(mixed_gpus, monkeypatch, var):
+    """Under torchrun the other GPUs are other ranks' (busy training): only the compiling
+    GPU measures, unless the workers setting asks for more."""
+    monkeypatch.setenv(var, "1")
+    assert devices.worker_devices("cuda") == ["cuda:2", "cuda:0", "cuda:3"]
+    monkeypatch.setenv(var, "4")
+    assert devices.worker_devices("cuda") == ["cuda:2"]
+    assert devices.worker_devices("cpu") == ["cpu"]
+    monkeypatch.setenv(devices.WORKERS_ENV, "2")
+    assert devices.worker_devices("cuda") == ["cuda:2", "cuda:0"]
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])

@@ -87,6 +87,9 @@ def worker_devices(device: str) -> list[str]:
 
     CUDA (``"cuda"`` or ``"cuda:N"``): the compiling GPU first, then every other visible
     GPU of the same name, in index order, at most ``TILEFUSE_AUTOTUNE_WORKERS`` in all.
+    In a job of several processes (``WORLD_SIZE`` or ``LOCAL_WORLD_SIZE`` above 1, as
+    torchrun sets) the other GPUs belong to other ranks: only the compiling GPU, unless
+    ``TILEFUSE_AUTOTUNE_WORKERS`` asks for more.
     Any other device type (the CPU): ``device`` repeated ``TILEFUSE_AUTOTUNE_WORKERS``
     times (default once). Never empty.
     """
@@ -94,6 +97,8 @@ def worker_devices(device: str) -> list[str]:
     home = device_index(device)
     if home is None:
         return [device] * (limit or 1)
+    if limit is None and _in_multi_process_job():
+        return [f"cuda:{home}"]
     import torch
 
     name = torch.cuda.get_device_name(home)
@@ -111,6 +116,15 @@ def worker_devices(device: str) -> list[str]:
             ", ".join(f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in other),
         )
     return [f"cuda:{i}" for i in same[:limit]]
+
+
+def _in_multi_process_job() -> bool:
+    """Whether this process is one rank of a job launched over several processes."""
+    for var in ("LOCAL_WORLD_SIZE", "WORLD_SIZE"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 1:
+            return True
+    return False
 
 
 def visible_devices_var() -> str:
