@@ -87,7 +87,7 @@ def test_a_bare_cast_epilogue_is_not_written_in_place_into_another_dtype():
 def test_an_odd_n_runs_padded_with_the_same_values(op, transposed, monkeypatch):
     """An N that cuBLAS serves only slowly is padded with zero columns of B and the result
     cut back: the same values, with or without an epilogue, whatever B's majorness."""
-    monkeypatch.setattr(plugin, "_padded_width", lambda op, out: 16)
+    monkeypatch.setattr(plugin, "_padded_width", lambda op, b, out: 16)
     g = torch.Generator().manual_seed(3)
     batch = (2,) if op == "bmm" else ()
     a = torch.randn(*batch, 5, 8, generator=g)
@@ -119,16 +119,20 @@ class _CudaLike:
 
 
 def test_padding_is_asked_for_large_odd_n_on_cuda_only():
+    bf16, fp16 = torch.empty(1, dtype=torch.bfloat16), torch.empty(1, dtype=torch.float16)
     big = torch.empty(4096, 50257, dtype=torch.bfloat16, device="meta")
-    assert plugin._padded_width("mm", big) is None  # not a CUDA tensor
-    assert plugin._padded_width("mm", torch.empty(4, 7)) is None
-    # On CUDA: N rounded up to 16 bytes of the half type, for mm and bmm only.
-    assert plugin._padded_width("mm", _CudaLike((4096, 50257), torch.bfloat16)) == 50264
-    assert plugin._padded_width("bmm", _CudaLike((2, 2048, 1001), torch.float16)) == 1008
-    assert plugin._padded_width("addmm", _CudaLike((4096, 50257), torch.bfloat16)) is None
-    assert plugin._padded_width("mm", _CudaLike((4096, 50264), torch.bfloat16)) is None
-    assert plugin._padded_width("mm", _CudaLike((4096, 50257), torch.float32)) is None
-    assert plugin._padded_width("mm", _CudaLike((16, 50257), torch.bfloat16)) is None  # small
+    assert plugin._padded_width("mm", bf16, big) is None  # not a CUDA tensor
+    assert plugin._padded_width("mm", bf16, torch.empty(4, 7)) is None
+    # On CUDA: N rounded up to 16 bytes of the GEMM's half type, for mm and bmm only.
+    assert plugin._padded_width("mm", bf16, _CudaLike((4096, 50257), torch.bfloat16)) == 50264
+    assert plugin._padded_width("bmm", fp16, _CudaLike((2, 2048, 1001), torch.float16)) == 1008
+    assert plugin._padded_width("addmm", bf16, _CudaLike((4096, 50257), torch.bfloat16)) is None
+    assert plugin._padded_width("mm", bf16, _CudaLike((4096, 50264), torch.bfloat16)) is None
+    # The GEMM's dtype decides, not the result's: autocast's bf16 GEMM stored as float32.
+    assert plugin._padded_width("mm", bf16, _CudaLike((4096, 50257), torch.float32)) == 50264
+    fp32 = torch.empty(1)
+    assert plugin._padded_width("mm", fp32, _CudaLike((4096, 50257), torch.bfloat16)) is None
+    assert plugin._padded_width("mm", bf16, _CudaLike((16, 50257), torch.bfloat16)) is None  # small
 
 
 @pytest.mark.gpu

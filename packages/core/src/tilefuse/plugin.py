@@ -531,7 +531,7 @@ class ExternChoice:
         n = GEMM_OPS[self.op]
         op_inputs, operands = inputs[:n], inputs[n:]
         epi = self.epilogue
-        width = _padded_width(self.op, out)
+        width = _padded_width(self.op, op_inputs[-1], out)
         if width is not None:  # N padded with zero columns of B, the result sliced back
             op_inputs = (*op_inputs[:-1], _pad_columns(op_inputs[-1], width))
         # In place only when ``out`` has the op's own dtype (an epilogue may be a bare cast,
@@ -558,9 +558,10 @@ class ExternChoice:
 _PAD_MIN_ELEMENTS = 1 << 20
 
 
-def _padded_width(op: str, out: Any) -> int | None:
-    """The N to run a large half-precision CUDA ``mm``/``bmm`` at when ``out``'s N is not
-    a multiple of 8 (an odd vocabulary size, say), or ``None`` to run it as it is.
+def _padded_width(op: str, b: Any, out: Any) -> int | None:
+    """The N to run a large half-precision CUDA ``mm``/``bmm`` at when its N (``out``'s
+    last size) is not a multiple of 8 (an odd vocabulary size, say), or ``None`` to run it
+    as it is. The GEMM's own dtype is ``b``'s (``out`` may hold an epilogue's cast).
 
     cuBLAS serves such an N only with its 1-element-aligned kernels: GPT-2's LM head
     (4096 x 768 x 50257, bf16) takes 3.4 ms on an H200, where padding N costs a copy of B
@@ -570,9 +571,9 @@ def _padded_width(op: str, out: Any) -> int | None:
 
     if op not in ("mm", "bmm") or not out.is_cuda or out.numel() < _PAD_MIN_ELEMENTS:
         return None
-    if out.dtype not in (torch.float16, torch.bfloat16):
+    if b.dtype not in (torch.float16, torch.bfloat16):
         return None
-    per_16_bytes = 16 // out.element_size()
+    per_16_bytes = 16 // torch.empty((), dtype=b.dtype).element_size()
     n = out.shape[-1]
     if n % per_16_bytes == 0:
         return None
