@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 
+from tilefuse import plugin
 from tilefuse.errors import TilefuseError
 
 log = logging.getLogger("tilefuse.autotune")
@@ -37,19 +38,10 @@ def requested_workers() -> int | None:
 
     Raises ``TilefuseError`` naming the variable when it is set to anything else.
     """
-    raw = os.environ.get(WORKERS_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        count = int(raw)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise TilefuseError(
-            f"{WORKERS_ENV}={raw!r} is not a positive integer; set it to the number of "
-            "benchmark workers to use (1 keeps benchmarking on the compiling device), or unset it"
-        )
-    return count
+    return plugin.positive_int_env(
+        WORKERS_ENV,
+        "the number of benchmark workers to use (1 keeps benchmarking on the compiling device)",
+    )
 
 
 def device_type(device: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 
+from tilefuse import plugin
 from tilefuse.errors import TilefuseError
 
 MAX_CANDIDATES_ENV = "TILEFUSE_CUDA_MAX_CANDIDATES"
@@ -30,19 +31,13 @@ MAX_PARALLEL_BUILDS = 16  # the autotuner's compile pool is at most this wide
 
 def max_candidates() -> int:
     """CUTLASS configurations offered per request in max mode (at least 1)."""
-    raw = os.environ.get(MAX_CANDIDATES_ENV, "").strip()
-    if not raw:
+    value = plugin.positive_int_env(
+        MAX_CANDIDATES_ENV,
+        "how many CUTLASS configurations max-mode autotuning may build per GEMM (e.g. 4)",
+    )
+    if value is None:
         cores = min(MAX_PARALLEL_BUILDS, os.cpu_count() or 1)
         return max(MIN_MAX_CANDIDATES, cores)
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise TilefuseError(
-            f"{MAX_CANDIDATES_ENV}={raw!r} is not a positive integer: set it to how many "
-            "CUTLASS configurations max-mode autotuning may build per GEMM (e.g. 4), or unset it"
-        )
     return value
 
 

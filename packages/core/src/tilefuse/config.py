@@ -147,9 +147,22 @@ def max_specializations() -> int:
     override = _overrides.get().get("max_specializations")
     if override is not None:
         return int(override)
-    raw = os.environ.get(MAX_SPECIALIZATIONS_ENV, "").strip()
+    value = positive_int_env(
+        MAX_SPECIALIZATIONS_ENV,
+        "how many shape-specialized variants of one dynamic-shape graph to keep (e.g. 16)",
+    )
+    return DEFAULT_MAX_SPECIALIZATIONS if value is None else value
+
+
+def positive_int_env(name: str, meaning: str) -> int | None:
+    """Environment variable ``name`` as a positive integer, ``None`` when unset or empty.
+
+    Raises ``TilefuseError`` naming the variable and saying what to set it to
+    (``meaning``, e.g. "how many workers to start") for any other value.
+    """
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_MAX_SPECIALIZATIONS
+        return None
     try:
         value = int(raw)
     except ValueError:
@@ -158,7 +171,6 @@ def max_specializations() -> int:
         from .errors import TilefuseError
 
         raise TilefuseError(
-            f"{MAX_SPECIALIZATIONS_ENV}={raw!r} is not a positive integer; set it to how many "
-            "shape-specialized variants of one dynamic-shape graph to keep (e.g. 16), or unset it"
+            f"{name}={raw!r} is not a positive integer; set it to {meaning}, or unset it"
         )
     return value

@@ -680,6 +680,7 @@ _HELPERS = {
     "store_source": ("tilefuse.codegen.kernel_cache", "store_source"),
     "triton_interpreted": ("tilefuse.config", "triton_interpreted"),
     "autotune_mode": ("tilefuse.config", "autotune_mode"),
+    "positive_int_env": ("tilefuse.config", "positive_int_env"),
     "GemmShape": ("tilefuse.gemm_shape", "GemmShape"),
     "GEMM_FLOAT_DTYPES": ("tilefuse.gemm_shape", "GEMM_FLOAT_DTYPES"),
     "gemm_majorness": ("tilefuse.gemm_shape", "majorness"),
