@@ -224,8 +224,8 @@ def _build(worker: Worker, label: str, choice: Any, config: BenchConfig) -> Any 
         return Outcome(label, reason=COMPILE, detail=f"build process {exc}")
     except WorkerTimeout as exc:
         return Outcome(label, reason=COMPILE, detail=f"build timed out: {exc}")
-    except Exception as exc:  # it never reached the worker: it does not pickle, say
-        return Outcome(label, reason=COMPILE, detail=f"not sent to a worker: {_text(exc)}")
+    except Exception as exc:  # outside the task: it does not pickle, or a worker won't start
+        return Outcome(label, reason=COMPILE, detail=f"build not run: {_text(exc)}")
     return choice if built is None else built
 
 
@@ -255,8 +255,8 @@ def _run_task(
         return Outcome(label, reason=CRASH, detail=str(exc))
     except WorkerTimeout as exc:
         return Outcome(label, reason=TIMEOUT, detail=str(exc))
-    except Exception as exc:  # it never reached the worker: it does not pickle, say
-        return Outcome(label, reason=ERROR, detail=f"not sent to a worker: {_text(exc)}")
+    except Exception as exc:  # outside the task: it does not pickle, or a worker won't start
+        return Outcome(label, reason=ERROR, detail=f"measurement not run: {_text(exc)}")
     return Outcome(label, time_ms=None if result is None else float(result))
 
 
