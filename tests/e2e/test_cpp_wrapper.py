@@ -169,9 +169,7 @@ def test_a_cpp_launch_that_is_not_a_cpp_launch_is_refused(monkeypatch):
         write_cpp_wrapper(schedule, odd)
 
 
-def test_an_extern_op_outside_the_table_keeps_the_python_wrapper(
-    monkeypatch, not_strict, caplog
-):
+def test_an_extern_op_outside_the_table_keeps_the_python_wrapper(monkeypatch, not_strict, caplog):
     # torch.linalg.det has no lowering (an extern) and no entry in CPP_EXTERNS.
     assert "aten::_linalg_det.default" not in CPP_EXTERNS
     x = torch.randn(3, 4, 4)

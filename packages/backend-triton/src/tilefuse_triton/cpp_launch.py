@@ -213,7 +213,21 @@ void launch({tensors}) {{
         shared=SHARED,
         blobs={"cubin": bytes(cubin)},
         headers=HEADERS,
+        include_dirs=cuda_include_dirs(),
     )
+
+
+def cuda_include_dirs() -> tuple[str, ...]:
+    """Where ``cuda.h`` is: the copy Triton's NVIDIA backend ships (no CUDA toolkit needed),
+    or none (core adds ``/usr/local/cuda/include`` where it exists)."""
+    import os
+
+    try:
+        import triton.backends.nvidia as nvidia
+    except ImportError:
+        return ()
+    include = os.path.join(os.path.dirname(nvidia.__file__), "include")
+    return (include,) if os.path.isfile(os.path.join(include, "cuda.h")) else ()
 
 
 def empty_launch(num_tensors: int) -> plugin.CppLaunch:

@@ -186,6 +186,9 @@ class Kernel(Protocol):
     to the debug directory), and calling the kernel with the buffers listed in
     ``arg_names`` (torch tensors) plus the integer sizes in ``size_args``
     runs it on the current stream.
+
+    Optional: ``cpp_launch() -> CppLaunch | None``, the C++ that launches the built
+    kernel without Python (the C++ wrapper; see ``CppLaunch``).
     """
 
     name: str
