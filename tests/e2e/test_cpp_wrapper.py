@@ -6,7 +6,7 @@ of representative graphs (pointwise, reduction, a GEMM template, extern ops with
 results, a returned view) compiles, with fake CUDA kernels that give a ``cpp_launch``
 rendered by the Triton backend's own renderer; a graph made only of extern steps is
 built, loaded and run through the C++ wrapper and compared with eager; and every
-fallback. Two tests run the real compiler (about a minute each on two cores).
+fallback. Two tests run the real compiler (about 30 s each on two cores).
 """
 
 from __future__ import annotations

@@ -44,8 +44,19 @@ from .cpp_externs import (
 )
 from .wrapper import WrapperPlan
 
-#: What every generated wrapper includes (torch's extension header brings pybind11).
-BASE_HEADERS = ("torch/extension.h", "ATen/ATen.h", "cstdint", "limits", "optional", "vector")
+#: What every generated wrapper includes (not torch/extension.h: all of libtorch's C++ API
+#: would double the compile time).
+BASE_HEADERS = (
+    "ATen/ATen.h",
+    "torch/csrc/utils/pybind.h",  # the at::Tensor <-> torch.Tensor pybind11 caster
+    "array",
+    "cstdint",
+    "limits",
+    "optional",
+    "stdexcept",
+    "tuple",
+    "vector",
+)
 
 _PRELUDE = """\
 namespace tilefuse_wrapper {
