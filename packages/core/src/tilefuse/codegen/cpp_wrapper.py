@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import plugin
-from ..ir.nodes import Buffer, View
+from ..ir.nodes import Buffer, Extern, Template, View
 from ..scheduler import ExternStep, Schedule, TemplateStep
 from .cpp_externs import (
     CppUnsupported,
@@ -207,6 +207,7 @@ class CppWrapperWriter(WrapperPlan):
 
     def template(self, step: TemplateStep, kernel: Any) -> None:
         data = step.node.buffer.data
+        assert isinstance(data, Template)
         args = []
         for buf in data.inputs:
             if isinstance(buf.data, View):
@@ -245,6 +246,7 @@ class CppWrapperWriter(WrapperPlan):
     def extern(self, step: ExternStep) -> None:
         buf = step.node.buffer
         data = buf.data
+        assert isinstance(data, Extern)
         op = data.op
         call = render_extern_call(op, tuple(data.args), dict(data.kwargs))
         name = qualified_name(op)
@@ -256,6 +258,7 @@ class CppWrapperWriter(WrapperPlan):
             self.defined.add(buf.name)
             self.tuples.add(buf.name)
             for child in children:
+                assert child.output_of is not None
                 index = int(child.output_of[1])
                 if index >= len(returns) or not returns[index]:
                     raise CppUnsupported(f"extern op {name}: output {index} is not a tensor")
