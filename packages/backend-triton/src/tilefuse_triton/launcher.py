@@ -151,6 +151,7 @@ class CubinLauncher:
         self._lock = threading.Lock()  # the slots are shared by every call
         devices = [device for _pos, _slot, device, _aligned in self._tensors]
         self._device = devices[0] if devices else 0
+        self.device = self._device  # the device index the cubin is loaded on
         self._function = self._load(compiled.asm["cubin"], self._device)
 
     def _load(self, cubin: bytes, device: int) -> ctypes.c_void_p:

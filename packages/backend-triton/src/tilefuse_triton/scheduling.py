@@ -10,8 +10,9 @@ import torch
 from tilefuse import plugin
 
 from . import heuristics
+from .cpp_launch import empty_launch, render_cpp_launch
 from .kernel_writer import render_spec
-from .launcher import CubinLauncher
+from .launcher import _SCRATCH_FIELDS, CubinLauncher, unsupported_reason
 
 MAX_KERNEL_NODES = 40
 MAX_BLOCK_ELEMENTS = 1 << 20  # Triton's limit on the elements of one block
@@ -42,6 +43,7 @@ class TritonKernel:
         self._fn: Any = None
         self._launcher: CubinLauncher | None = None
         self._tried_launcher = False
+        self._compiled: Any = None  # what build() compiled (a CUDA GPU only)
 
     def load(self) -> None:
         if self._fn is None:
@@ -62,6 +64,32 @@ class TritonKernel:
             compiled = self._warmup(args)
             self._tried_launcher = True
             self._launcher = CubinLauncher.create(compiled, values)
+            self._compiled = compiled
+
+    def cpp_launch(self) -> plugin.CppLaunch | None:
+        """The C++ launch of the built cubin (``plugin.CppLaunch``), or ``None`` where there
+        is none: under the interpreter or on a CPU tensor (nothing compiled), or a kernel
+        ``CubinLauncher`` cannot serve (``launcher.unsupported_reason``)."""
+        if self.grid[0] == 0:
+            return empty_launch(len(self.arg_names))
+        compiled = self._compiled
+        if compiled is None or self._launcher is None or unsupported_reason(compiled):
+            return None
+        metadata = compiled.metadata
+        values = (*([None] * len(self.arg_names)), self.xnumel, self.rnumel,
+                  self.config["XBLOCK"], self.config["RBLOCK"])  # fmt: skip
+        return render_cpp_launch(
+            kernel_name=metadata.name,
+            cubin=compiled.asm["cubin"],
+            signature=list(compiled.src.signature.values()),
+            values=values,
+            num_tensors=len(self.arg_names),
+            grid=self.grid[0],
+            num_warps=int(metadata.num_warps),
+            shared=int(metadata.shared),
+            device=self._launcher.device,
+            scratch_params=sum(hasattr(metadata, f) for f in _SCRATCH_FIELDS),
+        )
 
     def _warmup(self, args: tuple[Any, ...]) -> Any:
         return self._fn.warmup(

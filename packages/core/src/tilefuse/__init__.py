@@ -35,11 +35,13 @@ def reset() -> None:
     Compiled graphs are kept by ``torch.compile``; call ``torch._dynamo.reset()`` too
     to recompile.
     """
+    from .codegen.cpp_build import forget_warnings as _forget_cpp_warnings
     from .counters import reset as _reset_counters
     from .dynamo_backend import forget_warnings
 
     _reset_counters()
     forget_warnings()
+    _forget_cpp_warnings()
 
 
 __all__ = ["__version__", "explain", "reset", "stats"]

@@ -33,6 +33,10 @@ OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v in config.AUTOTUNE_MODES,
         f"one of {', '.join(config.AUTOTUNE_MODES)} (as TILEFUSE_AUTOTUNE)",
     ),
+    "cpp_wrapper": (
+        lambda v: isinstance(v, bool),
+        "True or False (as TILEFUSE_CPP_WRAPPER; experimental)",
+    ),
     "max_specializations": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
         "a positive integer (as TILEFUSE_MAX_SPECIALIZATIONS)",

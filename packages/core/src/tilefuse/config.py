@@ -10,6 +10,7 @@
 | ``TILEFUSE_STRICT`` | ``1``/``true``/``yes``/``on``: raise instead of falling back to eager |
 | ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``quick``, ``max`` or ``replay`` |
 | ``TILEFUSE_MAX_SPECIALIZATIONS`` | shape variants kept per dynamic-shape graph (LRU, default 16) |
+| ``TILEFUSE_CPP_WRAPPER`` | ``1``/``true``/``yes``/``on``: the wrapper in C++ (experimental) |
 | ``TRITON_INTERPRET`` | Triton's: kernels run in its CPU interpreter (``triton_interpreted``) |
 """
 
@@ -33,7 +34,7 @@ _overrides: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 @contextlib.contextmanager
 def overrides(settings: Mapping[str, Any]) -> Iterator[None]:
     """Apply per-compile ``settings`` (keys: ``strict``, ``debug_dir``, ``autotune``,
-    ``max_specializations``)."""
+    ``max_specializations``, ``cpp_wrapper``)."""
     token = _overrides.set({**_overrides.get(), **settings})
     try:
         yield
@@ -116,6 +117,15 @@ def strict() -> bool:
     if override is not None:
         return bool(override)
     return env_flag("TILEFUSE_STRICT")
+
+
+def cpp_wrapper() -> bool:
+    """Write each graph's wrapper in C++ (``TILEFUSE_CPP_WRAPPER`` or option ``cpp_wrapper``;
+    default off). Raises ``TilefuseError`` naming the variable when it is not a boolean."""
+    override = _overrides.get().get("cpp_wrapper")
+    if override is not None:
+        return bool(override)
+    return env_flag("TILEFUSE_CPP_WRAPPER")
 
 
 AUTOTUNE_MODES = ("off", "default", "quick", "max", "replay")

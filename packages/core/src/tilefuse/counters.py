@@ -26,6 +26,8 @@ STANDARD = (
     "remote_errors",  # remote cache failures (unreachable, slow, refused): it is turned off
     "specializations_compiled",  # shape-specialized variants compiled for symbolic-size graphs
     "specializations_evicted",  # such variants dropped (LRU, TILEFUSE_MAX_SPECIALIZATIONS)
+    "cpp_wrappers",  # graphs run by a built C++ wrapper (option cpp_wrapper)
+    "cpp_wrapper_fallbacks",  # graphs that asked for it and kept the Python wrapper
 )
 
 _lock = threading.Lock()

@@ -324,6 +324,7 @@ def tilefuse_backend(
     with config.overrides(settings):
         # Malformed settings are reported here, before any work.
         config.strict()
+        config.cpp_wrapper()
         limit = config.max_specializations()
     if mode in compile_options.UNBUILT_MODES:
         _warn_once(f"mode={mode!r}: {compile_options.UNBUILT_MODES[mode]}")

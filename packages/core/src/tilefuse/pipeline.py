@@ -6,7 +6,8 @@
 2. the scheduler (``schedule_graph``: fusion, ordering, memory plan),
 3. codegen for each step (fused groups to their backend as ``KernelSpec``\\ s, GEMM
    templates to the autotune selector or eager torch), then the wrapper,
-4. the build of every kernel,
+4. the build of every kernel, then, with ``cpp_wrapper`` on, of the C++ wrapper
+   (``codegen.cpp_build.select_wrapper``: the Python wrapper where it cannot be used),
 
 and returns a ``CompiledGraph`` whose ``report`` (a ``GraphReport``) says what each stage
 decided. The report is also handed to the active ``report.collect_reports()`` blocks
@@ -24,6 +25,7 @@ import torch.fx
 
 from . import counters
 from .backend_selection import active_policy
+from .codegen.cpp_build import select_wrapper
 from .codegen.kernels import Schedulings, build_kernels, capability_of
 from .codegen.templates import TemplateKernel, accepts_epilogue, select_template
 from .codegen.wrapper import write_wrapper
@@ -96,7 +98,8 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
     counters.bump("externs", externs)
     templates = sum(isinstance(s, TemplateStep) for s in schedule.steps) - template_externs
     counters.bump("templates", templates)
-    return CompiledGraph(wrapper.build(), report)
+    call = select_wrapper(schedule, kernels, wrapper.build(), report)
+    return CompiledGraph(call, report)
 
 
 def _template_report(

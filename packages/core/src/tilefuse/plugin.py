@@ -46,6 +46,11 @@ API versions
     Removed because nothing called them: ``KernelScheduling.codegen_template`` (GEMM
     kernels come from choice providers), ``CompileContext.debug_dir`` and the
     ``cache_subdir`` helper.
+
+    Added later in version 2, optional (a plugin without it works unchanged): a kernel
+    (or a template ``Choice``) may have ``cpp_launch() -> CppLaunch | None``, the C++
+    that launches it without Python, used by the experimental C++ wrapper
+    (``cpp_wrapper``). A graph with a kernel that has none runs the Python wrapper.
 1
     The first published surface: backends were handed core's scheduler objects.
 """
@@ -53,7 +58,7 @@ API versions
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
@@ -181,6 +186,9 @@ class Kernel(Protocol):
     to the debug directory), and calling the kernel with the buffers listed in
     ``arg_names`` (torch tensors) plus the integer sizes in ``size_args``
     runs it on the current stream.
+
+    Optional: ``cpp_launch() -> CppLaunch | None``, the C++ that launches the built
+    kernel without Python (the C++ wrapper; see ``CppLaunch``).
     """
 
     name: str
@@ -188,6 +196,45 @@ class Kernel(Protocol):
     arg_names: Sequence[str]
 
     def __call__(self, *args: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class CppLaunch:
+    """How the C++ wrapper (option ``cpp_wrapper``) launches one kernel without Python.
+
+    A kernel object (``Kernel``, or a template ``Choice``) may offer it through an
+    optional method ``cpp_launch() -> CppLaunch | None``, asked after the kernel was
+    built; ``None`` (or no such method) means "only from Python", and the whole graph
+    then runs the Python wrapper (one warning naming the kernel).
+
+    Contract of the C++ text:
+    - ``declarations`` is C++ at namespace scope. Core puts it inside a namespace of its
+      own per kernel, so its names cannot clash with another kernel's; it must define
+      ``void <function>(const at::Tensor&, ...)`` taking the tensors the Python wrapper
+      passes, in the same order (a ``Kernel``: its ``arg_names``; a ``Choice``: the op's
+      inputs, the epilogue's operands, then ``out``). The function launches on the
+      current stream of the tensors' device and reports failure by throwing
+      (``TORCH_CHECK``); it is called with the GIL held.
+    - ``shared`` is C++ emitted once at namespace scope for every launch of the graph
+      that has the same text (helpers a backend's kernels share, e.g. a driver loader);
+      put it in a namespace named after the backend.
+    - ``blobs`` maps a C++ identifier to bytes (a cubin, say) that core defines before
+      ``declarations`` in the kernel's namespace as ``static const unsigned char
+      NAME[]`` and ``static const size_t NAME_size``.
+    - ``headers`` are ``#include`` targets (``"cuda.h"``, ``"ATen/cuda/CUDAContext.h"``);
+      ``include_dirs``, ``library_dirs`` and ``libraries`` (linked as ``-lNAME``) are
+      added to the compile. Torch's headers and its core libraries are always there.
+    The text enters the built library's cache key: the same text is built once.
+    """
+
+    function: str
+    declarations: str
+    shared: str = ""
+    blobs: Mapping[str, bytes] = field(default_factory=dict)
+    headers: tuple[str, ...] = ()
+    include_dirs: tuple[str, ...] = ()
+    library_dirs: tuple[str, ...] = ()
+    libraries: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -723,6 +770,7 @@ __all__ = [
     "Choice",
     "ChoiceProvider",
     "CompileContext",
+    "CppLaunch",
     "DeviceBackend",
     "Epilogue",
     "EPILOGUE_KINDS",

@@ -53,6 +53,8 @@ class GraphReport:
     autotune: list[str] = field(default_factory=list)
     wrapper: str = ""
     specialization: str = ""
+    wrapper_language: str = "python"  # "c++" when the C++ wrapper runs the graph
+    cpp_wrapper: str = ""  # the C++ wrapper's source, when one was generated
 
     def format(self) -> str:
         """The text ``tilefuse explain`` prints for this graph."""
@@ -60,6 +62,8 @@ class GraphReport:
                f"{len(self.externs)} extern op(s)"]  # fmt: skip
         if self.specialization:
             out.append(f"  {self.specialization}")
+        if self.wrapper_language != "python":
+            out.append(f"  wrapper: {self.wrapper_language}")
         for k in self.kernels:
             out.append(f"  kernel {k.name} [{k.backend}, {k.kind}]: fuses {', '.join(k.nodes)}")
             out.append(f"    from aten nodes: {', '.join(k.origins)}")

@@ -64,10 +64,108 @@ def _key(buf: Buffer) -> tuple:
             tuple(int(s) for s in lay.stride))  # fmt: skip
 
 
-class WrapperWriter:
+class WrapperPlan:
+    """The walk over a schedule that every wrapper language shares: launch order, which
+    buffers are allocated, handed a freed buffer's memory, or deleted, and when.
+
+    ``walk()`` calls the hooks below in the order the generated code runs; a subclass
+    renders each one in its language. Nothing here re-plans: the decisions come from
+    ``Schedule.last_use`` and the pooling rule of this module's docstring, so a Python
+    and a C++ wrapper of one schedule allocate, reuse and free exactly alike. A hook
+    that assigns a name records it in ``defined`` (only defined names are freed).
+    """
+
     def __init__(self, schedule: Schedule, kernels: dict[int, Any]) -> None:
         self.schedule = schedule
         self.kernels = kernels
+        self.defined: set[str] = set()  # names the wrapper body assigns
+
+    # ---- hooks, in the order the generated code runs them
+    def begin(self, names: list[str]) -> None:
+        """Bind the graph inputs (``names``, ``_scalar<i>`` for a non-tensor) from ``args``
+        and empty ``args``."""
+        raise NotImplementedError
+
+    def allocate(self, buf: Buffer) -> None:
+        """Define ``buf`` as fresh memory with its layout."""
+        raise NotImplementedError
+
+    def reuse(self, name: str, freed: str) -> None:
+        """Define ``name`` as the memory of ``freed`` (same device, dtype, sizes, strides)."""
+        raise NotImplementedError
+
+    def launch(self, kernel: Any) -> None:
+        """Run a fused group's kernel on ``kernel.arg_names``."""
+        raise NotImplementedError
+
+    def template(self, step: TemplateStep, kernel: Any) -> None:
+        """Define ``step.output`` and run the template kernel into it."""
+        raise NotImplementedError
+
+    def extern(self, step: ExternStep) -> None:
+        """Define the extern's buffer (and its output children) by calling its op."""
+        raise NotImplementedError
+
+    def free(self, name: str) -> None:
+        """Drop the wrapper's reference to ``name`` (its last use has run)."""
+        raise NotImplementedError
+
+    def view(self, buf: Buffer) -> None:
+        """Define ``buf``, a ``View``, as a strided window of its base's storage."""
+        raise NotImplementedError
+
+    def finish(self, outputs: list[Any]) -> None:
+        """Return ``outputs`` (the graph's outputs: buffers and literals) as a tuple."""
+        raise NotImplementedError
+
+    # ---- the walk
+    def walk(self) -> None:
+        graph = self.schedule.graph
+        outputs = [o for o in graph.outputs if isinstance(o, Buffer)]
+        keep = {o.name for o in outputs} | {b.name for b in graph.inputs if b is not None}
+        # A returned view keeps its base: never freed, never handed to another buffer.
+        keep |= {o.data.base.name for o in outputs if isinstance(o.data, View)}
+        names = [b.name if b is not None else f"_scalar{i}" for i, b in enumerate(graph.inputs)]
+        self.begin(names)
+        pool: dict[tuple, list[str]] = {}
+        owned: set[str] = set()  # buffers this wrapper allocated (poolable)
+        freed_at: dict[int, list[str]] = {}
+        for name, step in self.schedule.last_use.items():
+            freed_at.setdefault(step, []).append(name)
+        for i, step in enumerate(self.schedule.steps):
+            if isinstance(step, FusedGroup):
+                kernel = self.kernels[i]
+                for name in step.stores:
+                    buf = step.node(name).buffer
+                    key = _key(buf)
+                    if pool.get(key) and name not in keep:
+                        self.reuse(name, pool[key].pop())
+                    else:
+                        self.allocate(buf)
+                    owned.add(name)
+                self.launch(kernel)
+            elif isinstance(step, TemplateStep):
+                self.template(step, self.kernels[i])
+            else:
+                assert isinstance(step, ExternStep)
+                self.extern(step)
+            for name in freed_at.get(i, []):
+                if name in keep or name not in self.defined:
+                    continue
+                if name in owned:
+                    pool.setdefault(_key(graph.buffer(name)), []).append(name)
+                else:
+                    self.free(name)
+        for view in dict.fromkeys(o for o in outputs if isinstance(o.data, View)):
+            self.view(view)
+        self.finish(list(graph.outputs))
+
+
+class WrapperWriter(WrapperPlan):
+    """The Python wrapper: ``def call(args)``, run by ``WrapperModule.build``."""
+
+    def __init__(self, schedule: Schedule, kernels: dict[int, Any]) -> None:
+        super().__init__(schedule, kernels)
         self.lines: list[str] = []
         self.namespace: dict[str, Any] = {
             "torch": torch,
@@ -78,7 +176,6 @@ class WrapperWriter:
             "nan": float("nan"),
         }
         self.constants = 0
-        self.defined: set[str] = set()  # names the wrapper body assigns
 
     def emit(self, line: str) -> None:
         self.lines.append("    " + line)
@@ -104,66 +201,44 @@ class WrapperWriter:
         return name
 
     def render(self) -> WrapperModule:
-        graph = self.schedule.graph
-        self.namespace.update(graph.constants)
-        outputs = [o for o in graph.outputs if isinstance(o, Buffer)]
-        keep = {o.name for o in outputs} | {b.name for b in graph.inputs if b is not None}
-        # A returned view keeps its base: never freed, never handed to another buffer.
-        keep |= {o.data.base.name for o in outputs if isinstance(o.data, View)}
-        lines_head = ["def call(args):"]
-        names = [b.name if b is not None else f"_scalar{i}" for i, b in enumerate(graph.inputs)]
+        self.namespace.update(self.schedule.graph.constants)
+        self.walk()
+        return WrapperModule("\n".join(["def call(args):", *self.lines]) + "\n", self.namespace)
+
+    def begin(self, names: list[str]) -> None:
         if names:
             self.emit(f"{', '.join(names)}{',' if len(names) == 1 else ''} = args")
         self.emit("args.clear()")
-        pool: dict[tuple, list[str]] = {}
-        owned: set[str] = set()  # buffers this wrapper allocated (poolable)
-        freed_at: dict[int, list[str]] = {}
-        for name, step in self.schedule.last_use.items():
-            freed_at.setdefault(step, []).append(name)
-        for i, step in enumerate(self.schedule.steps):
-            if isinstance(step, FusedGroup):
-                kernel = self.kernels[i]
-                for name in step.stores:
-                    buf = step.node(name).buffer
-                    key = _key(buf)
-                    if pool.get(key) and name not in keep:
-                        reused = pool[key].pop()
-                        self.emit(f"{name} = {reused}  # reuses freed {reused}")
-                    else:
-                        lay = buf.layout
-                        size = self.literal(tuple(int(s) for s in lay.size))
-                        self.emit(
-                            f"{name} = empty_strided({size}, "
-                            f"{self.literal(tuple(int(s) for s in lay.stride))}, "
-                            f"device={self.literal(lay.device)}, dtype={lay.dtype})"
-                        )
-                    owned.add(name)
-                self.namespace[kernel.name] = kernel
-                self.emit(f"{kernel.name}({', '.join(kernel.arg_names)})")
-            elif isinstance(step, TemplateStep):
-                self._template(step, self.kernels[i])
-            else:
-                assert isinstance(step, ExternStep)
-                self._extern(step)
-            for name in freed_at.get(i, []):
-                if name in keep or name not in self.defined:
-                    continue
-                if name in owned:
-                    pool.setdefault(_key(graph.buffer(name)), []).append(name)
-                else:
-                    self.emit(f"del {name}")
-        for view in dict.fromkeys(o for o in outputs if isinstance(o.data, View)):
-            self._view(view)
-        result = ", ".join(self.literal(o) for o in graph.outputs)
-        self.emit(f"return ({result}{',' if len(graph.outputs) == 1 else ''})")
-        return WrapperModule("\n".join(lines_head + self.lines) + "\n", self.namespace)
 
-    def _template(self, step: TemplateStep, kernel: Any) -> None:
+    def allocate(self, buf: Buffer) -> None:
+        lay = buf.layout
+        size = self.literal(tuple(int(s) for s in lay.size))
+        self.emit(
+            f"{buf.name} = empty_strided({size}, "
+            f"{self.literal(tuple(int(s) for s in lay.stride))}, "
+            f"device={self.literal(lay.device)}, dtype={lay.dtype})"
+        )
+
+    def reuse(self, name: str, freed: str) -> None:
+        self.emit(f"{name} = {freed}  # reuses freed {freed}")
+
+    def launch(self, kernel: Any) -> None:
+        self.namespace[kernel.name] = kernel
+        self.emit(f"{kernel.name}({', '.join(kernel.arg_names)})")
+
+    def free(self, name: str) -> None:
+        self.emit(f"del {name}")
+
+    def finish(self, outputs: list[Any]) -> None:
+        result = ", ".join(self.literal(o) for o in outputs)
+        self.emit(f"return ({result}{',' if len(outputs) == 1 else ''})")
+
+    def template(self, step: TemplateStep, kernel: Any) -> None:
         data = step.node.buffer.data
         args = []
         for buf in data.inputs:
             if isinstance(buf.data, View):
-                self._view(buf)
+                self.view(buf)
             args.append(buf.name)
         if step.epilogue is not None:
             for op in step.epilogue.operands:
@@ -179,7 +254,7 @@ class WrapperWriter:
         self.namespace[kernel.name] = kernel
         self.emit(f"{kernel.name}({', '.join(args)}, out={out.name})  # {kernel.label}")
 
-    def _view(self, buf: Buffer) -> None:
+    def view(self, buf: Buffer) -> None:
         """Define ``buf``, a ``View``, as a strided window of its base's storage."""
         assert isinstance(buf.data, View)
         lay = buf.layout
@@ -189,7 +264,7 @@ class WrapperWriter:
         self.emit(f"{buf.name} = {base}.as_strided({size!r}, {stride!r}, "
                   f"{base}.storage_offset() + {int(lay.offset)})")  # fmt: skip
 
-    def _extern(self, step: ExternStep) -> None:
+    def extern(self, step: ExternStep) -> None:
         buf = step.node.buffer
         data = buf.data
         if data.__class__.__name__ == "Template":

@@ -1,0 +1,345 @@
+"""The C++ wrapper (option ``cpp_wrapper``, experimental): a graph's wrapper as C++.
+
+``write_cpp_wrapper(schedule, kernels)`` renders the same walk as the Python wrapper
+(``wrapper.WrapperPlan``: same launch order, allocations, reuse of freed buffers and
+frees) as one C++ translation unit, a Python extension module whose function
+
+    call(args: list[Tensor]) -> tuple[Tensor, ...] | None
+
+binds the graph inputs, empties ``args`` (as the Python wrapper does, so inputs are freed
+at their last use) and runs the graph; it returns ``None``, having done nothing and left
+``args`` alone, when an input tensor is not 16-byte aligned (kernels are built for aligned
+pointers), and the caller then runs the Python wrapper for that call.
+
+How each step is written:
+- allocation: ``at::empty_strided`` (on CUDA, PyTorch's caching allocator);
+- a fused group's kernel: the C++ its backend gives through the optional
+  ``kernel.cpp_launch()`` (``plugin.CppLaunch``);
+- a GEMM template: the chosen ``Choice``'s ``cpp_launch()``, or for the eager fallback
+  (``plugin.ExternChoice``) without epilogue steps, ``at::mm_out`` / ``addmm_out`` /
+  ``bmm_out`` (or the op and a copy into the planned buffer);
+- an extern op: ``at::_ops::<op>::call`` for the ops in ``cpp_externs.CPP_EXTERNS``, its
+  results brought to the planned layout as the Python wrapper's ``_ensure_layout`` does.
+
+Anything else (a kernel without ``cpp_launch``, an op outside the table, a non-tensor
+graph input or output, graph constants, a fused template epilogue on the eager
+fallback) raises ``CppUnsupported`` naming it; ``cpp_build.select_wrapper`` then keeps
+the Python wrapper for the whole graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import plugin
+from ..ir.nodes import Buffer, Extern, Template, View
+from ..scheduler import ExternStep, Schedule, TemplateStep
+from .cpp_externs import (
+    CppUnsupported,
+    qualified_name,
+    render_extern_call,
+    scalar_type,
+    tensor_returns,
+)
+from .wrapper import WrapperPlan
+
+#: What every generated wrapper includes (not torch/extension.h: all of libtorch's C++ API
+#: would double the compile time).
+BASE_HEADERS = (
+    "ATen/ATen.h",
+    "torch/csrc/utils/pybind.h",  # the at::Tensor <-> torch.Tensor pybind11 caster
+    "array",
+    "cstdint",
+    "limits",
+    "optional",
+    "stdexcept",
+    "tuple",
+    "vector",
+)
+
+_PRELUDE = """\
+namespace tilefuse_wrapper {
+
+// The Python wrapper's _ensure_layout: an extern result in the layout kernels expect.
+static at::Tensor ensure_layout(at::Tensor t, std::vector<int64_t> size,
+                                std::vector<int64_t> stride, const char* op) {
+    if (!t.defined()) {
+        return t;
+    }
+    TORCH_CHECK(t.sizes() == at::IntArrayRef(size), op, " returned a tensor of shape ",
+                t.sizes(), " where the graph was compiled for ", at::IntArrayRef(size),
+                ": its output size depends on values the compiler could not see. "
+                "Run this code without torch.compile.");
+    if (t.numel() <= 1 || t.strides() == at::IntArrayRef(stride)) {
+        return t;
+    }
+    at::Tensor out = at::empty_strided(size, stride, t.options());
+    out.copy_(t);
+    return out;
+}
+
+static bool aligned(const at::Tensor& t) {
+    return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0;
+}
+
+}  // namespace tilefuse_wrapper
+"""
+
+
+@dataclass
+class CppWrapperSource:
+    """A generated C++ wrapper: its ``source`` and what compiling it needs besides
+    torch's headers and libraries (from the kernels' ``CppLaunch``)."""
+
+    source: str
+    include_dirs: tuple[str, ...] = ()
+    library_dirs: tuple[str, ...] = ()
+    libraries: tuple[str, ...] = ()
+    kernels: list[str] = field(default_factory=list)  # kernels launched from C++
+
+
+def cpp_launch_of(obj: Any, what: str) -> plugin.CppLaunch:
+    """``obj.cpp_launch()``, checked; ``CppUnsupported`` naming ``what`` when it has none,
+    answers ``None``, raises, or answers something that is not a ``plugin.CppLaunch``."""
+    method = getattr(obj, "cpp_launch", None)
+    if not callable(method):
+        raise CppUnsupported(f"{what} has no cpp_launch() (its backend launches it from Python)")
+    try:
+        launch = method()
+    except Exception as exc:  # a plugin's bug: the Python wrapper still runs the graph
+        raise CppUnsupported(f"{what}: cpp_launch() raised {type(exc).__name__}: {exc}") from exc
+    if launch is None:
+        raise CppUnsupported(f"{what} has no C++ launch (cpp_launch() answered None)")
+    if not isinstance(launch, plugin.CppLaunch):
+        raise CppUnsupported(f"{what}: cpp_launch() answered {launch!r}, not a CppLaunch")
+    if not launch.function.isidentifier():
+        raise CppUnsupported(f"{what}: CppLaunch.function {launch.function!r} is not a C++ name")
+    return launch
+
+
+def _ints(values: Any) -> str:
+    return f"{{{', '.join(str(int(v)) for v in values)}}}"
+
+
+class CppWrapperWriter(WrapperPlan):
+    """Renders a schedule's wrapper as C++ (see the module docstring)."""
+
+    def __init__(self, schedule: Schedule, kernels: dict[int, Any]) -> None:
+        super().__init__(schedule, kernels)
+        self.lines: list[str] = []
+        self.headers: list[str] = list(BASE_HEADERS)
+        self.shared: list[str] = []
+        self.namespaces: list[str] = []
+        self.include_dirs: list[str] = []
+        self.library_dirs: list[str] = []
+        self.libraries: list[str] = []
+        self.launched: list[str] = []
+        self.tuples: set[str] = set()  # extern results that hold several values
+
+    def emit(self, line: str) -> None:
+        self.lines.append("    " + line)
+
+    def assign(self, name: str, expr: str) -> None:
+        """``name = expr``, declaring ``name`` the first time."""
+        declare = "" if name in self.defined else "at::Tensor "
+        self.defined.add(name)
+        self.emit(f"{declare}{name} = {expr};")
+
+    # ---- the hooks of WrapperPlan
+    def begin(self, names: list[str]) -> None:
+        graph = self.schedule.graph
+        if any(b is None for b in graph.inputs):
+            raise CppUnsupported("a graph input that is not a tensor (a Python number)")
+        if graph.constants:
+            raise CppUnsupported(f"graph constants ({', '.join(sorted(graph.constants))})")
+        self.emit(f"if (PyList_Size(args.ptr()) != {len(names)}) {{")
+        self.emit(f'    throw std::invalid_argument("tilefuse: expected {len(names)} inputs");')
+        self.emit("}")
+        for i, name in enumerate(names):
+            self.emit(f"at::Tensor {name} = args[{i}].cast<at::Tensor>();")
+            self.defined.add(name)
+        if names:
+            checks = " || ".join(f"!tilefuse_wrapper::aligned({n})" for n in names)
+            self.emit(f"if ({checks}) {{")
+            self.emit("    return pybind11::none();  // the Python wrapper runs this call")
+            self.emit("}")
+        self.emit('args.attr("clear")();')
+
+    def allocate(self, buf: Buffer) -> None:
+        self.assign(buf.name, self._empty(buf))
+
+    def _empty(self, buf: Buffer) -> str:
+        lay = buf.layout
+        options = (
+            f"at::TensorOptions().dtype({scalar_type(lay.dtype)})"
+            f'.device(c10::Device("{lay.device}"))'
+        )
+        return f"at::empty_strided({_ints(lay.size)}, {_ints(lay.stride)}, {options})"
+
+    def reuse(self, name: str, freed: str) -> None:
+        self.assign(name, f"{freed}  /* reuses freed {freed} */")
+
+    def launch(self, kernel: Any) -> None:
+        self._call_launch(kernel, f"kernel {kernel.name}", kernel.name, list(kernel.arg_names))
+
+    def _call_launch(self, obj: Any, what: str, name: str, args: list[str]) -> None:
+        launch = cpp_launch_of(obj, what)
+        namespace = f"tf_{name}"
+        blobs = []
+        for blob, data in launch.blobs.items():
+            if not blob.isidentifier():
+                raise CppUnsupported(f"{what}: blob name {blob!r} is not a C++ name")
+            blobs.append(_byte_array(blob, bytes(data)))
+        self.namespaces.append(
+            f"namespace {namespace} {{\n{''.join(blobs)}{launch.declarations}\n}}  "
+            f"// namespace {namespace}\n"
+        )
+        if launch.shared and launch.shared not in self.shared:
+            self.shared.append(launch.shared)
+        for target, extra in ((self.headers, launch.headers),
+                              (self.include_dirs, launch.include_dirs),
+                              (self.library_dirs, launch.library_dirs),
+                              (self.libraries, launch.libraries)):  # fmt: skip
+            target.extend(x for x in extra if x not in target)
+        self.launched.append(name)
+        self.emit(f"{namespace}::{launch.function}({', '.join(args)});")
+
+    def template(self, step: TemplateStep, kernel: Any) -> None:
+        data = step.node.buffer.data
+        assert isinstance(data, Template)
+        args = []
+        for buf in data.inputs:
+            if isinstance(buf.data, View):
+                self.view(buf)
+            args.append(buf.name)
+        if step.epilogue is not None:
+            for i, op in enumerate(step.epilogue.operands):
+                operand = f"{kernel.name}_operand{i}"
+                self.assign(operand, f"{op.buffer}.as_strided({_ints(op.shape)}, "
+                                     f"{_ints(op.stride)}, {op.buffer}.storage_offset() + "
+                                     f"{int(op.offset)})")  # fmt: skip
+                args.append(operand)
+        out = step.output.buffer
+        self.assign(out.name, self._empty(out))
+        choice = kernel.choice
+        if isinstance(choice, plugin.ExternChoice):
+            self._extern_gemm(choice, list(data.inputs[: plugin.GEMM_OPS[choice.op]]), out)
+        else:
+            self._call_launch(choice, f"template {kernel.name} ({kernel.label})", kernel.name,
+                              [*args, out.name])  # fmt: skip
+
+    def _extern_gemm(self, choice: plugin.ExternChoice, inputs: list[Buffer], out: Buffer) -> None:
+        """``ExternChoice.run`` for an epilogue without steps: in place when the result
+        has the op's dtype (its last input's) and is contiguous, else the op and a copy
+        (a bare cast). Its padding of a large half-precision N is not done here."""
+        if choice.epilogue.steps:
+            raise CppUnsupported(
+                f"a fused epilogue on the eager {choice.op} (no template selector took it)"
+            )
+        names = ", ".join(b.name for b in inputs)
+        if inputs[-1].layout.dtype == out.layout.dtype and _contiguous(out):
+            self.emit(f"at::{choice.op}_out({out.name}, {names});")
+        else:
+            self.emit(f"{out.name}.copy_(at::{choice.op}({names}));")
+
+    def extern(self, step: ExternStep) -> None:
+        buf = step.node.buffer
+        data = buf.data
+        assert isinstance(data, Extern)
+        op = data.op
+        call = render_extern_call(op, tuple(data.args), dict(data.kwargs))
+        name = qualified_name(op)
+        graph = self.schedule.graph
+        children = [b for b in graph.buffers if b.output_of and b.output_of[0] is buf]
+        returns = tensor_returns(op)
+        if children:
+            self.emit(f"auto {buf.name} = {call};")
+            self.defined.add(buf.name)
+            self.tuples.add(buf.name)
+            for child in children:
+                assert child.output_of is not None
+                index = int(child.output_of[1])
+                if index >= len(returns) or not returns[index]:
+                    raise CppUnsupported(f"extern op {name}: output {index} is not a tensor")
+                item = f"std::get<{index}>({buf.name})" if len(returns) > 1 else buf.name
+                self.assign(child.name, self._ensure(child, item, name))
+        else:
+            if returns != [True]:
+                raise CppUnsupported(f"extern op {name} returns {len(returns)} values, used as one")
+            self.assign(buf.name, self._ensure(buf, call, name))
+
+    def _ensure(self, buf: Buffer, expr: str, op: str) -> str:
+        lay = buf.layout
+        return (f'tilefuse_wrapper::ensure_layout({expr}, {_ints(lay.size)}, {_ints(lay.stride)}, '
+                f'"{op}")')  # fmt: skip
+
+    def free(self, name: str) -> None:
+        if name in self.tuples:
+            self.emit(f"{name} = decltype({name})();")
+        else:
+            self.emit(f"{name}.reset();")
+
+    def view(self, buf: Buffer) -> None:
+        assert isinstance(buf.data, View)
+        lay = buf.layout
+        base = buf.data.base.name
+        self.assign(buf.name, f"{base}.as_strided({_ints(lay.size)}, {_ints(lay.stride)}, "
+                              f"{base}.storage_offset() + {int(lay.offset)})")  # fmt: skip
+
+    def finish(self, outputs: list[Any]) -> None:
+        for out in outputs:
+            if not isinstance(out, Buffer):
+                raise CppUnsupported(f"a graph output that is not a tensor ({out!r})")
+        names = ", ".join(o.name for o in outputs)
+        self.emit(f"return pybind11::make_tuple({names});")
+
+    # ---- the translation unit
+    def render(self) -> CppWrapperSource:
+        self.walk()
+        parts = [
+            "// Generated by tilefuse: the C++ wrapper of one compiled graph.\n",
+            *(f"#include <{h}>\n" for h in self.headers),
+            "\n",
+            _PRELUDE,
+            "\n",
+            *(s + "\n" for s in self.shared),
+            *self.namespaces,
+            "\nstatic pybind11::object call(pybind11::list args) {\n",
+            *(line + "\n" for line in self.lines),
+            "}\n\n",
+            "PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {\n",
+            '    m.def("call", &call, "Run the compiled graph; None: run the Python wrapper");\n',
+            "}\n",
+        ]
+        return CppWrapperSource(
+            "".join(parts),
+            tuple(self.include_dirs),
+            tuple(self.library_dirs),
+            tuple(self.libraries),
+            list(self.launched),
+        )
+
+
+def _contiguous(buf: Buffer) -> bool:
+    expected = 1
+    for size, stride in reversed(list(zip(buf.layout.size, buf.layout.stride))):
+        if int(size) != 1 and int(stride) != expected:
+            return False
+        expected *= int(size)
+    return True
+
+
+def _byte_array(name: str, data: bytes) -> str:
+    rows = [", ".join(str(b) for b in data[i : i + 24]) for i in range(0, len(data), 24)]
+    body = ",\n    ".join(rows) if rows else "0"
+    return (
+        f"alignas(16) static const unsigned char {name}[] = {{\n    {body}\n}};\n"
+        f"static const size_t {name}_size = {len(data)};\n"
+    )
+
+
+def write_cpp_wrapper(schedule: Schedule, kernels: dict[int, Any]) -> CppWrapperSource:
+    """The C++ wrapper of ``schedule`` (kernels built); ``CppUnsupported`` naming what it
+    cannot write."""
+    return CppWrapperWriter(schedule, kernels).render()

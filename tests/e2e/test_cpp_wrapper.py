@@ -1,0 +1,325 @@
+"""The C++ wrapper (option ``cpp_wrapper``) on a CPU machine.
+
+Triton kernels run through the interpreter here and have no cubin, so a graph with a
+Triton kernel keeps the Python wrapper (one warning). What CI checks: the generated C++
+of representative graphs (pointwise, reduction, a GEMM template, extern ops with tuple
+results, a returned view) compiles, with fake CUDA kernels that give a ``cpp_launch``
+rendered by the Triton backend's own renderer; a graph made only of extern steps is
+built, loaded and run through the C++ wrapper and compared with eager; and every
+fallback. Two tests run the real compiler (about 30 s each on two cores).
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tilefuse
+from tests.compile_check import assert_same
+from tilefuse import plugin
+from tilefuse.codegen import cpp_build
+from tilefuse.codegen.cpp_externs import CPP_EXTERNS, CppUnsupported, render_extern_call
+from tilefuse.codegen.cpp_wrapper import write_cpp_wrapper
+from tilefuse.codegen.templates import TemplateKernel
+from tilefuse.errors import CompileError
+from tilefuse.report import collect_reports
+from tilefuse_triton.cpp_launch import render_cpp_launch
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch, tmp_path):
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    torch._dynamo.reset()
+    tilefuse.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.fixture
+def not_strict(monkeypatch):
+    monkeypatch.setattr("tilefuse.config.strict", lambda: False)
+
+
+@pytest.fixture
+def no_gemm_selector(monkeypatch):
+    """GEMMs run as the eager ``ExternChoice`` (what a graph gets with no autotuner)."""
+    monkeypatch.setattr(
+        "tilefuse.codegen.templates.why_no_selector", lambda device: "test: no selector"
+    )
+
+
+def _compile(fn, *args, options=None):
+    with collect_reports() as reports:
+        out = torch.compile(fn, backend="tilefuse", options=options)(*args)
+    return out, reports
+
+
+def _capture(monkeypatch) -> list[tuple[Any, dict[int, Any], Any]]:
+    """Record each graph's ``(schedule, kernels, python_call)`` as the pipeline picks its
+    wrapper (the Python one is kept)."""
+    seen: list[tuple[Any, dict[int, Any], Any]] = []
+
+    def capture(schedule, kernels, python_call, report=None):
+        seen.append((schedule, dict(kernels), python_call))
+        return python_call
+
+    monkeypatch.setattr("tilefuse.pipeline.select_wrapper", capture)
+    return seen
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "cpp_wrapper" in r.getMessage()]
+
+
+class FakeCudaKernel:
+    """A built Triton kernel as it is on a GPU: its launch rendered by the Triton backend
+    from a (fake) cubin. Nothing here runs it."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.name = kernel.name
+        self.arg_names = kernel.arg_names
+        self.kernel = kernel
+
+    def cpp_launch(self) -> plugin.CppLaunch:
+        k = self.kernel
+        n = len(k.arg_names)
+        return render_cpp_launch(
+            kernel_name=f"{k.name}_triton",
+            cubin=b"\x7fELF not a real cubin \x00\xff",
+            signature=["*fp32"] * n + ["i32", "i32", "constexpr", "constexpr"],
+            values=[None] * n + [k.xnumel, k.rnumel, k.config["XBLOCK"], k.config["RBLOCK"]],
+            num_tensors=n,
+            grid=k.grid[0],
+            num_warps=4,
+            shared=64 * 1024,  # above the static limit: the attribute call is written too
+            device=0,
+            scratch_params=2,
+        )
+
+
+def _mixed(x, w, a, b):
+    """Pointwise and reduction kernels, a GEMM template, two extern ops (one with tuple
+    results) and a returned view."""
+    sdpa = F.scaled_dot_product_attention(a[None, None], b[None, None], a[None, None])
+    return F.conv2d(x, w), (a @ b).t(), F.layer_norm(a, (8,)), sdpa
+
+
+def _mixed_args():
+    return (torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3), torch.randn(8, 8),
+            torch.randn(8, 8))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- fallbacks
+
+
+def test_off_by_default_keeps_the_python_wrapper(caplog):
+    x = torch.randn(33, 7)
+    with caplog.at_level(logging.WARNING, logger="tilefuse"):
+        out, reports = _compile(lambda x: (x.sin() + 1).sum(1), x)
+    assert_same(out, (x.sin() + 1).sum(1))
+    stats = tilefuse.stats()
+    assert stats["graphs_compiled"] == 1 and stats["graphs_fallen_back"] == 0
+    assert stats["cpp_wrappers"] == 0 and stats["cpp_wrapper_fallbacks"] == 0
+    assert reports[0].wrapper_language == "python" and reports[0].cpp_wrapper == ""
+    assert _warnings(caplog) == []
+
+
+def test_interpreted_triton_kernels_keep_the_python_wrapper_with_one_warning(caplog):
+    # On a CPU-only machine Triton kernels run in the interpreter: no cubin to launch.
+    x = torch.randn(33, 7)
+    with caplog.at_level(logging.WARNING, logger="tilefuse"):
+        out, reports = _compile(lambda x: (x.sin() + 1).sum(1), x, options={"cpp_wrapper": True})
+    assert_same(out, (x.sin() + 1).sum(1))
+    stats = tilefuse.stats()
+    assert stats["graphs_compiled"] == 1 and stats["graphs_fallen_back"] == 0
+    assert stats["cpp_wrappers"] == 0 and stats["cpp_wrapper_fallbacks"] == 1
+    assert reports[0].wrapper_language == "python"
+    (warning,) = _warnings(caplog)
+    assert "Python wrapper" in warning and "has no C++ launch" in warning
+    assert reports[0].kernels[0].name in warning
+
+
+def test_environment_turns_it_on(monkeypatch):
+    monkeypatch.setenv("TILEFUSE_CPP_WRAPPER", "on")
+    _compile(lambda x: x.cos() * 2, torch.randn(5))
+    assert tilefuse.stats()["cpp_wrapper_fallbacks"] == 1  # asked for, and declined here
+
+
+def test_a_kernel_without_cpp_launch_is_named(monkeypatch):
+    seen = _capture(monkeypatch)
+    _compile(lambda x: x.exp() - 1, torch.randn(9))
+    schedule, kernels, _ = seen[0]
+    bare = {i: SimpleNamespace(name=k.name, arg_names=k.arg_names) for i, k in kernels.items()}
+    with pytest.raises(CppUnsupported, match=f"kernel {bare[0].name} has no cpp_launch"):
+        write_cpp_wrapper(schedule, bare)
+
+
+def test_a_cpp_launch_that_is_not_a_cpp_launch_is_refused(monkeypatch):
+    seen = _capture(monkeypatch)
+    _compile(lambda x: x.exp() - 1, torch.randn(9))
+    schedule, kernels, _ = seen[0]
+    odd = {i: SimpleNamespace(name=k.name, arg_names=k.arg_names, cpp_launch=lambda: "int main")
+           for i, k in kernels.items()}  # fmt: skip
+    with pytest.raises(CppUnsupported, match="not a CppLaunch"):
+        write_cpp_wrapper(schedule, odd)
+
+
+def test_an_extern_op_outside_the_table_keeps_the_python_wrapper(monkeypatch, not_strict, caplog):
+    # torch.linalg.det has no lowering (an extern) and no entry in CPP_EXTERNS.
+    assert "aten::_linalg_det.default" not in CPP_EXTERNS
+    x = torch.randn(3, 4, 4)
+    with caplog.at_level(logging.WARNING, logger="tilefuse"):
+        out, _ = _compile(torch.linalg.det, x, options={"cpp_wrapper": True})
+    assert_same(out, torch.linalg.det(x))
+    (warning,) = _warnings(caplog)
+    assert "_linalg_det" in warning and "no C++ call" in warning
+    assert tilefuse.stats()["cpp_wrapper_fallbacks"] == 1
+
+
+def test_extern_calls_render_from_the_schema():
+    from tilefuse.ir.nodes import Buffer
+
+    x, w = (Buffer(n, None) for n in ("x", "w"))  # only the names are read
+    conv = render_extern_call(
+        torch.ops.aten.convolution.default,
+        (x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1), {},
+    )  # fmt: skip
+    assert conv == (
+        "at::_ops::convolution::call(x, w, std::nullopt, "
+        "c10::fromIntArrayRefSlow(std::vector<int64_t>{1, 1}), "
+        "c10::fromIntArrayRefSlow(std::vector<int64_t>{0, 0}), "
+        "c10::fromIntArrayRefSlow(std::vector<int64_t>{1, 1}), false, "
+        "c10::fromIntArrayRefSlow(std::vector<int64_t>{0, 0}), c10::SymInt(int64_t(1)))"
+    )
+    # Omitted arguments take their schema defaults, kwargs go by name.
+    addmm = render_extern_call(torch.ops.aten.addmm.default, (x, w, w), {"alpha": 2})
+    assert addmm == ("at::_ops::addmm::call(x, w, w, at::Scalar(int64_t(1)), "
+                     "at::Scalar(int64_t(2)))")  # fmt: skip
+    with pytest.raises(CppUnsupported, match="aten::sort.default has no C\\+\\+ call"):
+        render_extern_call(torch.ops.aten.sort.default, (x,), {})
+
+
+def test_build_failure_keeps_the_python_wrapper_with_one_warning(
+    monkeypatch, not_strict, no_gemm_selector, caplog
+):
+    monkeypatch.setattr(cpp_build, "compiler", lambda: "false")  # a compiler that fails
+    a, b = torch.randn(8, 5), torch.randn(5, 3)
+    with caplog.at_level(logging.WARNING, logger="tilefuse"):
+        out, reports = _compile(torch.mm, a, b, options={"cpp_wrapper": True})
+    assert_same(out, a @ b)
+    (warning,) = _warnings(caplog)
+    assert "could not be built" in warning and "failed to compile" in warning
+    stats = tilefuse.stats()
+    assert stats["cpp_wrapper_fallbacks"] == 1 and stats["cpp_wrappers"] == 0
+    assert stats["graphs_fallen_back"] == 0
+    assert "at::mm_out" in reports[0].cpp_wrapper  # it was generated, then not built
+
+
+def test_build_failure_raises_in_strict_mode(monkeypatch, no_gemm_selector):
+    monkeypatch.setattr(cpp_build, "compiler", lambda: "false")
+    with pytest.raises(Exception, match="C\\+\\+ wrapper failed to compile"):
+        _compile(torch.mm, torch.randn(8, 5), torch.randn(5, 3),
+                 options={"cpp_wrapper": True, "strict": True})  # fmt: skip
+    with pytest.raises(CompileError):
+        cpp_build.build(cpp_build.CppWrapperSource("int x;"))
+
+
+def test_bad_settings_are_clear_errors(monkeypatch):
+    with pytest.raises(Exception, match="'cpp_wrapper'='yes' is invalid"):
+        _compile(lambda x: x + 1, torch.randn(3), options={"cpp_wrapper": "yes"})
+    monkeypatch.setenv("TILEFUSE_CPP_WRAPPER", "sometimes")
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="TILEFUSE_CPP_WRAPPER='sometimes' is not a boolean"):
+        _compile(lambda x: x + 2, torch.randn(3))
+
+
+# ---------------------------------------------------------------- real compiles (two)
+
+
+def test_generated_source_of_a_mixed_graph_compiles(monkeypatch, no_gemm_selector, tmp_path):
+    seen = _capture(monkeypatch)
+    _compile(_mixed, *_mixed_args())
+    schedule, kernels, python_call = seen[0]
+    fake = {
+        i: k if isinstance(k, TemplateKernel) else FakeCudaKernel(k) for i, k in kernels.items()
+    }
+    wrapper = write_cpp_wrapper(schedule, fake)
+    source = wrapper.source
+    assert sorted(wrapper.kernels) == sorted(k.name for k in kernels.values()
+                                             if not isinstance(k, TemplateKernel))  # fmt: skip
+    assert "at::_ops::convolution::call(" in source
+    assert "at::_ops::_scaled_dot_product_flash_attention_for_cpu::call(" in source
+    assert "std::get<1>(" in source  # the attention's second result
+    assert "at::mm_out(" in source  # the GEMM no selector took
+    assert ".as_strided(" in source  # the returned transpose
+    assert "cuLaunchKernel" in source and "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC" in source
+    assert source.count("namespace tilefuse_triton_cpp {") == 1  # shared once
+    # The same memory plan as the Python wrapper: as many reuses and frees.
+    py = write_python(schedule, kernels)
+    assert source.count("reuses freed") == py.count("reuses freed")
+    assert source.count(".reset();") + source.count(" = decltype(") == py.count("    del ")
+    src = tmp_path / "wrapper.cpp"
+    src.write_text(source)
+    obj = tmp_path / "wrapper.o"
+    cmd = cpp_build.compile_command(wrapper, src, obj, "tf_test_module", compile_only=True)
+    cpp_build.run_compiler(cmd)
+    assert obj.stat().st_size > 0
+
+
+def write_python(schedule, kernels) -> str:
+    from tilefuse.codegen.wrapper import write_wrapper
+
+    return write_wrapper(schedule, kernels).source
+
+
+def test_a_graph_of_extern_steps_runs_through_the_cpp_wrapper(monkeypatch, no_gemm_selector):
+    """Built, loaded and run on CPU: convolution, a GEMM with a bare cast, a view output."""
+    chosen: list[Any] = []
+    real = cpp_build.select_wrapper
+
+    def spy(*args, **kwargs):
+        chosen.append(real(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr("tilefuse.pipeline.select_wrapper", spy)
+
+    def fn(x, w, a, b):
+        return F.conv2d(x, w, padding=1), torch.mm(a, b).t()
+
+    args = (torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3), torch.randn(7, 5),
+            torch.randn(5, 6))  # fmt: skip
+    compiled = torch.compile(fn, backend="tilefuse", options={"cpp_wrapper": True})
+    with collect_reports() as reports:
+        out = compiled(*args)
+    assert_same(out, fn(*args))
+    assert reports[0].wrapper_language == "c++"
+    stats = tilefuse.stats()
+    assert stats["cpp_wrappers"] == 1 and stats["cpp_wrapper_fallbacks"] == 0
+    assert stats["artifacts_built"] == 1
+    assert isinstance(chosen[0], cpp_build.CppWrapperCall)
+
+    # An unaligned input: the C++ wrapper declines before doing anything and the Python
+    # wrapper runs the call.
+    python_calls = []
+    inner = chosen[0].python_call
+    chosen[0].python_call = lambda a: python_calls.append(1) or inner(a)
+    storage = torch.randn(7 * 5 + 1)
+    a_unaligned = storage[1:].view(7, 5)
+    assert a_unaligned.data_ptr() % 16 != 0
+    moved = (args[0], args[1], a_unaligned, args[3])
+    out = compiled(*moved)
+    assert_same(out, fn(*moved))
+    assert python_calls == [1] and len(chosen) == 1  # the same graph, not a recompile
+
+    # Compiled again: the verified library is loaded from the cache, not rebuilt.
+    torch._dynamo.reset()
+    tilefuse.reset()
+    out, reports = _compile(fn, *args, options={"cpp_wrapper": True})
+    assert_same(out, fn(*args))
+    assert reports[0].wrapper_language == "c++"
+    assert tilefuse.stats()["artifacts_built"] == 0
