@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tilefuse import plugin
+from tilefuse import extern_gemm, plugin
 from tilefuse_autotune import ExternChoice
 
 Step = plugin.EpilogueStep
@@ -87,7 +87,7 @@ def test_a_bare_cast_epilogue_is_not_written_in_place_into_another_dtype():
 def test_an_odd_n_runs_padded_with_the_same_values(op, transposed, monkeypatch):
     """An N that cuBLAS serves only slowly is padded with zero columns of B and the result
     cut back: the same values, with or without an epilogue, whatever B's majorness."""
-    monkeypatch.setattr(plugin, "_padded_width", lambda op, b, out: 16)
+    monkeypatch.setattr(extern_gemm, "_padded_width", lambda op, b, out: 16)
     g = torch.Generator().manual_seed(3)
     batch = (2,) if op == "bmm" else ()
     a = torch.randn(*batch, 5, 8, generator=g)
@@ -121,18 +121,20 @@ class _CudaLike:
 def test_padding_is_asked_for_large_odd_n_on_cuda_only():
     bf16, fp16 = torch.empty(1, dtype=torch.bfloat16), torch.empty(1, dtype=torch.float16)
     big = torch.empty(4096, 50257, dtype=torch.bfloat16, device="meta")
-    assert plugin._padded_width("mm", bf16, big) is None  # not a CUDA tensor
-    assert plugin._padded_width("mm", bf16, torch.empty(4, 7)) is None
+    assert extern_gemm._padded_width("mm", bf16, big) is None  # not a CUDA tensor
+    assert extern_gemm._padded_width("mm", bf16, torch.empty(4, 7)) is None
     # On CUDA: N rounded up to 16 bytes of the GEMM's half type, for mm and bmm only.
-    assert plugin._padded_width("mm", bf16, _CudaLike((4096, 50257), torch.bfloat16)) == 50264
-    assert plugin._padded_width("bmm", fp16, _CudaLike((2, 2048, 1001), torch.float16)) == 1008
-    assert plugin._padded_width("addmm", bf16, _CudaLike((4096, 50257), torch.bfloat16)) is None
-    assert plugin._padded_width("mm", bf16, _CudaLike((4096, 50264), torch.bfloat16)) is None
+    assert extern_gemm._padded_width("mm", bf16, _CudaLike((4096, 50257), torch.bfloat16)) == 50264
+    assert extern_gemm._padded_width("bmm", fp16, _CudaLike((2, 2048, 1001), torch.float16)) == 1008
+    big_bf16 = _CudaLike((4096, 50257), torch.bfloat16)
+    assert extern_gemm._padded_width("addmm", bf16, big_bf16) is None
+    assert extern_gemm._padded_width("mm", bf16, _CudaLike((4096, 50264), torch.bfloat16)) is None
     # The GEMM's dtype decides, not the result's: autocast's bf16 GEMM stored as float32.
-    assert plugin._padded_width("mm", bf16, _CudaLike((4096, 50257), torch.float32)) == 50264
+    assert extern_gemm._padded_width("mm", bf16, _CudaLike((4096, 50257), torch.float32)) == 50264
     fp32 = torch.empty(1)
-    assert plugin._padded_width("mm", fp32, _CudaLike((4096, 50257), torch.bfloat16)) is None
-    assert plugin._padded_width("mm", bf16, _CudaLike((16, 50257), torch.bfloat16)) is None  # small
+    assert extern_gemm._padded_width("mm", fp32, _CudaLike((4096, 50257), torch.bfloat16)) is None
+    small = _CudaLike((16, 50257), torch.bfloat16)
+    assert extern_gemm._padded_width("mm", bf16, small) is None
 
 
 @pytest.mark.gpu
@@ -146,7 +148,7 @@ def test_odd_vocabulary_head_matches_eager_on_cuda(steps):
     w = torch.randn(2053, 768, device="cuda", generator=g).bfloat16()
     epi = plugin.Epilogue(steps=steps, operands=(), out_dtype="bfloat16")
     out = torch.empty(512, 2053, dtype=torch.bfloat16, device="cuda")
-    assert plugin._padded_width("mm", out) == 2056
+    assert extern_gemm._padded_width("mm", w.t(), out) == 2056
     ExternChoice("mm", epi).run(a, w.t(), out=out)
     acc = torch.mm(a.float(), w.t().float())
     expected = torch.nn.functional.gelu(acc, approximate="tanh") if steps else acc

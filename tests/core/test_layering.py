@@ -21,6 +21,7 @@ SHARED = {
     "plugin",
     "kernel_spec",
     "gemm_shape",
+    "extern_gemm",
     "errors",
     "config",
     "counters",

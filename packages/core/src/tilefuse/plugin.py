@@ -551,118 +551,6 @@ class ChoiceProvider(Protocol):
     ) -> Iterable[Choice]: ...
 
 
-class ExternChoice:
-    """The eager torch ``Choice`` for a GEMM op: ``torch.<op>``, then ``Epilogue.apply_reference``.
-
-    It is the correctness reference the autotuner measures every candidate against, and
-    what core runs for a template that no ``TemplateSelector`` takes. Picklable;
-    ``compile()`` does nothing. Inputs follow the ``Choice`` conventions: the op's
-    tensors, then the epilogue's operands. Raises ``ValueError`` for an op not in
-    ``GEMM_OPS``.
-    """
-
-    def __init__(self, op: str, epilogue: Epilogue | None = None) -> None:
-        if op not in GEMM_OPS:
-            raise ValueError(f"unknown op {op!r}; the extern choice knows {sorted(GEMM_OPS)}")
-        self.op = op
-        self.epilogue = epilogue if epilogue is not None else Epilogue()
-        self.name = f"torch.{op}"
-
-    def compile(self) -> None:
-        return None
-
-    def run(self, *inputs: Any, out: Any) -> None:
-        import torch
-
-        fn = getattr(torch, self.op)
-        n = GEMM_OPS[self.op]
-        op_inputs, operands = inputs[:n], inputs[n:]
-        epi = self.epilogue
-        width = _padded_width(self.op, op_inputs[-1], out)
-        if width is not None:  # N padded with zero columns of B, the result sliced back
-            op_inputs = (*op_inputs[:-1], _pad_columns(op_inputs[-1], width))
-        # In place only when ``out`` has the op's own dtype (an epilogue may be a bare cast,
-        # e.g. autocast's bf16 GEMM stored as float32).
-        if (
-            width is None
-            and not epi.steps
-            and out.dtype == op_inputs[-1].dtype
-            and out.is_contiguous()
-        ):
-            fn(*op_inputs, out=out)  # written in place: no extra pass over the output
-            return
-        if not epi.steps:
-            out.copy_(_narrow_columns(fn(*op_inputs), out))
-            return
-        acc = _narrow_columns(_float32_accumulator(fn, op_inputs), out)
-        out.copy_(epi.apply_reference(acc, operands))
-
-    def __repr__(self) -> str:
-        return f"ExternChoice({self.op!r})"
-
-
-# Below this many result elements an odd N is not worth a padded copy of B.
-_PAD_MIN_ELEMENTS = 1 << 20
-
-
-def _padded_width(op: str, b: Any, out: Any) -> int | None:
-    """The N to run a large half-precision CUDA ``mm``/``bmm`` at when its N (``out``'s
-    last size) is not a multiple of 8 (an odd vocabulary size, say), or ``None`` to run it
-    as it is. The GEMM's own dtype is ``b``'s (``out`` may hold an epilogue's cast).
-
-    cuBLAS serves such an N only with its 1-element-aligned kernels: GPT-2's LM head
-    (4096 x 768 x 50257, bf16) takes 3.4 ms on an H200, where padding N costs a copy of B
-    and of the result.
-    """
-    import torch
-
-    if op not in ("mm", "bmm") or not out.is_cuda or out.numel() < _PAD_MIN_ELEMENTS:
-        return None
-    if b.dtype not in (torch.float16, torch.bfloat16):
-        return None
-    per_16_bytes = 16 // torch.empty((), dtype=b.dtype).element_size()
-    n = out.shape[-1]
-    if n % per_16_bytes == 0:
-        return None
-    return -(-n // per_16_bytes) * per_16_bytes
-
-
-def _pad_columns(b: Any, width: int) -> Any:
-    """``b`` (``[..., K, N]``) with zero columns appended up to ``width``, in the same
-    majorness (a transposed weight stays transposed: cuBLAS reads it without a copy)."""
-    import torch
-
-    n = b.shape[-1]
-    if b.stride(-2) == 1 and b.stride(-1) != 1:  # column-major: pad rows of b^T
-        rows = torch.zeros((*b.shape[:-2], width, b.shape[-2]), dtype=b.dtype, device=b.device)
-        rows[..., :n, :] = b.transpose(-1, -2)
-        return rows.transpose(-1, -2)
-    return torch.nn.functional.pad(b, (0, width - n))
-
-
-def _narrow_columns(result: Any, out: Any) -> Any:
-    """``result`` cut back to ``out``'s N (a view; unchanged when it already fits)."""
-    return result if result.shape[-1] == out.shape[-1] else result[..., : out.shape[-1]]
-
-
-def _float32_accumulator(fn: Callable[..., Any], inputs: Sequence[Any]) -> Any:
-    """``fn(*inputs)`` as the float32 accumulator a fused epilogue reads, not rounded to a
-    half-precision input dtype first (that extra rounding is what eager's ``addmm`` and a
-    fused template both avoid). On CUDA through the GEMM's ``out_dtype``; elsewhere, or
-    where that overload is missing, on float32 copies of the inputs."""
-    import torch
-
-    half = (torch.float16, torch.bfloat16)
-    if not any(getattr(t, "dtype", None) in half for t in inputs):
-        return fn(*inputs)
-    if inputs[-1].is_cuda:
-        try:
-            return fn(*inputs, out_dtype=torch.float32)
-        except (RuntimeError, TypeError, NotImplementedError):
-            pass
-    return fn(*(t.float() for t in inputs))
-
-
 @runtime_checkable
 class Selected(Protocol):
     """What a ``TemplateSelector`` picked: ``choice`` (a ``Choice``), its ``label``
@@ -728,6 +616,7 @@ _HELPERS = {
     "triton_interpreted": ("tilefuse.config", "triton_interpreted"),
     "autotune_mode": ("tilefuse.config", "autotune_mode"),
     "positive_int_env": ("tilefuse.config", "positive_int_env"),
+    "ExternChoice": ("tilefuse.extern_gemm", "ExternChoice"),
     "GemmShape": ("tilefuse.gemm_shape", "GemmShape"),
     "GEMM_FLOAT_DTYPES": ("tilefuse.gemm_shape", "GEMM_FLOAT_DTYPES"),
     "gemm_majorness": ("tilefuse.gemm_shape", "majorness"),
@@ -775,7 +664,6 @@ __all__ = [
     "Epilogue",
     "EPILOGUE_KINDS",
     "EpilogueStep",
-    "ExternChoice",
     "FusionCandidate",
     "GEMM_OPS",
     "Kernel",
