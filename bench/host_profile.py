@@ -1,0 +1,73 @@
+"""Where a compiled zoo model's host time goes: ``python bench/host_profile.py MODEL [BACKEND]``.
+
+Compiles MODEL of ``bench/zoo.py`` (bf16 inference) with BACKEND (default ``tilefuse``),
+prints the host time per call (the loop without a synchronize) against the wall time,
+then, for tilefuse, ``tilefuse.stats()`` and a cProfile of 20 calls sorted by own and by
+cumulative time. A model whose host time per call is close to its wall time is
+host-bound: its kernels wait for Python, and the profile says which Python.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `import bench` work
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from bench import models, zoo  # noqa: E402
+
+CALLS = 50
+PROFILED_CALLS = 20
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in zoo.BY_NAME:
+        print(f"usage: host_profile.py MODEL [BACKEND]; models: {', '.join(zoo.BY_NAME)}")
+        return 2
+    name, backend = argv[0], (argv[1] if len(argv) > 1 else "tilefuse")
+    if not torch.cuda.is_available():
+        print("host_profile.py needs a CUDA GPU")
+        return 2
+    zm = zoo.BY_NAME[name]
+    device = torch.device("cuda")
+    x, y = zm.inputs(device, False)
+    prepared = models.prepare(zm, zm.make(False).to(device), x, y, models.INFER_BF16)
+    step = prepared.step(torch.compile(prepared.fn, backend=backend))
+    for _ in range(5):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(CALLS):
+        step()
+    issued = time.perf_counter()
+    torch.cuda.synchronize()
+    done = time.perf_counter()
+    print(f"{name}/{backend}: host {1e3 * (issued - start) / CALLS:.3f} ms/call, "
+          f"wall {1e3 * (done - start) / CALLS:.3f} ms/call")  # fmt: skip
+    if backend != "tilefuse":
+        return 0
+    import tilefuse
+
+    print(tilefuse.stats())
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(PROFILED_CALLS):
+        step()
+    profiler.disable()
+    torch.cuda.synchronize()
+    for key in ("tottime", "cumulative"):
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats(key).print_stats(30)
+        print(text.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
