@@ -164,3 +164,14 @@ def test_compile_budget_stops_new_builds_not_cached_ones(monkeypatch, fake_nvcc)
     monkeypatch.setenv(settings.COMPILE_BUDGET_ENV, "soon")
     with pytest.raises(TilefuseError, match=settings.COMPILE_BUDGET_ENV):
         list(PROVIDER.choices(case.op, case.specs, case.layout, case.epilogue))
+
+
+@needs_toolchain
+def test_build_cached_tells_the_autotuner_a_build_would_be_a_cache_hit(fake_nvcc, tmp_path):
+    choice = _choice(make_case("mm", 256, 128, 64, steps=BIAS_RELU))
+    other_shape = _choice(make_case("mm", 1, 136, 200, steps=BIAS_RELU))
+    assert not choice.build_cached() and not other_shape.build_cached()
+    built = choice.compile()
+    assert choice.build_cached() and other_shape.build_cached()  # one build serves both
+    built.write_bytes(b"changed after the build")  # fails its hash: not a cached build
+    assert not choice.build_cached()

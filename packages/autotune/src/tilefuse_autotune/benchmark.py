@@ -8,7 +8,9 @@ old one died.
 Builds and measurements overlap: a compile pool builds the candidates while one
 benchmark worker per device (``devices.worker_devices``: the compiling GPU and every
 other local GPU of the same model) takes each built candidate as soon as it is ready.
-The extern choice needs no build and is queued first. Each worker is pinned to its GPU
+The extern choice needs no build and is queued first; quick builds start before slow ones
+(``slow_build`` choices whose artifact is not cached), which are waited for only
+``BenchConfig.build_wait_s`` and may go on in the background (``Bench.run``). Each worker is pinned to its GPU
 (``devices.pinned_env``), creates the inputs there and computes the extern reference
 there itself, so any worker can judge any candidate.
 
@@ -22,13 +24,16 @@ warm-up) may briefly share it with a measurement there.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from . import measure
@@ -38,13 +43,16 @@ from .progress import Progress
 from .timing import TimingConfig
 from .worker import TaskError, Worker, WorkerCrashed, WorkerFailure, WorkerTimeout
 
+log = logging.getLogger("tilefuse.autotune")
+
 # Failure reasons, in the order the summary lists them.
 COMPILE = "compile error"
 CRASH = "crash"
 TIMEOUT = "timeout"
 WRONG = "wrong result"
 ERROR = "run error"
-REASONS = (COMPILE, CRASH, TIMEOUT, WRONG, ERROR)
+PENDING = "still building"
+REASONS = (COMPILE, CRASH, TIMEOUT, WRONG, ERROR, PENDING)
 
 
 @dataclass(frozen=True)
@@ -70,12 +78,18 @@ class Outcome:
 class BenchConfig:
     """Limits: ``timeout_s`` per candidate run (check + timing), ``compile_timeout_s`` per
     build, ``compile_workers`` processes building at once (default: the CPU count less one
-    core per benchmark worker, which runs at the same time, at least 1 and at most 16)."""
+    core per benchmark worker, which runs at the same time, at least 1 and at most 16).
+
+    ``build_wait_s``: seconds from the start of a run after which the builds of
+    ``slow_build`` choices are no longer waited for (``None``: wait for every build). Such a
+    build still running once every other choice is measured and the time is up becomes a
+    ``PENDING`` outcome and goes on in the background (``Bench.run``)."""
 
     timing: TimingConfig = TimingConfig()
     timeout_s: float = 60.0
     compile_timeout_s: float = 600.0
     compile_workers: int | None = None
+    build_wait_s: float | None = None
 
 
 # A task a benchmark worker runs for one candidate: ``fn(begin, problem, choice, *args)``.
@@ -94,6 +108,8 @@ class Bench:
     def __init__(self, devices: Callable[[str], Sequence[str]] | None = None) -> None:
         self._devices = devices or worker_devices
         self._compile_workers: list[Worker] = []
+        self._busy: set[int] = set()  # id() of compile workers running a build
+        self._background: dict[str, Future[None]] = {}  # slow builds by build key
         self._bench_workers: dict[str, Worker] = {}
         self._lock = threading.Lock()
 
@@ -123,10 +139,24 @@ class Bench:
             return self._bench_workers[key]
 
     def _compile_pool(self, size: int) -> list[Worker]:
+        """``size`` compile workers that no build (a background one included) is using."""
         with self._lock:
-            while len(self._compile_workers) < size:
-                self._compile_workers.append(Worker())
-            return self._compile_workers[:size]
+            free = [w for w in self._compile_workers if id(w) not in self._busy][:size]
+            while len(free) < size:
+                worker = Worker()
+                self._compile_workers.append(worker)
+                free.append(worker)
+            return free
+
+    def _mark_busy(self, worker: Worker, busy: bool) -> None:
+        with self._lock:
+            (self._busy.add if busy else self._busy.discard)(id(worker))
+
+    def still_building(self, choices: Sequence[Any]) -> bool:
+        """Whether a background build of any of ``choices`` (by build key) is running."""
+        keys = {_build_key(c) for c in choices}
+        with self._lock:
+            return any(k in self._background for k in keys if k is not None)
 
     def run(
         self,
@@ -140,28 +170,43 @@ class Bench:
         """Build every choice and run ``task`` on each built one: one ``Outcome`` per
         choice, in the order of ``choices`` whatever the order they finished in.
 
-        Builds run in the compile pool; each built choice is queued at once, and every
-        benchmark worker takes the next queued choice whenever it is free, so each
-        choice runs exactly once, on one worker, while later ones still build.
+        Builds run in the compile pool, quick ones first; each built choice is queued at
+        once, and every benchmark worker takes the next queued choice whenever it is free,
+        so each choice runs exactly once, on one worker, while later ones still build.
         ``on_done`` is called with each outcome as it is known, one call at a time.
+
+        With ``config.build_wait_s`` set, a ``slow_build`` choice (not ``build_cached()``)
+        whose build is still
+        running when every other choice is done and that many seconds have passed since
+        the start gets a ``PENDING`` outcome; its build goes on in the background (in a
+        compile worker no later run uses until it ends) and publishes its artifact to the
+        provider's cache. A slow choice whose artifact is already being built in the
+        background (same ``build_key()``) waits for that build instead of starting another.
         """
+        start = time.monotonic()
         slots = self.worker_slots(problem.layout.device)[: max(1, len(choices))]
         outcomes: list[Outcome | None] = [None] * len(choices)
         ready: queue.Queue[tuple[int, Any] | None] = queue.Queue()
-        finished = threading.Lock()
+        state = threading.Lock()  # guards outcomes, queued and given_up
+        queued: set[int] = set()
+        given_up: set[int] = set()
 
         def finish(i: int, outcome: Outcome) -> None:
-            with finished:
+            with state:
+                if outcomes[i] is not None:
+                    return
                 outcomes[i] = outcome
                 if on_done is not None:
                     on_done(outcome)
 
-        todo = []
+        fast: list[int] = []
+        slow: list[int] = []
         for i, choice in enumerate(choices):
             if isinstance(choice, ExternChoice):
                 ready.put((i, choice))  # nothing to build: first in the queue
+                queued.add(i)
             else:
-                todo.append(i)
+                (slow if _slow_uncached(choice) else fast).append(i)
 
         def bench_loop(name: str, env: dict[str, str]) -> None:
             worker = self.bench_worker(name, env)
@@ -174,29 +219,64 @@ class Bench:
                 outcome = _run_task(worker, problem, labels[i], choice, config, task)
                 finish(i, replace(outcome, worker=name))
 
+        todo = fast + slow
         size = config.compile_workers or min(16, (os.cpu_count() or 1) - len(slots))
         idle: queue.Queue[Worker] = queue.Queue()
-        for w in self._compile_pool(max(1, min(size, len(todo)))):
+        for w in self._compile_pool(max(1, min(size, len(todo)))) if todo else ():
             idle.put(w)
+        keys = {i: _build_key(choices[i]) for i in slow}
+        with self._lock:
+            running = {i: self._background.get(k) for i, k in keys.items() if k is not None}
 
         def build(i: int) -> None:
+            other = running.get(i)
+            if other is not None:
+                wait([other])  # the same artifact is being built: then a cache hit
+            with state:
+                if i in given_up:
+                    return
             worker = idle.get()
+            self._mark_busy(worker, True)
             try:
                 built = _build(worker, labels[i], choices[i], config)
             finally:
+                self._mark_busy(worker, False)
                 idle.put(worker)
+            with state:
+                if i in given_up:
+                    return  # the run moved on; the artifact is in the cache now
+                if not isinstance(built, Outcome):
+                    queued.add(i)
             if isinstance(built, Outcome):
                 finish(i, built)
             else:
                 ready.put((i, built))
 
+        def forget(key: str, future: Future[None]) -> None:
+            with self._lock:
+                if self._background.get(key) is future:
+                    del self._background[key]
+
+        executor = ThreadPoolExecutor(max_workers=max(1, len(todo)))
         with ThreadPoolExecutor(max_workers=len(slots)) as bench_pool:
             loops = [bench_pool.submit(bench_loop, name, env) for name, env in slots]
             try:
-                if todo:
-                    with ThreadPoolExecutor(max_workers=idle.qsize()) as compile_pool:
-                        list(compile_pool.map(build, todo))
+                futures = {i: executor.submit(build, i) for i in todo}
+                for i in slow:
+                    key = keys[i]
+                    if key is not None and running.get(i) is None:
+                        with self._lock:
+                            self._background.setdefault(key, futures[i])
+                        futures[i].add_done_callback(partial(forget, key))
+                wait([futures[i] for i in fast])
+                if slow and config.build_wait_s is not None:
+                    left = start + config.build_wait_s - time.monotonic()
+                    wait([futures[i] for i in slow], timeout=max(0.0, left))
+                    self._give_up(slow, labels, outcomes, queued, given_up, state, on_done)
+                else:
+                    wait([futures[i] for i in slow])
             finally:
+                executor.shutdown(wait=False)
                 for _ in slots:
                     ready.put(None)  # after every queued choice: the loops drain the queue
             for loop in loops:
@@ -205,13 +285,66 @@ class Bench:
         assert not missing, f"no outcome for {missing}"
         return [o for o in outcomes if o is not None]
 
+    @staticmethod
+    def _give_up(
+        slow: Sequence[int],
+        labels: Sequence[str],
+        outcomes: list[Outcome | None],
+        queued: set[int],
+        given_up: set[int],
+        state: threading.Lock,
+        on_done: Callable[[Outcome], None] | None,
+    ) -> None:
+        """Mark each slow build that is neither finished nor queued as ``PENDING``."""
+        with state:
+            for i in slow:
+                if outcomes[i] is None and i not in queued:
+                    given_up.add(i)
+                    pending = Outcome(
+                        labels[i],
+                        reason=PENDING,
+                        detail="its build goes on in the background; a later max-mode "
+                        "selection measures it (TILEFUSE_AUTOTUNE_BUILD_WAIT_S sets how long "
+                        "to wait)",
+                    )
+                    outcomes[i] = pending
+                    if on_done is not None:
+                        on_done(pending)
+
     def close(self) -> None:
         with self._lock:
             workers = [*self._compile_workers, *self._bench_workers.values()]
+            building = len(self._background)
             self._compile_workers.clear()
             self._bench_workers.clear()
+            self._busy.clear()
+            self._background.clear()
+        if building:
+            log.info("tilefuse: stopping %d unfinished background build(s)", building)
         for w in workers:
             w.close()
+
+
+def _slow_uncached(choice: Any) -> bool:
+    """A ``slow_build`` choice whose artifact is not cached yet (``build_cached()``)."""
+    if not getattr(choice, "slow_build", False):
+        return False
+    cached = getattr(choice, "build_cached", None)
+    try:
+        return not (callable(cached) and cached())
+    except Exception:
+        return True
+
+
+def _build_key(choice: Any) -> str | None:
+    """``choice.build_key()`` when it has one and it answers (else ``None``)."""
+    method = getattr(choice, "build_key", None)
+    if not callable(method):
+        return None
+    try:
+        return str(method())
+    except Exception:
+        return None
 
 
 def _build(worker: Worker, label: str, choice: Any, config: BenchConfig) -> Any | Outcome:

@@ -16,6 +16,14 @@ Modes (``TILEFUSE_AUTOTUNE`` unless passed):
     Benchmark each provider's first ``per_provider`` choices plus extern.
 ``max``
     Benchmark every choice plus extern.
+
+In ``quick`` and ``max``, slow builds (nvcc) are waited for only as long as
+``TILEFUSE_AUTOTUNE_BUILD_WAIT_S`` says (``settings``; default: not at all when the build is
+not cached). One left building is reported ``still building``; the winner found without it
+is cached as a ``quick`` entry, so it serves ``default`` and ``quick`` at once while the next
+``max`` selection of the problem measures again, with the finished builds. In this process,
+that re-measurement waits until the background builds are done: until then the winner is
+reused (``source="cache"``).
 ``replay``
     Like ``default``, but a cache miss is logged as a warning: for runs that must
     reproduce earlier tuning.
@@ -45,8 +53,8 @@ from typing import Any
 from tilefuse import config, counters, plugin
 from tilefuse.errors import TilefuseError
 
-from . import benchmark
-from .benchmark import REASONS, BenchConfig, Outcome
+from . import benchmark, settings
+from .benchmark import PENDING, REASONS, BenchConfig, Outcome
 from .cache import WinnersCache, key_digest
 from .devices import with_index
 from .extern import EXTERN_PROVIDER, OPS, ExternChoice, vendor_epilogue_choice
@@ -260,8 +268,11 @@ def _summary(
     workers: dict[str, int],
 ) -> str:
     counts = Counter(r for r, _ in failures.values())
+    pending = counts.pop(PENDING, 0)
     parts = ", ".join(f"{counts[r]} {r}" for r in REASONS if counts[r])
-    failed = f"{len(failures)} failed" + (f" ({parts})" if parts else "")
+    failed = f"{sum(counts.values())} failed" + (f" ({parts})" if parts else "")
+    if pending:
+        failed += f", {pending} still building (a later max-mode selection measures them)"
     line = f"{title}: tried {tried}, {failed}; won {winner.label} {winner.time_ms:.4f} ms"
     if winner.label == extern.label:
         line += " (no candidate beat extern)"
@@ -314,6 +325,8 @@ class Autotuner:
         self.per_provider = per_provider
         self.seed = seed
         self.bench = bench
+        # digest -> the candidates a provisional winner was picked without (still building)
+        self._provisional: dict[str, list[Any]] = {}
 
     @property
     def cache(self) -> WinnersCache:
@@ -369,6 +382,12 @@ class Autotuner:
                     hit, mode, f"{title}: cached winner {hit.label}", source="cache"
                 )
             log.info("%s: cached winner %s/%s is no longer offered", title, *entry.values())
+        if entry is not None and self._still_building(digest):
+            by_key = {(c.provider, c.choice.name): c for c in everything}
+            hit = by_key.get((entry["provider"], entry["choice"]))
+            if hit is not None:
+                text = f"{title}: provisional winner {hit.label} (candidates still building)"
+                return self._unmeasured(hit, mode, text, source="cache")
 
         problem = Problem(op, _current_device(inputs), _current_device([layout])[0],
                           epilogue, self.seed)  # fmt: skip
@@ -385,11 +404,14 @@ class Autotuner:
         tuned = [extern, *shortlist]
         progress = Progress(title, len(tuned))
         counters.bump("autotune_benchmarks")
+        bench_config = self.bench_config
+        if bench_config.build_wait_s is None:
+            bench_config = replace(bench_config, build_wait_s=settings.build_wait_s())
         outcomes = benchmark.run_benchmarks(
             problem,
             [c.label for c in tuned],
             [c.choice for c in tuned],
-            self.bench_config,
+            bench_config,
             progress,
             self.bench,
         )
@@ -402,6 +424,11 @@ class Autotuner:
         failures = {o.label: (o.reason or "", o.detail) for o in outcomes if not o.ok}
         for label, (reason, detail) in failures.items():
             log.info("%s: dropped %s: %s: %s", title, label, reason, detail)
+        pending = [c.choice for c, o in zip(tuned, outcomes) if o.reason == PENDING]
+        if pending:
+            self._provisional[digest] = pending
+        else:
+            self._provisional.pop(digest, None)
         if not timings:
             text = f"{title}: every candidate failed, extern included; using extern unmeasured"
             log.warning("%s (%s)", text, failures)
@@ -425,7 +452,8 @@ class Autotuner:
             {
                 "provider": winner.provider,
                 "choice": winner.choice.name,
-                "mode": mode,
+                # Found without the candidates still building: not a full max search.
+                "mode": "quick" if pending else mode,
                 "time_ms": timings[best],
                 "extern_ms": timings.get(extern.label),
                 "key": fields,
@@ -472,6 +500,18 @@ class Autotuner:
             refused.append(f"{candidate.label}: {outcome.reason} ({outcome.detail})")
             log.warning("tilefuse: autotune refused third-party choice %s", refused[-1])
         return extern, "; third-party choices failed their check: " + "; ".join(refused)
+
+    def _still_building(self, digest: str) -> bool:
+        """Whether this process picked ``digest``'s winner without candidates whose builds
+        are still running in the background."""
+        pending = self._provisional.get(digest)
+        if not pending:
+            return False
+        bench = self.bench or benchmark.shared_bench()
+        if bench.still_building(pending):
+            return True
+        del self._provisional[digest]
+        return False
 
     @staticmethod
     def _unmeasured(

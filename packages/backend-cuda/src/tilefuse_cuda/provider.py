@@ -17,7 +17,7 @@ from tilefuse import plugin
 from tilefuse.errors import ChoiceFailed
 
 from . import settings
-from .compiler import cache_key, compile_source
+from .compiler import KIND, cache_key, compile_source
 from .configs import GemmConfig, configs_for
 from .problem import Dims, GemmProblem, Unsupported, analyse
 from .render import kernel_name, render
@@ -67,6 +67,13 @@ class CutlassGemmChoice:
         source): equal keys mean one build serves both choices. Raises ``ToolchainMissing``
         without nvcc or CUTLASS."""
         return cache_key(self.source())
+
+    def build_cached(self) -> bool:
+        """Whether the ``.so`` is already in this machine's cache (cheap; never raises)."""
+        try:
+            return plugin.has_artifact(KIND, self.build_key(), "kernel.so")
+        except Exception:
+            return False
 
     def compile(self) -> Path:
         """Build (or find in the cache) the ``.so``; raises ``ChoiceFailed`` with the reason

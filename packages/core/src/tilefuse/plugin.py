@@ -508,7 +508,12 @@ class Choice(Protocol):
 
     Optional attribute ``slow_build`` (absent means ``False``): ``True`` when
     ``compile()`` takes many seconds (an nvcc build, say). The autotuner never takes
-    such a choice unmeasured, so compiles that do not benchmark stay fast.
+    such a choice unmeasured, so compiles that do not benchmark stay fast, and waits for
+    its build only as long as ``TILEFUSE_AUTOTUNE_BUILD_WAIT_S`` says. Optional methods of
+    such a choice: ``build_cached() -> bool``, cheap, ``True`` when ``compile()`` would
+    find its artifact already built (then it is waited for like any quick build); and
+    ``build_key() -> str``, equal for choices that share one artifact (one build serves
+    them all).
     """
 
     name: str
@@ -611,6 +616,7 @@ _HELPERS = {
     "stride_of": ("tilefuse.ir.index", "stride_of"),
     "atomic_write": ("tilefuse.codegen.kernel_cache", "atomic_write"),
     "build_artifact": ("tilefuse.codegen.kernel_cache", "build_artifact"),
+    "has_artifact": ("tilefuse.codegen.kernel_cache", "has_artifact"),
     "load_module": ("tilefuse.codegen.kernel_cache", "load_module"),
     "store_source": ("tilefuse.codegen.kernel_cache", "store_source"),
     "triton_interpreted": ("tilefuse.config", "triton_interpreted"),

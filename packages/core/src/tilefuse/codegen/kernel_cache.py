@@ -340,6 +340,18 @@ def verified_artifact(artifact: Path) -> bool:
     return digest is not None and record.strip() == digest.encode()
 
 
+def has_artifact(kind: str, key: str, filename: str) -> bool:
+    """Whether this machine's cache holds a verified ``filename`` for ``key`` under ``kind``,
+    so that ``build_artifact`` would return it without building (cheap; never raises;
+    the remote cache is not asked)."""
+    if not _KEY.fullmatch(key):
+        return False
+    try:
+        return verified_artifact(cache_subdir(kind) / key[:2] / key / filename)
+    except Exception:
+        return False
+
+
 def build_artifact(kind: str, key: str, filename: str, build: Callable[[Path, Path], None]) -> Path:
     """The path of ``filename`` for ``key`` under ``kind``, built unless a verified one is there.
 

@@ -1,0 +1,145 @@
+"""Slow builds (nvcc) are waited for only ``TILEFUSE_AUTOTUNE_BUILD_WAIT_S`` seconds.
+
+A build still running when a selection is otherwise done goes on in the background; the
+winner found without it is provisional (cached as ``quick``) until a later ``max``
+selection measures every candidate. The fake builds wait for a gate file, so the tests
+decide when a build ends instead of racing a clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from tests.autotune.conftest import FAST_LIMITS
+from tests.autotune.fake_choices import FastChoice, GatedBuildChoice, mm_problem
+from tilefuse import plugin
+from tilefuse.errors import TilefuseError
+from tilefuse_autotune import Autotuner, settings
+from tilefuse_autotune.benchmark import PENDING, Bench, BenchConfig, run_benchmarks
+from tilefuse_autotune.extern import ExternChoice
+from tilefuse_autotune.measure import Problem
+from tilefuse_autotune.progress import Progress
+
+NO_WAIT = replace(FAST_LIMITS, build_wait_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    bench = Bench(devices=lambda device: [device])
+    yield bench
+    bench.close()
+
+
+def _wait_until(condition, limit_s: float = 60.0) -> None:
+    """Poll ``condition`` (a liveness bound, not a timing assertion)."""
+    end = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < end, "the background build never finished"
+        time.sleep(0.05)
+
+
+def _builds(log) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def _run(bench, choices, config):
+    inputs, layout = mm_problem()
+    problem = Problem("mm", inputs, layout, plugin.Epilogue(), 0)
+    labels = ["extern/mm", *(c.name for c in choices)]
+    return run_benchmarks(
+        problem, labels, [ExternChoice("mm", plugin.Epilogue()), *choices], config,
+        Progress("t", len(labels)), bench,
+    )  # fmt: skip
+
+
+def test_an_unfinished_slow_build_is_pending_and_finishes_in_the_background(bench, tmp_path):
+    gate, log = tmp_path / "gate", tmp_path / "builds"
+    slow = GatedBuildChoice("cutlass-like", str(gate), str(log))
+    outcomes = _run(bench, [FastChoice("triton-like"), slow], NO_WAIT)
+    by_label = {o.label: o for o in outcomes}
+    assert by_label["triton-like"].ok and by_label["extern/mm"].ok
+    assert by_label["cutlass-like"].reason == PENDING
+    assert "background" in by_label["cutlass-like"].detail
+    assert bench.still_building([slow])
+    gate.touch()
+    _wait_until(lambda: not bench.still_building([slow]))
+    assert _builds(log) == ["cutlass-like"]
+
+
+def test_a_finished_slow_build_is_measured_and_without_a_limit_every_build_is_waited_for(
+    bench, tmp_path
+):
+    gate, log = tmp_path / "gate", tmp_path / "builds"
+    gate.touch()  # builds end at once
+    slow = GatedBuildChoice("ready", str(gate), str(log))
+    config = replace(FAST_LIMITS, build_wait_s=30.0)
+    assert all(o.ok for o in _run(bench, [slow], config))
+    late = GatedBuildChoice("late", str(tmp_path / "gate2"), str(log))
+    waiter = threading.Timer(0.5, (tmp_path / "gate2").touch)
+    waiter.start()
+    assert all(o.ok for o in _run(bench, [late], FAST_LIMITS))  # build_wait_s=None: waits
+    assert _builds(log) == ["ready", "late"]
+
+
+def test_a_build_already_running_in_the_background_is_not_started_twice(bench, tmp_path):
+    gate, log = tmp_path / "gate", tmp_path / "builds"
+    first = GatedBuildChoice("shape-a", str(gate), str(log), key="same-artifact")
+    second = GatedBuildChoice("shape-b", str(gate), str(log), key="same-artifact")
+    assert _run(bench, [first], NO_WAIT)[1].reason == PENDING
+    assert _run(bench, [second], NO_WAIT)[1].reason == PENDING
+    gate.touch()
+    _wait_until(lambda: not bench.still_building([first, second]))
+    time.sleep(0.3)  # room for a wrong second build to show up in the log
+    # The second run's choice waited for the first build instead of starting its own, and
+    # was given up by then: the one artifact was built once.
+    assert _builds(log) == ["shape-a"]
+
+
+def test_a_provisional_winner_is_reused_while_building_then_max_measures_everything(
+    cache, bench, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(settings.BUILD_WAIT_ENV, "0")
+    gate, log = tmp_path / "gate", tmp_path / "builds"
+    slow = GatedBuildChoice("ms1-slow", str(gate), str(log))
+    tuner = Autotuner(cache=cache, bench_config=FAST_LIMITS, bench=bench)
+    inputs, layout = mm_problem()
+    choices = [FastChoice("fast"), slow]
+
+    first = tuner.select("mm", choices, inputs, layout, mode="max")
+    assert first.source == "benchmark"
+    assert first.failures["explicit/ms1-slow"][0] == PENDING
+    assert "1 still building" in first.summary
+    (entry,) = cache.entries().values()
+    assert entry["mode"] == "quick"  # not a full max search: a later max one measures again
+    again = tuner.select("mm", choices, inputs, layout, mode="max")
+    assert again.source == "cache" and "provisional" in again.summary
+    assert again.label == first.label
+    quick = tuner.select("mm", choices, inputs, layout, mode="quick")
+    assert quick.source == "cache"  # a provisional winner is a quick-mode answer
+
+    gate.touch()
+    _wait_until(lambda: not bench.still_building([slow]))
+    final = tuner.select("mm", choices, inputs, layout, mode="max")
+    assert final.source == "benchmark"
+    assert "explicit/ms1-slow" in final.timings_ms  # measured this time
+    assert [e["mode"] for e in cache.entries().values()] == ["max"]
+    assert tuner.select("mm", choices, inputs, layout, mode="max").source == "cache"
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
+def test_a_bad_build_wait_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv(settings.BUILD_WAIT_ENV, value)
+    with pytest.raises(TilefuseError, match=settings.BUILD_WAIT_ENV):
+        settings.build_wait_s()
+
+
+def test_the_build_wait_defaults_to_not_waiting(monkeypatch):
+    monkeypatch.delenv(settings.BUILD_WAIT_ENV, raising=False)
+    assert settings.build_wait_s() == 0.0
+    monkeypatch.setenv(settings.BUILD_WAIT_ENV, "600")
+    assert settings.build_wait_s() == 600.0
+    assert BenchConfig().build_wait_s is None
