@@ -140,14 +140,41 @@ def _clear_inductor_caches() -> None:
         clear()
 
 
+#: ``bench/run.py --artifacts DIR`` sets it: tilefuse's built artifacts (the ``cuda/``
+#: nvcc builds) are taken from DIR into each fresh cache and new ones saved back.
+ARTIFACTS_ENV = "TILEFUSE_BENCH_ARTIFACTS"
+ARTIFACT_KINDS = ("cuda",)
+
+
+def _stop_autotune_workers() -> None:
+    """Stop tilefuse's autotune workers, background nvcc builds included, so that they
+    neither outlive the column's cache directory nor load the CPU of the next column."""
+    import sys
+
+    autotune = sys.modules.get("tilefuse_autotune")
+    if autotune is not None:
+        autotune.release_workers()
+
+
+def _copy_artifacts(src: str, dst: str) -> None:
+    for kind in ARTIFACT_KINDS:
+        if os.path.isdir(os.path.join(src, kind)):
+            shutil.copytree(os.path.join(src, kind), os.path.join(dst, kind), dirs_exist_ok=True)
+
+
 @contextlib.contextmanager
 def cold_caches(extra_env: tuple[tuple[str, str], ...] = ()) -> Iterator[str]:
     """Fresh cache directories (and ``extra_env``) for one backend's compile and measurement.
 
     Yields the temporary root; restores the environment and deletes the directories on exit,
-    resetting Dynamo so no compiled graph outlives the block.
+    resetting Dynamo so no compiled graph outlives the block. With ``TILEFUSE_BENCH_ARTIFACTS``
+    set, tilefuse's cache starts with that directory's built artifacts (and gives its new
+    ones back): autotuning then measures cached nvcc builds instead of starting them.
     """
     root = tempfile.mkdtemp(prefix="tilefuse-bench-")
+    artifacts = os.environ.get(ARTIFACTS_ENV, "").strip()
+    if artifacts:
+        _copy_artifacts(artifacts, os.path.join(root, "tilefuse"))
     values = {
         "TORCHINDUCTOR_CACHE_DIR": os.path.join(root, "inductor"),
         "TILEFUSE_CACHE_DIR": os.path.join(root, "tilefuse"),
@@ -161,6 +188,9 @@ def cold_caches(extra_env: tuple[tuple[str, str], ...] = ()) -> Iterator[str]:
     try:
         yield root
     finally:
+        _stop_autotune_workers()
+        if artifacts:
+            _copy_artifacts(os.path.join(root, "tilefuse"), artifacts)
         torch._dynamo.reset()
         _clear_inductor_caches()
         for k, v in saved.items():

@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import importlib.metadata as md
 import json
+import os
 import platform
 import re
 import statistics
@@ -79,6 +80,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         metavar="N",
         help="timing rounds per workload, interleaved across columns (default: 3)",
+    )
+    p.add_argument(
+        "--artifacts",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep tilefuse's nvcc builds in DIR across runs: each tilefuse column starts with "
+        "them in its fresh cache (winners and Triton caches stay cold) and saves new ones back",
     )
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     return p.parse_args(argv)
@@ -426,6 +435,9 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.artifacts is not None:
+        args.artifacts.mkdir(parents=True, exist_ok=True)
+        os.environ[backends.ARTIFACTS_ENV] = str(args.artifacts.resolve())
     if args.list:
         for w in workloads.WORKLOADS:
             print(f"{w.name:26s} {w.kind:9s} {w.description}")

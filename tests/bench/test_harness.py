@@ -4,6 +4,7 @@ result checking, failure handling, and a CPU ``--smoke`` run's JSON schema."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -502,3 +503,19 @@ def test_gemm_workload_reports_the_median_over_rounds(tmp_path):
     assert len(result["ms_rounds"]) == 3
     assert result["ms"] == sorted(result["ms_rounds"])[1]
     assert data["mode"]["rounds"] == 3
+
+
+def test_artifacts_seed_each_fresh_cache_and_collect_new_builds(tmp_path, monkeypatch):
+    kept = tmp_path / "kept"
+    (kept / "cuda" / "ab").mkdir(parents=True)
+    (kept / "cuda" / "ab" / "old.so").write_bytes(b"built before")
+    monkeypatch.setenv(backends.ARTIFACTS_ENV, str(kept))
+    with backends.cold_caches() as root:
+        cache = Path(os.environ["TILEFUSE_CACHE_DIR"])
+        assert cache.is_relative_to(root)
+        assert (cache / "cuda" / "ab" / "old.so").read_bytes() == b"built before"
+        assert not (cache / "autotune").exists()  # winners stay cold
+        (cache / "cuda" / "cd").mkdir()
+        (cache / "cuda" / "cd" / "new.so").write_bytes(b"built in this column")
+    assert (kept / "cuda" / "cd" / "new.so").read_bytes() == b"built in this column"
+    assert not Path(root).exists()
