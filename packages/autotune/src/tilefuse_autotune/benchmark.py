@@ -8,9 +8,10 @@ old one died.
 Builds and measurements overlap: a compile pool builds the candidates while one
 benchmark worker per device (``devices.worker_devices``: the compiling GPU and every
 other local GPU of the same model) takes each built candidate as soon as it is ready.
-The extern choice needs no build and is queued first; quick builds start before slow ones
-(``slow_build`` choices whose artifact is not cached), which are waited for only
-``BenchConfig.build_wait_s`` and may go on in the background (``Bench.run``). Each worker is pinned to its GPU
+The extern choice needs no build and is queued first; slow builds (``slow_build`` choices
+whose artifact is not cached) start once every quick one is built, are waited for only
+``BenchConfig.build_wait_s`` and may go on in the background (``Bench.run``).
+Each worker is pinned to its GPU
 (``devices.pinned_env``), creates the inputs there and computes the extern reference
 there itself, so any worker can judge any candidate.
 
@@ -170,9 +171,11 @@ class Bench:
         """Build every choice and run ``task`` on each built one: one ``Outcome`` per
         choice, in the order of ``choices`` whatever the order they finished in.
 
-        Builds run in the compile pool, quick ones first; each built choice is queued at
-        once, and every benchmark worker takes the next queued choice whenever it is free,
-        so each choice runs exactly once, on one worker, while later ones still build.
+        Builds run in the compile pool, slow ones (uncached ``slow_build``) only once every
+        quick one is built, so that an nvcc build never holds up a quick one; each built
+        choice is queued at once, and every benchmark worker takes the next queued choice
+        whenever it is free, so each choice runs exactly once, on one worker, while later
+        ones still build.
         ``on_done`` is called with each outcome as it is known, one call at a time.
 
         With ``config.build_wait_s`` set, a ``slow_build`` choice (not ``build_cached()``)
@@ -225,16 +228,21 @@ class Bench:
         for w in self._compile_pool(max(1, min(size, len(todo)))) if todo else ():
             idle.put(w)
         keys = {i: _build_key(choices[i]) for i in slow}
+        slow_set = set(slow)
         with self._lock:
             running = {i: self._background.get(k) for i, k in keys.items() if k is not None}
 
+        quick_started = threading.Event()  # slow builds never hold a worker a quick one needs
+
         def build(i: int) -> None:
+            if i in slow_set:
+                quick_started.wait()
             other = running.get(i)
             if other is not None:
                 wait([other])  # the same artifact is being built: then a cache hit
-            with state:
-                if i in given_up:
-                    return
+                with state:
+                    if i in given_up:
+                        return  # nothing to build any more, nobody waits for it
             worker = idle.get()
             self._mark_busy(worker, True)
             try:
@@ -269,6 +277,7 @@ class Bench:
                             self._background.setdefault(key, futures[i])
                         futures[i].add_done_callback(partial(forget, key))
                 wait([futures[i] for i in fast])
+                quick_started.set()
                 if slow and config.build_wait_s is not None:
                     left = start + config.build_wait_s - time.monotonic()
                     wait([futures[i] for i in slow], timeout=max(0.0, left))
@@ -276,6 +285,7 @@ class Bench:
                 else:
                     wait([futures[i] for i in slow])
             finally:
+                quick_started.set()
                 executor.shutdown(wait=False)
                 for _ in slots:
                     ready.put(None)  # after every queued choice: the loops drain the queue
