@@ -1,10 +1,8 @@
 """CUDA-graph replay (tilefuse.cuda_graphs) on the CPU: settings, refusals, and the runner's
 bookkeeping (static inputs, copies, outputs, mutations) against an emulated graph.
 
-``ReplayGraph`` stands in for a CUDA graph: capture records the callable and its argument
-list and poisons the outputs it owns with NaN (a real capture computes nothing), and each
-replay recomputes them *into the same output tensors*, as a replay rewrites its static
-outputs. The GPU half is tests/e2e/test_gpu_cuda_graphs.py.
+``ReplayGraph`` (tests/cuda_graph_emulation.py) stands in for a CUDA graph. The GPU half
+is tests/e2e/test_gpu_cuda_graphs.py.
 """
 
 from __future__ import annotations
@@ -15,29 +13,11 @@ import pytest
 import torch
 
 import tilefuse
+from tests.cuda_graph_emulation import ReplayGraph
 from tilefuse import config, cuda_graphs
 from tilefuse.compile_options import parse
 from tilefuse.cuda_graphs import CudaGraphRunner, CudaGraphsRefused
 from tilefuse.errors import TilefuseError
-
-
-class ReplayGraph:
-    """An emulated CUDA graph (see the module docstring)."""
-
-    def capture(self, fn, args):
-        self.fn, self.args = fn, list(args)
-        inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
-        self.outputs = fn(args)
-        for out in self.outputs:
-            if isinstance(out, torch.Tensor) and out.untyped_storage().data_ptr() not in inputs:
-                out.fill_(float("nan"))
-        return self.outputs
-
-    def replay(self):
-        fresh = self.fn(list(self.args))
-        for static, new in zip(self.outputs, fresh):
-            if isinstance(static, torch.Tensor) and static is not new:
-                static.copy_(new)
 
 
 class FailingGraph:
