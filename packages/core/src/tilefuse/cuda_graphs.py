@@ -165,38 +165,62 @@ class Graph(Protocol):
     def replay(self) -> None: ...
 
 
-class _CudaGraph:
-    """A ``torch.cuda.CUDAGraph`` captured into its own private memory pool."""
-
-    def __init__(self) -> None:
-        self.graph = torch.cuda.CUDAGraph()
-
-    def capture(self, fn: Callable[[list[Any]], Any], args: list[Any]) -> Any:
-        # thread_local: another thread's CUDA calls during this capture are not an error.
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            return fn(args)
-
-    def replay(self) -> None:
-        self.graph.replay()
-
-
 _side_streams: dict[torch.device, Any] = {}
 
 
-def _run_on_side_stream(fn: Callable[[list[Any]], Any], args: list[Any], device: Any) -> Any:
-    """``fn(args)`` on a side stream of ``device`` (inline for a non-CUDA device), ordered
-    after the current stream's work and before its later work."""
-    if device is None or device.type != "cuda":
-        return fn(args)
+def _side_stream(device: torch.device) -> Any:
+    """The one side stream of ``device`` that warm-ups and captures run on."""
     stream = _side_streams.get(device)
     if stream is None:
-        stream = _side_streams[device] = torch.cuda.Stream(device)
+        stream = _side_streams.setdefault(device, torch.cuda.Stream(device))
+    return stream
+
+
+def _run_on_side_stream(fn: Callable[[list[Any]], Any], args: list[Any], device: Any) -> Any:
+    """``fn(args)`` on the side stream of ``device`` (inline for a non-CUDA device),
+    ordered after the current stream's work and before its later work."""
+    if device is None or device.type != "cuda":
+        return fn(args)
+    stream = _side_stream(device)
     current = torch.cuda.current_stream(device)
     stream.wait_stream(current)
     with torch.cuda.stream(stream):
         out = fn(args)
     current.wait_stream(stream)
     return out
+
+
+class _CudaGraph:
+    """A ``torch.cuda.CUDAGraph`` captured on the side stream into its own private pool.
+
+    Not through ``torch.cuda.graph``: when its capture fails, that context manager leaves
+    its capture stream current (``capture_end`` raises before the stream is restored), so
+    the caller's later work would run on another stream. Here the stream context always
+    exits, and the first error (the op that broke the capture) is the one raised.
+    """
+
+    def __init__(self) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+
+    def capture(self, fn: Callable[[list[Any]], Any], args: list[Any]) -> Any:
+        device = next(a.device for a in args if isinstance(a, torch.Tensor))
+        torch.cuda.synchronize(device)  # the inputs' producers have finished
+        with torch.cuda.stream(_side_stream(device)):
+            # thread_local: another thread's CUDA calls during this capture are no error.
+            self.graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                out = fn(args)
+            except BaseException:
+                try:
+                    self.graph.capture_end()
+                except Exception:  # the capture is invalid anyway; report the first error
+                    log.debug("tilefuse: ending a failed CUDA graph capture", exc_info=True)
+                raise
+            self.graph.capture_end()
+        return out
+
+    def replay(self) -> None:
+        self.graph.replay()
 
 
 def _layout(t: torch.Tensor) -> tuple:
