@@ -16,8 +16,8 @@ import tilefuse
 from tests.cuda_graph_emulation import ReplayGraph
 from tilefuse import config, cuda_graphs
 from tilefuse.compile_options import parse
-from tilefuse.cuda_graphs import CudaGraphRunner, CudaGraphsRefused
-from tilefuse.errors import TilefuseError
+from tilefuse.cuda_graphs import CudaGraphRunner
+from tilefuse.errors import CudaGraphsRefused, TilefuseError
 
 
 class FailingGraph:

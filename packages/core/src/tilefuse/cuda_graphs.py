@@ -4,7 +4,7 @@
 each compiled forward or backward graph when ``config.cuda_graphs()`` is on. It returns
 either a ``CudaGraphRunner`` around ``compiled`` or, where CUDA graphs cannot be used,
 ``compiled`` itself after ``refuse`` (one warning naming why through ``warn``, counted in
-``cuda_graph_fallbacks``; with ``strict`` a ``TilefuseError`` instead).
+``cuda_graph_fallbacks``; with ``strict`` ``errors.CudaGraphsRefused`` instead).
 
 What a runner does, call by call (it takes AOTAutograd's argument list and empties it):
 
@@ -61,16 +61,11 @@ from typing import Any, Protocol
 import torch
 
 from . import counters
-from .errors import TilefuseError
+from .errors import CudaGraphsRefused
 
 log = logging.getLogger("tilefuse")
 
 Warn = Callable[[str], None]
-
-
-class CudaGraphsRefused(TilefuseError):
-    """CUDA graphs were asked for (``mode="reduce-overhead"`` or ``cuda_graphs``) and a
-    graph cannot use them; raised only in strict mode (otherwise it runs without them)."""
 
 
 def _refusal_text(reason: str) -> str:
