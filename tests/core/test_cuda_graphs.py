@@ -148,6 +148,7 @@ def test_static_input_is_read_in_place():
     weight.mul_(5)  # an optimizer step: same address, new values
     (out,) = run([weight, x.clone()])
     torch.testing.assert_close(out, torch.full((3,), 10.0))
+    assert run.static == {0} and run.buffers[0] is None  # checked each call, not kept alive
 
 
 def test_static_input_that_moves_is_demoted_and_captured_again():

@@ -266,7 +266,9 @@ class CudaGraphRunner:
 
     def _reset_capture(self) -> None:
         self.graph: Graph | None = None
-        self.buffers: list[Any] = []  # per input: the tensor the graph reads, or the value
+        # per input: the static buffer of a copied tensor, the value of a non-tensor, None
+        # for a static tensor (not kept alive here: each call checks its address instead)
+        self.buffers: list[Any] = []
         self.outputs: Any = None
         self.plan: list[tuple] = []  # per output: how to hand it out
 
@@ -335,14 +337,16 @@ class CudaGraphRunner:
             return self.compiled(args)
         counters.bump("cuda_graphs_captured")
         self.captures += 1
-        self.graph, self.buffers, self.outputs = graph, buffers, outputs
+        self.graph, self.outputs = graph, outputs
         self.plan = self._plan_outputs(outputs, buffers)
+        self.buffers = [None if i in self.static else b for i, b in enumerate(buffers)]
         return self._replay(args)
 
     def _plan_outputs(self, outputs: Any, buffers: list[Any]) -> list[tuple]:
         """Per output: ``("value",)`` for a non-tensor, ``("input", i, delta)`` for a view
         of input ``i`` (``delta``: its offset from the input's), else ``("copy", k)``: the
-        ``k``-th distinct output storage, copied once per call."""
+        ``k``-th distinct output storage, copied once per call. ``buffers``: the inputs the
+        graph was captured with."""
         inputs = {
             b.untyped_storage().data_ptr(): i
             for i, b in enumerate(buffers)
@@ -364,7 +368,7 @@ class CudaGraphRunner:
 
     def _replay(self, args: list[Any]) -> Any:
         assert self.graph is not None
-        for i in self.static:
+        for i in sorted(self.static):
             if _layout(args[i]) != self.first_layouts[i]:
                 # A "static" input moved: read it through a copy from now on.
                 self.static.discard(i)
