@@ -14,9 +14,12 @@ What a runner does, call by call (it takes AOTAutograd's argument list and empti
    strides. Its outputs are the call's outputs.
 2. **Capture** (second call): inputs whose address, sizes and strides did not change
    (parameters, buffers) are *static*: the graph reads them in place. Every other tensor
-   input gets a static buffer of its own layout. The graph is captured into a private
-   memory pool (``torch.cuda.graph``; intermediates and outputs live there), then
-   replayed for this call.
+   input gets a static buffer of its own layout. The graph is captured on the side stream
+   into a private memory pool (``CUDAGraph.capture_begin``; intermediates and outputs
+   live there), then replayed for this call. A "static" input is checked by address each
+   call, never kept alive by the runner: a tensor that happened to land where the
+   previous one was (the caching allocator reuses blocks) is read in place while it
+   keeps landing there, and costs one re-capture when it stops.
 3. **Replay** (later calls): copy the non-static inputs into their buffers, replay, copy
    back into the caller's tensors any input the graph writes in place, and hand out
    outputs that the next replay cannot overwrite (below). A static input whose address
@@ -30,7 +33,8 @@ allocation, keeping sizes, strides, offsets and the aliasing between outputs. Th
 per call: one device-to-device copy of every non-static input and of every output
 storage, plus the pool (the graph's peak of intermediates and outputs), held while the
 graph lives. In training the forward's saved tensors are outputs of the forward and
-inputs of the backward, so each is copied twice per step.
+inputs of the backward, so each is copied twice per step (once, where the allocator hands
+the copies the same addresses every step: the backward then reads them in place).
 
 Random numbers: ops that draw from PyTorch's CUDA generator (eager externs such as
 dropout's) are captured through its graph-safe Philox state: each replay advances the
