@@ -1,4 +1,5 @@
-"""The backends compared: eager, Inductor (default and max-autotune) and tilefuse.
+"""The backends compared: eager, Inductor (default and max-autotune) and tilefuse, and, on
+request (``cuda_graphs``), both compilers under ``mode="reduce-overhead"`` (CUDA graphs).
 
 Each compiled backend is built under cold caches: fresh temporary TORCHINDUCTOR_CACHE_DIR,
 TILEFUSE_CACHE_DIR and TRITON_CACHE_DIR, Inductor's in-memory caches cleared and
@@ -26,7 +27,9 @@ class BackendSpec:
     """One column of the comparison.
 
     ``family`` is what ``--backends`` selects; ``kinds`` limits the workload kinds it runs on
-    (``None``: all); ``env`` is set while it compiles and runs.
+    (``None``: all); ``env`` is set while it compiles and runs. ``cuda_graphs``: compiled
+    with ``mode="reduce-overhead"``, whose first call warms up and second captures, so a
+    harness checks and times it from the third call on.
     """
 
     name: str
@@ -34,6 +37,7 @@ class BackendSpec:
     compile_kwargs: dict[str, Any] | None  # None: eager, nothing is compiled
     kinds: frozenset[str] | None = None
     env: tuple[tuple[str, str], ...] = ()
+    cuda_graphs: bool = False
 
     @property
     def compiles(self) -> bool:
@@ -49,8 +53,16 @@ class BackendSpec:
         return torch.compile(fn, **self.compile_kwargs)
 
 
-def specs(families: list[str], strict_tilefuse: bool = True) -> list[BackendSpec]:
-    """The backend columns for the chosen families, in a fixed order.
+#: The CUDA-graph columns (``specs(..., cuda_graphs=True)``), on the model workloads only.
+CUDA_GRAPH_KINDS = frozenset({"model"})
+
+
+def specs(
+    families: list[str], strict_tilefuse: bool = True, cuda_graphs: bool = False
+) -> list[BackendSpec]:
+    """The backend columns for the chosen families, in a fixed order; with ``cuda_graphs``
+    also ``inductor_cg`` and ``tilefuse_cg`` (``mode="reduce-overhead"``, model workloads),
+    after the others.
 
     Raises ``ValueError`` on an unknown family, naming the known ones.
     """
@@ -80,6 +92,28 @@ def specs(families: list[str], strict_tilefuse: bool = True) -> list[BackendSpec
                 {"backend": "tilefuse"},
                 kinds=frozenset({"gemm"}),
                 env=(*env, ("TILEFUSE_AUTOTUNE", "max")),
+            )
+        )
+    if cuda_graphs and "inductor" in families:
+        out.append(
+            BackendSpec(
+                "inductor_cg",
+                "inductor",
+                {"mode": "reduce-overhead"},
+                kinds=CUDA_GRAPH_KINDS,
+                cuda_graphs=True,
+            )
+        )
+    if cuda_graphs and "tilefuse" in families:
+        env = (("TILEFUSE_STRICT", "1"),) if strict_tilefuse else ()
+        out.append(
+            BackendSpec(
+                "tilefuse_cg",
+                "tilefuse",
+                {"backend": "tilefuse", "mode": "reduce-overhead"},
+                kinds=CUDA_GRAPH_KINDS,
+                env=env,
+                cuda_graphs=True,
             )
         )
     return out

@@ -2,8 +2,9 @@
 
 ``summarize`` adds the flat columns every row of ``bench/models.py``'s JSON carries
 (``eager_ms``, ``inductor_ms``, ``tilefuse_ms``, the compile seconds, speedups over eager,
-kernels per iteration, ``error``); ``format_table`` is what ``bench/models.py`` prints, so a
-saved file reads the same as the live run.
+kernels per iteration, ``error``; and ``inductor_cg_ms``, ``tilefuse_cg_ms``... for a run
+with ``--cudagraphs``); ``format_table`` is what ``bench/models.py`` prints, so a saved file
+reads the same as the live run.
 """
 
 from __future__ import annotations
@@ -17,20 +18,29 @@ from typing import Any
 
 COMPILED = ("inductor", "tilefuse")
 BACKENDS = ("eager", *COMPILED)
+CUDA_GRAPHS = ("inductor_cg", "tilefuse_cg")  # the columns of a run with --cudagraphs
+
+
+def _compiled_in(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The compiled columns of ``rows``: always ``COMPILED``, then any of ``CUDA_GRAPHS``
+    that some row has a result for."""
+    extra = [c for c in CUDA_GRAPHS if any(c in (r.get("results") or {}) for r in rows)]
+    return (*COMPILED, *extra)
 
 
 def summarize(row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with its flat columns filled in from ``row["results"]`` (returned, and also
     changed in place). ``error`` joins the row's own error and each backend's."""
     results = row.get("results") or {}
-    for name in BACKENDS:
+    compiled = _compiled_in([row])
+    for name in ("eager", *compiled):
         row[f"{name}_ms"] = (results.get(name) or {}).get("ms")
-    for name in COMPILED:
+    for name in compiled:
         row[f"{name}_compile_s"] = (results.get(name) or {}).get("compile_s")
     eager = row["eager_ms"]
     row["speedups"] = {
         name: (eager / row[f"{name}_ms"]) if eager and row[f"{name}_ms"] else None
-        for name in COMPILED
+        for name in compiled
     }
     row["kernels"] = {name: r.get("kernels") for name, r in results.items()}
     if "tilefuse" in results and results["tilefuse"].get("tilefuse"):
@@ -47,7 +57,7 @@ def geomean_speedups(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per compiled backend: the geometric mean of its speedups over eager, over the rows
     where it has one, and how many rows that is."""
     out = {}
-    for name in COMPILED:
+    for name in _compiled_in(rows):
         values = [r["speedups"][name] for r in rows if (r.get("speedups") or {}).get(name)]
         mean = math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
         out[name] = {"geomean": mean, "rows": len(values)}
@@ -75,7 +85,7 @@ def _cell_ms(row: dict[str, Any], name: str, notes: list[str]) -> str:
     if speedup:
         text += f" {speedup:.2f}x"
     stats = r.get("tilefuse") or {}
-    if stats.get("graphs_fallen_back"):
+    if stats.get("graphs_fallen_back") or stats.get("cuda_graph_fallbacks"):
         text += "*"
     return text
 
@@ -90,9 +100,11 @@ def format_table(data: dict[str, Any]) -> str:
     for name, info in data["backends"].items():
         if not info["usable"]:
             lines.append(f"skipped backend {name}: {info['reason']}")
-    header = ("model", "mode", "eager ms", "inductor ms", "tilefuse ms", "compile s i/t",
+    graphs_columns = _compiled_in(data["rows"])[len(COMPILED) :]  # --cudagraphs columns
+    header = ("model", "mode", "eager ms", "inductor ms", "tilefuse ms",
+              *(f"{c} ms" for c in graphs_columns), "compile s i/t",
               "kernels e/i/t", "tf graphs")  # fmt: skip
-    widths = (19, 11, 9, 17, 17, 13, 14, 9)
+    widths = (19, 11, 9, 17, 17, *(17 for _ in graphs_columns), 13, 14, 9)
 
     def fmt(cells: tuple[str, ...]) -> str:
         return "  ".join(
@@ -123,6 +135,7 @@ def format_table(data: dict[str, Any]) -> str:
                     _cell_ms(row, "eager", notes),
                     _cell_ms(row, "inductor", notes),
                     _cell_ms(row, "tilefuse", notes),
+                    *(_cell_ms(row, c, notes) for c in graphs_columns),
                     f"{_num(row.get('inductor_compile_s'), '.1f')}/"
                     f"{_num(row.get('tilefuse_compile_s'), '.1f')}",
                     "/".join(_num(kernels.get(b), "d") for b in BACKENDS),
@@ -132,11 +145,13 @@ def format_table(data: dict[str, Any]) -> str:
         )
     geo = data.get("geomean_speedup") or geomean_speedups(data["rows"])
     lines.append("")
-    for name in COMPILED:
+    for name in _compiled_in(data["rows"]):
         g = geo.get(name) or {}
         value = f"{g['geomean']:.3f}x" if g.get("geomean") else "-"
         lines.append(f"geomean speedup over eager, {name}: {value} ({g.get('rows', 0)} rows)")
     lines.append("(* tilefuse fell back to eager on some graph; tf graphs: compiled/fallen back)")
+    if graphs_columns:
+        lines.append("(*_cg: mode='reduce-overhead', CUDA graphs; * there: a graph ran without)")
     if notes:
         lines += ["", "errors:", *("  " + n for n in notes)]
     return "\n".join(lines)

@@ -8,6 +8,9 @@ on. A failure (a missing library, a crash, a mismatch, a time limit) is recorded
 and the run goes on. Prints a table with the geometric-mean speedup over eager per backend
 and writes ``<out>/models_<device-slug>_<YYYY-MM-DD>_<HHMM>.json`` after every row.
 ``--smoke`` runs tiny configs (on the CPU through the Triton interpreter where there is no GPU).
+``--cudagraphs`` adds the columns ``inductor_cg`` and ``tilefuse_cg``: both compilers under
+``mode="reduce-overhead"`` (CUDA graphs), checked and timed from their third call on (the
+first warms up, the second captures; both count in their compile seconds).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ BF16_FACTOR = 1.5
 # Outputs whose reference norm is below this share of the largest one (e.g. the gradient of a
 # parameter the loss barely reaches) are left out of the error: their relative error is noise.
 NEGLIGIBLE_NORM = 1e-6
-TILEFUSE_COUNTERS = ("graphs_compiled", "graphs_fallen_back", "kernels_compiled", "externs")
+TILEFUSE_COUNTERS = ("graphs_compiled", "graphs_fallen_back", "kernels_compiled", "externs",
+                     "cuda_graphs_captured", "cuda_graph_fallbacks")  # fmt: skip
 # Inductor's C++ compile of every graph takes minutes on a small CPU: the smoke leaves it out
 # unless --backends asks for it.
 SMOKE_BACKENDS = ("eager", "tilefuse")
@@ -103,6 +107,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="S",
         help="start no new (model, mode) row after S seconds; the rest are "
         "recorded as not run (default 540, under a 10-minute command limit)",
+    )
+    p.add_argument(
+        "--cudagraphs",
+        action="store_true",
+        help="add the columns inductor_cg and tilefuse_cg: mode='reduce-overhead' (CUDA "
+        "graphs) of each compiler chosen by --backends",
     )
     p.add_argument("--list", action="store_true", help="list the models and exit")
     args = p.parse_args(argv)
@@ -351,9 +361,17 @@ def measure(
             timer.synchronize()
             start = time.perf_counter()
             outputs = step()
+            if spec.cuda_graphs:  # the first call warmed up; the second captures
+                outputs = None
+                _clear(prepared.leaves)
+                outputs = step()
             timer.synchronize()
             if spec.compiles:
                 result["compile_s"] = time.perf_counter() - start
+            if spec.cuda_graphs:  # a replay's outputs are the ones checked
+                outputs = None
+                _clear(prepared.leaves)
+                outputs = step()
             err, where = relative_error(outputs, reference)
             del outputs
             result["rel_error"] = err if math.isfinite(err) else None
@@ -468,7 +486,9 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
     chosen = zoo.select(args.models)
     columns = [
         s
-        for s in backends.specs(args.backends, strict_tilefuse=not args.allow_fallback)
+        for s in backends.specs(
+            args.backends, strict_tilefuse=not args.allow_fallback, cuda_graphs=args.cudagraphs
+        )
         if s.runs_on(KIND)
     ]
     if args.smoke and device.type == "cpu":
@@ -490,6 +510,7 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
             "models": [m.name for m in chosen],
             "timing": timer.method + ("" if args.full_timing or args.smoke else " (quick)"),
             "tilefuse_strict": not args.allow_fallback,
+            "cudagraphs": args.cudagraphs,
             "timeout_s": args.timeout,
         },
         "backends": {

@@ -205,6 +205,81 @@ def test_table_shows_speedups_fallbacks_and_errors():
     assert "geomean speedup over eager, inductor: 2.000x (2 rows)" in table
 
 
+def test_cuda_graph_columns_only_on_request():
+    plain = [s.name for s in backends.specs(list(backends.FAMILIES))]
+    assert not any(n.endswith("_cg") for n in plain)
+    with_graphs = backends.specs(list(backends.FAMILIES), cuda_graphs=True)
+    assert [s.name for s in with_graphs] == [*plain, "inductor_cg", "tilefuse_cg"]
+    for spec in with_graphs[-2:]:
+        assert spec.cuda_graphs and spec.compile_kwargs["mode"] == "reduce-overhead"
+        assert spec.runs_on(models.KIND) and not spec.runs_on("memory")
+    assert with_graphs[-1].compile_kwargs["backend"] == "tilefuse"
+    assert dict(with_graphs[-1].env) == {"TILEFUSE_STRICT": "1"}
+    only_tf = backends.specs(["eager", "tilefuse"], cuda_graphs=True)
+    assert [s.name for s in only_tf][-1] == "tilefuse_cg" and "inductor_cg" not in {
+        s.name for s in only_tf
+    }
+    assert models.parse_args(["--cudagraphs"]).cudagraphs
+    assert not models.parse_args([]).cudagraphs
+
+
+def test_cuda_graph_columns_in_the_rows_and_table():
+    row = _row(2.0, 1.0, 4.0)
+    row["results"]["inductor_cg"] = {"ms": 0.5, "compile_s": 2.0, "kernels": 1, "error": None}
+    row["results"]["tilefuse_cg"] = {
+        "ms": 0.25, "compile_s": 1.5, "kernels": 1, "error": None,
+        "tilefuse": {"graphs_compiled": 1, "cuda_graph_fallbacks": 1},
+    }  # fmt: skip
+    model_report.summarize(row)
+    assert row["tilefuse_cg_ms"] == 0.25 and row["inductor_cg_compile_s"] == 2.0
+    assert row["speedups"]["inductor_cg"] == 4.0 and row["speedups"]["tilefuse_cg"] == 8.0
+    plain = _row(2.0, 1.0, 4.0)
+    assert "tilefuse_cg_ms" not in plain and "tilefuse_cg" not in plain["speedups"]
+    data = {
+        "created": "now",
+        "machine": {"device": "GPU", "torch": "t", "triton": "tr", "tilefuse": "0.1"},
+        "mode": {"timing": "do_bench"},
+        "backends": {},
+        "rows": [row, plain],
+    }
+    table = model_report.format_table(data)
+    assert "inductor_cg ms" in table and "tilefuse_cg ms" in table
+    assert "0.250 8.00x*" in table  # a graph of tilefuse_cg ran without CUDA graphs
+    assert "geomean speedup over eager, tilefuse_cg: 8.000x (1 rows)" in table
+    data["rows"] = [plain]
+    assert "_cg" not in model_report.format_table(data)
+
+
+@pytest.mark.parametrize("third_call_right", [True, False])
+def test_cuda_graph_columns_are_checked_on_their_third_call(third_call_right):
+    """The first call of a reduce-overhead column warms up and the second captures: the
+    outputs checked are the third call's (a replay)."""
+
+    def make(fn):
+        calls = []
+
+        def run(*args):
+            calls.append(1)
+            right = (len(calls) == 3) == third_call_right
+            return fn(*args) if right else fn(*args) * 1.5
+
+        return run
+
+    torch.manual_seed(0)
+    pristine = TINY.make(True)
+    inputs = TINY.inputs(CPU, True)
+    reference = models.reference_outputs(TINY, pristine, inputs, models.TRAIN_FP32)
+    spec = FakeSpec(make)
+    object.__setattr__(spec, "cuda_graphs", True)
+    timer = models.SmokeTimer(CPU, quick=True)
+    r = models.measure(TINY, pristine, inputs, models.TRAIN_FP32, spec, timer, reference,
+                       None, timeout=60)  # fmt: skip
+    if third_call_right:
+        assert r["error"] is None and r["ms"] is not None
+    else:
+        assert r["ms"] is None and "mismatch" in r["error"]
+
+
 def test_profiles_side_by_side():
     row = _row(2.0, 1.0, 4.0)
     row["results"]["eager"]["profile"] = [{"name": "gemm_kernel", "ms": 1.5, "calls": 2}]

@@ -52,6 +52,7 @@ STAGE_OF = {
     "pipeline": "pipeline",
     "report": "pipeline",
     "dynamo_backend": "entry",
+    "cuda_graphs": "entry",
     "compile_options": "entry",
     "explainer": "entry",
     "cli": "entry",

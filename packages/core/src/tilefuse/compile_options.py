@@ -15,9 +15,8 @@ from .errors import TilefuseError
 #: torch.compile modes tilefuse accepts -> the settings they imply.
 MODES: dict[str, dict[str, Any]] = {
     "default": {},
-    # CUDA-graph replay is not built yet: the mode is accepted, warned about, and runs
-    # as "default".
-    "reduce-overhead": {},
+    # Compiled graphs replayed as CUDA graphs (tilefuse.cuda_graphs).
+    "reduce-overhead": {"cuda_graphs": True},
     "max-autotune": {"autotune": "max"},
     "max-autotune-no-cudagraphs": {"autotune": "max"},
 }
@@ -37,13 +36,15 @@ OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, bool),
         "True or False (as TILEFUSE_CPP_WRAPPER; experimental)",
     ),
+    "cuda_graphs": (
+        lambda v: isinstance(v, bool),
+        "True or False (as TILEFUSE_CUDA_GRAPHS; mode='reduce-overhead' sets it)",
+    ),
     "max_specializations": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
         "a positive integer (as TILEFUSE_MAX_SPECIALIZATIONS)",
     ),
 }
-
-UNBUILT_MODES = {"reduce-overhead": "CUDA-graph replay is not built yet; it runs as mode='default'"}
 
 
 def parse(mode: str | None, options: Mapping[str, Any] | None) -> dict[str, Any]:

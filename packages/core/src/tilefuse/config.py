@@ -11,6 +11,7 @@
 | ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``quick``, ``max`` or ``replay`` |
 | ``TILEFUSE_MAX_SPECIALIZATIONS`` | shape variants kept per dynamic-shape graph (LRU, default 16) |
 | ``TILEFUSE_CPP_WRAPPER`` | ``1``/``true``/``yes``/``on``: the wrapper in C++ (experimental) |
+| ``TILEFUSE_CUDA_GRAPHS`` | ``1``/``true``/``yes``/``on``: replay compiled graphs as CUDA graphs |
 | ``TRITON_INTERPRET`` | Triton's: kernels run in its CPU interpreter (``triton_interpreted``) |
 """
 
@@ -34,7 +35,7 @@ _overrides: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 @contextlib.contextmanager
 def overrides(settings: Mapping[str, Any]) -> Iterator[None]:
     """Apply per-compile ``settings`` (keys: ``strict``, ``debug_dir``, ``autotune``,
-    ``max_specializations``, ``cpp_wrapper``)."""
+    ``max_specializations``, ``cpp_wrapper``, ``cuda_graphs``)."""
     token = _overrides.set({**_overrides.get(), **settings})
     try:
         yield
@@ -126,6 +127,16 @@ def cpp_wrapper() -> bool:
     if override is not None:
         return bool(override)
     return env_flag("TILEFUSE_CPP_WRAPPER")
+
+
+def cuda_graphs() -> bool:
+    """Capture each compiled graph into a CUDA graph and replay it (``TILEFUSE_CUDA_GRAPHS``,
+    option ``cuda_graphs``, or ``mode="reduce-overhead"``; default off). Raises
+    ``TilefuseError`` naming the variable when it is not a boolean."""
+    override = _overrides.get().get("cuda_graphs")
+    if override is not None:
+        return bool(override)
+    return env_flag("TILEFUSE_CUDA_GRAPHS")
 
 
 AUTOTUNE_MODES = ("off", "default", "quick", "max", "replay")

@@ -28,6 +28,9 @@ STANDARD = (
     "specializations_evicted",  # such variants dropped (LRU, TILEFUSE_MAX_SPECIALIZATIONS)
     "cpp_wrappers",  # graphs run by a built C++ wrapper (option cpp_wrapper)
     "cpp_wrapper_fallbacks",  # graphs that asked for it and kept the Python wrapper
+    "cuda_graphs_captured",  # CUDA-graph captures of compiled graphs (re-captures included)
+    "cuda_graph_replays",  # calls served by replaying a captured CUDA graph
+    "cuda_graph_fallbacks",  # graphs that asked for CUDA graphs and run without them
 )
 
 _lock = threading.Lock()

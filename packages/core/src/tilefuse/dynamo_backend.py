@@ -8,7 +8,10 @@ call, runs eagerly from then on with one warning naming the error, never a crash
 (``TILEFUSE_STRICT=1`` or ``options={"strict": True}`` raises instead). Graphs with
 symbolic sizes are specialized: compiled once per distinct concrete input signature,
 keeping at most ``TILEFUSE_MAX_SPECIALIZATIONS`` variants per graph (least recently
-used dropped first; see ``_Specializer``).
+used dropped first; see ``_Specializer``). With ``mode="reduce-overhead"`` (or option
+``cuda_graphs`` / ``TILEFUSE_CUDA_GRAPHS``) each compiled graph is replayed as a CUDA
+graph (``tilefuse.cuda_graphs``); a graph that runs eagerly runs without one, counted in
+``cuda_graph_fallbacks`` with one warning.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
 
-from . import compile_options, config, counters, plugin
+from . import compile_options, config, counters, cuda_graphs, plugin
 from .backend_selection import owner, served_device_types
 from .errors import NoBackendError, TilefuseError
 from .frontend.decompositions import decomposition_table
@@ -65,6 +68,13 @@ def _eager(gm: torch.fx.GraphModule) -> Callable:
     return make_boxed_func(gm.forward)
 
 
+def _eager_without_cuda_graphs(why: str) -> None:
+    """A graph that asked for CUDA graphs runs eagerly (``why``): count it and say so once.
+    Call it under the compile's ``config.overrides``, outside strict mode (which raised)."""
+    if config.cuda_graphs():
+        cuda_graphs.refuse(f"it runs eagerly ({why})", False, _warn_once)
+
+
 class _EagerAfterFirstFailure:
     """A compiled graph whose first call, if it raises, reruns the graph eagerly and
     keeps running it eagerly from then on (strict mode re-raises instead).
@@ -73,6 +83,7 @@ class _EagerAfterFirstFailure:
     empties the one it is given to free inputs early. A failure part-way through the
     first call is not undone: an input the compiled graph already updated in place, or
     random numbers it already drew, are updated or drawn again by the eager rerun.
+    ``running_eagerly`` says whether it switched (CUDA graphs are then not captured).
     """
 
     def __init__(self, compiled: Callable, gm: torch.fx.GraphModule, strict: bool) -> None:
@@ -83,6 +94,7 @@ class _EagerAfterFirstFailure:
         self.gm = gm
         self.strict = strict
         self.first = True
+        self.running_eagerly = False
 
     def __call__(self, args: list[Any]) -> Any:
         if not self.first:
@@ -98,6 +110,7 @@ class _EagerAfterFirstFailure:
             log.debug("tilefuse: first-call failure", exc_info=True)
             self.run = _eager(self.gm)
             self.first = False
+            self.running_eagerly = True
             return self.run(saved)
         self.first = False
         return out
@@ -113,6 +126,7 @@ def _inner_compiler(settings: Mapping[str, Any], note: str = "") -> Callable:
 
         with config.overrides(settings):
             strict = config.strict()
+            graphs = config.cuda_graphs()
             try:
                 compiled = compile_graph(gm, example_inputs)
             except Exception as exc:
@@ -120,6 +134,7 @@ def _inner_compiler(settings: Mapping[str, Any], note: str = "") -> Callable:
                     raise
                 _warn_once(f"could not compile a graph ({_describe(exc)}); running it eagerly")
                 log.debug("tilefuse: compile failure", exc_info=True)
+                _eager_without_cuda_graphs("it could not be compiled")
                 return _eager(gm)
         report = getattr(compiled, "report", None)
         if note and report is not None:
@@ -127,7 +142,10 @@ def _inner_compiler(settings: Mapping[str, Any], note: str = "") -> Callable:
             # same object, so they see the note too (the debug directory does not).
             report.specialization = note
         counters.bump("graphs_compiled")
-        return _EagerAfterFirstFailure(compiled, gm, strict)
+        run = _EagerAfterFirstFailure(compiled, gm, strict)
+        if graphs:
+            return cuda_graphs.wrap(run, gm, example_inputs, strict, _warn_once)
+        return run
 
     return inner
 
@@ -283,6 +301,7 @@ class _Specializer:
             with config.overrides(self.settings):
                 if config.strict():
                     raise
+                _eager_without_cuda_graphs("it could not be specialized")
             _warn_once(
                 f"could not specialize a dynamic-shape graph ({_describe(exc)}); running it eagerly"
             )
@@ -325,9 +344,8 @@ def tilefuse_backend(
         # Malformed settings are reported here, before any work.
         config.strict()
         config.cpp_wrapper()
+        config.cuda_graphs()
         limit = config.max_specializations()
-    if mode in compile_options.UNBUILT_MODES:
-        _warn_once(f"mode={mode!r}: {compile_options.UNBUILT_MODES[mode]}")
     # Ops on a device no backend serves run as externs inside the graph (lowering warns
     # once) when backends serve another device here; with none served at all, the graph
     # runs eagerly.
@@ -341,6 +359,7 @@ def tilefuse_backend(
             with config.overrides(settings):
                 if config.strict():
                     raise
+                _eager_without_cuda_graphs("no backend serves its device")
             _warn_once(f"{exc} Running this graph eagerly.")
             counters.bump("graphs_fallen_back")
             return gm.forward
@@ -352,6 +371,7 @@ def tilefuse_backend(
         with config.overrides(settings):
             if config.strict():
                 raise
+            _eager_without_cuda_graphs("AOTAutograd could not trace it")
         _warn_once(f"could not trace a graph for compiling ({_describe(exc)}); running it eagerly")
         log.debug("tilefuse: AOTAutograd failure", exc_info=True)
         counters.bump("graphs_fallen_back")

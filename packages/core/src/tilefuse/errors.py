@@ -44,6 +44,11 @@ class CompileError(TilefuseError):
     """Code generation or kernel compilation failed for a graph."""
 
 
+class CudaGraphsRefused(TilefuseError):
+    """CUDA graphs were asked for (``mode="reduce-overhead"`` or ``cuda_graphs``) and a
+    graph cannot use them; raised only in strict mode (otherwise it runs without them)."""
+
+
 class ChoiceFailed(TilefuseError):
     """An autotune candidate failed to build or run; it is dropped, not fatal."""
 
