@@ -64,14 +64,24 @@ def test_inference_matches_eager_over_calls(cpp_wrapper, dtype, monkeypatch):
         monkeypatch.setattr("tilefuse.codegen.templates.why_no_selector", lambda device: "test")
     w, b = cuda(64, 96, dtype=dtype), cuda(96, dtype=dtype)
 
-    def fn(x):
+    def fn(x, w=w, b=b):
         h = F.gelu(x @ w + b)
         return torch.softmax(h, -1) * 2, h.sum(0)
 
     compiled = compile_cg(fn, cpp_wrapper)
     xs = [cuda(33, 64, dtype=dtype) for _ in range(5)]  # alive: each at its own address
     for x in xs:
-        assert_same(compiled(x), fn(x), dtype)
+        if dtype == torch.float32:
+            assert_same(compiled(x), fn(x), dtype)
+            continue
+        # bf16: the fused GEMM epilogue rounds once where eager rounds after each op, so
+        # the two differ by more than bf16 rounding in h.sum(0) (a 33-term sum with
+        # cancellation); judge both against float64 instead: no further than eager is.
+        reference = fn(x.double(), w.double(), b.double())
+        for got, eager, ref in zip(compiled(x), fn(x), reference):
+            ours = (got.double() - ref).abs().max().item()
+            theirs = (eager.double() - ref).abs().max().item()
+            assert ours <= 2 * theirs + 1e-3, (ours, theirs)
     assert_graphs(captured=1, replays=4)
     if cpp_wrapper:
         stats = tilefuse.stats()
