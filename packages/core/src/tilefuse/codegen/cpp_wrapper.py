@@ -226,8 +226,26 @@ class CppWrapperWriter(WrapperPlan):
         if isinstance(choice, plugin.ExternChoice):
             self._extern_gemm(choice, list(data.inputs[: plugin.GEMM_OPS[choice.op]]), out)
         else:
+            self._check_aligned(step, data, kernel.name)
             self._call_launch(choice, f"template {kernel.name} ({kernel.label})", kernel.name,
                               [*args, out.name])  # fmt: skip
+
+    def _check_aligned(self, step: TemplateStep, data: Template, name: str) -> None:
+        """``CppUnsupported`` when a template's tensor starts off a 16-byte boundary of
+        its (aligned) base: a kernel built for aligned tensors would refuse it at run
+        time, where the Python wrapper's launch adapts."""
+        odd = [buf.name for buf in data.inputs if _byte_offset(buf) % 16]
+        if step.epilogue is not None:
+            graph = self.schedule.graph
+            for i, op in enumerate(step.epilogue.operands):
+                base = graph.buffer(op.buffer)
+                if (_byte_offset(base) + int(op.offset) * base.layout.dtype.itemsize) % 16:
+                    odd.append(f"epilogue operand {i} ({op.buffer})")
+        if odd:
+            raise CppUnsupported(
+                f"template {name}: {', '.join(odd)} not 16-byte aligned (a view at an odd "
+                "offset); its C++ launch is built for aligned tensors"
+            )
 
     def _extern_gemm(self, choice: plugin.ExternChoice, inputs: list[Buffer], out: Buffer) -> None:
         """``ExternChoice.run`` for an epilogue without steps: in place when the result
@@ -319,6 +337,16 @@ class CppWrapperWriter(WrapperPlan):
             tuple(self.libraries),
             list(self.launched),
         )
+
+
+def _byte_offset(buf: Buffer) -> int:
+    """Where ``buf`` starts, in bytes from the start of the buffer it views (0 for one
+    that is not a view), following views of views."""
+    total = 0
+    while isinstance(buf.data, View):
+        total += int(buf.layout.offset) * buf.layout.dtype.itemsize
+        buf = buf.data.base
+    return total
 
 
 def _contiguous(buf: Buffer) -> bool:
