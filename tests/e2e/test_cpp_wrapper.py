@@ -280,10 +280,15 @@ def write_python(schedule, kernels) -> str:
 def test_a_graph_of_extern_steps_runs_through_the_cpp_wrapper(monkeypatch, no_gemm_selector):
     """Built, loaded and run on CPU: convolution, a GEMM with a bare cast, a view output."""
     chosen: list[Any] = []
+    python_calls: list[int] = []
     real = cpp_build.select_wrapper
 
-    def spy(*args, **kwargs):
-        chosen.append(real(*args, **kwargs))
+    def spy(schedule, kernels, python_call, report=None):
+        def counted(args):
+            python_calls.append(1)
+            return python_call(args)
+
+        chosen.append(real(schedule, kernels, counted, report))
         return chosen[-1]
 
     monkeypatch.setattr("tilefuse.pipeline.select_wrapper", spy)
@@ -302,12 +307,10 @@ def test_a_graph_of_extern_steps_runs_through_the_cpp_wrapper(monkeypatch, no_ge
     assert stats["cpp_wrappers"] == 1 and stats["cpp_wrapper_fallbacks"] == 0
     assert stats["artifacts_built"] == 1
     assert isinstance(chosen[0], cpp_build.CppWrapperCall)
+    assert python_calls == []
 
     # An unaligned input: the C++ wrapper declines before doing anything and the Python
     # wrapper runs the call.
-    python_calls = []
-    inner = chosen[0].python_call
-    chosen[0].python_call = lambda a: python_calls.append(1) or inner(a)
     storage = torch.randn(7 * 5 + 1)
     a_unaligned = storage[1:].view(7, 5)
     assert a_unaligned.data_ptr() % 16 != 0
