@@ -191,10 +191,10 @@ def test_extern_calls_render_from_the_schema():
     )  # fmt: skip
     assert conv == (
         "at::_ops::convolution::call(x, w, std::nullopt, "
-        "c10::fromIntArrayRefSlow(std::vector<int64_t>{1, 1}), "
-        "c10::fromIntArrayRefSlow(std::vector<int64_t>{0, 0}), "
-        "c10::fromIntArrayRefSlow(std::vector<int64_t>{1, 1}), false, "
-        "c10::fromIntArrayRefSlow(std::vector<int64_t>{0, 0}), c10::SymInt(int64_t(1)))"
+        "c10::fromIntArrayRefSlow(at::IntArrayRef{1, 1}), "
+        "c10::fromIntArrayRefSlow(at::IntArrayRef{0, 0}), "
+        "c10::fromIntArrayRefSlow(at::IntArrayRef{1, 1}), false, "
+        "c10::fromIntArrayRefSlow(at::IntArrayRef{0, 0}), c10::SymInt(int64_t(1)))"
     )
     # Omitted arguments take their schema defaults, kwargs go by name.
     addmm = render_extern_call(torch.ops.aten.addmm.default, (x, w, w), {"alpha": 2})
