@@ -392,6 +392,20 @@ def test_triton_gemm_launch_plan_maps_choice_order_to_kernel_order():
     assert plan.constexprs["EVEN_K"] is True
 
 
+def test_a_launch_maps_each_pointer_to_the_tensor_it_names():
+    def launch(order):
+        return render_cpp_launch(kernel_name="k", cubin=b"x", signature=["*fp32"] * 3 + ["i32"],
+                                 values=[None, None, None, 7], num_tensors=3, grid=1,
+                                 num_warps=4, shared=0, device=0, tensor_args=order)  # fmt: skip
+
+    text = launch([1, 2, 0]).declarations
+    assert "p0 = tilefuse_triton_cpp::pointer(a1, kName)" in text
+    assert "p2 = tilefuse_triton_cpp::pointer(a0, kName)" in text and "int32_t p3 = 7;" in text
+    for bad in ([0, 0, 1], [0, 1], [0, 1, 3]):
+        with pytest.raises(ValueError, match="tensor_args"):
+            launch(bad)
+
+
 def test_generated_source_with_template_launches_compiles(monkeypatch, tmp_path):
     """The Triton GEMM template's and CUTLASS's C++ launches in one graph: generated and
     compiled (fake cubin; the CUTLASS library is only named)."""
