@@ -319,7 +319,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ks", type=_ints, default=None, metavar="K[,K]",
                    help=f"chain lengths (default {','.join(map(str, DEFAULT_KS))}; "
-                   f"smoke {','.join(map(str, SMOKE_KS))})")  # fmt: skip
+                   f"smoke {','.join(map(str, SMOKE_KS))}; 'none' for none)")  # fmt: skip
     p.add_argument("--models", type=run._csv, default=None, metavar="M[,M]",
                    help=f"zoo models, batch 1 (default {','.join(DEFAULT_MODELS)}; smoke: "
                    "none unless named; 'none' for none)")  # fmt: skip
@@ -332,6 +332,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--full-timing", action="store_true", help="more samples per figure")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S",
                    help="limit for one column on one workload, compile included")  # fmt: skip
+    p.add_argument("--max-total-s", type=float, default=540.0, metavar="S",
+                   help="start no new workload after S seconds; the rest are recorded as not "
+                   "run (default 540, under a 10-minute command limit)")  # fmt: skip
     args = p.parse_args(argv)
     if args.ks is None:
         args.ks = list(SMOKE_KS if args.smoke else DEFAULT_KS)
@@ -347,6 +350,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _ints(text: str) -> list[int]:
+    if text.strip() == "none":
+        return []
     values = [int(v) for v in run._csv(text)]
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: positive integers, comma-separated")
@@ -359,12 +364,17 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def workloads(args: argparse.Namespace, device: torch.device) -> Iterator[Workload | dict]:
-    """Each workload, or the row of one that could not be built (a missing library)."""
+def workloads(
+    args: argparse.Namespace, device: torch.device, over: Callable[[], str | None]
+) -> Iterator[Workload | dict]:
+    """Each workload, or the row of one that is not run: a missing library, a model that
+    could not be built, or ``over()`` saying the time budget is spent."""
     for k in args.ks:
-        yield chain_workload(k, device)
+        why = over()
+        yield {"workload": f"chain-{k}", "error": why, "results": {}} if why else (
+            chain_workload(k, device))  # fmt: skip
     for zm in zoo.select(args.models) if args.models else []:
-        missing = zoo.library_missing(zm)
+        missing = zoo.library_missing(zm) or over()
         if missing:
             yield {"workload": f"{zm.name}-b1", "error": missing, "results": {}}
             continue
@@ -408,7 +418,14 @@ def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
     path = run.output_path(args.out, f"host-overhead {machine['device']}", created)
     if path_out is not None:
         path_out.append(path)
-    for work in workloads(args, device):
+
+    def over() -> str | None:
+        spent = time.monotonic() - started
+        if spent <= args.max_total_s:
+            return None
+        return f"not run: {spent:.0f} s spent, past --max-total-s {args.max_total_s:.0f}"
+
+    for work in workloads(args, device, over):
         if isinstance(work, dict):
             data["rows"].append(work)
             _write(path, data)

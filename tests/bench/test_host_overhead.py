@@ -93,3 +93,14 @@ def test_smoke_run_writes_the_table_and_json(tmp_path, capsys):
     assert py["tilefuse"]["graphs_compiled"] == 1 and py["tilefuse"]["graphs_fallen_back"] == 0
     # CUDA-graph replay: measured once built, else said to be unavailable with the reason
     assert graphs.get("unavailable") or graphs["host_us"] is not None, graphs
+
+
+def test_a_spent_time_budget_records_the_rest_as_not_run(tmp_path):
+    argv = ["--smoke", "--ks", "1,2", "--columns", "eager", "--max-total-s", "0",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert ho.main(argv) == 0
+    (path,) = tmp_path.glob("host-overhead-*.json")
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["workload"] for r in rows] == ["chain-1", "chain-2"]
+    assert all(r["error"].startswith("not run") and r["results"] == {} for r in rows)
+    assert ho.parse_args(["--ks", "none", "--models", "none"]).ks == []
