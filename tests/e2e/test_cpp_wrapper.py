@@ -191,10 +191,10 @@ def test_extern_calls_render_from_the_schema():
     )  # fmt: skip
     assert conv == (
         "at::_ops::convolution::call(x, w, std::nullopt, "
-        "c10::fromIntArrayRefSlow(std::vector<int64_t>{1, 1}), "
-        "c10::fromIntArrayRefSlow(std::vector<int64_t>{0, 0}), "
-        "c10::fromIntArrayRefSlow(std::vector<int64_t>{1, 1}), false, "
-        "c10::fromIntArrayRefSlow(std::vector<int64_t>{0, 0}), c10::SymInt(int64_t(1)))"
+        "c10::fromIntArrayRefSlow(at::IntArrayRef{1, 1}), "
+        "c10::fromIntArrayRefSlow(at::IntArrayRef{0, 0}), "
+        "c10::fromIntArrayRefSlow(at::IntArrayRef{1, 1}), false, "
+        "c10::fromIntArrayRefSlow(at::IntArrayRef{0, 0}), c10::SymInt(int64_t(1)))"
     )
     # Omitted arguments take their schema defaults, kwargs go by name.
     addmm = render_extern_call(torch.ops.aten.addmm.default, (x, w, w), {"alpha": 2})
@@ -280,10 +280,15 @@ def write_python(schedule, kernels) -> str:
 def test_a_graph_of_extern_steps_runs_through_the_cpp_wrapper(monkeypatch, no_gemm_selector):
     """Built, loaded and run on CPU: convolution, a GEMM with a bare cast, a view output."""
     chosen: list[Any] = []
+    python_calls: list[int] = []
     real = cpp_build.select_wrapper
 
-    def spy(*args, **kwargs):
-        chosen.append(real(*args, **kwargs))
+    def spy(schedule, kernels, python_call, report=None):
+        def counted(args):
+            python_calls.append(1)
+            return python_call(args)
+
+        chosen.append(real(schedule, kernels, counted, report))
         return chosen[-1]
 
     monkeypatch.setattr("tilefuse.pipeline.select_wrapper", spy)
@@ -302,12 +307,10 @@ def test_a_graph_of_extern_steps_runs_through_the_cpp_wrapper(monkeypatch, no_ge
     assert stats["cpp_wrappers"] == 1 and stats["cpp_wrapper_fallbacks"] == 0
     assert stats["artifacts_built"] == 1
     assert isinstance(chosen[0], cpp_build.CppWrapperCall)
+    assert python_calls == []
 
     # An unaligned input: the C++ wrapper declines before doing anything and the Python
     # wrapper runs the call.
-    python_calls = []
-    inner = chosen[0].python_call
-    chosen[0].python_call = lambda a: python_calls.append(1) or inner(a)
     storage = torch.randn(7 * 5 + 1)
     a_unaligned = storage[1:].view(7, 5)
     assert a_unaligned.data_ptr() % 16 != 0
@@ -323,3 +326,153 @@ def test_a_graph_of_extern_steps_runs_through_the_cpp_wrapper(monkeypatch, no_ge
     assert_same(out, fn(*args))
     assert reports[0].wrapper_language == "c++"
     assert tilefuse.stats()["artifacts_built"] == 0
+
+
+# ------------------------------------------------------------------- template launches
+
+
+def _fake_compiled(plan) -> Any:
+    """What ``JITFunction.warmup`` returns for ``plan`` on a GPU, as far as the C++ launch
+    reads it: Triton types each argument (an integer equal to 1 and every constexpr become
+    ``"constexpr"``) and a (fake) cubin."""
+    types = {}
+    for i, v in enumerate(plan.values):
+        if i < len(plan.tensor_args):
+            types[f"p{i}"] = "*bf16"
+        elif isinstance(v, bool) or i >= len(plan.values) - len(plan.constexprs) or v == 1:
+            types[f"p{i}"] = "constexpr"
+        else:
+            types[f"p{i}"] = "i32"
+    metadata = SimpleNamespace(name="triton_mm_fake", num_warps=4, shared=16384, num_ctas=1)
+    return SimpleNamespace(src=SimpleNamespace(signature=types), metadata=metadata,
+                           asm={"cubin": b"\x7fELF fake gemm cubin"})  # fmt: skip
+
+
+class FakeTemplateChoice:
+    """A template choice as on a GPU: only its ``cpp_launch`` is used."""
+
+    def __init__(self, launch: plugin.CppLaunch) -> None:
+        self.launch = launch
+
+    def cpp_launch(self) -> plugin.CppLaunch:
+        return self.launch
+
+
+def _template_graph(a, b, bias, x):
+    """A GEMM with a fused bias+relu epilogue, a second GEMM and a reduction after it."""
+    return torch.relu(a @ b + bias), (x @ b).sum(1)
+
+
+def _template_args():
+    bf16 = torch.bfloat16
+    return (torch.randn(64, 32, dtype=bf16), torch.randn(32, 48, dtype=bf16),
+            torch.randn(48, dtype=bf16), torch.randn(16, 32, dtype=bf16))  # fmt: skip
+
+
+def test_triton_gemm_launch_plan_maps_choice_order_to_kernel_order():
+    from tilefuse_triton.gemm import GemmConfig, render_gemm
+    from tilefuse_triton.gemm.cpp_launch import launch_plan
+    from tilefuse_triton.gemm.module_cache import load_module
+
+    def spec(shape, stride):
+        return plugin.TensorSpec(shape, stride, "bfloat16", "cpu")
+
+    bias, a, b = spec((48,), (1,)), spec((64, 32), (32, 1)), spec((32, 48), (1, 32))
+    out = spec((64, 48), (48, 1))
+    config = GemmConfig(32, 32, 32, 1, 4, 8)
+    source = render_gemm("addmm", config, plugin.Epilogue(out_dtype="bfloat16"), (bias, a, b), out)
+    plan = launch_plan(load_module(source, "plan_test"), (bias, a, b), out)
+    # the kernel takes a, b, out, then the bias (its epilogue operand 0)
+    assert plan.tensor_args == (1, 2, 3, 0) and plan.num_tensors == 4
+    assert plan.grid == (2 * 2,)
+    m, n, k = plan.values[4:7]
+    assert (m, n, k) == (64, 48, 32)
+    assert plan.values[7:13] == (32, 1, 1, 32, 48, 1)  # a, b (column-major), out strides
+    assert plan.values[13:15] == (0, 1)  # the bias broadcast over the rows
+    assert plan.constexprs["EVEN_K"] is True
+
+
+def test_a_launch_maps_each_pointer_to_the_tensor_it_names():
+    def launch(order):
+        return render_cpp_launch(kernel_name="k", cubin=b"x", signature=["*fp32"] * 3 + ["i32"],
+                                 values=[None, None, None, 7], num_tensors=3, grid=1,
+                                 num_warps=4, shared=0, device=0, tensor_args=order)  # fmt: skip
+
+    text = launch([1, 2, 0]).declarations
+    assert "p0 = tilefuse_triton_cpp::pointer(a1, kName)" in text
+    assert "p2 = tilefuse_triton_cpp::pointer(a0, kName)" in text and "int32_t p3 = 7;" in text
+    for bad in ([0, 0, 1], [0, 1], [0, 1, 3]):
+        with pytest.raises(ValueError, match="tensor_args"):
+            launch(bad)
+
+
+def test_generated_source_with_template_launches_compiles(monkeypatch, tmp_path):
+    """The Triton GEMM template's and CUTLASS's C++ launches in one graph: generated and
+    compiled (fake cubin; the CUTLASS library is only named)."""
+    from tilefuse_cuda.cpp_launch import render_cutlass_launch
+    from tilefuse_cuda.problem import analyse
+    from tilefuse_triton.gemm import TritonGemmChoice
+    from tilefuse_triton.gemm.cpp_launch import launch_plan, render_gemm_launch
+    from tilefuse_triton.gemm.module_cache import load_module
+
+    monkeypatch.setenv("TILEFUSE_AUTOTUNE", "off")
+    seen = _capture(monkeypatch)
+    _compile(_template_graph, *_template_args())
+    schedule, kernels, _ = seen[0]
+    fake: dict[int, Any] = {}
+    templates = 0
+    for i, k in kernels.items():
+        if not isinstance(k, TemplateKernel):
+            fake[i] = FakeCudaKernel(k)
+            continue
+        op, inputs, layout, epilogue = schedule.steps[i].request()
+        if isinstance(k.choice, TritonGemmChoice):  # the one with the epilogue
+            choice = k.choice
+            plan = launch_plan(load_module(choice.source, choice.name), inputs, layout)
+            launch = render_gemm_launch(_fake_compiled(plan), plan, 0)
+        else:
+            problem, _ = analyse(op, inputs, layout, epilogue)
+            launch = render_cutlass_launch(kernel_name="cutlass3x_fake",
+                                           library="/nonexistent/kernel.so", problem=problem,
+                                           inputs=inputs, layout=layout)  # fmt: skip
+        assert launch is not None
+        templates += 1
+        fake[i] = TemplateKernel(k.name, FakeTemplateChoice(launch), "fake", "", "")
+    assert templates == 2
+    wrapper = write_cpp_wrapper(schedule, fake)
+    source = wrapper.source
+    assert source.count("namespace tilefuse_triton_cpp {") == 1
+    assert source.count("namespace tilefuse_cuda_cpp {") == 1
+    assert "RTLD_NOLOAD" in source and '"/nonexistent/kernel.so"' in source
+    # CUTLASS's ints: M, N, K, L, then A's, B's, C's and D's (leading, batch) strides
+    assert "kInts[] = {int64_t(16), int64_t(48), int64_t(32), int64_t(1), int64_t(32)" in source
+    assert "at::mm_out" not in source  # both GEMMs launch their template
+    src = tmp_path / "wrapper.cpp"
+    src.write_text(source)
+    obj = tmp_path / "wrapper.o"
+    cmd = cpp_build.compile_command(wrapper, src, obj, "tf_test_templates", compile_only=True)
+    cpp_build.run_compiler(cmd)
+    assert obj.stat().st_size > 0
+
+
+def test_a_template_operand_at_an_unaligned_offset_is_refused(monkeypatch):
+    # Template inputs arrive materialized; an epilogue operand is a window of its buffer,
+    # which may start off a 16-byte boundary (moved here by hand: 1 bf16 element in).
+    import dataclasses
+
+    monkeypatch.setenv("TILEFUSE_AUTOTUNE", "off")
+    seen = _capture(monkeypatch)
+    _compile(_template_graph, *_template_args())
+    schedule, kernels, _ = seen[0]
+    launch = plugin.CppLaunch(function="launch", declarations="")
+    fake: dict[int, Any] = {}
+    for i, k in kernels.items():
+        if isinstance(k, TemplateKernel):
+            fake[i] = TemplateKernel(k.name, FakeTemplateChoice(launch), "fake", "", "")
+        else:
+            fake[i] = FakeCudaKernel(k)
+    write_cpp_wrapper(schedule, fake)  # as compiled: aligned
+    (step,) = [s for s in schedule.steps if getattr(s, "epilogue", None) is not None]
+    step.epilogue.operands[0] = dataclasses.replace(step.epilogue.operands[0], offset=1)
+    with pytest.raises(CppUnsupported, match="epilogue operand 0 .* not 16-byte aligned"):
+        write_cpp_wrapper(schedule, fake)

@@ -7,6 +7,8 @@ elsewhere. With ``cpp_wrapper`` each graph must really run through the C++ wrapp
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -62,8 +64,7 @@ def test_reductions_and_buffer_reuse(wrapper, dtype):
 
 
 def test_mm_as_eager_gemm_with_an_epilogue_kernel(wrapper, monkeypatch):
-    # The C++ wrapper calls a GEMM that no template selector took through at::mm_out;
-    # template choices of the autotuner have no C++ launch yet.
+    # The C++ wrapper calls a GEMM that no template selector took through at::mm_out.
     monkeypatch.setattr("tilefuse.codegen.templates.why_no_selector", lambda device: "test")
     a, b = cuda(129, 65), cuda(65, 33)
     reports = check(lambda a, b: torch.relu(a @ b) + 1, a, b)
@@ -78,3 +79,66 @@ def test_repeated_calls_and_unaligned_inputs(wrapper):
     storage = cuda(64 * 100 + 1)
     unaligned = storage[1:].view(64, 100)  # the C++ wrapper hands it to the Python one
     torch.testing.assert_close(fn(unaligned), (unaligned.sin() * 3).sum(1))
+
+
+class FirstChoiceOf:
+    """A template selector that takes the first choice of one provider, unmeasured, so
+    that a test knows which template kernel the C++ wrapper launches."""
+
+    name = "test-first-choice"
+
+    def __init__(self, provider) -> None:
+        self.provider = provider
+        self.api_version = provider.api_version
+
+    def accepts(self, op, inputs, layout, epilogue):
+        return self.provider.accepts(op, inputs, layout, epilogue)
+
+    def select(self, op, inputs, layout, epilogue):
+        choice = next(iter(self.provider.choices(op, inputs, layout, epilogue)))
+        label = f"{self.provider.name}/{choice.name}"
+        return SimpleNamespace(choice=choice, label=label, summary=f"test: took {label}")
+
+
+def _only(monkeypatch, provider) -> None:
+    selector = FirstChoiceOf(provider)
+    monkeypatch.setattr("tilefuse.codegen.templates.template_selector", lambda: selector)
+
+
+def _template_kernels(reports, provider: str) -> list:
+    found = [k for r in reports for k in r.kernels if k.kind.startswith("template")]
+    assert found and all(k.backend.startswith(f"{provider}/") for k in found), found
+    return found
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_triton_gemm_templates(wrapper, dtype, monkeypatch):
+    # Launched from C++ with the graph's sizes and strides baked in: odd sizes, a
+    # transposed operand, a fused bias + gelu epilogue and a bmm.
+    from tilefuse_triton.gemm import PROVIDER
+
+    _only(monkeypatch, PROVIDER)
+    a, b, bias = cuda(129, 65, dtype=dtype), cuda(33, 65, dtype=dtype), cuda(33, dtype=dtype)
+    x, y = cuda(3, 17, 40, dtype=dtype), cuda(3, 40, 24, dtype=dtype)
+
+    def fn(a, b, bias, x, y):
+        return F.gelu(a @ b.t() + bias), torch.bmm(x, y) * 2
+
+    reports = check(fn, a, b, bias, x, y, dtype=dtype)
+    assert len(_template_kernels(reports, "triton")) == 2
+    _assert_wrapper(wrapper, reports)
+
+
+def test_cutlass_gemm_template(wrapper, monkeypatch):
+    # One nvcc build (tens of seconds); the C++ wrapper calls the kernel library's C entry.
+    from tilefuse_cuda.provider import PROVIDER
+    from tilefuse_cuda.toolchain import sm90_device_reason
+
+    if sm90_device_reason("cuda") is not None or not PROVIDER.supports("mm", "cuda:0"):
+        pytest.skip(f"CUTLASS choices need an sm_90 GPU, nvcc and CUTLASS: {PROVIDER.version}")
+    _only(monkeypatch, PROVIDER)
+    bf16 = torch.bfloat16
+    a, b, bias = cuda(256, 128, dtype=bf16), cuda(128, 192, dtype=bf16), cuda(192, dtype=bf16)
+    reports = check(lambda a, b, bias: torch.relu(a @ b + bias), a, b, bias, dtype=bf16)
+    assert len(_template_kernels(reports, "cuda")) == 1
+    _assert_wrapper(wrapper, reports)

@@ -66,8 +66,13 @@ def _lead(major_is_last: bool, rows: int, cols: int, r_st: int, c_st: int, l_st:
     return lead, (l_st if batch > 1 else rows * cols)
 
 
-def pack_arguments(problem: GemmProblem, inputs: Sequence[Any], out: Any):
-    """The ``(ptrs, ints)`` arrays for one launch; raises ``ChoiceFailed`` on a bad pointer."""
+def plan_arguments(
+    problem: GemmProblem, inputs: Sequence[Any], out: Any
+) -> tuple[list[Any], list[int]]:
+    """``(tensors, ints)`` of one launch: the tensors in ``ptrs`` order (A, B, C or
+    ``None``, D, then the vectors) and the ``ints`` array. Reads only ``.shape`` and
+    ``.stride()``, so anything shaped like a tensor will do (the C++ launch passes
+    specs)."""
     batched = problem.op == "bmm"
     a, b, extra = split_inputs(problem.op, inputs)
     m, k, a_r, a_c, a_l = _mat(a, batched)
@@ -79,23 +84,28 @@ def pack_arguments(problem: GemmProblem, inputs: Sequence[Any], out: Any):
     ints += _lead(problem.b_major == "N", k, n, b_r, b_c, b_l, batch)
     d_lead = _lead(problem.d_major == "N", m, n, d_r, d_c, d_l, batch)
     source = problem.source
-    c_ptr = None
+    c = None
     if source is not None:
         c = extra[source.index]
         c_m, c_n, c_l = broadcast_strides(tuple(c.shape), tuple(c.stride()), (batch, m, n))
         ints += _lead(source.major == "N", m, n, c_m, c_n, c_l, batch)
-        c_ptr = c.data_ptr()
     else:
         ints += d_lead
     ints += d_lead
-    vec_ptrs = []
+    vectors = []
     for load in problem.vectors:
         v = extra[load.index]
         _, _, v_l = broadcast_strides(tuple(v.shape), tuple(v.stride()), (batch, m, n))
         ints.append(v_l)
-        vec_ptrs.append(v.data_ptr())
-    ptrs = [a.data_ptr(), b.data_ptr(), c_ptr, out.data_ptr(), *vec_ptrs]
-    for name, p in (("A", ptrs[0]), ("B", ptrs[1]), ("C", c_ptr), ("D", ptrs[3])):
+        vectors.append(v)
+    return [a, b, c, out, *vectors], ints
+
+
+def pack_arguments(problem: GemmProblem, inputs: Sequence[Any], out: Any):
+    """The ``(ptrs, ints)`` arrays for one launch; raises ``ChoiceFailed`` on a bad pointer."""
+    tensors, ints = plan_arguments(problem, inputs, out)
+    ptrs = [t.data_ptr() if t is not None else None for t in tensors]
+    for name, p in zip("ABCD", ptrs):
         if p is not None and p % 16:
             raise ChoiceFailed(f"{name} at {p:#x} is not 16-byte aligned (TMA needs that)")
     return _PTRS(*ptrs), _INTS(*ints)

@@ -46,6 +46,10 @@ class CutlassGemmChoice:
     dims: Dims
     name: str = ""
     build_deadline: float | None = None
+    # The request's layouts (the op's tensors, the epilogue's operands; the output), for
+    # the C++ launch, which bakes them in; the build does not depend on them.
+    inputs: tuple[plugin.TensorSpec, ...] = field(default=(), repr=False, compare=False)
+    layout: plugin.TensorSpec | None = field(default=None, repr=False, compare=False)
     _lib: Any = field(default=None, repr=False, compare=False)
     slow_build = True  # an nvcc build takes tens of seconds: never taken unmeasured
 
@@ -90,6 +94,26 @@ class CutlassGemmChoice:
         if self._lib is None:
             self._lib = load_library(self.compile())
         launch(self._lib, self.problem, inputs, out)
+
+    def cpp_launch(self) -> plugin.CppLaunch | None:
+        """The C++ launch of this kernel for exactly its request's layouts
+        (``plugin.CppLaunch``, see ``cpp_launch``): builds or finds the ``.so`` and loads
+        it into this process (the launch only uses an already loaded library). ``None``
+        for a choice made without its request's layouts."""
+        from .cpp_launch import render_cutlass_launch
+        from .launcher import load_library
+
+        if self.layout is None or not self.inputs:
+            return None
+        path = self.compile()
+        self._lib = load_library(path)
+        return render_cutlass_launch(
+            kernel_name=self.name,
+            library=str(path),
+            problem=self.problem,
+            inputs=self.inputs,
+            layout=self.layout,
+        )
 
 
 class CutlassChoiceProvider:
@@ -159,7 +183,10 @@ class CutlassChoiceProvider:
         deadline = None if budget is None else time.time() + budget
         for rank, cfg in enumerate(configs_for(dims, limit)):
             # The heuristic pick is always built: a budget never leaves a request empty.
-            yield CutlassGemmChoice(problem, cfg, dims, build_deadline=deadline if rank else None)
+            yield CutlassGemmChoice(
+                problem, cfg, dims, build_deadline=deadline if rank else None,
+                inputs=tuple(inputs), layout=layout,
+            )  # fmt: skip
 
 
 PROVIDER = CutlassChoiceProvider()

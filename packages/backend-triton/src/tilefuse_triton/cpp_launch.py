@@ -159,6 +159,7 @@ def render_cpp_launch(
     shared: int,
     device: int,
     scratch_params: int = 0,
+    tensor_args: Sequence[int] | None = None,
 ) -> plugin.CppLaunch:
     """The ``CppLaunch`` of one compiled kernel.
 
@@ -166,11 +167,17 @@ def render_cpp_launch(
     ``"i32"``, ``"constexpr"``); ``values`` their values at build time, the first
     ``num_tensors`` being the tensors the wrapper passes (any object there: only the
     others are read, and baked as constants). ``scratch_params`` zero pointers follow the
-    declared parameters (Triton's global/profile scratch slots). Raises ``ValueError``
-    for a parameter type it cannot write.
+    declared parameters (Triton's global/profile scratch slots). ``tensor_args`` maps
+    each of the first ``num_tensors`` declared arguments to the index of the launch
+    function's tensor parameter that feeds it (default: the same index; a GEMM template
+    takes its tensors in ``Choice`` order, which is not its kernel's). Raises
+    ``ValueError`` for a parameter type it cannot write or a bad mapping.
     """
     if len(signature) != len(values):
         raise ValueError(f"{kernel_name}: {len(values)} values for {len(signature)} arguments")
+    feeds = list(range(num_tensors)) if tensor_args is None else [int(i) for i in tensor_args]
+    if len(feeds) != num_tensors or sorted(feeds) != list(range(num_tensors)):
+        raise ValueError(f"{kernel_name}: tensor_args {feeds} is not an order of {num_tensors}")
     setup: list[str] = []
     params: list[str] = []
     for pos, (kind, value) in enumerate(zip(signature, values)):
@@ -180,7 +187,9 @@ def render_cpp_launch(
         if kind.startswith("*"):
             if pos >= num_tensors:
                 raise ValueError(f"{kernel_name}: pointer argument {pos} is not a tensor")
-            setup.append(f"CUdeviceptr {slot} = tilefuse_triton_cpp::pointer(a{pos}, kName);")
+            setup.append(
+                f"CUdeviceptr {slot} = tilefuse_triton_cpp::pointer(a{feeds[pos]}, kName);"
+            )
         elif kind in CPP_SCALARS:
             setup.append(f"{CPP_SCALARS[kind]} {slot} = {_scalar(value)};")
         else:

@@ -100,8 +100,9 @@ class _EagerAfterFirstFailure:
         if not self.first:
             return self.run(args)
         saved = list(args)
+        compiled = self.run
         try:
-            out = self.run(args)
+            out = compiled(args)
         except Exception as exc:
             if self.strict:
                 raise
@@ -113,6 +114,9 @@ class _EagerAfterFirstFailure:
             self.running_eagerly = True
             return self.run(saved)
         self.first = False
+        # From now on call the graph's wrapper itself (a ``CompiledGraph``'s ``call``):
+        # one Python frame fewer per call.
+        self.run = getattr(compiled, "call", compiled)
         return out
 
 

@@ -41,7 +41,11 @@ _graph_ids = itertools.count(1)
 
 class CompiledGraph:
     """A compiled graph: call it with AOTAutograd's argument list; ``report`` is the
-    ``GraphReport`` of how it was compiled."""
+    ``GraphReport`` of how it was compiled.
+
+    ``call`` is the whole per-call behaviour: after a graph's first call the backend calls
+    ``call`` directly (one Python frame fewer), so per-call work belongs in ``call``, never
+    in ``__call__``."""
 
     def __init__(self, call: Any, report: GraphReport) -> None:
         self.call = call

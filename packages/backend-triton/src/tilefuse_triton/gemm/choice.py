@@ -78,3 +78,26 @@ class TritonGemmChoice:
         if self._launch is None:
             self.compile()
         self._launch(*inputs, out=out)
+
+    def cpp_launch(self) -> plugin.CppLaunch | None:
+        """The C++ launch of this choice for exactly its ``inputs`` and ``layout``
+        (``plugin.CppLaunch``; see ``cpp_launch``), compiling that specialization now; or
+        ``None`` where there is no cubin to launch (the interpreter, a CPU tensor, a kernel
+        ``launcher.unsupported_reason`` names)."""
+        import torch
+
+        from .cpp_launch import launch_plan, render_gemm_launch, warm_args
+
+        if plugin.triton_interpreted() or not self.layout.device.startswith("cuda"):
+            return None
+        module = load_module(self.source, self.name)
+        plan = launch_plan(module, self.inputs, self.layout)
+        device = torch.device(self.layout.device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if plan.grid is None:
+            return render_gemm_launch(None, plan, index)
+        with torch.cuda.device(index):
+            compiled = module.KERNEL.warmup(
+                *warm_args(plan, device), grid=plan.grid, **plan.constexprs, **module.OPTIONS
+            )
+        return render_gemm_launch(compiled, plan, index)

@@ -56,9 +56,11 @@ def render_gemm(
     input conventions; ``inputs`` and ``layout`` describe the tensors (the source
     depends on their dtypes and broadcast patterns, not on sizes or strides,
     which are run-time arguments). ``interpret`` (default: ``layout`` is on the
-    CPU) renders for Triton's interpreter. The module defines ``KERNEL`` and
-    ``launch(*inputs, out)``, which takes the op's tensors then the epilogue's
-    operands. Raises ``problem.Unsupported`` when the template cannot serve it.
+    CPU) renders for Triton's interpreter. The module defines ``KERNEL``, ``OPTIONS``
+    (launch options), ``arguments(*inputs, out)`` (the launch's grid, arguments and
+    constexprs, from shapes and strides alone) and ``launch(*inputs, out)``; both take
+    the op's tensors then the epilogue's operands. Raises ``problem.Unsupported`` when
+    the template cannot serve it.
     """
     problem = GemmProblem.of(op, inputs, layout, epilogue)
     if interpret is None:
@@ -199,16 +201,20 @@ def _launcher(problem: GemmProblem, config: GemmConfig) -> list[str]:
         args = ["e0", "a", "b"] + [f"e{i}" for i in range(1, n_extra)]
     else:
         args = ["a", "b"] + [f"e{i}" for i in range(n_extra)]
+    params = ", ".join(args)
     lines = [
-        f"def launch({', '.join(args)}, *, out):",
-        '    """Run the kernel on the current stream, writing ``out``."""',
+        f"OPTIONS = dict(num_warps={config.num_warps}, num_stages={config.num_stages})",
+        "",
+        "",
+        f"def arguments({params}, *, out):",
+        '    """``(grid, args, constexprs)`` of the launch writing ``out`` (``grid`` is',
+        '    ``None`` when there is nothing to compute); reads only shapes and strides."""',
         "    M, N = out.shape[-2], out.shape[-1]",
         "    K = a.shape[-1]",
         "    batch = out.shape[0]" if batched else "    batch = 1",
         "    if M == 0 or N == 0 or batch == 0:",
-        "        return",
+        "        return None, (), {}",
         f"    tiles = triton.cdiv(M, {config.block_m}) * triton.cdiv(N, {config.block_n})",
-        "    grid = (batch * tiles,)",
         "    strides = (",
         "        *a.stride(), *b.stride(), *out.stride(),",
     ]
@@ -216,15 +222,21 @@ def _launcher(problem: GemmProblem, config: GemmConfig) -> list[str]:
         lines.append(f"        *e{i}.expand(out.shape).stride(),")
     lines += [
         "    )",
-        "    KERNEL[grid](",
-        f"        a, b, out, {''.join(f'e{i}, ' for i in range(n_extra))}M, N, K, *strides,",
+        f"    args = (a, b, out, {''.join(f'e{i}, ' for i in range(n_extra))}M, N, K, *strides)",
+        "    constexprs = dict(",
         f"        BLOCK_M={config.block_m},",
         f"        BLOCK_N={config.block_n},",
         f"        BLOCK_K={config.block_k},",
         f"        GROUP_M={config.group_m},",
         f"        EVEN_K=K % {config.block_k} == 0,",
-        f"        num_warps={config.num_warps},",
-        f"        num_stages={config.num_stages},",
         "    )",
+        "    return (batch * tiles,), args, constexprs",
+        "",
+        "",
+        f"def launch({params}, *, out):",
+        '    """Run the kernel on the current stream, writing ``out``."""',
+        f"    grid, args, constexprs = arguments({params}, out=out)",
+        "    if grid is not None:",
+        "        KERNEL[grid](*args, **constexprs, **OPTIONS)",
     ]
     return lines

@@ -178,19 +178,24 @@ def build(wrapper: CppWrapperSource) -> Any:
     return loaded
 
 
-class CppWrapperCall:
-    """A graph's ``call(args)`` through its C++ wrapper; a call whose inputs the C++
-    wrapper declines (an unaligned tensor) runs ``python_call`` instead."""
+class CppWrapperCall(functools.partial):
+    """A graph's ``call(args)`` through its C++ wrapper: ``cpp_call(python_call, args)``,
+    which runs ``python_call`` for a call whose inputs it declines (an unaligned tensor).
 
-    def __init__(self, cpp_call: Callable[[list[Any]], Any], python_call: Callable) -> None:
-        self.cpp_call = cpp_call
-        self.python_call = python_call
+    A ``functools.partial`` (implemented in C), so a call runs no Python frame of
+    tilefuse's: the per-call host cost is the library's.
+    """
 
-    def __call__(self, args: list[Any]) -> Any:
-        out = self.cpp_call(args)
-        if out is None:
-            return self.python_call(args)
-        return out
+    def __new__(cls, cpp_call: Callable[[Callable, list[Any]], Any], python_call: Callable):
+        return super().__new__(cls, cpp_call, python_call)
+
+    @property
+    def cpp_call(self) -> Callable[[Callable, list[Any]], Any]:
+        return self.func
+
+    @property
+    def python_call(self) -> Callable:
+        return self.args[0]
 
 
 def select_wrapper(schedule: Schedule, kernels: dict[int, Any], python_call: Callable,

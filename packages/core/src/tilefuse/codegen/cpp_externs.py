@@ -112,7 +112,9 @@ def _ints(value: Any, n: int | None) -> list[int]:
 
 
 def _int_vector(values: list[int]) -> str:
-    return f"std::vector<int64_t>{{{', '.join(str(v) for v in values)}}}"
+    # An ArrayRef over a braced list: no heap allocation per call. The list lives until the
+    # end of the full expression, the extern call that reads it.
+    return f"at::IntArrayRef{{{', '.join(str(v) for v in values)}}}"
 
 
 def render_arg(kind: str, value: Any) -> str:

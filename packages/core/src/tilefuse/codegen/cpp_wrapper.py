@@ -4,12 +4,19 @@
 (``wrapper.WrapperPlan``: same launch order, allocations, reuse of freed buffers and
 frees) as one C++ translation unit, a Python extension module whose function
 
-    call(args: list[Tensor]) -> tuple[Tensor, ...] | None
+    call(fallback: Callable, args: list[Tensor]) -> tuple[Tensor, ...]
 
 binds the graph inputs, empties ``args`` (as the Python wrapper does, so inputs are freed
-at their last use) and runs the graph; it returns ``None``, having done nothing and left
-``args`` alone, when an input tensor is not 16-byte aligned (kernels are built for aligned
-pointers), and the caller then runs the Python wrapper for that call.
+at their last use) and runs the graph. When an input tensor is not 16-byte aligned
+(kernels are built for aligned pointers) it does nothing itself and returns
+``fallback(args)`` (the Python wrapper). The caller binds ``fallback`` once
+(``cpp_build.CppWrapperCall``), so a call costs one call into the library and nothing
+else in Python.
+
+The per-call path does no work that could be done once: tensor options are built when
+the library loads, sizes and strides are literal arrays (no heap allocation), ``args`` is
+emptied through the C API, and the kernels' launch parameters are baked in by their
+backends.
 
 How each step is written:
 - allocation: ``at::empty_strided`` (on CUDA, PyTorch's caching allocator);
@@ -62,16 +69,16 @@ _PRELUDE = """\
 namespace tilefuse_wrapper {
 
 // The Python wrapper's _ensure_layout: an extern result in the layout kernels expect.
-static at::Tensor ensure_layout(at::Tensor t, std::vector<int64_t> size,
-                                std::vector<int64_t> stride, const char* op) {
+static at::Tensor ensure_layout(at::Tensor t, at::IntArrayRef size, at::IntArrayRef stride,
+                                const char* op) {
     if (!t.defined()) {
         return t;
     }
     TORCH_CHECK(t.sizes() == at::IntArrayRef(size), op, " returned a tensor of shape ",
-                t.sizes(), " where the graph was compiled for ", at::IntArrayRef(size),
+                t.sizes(), " where the graph was compiled for ", size,
                 ": its output size depends on values the compiler could not see. "
                 "Run this code without torch.compile.");
-    if (t.numel() <= 1 || t.strides() == at::IntArrayRef(stride)) {
+    if (t.numel() <= 1 || t.strides() == stride) {
         return t;
     }
     at::Tensor out = at::empty_strided(size, stride, t.options());
@@ -136,6 +143,7 @@ class CppWrapperWriter(WrapperPlan):
         self.libraries: list[str] = []
         self.launched: list[str] = []
         self.tuples: set[str] = set()  # extern results that hold several values
+        self.options: dict[str, str] = {}  # TensorOptions text -> its static's name
 
     def emit(self, line: str) -> None:
         self.lines.append("    " + line)
@@ -162,9 +170,9 @@ class CppWrapperWriter(WrapperPlan):
         if names:
             checks = " || ".join(f"!tilefuse_wrapper::aligned({n})" for n in names)
             self.emit(f"if ({checks}) {{")
-            self.emit("    return pybind11::none();  // the Python wrapper runs this call")
+            self.emit("    return fallback(args);  // the Python wrapper runs this call")
             self.emit("}")
-        self.emit('args.attr("clear")();')
+        self.emit("PyList_SetSlice(args.ptr(), 0, PY_SSIZE_T_MAX, nullptr);  // args.clear()")
 
     def allocate(self, buf: Buffer) -> None:
         self.assign(buf.name, self._empty(buf))
@@ -175,7 +183,8 @@ class CppWrapperWriter(WrapperPlan):
             f"at::TensorOptions().dtype({scalar_type(lay.dtype)})"
             f'.device(c10::Device("{lay.device}"))'
         )
-        return f"at::empty_strided({_ints(lay.size)}, {_ints(lay.stride)}, {options})"
+        name = self.options.setdefault(options, f"kOptions{len(self.options)}")
+        return f"at::empty_strided({_ints(lay.size)}, {_ints(lay.stride)}, {name})"
 
     def reuse(self, name: str, freed: str) -> None:
         self.assign(name, f"{freed}  /* reuses freed {freed} */")
@@ -226,8 +235,26 @@ class CppWrapperWriter(WrapperPlan):
         if isinstance(choice, plugin.ExternChoice):
             self._extern_gemm(choice, list(data.inputs[: plugin.GEMM_OPS[choice.op]]), out)
         else:
+            self._check_aligned(step, data, kernel.name)
             self._call_launch(choice, f"template {kernel.name} ({kernel.label})", kernel.name,
                               [*args, out.name])  # fmt: skip
+
+    def _check_aligned(self, step: TemplateStep, data: Template, name: str) -> None:
+        """``CppUnsupported`` when a template's tensor starts off a 16-byte boundary of
+        its (aligned) base: a kernel built for aligned tensors would refuse it at run
+        time, where the Python wrapper's launch adapts."""
+        odd = [buf.name for buf in data.inputs if _byte_offset(buf) % 16]
+        if step.epilogue is not None:
+            graph = self.schedule.graph
+            for i, op in enumerate(step.epilogue.operands):
+                base = graph.buffer(op.buffer)
+                if (_byte_offset(base) + int(op.offset) * base.layout.dtype.itemsize) % 16:
+                    odd.append(f"epilogue operand {i} ({op.buffer})")
+        if odd:
+            raise CppUnsupported(
+                f"template {name}: {', '.join(odd)} not 16-byte aligned (a view at an odd "
+                "offset); its C++ launch is built for aligned tensors"
+            )
 
     def _extern_gemm(self, choice: plugin.ExternChoice, inputs: list[Buffer], out: Buffer) -> None:
         """``ExternChoice.run`` for an epilogue without steps: in place when the result
@@ -303,13 +330,18 @@ class CppWrapperWriter(WrapperPlan):
             "\n",
             _PRELUDE,
             "\n",
+            *(
+                f"static const at::TensorOptions {name} = {text};  // built once, at load\n"
+                for text, name in self.options.items()
+            ),  # fmt: skip
+            "\n",
             *(s + "\n" for s in self.shared),
             *self.namespaces,
-            "\nstatic pybind11::object call(pybind11::list args) {\n",
+            "\nstatic pybind11::object call(pybind11::object fallback, pybind11::list args) {\n",
             *(line + "\n" for line in self.lines),
             "}\n\n",
             "PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {\n",
-            '    m.def("call", &call, "Run the compiled graph; None: run the Python wrapper");\n',
+            '    m.def("call", &call, "Run the graph; fallback(args) for unaligned inputs");\n',
             "}\n",
         ]
         return CppWrapperSource(
@@ -319,6 +351,16 @@ class CppWrapperWriter(WrapperPlan):
             tuple(self.libraries),
             list(self.launched),
         )
+
+
+def _byte_offset(buf: Buffer) -> int:
+    """Where ``buf`` starts, in bytes from the start of the buffer it views (0 for one
+    that is not a view), following views of views."""
+    total = 0
+    while isinstance(buf.data, View):
+        total += int(buf.layout.offset) * buf.layout.dtype.itemsize
+        buf = buf.data.base
+    return total
 
 
 def _contiguous(buf: Buffer) -> bool:
