@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from dataclasses import replace
 from importlib.metadata import entry_points
 
 import pytest
@@ -34,6 +35,7 @@ from tilefuse_triton.gemm import (
     render_gemm,
     search_space,
 )
+from tilefuse_triton.gemm.config import GROUP_VARIANT_CONFIGS
 
 # CPU tests run their kernels through Triton's interpreter, switched on per test.
 interpreter = pytest.mark.usefixtures("triton_interpreter")
@@ -394,3 +396,13 @@ def test_gpu_bmm_epilogues(kind):
         operand_kinds=[kind] if operand is not None else [],
     )
     check_choice(heuristic_choice(case)[0], case)
+
+
+def test_max_space_varies_the_launch_order_of_the_largest_tiles_only():
+    default = search_space(4096, 4096, 4096, 1, "bfloat16", DeviceTraits.hopper())
+    space = search_space(4096, 4096, 4096, 1, "bfloat16", DeviceTraits.hopper(), mode="max")
+    plain = [c for c in space if c.group_m == 8]
+    varied = [c for c in space if c.group_m != 8]
+    assert space[0] == default[0] and len(space) == len(set(space))
+    assert {replace(c, group_m=8) for c in varied} == set(plain[:GROUP_VARIANT_CONFIGS])
+    assert len(varied) == 2 * GROUP_VARIANT_CONFIGS
