@@ -54,3 +54,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def fresh_compile_state(monkeypatch, tmp_path):
+    """A private tilefuse cache and no compiled state (Dynamo's or tilefuse's) before and
+    after the test: use it as ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    import tilefuse
+
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    torch._dynamo.reset()
+    tilefuse.reset()
+    yield
+    torch._dynamo.reset()

@@ -30,14 +30,7 @@ from tilefuse.errors import CompileError
 from tilefuse.report import collect_reports
 from tilefuse_triton.cpp_launch import render_cpp_launch
 
-
-@pytest.fixture(autouse=True)
-def fresh(monkeypatch, tmp_path):
-    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
-    torch._dynamo.reset()
-    tilefuse.reset()
-    yield
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("fresh_compile_state")
 
 
 @pytest.fixture

@@ -20,16 +20,7 @@ import torch.nn.functional as F
 import tilefuse
 from tests.compile_check import assert_same
 
-pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(autouse=True)
-def fresh(monkeypatch, tmp_path):
-    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
-    torch._dynamo.reset()
-    tilefuse.reset()
-    yield
-    torch._dynamo.reset()
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("fresh_compile_state")]
 
 
 def compile_cg(fn, cpp_wrapper: bool = False):
