@@ -17,6 +17,7 @@ import sympy
 import torch
 import torch.fx
 
+from .. import config
 from ..errors import Unsupported
 from ..ir.graph import LoweredGraph
 from ..ir.index import stride_of
@@ -31,6 +32,12 @@ from ..ir.nodes import (
     sympify_sizes,
 )
 from ..ir.ops import trace_reads
+from .layout_choice import (
+    GraphLayout,
+    channels_last_compatible,
+    channels_last_strides,
+    is_channels_last,
+)
 from .values import BufferValue, LazyValue, Value
 
 log = logging.getLogger("tilefuse")
@@ -80,6 +87,11 @@ class GraphLowering:
         self._counter = 0
         self._current: torch.fx.Node | None = None
         self._served: frozenset[str] | None = None  # device types backends serve here
+        self._by_name: dict[str, Buffer] = {}
+        # Buffers laid out channels-last where eager's tensor is contiguous: name -> eager's
+        # layout (what ``as_strided`` offsets into such a buffer mean).
+        self.relaid: dict[str, Layout] = {}
+        self.layout = GraphLayout.decide(gm, config.channels_last(), _device_prefers)
 
     # -- buffers ---------------------------------------------------------------------
     def new_name(self, prefix: str = "buf") -> str:
@@ -91,19 +103,67 @@ class GraphLowering:
         if self._current is not None:
             buf.origins.append(self._current.name)
         self.buffers.append(buf)
+        self._by_name[buf.name] = buf
         return buf
 
+    def buffer_named(self, name: str) -> Buffer | None:
+        return self._by_name.get(name)
+
     def realize(self, value: Value) -> Buffer:
-        """The buffer holding ``value``, creating a pointwise node when it is lazy."""
+        """The buffer holding ``value``, creating a pointwise node when it is lazy.
+
+        Its strides are ``value.stride_hint`` (eager's, where they are not contiguous);
+        otherwise, in a channels-last graph, channels-last when the body reads a
+        channels-last buffer element for element (``inherits_channels_last``); otherwise
+        contiguous.
+        """
         if isinstance(value, BufferValue):
             return value.buffer
         assert isinstance(value, LazyValue), value
         layout = Layout.contiguous(value.device, value.dtype, value.size)
+        relaid = False
         if value.stride_hint is not None:
             layout = Layout(value.device, value.dtype, layout.size, value.stride_hint)
+        elif self.layout.channels_last and self.inherits_channels_last(value):
+            layout = Layout(
+                value.device, value.dtype, layout.size, channels_last_strides(layout.size)
+            )
+            relaid = True
         buf = self.add_buffer(layout, Pointwise(layout.size, value.fn))
+        if relaid:
+            self.relaid[buf.name] = Layout.contiguous(value.device, value.dtype, value.size)
         _add_origins(buf, value.origins)
         return buf
+
+    def inherits_channels_last(self, value: LazyValue) -> bool:
+        """Whether the 4-D ``value`` reads a channels-last buffer with as many channels
+        along its own channel dim (unit stride in the channel index): an elementwise
+        consumer (batch norm, an activation, a residual add) or a pooling window."""
+        if value.rank != 4:
+            return False
+        syms = index_symbols("cl", 4)
+        for name, index in trace_reads(value.fn, syms).reads:
+            buf = self.buffer_named(name)
+            if buf is None or buf.layout.size[1:2] != value.size[1:2]:
+                continue
+            if not is_channels_last(buf.layout.size, buf.layout.stride):
+                continue
+            if stride_of(sympy.expand(index), syms[1]) == 1:
+                return True
+        return False
+
+    def channels_last_buffer(self, value: Value) -> Buffer:
+        """``value`` realized in channels-last strides (what a channels-last convolution
+        reads): as it is when it already is, else written there by a pointwise copy."""
+        if isinstance(value, LazyValue):
+            value.stride_hint = channels_last_strides(value.size)
+            return self.realize(value)
+        buf = self.realize(value)
+        if channels_last_compatible(buf.layout.size, buf.layout.stride):
+            return buf
+        size = buf.layout.size
+        layout = Layout(buf.device, buf.dtype, size, channels_last_strides(size))
+        return self.add_buffer(layout, Pointwise(size, BufferValue(buf).load))
 
     def realized_value(self, value: Value) -> BufferValue:
         return value if isinstance(value, BufferValue) else BufferValue(self.realize(value))
@@ -142,6 +202,7 @@ class GraphLowering:
         buf = Buffer(f"arg{len(self.inputs)}", layout)
         buf.origins.append(node.name)
         self.inputs.append(buf)
+        self._by_name[buf.name] = buf
         return BufferValue(buf)
 
     def _constant(self, node: torch.fx.Node) -> Any:
@@ -183,7 +244,8 @@ class GraphLowering:
         args = torch.fx.node.map_arg(node.args, lambda n: env[n])
         kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
         if node.target is operator.getitem:
-            return args[0][args[1]]
+            # One output of a multi-output lowering: realized when shared, like any value.
+            return self._maybe_realize(node, args[0][args[1]])
         lowering = find_lowering(node.target)
         result = None
         device_problem = self._device_problem(node, args, kwargs)
@@ -248,11 +310,7 @@ class GraphLowering:
     # -- externs ---------------------------------------------------------------------
     def extern(self, node: torch.fx.Node, args: Any, kwargs: Any, reason: str) -> Any:
         """Run ``node``'s op eagerly inside the compiled graph."""
-        name = op_name(node.target)
-        self.externs.setdefault(name, reason)
-        if name not in _logged_externs:
-            _logged_externs.add(name)
-            log.info("tilefuse: %s runs as an extern (eager) call: %s", name, reason)
+        self.note_extern(node, reason)
 
         def to_buffer(x: Any) -> Any:
             return self.realize(x) if isinstance(x, Value) else x
@@ -261,13 +319,32 @@ class GraphLowering:
         ekwargs = _map_values(kwargs, to_buffer)
         meta = node.meta.get("val")
         if meta is None:
-            raise Unsupported(f"{name} has no example value to size its output")
+            raise Unsupported(f"{op_name(node.target)} has no example value to size its output")
         return self.extern_call(node.target, eargs, ekwargs, meta, reason)
 
-    def extern_call(self, op: Any, args: Any, kwargs: Any, meta: Any, reason: str = "") -> Any:
+    def note_extern(self, node: torch.fx.Node, reason: str) -> None:
+        """Record (for the report) and log once that ``node``'s op runs eagerly."""
+        name = op_name(node.target)
+        self.externs.setdefault(name, reason)
+        if name not in _logged_externs:
+            _logged_externs.add(name)
+            log.info("tilefuse: %s runs as an extern (eager) call: %s", name, reason)
+
+    def extern_call(
+        self,
+        op: Any,
+        args: Any,
+        kwargs: Any,
+        meta: Any,
+        reason: str = "",
+        layout: Layout | None = None,
+    ) -> Any:
+        """An ``Extern`` buffer for ``op(*args, **kwargs)`` sized by ``meta``, laid out as
+        ``layout`` when given (one tensor output; the wrapper copies a result of other
+        strides into it) or as ``meta`` is."""
         data = Extern(op, tuple(args), dict(kwargs), reason)
         if isinstance(meta, torch.Tensor):
-            return BufferValue(self.add_buffer(Layout.of_tensor(meta), data))
+            return BufferValue(self.add_buffer(layout or Layout.of_tensor(meta), data))
         if isinstance(meta, (list, tuple)):
             parent = self.add_buffer(Layout.contiguous(torch.device("cpu"), torch.int8, [0]), data)
             outs: list[Any] = []
@@ -309,6 +386,12 @@ class GraphLowering:
             base.device, base.dtype, value.size, tuple(strides), offset + base.layout.offset
         )
         return self.add_buffer(layout, View(base))
+
+
+def _device_prefers(device_type: str) -> bool:
+    from ..backend_selection import prefers_channels_last
+
+    return prefers_channels_last(device_type)
 
 
 def _inlined_origins(
