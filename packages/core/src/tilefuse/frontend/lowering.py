@@ -77,7 +77,15 @@ def op_name(target: Any) -> str:
 class GraphLowering:
     """Lowers one aten-level ``GraphModule`` with concrete example inputs."""
 
-    def __init__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+    def __init__(
+        self,
+        gm: torch.fx.GraphModule,
+        example_inputs: Sequence[Any],
+        free_outputs: frozenset[int] = frozenset(),
+    ) -> None:
+        """``free_outputs``: indices of graph outputs whose strides may differ from eager's
+        (activations saved for a backward graph that is compiled for the strides this
+        graph reports); every other output keeps eager's strides."""
         self.gm = gm
         self.example_inputs = list(example_inputs)
         self.buffers: list[Buffer] = []
@@ -91,7 +99,10 @@ class GraphLowering:
         # Buffers laid out channels-last where eager's tensor is contiguous: name -> eager's
         # layout (what ``as_strided`` offsets into such a buffer mean).
         self.relaid: dict[str, Layout] = {}
+        self._nhwc_copies: dict[str, Buffer] = {}  # buffer name -> its channels-last copy
         self.layout = GraphLayout.decide(gm, config.channels_last(), _device_prefers)
+        # Only a channels-last graph has a reason to return other strides than eager's.
+        self.free_outputs = free_outputs if self.layout.channels_last else frozenset()
 
     # -- buffers ---------------------------------------------------------------------
     def new_name(self, prefix: str = "buf") -> str:
@@ -161,9 +172,12 @@ class GraphLowering:
         buf = self.realize(value)
         if channels_last_compatible(buf.layout.size, buf.layout.stride):
             return buf
-        size = buf.layout.size
-        layout = Layout(buf.device, buf.dtype, size, channels_last_strides(size))
-        return self.add_buffer(layout, Pointwise(size, BufferValue(buf).load))
+        if buf.name not in self._nhwc_copies:  # one copy, however many convolutions read it
+            size = buf.layout.size
+            layout = Layout(buf.device, buf.dtype, size, channels_last_strides(size))
+            copy = self.add_buffer(layout, Pointwise(size, BufferValue(buf).load))
+            self._nhwc_copies[buf.name] = copy
+        return self._nhwc_copies[buf.name]
 
     def realized_value(self, value: Value) -> BufferValue:
         return value if isinstance(value, BufferValue) else BufferValue(self.realize(value))
@@ -182,7 +196,10 @@ class GraphLowering:
             elif node.op == "output":
                 metas = [getattr(n, "meta", {}).get("val") for n in _flatten_nodes(node.args[0])]
                 values = _flatten_output(node.args[0], env)
-                outputs = [self._output(v, m) for v, m in zip(values, metas)]
+                outputs = [
+                    self._output(v, m, i in self.free_outputs)
+                    for i, (v, m) in enumerate(zip(values, metas))
+                ]
             elif node.op == "get_attr":
                 env[node] = self._constant(node)
         self._current = None
@@ -215,9 +232,12 @@ class GraphLowering:
         self.constants[name] = value
         return BufferValue(Buffer(name, Layout.of_tensor(value)))
 
-    def _output(self, value: Any, meta: Any) -> Any:
+    def _output(self, value: Any, meta: Any, free: bool = False) -> Any:
         """Graph outputs keep the strides eager would give them: the backward graph
-        (and the user) may rely on them."""
+        (and the user) may rely on them. A ``free`` one (``free_outputs``) keeps the
+        layout it was computed in."""
+        if free and isinstance(value, Value):
+            return self.realize(value)
         if isinstance(value, LazyValue) and isinstance(meta, torch.Tensor):
             view = self.strided_view(value)
             if view is not None and _same_window(view.layout, Layout.of_tensor(meta)):
