@@ -98,6 +98,12 @@ def test_block_training_step(nhwc):
     flat = lambda mod: lambda x: torch.cat([o.flatten() for o in mod(x)])  # noqa: E731
     reports = check_grad(flat(m), x, compiled_fn=flat(twin))
     assert CONV_NHWC in next(iter(_conv_reason(reports)))
+    # The saved activations stay channels-last (AOTAutograd compiles the backward for the
+    # strides the forward reports): no copies back to NCHW. Forward kernels: the input's
+    # and two weights' NHWC copies, three batch-norm statistics reductions, batch norm +
+    # ReLU, the tail (two batch norms, residual, ReLU, mean), the max pool, three
+    # num_batches_tracked increments, and the final cat.
+    assert len(reports[0].kernels) == 13
     for a, b in zip(m.parameters(), twin.parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-4)
     for a, b in zip(m.buffers(), twin.buffers()):  # running statistics updated alike
@@ -155,3 +161,19 @@ def test_pooling_keeps_a_channels_last_input_channels_last():
     torch.testing.assert_close(actual, expected)
     assert _strides(actual) == _strides(expected)
     assert not reports[0].externs
+
+
+def test_eager_rerun_returns_the_strides_the_compiled_graph_reported():
+    from tilefuse.dynamo_backend import _restrided
+
+    x = torch.randn(2, 3, 4, 5)
+    want = x.to(memory_format=CL).stride()
+    out = _restrided(lambda args: [args[0], 7], [want, None])([x])
+    assert out[0].stride() == want and torch.equal(out[0], x) and out[1] == 7
+
+
+def test_saved_activations_are_free_only_inside_aot_forward_compiles():
+    from tilefuse.dynamo_backend import _saved_activations
+
+    gm = torch.fx.symbolic_trace(lambda x: x + 1)
+    assert _saved_activations(gm) == (None, frozenset())
