@@ -177,3 +177,25 @@ def test_saved_activations_are_free_only_inside_aot_forward_compiles():
 
     gm = torch.fx.symbolic_trace(lambda x: x + 1)
     assert _saved_activations(gm) == (None, frozenset())
+
+
+def test_backward_graph_convolutions_run_channels_last(nhwc):
+    from tilefuse.report import collect_reports
+
+    m, twin = _block(4, 4), _block(4, 4)
+    x = torch.randn(1, 4, 6, 5, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    seed = torch.randn(4 * 3 * 3)
+    (m(x)[0].flatten() * seed).sum().backward()
+    torch._dynamo.reset()
+    with collect_reports() as reports:
+        out = torch.compile(twin, backend="tilefuse")(x2)[0]
+        (out.flatten() * seed).sum().backward()
+    assert len(reports) == 2
+    backward = reports[1].externs["convolution_backward.default"]
+    assert backward.endswith(CONV_NHWC), backward
+    torch.testing.assert_close(x2.grad, x.grad, rtol=1e-4, atol=1e-4)
+    assert x2.grad.stride() == x.grad.stride()
+    for a, b in zip(m.parameters(), twin.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-4)
+        assert b.grad.stride() == a.grad.stride()

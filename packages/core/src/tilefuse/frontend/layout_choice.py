@@ -28,7 +28,8 @@ from ..ir.index import Expr
 
 aten = torch.ops.aten
 HALF_TYPES = (torch.float16, torch.bfloat16)
-CONVOLUTIONS = (aten.convolution.default,)
+# Convolution ops -> (position of the input, position of ``transposed``) in their args.
+CONVOLUTIONS = {aten.convolution.default: (0, 6), aten.convolution_backward.default: (1, 7)}
 
 
 def channels_last_strides(size: Sequence[Expr]) -> tuple[Expr, ...]:
@@ -106,7 +107,8 @@ class GraphLayout:
         setting: str,
         device_prefers: Callable[[str], bool],
     ) -> GraphLayout:
-        """Each convolution of ``gm`` that wants channels-last (``conv_wants_channels_last``);
+        """Each convolution (forward or backward) of ``gm`` that wants channels-last
+        (``conv_wants_channels_last``, asked about the convolution's input);
         ``device_prefers(device_type)`` answers for a device (asked only in ``"auto"``)."""
         if setting == "off":
             return cls()
@@ -115,11 +117,12 @@ class GraphLayout:
         for node in gm.graph.nodes:
             if node.op != "call_function" or node.target not in CONVOLUTIONS:
                 continue
-            x = _meta(node.args[0])
+            at, transposed_at = CONVOLUTIONS[node.target]
+            x = _meta(node.args[at]) if len(node.args) > at else None
             if x is None:
                 continue
             prefers = setting == "on" or device_prefers(x.device.type)
-            transposed = bool(node.args[6]) if len(node.args) > 6 else False
+            transposed = len(node.args) > transposed_at and bool(node.args[transposed_at])
             if conv_wants_channels_last(
                 x, transposed, device_prefers=prefers, setting=setting, tf32=tf32
             ):

@@ -261,7 +261,7 @@ class GraphLowering:
         return value
 
     def _call(self, node: torch.fx.Node, env: dict[torch.fx.Node, Any]) -> Any:
-        args = torch.fx.node.map_arg(node.args, lambda n: env[n])
+        args: Any = torch.fx.node.map_arg(node.args, lambda n: env[n])
         kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
         if node.target is operator.getitem:
             # One output of a multi-output lowering: realized when shared, like any value.
@@ -357,20 +357,24 @@ class GraphLowering:
         kwargs: Any,
         meta: Any,
         reason: str = "",
-        layout: Layout | None = None,
+        layout: Layout | Sequence[Layout | None] | None = None,
     ) -> Any:
         """An ``Extern`` buffer for ``op(*args, **kwargs)`` sized by ``meta``, laid out as
-        ``layout`` when given (one tensor output; the wrapper copies a result of other
-        strides into it) or as ``meta`` is."""
+        ``layout`` where given (a ``Layout`` for one tensor output, one entry per output
+        for several; the wrapper copies a result of other strides into it), else as
+        ``meta`` is."""
         data = Extern(op, tuple(args), dict(kwargs), reason)
         if isinstance(meta, torch.Tensor):
-            return BufferValue(self.add_buffer(layout or Layout.of_tensor(meta), data))
+            single = layout if isinstance(layout, Layout) else None
+            return BufferValue(self.add_buffer(single or Layout.of_tensor(meta), data))
         if isinstance(meta, (list, tuple)):
             parent = self.add_buffer(Layout.contiguous(torch.device("cpu"), torch.int8, [0]), data)
             outs: list[Any] = []
             for i, m in enumerate(meta):
                 if isinstance(m, torch.Tensor):
-                    child = self.add_buffer(Layout.of_tensor(m), None, output_of=(parent, i))
+                    chosen = layout[i] if isinstance(layout, (list, tuple)) else None
+                    child_layout = chosen or Layout.of_tensor(m)
+                    child = self.add_buffer(child_layout, None, output_of=(parent, i))
                     outs.append(BufferValue(child))
                 else:
                     outs.append(m)
