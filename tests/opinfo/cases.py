@@ -74,6 +74,8 @@ NAMED = (
     "ravel", "atleast_2d", "tensor_split",
     # triangles
     "tril", "triu",
+    # convolution and pooling (channels-last on CUDA: frontend/layout_choice.py)
+    "nn.functional.conv2d", "nn.functional.max_pool2d", "nn.functional.avg_pool2d",
     # masked ops
     "masked.cumsum", "masked.cumprod", "masked.normalize", "masked.logaddexp",
 )  # fmt: skip

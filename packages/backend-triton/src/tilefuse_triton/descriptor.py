@@ -19,14 +19,18 @@ class TritonBackend:
 
     @property
     def info(self) -> plugin.BackendInfo:
-        devices = ("cuda", "cpu") if plugin.triton_interpreted() else ("cuda",)
+        interpreted = plugin.triton_interpreted()
+        devices = ("cuda", "cpu") if interpreted else ("cuda",)
+        capabilities = {plugin.CAP_POINTWISE, plugin.CAP_REDUCTION, plugin.CAP_TEMPLATE_GEMM}
+        if not interpreted:
+            # cuDNN's tensor-core convolutions are NHWC. Interpreted, the backend also
+            # serves CPU tensors, for which it makes no such claim.
+            capabilities.add(plugin.CAP_CHANNELS_LAST)
         return plugin.BackendInfo(
             name="triton",
             api_version=plugin.API_VERSION,
             device_types=devices,
-            capabilities=frozenset(
-                {plugin.CAP_POINTWISE, plugin.CAP_REDUCTION, plugin.CAP_TEMPLATE_GEMM}
-            ),
+            capabilities=frozenset(capabilities),
             priority=10,
             description="Triton pointwise, reduction and GEMM-template kernels",
         )

@@ -118,6 +118,16 @@ def served_device_types(reg: Registry | None = None) -> frozenset[str]:
     return frozenset(served)
 
 
+def prefers_channels_last(device_type: str, reg: Registry | None = None) -> bool:
+    """Whether an available backend serving ``device_type`` declares
+    ``plugin.CAP_CHANNELS_LAST`` (phase one: nothing is loaded)."""
+    try:
+        owner(device_type, plugin.CAP_CHANNELS_LAST, reg)
+    except TilefuseError:
+        return False
+    return True
+
+
 def no_backend_message(device_type: str, capability: str, reg: Registry | None = None) -> str:
     reg = reg or registry()
     lines = []

@@ -40,6 +40,10 @@ OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, bool),
         "True or False (as TILEFUSE_CUDA_GRAPHS; mode='reduce-overhead' sets it)",
     ),
+    "channels_last": (
+        lambda v: isinstance(v, bool) or v == "auto",
+        "True, False or 'auto' (as TILEFUSE_CHANNELS_LAST)",
+    ),
     "max_specializations": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
         "a positive integer (as TILEFUSE_MAX_SPECIALIZATIONS)",

@@ -12,6 +12,7 @@
 | ``TILEFUSE_MAX_SPECIALIZATIONS`` | shape variants kept per dynamic-shape graph (LRU, default 16) |
 | ``TILEFUSE_CPP_WRAPPER`` | ``1``/``true``/``yes``/``on``: the wrapper in C++ (experimental) |
 | ``TILEFUSE_CUDA_GRAPHS`` | ``1``/``true``/``yes``/``on``: replay compiled graphs as CUDA graphs |
+| ``TILEFUSE_CHANNELS_LAST`` | ``auto`` (default), on or off: convolution graphs laid out NHWC |
 | ``TRITON_INTERPRET`` | Triton's: kernels run in its CPU interpreter (``triton_interpreted``) |
 """
 
@@ -35,7 +36,7 @@ _overrides: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 @contextlib.contextmanager
 def overrides(settings: Mapping[str, Any]) -> Iterator[None]:
     """Apply per-compile ``settings`` (keys: ``strict``, ``debug_dir``, ``autotune``,
-    ``max_specializations``, ``cpp_wrapper``, ``cuda_graphs``)."""
+    ``max_specializations``, ``cpp_wrapper``, ``cuda_graphs``, ``channels_last``)."""
     token = _overrides.set({**_overrides.get(), **settings})
     try:
         yield
@@ -137,6 +138,26 @@ def cuda_graphs() -> bool:
     if override is not None:
         return bool(override)
     return env_flag("TILEFUSE_CUDA_GRAPHS")
+
+
+CHANNELS_LAST_SETTINGS = ("auto", "on", "off")
+
+
+def channels_last() -> str:
+    """``"auto"``, ``"on"`` or ``"off"``: whether graphs with 4-D convolutions are laid out
+    channels-last (option ``channels_last``: True, False or ``"auto"``; or
+    ``TILEFUSE_CHANNELS_LAST``: ``auto`` or a boolean). ``auto`` (the default) does it
+    where a backend declares that the device prefers it (``plugin.CAP_CHANNELS_LAST``);
+    ``on`` does it on every device. Raises ``TilefuseError`` naming the variable for any
+    other value.
+    """
+    override = _overrides.get().get("channels_last")
+    if override is not None:
+        return override if isinstance(override, str) else ("on" if override else "off")
+    raw = os.environ.get("TILEFUSE_CHANNELS_LAST", "").strip().lower()
+    if raw in ("", "auto"):
+        return "auto"
+    return "on" if env_flag("TILEFUSE_CHANNELS_LAST") else "off"
 
 
 AUTOTUNE_MODES = ("off", "default", "quick", "max", "replay")

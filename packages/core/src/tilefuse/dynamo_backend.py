@@ -75,6 +75,21 @@ def _eager_without_cuda_graphs(why: str) -> None:
         cuda_graphs.refuse(f"it runs eagerly ({why})", False, _warn_once)
 
 
+def _restrided(run: Callable, strides: Sequence[tuple[int, ...] | None]) -> Callable:
+    """``run`` with each tensor output copied into ``strides`` where it has others."""
+
+    def call(args: list[Any]) -> Any:
+        outs = list(run(args))
+        for i, (out, want) in enumerate(zip(outs, strides)):
+            if isinstance(out, torch.Tensor) and want is not None and out.stride() != want:
+                outs[i] = torch.empty_strided(out.shape, want, dtype=out.dtype,
+                                              device=out.device).copy_(out)  # fmt: skip
+        return outs
+
+    call._boxed_call = True  # type: ignore[attr-defined]
+    return call
+
+
 class _EagerAfterFirstFailure:
     """A compiled graph whose first call, if it raises, reruns the graph eagerly and
     keeps running it eagerly from then on (strict mode re-raises instead).
@@ -86,7 +101,16 @@ class _EagerAfterFirstFailure:
     ``running_eagerly`` says whether it switched (CUDA graphs are then not captured).
     """
 
-    def __init__(self, compiled: Callable, gm: torch.fx.GraphModule, strict: bool) -> None:
+    def __init__(
+        self,
+        compiled: Callable,
+        gm: torch.fx.GraphModule,
+        strict: bool,
+        output_strides: Sequence[tuple[int, ...] | None] | None = None,
+    ) -> None:
+        """``output_strides``: the strides the compiled graph reported for its outputs,
+        which an eager rerun must return too (the backward graph was compiled for them);
+        ``None`` where they are eager's."""
         # Takes the argument list, as AOTAutograd calls it. An instance attribute: the
         # wrappers torch puts around a backward function copy only the instance's dict.
         self._boxed_call = True
@@ -95,6 +119,7 @@ class _EagerAfterFirstFailure:
         self.strict = strict
         self.first = True
         self.running_eagerly = False
+        self.output_strides = output_strides
 
     def __call__(self, args: list[Any]) -> Any:
         if not self.first:
@@ -110,6 +135,8 @@ class _EagerAfterFirstFailure:
                        "running it eagerly from now on")  # fmt: skip
             log.debug("tilefuse: first-call failure", exc_info=True)
             self.run = _eager(self.gm)
+            if self.output_strides is not None:
+                self.run = _restrided(self.run, self.output_strides)
             self.first = False
             self.running_eagerly = True
             return self.run(saved)
@@ -128,11 +155,12 @@ def _inner_compiler(settings: Mapping[str, Any], note: str = "") -> Callable:
     def inner(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
         from .pipeline import compile_graph
 
+        reported, free = _saved_activations(gm)
         with config.overrides(settings):
             strict = config.strict()
             graphs = config.cuda_graphs()
             try:
-                compiled = compile_graph(gm, example_inputs)
+                compiled = compile_graph(gm, example_inputs, free)
             except Exception as exc:
                 if strict:
                     raise
@@ -146,12 +174,40 @@ def _inner_compiler(settings: Mapping[str, Any], note: str = "") -> Callable:
             # same object, so they see the note too (the debug directory does not).
             report.specialization = note
         counters.bump("graphs_compiled")
-        run = _EagerAfterFirstFailure(compiled, gm, strict)
+        strides = getattr(compiled, "output_strides", None)
+        if reported is not None and strides is not None:
+            reported.extend(strides)
+        run = _EagerAfterFirstFailure(compiled, gm, strict, strides if free else None)
         if graphs:
             return cuda_graphs.wrap(run, gm, example_inputs, strict, _warn_once)
         return run
 
     return inner
+
+
+def _saved_activations(gm: torch.fx.GraphModule) -> tuple[list | None, frozenset[int]]:
+    """Where AOTAutograd takes this forward graph's output strides, and which outputs
+    are activations saved for backward (their strides may differ from eager's).
+
+    AOTAutograd compiles the backward graph for the strides a forward compiler reports
+    (``TracingContext.report_output_strides``, as Inductor's layout optimization does), so
+    a saved activation can stay channels-last. ``(None, empty)`` elsewhere: inference
+    graphs, backward graphs, graphs compiled outside AOTAutograd's forward compile.
+    """
+    from torch._guards import TracingContext
+
+    context = TracingContext.try_get()
+    reported = getattr(context, "output_strides", None)
+    meta = getattr(context, "fw_metadata", None)
+    if reported is None or meta is None:
+        return None, frozenset()
+    try:
+        saved = meta.tensors_saved_for_backwards_slice
+    except (AssertionError, AttributeError):  # metadata this torch lays out otherwise
+        return reported, frozenset()
+    outputs = next(n for n in reversed(gm.graph.nodes) if n.op == "output").args[0]
+    count = len(outputs) if isinstance(outputs, (list, tuple)) else 1
+    return reported, frozenset(range(count)[saved])
 
 
 def _is_symbolic(inputs: Sequence[Any]) -> bool:

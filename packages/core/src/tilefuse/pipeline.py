@@ -47,23 +47,33 @@ class CompiledGraph:
     ``call`` directly (one Python frame fewer), so per-call work belongs in ``call``, never
     in ``__call__``."""
 
-    def __init__(self, call: Any, report: GraphReport) -> None:
+    def __init__(
+        self, call: Any, report: GraphReport, output_strides: list[tuple[int, ...] | None]
+    ) -> None:
         self.call = call
         self.report = report
+        self.output_strides = output_strides  # per output; None for a non-tensor
 
     def __call__(self, args: list[Any]) -> Any:
         return self.call(args)
 
 
-def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> CompiledGraph:
+def compile_graph(
+    gm: torch.fx.GraphModule,
+    example_inputs: Sequence[Any],
+    free_outputs: frozenset[int] = frozenset(),
+) -> CompiledGraph:
     """Compile an aten-level graph for concrete ``example_inputs``.
+
+    Outputs keep eager's strides except those in ``free_outputs`` (see
+    ``GraphLowering``); ``CompiledGraph.output_strides`` says what each one has.
 
     Raises ``NoBackendError`` when a device has no backend, ``PluginError`` when
     a requested plugin is missing, ``CompileError`` when a kernel fails to build, and
     lets other errors propagate to the caller (which falls back to eager).
     """
     graph_id = next(_graph_ids)
-    graph = GraphLowering(gm, example_inputs).run()
+    graph = GraphLowering(gm, example_inputs, free_outputs).run()
     buffers = graph.buffers_by_name()
     policy = active_policy()
     schedulings = Schedulings(policy)
@@ -103,7 +113,11 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
     templates = sum(isinstance(s, TemplateStep) for s in schedule.steps) - template_externs
     counters.bump("templates", templates)
     call = select_wrapper(schedule, kernels, wrapper.build(), report)
-    return CompiledGraph(call, report)
+    strides = [
+        tuple(int(s) for s in o.layout.stride) if isinstance(o, Buffer) else None
+        for o in graph.outputs
+    ]
+    return CompiledGraph(call, report, strides)
 
 
 def _template_report(

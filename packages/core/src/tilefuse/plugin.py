@@ -86,6 +86,11 @@ ENTRY_POINT_GROUPS = (BACKENDS_GROUP, SCHEDULING_GROUP, CHOICES_GROUP, SELECTORS
 CAP_POINTWISE = "pointwise"
 CAP_REDUCTION = "reduction"
 CAP_TEMPLATE_GEMM = "template:gemm"
+# Not a kind of node: "convolutions on my device types run fastest channels-last (NHWC)".
+# Core then lays out 4-D convolution graphs on that device channels-last
+# (``TILEFUSE_CHANNELS_LAST=auto``). A backend declares it only when it holds for every
+# device type it serves.
+CAP_CHANNELS_LAST = "layout:channels-last"
 
 # The GEMM-family ops of the template contract (``Choice`` gives each one's inputs), with
 # how many op inputs come before the epilogue's operands. The one table of them.

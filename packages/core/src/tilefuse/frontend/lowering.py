@@ -17,6 +17,7 @@ import sympy
 import torch
 import torch.fx
 
+from .. import config
 from ..errors import Unsupported
 from ..ir.graph import LoweredGraph
 from ..ir.index import stride_of
@@ -31,6 +32,12 @@ from ..ir.nodes import (
     sympify_sizes,
 )
 from ..ir.ops import trace_reads
+from .layout_choice import (
+    GraphLayout,
+    channels_last_compatible,
+    channels_last_strides,
+    is_channels_last,
+)
 from .values import BufferValue, LazyValue, Value
 
 log = logging.getLogger("tilefuse")
@@ -70,7 +77,15 @@ def op_name(target: Any) -> str:
 class GraphLowering:
     """Lowers one aten-level ``GraphModule`` with concrete example inputs."""
 
-    def __init__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+    def __init__(
+        self,
+        gm: torch.fx.GraphModule,
+        example_inputs: Sequence[Any],
+        free_outputs: frozenset[int] = frozenset(),
+    ) -> None:
+        """``free_outputs``: indices of graph outputs whose strides may differ from eager's
+        (activations saved for a backward graph that is compiled for the strides this
+        graph reports); every other output keeps eager's strides."""
         self.gm = gm
         self.example_inputs = list(example_inputs)
         self.buffers: list[Buffer] = []
@@ -80,6 +95,14 @@ class GraphLowering:
         self._counter = 0
         self._current: torch.fx.Node | None = None
         self._served: frozenset[str] | None = None  # device types backends serve here
+        self._by_name: dict[str, Buffer] = {}
+        # Buffers laid out channels-last where eager's tensor is contiguous: name -> eager's
+        # layout (what ``as_strided`` offsets into such a buffer mean).
+        self.relaid: dict[str, Layout] = {}
+        self._nhwc_copies: dict[str, Buffer] = {}  # buffer name -> its channels-last copy
+        self.layout = GraphLayout.decide(gm, config.channels_last(), _device_prefers)
+        # Only a channels-last graph has a reason to return other strides than eager's.
+        self.free_outputs = free_outputs if self.layout.channels_last else frozenset()
 
     # -- buffers ---------------------------------------------------------------------
     def new_name(self, prefix: str = "buf") -> str:
@@ -91,19 +114,70 @@ class GraphLowering:
         if self._current is not None:
             buf.origins.append(self._current.name)
         self.buffers.append(buf)
+        self._by_name[buf.name] = buf
         return buf
 
+    def buffer_named(self, name: str) -> Buffer | None:
+        return self._by_name.get(name)
+
     def realize(self, value: Value) -> Buffer:
-        """The buffer holding ``value``, creating a pointwise node when it is lazy."""
+        """The buffer holding ``value``, creating a pointwise node when it is lazy.
+
+        Its strides are ``value.stride_hint`` (eager's, where they are not contiguous);
+        otherwise, in a channels-last graph, channels-last when the body reads a
+        channels-last buffer element for element (``inherits_channels_last``); otherwise
+        contiguous.
+        """
         if isinstance(value, BufferValue):
             return value.buffer
         assert isinstance(value, LazyValue), value
         layout = Layout.contiguous(value.device, value.dtype, value.size)
+        relaid = False
         if value.stride_hint is not None:
             layout = Layout(value.device, value.dtype, layout.size, value.stride_hint)
+        elif self.layout.channels_last and self.inherits_channels_last(value):
+            layout = Layout(
+                value.device, value.dtype, layout.size, channels_last_strides(layout.size)
+            )
+            relaid = True
         buf = self.add_buffer(layout, Pointwise(layout.size, value.fn))
+        if relaid:
+            self.relaid[buf.name] = Layout.contiguous(value.device, value.dtype, value.size)
         _add_origins(buf, value.origins)
         return buf
+
+    def inherits_channels_last(self, value: LazyValue) -> bool:
+        """Whether the 4-D ``value`` reads a channels-last buffer with as many channels
+        along its own channel dim (unit stride in the channel index): an elementwise
+        consumer (batch norm, an activation, a residual add) or a pooling window."""
+        if value.rank != 4:
+            return False
+        syms = index_symbols("cl", 4)
+        for name, index in trace_reads(value.fn, syms).reads:
+            buf = self.buffer_named(name)
+            if buf is None or buf.layout.size[1:2] != value.size[1:2]:
+                continue
+            if not is_channels_last(buf.layout.size, buf.layout.stride):
+                continue
+            if stride_of(sympy.expand(index), syms[1]) == 1:
+                return True
+        return False
+
+    def channels_last_buffer(self, value: Value) -> Buffer:
+        """``value`` realized in channels-last strides (what a channels-last convolution
+        reads): as it is when it already is, else written there by a pointwise copy."""
+        if isinstance(value, LazyValue):
+            value.stride_hint = channels_last_strides(value.size)
+            return self.realize(value)
+        buf = self.realize(value)
+        if channels_last_compatible(buf.layout.size, buf.layout.stride):
+            return buf
+        if buf.name not in self._nhwc_copies:  # one copy, however many convolutions read it
+            size = buf.layout.size
+            layout = Layout(buf.device, buf.dtype, size, channels_last_strides(size))
+            copy = self.add_buffer(layout, Pointwise(size, BufferValue(buf).load))
+            self._nhwc_copies[buf.name] = copy
+        return self._nhwc_copies[buf.name]
 
     def realized_value(self, value: Value) -> BufferValue:
         return value if isinstance(value, BufferValue) else BufferValue(self.realize(value))
@@ -122,7 +196,10 @@ class GraphLowering:
             elif node.op == "output":
                 metas = [getattr(n, "meta", {}).get("val") for n in _flatten_nodes(node.args[0])]
                 values = _flatten_output(node.args[0], env)
-                outputs = [self._output(v, m) for v, m in zip(values, metas)]
+                outputs = [
+                    self._output(v, m, i in self.free_outputs)
+                    for i, (v, m) in enumerate(zip(values, metas))
+                ]
             elif node.op == "get_attr":
                 env[node] = self._constant(node)
         self._current = None
@@ -142,6 +219,7 @@ class GraphLowering:
         buf = Buffer(f"arg{len(self.inputs)}", layout)
         buf.origins.append(node.name)
         self.inputs.append(buf)
+        self._by_name[buf.name] = buf
         return BufferValue(buf)
 
     def _constant(self, node: torch.fx.Node) -> Any:
@@ -154,9 +232,12 @@ class GraphLowering:
         self.constants[name] = value
         return BufferValue(Buffer(name, Layout.of_tensor(value)))
 
-    def _output(self, value: Any, meta: Any) -> Any:
+    def _output(self, value: Any, meta: Any, free: bool = False) -> Any:
         """Graph outputs keep the strides eager would give them: the backward graph
-        (and the user) may rely on them."""
+        (and the user) may rely on them. A ``free`` one (``free_outputs``) keeps the
+        layout it was computed in."""
+        if free and isinstance(value, Value):
+            return self.realize(value)
         if isinstance(value, LazyValue) and isinstance(meta, torch.Tensor):
             view = self.strided_view(value)
             if view is not None and _same_window(view.layout, Layout.of_tensor(meta)):
@@ -180,10 +261,11 @@ class GraphLowering:
         return value
 
     def _call(self, node: torch.fx.Node, env: dict[torch.fx.Node, Any]) -> Any:
-        args = torch.fx.node.map_arg(node.args, lambda n: env[n])
+        args: Any = torch.fx.node.map_arg(node.args, lambda n: env[n])
         kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
         if node.target is operator.getitem:
-            return args[0][args[1]]
+            # One output of a multi-output lowering: realized when shared, like any value.
+            return self._maybe_realize(node, args[0][args[1]])
         lowering = find_lowering(node.target)
         result = None
         device_problem = self._device_problem(node, args, kwargs)
@@ -248,11 +330,7 @@ class GraphLowering:
     # -- externs ---------------------------------------------------------------------
     def extern(self, node: torch.fx.Node, args: Any, kwargs: Any, reason: str) -> Any:
         """Run ``node``'s op eagerly inside the compiled graph."""
-        name = op_name(node.target)
-        self.externs.setdefault(name, reason)
-        if name not in _logged_externs:
-            _logged_externs.add(name)
-            log.info("tilefuse: %s runs as an extern (eager) call: %s", name, reason)
+        self.note_extern(node, reason)
 
         def to_buffer(x: Any) -> Any:
             return self.realize(x) if isinstance(x, Value) else x
@@ -261,19 +339,42 @@ class GraphLowering:
         ekwargs = _map_values(kwargs, to_buffer)
         meta = node.meta.get("val")
         if meta is None:
-            raise Unsupported(f"{name} has no example value to size its output")
+            raise Unsupported(f"{op_name(node.target)} has no example value to size its output")
         return self.extern_call(node.target, eargs, ekwargs, meta, reason)
 
-    def extern_call(self, op: Any, args: Any, kwargs: Any, meta: Any, reason: str = "") -> Any:
+    def note_extern(self, node: torch.fx.Node, reason: str) -> None:
+        """Record (for the report) and log once that ``node``'s op runs eagerly."""
+        name = op_name(node.target)
+        self.externs.setdefault(name, reason)
+        if name not in _logged_externs:
+            _logged_externs.add(name)
+            log.info("tilefuse: %s runs as an extern (eager) call: %s", name, reason)
+
+    def extern_call(
+        self,
+        op: Any,
+        args: Any,
+        kwargs: Any,
+        meta: Any,
+        reason: str = "",
+        layout: Layout | Sequence[Layout | None] | None = None,
+    ) -> Any:
+        """An ``Extern`` buffer for ``op(*args, **kwargs)`` sized by ``meta``, laid out as
+        ``layout`` where given (a ``Layout`` for one tensor output, one entry per output
+        for several; the wrapper copies a result of other strides into it), else as
+        ``meta`` is."""
         data = Extern(op, tuple(args), dict(kwargs), reason)
         if isinstance(meta, torch.Tensor):
-            return BufferValue(self.add_buffer(Layout.of_tensor(meta), data))
+            single = layout if isinstance(layout, Layout) else None
+            return BufferValue(self.add_buffer(single or Layout.of_tensor(meta), data))
         if isinstance(meta, (list, tuple)):
             parent = self.add_buffer(Layout.contiguous(torch.device("cpu"), torch.int8, [0]), data)
             outs: list[Any] = []
             for i, m in enumerate(meta):
                 if isinstance(m, torch.Tensor):
-                    child = self.add_buffer(Layout.of_tensor(m), None, output_of=(parent, i))
+                    chosen = layout[i] if isinstance(layout, (list, tuple)) else None
+                    child_layout = chosen or Layout.of_tensor(m)
+                    child = self.add_buffer(child_layout, None, output_of=(parent, i))
                     outs.append(BufferValue(child))
                 else:
                     outs.append(m)
@@ -309,6 +410,12 @@ class GraphLowering:
             base.device, base.dtype, value.size, tuple(strides), offset + base.layout.offset
         )
         return self.add_buffer(layout, View(base))
+
+
+def _device_prefers(device_type: str) -> bool:
+    from ..backend_selection import prefers_channels_last
+
+    return prefers_channels_last(device_type)
 
 
 def _inlined_origins(

@@ -1,5 +1,14 @@
 """Importing this package registers every lowering in ``tilefuse.frontend.lowering``."""
 
-from . import creation, indexing, matmul, pointwise, reductions, views
+from . import convolution, creation, indexing, matmul, pointwise, pooling, reductions, views
 
-__all__ = ["creation", "indexing", "matmul", "pointwise", "reductions", "views"]
+__all__ = [
+    "convolution",
+    "creation",
+    "indexing",
+    "matmul",
+    "pointwise",
+    "pooling",
+    "reductions",
+    "views",
+]

@@ -265,10 +265,19 @@ def _as_strided(ctx, node, x, size, stride, storage_offset=None):
     base = x.buffer
     layout = base.layout
     offset = Integer(storage_offset) if storage_offset is not None else layout.offset
+    eager = ctx.relaid.get(base.name)
+    if eager is not None and storage_offset is None:
+        offset = eager.offset
     view = Layout(layout.device, layout.dtype, sympify_sizes(size), sympify_sizes(stride), offset)
 
     def fn(idx):
-        return ops.load(base.name, view.index(idx))
+        if eager is None:
+            return ops.load(base.name, view.index(idx))
+        # ``base`` is laid out channels-last where eager's tensor is contiguous: offsets
+        # count in eager's layout, so map them back to an element, then to ours.
+        flat = view.index(idx) - eager.offset
+        element = [ModularIndexing(flat, st, n) for st, n in zip(eager.stride, eager.size)]
+        return ops.load(base.name, layout.index(element))
 
     return LazyValue(x.dtype, x.device, view.size, fn)
 

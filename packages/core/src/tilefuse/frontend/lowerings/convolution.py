@@ -1,0 +1,70 @@
+"""Convolutions: eager (cuDNN, oneDNN) calls inside the compiled graph, channels-last where
+the graph's ``GraphLayout`` chose it for the node (``frontend.layout_choice``).
+
+A channels-last convolution gets its input and weight in channels-last strides (a
+pointwise copy where they are not: the graph's first input, and each weight on every
+call, as cuDNN would otherwise copy them itself) and writes a channels-last buffer, which
+the batch norm, activation and residual add after it inherit. A channels-last
+``convolution_backward`` (in a backward graph) likewise reads the output's gradient, the
+input and the weight channels-last and writes the input's gradient channels-last; the
+weight's gradient keeps eager's layout (the parameter's).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...ir.nodes import Layout
+from ..layout_choice import channels_last_strides
+from ..lowering import register
+from ..values import Value
+from .common import out_meta
+
+aten = torch.ops.aten
+
+_NCHW = "convolutions run as eager (cuDNN/oneDNN) calls"
+_NHWC = "convolutions run as eager (cuDNN/oneDNN) calls, channels-last"
+
+
+@register(aten.convolution.default)
+def _convolution(ctx, node, *args, **kwargs):
+    if kwargs or not ctx.layout.conv_channels_last(node):
+        return ctx.extern(node, args, kwargs, _NCHW)
+    x, weight, bias, *rest = args
+    ctx.note_extern(node, _NHWC)
+    meta = out_meta(node)
+    x_buf = ctx.channels_last_buffer(x)
+    w_buf = ctx.channels_last_buffer(weight)
+    b_buf = ctx.realize(bias) if isinstance(bias, Value) else bias
+    size = tuple(int(s) for s in meta.shape)
+    layout = Layout.contiguous(meta.device, meta.dtype, size)
+    out_layout = Layout(
+        layout.device, layout.dtype, layout.size, channels_last_strides(layout.size)
+    )
+    out = ctx.extern_call(
+        node.target, (x_buf, w_buf, b_buf, *rest), {}, meta, _NHWC, layout=out_layout
+    )
+    if tuple(meta.stride()) == tuple(int(s) for s in layout.stride):
+        ctx.relaid[out.buffer.name] = layout
+    return out
+
+
+@register(aten.convolution_backward.default)
+def _convolution_backward(ctx, node, *args, **kwargs):
+    if kwargs or not ctx.layout.conv_channels_last(node):
+        return ctx.extern(node, args, kwargs, _NCHW)
+    grad, x, weight, *rest = args
+    ctx.note_extern(node, _NHWC)
+    metas = node.meta.get("val")
+    bufs = [ctx.channels_last_buffer(v) for v in (grad, x, weight)]
+    layouts = [None] * len(metas)
+    grad_input = metas[0]
+    if isinstance(grad_input, torch.Tensor):
+        plain = Layout.contiguous(grad_input.device, grad_input.dtype, tuple(grad_input.shape))
+        layouts[0] = Layout(
+            plain.device, plain.dtype, plain.size, channels_last_strides(plain.size)
+        )
+    outs = ctx.extern_call(node.target, (*bufs, *rest), {}, metas, _NHWC, layout=layouts)
+    if layouts[0] is not None and tuple(grad_input.stride()) == tuple(int(s) for s in plain.stride):
+        ctx.relaid[outs[0].buffer.name] = plain
+    return outs

@@ -1,0 +1,100 @@
+"""Convolutional nets on a real GPU: channels-last layout, fused batch norm and pooling.
+
+Run on the GPU machine with ``pytest -m gpu tests/e2e/test_gpu_convnets.py -s`` (prints the
+kernels per iteration); skipped elsewhere. Needs torchvision (models built from configs, no
+weights downloaded).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tilefuse
+from tests.compile_check import assert_compiled
+
+pytestmark = pytest.mark.gpu
+
+TRANSPOSES = ("nchwToNhwc", "nhwcToNchw")
+NHWC = "convolutions run as eager (cuDNN/oneDNN) calls, channels-last"
+
+
+def _resnet18(dtype):
+    # Imported here: a torchvision built for another torch raises RuntimeError on import,
+    # which would break collection where these tests are skipped anyway.
+    models = pytest.importorskip("torchvision.models")
+    torch.manual_seed(0)
+    return models.resnet18(num_classes=100).to("cuda", dtype)
+
+
+def _gpu_kernels(fn) -> list[str]:
+    """Names of the GPU kernels one call of ``fn`` launches."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def _rel_error(actual, expected):
+    return ((actual.float() - expected.float()).norm() / expected.float().norm()).item()
+
+
+def test_resnet18_bf16_inference_is_channels_last_and_transpose_free():
+    model = _resnet18(torch.float32).eval()
+    x = torch.randn(8, 3, 224, 224, device="cuda")
+    from tilefuse.report import collect_reports
+
+    with torch.no_grad():
+        reference = model(x)  # float32
+        model_bf16, x_bf16 = model.to(torch.bfloat16), x.to(torch.bfloat16)
+        eager = model_bf16(x_bf16)
+        torch._dynamo.reset()
+        tilefuse.reset()
+        compiled = torch.compile(model_bf16, backend="tilefuse")
+        with collect_reports() as reports:
+            out = compiled(x_bf16)
+        assert_compiled()
+        assert {r.externs.get("convolution.default") for r in reports} == {NHWC}
+        assert "max_pool2d_with_indices.default" not in reports[0].externs
+        assert out.stride() == eager.stride()
+        # At most 1.5x eager bf16's own error against float32.
+        assert _rel_error(out, reference) <= 1.5 * _rel_error(eager, reference) + 1e-3
+        kernels = _gpu_kernels(lambda: compiled(x_bf16))
+    transposes = [k for k in kernels if any(t in k for t in TRANSPOSES)]
+    ours = sum(len(r.kernels) for r in reports)
+    print(f"\nresnet18 bf16 inference: {len(kernels)} GPU kernels per iteration "
+          f"({ours} tilefuse kernels); transposes: {transposes}")  # fmt: skip
+    assert not transposes, transposes
+
+
+def test_resnet18_fp32_training_step_matches_eager():
+    model, twin = _resnet18(torch.float32), _resnet18(torch.float32)
+    x = torch.randn(8, 3, 64, 64, device="cuda")
+    target = torch.randint(0, 100, (8,), device="cuda")
+    loss_fn = torch.nn.CrossEntropyLoss()
+    torch._dynamo.reset()
+    tilefuse.reset()
+    compiled = torch.compile(twin, backend="tilefuse")
+
+    def step(net, fn):
+        net.zero_grad()
+        loss = loss_fn(fn(x), target)
+        loss.backward()
+        return loss
+
+    expected = step(model, model)
+    actual = step(twin, compiled)
+    assert_compiled(graphs=2)
+    assert _rel_error(actual, expected) < 1e-3
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        # TF32 convolutions (cuDNN's default) in both; NHWC and NCHW algorithms differ.
+        assert _rel_error(b.grad, a.grad) < 1e-2, name
+    for (name, a), b in zip(model.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3, msg=name)
+    kernels = _gpu_kernels(lambda: step(twin, compiled))
+    transposes = [k for k in kernels if any(t in k for t in TRANSPOSES)]
+    print(f"\nresnet18 fp32 training step: {len(kernels)} GPU kernels; "
+          f"{len(transposes)} layout transposes")  # fmt: skip
