@@ -242,9 +242,7 @@ def search_space(
     if mode == "off":
         return ordered[:1]
     if mode == "max":
-        extra = [
-            replace(c, group_m=g) for c in ordered[:GROUP_VARIANT_CONFIGS] for g in (4, 16)
-        ]
+        extra = [replace(c, group_m=g) for c in ordered[:GROUP_VARIANT_CONFIGS] for g in (4, 16)]
         return _unique(ordered + extra)
     return ordered[:DEFAULT_SPACE_SIZE]
 
