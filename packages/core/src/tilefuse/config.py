@@ -10,6 +10,7 @@
 | ``TILEFUSE_STRICT`` | ``1``/``true``/``yes``/``on``: raise instead of falling back to eager |
 | ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``quick``, ``max`` or ``replay`` |
 | ``TILEFUSE_MAX_SPECIALIZATIONS`` | shape variants kept per dynamic-shape graph (LRU, default 16) |
+| ``TILEFUSE_DYNAMIC_SIZES`` | ``0``/``off``: compile dynamic-shape graphs per shape (default on) |
 | ``TILEFUSE_CPP_WRAPPER`` | ``1``/``true``/``yes``/``on``: the wrapper in C++ (experimental) |
 | ``TRITON_INTERPRET`` | Triton's: kernels run in its CPU interpreter (``triton_interpreted``) |
 """
@@ -34,7 +35,7 @@ _overrides: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 @contextlib.contextmanager
 def overrides(settings: Mapping[str, Any]) -> Iterator[None]:
     """Apply per-compile ``settings`` (keys: ``strict``, ``debug_dir``, ``autotune``,
-    ``max_specializations``, ``cpp_wrapper``)."""
+    ``max_specializations``, ``cpp_wrapper``, ``dynamic_sizes``)."""
     token = _overrides.set({**_overrides.get(), **settings})
     try:
         yield
@@ -126,6 +127,18 @@ def cpp_wrapper() -> bool:
     if override is not None:
         return bool(override)
     return env_flag("TILEFUSE_CPP_WRAPPER")
+
+
+def dynamic_sizes() -> bool:
+    """Compile a graph with symbolic sizes once for every size (``TILEFUSE_DYNAMIC_SIZES``
+    or option ``dynamic_sizes``; default on); off, it is compiled per concrete shape.
+    Raises ``TilefuseError`` naming the variable when it is not a boolean."""
+    override = _overrides.get().get("dynamic_sizes")
+    if override is not None:
+        return bool(override)
+    if not os.environ.get("TILEFUSE_DYNAMIC_SIZES", "").strip():
+        return True
+    return env_flag("TILEFUSE_DYNAMIC_SIZES")
 
 
 AUTOTUNE_MODES = ("off", "default", "quick", "max", "replay")

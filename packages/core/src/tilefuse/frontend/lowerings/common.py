@@ -10,6 +10,7 @@ import torch
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND, elementwise_dtypes
 
 from ...ir.index import Expr
+from ...ir.nodes import sympify_sizes
 from ...ir.ops import ops
 from ..lowering import Unsupported
 from ..values import LazyValue, Value
@@ -31,7 +32,7 @@ def out_meta(node: Any) -> torch.Tensor:
 
 
 def out_sizes(node: Any) -> tuple[Expr, ...]:
-    return tuple(sympy.Integer(int(s)) for s in out_meta(node).shape)
+    return sympify_sizes(out_meta(node).shape)
 
 
 def device_of(args: Sequence[Any], node: Any) -> torch.device:
@@ -99,7 +100,7 @@ def pointwise(
     the result is cast to the node's output dtype.
     """
     meta = out_meta(node)
-    size = tuple(sympy.Integer(int(s)) for s in meta.shape)
+    size = sympify_sizes(meta.shape)
     if math_dtype is None:
         math_dtype = compute_dtype(promoted_dtype(args))
     loaders = [loader(a, size, math_dtype) for a in args]

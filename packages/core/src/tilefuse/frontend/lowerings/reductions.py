@@ -62,7 +62,7 @@ def reduce(
             v = ops.to_dtype(v, math_dtype)
         return map_fn(v, full) if map_fn else v
 
-    if int(product(rranges)) == 0:  # nothing to reduce: every output is the identity
+    if product(rranges).is_zero:  # nothing to reduce: every output is the identity
         empty = {"sum": 0, "prod": 1, "any": False, "logsumexp": float("-inf")}
         if reduction_type not in empty:
             raise Unsupported(f"{reduction_type} of an empty dimension has no identity")
@@ -246,7 +246,7 @@ def _softmax(ctx, node, x, dim, half_to_float=False):
     out_dtype = out_meta(node).dtype
     math = compute_dtype(out_dtype if not half_to_float else torch.float32)
     d = [dim % max(x.rank, 1)] if x.rank else []
-    row = int(product([x.size[k] for k in d])) if d else 1
+    row = ctx.hint(product([x.size[k] for k in d])) if d else 1
     if row > ONLINE_SOFTMAX_MIN_ROW:
         return _softmax_online(ctx, node, x, d, math, out_dtype)
     mx = reduce(ctx, x, d, True, "max", math, math)
