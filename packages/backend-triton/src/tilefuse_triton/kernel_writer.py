@@ -61,6 +61,12 @@ class IndexPrinter(StrPrinter):
         inner = self._operand(x) if d == 1 else f"({self._operand(x)} // {self._operand(d)})"
         return f"({inner} % {self._operand(s)})"
 
+    def _print_Pow(self, expr: Any) -> str:
+        base, exp = expr.args
+        if not (exp.is_Integer and exp > 0):
+            raise ValueError(f"index {expr} has a power Triton code cannot express")
+        return "(" + " * ".join([self._operand(base)] * int(exp)) + ")"
+
 
 _printer = IndexPrinter()
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from torch._dynamo.backends.common import aot_autograd
+from torch._dynamo.exc import RestartAnalysis
 from torch._functorch.aot_autograd import make_boxed_func
 
 from . import compile_options, config, counters, plugin
@@ -463,6 +464,8 @@ def tilefuse_backend(
         if dynamic:
             try:
                 return _aot(gm, example_inputs, settings, symbolic=True)
+            except RestartAnalysis:
+                raise  # Dynamo's own control flow (it traces the frame again)
             except Exception as exc:
                 why = _symbolic_failure(exc)
                 counters.bump("symbolic_fallbacks")
@@ -470,6 +473,8 @@ def tilefuse_backend(
         return _Specializer(gm, settings, limit, _symbol_names(example_inputs), why)
     try:
         return _aot(gm, example_inputs, settings)
+    except RestartAnalysis:
+        raise  # Dynamo's own control flow (it traces the frame again)
     except Exception as exc:  # AOTAutograd refused the graph (e.g. it cannot functionalize)
         with config.overrides(settings):
             if config.strict():

@@ -13,7 +13,6 @@ specializes sizes 0 and 1, so every size symbol stands for an integer ``>= 2``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -21,16 +20,10 @@ import sympy
 from sympy.printing.str import StrPrinter
 
 from ..errors import SymbolicUnsupported
-from .index import Expr, FloorDiv, ModularIndexing
+from .index import Expr, FloorDiv, ModularIndexing, is_size_symbol
 
 #: Dynamo specializes sizes 0 and 1, so a size symbol is at least this.
 MIN_SIZE = 2
-_SIZE_SYMBOL = re.compile(r"s\d+$")
-
-
-def is_size_symbol(sym: Any) -> bool:
-    """True for a backed size symbol of Dynamo's (``s0``, ``s27``...)."""
-    return isinstance(sym, sympy.Symbol) and bool(_SIZE_SYMBOL.match(sym.name))
 
 
 def _from_torch(expr: Any) -> Expr:

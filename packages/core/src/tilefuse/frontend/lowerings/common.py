@@ -35,6 +35,18 @@ def out_sizes(node: Any) -> tuple[Expr, ...]:
     return sympify_sizes(out_meta(node).shape)
 
 
+def size_value(n: Any, dtype: torch.dtype) -> Any:
+    """The kernel value of ``n`` (a Python number or a size expression) as ``dtype``: a
+    constant when it is one, else the symbolic size read as an index expression."""
+    if isinstance(n, sympy.Expr):
+        if n.is_Integer:
+            return ops.constant(int(n), dtype)
+        if dtype.is_floating_point:
+            return ops.to_dtype(ops.index_expr(n, torch.int64), dtype)
+        return ops.index_expr(n, dtype)
+    return ops.constant(n, dtype)
+
+
 def device_of(args: Sequence[Any], node: Any) -> torch.device:
     for a in args:
         if isinstance(a, Value):
@@ -49,6 +61,8 @@ def _probes(args: Sequence[Any]) -> list[Any]:
             probes.append(torch.empty((1,) if a.rank else (), dtype=a.dtype))
         elif isinstance(a, (bool, int, float)):
             probes.append(a)
+        elif isinstance(a, sympy.Expr):  # a size: an integer
+            probes.append(2)
     return probes
 
 
@@ -84,6 +98,8 @@ def loader(
         return load
     if isinstance(arg, (bool, int, float)):
         return lambda index: ops.constant(arg, dtype)
+    if isinstance(arg, sympy.Expr):  # a size the graph computed
+        return lambda index: size_value(arg, dtype)
     raise Unsupported(f"operand of type {type(arg).__name__}")
 
 

@@ -14,7 +14,7 @@ from ...ir.nodes import Layout, Reduction, product
 from ...ir.ops import ops
 from ..lowering import Unsupported, register
 from ..values import BufferValue, LazyValue, Value
-from .common import compute_dtype, out_meta
+from .common import compute_dtype, out_meta, size_value
 
 aten = torch.ops.aten
 
@@ -105,7 +105,7 @@ def _mean(ctx, node, x, dims=None, keepdim=False, *, dtype=None):
     total = reduce(ctx, x, d, keepdim, "sum", math, math)
     n = _count(x, d)
     return _lazy_map(
-        total, lambda v: ops.to_dtype(ops.truediv(v, ops.constant(n, math)), out_dtype), out_dtype
+        total, lambda v: ops.to_dtype(ops.truediv(v, size_value(n, math)), out_dtype), out_dtype
     )
 
 
@@ -188,7 +188,7 @@ def mean_and_m2(ctx, x: Value, dims: Sequence[int], keepdim: bool, math: torch.d
     """
     n = _count(x, dims)
     total = reduce(ctx, x, dims, True, "sum", math, math)
-    mean = ctx.realize(_lazy_map(total, lambda v: ops.truediv(v, ops.constant(n, math)), math))
+    mean = ctx.realize(_lazy_map(total, lambda v: ops.truediv(v, size_value(n, math)), math))
     mean_v = BufferValue(mean)
 
     def dev2(v, full):
@@ -228,7 +228,7 @@ def _var(ctx, node, x, dims=None, unbiased=None, keepdim=False, *, correction=No
 
     def finish(v):
         denom = ops.maximum(
-            ops.sub(ops.constant(n, math), ops.constant(corr, math)), ops.constant(0, math)
+            ops.sub(size_value(n, math), ops.constant(corr, math)), ops.constant(0, math)
         )
         var = ops.truediv(v, denom)
         if packet in (aten.std, aten.std_mean):
@@ -300,7 +300,7 @@ def _layer_norm(ctx, node, x, normalized_shape, weight, bias, eps):
         _lazy_map(
             m2,
             lambda v: ops.rsqrt(
-                ops.add(ops.truediv(v, ops.constant(n, math)), ops.constant(eps, math))
+                ops.add(ops.truediv(v, size_value(n, math)), ops.constant(eps, math))
             ),
             math,
         )
