@@ -56,9 +56,11 @@ def _over_sizes(
     return reports
 
 
-def _assert_symbolic(graphs: int) -> None:
-    """Exactly ``graphs`` graphs compiled, each once for every size; none specialized."""
+def _assert_symbolic(graphs: int, externs: int = 0) -> None:
+    """Exactly ``graphs`` graphs compiled, each once for every size; none specialized;
+    ``externs`` eager calls inside them."""
     stats = tilefuse.stats()
+    assert stats["externs"] == externs, stats
     assert stats["graphs_fallen_back"] == 0, stats
     assert stats["graphs_compiled"] == graphs, stats
     assert stats["graphs_compiled_symbolic"] == graphs, stats
@@ -164,7 +166,9 @@ def _train_over_sizes(model: nn.Module, sizes: Sequence[int], **compile_kwargs: 
 def test_mlp_forward_and_backward_over_many_sizes():
     _fresh()
     _train_over_sizes(MLP(), SIZES)
-    _assert_symbolic(2)  # the forward and the backward graph, once each
+    # Forward and backward graph, once each; the six GEMMs (two forward, four backward)
+    # run as eager torch calls with each call's sizes.
+    _assert_symbolic(2, externs=6)
 
 
 @pytest.mark.parametrize("dynamic", [True, None], ids=["dynamic=True", "automatic"])
