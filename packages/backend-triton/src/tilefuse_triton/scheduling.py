@@ -16,6 +16,10 @@ from .launcher import _SCRATCH_FIELDS, CubinLauncher, unsupported_reason
 
 MAX_KERNEL_NODES = 40
 MAX_BLOCK_ELEMENTS = 1 << 20  # Triton's limit on the elements of one block
+# Cubin launchers kept per kernel with symbolic sizes: Triton compiles one cubin per
+# integer specialization of its size arguments (== 1, divisible by 16), so sizes that
+# differ there need their own; beyond these, Triton's own launch path runs the call.
+MAX_SYMBOLIC_LAUNCHERS = 4
 log = logging.getLogger("tilefuse")
 
 
@@ -29,7 +33,8 @@ class TritonKernel:
 
     A kernel of a symbolic spec takes the values of ``size_args`` after its tensors
     (``kernel(*tensors, *sizes)``) and computes its extents and grid from them per call:
-    one source (and one cache entry) serves every size.
+    one source (and one cache entry) serves every size. It keeps up to
+    ``MAX_SYMBOLIC_LAUNCHERS`` launchers, one per specialization its calls had.
     """
 
     def __init__(self, spec: plugin.KernelSpec, source: str, arg_names: list[str],
@@ -54,8 +59,9 @@ class TritonKernel:
         self.grid = (heuristics.grid_size(spec.kind, self.xnumel, self.rnumel, config),)
         self.path = plugin.store_source("triton", source, cache_salt)
         self._fn: Any = None
-        self._launcher: CubinLauncher | None = None
-        self._tried_launcher = False
+        self._launchers: list[CubinLauncher] = []
+        # Launchers still to try making: one for static sizes; a few for symbolic ones.
+        self._launcher_budget = MAX_SYMBOLIC_LAUNCHERS if self.size_args else 1
         self._compiled: Any = None  # what build() compiled (a CUDA GPU only)
 
     def load(self) -> None:
@@ -77,8 +83,7 @@ class TritonKernel:
                       self.config["XBLOCK"], self.config["RBLOCK"])  # fmt: skip
             compiled = self._warmup((*args, self.xnumel, self.rnumel, *self._hint_sizes),
                                     self.grid)  # fmt: skip
-            self._tried_launcher = True
-            self._launcher = CubinLauncher.create(compiled, values)
+            self._add_launcher(compiled, values)
             self._compiled = compiled
 
     def cpp_launch(self) -> plugin.CppLaunch | None:
@@ -90,7 +95,7 @@ class TritonKernel:
         if self.grid[0] == 0:
             return empty_launch(len(self.arg_names))
         compiled = self._compiled
-        if compiled is None or self._launcher is None or unsupported_reason(compiled):
+        if compiled is None or not self._launchers or unsupported_reason(compiled):
             return None
         metadata = compiled.metadata
         values = (*([None] * len(self.arg_names)), self.xnumel, self.rnumel,
@@ -104,7 +109,7 @@ class TritonKernel:
             grid=self.grid[0],
             num_warps=int(metadata.num_warps),
             shared=int(metadata.shared),
-            device=self._launcher.device,
+            device=self._launchers[0].device,
             scratch_params=sum(hasattr(metadata, f) for f in _SCRATCH_FIELDS),
         )
 
@@ -129,15 +134,13 @@ class TritonKernel:
         if grid[0] == 0:
             return
         values = (*positional, self.config["XBLOCK"], self.config["RBLOCK"])
-        launcher = self._launcher
-        if launcher is not None and launcher(grid, _raw_stream(args), values):
-            return
+        for launcher in self._launchers:
+            if launcher(grid, _raw_stream(args), values):
+                return
         if self._fn is None:
             self.load()
-        if not self._tried_launcher:
-            self._tried_launcher = True
-            if self._make_launcher(positional, values, grid):
-                return
+        if self._launcher_budget > 0 and self._make_launcher(positional, values, grid):
+            return
         self._fn[grid](
             *positional,
             XBLOCK=self.config["XBLOCK"], RBLOCK=self.config["RBLOCK"],
@@ -149,14 +152,28 @@ class TritonKernel:
     ) -> bool:
         """Compile without launching and launch through a ``CubinLauncher``; ``False`` when
         this kernel is not one it can serve (the interpreter, a CPU tensor, ROCm...)."""
-        if plugin.triton_interpreted() or not hasattr(self._fn, "warmup"):
-            return False
         first = positional[0] if positional else None
-        if getattr(first, "device", None) is None or first.device.type != "cuda":
+        if (
+            plugin.triton_interpreted()
+            or not hasattr(self._fn, "warmup")
+            or getattr(first, "device", None) is None
+            or first.device.type != "cuda"
+        ):
+            self._launcher_budget = 0
             return False
-        compiled = self._warmup(positional, grid)
-        self._launcher = CubinLauncher.create(compiled, values)
-        return self._launcher is not None and self._launcher(grid, _raw_stream(positional), values)
+        launcher = self._add_launcher(self._warmup(positional, grid), values)
+        return launcher is not None and launcher(grid, _raw_stream(positional), values)
+
+    def _add_launcher(self, compiled: Any, values: tuple[Any, ...]) -> CubinLauncher | None:
+        """A launcher for ``compiled`` as called with ``values``, kept for later calls;
+        ``None`` (and no more attempts) when it cannot have one."""
+        self._launcher_budget -= 1
+        launcher = CubinLauncher.create(compiled, values)
+        if launcher is None:
+            self._launcher_budget = 0
+        else:
+            self._launchers.append(launcher)
+        return launcher
 
 
 def _raw_stream(args: tuple[Any, ...]) -> int:
