@@ -147,16 +147,17 @@ class PythonPrinter(StrPrinter):
         x, d, s = expr.args
         return f"(({self._operand(x)} // {self._operand(d)}) % {self._operand(s)})"
 
-    def _print_Rational(self, expr: Any) -> str:
-        raise SymbolicUnsupported(f"a fraction {expr} in a size expression")
-
 
 _python = PythonPrinter()
 
 
 def python_expr(expr: Any) -> str:
-    """``expr`` as Python source text (integer arithmetic; ``//`` for ``FloorDiv``)."""
-    return _python.doprint(sympy.sympify(expr))
+    """``expr`` as Python source text (integer arithmetic; ``//`` for ``FloorDiv``).
+    ``SymbolicUnsupported`` for a fraction, which integer arithmetic cannot express."""
+    expr = sympy.sympify(expr)
+    if any(not r.is_Integer for r in expr.atoms(sympy.Rational)):
+        raise SymbolicUnsupported(f"a fraction in the size expression {expr}")
+    return _python.doprint(expr)
 
 
 def size_function(exprs: Sequence[Any], symbols: Sequence[str]) -> Callable[..., tuple[int, ...]]:
