@@ -255,3 +255,26 @@ def test_backward_graph_specializes_on_its_own():
     assert stats["specializations_compiled"] == 2, stats  # the shape (3, 4) is reused
     assert stats["symbolic_fallbacks"] == 1, stats
     assert stats["graphs_fallen_back"] == 0, stats
+
+
+def test_wrapper_binds_sizes_per_call_and_checks_the_other_inputs():
+    """A graph compiled once (without Dynamo: its guards are not there to help) runs at
+    new sizes, and refuses inputs whose sizes disagree with its symbolic sizes."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from tilefuse.errors import CompileError
+    from tilefuse.pipeline import compile_graph
+
+    def graph(x, y):
+        return (torch.softmax(x + y, -1) * x.shape[0], (x * y).reshape(-1).sum())
+
+    _fresh()
+    gm = make_fx(graph, tracing_mode="symbolic")(torch.randn(4, 3), torch.randn(4, 3))
+    fakes = [n.meta["val"] for n in gm.graph.nodes if n.op == "placeholder"]
+    compiled = compile_graph(gm, fakes)
+    assert compiled.report.specialization.startswith("none: compiled once"), compiled.report
+    for rows, cols in [(4, 3), (9, 5), (2, 17)]:
+        x, y = torch.randn(rows, cols), torch.randn(rows, cols)
+        assert_same(compiled([x, y]), graph(x, y))
+    with pytest.raises(CompileError, match="not have the shapes this graph was compiled for"):
+        compiled([torch.randn(5, 3), torch.randn(6, 3)])
