@@ -82,13 +82,13 @@ def is_symbolic_value(value: Any) -> bool:
     )
 
 
-def size_hints(values: Iterable[Any]) -> dict[sympy.Symbol, int]:
-    """The hint (the example value) of every size symbol in ``values`` (tensors, SymInts,
+def size_hints(inputs: Iterable[Any]) -> dict[sympy.Symbol, int]:
+    """The hint (the example value) of every size symbol in ``inputs`` (tensors, SymInts,
     anything else ignored), read from Dynamo's shape environment."""
     import torch
 
     hints: dict[sympy.Symbol, int] = {}
-    for v in values:
+    for v in inputs:
         sizes: list[Any] = []
         if isinstance(v, torch.Tensor):
             sizes = [*v.shape, *v.stride(), v.storage_offset()]
@@ -99,8 +99,8 @@ def size_hints(values: Iterable[Any]) -> dict[sympy.Symbol, int]:
             if node is None:
                 continue
             env = node.shape_env
-            values = getattr(env, "backed_var_to_val", None)
-            if values is None:  # torch before 2.13
+            values: Mapping[Any, Any] = getattr(env, "backed_var_to_val", None) or {}
+            if not values:  # torch before 2.13 (or a shape environment with no sizes)
                 values = env.var_to_val
             for sym in node.expr.free_symbols:
                 if sym not in hints and sym in values:
