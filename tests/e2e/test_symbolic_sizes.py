@@ -278,3 +278,29 @@ def test_wrapper_binds_sizes_per_call_and_checks_the_other_inputs():
         assert_same(compiled([x, y]), graph(x, y))
     with pytest.raises(CompileError, match="not have the shapes this graph was compiled for"):
         compiled([torch.randn(5, 3), torch.randn(6, 3)])
+
+
+def test_transformer_block_forward_backward_over_sequence_lengths():
+    from tests.e2e.test_models import Block
+
+    model = Block(causal=True)
+    comp = copy.deepcopy(model)
+    _fresh()
+    compiled = torch.compile(comp, backend="tilefuse")
+    for seq in [8, 5, 12, 3, 9]:
+        x = torch.randn(2, seq, 16)
+        xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+        torch._dynamo.mark_dynamic(xc, 1)
+        expected, actual = model(xe), compiled(xc)
+        assert_same(actual, expected)
+        seed = torch.randn_like(expected)
+        (expected * seed).sum().backward()
+        (actual * seed).sum().backward()
+        assert_same(xc.grad, xe.grad)
+        for pc, pe in zip(comp.parameters(), model.parameters()):
+            assert_same(pc.grad, pe.grad)
+        model.zero_grad()
+        comp.zero_grad()
+    stats = tilefuse.stats()
+    assert stats["graphs_fallen_back"] == 0, stats
+    assert stats["graphs_compiled"] == stats["graphs_compiled_symbolic"] == 2, stats
