@@ -304,3 +304,16 @@ def test_transformer_block_forward_backward_over_sequence_lengths():
     stats = tilefuse.stats()
     assert stats["graphs_fallen_back"] == 0, stats
     assert stats["graphs_compiled"] == stats["graphs_compiled_symbolic"] == 2, stats
+
+
+def test_indexing_over_many_sizes():
+    def fn(table, ids, x):
+        picked = F.embedding(ids, table)  # (n, 4)
+        gathered = torch.gather(x, 1, ids[:, None].expand(-1, 3) % 3)
+        return picked * 2, gathered + 1, x[ids % x.shape[0]], x.index_select(0, ids % 2)
+
+    def make(n):
+        return torch.randn(10, 4), torch.randint(0, 10, (n,)), torch.randn(n, 3)
+
+    _over_sizes(fn, make, SIZES, [[], [0], [0]])
+    _assert_symbolic(1)
