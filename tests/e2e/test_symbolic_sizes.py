@@ -317,3 +317,12 @@ def test_indexing_over_many_sizes():
 
     _over_sizes(fn, make, SIZES, [[], [0], [0]])
     _assert_symbolic(1)
+
+
+def test_cpp_wrapper_option_keeps_the_python_wrapper_for_symbolic_sizes():
+    def fn(x):
+        return torch.cos(x) + 1
+
+    _over_sizes(fn, lambda n: (torch.randn(n, 4),), [3, 6], [[0]], options={"cpp_wrapper": True})
+    _assert_symbolic(1)
+    assert tilefuse.stats()["cpp_wrapper_fallbacks"] == 1

@@ -17,7 +17,7 @@ ones; this module is the only place that sees them all.
 With symbolic example inputs (fake tensors whose sizes are ``torch.SymInt``), the graph
 is compiled once for every size (``LoweredGraph.symbolic``): kernels take sizes as
 arguments, GEMM templates run as eager torch calls on each call's tensors, and the
-Python wrapper binds the sizes per call (no C++ wrapper). A step that cannot handle a
+Python wrapper binds the sizes per call (the C++ wrapper is not used). A step that cannot handle a
 symbol raises ``SymbolicUnsupported``, and so does a compile that would add a shape
 guard (asking torch for a symbolic size's value): the caller then specializes.
 """
@@ -116,10 +116,7 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
     counters.bump("externs", externs)
     templates = sum(isinstance(s, TemplateStep) for s in schedule.steps) - template_externs
     counters.bump("templates", templates)
-    if graph.symbolic:
-        call = wrapper.build()  # the C++ wrapper takes static sizes only
-    else:
-        call = select_wrapper(schedule, kernels, wrapper.build(), report)
+    call = select_wrapper(schedule, kernels, wrapper.build(), report)
     return CompiledGraph(call, report)
 
 
