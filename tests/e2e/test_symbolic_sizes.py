@@ -104,6 +104,9 @@ def test_reductions_over_many_sizes(symbolic_dim, sizes):
             x.var(-1),
             x.mean(0),
             torch.log_softmax(x * 2, -1),
+            # per-row reads at a size-dependent offset, and a size as a value
+            x.sum(-1) * x[:, -1],
+            torch.softmax(x, -1) * x[:, -1:] / x.shape[-1],
         )
 
     def make(n):

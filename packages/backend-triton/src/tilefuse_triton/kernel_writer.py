@@ -226,7 +226,7 @@ class KernelWriter:
                 kind = max(kind, PER_XR)
             elif sym == X:
                 kind = max(kind, PER_X)
-            else:
+            elif not plugin.is_size_symbol(sym):  # a size is one value for every program
                 kind = max(kind, getattr(self.indirect_vars.get(sym.name), "kind", PER_XR))
         kind = max([kind] + self.mask_kinds)
         ptr = self.arg_for_load(name)
@@ -252,7 +252,7 @@ class KernelWriter:
                 has_x = True
             elif sym == R:
                 has_r = True
-            else:
+            elif not plugin.is_size_symbol(sym):
                 sym_kind = getattr(self.indirect_vars.get(sym.name), "kind", PER_XR)
                 has_x = has_x or sym_kind >= PER_X
                 has_r = has_r or sym_kind == PER_XR
@@ -284,7 +284,8 @@ class KernelWriter:
         if not e.free_symbols:
             return Var(ops_table.constant(int(e), dtype), dtype, SCALAR)
         if all(plugin.is_size_symbol(s) for s in e.free_symbols):  # a size: one per program
-            return self.new_var(f"({text}).to({TL_DTYPES[dtype]})", dtype, SCALAR)
+            size = self.new_var(f"({text}).to(tl.int64)", torch.int64, SCALAR)
+            return self.to_dtype(size, dtype)
         kind = PER_XR if R in e.free_symbols else PER_X
         if not e.has(X) and kind == PER_X:
             kind = PER_XR  # an expression of indirect symbols only
