@@ -100,6 +100,12 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Co
             backend_name, scheduling = schedulings.for_device(step.device, capability_of(step))
             name = f"tf_{step.kind().value.replace('-', '_')}_{i}"  # unique: i is the step's index
             kernel = scheduling.codegen(kernel_spec(step, buffers, name, hints))
+            if graph.symbolic and not hasattr(kernel, "size_args"):
+                # A backend that predates symbolic sizes may have baked a size in.
+                raise SymbolicUnsupported(
+                    f"backend {backend_name} rendered {name} without size_args (it does "
+                    "not declare that its kernels take symbolic sizes)"
+                )
             kernels[i] = kernel
             report.kernels.append(_group_report(step, kernel, backend_name))
     wrapper = write_wrapper(schedule, kernels)
