@@ -329,3 +329,28 @@ def test_cpp_wrapper_option_keeps_the_python_wrapper_for_symbolic_sizes():
     _over_sizes(fn, lambda n: (torch.randn(n, 4),), [3, 6], [[0]], options={"cpp_wrapper": True})
     _assert_symbolic(1)
     assert tilefuse.stats()["cpp_wrapper_fallbacks"] == 1
+
+
+def test_a_backward_that_cannot_be_symbolic_is_specialized_alone(monkeypatch):
+    """The forward compiles once for every size; the backward (compiled later, when its
+    forward already runs) is specialized per shape on its own."""
+    import tilefuse.pipeline
+
+    original = tilefuse.pipeline.compile_graph
+
+    def compile_graph(gm, example_inputs):
+        backward = any(n.name.startswith("tangents") for n in gm.graph.nodes)
+        symbolic = any(isinstance(s, torch.SymInt) for x in example_inputs
+                       for s in (x.shape if isinstance(x, torch.Tensor) else (x,)))  # fmt: skip
+        if backward and symbolic:
+            raise SymbolicUnsupported("test: a backward graph that cannot be symbolic")
+        return original(gm, example_inputs)
+
+    monkeypatch.setattr(tilefuse.pipeline, "compile_graph", compile_graph)
+    _fresh()
+    _train_over_sizes(MLP(), [3, 5, 3, 8])
+    stats = tilefuse.stats()
+    assert stats["graphs_fallen_back"] == 0, stats
+    assert stats["graphs_compiled_symbolic"] == 1, stats  # the forward
+    assert stats["symbolic_fallbacks"] == 1, stats  # the backward
+    assert stats["specializations_compiled"] == 3, stats  # sizes 3, 5 and 8
