@@ -354,3 +354,29 @@ def test_a_backward_that_cannot_be_symbolic_is_specialized_alone(monkeypatch):
     assert stats["graphs_compiled_symbolic"] == 1, stats  # the forward
     assert stats["symbolic_fallbacks"] == 1, stats  # the backward
     assert stats["specializations_compiled"] == 3, stats  # sizes 3, 5 and 8
+
+
+def test_a_symbolic_graph_failing_on_its_first_call_is_specialized(monkeypatch):
+    """Outside strict mode, a graph compiled for every size whose first call fails is
+    specialized per shape from then on (not run eagerly)."""
+    from tilefuse_triton.scheduling import TritonKernel
+
+    original = TritonKernel.__call__
+
+    def call(self, *args):
+        if self.size_args:
+            raise RuntimeError("test: a symbolic kernel that fails at run time")
+        return original(self, *args)
+
+    monkeypatch.setattr(TritonKernel, "__call__", call)
+    monkeypatch.setattr("tilefuse.config.strict", lambda: False)
+
+    def fn(x):
+        return torch.exp(x) * 3
+
+    _over_sizes(fn, lambda n: (torch.randn(n, 5),), [4, 6, 4], [[0]])
+    stats = tilefuse.stats()
+    assert stats["graphs_compiled_symbolic"] == 1, stats
+    assert stats["symbolic_fallbacks"] == 1, stats
+    assert stats["specializations_compiled"] == 2, stats  # sizes 4 and 6
+    assert stats["graphs_fallen_back"] == 0, stats

@@ -22,6 +22,7 @@ specialized on its own (``_GraphSpecializer``).
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import logging
 import threading
@@ -78,19 +79,29 @@ class _EagerAfterFirstFailure:
     """A compiled graph whose first call, if it raises, reruns the graph eagerly and
     keeps running it eagerly from then on (strict mode re-raises instead).
 
+    With ``fallback`` (a graph compiled for every size), a failed first call runs the
+    graph through ``fallback(why)`` instead of eagerly: it is then specialized per shape.
+
     The first call keeps its own copy of the argument list, because the wrapper
     empties the one it is given to free inputs early. A failure part-way through the
     first call is not undone: an input the compiled graph already updated in place, or
     random numbers it already drew, are updated or drawn again by the eager rerun.
     """
 
-    def __init__(self, compiled: Callable, gm: torch.fx.GraphModule, strict: bool) -> None:
+    def __init__(
+        self,
+        compiled: Callable,
+        gm: torch.fx.GraphModule,
+        strict: bool,
+        fallback: Callable[[str], Callable] | None = None,
+    ) -> None:
         # Takes the argument list, as AOTAutograd calls it. An instance attribute: the
         # wrappers torch puts around a backward function copy only the instance's dict.
         self._boxed_call = True
         self.run: Callable = compiled
         self.gm = gm
         self.strict = strict
+        self.fallback = fallback
         self.first = True
 
     def __call__(self, args: list[Any]) -> Any:
@@ -102,11 +113,15 @@ class _EagerAfterFirstFailure:
         except Exception as exc:
             if self.strict:
                 raise
+            log.debug("tilefuse: first-call failure", exc_info=True)
+            self.first = False
+            if self.fallback is not None:
+                why = f"its symbolic-size kernels failed on the first call ({_describe(exc)})"
+                self.run = self.fallback(why)
+                return self.run(saved)
             _warn_once(f"a compiled graph failed on its first call ({_describe(exc)}); "
                        "running it eagerly from now on")  # fmt: skip
-            log.debug("tilefuse: first-call failure", exc_info=True)
             self.run = _eager(self.gm)
-            self.first = False
             return self.run(saved)
         self.first = False
         return out
@@ -151,9 +166,11 @@ def _inner_compiler(
             # same object, so they see the note too (the debug directory does not).
             report.specialization = note
         counters.bump("graphs_compiled")
+        fallback: Callable[[str], Callable] | None = None
         if symbolic and report is not None and report.specialization.startswith("none"):
             counters.bump("graphs_compiled_symbolic")
-        return _EagerAfterFirstFailure(compiled, gm, strict)
+            fallback = functools.partial(_GraphSpecializer, gm, settings)
+        return _EagerAfterFirstFailure(compiled, gm, strict, fallback)
 
     return inner
 
@@ -203,9 +220,10 @@ def _signature(args: Sequence[Any]) -> tuple:
 
 
 class _GraphSpecializer:
-    """An AOTAutograd graph (a backward, whose forward compiled for every size) that
-    could not be compiled for every size: compiled per concrete input signature instead,
-    by tracing it again with each signature's inputs (``make_fx``, fake tensors).
+    """An AOTAutograd graph (a backward, whose forward compiled for every size; or one
+    whose symbolic compile failed on its first call) that could not be compiled for every
+    size: compiled per concrete input signature instead, by tracing it again with each
+    signature's inputs (``make_fx``, fake tensors).
 
     Called boxed, as AOTAutograd calls compiled graphs. Keeps at most
     ``config.max_specializations()`` variants (LRU; ``specializations_evicted``). A
