@@ -1,7 +1,9 @@
 """The bounded cache of shape-specialized variants of a graph with symbolic sizes.
 
-Dynamo hands tilefuse one graph with symbolic sizes (``dynamic=True``); tilefuse compiles
-it per concrete shape and keeps at most ``TILEFUSE_MAX_SPECIALIZATIONS`` variants, least
+Dynamo hands tilefuse one graph with symbolic sizes (``dynamic=True``). Where tilefuse
+does not compile it once for every size (here: ``TILEFUSE_DYNAMIC_SIZES=0``; elsewhere a
+step that cannot handle a symbol, see test_symbolic_sizes.py), it compiles it per
+concrete shape and keeps at most ``TILEFUSE_MAX_SPECIALIZATIONS`` variants, least
 recently used dropped first. Every result is checked against eager, and the counters of
 ``tilefuse.stats()`` against what the LRU must have done.
 """
@@ -28,6 +30,7 @@ def _fn(x: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch):
     monkeypatch.delenv(config.MAX_SPECIALIZATIONS_ENV, raising=False)
+    monkeypatch.setenv("TILEFUSE_DYNAMIC_SIZES", "0")  # the specializing path
     torch._dynamo.reset()
     dynamo_counters.clear()
     tilefuse.reset()

@@ -1,6 +1,12 @@
 """Block sizes and warps for generated kernels: the backend's own heuristics.
 
 A scheduling policy's ``tiling(spec, device)`` result overrides these keys.
+
+For a symbolic spec (``spec.symbolic``) the sizes are the hints, and every choice must
+hold for any size: indices are 64-bit (an int32 index overflows at some size), a
+reduction over a symbolic extent loops over ``r`` (a persistent one needs the whole row
+in one block), and a tiled kernel's square-grid pairing is off (it needs as many tiles
+along ``x`` as along ``r``).
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ def _reduction_reads_contiguous_in_x(spec: KernelSpec) -> bool:
 def choose_config(spec: KernelSpec) -> dict[str, Any]:
     """The backend's own ``XBLOCK``, ``RBLOCK``, ``num_warps``, plus ``int64`` (64-bit
     indices), ``persistent`` (reductions) and ``paired`` (tiled pointwise) for ``spec``."""
-    x = int(spec.xnumel)
-    r = int(spec.rnumel)
-    big = x * max(r, 1) >= 2**31 - 1
+    x = spec.hint(spec.xnumel)
+    r = spec.hint(spec.rnumel)
+    symbolic_x = not sympy.sympify(spec.xnumel).is_Integer
+    symbolic_r = not sympy.sympify(spec.rnumel).is_Integer
+    big = x * max(r, 1) >= 2**31 - 1 or spec.symbolic
     if spec.kind is GroupKind.POINTWISE:
         # H100 sweep (bench/sweep_triton_configs.py): 2048 elements over 4 warps beat
         # 1024/4 (91.7% vs 86.8% of copy bandwidth on gelu(x + b), bf16 16384x8192).
@@ -47,7 +55,7 @@ def choose_config(spec: KernelSpec) -> dict[str, Any]:
     if spec.kind is GroupKind.POINTWISE_2D:
         xb = min(64, next_pow2(x))
         rb = min(64, next_pow2(r))
-        paired = xb == rb and -(-x // xb) == -(-r // rb)
+        paired = xb == rb and -(-x // xb) == -(-r // rb) and not (symbolic_x or symbolic_r)
         return {"XBLOCK": xb, "RBLOCK": rb, "num_warps": 4, "int64": big, "paired": paired}
     rp = next_pow2(max(r, 1))
     if _reduction_reads_contiguous_in_x(spec):
@@ -56,6 +64,11 @@ def choose_config(spec: KernelSpec) -> dict[str, Any]:
         xb = min(32, next_pow2(x))
         rb = min(128, rp)
         return {"XBLOCK": xb, "RBLOCK": rb, "num_warps": 8, "persistent": False, "int64": big}
+    if symbolic_r:
+        rb = min(2048, max(16, rp))
+        xb = max(1, min(next_pow2(x), 4096 // rb, 64))
+        warps = 8 if rb >= 2048 else (4 if rb >= 256 else 2)
+        return {"XBLOCK": xb, "RBLOCK": rb, "num_warps": warps, "persistent": False, "int64": big}
     if rp <= PERSISTENT_MAX_R:
         xb = max(1, min(next_pow2(x), 4096 // rp if rp <= 4096 else 1, 64))
         warps = 8 if rp >= 2048 else (4 if rp >= 256 else 2)
@@ -64,13 +77,16 @@ def choose_config(spec: KernelSpec) -> dict[str, Any]:
 
 
 def grid(spec: KernelSpec, config: dict[str, Any]) -> int:
-    """Programs to launch for ``spec`` under ``config``."""
-    x = int(spec.xnumel)
-    r = int(spec.rnumel)
+    """Programs to launch for ``spec`` (with static sizes) under ``config``."""
+    return grid_size(spec.kind, int(spec.xnumel), int(spec.rnumel), config)
+
+
+def grid_size(kind: GroupKind, x: int, r: int, config: dict[str, Any]) -> int:
+    """Programs to launch for a kernel of ``kind`` over extents ``x`` and ``r``."""
     xblocks = -(-x // config["XBLOCK"])
-    if spec.kind is GroupKind.POINTWISE_2D:
+    if kind is GroupKind.POINTWISE_2D:
         return xblocks * -(-r // config["RBLOCK"])
     return xblocks
 
 
-__all__ = ["choose_config", "grid", "next_pow2", "sympy"]
+__all__ = ["choose_config", "grid", "grid_size", "next_pow2"]

@@ -9,6 +9,10 @@ Every member is evaluated at its level (``plugin.Level``): a member read by anot
 member is taken from registers (per-row values) or recomputed inline at the same point
 (per-element values; CSE makes that free inside one scope). Only the members in
 ``spec.stores`` are written to memory.
+
+Symbolic sizes (``spec.symbolic``): every size symbol an index prints is a kernel
+argument after ``rnumel`` (``KernelWriter.size_args``, sorted by name), never a
+constant, and a mask is dropped only where a static extent is a multiple of the block.
 """
 
 from __future__ import annotations
@@ -56,6 +60,12 @@ class IndexPrinter(StrPrinter):
         x, d, s = expr.args
         inner = self._operand(x) if d == 1 else f"({self._operand(x)} // {self._operand(d)})"
         return f"({inner} % {self._operand(s)})"
+
+    def _print_Pow(self, expr: Any) -> str:
+        base, exp = expr.args
+        if not (exp.is_Integer and exp > 0):
+            raise ValueError(f"index {expr} has a power Triton code cannot express")
+        return "(" + " * ".join([self._operand(base)] * int(exp)) + ")"
 
 
 _printer = IndexPrinter()
@@ -118,9 +128,21 @@ class KernelWriter:
         self.in_args: dict[str, str] = {}
         self.out_args: dict[str, str] = {}
         self.member_names = set(spec.names)
-        self.xnumel_divides = int(spec.xnumel) % int(config["XBLOCK"]) == 0
-        rblock = int(config.get("RBLOCK", 1))
-        self.rnumel_divides = int(spec.rnumel) % rblock == 0
+        self.xnumel_divides = _divides(spec.xnumel, int(config["XBLOCK"]))
+        self.rnumel_divides = _divides(spec.rnumel, int(config.get("RBLOCK", 1)))
+        self.size_symbols: set[str] = set()  # size symbols the source uses (arguments)
+
+    def print_index(self, expr: Any) -> str:
+        """``expr`` as kernel code, noting the size symbols it uses (kernel arguments)."""
+        for sym in sympy.sympify(expr).free_symbols:
+            if plugin.is_size_symbol(sym):
+                self.size_symbols.add(sym.name)
+        return print_index(expr)
+
+    @property
+    def size_args(self) -> list[str]:
+        """The size symbols this kernel takes after ``rnumel``, in order."""
+        return sorted(self.size_symbols)
 
     # -- emission helpers ------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -204,11 +226,11 @@ class KernelWriter:
                 kind = max(kind, PER_XR)
             elif sym == X:
                 kind = max(kind, PER_X)
-            else:
+            elif not plugin.is_size_symbol(sym):  # a size is one value for every program
                 kind = max(kind, getattr(self.indirect_vars.get(sym.name), "kind", PER_XR))
         kind = max([kind] + self.mask_kinds)
         ptr = self.arg_for_load(name)
-        text = print_index(expr)
+        text = self.print_index(expr)
         if kind == SCALAR:
             load = f"tl.load({ptr} + ({text}))"
         else:
@@ -230,7 +252,7 @@ class KernelWriter:
                 has_x = True
             elif sym == R:
                 has_r = True
-            else:
+            elif not plugin.is_size_symbol(sym):
                 sym_kind = getattr(self.indirect_vars.get(sym.name), "kind", PER_XR)
                 has_x = has_x or sym_kind >= PER_X
                 has_r = has_r or sym_kind == PER_XR
@@ -248,7 +270,7 @@ class KernelWriter:
     indirect_vars: dict[str, Var]
 
     def indirect(self, value: Var, size: Any) -> sympy.Symbol:
-        v = self.new_var(f"tl.where({value} < 0, {value} + {print_index(size)}, {value})",
+        v = self.new_var(f"tl.where({value} < 0, {value} + {self.print_index(size)}, {value})",
                          value.dtype, value.kind)  # fmt: skip
         self.indirect_vars[str(v)] = v
         return sympy.Symbol(str(v), integer=True)
@@ -258,9 +280,12 @@ class KernelWriter:
 
     def index_expr(self, expr: Any, dtype: torch.dtype) -> Var:
         e = self.spec.simplify(expr)
-        text = print_index(e)
+        text = self.print_index(e)
         if not e.free_symbols:
             return Var(ops_table.constant(int(e), dtype), dtype, SCALAR)
+        if all(plugin.is_size_symbol(s) for s in e.free_symbols):  # a size: one per program
+            size = self.new_var(f"({text}).to(tl.int64)", torch.int64, SCALAR)
+            return self.to_dtype(size, dtype)
         kind = PER_XR if R in e.free_symbols else PER_X
         if not e.has(X) and kind == PER_X:
             kind = PER_XR  # an expression of indirect symbols only
@@ -359,7 +384,7 @@ class KernelWriter:
         buf = self.buffers[name]
         member = self.spec.member(name)
         index_expr = self.spec.simplify(member.store_index)
-        index = print_index(index_expr)
+        index = self.print_index(index_expr)
         ptr = self.out_args.setdefault(name, f"out_ptr{len(self.out_args)}")
         per_r = member.level is Level.PER_XR and self.two_d
         if per_r and R not in index_expr.free_symbols:
@@ -535,8 +560,11 @@ class KernelWriter:
                         self.store(name, value)
         args = list(self.in_args.values()) + list(self.out_args.values())
         names = list(self.in_args) + list(self.out_args)
+        self.print_index(spec.xnumel)  # extents computed from symbols need them passed
+        self.print_index(spec.rnumel)
+        sizes = "".join(f"{s}, " for s in self.size_args)
         header = (
-            f"@triton.jit\ndef {self.name}({', '.join(args)}, xnumel, rnumel, "
+            f"@triton.jit\ndef {self.name}({', '.join(args)}, xnumel, rnumel, {sizes}"
             "XBLOCK: tl.constexpr, RBLOCK: tl.constexpr):\n"
         )
         source = (
@@ -549,10 +577,21 @@ class KernelWriter:
         return source, names
 
 
-def render_spec(spec: KernelSpec, config: dict) -> tuple[str, list[str]]:
-    """Source text of kernel ``spec.name`` and its argument buffer names (inputs, then
-    outputs) for ``spec`` under ``config`` (``heuristics.choose_config``'s keys)."""
-    return KernelWriter(spec, config).render()
+def render_spec(spec: KernelSpec, config: dict) -> tuple[str, list[str], list[str]]:
+    """Source text of kernel ``spec.name``, its argument buffer names (inputs, then
+    outputs) and the size symbols it takes after ``rnumel`` (empty unless
+    ``spec.symbolic``), for ``spec`` under ``config`` (``heuristics.choose_config``'s keys)."""
+    writer = KernelWriter(spec, config)
+    source, names = writer.render()
+    return source, names, writer.size_args
+
+
+def _divides(extent: Any, block: int) -> bool:
+    """True when ``extent`` is a multiple of ``block`` for every value of its symbols."""
+    extent = sympy.sympify(extent)
+    if extent.is_Integer:
+        return int(extent) % block == 0
+    return False
 
 
 def _is_literal(text: str) -> bool:

@@ -16,6 +16,10 @@ from .launcher import _SCRATCH_FIELDS, CubinLauncher, unsupported_reason
 
 MAX_KERNEL_NODES = 40
 MAX_BLOCK_ELEMENTS = 1 << 20  # Triton's limit on the elements of one block
+# Cubin launchers kept per kernel with symbolic sizes: Triton compiles one cubin per
+# integer specialization of its size arguments (== 1, divisible by 16), so sizes that
+# differ there need their own; beyond these, Triton's own launch path runs the call.
+MAX_SYMBOLIC_LAUNCHERS = 4
 log = logging.getLogger("tilefuse")
 
 
@@ -26,23 +30,38 @@ class TritonKernel:
     every call goes through a ``CubinLauncher`` (no per-call JIT dispatch, no C launcher
     build); where that launcher cannot serve the kernel or a call's specialization
     differs from the first's, Triton's own launch path runs it.
+
+    A kernel of a symbolic spec takes the values of ``size_args`` after its tensors
+    (``kernel(*tensors, *sizes)``) and computes its extents and grid from them per call:
+    one source (and one cache entry) serves every size. It keeps up to
+    ``MAX_SYMBOLIC_LAUNCHERS`` launchers, one per specialization its calls had.
     """
 
     def __init__(self, spec: plugin.KernelSpec, source: str, arg_names: list[str],
-                 config: dict[str, Any], cache_salt: str = "") -> None:  # fmt: skip
+                 config: dict[str, Any], cache_salt: str = "",
+                 size_args: list[str] | None = None) -> None:  # fmt: skip
         self.name = spec.name
         self.arg_dtypes = [spec.buffers[a].dtype for a in arg_names]
         self.device = torch.device(spec.device)
         self.source = source
         self.arg_names = arg_names
+        self.size_args = list(size_args or [])
         self.config = config
-        self.xnumel = int(spec.xnumel)
-        self.rnumel = int(spec.rnumel)
-        self.grid = (heuristics.grid(spec, config),)
+        self.kind = spec.kind
+        if self.size_args:
+            self._extents = plugin.size_function([spec.xnumel, spec.rnumel], self.size_args)
+            self._hint_sizes = tuple(spec.hint(_symbol(spec, name)) for name in self.size_args)
+            self.xnumel, self.rnumel = self._extents(*self._hint_sizes)
+        else:
+            self._hint_sizes = ()
+            self.xnumel = int(spec.xnumel)
+            self.rnumel = int(spec.rnumel)
+        self.grid = (heuristics.grid_size(spec.kind, self.xnumel, self.rnumel, config),)
         self.path = plugin.store_source("triton", source, cache_salt)
         self._fn: Any = None
-        self._launcher: CubinLauncher | None = None
-        self._tried_launcher = False
+        self._launchers: list[CubinLauncher] = []
+        # Launchers still to try making: one for static sizes; a few for symbolic ones.
+        self._launcher_budget = MAX_SYMBOLIC_LAUNCHERS if self.size_args else 1
         self._compiled: Any = None  # what build() compiled (a CUDA GPU only)
 
     def load(self) -> None:
@@ -60,20 +79,23 @@ class TritonKernel:
         # the cubin on this kernel's device (a rank of a multi-GPU job uses another one).
         with torch.cuda.device(self.device):
             args = tuple(torch.empty(1, dtype=d, device=self.device) for d in self.arg_dtypes)
-            values = (*args, self.xnumel, self.rnumel, self.config["XBLOCK"], self.config["RBLOCK"])
-            compiled = self._warmup(args)
-            self._tried_launcher = True
-            self._launcher = CubinLauncher.create(compiled, values)
+            values = (*args, self.xnumel, self.rnumel, *self._hint_sizes,
+                      self.config["XBLOCK"], self.config["RBLOCK"])  # fmt: skip
+            compiled = self._warmup((*args, self.xnumel, self.rnumel, *self._hint_sizes),
+                                    self.grid)  # fmt: skip
+            self._add_launcher(compiled, values)
             self._compiled = compiled
 
     def cpp_launch(self) -> plugin.CppLaunch | None:
         """The C++ launch of the built cubin (``plugin.CppLaunch``), or ``None`` where there
         is none: under the interpreter or on a CPU tensor (nothing compiled), or a kernel
         ``CubinLauncher`` cannot serve (``launcher.unsupported_reason``)."""
+        if self.size_args:
+            return None  # its extents and grid are computed per call, in Python
         if self.grid[0] == 0:
             return empty_launch(len(self.arg_names))
         compiled = self._compiled
-        if compiled is None or self._launcher is None or unsupported_reason(compiled):
+        if compiled is None or not self._launchers or unsupported_reason(compiled):
             return None
         metadata = compiled.metadata
         values = (*([None] * len(self.arg_names)), self.xnumel, self.rnumel,
@@ -87,46 +109,71 @@ class TritonKernel:
             grid=self.grid[0],
             num_warps=int(metadata.num_warps),
             shared=int(metadata.shared),
-            device=self._launcher.device,
+            device=self._launchers[0].device,
             scratch_params=sum(hasattr(metadata, f) for f in _SCRATCH_FIELDS),
         )
 
-    def _warmup(self, args: tuple[Any, ...]) -> Any:
+    def _warmup(self, scalars: tuple[Any, ...], grid: tuple[int, ...]) -> Any:
+        """Compile for ``scalars`` (tensors, extents, sizes) without launching."""
         return self._fn.warmup(
-            *args, self.xnumel, self.rnumel, grid=self.grid,
+            *scalars, grid=grid,
             XBLOCK=self.config["XBLOCK"], RBLOCK=self.config["RBLOCK"],
             num_warps=self.config["num_warps"],
         )  # fmt: skip
 
     def __call__(self, *args: Any) -> None:
-        if self.grid[0] == 0:
+        if self.size_args:
+            n = len(self.arg_names)
+            sizes = args[n:]
+            xnumel, rnumel = self._extents(*sizes)
+            grid = (heuristics.grid_size(self.kind, xnumel, rnumel, self.config),)
+            positional = (*args[:n], xnumel, rnumel, *sizes)
+        else:
+            grid = self.grid
+            positional = (*args, self.xnumel, self.rnumel)
+        if grid[0] == 0:
             return
-        values = (*args, self.xnumel, self.rnumel, self.config["XBLOCK"], self.config["RBLOCK"])
-        launcher = self._launcher
-        if launcher is not None and launcher(self.grid, _raw_stream(args), values):
-            return
+        values = (*positional, self.config["XBLOCK"], self.config["RBLOCK"])
+        for launcher in self._launchers:
+            if launcher(grid, _raw_stream(args), values):
+                return
         if self._fn is None:
             self.load()
-        if not self._tried_launcher:
-            self._tried_launcher = True
-            if self._make_launcher(args, values):
-                return
-        self._fn[self.grid](
-            *args, self.xnumel, self.rnumel,
+        if self._launcher_budget > 0 and self._make_launcher(positional, values, grid):
+            return
+        self._fn[grid](
+            *positional,
             XBLOCK=self.config["XBLOCK"], RBLOCK=self.config["RBLOCK"],
             num_warps=self.config["num_warps"],
         )  # fmt: skip
 
-    def _make_launcher(self, args: tuple[Any, ...], values: tuple[Any, ...]) -> bool:
+    def _make_launcher(
+        self, positional: tuple[Any, ...], values: tuple[Any, ...], grid: tuple[int, ...]
+    ) -> bool:
         """Compile without launching and launch through a ``CubinLauncher``; ``False`` when
         this kernel is not one it can serve (the interpreter, a CPU tensor, ROCm...)."""
-        if plugin.triton_interpreted() or not hasattr(self._fn, "warmup"):
+        first = positional[0] if positional else None
+        if (
+            plugin.triton_interpreted()
+            or not hasattr(self._fn, "warmup")
+            or getattr(first, "device", None) is None
+            or first.device.type != "cuda"
+        ):
+            self._launcher_budget = 0
             return False
-        if not args or getattr(args[0], "device", None) is None or args[0].device.type != "cuda":
-            return False
-        compiled = self._warmup(args)
-        self._launcher = CubinLauncher.create(compiled, values)
-        return self._launcher is not None and self._launcher(self.grid, _raw_stream(args), values)
+        launcher = self._add_launcher(self._warmup(positional, grid), values)
+        return launcher is not None and launcher(grid, _raw_stream(positional), values)
+
+    def _add_launcher(self, compiled: Any, values: tuple[Any, ...]) -> CubinLauncher | None:
+        """A launcher for ``compiled`` as called with ``values``, kept for later calls;
+        ``None`` (and no more attempts) when it cannot have one."""
+        self._launcher_budget -= 1
+        launcher = CubinLauncher.create(compiled, values)
+        if launcher is None:
+            self._launcher_budget = 0
+        else:
+            self._launchers.append(launcher)
+        return launcher
 
 
 def _raw_stream(args: tuple[Any, ...]) -> int:
@@ -179,8 +226,16 @@ class TritonScheduling:
                     # pairing assumed the heuristic's square tile grid: new tiles void it
                     tiles_changed = {"XBLOCK", "RBLOCK"} & set(override)
                     config["paired"] = config.get("paired") and not tiles_changed
-        source, args = render_spec(spec, config)
-        return TritonKernel(spec, source, args, config, self.context.cache_salt())
+        source, args, size_args = render_spec(spec, config)
+        return TritonKernel(spec, source, args, config, self.context.cache_salt(), size_args)
+
+
+def _symbol(spec: plugin.KernelSpec, name: str) -> Any:
+    """The size symbol called ``name`` among ``spec``'s hints."""
+    for sym in spec.size_hints:
+        if sym.name == name:
+            return sym
+    raise KeyError(f"{spec.name}: no size hint for {name}")
 
 
 __all__ = ["TritonKernel", "TritonScheduling", "torch"]

@@ -44,6 +44,10 @@ OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, bool) or v == "auto",
         "True, False or 'auto' (as TILEFUSE_CHANNELS_LAST)",
     ),
+    "dynamic_sizes": (
+        lambda v: isinstance(v, bool),
+        "True or False (as TILEFUSE_DYNAMIC_SIZES)",
+    ),
     "max_specializations": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
         "a positive integer (as TILEFUSE_MAX_SPECIALIZATIONS)",

@@ -10,6 +10,7 @@
 | ``TILEFUSE_STRICT`` | ``1``/``true``/``yes``/``on``: raise instead of falling back to eager |
 | ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``quick``, ``max`` or ``replay`` |
 | ``TILEFUSE_MAX_SPECIALIZATIONS`` | shape variants kept per dynamic-shape graph (LRU, default 16) |
+| ``TILEFUSE_DYNAMIC_SIZES`` | ``0``/``off``: compile dynamic-shape graphs per shape (default on) |
 | ``TILEFUSE_CPP_WRAPPER`` | ``1``/``true``/``yes``/``on``: the wrapper in C++ (experimental) |
 | ``TILEFUSE_CUDA_GRAPHS`` | ``1``/``true``/``yes``/``on``: replay compiled graphs as CUDA graphs |
 | ``TILEFUSE_CHANNELS_LAST`` | ``auto`` (default), on or off: convolution graphs laid out NHWC |
@@ -36,7 +37,8 @@ _overrides: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 @contextlib.contextmanager
 def overrides(settings: Mapping[str, Any]) -> Iterator[None]:
     """Apply per-compile ``settings`` (keys: ``strict``, ``debug_dir``, ``autotune``,
-    ``max_specializations``, ``cpp_wrapper``, ``cuda_graphs``, ``channels_last``)."""
+    ``max_specializations``, ``cpp_wrapper``, ``cuda_graphs``, ``channels_last``,
+    ``dynamic_sizes``)."""
     token = _overrides.set({**_overrides.get(), **settings})
     try:
         yield
@@ -158,6 +160,18 @@ def channels_last() -> str:
     if raw in ("", "auto"):
         return "auto"
     return "on" if env_flag("TILEFUSE_CHANNELS_LAST") else "off"
+
+
+def dynamic_sizes() -> bool:
+    """Compile a graph with symbolic sizes once for every size (``TILEFUSE_DYNAMIC_SIZES``
+    or option ``dynamic_sizes``; default on); off, it is compiled per concrete shape.
+    Raises ``TilefuseError`` naming the variable when it is not a boolean."""
+    override = _overrides.get().get("dynamic_sizes")
+    if override is not None:
+        return bool(override)
+    if not os.environ.get("TILEFUSE_DYNAMIC_SIZES", "").strip():
+        return True
+    return env_flag("TILEFUSE_DYNAMIC_SIZES")
 
 
 AUTOTUNE_MODES = ("off", "default", "quick", "max", "replay")

@@ -24,6 +24,8 @@ STANDARD = (
     "remote_rejected",  # remote values that failed verification (also counted as misses)
     "remote_stores",  # values published to the remote cache
     "remote_errors",  # remote cache failures (unreachable, slow, refused): it is turned off
+    "graphs_compiled_symbolic",  # of graphs_compiled: once for every size (symbolic sizes)
+    "symbolic_fallbacks",  # symbolic-size graphs that could not be, and are specialized
     "specializations_compiled",  # shape-specialized variants compiled for symbolic-size graphs
     "specializations_evicted",  # such variants dropped (LRU, TILEFUSE_MAX_SPECIALIZATIONS)
     "cpp_wrappers",  # graphs run by a built C++ wrapper (option cpp_wrapper)

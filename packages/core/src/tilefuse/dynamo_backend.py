@@ -5,18 +5,27 @@ AOTAutograd with tilefuse's decomposition table splits forward and backward;
 each half is compiled by ``tilefuse.pipeline.compile_graph``, which also builds every
 kernel. A graph that cannot be compiled, or whose compiled form fails on its first
 call, runs eagerly from then on with one warning naming the error, never a crash
-(``TILEFUSE_STRICT=1`` or ``options={"strict": True}`` raises instead). Graphs with
-symbolic sizes are specialized: compiled once per distinct concrete input signature,
-keeping at most ``TILEFUSE_MAX_SPECIALIZATIONS`` variants per graph (least recently
-used dropped first; see ``_Specializer``). With ``mode="reduce-overhead"`` (or option
-``cuda_graphs`` / ``TILEFUSE_CUDA_GRAPHS``) each compiled graph is replayed as a CUDA
-graph (``tilefuse.cuda_graphs``); a graph that runs eagerly runs without one, counted in
-``cuda_graph_fallbacks`` with one warning.
+(``TILEFUSE_STRICT=1`` or ``options={"strict": True}`` raises instead).
+
+Graphs with symbolic sizes (Dynamo's dynamic shapes) are compiled once for every size:
+AOTAutograd traces them with the symbolic example inputs and ``compile_graph`` keeps the
+sizes symbolic (``graphs_compiled_symbolic`` in ``tilefuse.stats()``). Where that cannot
+be done (``SymbolicUnsupported``, or any other failure of the symbolic compile), or with
+``TILEFUSE_DYNAMIC_SIZES=0`` / ``options={"dynamic_sizes": False}``, the graph is
+specialized as before: compiled once per distinct concrete input signature, keeping at
+most ``TILEFUSE_MAX_SPECIALIZATIONS`` variants per graph (least recently used dropped
+first; see ``_Specializer``), and its report says why (``symbolic_fallbacks`` counts
+them). A backward graph that fails symbolically after its forward compiled is
+specialized on its own (``_GraphSpecializer``). With ``mode="reduce-overhead"``
+(or option ``cuda_graphs`` / ``TILEFUSE_CUDA_GRAPHS``) each compiled graph is replayed as a
+CUDA graph (``tilefuse.cuda_graphs``); a graph that runs eagerly runs without one, counted
+in ``cuda_graph_fallbacks`` with one warning.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import logging
 import threading
@@ -26,6 +35,7 @@ from typing import Any
 
 import torch
 from torch._dynamo.backends.common import aot_autograd
+from torch._dynamo.exc import RestartAnalysis
 from torch._functorch.aot_autograd import make_boxed_func
 
 from . import compile_options, config, counters, cuda_graphs, plugin
@@ -94,6 +104,9 @@ class _EagerAfterFirstFailure:
     """A compiled graph whose first call, if it raises, reruns the graph eagerly and
     keeps running it eagerly from then on (strict mode re-raises instead).
 
+    With ``fallback`` (a graph compiled for every size), a failed first call runs the
+    graph through ``fallback(why)`` instead of eagerly: it is then specialized per shape.
+
     The first call keeps its own copy of the argument list, because the wrapper
     empties the one it is given to free inputs early. A failure part-way through the
     first call is not undone: an input the compiled graph already updated in place, or
@@ -107,16 +120,19 @@ class _EagerAfterFirstFailure:
         gm: torch.fx.GraphModule,
         strict: bool,
         output_strides: Sequence[tuple[int, ...] | None] | None = None,
+        fallback: Callable[[str], Callable] | None = None,
     ) -> None:
         """``output_strides``: the strides the compiled graph reported for its outputs,
         which an eager rerun must return too (the backward graph was compiled for them);
-        ``None`` where they are eager's."""
+        ``None`` where they are eager's. ``fallback(why)``: what runs instead when the first
+        call fails (a symbolic graph is specialized); ``None``: eager."""
         # Takes the argument list, as AOTAutograd calls it. An instance attribute: the
         # wrappers torch puts around a backward function copy only the instance's dict.
         self._boxed_call = True
         self.run: Callable = compiled
         self.gm = gm
         self.strict = strict
+        self.fallback = fallback
         self.first = True
         self.running_eagerly = False
         self.output_strides = output_strides
@@ -131,13 +147,17 @@ class _EagerAfterFirstFailure:
         except Exception as exc:
             if self.strict:
                 raise
+            log.debug("tilefuse: first-call failure", exc_info=True)
+            self.first = False
+            if self.fallback is not None:
+                why = f"its symbolic-size kernels failed on the first call ({_describe(exc)})"
+                self.run = self.fallback(why)
+                return self.run(saved)
             _warn_once(f"a compiled graph failed on its first call ({_describe(exc)}); "
                        "running it eagerly from now on")  # fmt: skip
-            log.debug("tilefuse: first-call failure", exc_info=True)
             self.run = _eager(self.gm)
             if self.output_strides is not None:
                 self.run = _restrided(self.run, self.output_strides)
-            self.first = False
             self.running_eagerly = True
             return self.run(saved)
         self.first = False
@@ -147,10 +167,20 @@ class _EagerAfterFirstFailure:
         return out
 
 
-def _inner_compiler(settings: Mapping[str, Any], note: str = "") -> Callable:
+class _SymbolicFailed(Exception):
+    """The forward graph could not be compiled for every size (``str()``: why)."""
+
+
+def _inner_compiler(
+    settings: Mapping[str, Any], note: str = "", symbolic: bool = False, stage: str = "forward"
+) -> Callable:
     """The AOTAutograd forward/backward compiler, applying this compile's ``settings``
     (the backward graph compiles later, at the first backward call). A non-empty
-    ``note`` becomes the ``specialization`` line of each graph's report."""
+    ``note`` becomes the ``specialization`` line of each graph's report.
+
+    With ``symbolic``, the example inputs have symbolic sizes and any failure to compile
+    is not final: the forward raises ``_SymbolicFailed`` (the Dynamo graph is then
+    specialized) and the backward returns a ``_GraphSpecializer``."""
 
     def inner(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
         from .pipeline import compile_graph
@@ -162,6 +192,11 @@ def _inner_compiler(settings: Mapping[str, Any], note: str = "") -> Callable:
             try:
                 compiled = compile_graph(gm, example_inputs, free)
             except Exception as exc:
+                if symbolic:
+                    log.debug("tilefuse: symbolic compile failure", exc_info=True)
+                    if stage == "forward":
+                        raise _SymbolicFailed(_describe(exc)) from exc
+                    return _GraphSpecializer(gm, settings, _describe(exc))
                 if strict:
                     raise
                 _warn_once(f"could not compile a graph ({_describe(exc)}); running it eagerly")
@@ -175,9 +210,16 @@ def _inner_compiler(settings: Mapping[str, Any], note: str = "") -> Callable:
             report.specialization = note
         counters.bump("graphs_compiled")
         strides = getattr(compiled, "output_strides", None)
-        if reported is not None and strides is not None:
+        if reported is not None and strides is not None and not symbolic:
+            # (a symbolic graph keeps eager's layout: nothing to report)
             reported.extend(strides)
-        run = _EagerAfterFirstFailure(compiled, gm, strict, strides if free else None)
+        fallback: Callable[[str], Callable] | None = None
+        if symbolic and report is not None and report.specialization.startswith("none"):
+            counters.bump("graphs_compiled_symbolic")
+            fallback = functools.partial(_GraphSpecializer, gm, settings)
+        run = _EagerAfterFirstFailure(
+            compiled, gm, strict, strides if free else None, fallback=fallback
+        )
         if graphs:
             return cuda_graphs.wrap(run, gm, example_inputs, strict, _warn_once)
         return run
@@ -235,12 +277,91 @@ def _aot(
     example_inputs: Sequence[Any],
     settings: Mapping[str, Any],
     note: str = "",
+    symbolic: bool = False,
 ) -> Callable:
-    compiler = _inner_compiler(settings, note)
     backend = aot_autograd(
-        fw_compiler=compiler, bw_compiler=compiler, decompositions=decomposition_table()
+        fw_compiler=_inner_compiler(settings, note, symbolic, "forward"),
+        bw_compiler=_inner_compiler(settings, note, symbolic, "backward"),
+        decompositions=decomposition_table(),
     )
     return backend(gm, example_inputs)
+
+
+def _signature(args: Sequence[Any]) -> tuple:
+    return tuple(
+        (tuple(a.shape), a.stride(), a.dtype, a.device, a.requires_grad)
+        if isinstance(a, torch.Tensor)
+        else a
+        for a in args
+    )
+
+
+class _GraphSpecializer:
+    """An AOTAutograd graph (a backward, whose forward compiled for every size; or one
+    whose symbolic compile failed on its first call) that could not be compiled for every
+    size: compiled per concrete input signature instead, by tracing it again with each
+    signature's inputs (``make_fx``, fake tensors).
+
+    Called boxed, as AOTAutograd calls compiled graphs. Keeps at most
+    ``config.max_specializations()`` variants (LRU; ``specializations_evicted``). A
+    variant that cannot be traced or compiled runs the graph eagerly (counted in
+    ``graphs_fallen_back``; strict mode raises).
+    """
+
+    def __init__(self, gm: torch.fx.GraphModule, settings: Mapping[str, Any], why: str) -> None:
+        self._boxed_call = True
+        self.gm = gm
+        self.settings = settings
+        self.why = why
+        with config.overrides(settings):
+            self.limit = config.max_specializations()
+        self.compiled: OrderedDict[tuple, Callable] = OrderedDict()
+        self._lock = threading.Lock()
+        counters.bump("symbolic_fallbacks")
+        log.info("tilefuse: a backward graph is specialized per shape: %s", why)
+
+    def __call__(self, args: list[Any]) -> Any:
+        key = _signature(args)
+        with self._lock:
+            fn = self.compiled.get(key)
+            if fn is not None:
+                self.compiled.move_to_end(key)
+        if fn is None:
+            fn = self._specialize(args)
+            with self._lock:
+                self.compiled[key] = fn
+                evicted = 0
+                while len(self.compiled) > self.limit:
+                    self.compiled.popitem(last=False)
+                    evicted += 1
+            if evicted:
+                counters.bump("specializations_evicted", evicted)
+        return fn(args)
+
+    def _specialize(self, args: Sequence[Any]) -> Callable:
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        from .pipeline import compile_graph
+
+        shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
+        note = (
+            f"specialized for input shapes {shapes}: tilefuse could not compile this "
+            f"backward graph for every size ({self.why})"
+        )
+        with config.overrides(self.settings):
+            strict = config.strict()
+            try:
+                traced = make_fx(self.gm, tracing_mode="fake")(*args)
+                compiled = compile_graph(traced, list(args))
+            except Exception as exc:
+                if strict:
+                    raise
+                _warn_once(f"could not specialize a graph ({_describe(exc)}); running it eagerly")
+                log.debug("tilefuse: specialization failure", exc_info=True)
+                return _eager(self.gm)
+        compiled.report.specialization = note
+        counters.bump("specializations_compiled")
+        return _EagerAfterFirstFailure(compiled, self.gm, strict)
 
 
 _specialized_graph_ids = itertools.count()
@@ -269,11 +390,13 @@ class _Specializer:
         settings: Mapping[str, Any],
         limit: int,
         symbols: Sequence[str] = (),
+        why: str = "",
     ) -> None:
         self.gm = gm
         self.settings = settings
         self.limit = limit
         self.symbols = list(symbols)
+        self.why = why  # why it was not compiled once for every size
         self.graph_id = next(_specialized_graph_ids)
         self.variants_compiled = 0  # for this graph, evicted ones included
         self.compiled: OrderedDict[tuple, Callable] = OrderedDict()
@@ -320,12 +443,7 @@ class _Specializer:
             args[i].item() if isinstance(args[i], torch.Tensor) and args[i].dim() == 0 else None
             for i in self._scalar_inputs()
         )
-        key = baked + tuple(
-            (tuple(a.shape), a.stride(), a.dtype, a.device, a.requires_grad)
-            if isinstance(a, torch.Tensor)
-            else a
-            for a in args
-        )
+        key = baked + _signature(args)
         with self._lock:
             fn = self.compiled.get(key)
             if fn is not None:
@@ -342,11 +460,12 @@ class _Specializer:
             live = min(len(self.compiled) + 1, self.limit)
         shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
         names = ", ".join(self.symbols) or "unnamed"
+        why = self.why or "symbolic sizes are turned off (TILEFUSE_DYNAMIC_SIZES)"
         note = (
             f"specialized for input shapes {shapes}: its Dynamo graph (dynamic-shape graph "
             f"#{self.graph_id}) has symbolic sizes ({names}), which tilefuse compiles per "
-            f"concrete shape; variant {number} compiled for it, {live} kept of at most "
-            f"{self.limit} (TILEFUSE_MAX_SPECIALIZATIONS)"
+            f"concrete shape here because {why}; variant {number} compiled for it, {live} "
+            f"kept of at most {self.limit} (TILEFUSE_MAX_SPECIALIZATIONS)"
         )
         if number == 1:
             log.info(
@@ -384,6 +503,17 @@ class _Specializer:
                 "TILEFUSE_MAX_SPECIALIZATIONS or options={'max_specializations': N} to keep more)"
             )
         return fn
+
+
+def _symbolic_failure(exc: BaseException) -> str:
+    """Why the symbolic compile failed: the ``_SymbolicFailed`` message in ``exc``'s chain,
+    else ``exc`` itself (AOTAutograd could not trace it symbolically)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _SymbolicFailed):
+            return f"it could not be compiled for every size ({seen})"
+        seen = seen.__cause__ or seen.__context__
+    return f"it could not be traced for every size ({_describe(exc)})"
 
 
 def tilefuse_backend(
@@ -424,9 +554,23 @@ def tilefuse_backend(
             counters.bump("graphs_fallen_back")
             return gm.forward
     if _is_symbolic(example_inputs):
-        return _Specializer(gm, settings, limit, _symbol_names(example_inputs))
+        with config.overrides(settings):
+            dynamic = config.dynamic_sizes()
+        why = ""
+        if dynamic:
+            try:
+                return _aot(gm, example_inputs, settings, symbolic=True)
+            except RestartAnalysis:
+                raise  # Dynamo's own control flow (it traces the frame again)
+            except Exception as exc:
+                why = _symbolic_failure(exc)
+                counters.bump("symbolic_fallbacks")
+                log.info("tilefuse: a dynamic-shape graph is specialized per shape: %s", why)
+        return _Specializer(gm, settings, limit, _symbol_names(example_inputs), why)
     try:
         return _aot(gm, example_inputs, settings)
+    except RestartAnalysis:
+        raise  # Dynamo's own control flow (it traces the frame again)
     except Exception as exc:  # AOTAutograd refused the graph (e.g. it cannot functionalize)
         with config.overrides(settings):
             if config.strict():

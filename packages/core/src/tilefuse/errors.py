@@ -55,3 +55,12 @@ class ChoiceFailed(TilefuseError):
 
 class CacheError(TilefuseError):
     """A cache directory is unusable (not writable, not a directory...)."""
+
+
+class SymbolicUnsupported(TilefuseError):
+    """A graph with symbolic sizes cannot be compiled once for every size; ``str()`` says
+    which step could not handle a symbol and why.
+
+    It is not a user-facing failure: the graph is then specialized, compiled once per
+    concrete input shape as before, and its report says why.
+    """

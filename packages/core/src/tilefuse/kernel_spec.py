@@ -17,6 +17,15 @@ A ``KernelSpec`` describes a fused group in a fixed iteration space
 - ``buffers`` describes every buffer the kernel reads or writes (dtype, sizes,
   strides, offset, device).
 
+Sizes may be symbolic (a graph compiled once for every batch size, say): ``xnumel``,
+``rnumel``, buffer sizes, strides and indices are then expressions over size symbols
+(``s0``, ``s1``...: positive integers, never 0 or 1), and ``size_hints`` gives each
+symbol's example value. Such a kernel must be correct for every value: its extents and
+the symbols it prints are arguments, not constants; the hints serve heuristics only
+(block sizes). A kernel object lists the symbols it takes, in order, in ``size_args``
+(``tilefuse.plugin.Kernel``). A backend that cannot render a symbolic spec raises (the
+graph is then compiled per shape instead).
+
 Everything here is plain data, sympy expressions and torch dtypes: nothing from
 tilefuse's scheduler or codegen. ``KERNEL_SPEC_VERSION`` changes when the meaning
 of any field does.
@@ -28,6 +37,7 @@ import enum
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import sympy
@@ -104,6 +114,20 @@ class KernelSpec:
     stores: tuple[str, ...]
     buffers: Mapping[str, BufferSpec]
     version: int = KERNEL_SPEC_VERSION
+    size_hints: Mapping[Any, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def symbolic(self) -> bool:
+        """True when some size of this kernel is a symbol (see the module docstring)."""
+        return bool(self.size_hints)
+
+    def hint(self, expr: Any) -> int:
+        """``expr`` (a size) at the size hints: for heuristics, never for correctness.
+        ``KeyError`` for a symbol without a hint."""
+        expr = sympy.sympify(expr)
+        if expr.is_Integer:
+            return int(expr)
+        return int(expr.subs({s: self.size_hints[s] for s in expr.free_symbols}))
 
     @property
     def names(self) -> list[str]:

@@ -13,6 +13,13 @@ and returns a ``CompiledGraph`` whose ``report`` (a ``GraphReport``) says what e
 decided. The report is also handed to the active ``report.collect_reports()`` blocks
 and written to ``TILEFUSE_DEBUG_DIR`` when that is set. Stages import only earlier
 ones; this module is the only place that sees them all.
+
+With symbolic example inputs (fake tensors whose sizes are ``torch.SymInt``), the graph
+is compiled once for every size (``LoweredGraph.symbolic``): kernels take sizes as
+arguments, GEMM templates run as eager torch calls on each call's tensors, and the
+Python wrapper binds the sizes per call (the C++ wrapper is not used). A step that cannot handle a
+symbol raises ``SymbolicUnsupported``, and so does a compile that would add a shape
+guard (asking torch for a symbolic size's value): the caller then specializes.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from . import counters
 from .backend_selection import active_policy
 from .codegen.cpp_build import select_wrapper
 from .codegen.kernels import Schedulings, build_kernels, capability_of
-from .codegen.templates import TemplateKernel, accepts_epilogue, select_template
+from .codegen.templates import TemplateKernel, accepts_epilogue, eager_template, select_template
 from .codegen.wrapper import write_wrapper
+from .errors import SymbolicUnsupported
 from .frontend import lowerings  # noqa: F401  (registers every lowering)
 from .frontend.lowering import GraphLowering
 from .ir.nodes import Buffer
@@ -73,7 +81,9 @@ def compile_graph(
     lets other errors propagate to the caller (which falls back to eager).
     """
     graph_id = next(_graph_ids)
+    guards_before = _guard_count(example_inputs)
     graph = GraphLowering(gm, example_inputs, free_outputs).run()
+    hints = graph.size_hints
     buffers = graph.buffers_by_name()
     policy = active_policy()
     schedulings = Schedulings(policy)
@@ -88,7 +98,11 @@ def compile_graph(
     template_externs = 0
     for i, step in enumerate(schedule.steps):
         if isinstance(step, TemplateStep):
-            template = select_template(step, f"tf_gemm_{i}")
+            if graph.symbolic:
+                why = "symbolic sizes: eager torch on each call's tensors"
+                template = eager_template(step, f"tf_gemm_{i}", why)
+            else:
+                template = select_template(step, f"tf_gemm_{i}")
             kernels[i] = template
             if template.extern_reason is not None:  # no selector took it: an eager call
                 template_externs += 1
@@ -99,11 +113,21 @@ def compile_graph(
         elif isinstance(step, FusedGroup):
             backend_name, scheduling = schedulings.for_device(step.device, capability_of(step))
             name = f"tf_{step.kind().value.replace('-', '_')}_{i}"  # unique: i is the step's index
-            kernel = scheduling.codegen(kernel_spec(step, buffers, name))
+            kernel = scheduling.codegen(kernel_spec(step, buffers, name, hints))
+            if graph.symbolic and not hasattr(kernel, "size_args"):
+                # A backend that predates symbolic sizes may have baked a size in.
+                raise SymbolicUnsupported(
+                    f"backend {backend_name} rendered {name} without size_args (it does "
+                    "not declare that its kernels take symbolic sizes)"
+                )
             kernels[i] = kernel
             report.kernels.append(_group_report(step, kernel, backend_name))
     wrapper = write_wrapper(schedule, kernels)
     report.wrapper = wrapper.source
+    if graph.symbolic:
+        _check_no_new_guards(example_inputs, guards_before)
+        names = ", ".join(sorted(str(s) for s in hints))
+        report.specialization = f"none: compiled once for every value of {names}"
     write_debug(graph_id, gm, schedule, report)
     build_kernels(list(kernels.values()), origins_of={k.name: k.origins for k in report.kernels})
     publish(report)
@@ -113,11 +137,39 @@ def compile_graph(
     templates = sum(isinstance(s, TemplateStep) for s in schedule.steps) - template_externs
     counters.bump("templates", templates)
     call = select_wrapper(schedule, kernels, wrapper.build(), report)
-    strides = [
-        tuple(int(s) for s in o.layout.stride) if isinstance(o, Buffer) else None
-        for o in graph.outputs
-    ]
-    return CompiledGraph(call, report, strides)
+    return CompiledGraph(call, report, [_concrete_strides(o) for o in graph.outputs])
+
+
+def _concrete_strides(output: Any) -> tuple[int, ...] | None:
+    """An output buffer's strides as integers; ``None`` for a non-buffer or symbolic ones."""
+    if not isinstance(output, Buffer) or not all(s.is_Integer for s in output.layout.stride):
+        return None
+    return tuple(int(s) for s in output.layout.stride)
+
+
+def _shape_env(example_inputs: Sequence[Any]) -> Any:
+    for x in example_inputs:
+        sizes = x.shape if isinstance(x, torch.Tensor) else (x,)
+        for s in sizes:
+            node = getattr(s, "node", None)
+            if node is not None and getattr(node, "shape_env", None) is not None:
+                return node.shape_env
+    return None
+
+
+def _guard_count(example_inputs: Sequence[Any]) -> int:
+    env = _shape_env(example_inputs)
+    return len(env.guards) if env is not None else 0
+
+
+def _check_no_new_guards(example_inputs: Sequence[Any], before: int) -> None:
+    """Raise ``SymbolicUnsupported`` when compiling asked torch for a symbolic size's
+    value: the result would be valid only where the new guard holds."""
+    env = _shape_env(example_inputs)
+    if env is None or len(env.guards) == before:
+        return
+    added = "; ".join(str(g.expr) for g in env.guards[before:][:3])
+    raise SymbolicUnsupported(f"compiling it specialized a size ({added})")
 
 
 def _template_report(

@@ -51,6 +51,11 @@ API versions
     (or a template ``Choice``) may have ``cpp_launch() -> CppLaunch | None``, the C++
     that launches it without Python, used by the experimental C++ wrapper
     (``cpp_wrapper``). A graph with a kernel that has none runs the Python wrapper.
+
+    Added later in version 2, optional: symbolic sizes. ``KernelSpec.size_hints`` (empty
+    for static sizes) and ``Kernel.size_args``; helpers ``is_size_symbol`` and
+    ``size_function``. A backend that ignores them fails on a symbolic spec, and the
+    graph is compiled per shape as before.
 1
     The first published surface: backends were handed core's scheduler objects.
 """
@@ -191,6 +196,10 @@ class Kernel(Protocol):
     to the debug directory), and calling the kernel with the buffers listed in
     ``arg_names`` (torch tensors) plus the integer sizes in ``size_args``
     runs it on the current stream.
+
+    ``size_args`` (optional; none when absent) names the size symbols of a symbolic
+    ``KernelSpec`` that the kernel takes after its tensors, in order (see
+    ``tilefuse.kernel_spec``): the wrapper passes their values for each call.
 
     Optional: ``cpp_launch() -> CppLaunch | None``, the C++ that launches the built
     kernel without Python (the C++ wrapper; see ``CppLaunch``).
@@ -619,6 +628,8 @@ _HELPERS = {
     "FloorDiv": ("tilefuse.ir.index", "FloorDiv"),
     "ModularIndexing": ("tilefuse.ir.index", "ModularIndexing"),
     "stride_of": ("tilefuse.ir.index", "stride_of"),
+    "is_size_symbol": ("tilefuse.ir.index", "is_size_symbol"),
+    "size_function": ("tilefuse.ir.symbolic", "size_function"),
     "atomic_write": ("tilefuse.codegen.kernel_cache", "atomic_write"),
     "build_artifact": ("tilefuse.codegen.kernel_cache", "build_artifact"),
     "has_artifact": ("tilefuse.codegen.kernel_cache", "has_artifact"),

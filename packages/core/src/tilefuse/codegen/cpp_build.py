@@ -6,6 +6,7 @@ wrapper's ``call`` untouched. With it on it generates the C++ wrapper
 (``cpp_wrapper.write_cpp_wrapper``), builds it and returns a ``CppWrapperCall``; where
 that cannot be done the graph keeps the Python wrapper and one warning says why:
 
+- a graph with symbolic sizes (``LoweredGraph.symbolic``): one warning;
 - something the C++ wrapper does not write (``CppUnsupported``: an extern op outside
   ``cpp_externs.CPP_EXTERNS``, a kernel whose backend gives no ``cpp_launch``, which is
   every Triton kernel under the interpreter...): a warning naming it, never an error;
@@ -208,6 +209,11 @@ def select_wrapper(schedule: Schedule, kernels: dict[int, Any], python_call: Cal
     strict mode.
     """
     if not config.cpp_wrapper():
+        return python_call
+    if schedule.graph.symbolic:
+        counters.bump("cpp_wrapper_fallbacks")
+        warn_once("cpp_wrapper: a graph with symbolic sizes runs the Python wrapper (the C++ "
+                  "wrapper is written for static sizes)")  # fmt: skip
         return python_call
     try:
         wrapper = write_cpp_wrapper(schedule, kernels)

@@ -20,7 +20,7 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from .. import config, plugin
 from ..backend_selection import candidate_backends, template_selector
-from ..errors import PluginError
+from ..errors import PluginError, SymbolicUnsupported
 from ..scheduler import TemplateStep
 
 log = logging.getLogger("tilefuse")
@@ -94,6 +94,18 @@ def accepts_epilogue(
         raise PluginError(problem + "; fix or uninstall the selector's distribution")
     log.warning("tilefuse: %s", problem)
     return plugin.Verdict.no(problem)
+
+
+def eager_template(step: TemplateStep, name: str, why: str) -> TemplateKernel:
+    """``step`` run by eager torch (``plugin.ExternChoice``) for reason ``why``: the kernel
+    of a template whose sizes are symbolic, called by the wrapper with the tensors of each
+    call (a fused epilogue cannot be taken there: ``SymbolicUnsupported``)."""
+    if step.epilogue is not None:
+        raise SymbolicUnsupported(f"a {step.op} with a fused epilogue has symbolic sizes")
+    label = f"extern/torch.{step.op}"
+    epilogue = plugin.Epilogue((), (), plugin.dtype_name(step.output.buffer.dtype))
+    choice = plugin.ExternChoice(step.op, epilogue)
+    return TemplateKernel(name, choice, label, f"{step.op}: {why}", f"# {label}\n", why)
 
 
 def select_template(step: TemplateStep, name: str) -> TemplateKernel:

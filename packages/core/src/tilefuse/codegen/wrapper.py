@@ -4,6 +4,13 @@ Memory plan as rendered here: fused-away buffers never appear; a buffer is
 deleted right after its last use; a freed kernel-output buffer is handed to the
 next allocation with the same device, dtype, sizes and strides; graph inputs and
 outputs are never reused.
+
+Symbolic sizes: the Python wrapper of a graph compiled for every size first binds each
+size symbol (``s0 = arg0.shape[0]``, or a ``SymInt`` argument) and checks that every
+other input size and stride has the value its expression gives (Dynamo's guards make
+that so; a mismatch raises ``CompileError`` instead of computing garbage). Buffer sizes,
+strides, views and extern arguments are then Python expressions over the symbols,
+evaluated per call, and each kernel is passed the values of its ``size_args``.
 """
 
 from __future__ import annotations
@@ -11,10 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import sympy
 import torch
 
-from ..errors import CompileError
+from ..errors import CompileError, SymbolicUnsupported
 from ..ir.nodes import Buffer, View
+from ..ir.symbolic import python_expr
 from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep
 
 
@@ -59,9 +68,19 @@ def _ensure_layout(
 
 
 def _key(buf: Buffer) -> tuple:
+    """What two buffers must share to share memory (sizes as expressions: equal for
+    every value of the size symbols)."""
     lay = buf.layout
-    return (str(lay.device), lay.dtype, tuple(int(s) for s in lay.size),
-            tuple(int(s) for s in lay.stride))  # fmt: skip
+    return (str(lay.device), lay.dtype, tuple(sympy.expand(s) for s in lay.size),
+            tuple(sympy.expand(s) for s in lay.stride))  # fmt: skip
+
+
+def _inconsistent_sizes(what: str, actual: Any, expected: Any) -> None:
+    raise CompileError(
+        f"{what} is {actual} where the graph's symbolic sizes give {expected}: the inputs do "
+        "not have the shapes this graph was compiled for (a missing guard). Please report "
+        "it; run this code with options={'dynamic_sizes': False} meanwhile."
+    )
 
 
 class WrapperPlan:
@@ -172,10 +191,61 @@ class WrapperWriter(WrapperPlan):
             "empty_strided": torch.empty_strided,
             "device": torch.device,
             "_ensure_layout": _ensure_layout,
+            "_inconsistent_sizes": _inconsistent_sizes,
             "inf": float("inf"),
             "nan": float("nan"),
         }
         self.constants = 0
+        self.bound: set[str] = set()  # names of the size symbols the wrapper has bound
+
+    def sizes(self, exprs: Any) -> str:
+        """A tuple of sizes as Python text (literal ints where static)."""
+        items = [self.size(e) for e in exprs]
+        return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+
+    def size(self, expr: Any) -> str:
+        """One size as Python text over the bound symbols."""
+        expr = sympy.sympify(expr)
+        if expr.is_Integer:
+            return str(int(expr))
+        unbound = {s for s in expr.free_symbols if s.name not in self.bound}
+        if unbound:
+            names = ", ".join(sorted(str(s) for s in unbound))
+            raise SymbolicUnsupported(
+                f"size {expr} uses {names}, which no graph input's size or argument gives"
+            )
+        return python_expr(expr)
+
+    def bind_sizes(self) -> None:
+        """Bind every size symbol from the inputs and check the other input sizes."""
+        graph = self.schedule.graph
+        sources: list[tuple[str, Any]] = []  # (Python text of a runtime value, its expression)
+        for i, expr in sorted(graph.scalars.items()):
+            sources.append((f"_scalar{i}", expr))
+        for buf in graph.inputs:
+            if buf is None:
+                continue
+            lay = buf.layout
+            sources += [(f"{buf.name}.shape[{d}]", s) for d, s in enumerate(lay.size)]
+            sources += [(f"{buf.name}.stride({d})", s) for d, s in enumerate(lay.stride)
+                        if lay.size[d] != 1]  # fmt: skip
+            sources.append((f"{buf.name}.storage_offset()", lay.offset))
+        checks: list[tuple[str, Any]] = []
+        for text, expr in sources:
+            expr = sympy.sympify(expr)
+            if expr.is_Symbol and expr.name not in self.bound:
+                self.emit(f"{expr.name} = {text}")
+                self.bound.add(expr.name)
+            elif not expr.is_Integer:
+                checks.append((text, expr))
+        # Static sizes are Dynamo's to guard; symbolic ones that no bare symbol gave
+        # are checked once all are bound.
+        checks = [(t, e) for t, e in checks if {s.name for s in e.free_symbols} <= self.bound]
+        if checks:
+            actual = ", ".join(t for t, _ in checks)
+            expected = ", ".join(self.size(e) for _, e in checks)
+            self.emit(f"if ({actual},) != ({expected},):")
+            self.emit(f"    _inconsistent_sizes({actual!r}, ({actual},), ({expected},))")
 
     def emit(self, line: str) -> None:
         self.lines.append("    " + line)
@@ -195,6 +265,8 @@ class WrapperWriter(WrapperPlan):
             )
         if isinstance(value, (bool, int, float, str, type(None))):
             return repr(value)
+        if isinstance(value, sympy.Expr):  # a size computed by the graph
+            return self.size(value)
         self.constants += 1
         name = f"const{self.constants}"
         self.namespace[name] = value
@@ -209,13 +281,12 @@ class WrapperWriter(WrapperPlan):
         if names:
             self.emit(f"{', '.join(names)}{',' if len(names) == 1 else ''} = args")
         self.emit("args.clear()")
+        self.bind_sizes()
 
     def allocate(self, buf: Buffer) -> None:
         lay = buf.layout
-        size = self.literal(tuple(int(s) for s in lay.size))
         self.emit(
-            f"{buf.name} = empty_strided({size}, "
-            f"{self.literal(tuple(int(s) for s in lay.stride))}, "
+            f"{buf.name} = empty_strided({self.sizes(lay.size)}, {self.sizes(lay.stride)}, "
             f"device={self.literal(lay.device)}, dtype={lay.dtype})"
         )
 
@@ -224,7 +295,8 @@ class WrapperWriter(WrapperPlan):
 
     def launch(self, kernel: Any) -> None:
         self.namespace[kernel.name] = kernel
-        self.emit(f"{kernel.name}({', '.join(kernel.arg_names)})")
+        sizes = [self.size(sympy.Symbol(n)) for n in getattr(kernel, "size_args", ())]
+        self.emit(f"{kernel.name}({', '.join([*kernel.arg_names, *sizes])})")
 
     def free(self, name: str) -> None:
         self.emit(f"del {name}")
@@ -242,14 +314,14 @@ class WrapperWriter(WrapperPlan):
             args.append(buf.name)
         if step.epilogue is not None:
             for op in step.epilogue.operands:
-                args.append(f"{op.buffer}.as_strided({op.shape!r}, {op.stride!r}, "
-                            f"{op.buffer}.storage_offset() + {op.offset})")  # fmt: skip
+                args.append(f"{op.buffer}.as_strided({self.sizes(op.shape)}, "
+                            f"{self.sizes(op.stride)}, "
+                            f"{op.buffer}.storage_offset() + {self.size(op.offset)})")  # fmt: skip
         out = step.output.buffer
         lay = out.layout
         self.emit(
-            f"{out.name} = empty_strided({tuple(int(s) for s in lay.size)!r}, "
-            f"{tuple(int(s) for s in lay.stride)!r}, device={self.literal(lay.device)}, "
-            f"dtype={lay.dtype})"
+            f"{out.name} = empty_strided({self.sizes(lay.size)}, {self.sizes(lay.stride)}, "
+            f"device={self.literal(lay.device)}, dtype={lay.dtype})"
         )
         self.namespace[kernel.name] = kernel
         self.emit(f"{kernel.name}({', '.join(args)}, out={out.name})  # {kernel.label}")
@@ -258,11 +330,10 @@ class WrapperWriter(WrapperPlan):
         """Define ``buf``, a ``View``, as a strided window of its base's storage."""
         assert isinstance(buf.data, View)
         lay = buf.layout
-        size = tuple(int(s) for s in lay.size)
-        stride = tuple(int(s) for s in lay.stride)
         base = buf.data.base.name
-        self.emit(f"{buf.name} = {base}.as_strided({size!r}, {stride!r}, "
-                  f"{base}.storage_offset() + {int(lay.offset)})")  # fmt: skip
+        self.emit(f"{buf.name} = {base}.as_strided({self.sizes(lay.size)}, "
+                  f"{self.sizes(lay.stride)}, {base}.storage_offset() + "
+                  f"{self.size(lay.offset)})")  # fmt: skip
 
     def extern(self, step: ExternStep) -> None:
         buf = step.node.buffer
@@ -284,9 +355,8 @@ class WrapperWriter(WrapperPlan):
 
     def _ensure(self, buf: Buffer, expr: str, op: Any) -> str:
         lay = buf.layout
-        size = tuple(int(s) for s in lay.size)
-        stride = tuple(int(s) for s in lay.stride)
-        return f"_ensure_layout({expr}, {size!r}, {stride!r}, {str(op)!r})"
+        size, stride = self.sizes(lay.size), self.sizes(lay.stride)
+        return f"_ensure_layout({expr}, {size}, {stride}, {str(op)!r})"
 
 
 def write_wrapper(schedule: Schedule, kernels: dict[int, Any]) -> WrapperModule:

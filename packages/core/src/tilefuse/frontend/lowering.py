@@ -28,10 +28,13 @@ from ..ir.nodes import (
     Pointwise,
     Template,
     View,
+    contiguous_strides,
     index_symbols,
+    product,
     sympify_sizes,
 )
 from ..ir.ops import trace_reads
+from ..ir.symbolic import hint_of, is_symbolic_value, known_nonnegative, size_expr, size_hints
 from .layout_choice import (
     GraphLayout,
     channels_last_compatible,
@@ -75,7 +78,14 @@ def op_name(target: Any) -> str:
 
 
 class GraphLowering:
-    """Lowers one aten-level ``GraphModule`` with concrete example inputs."""
+    """Lowers one aten-level ``GraphModule`` for its example inputs.
+
+    The inputs may have symbolic sizes (fake tensors with ``torch.SymInt`` sizes, and
+    ``SymInt`` arguments): sizes then stay sympy expressions over Dynamo's size symbols
+    (``ir.symbolic``), each with its hint (``size_hints``), and a node that computes a
+    size (``sym_size``, arithmetic on sizes) lowers to its expression. Nothing here asks
+    torch for a symbolic size's value, which would add a shape guard.
+    """
 
     def __init__(
         self,
@@ -88,6 +98,8 @@ class GraphLowering:
         graph reports); every other output keeps eager's strides."""
         self.gm = gm
         self.example_inputs = list(example_inputs)
+        self.size_hints = size_hints(self.example_inputs)
+        self.scalars: dict[int, Any] = {}  # input index -> expression of a SymInt input
         self.buffers: list[Buffer] = []
         self.inputs: list[Buffer | None] = []
         self.externs: dict[str, str] = {}
@@ -100,9 +112,16 @@ class GraphLowering:
         # layout (what ``as_strided`` offsets into such a buffer mean).
         self.relaid: dict[str, Layout] = {}
         self._nhwc_copies: dict[str, Buffer] = {}  # buffer name -> its channels-last copy
-        self.layout = GraphLayout.decide(gm, config.channels_last(), _device_prefers)
+        # Channels-last with symbolic sizes is not built yet: such graphs keep eager's layout.
+        setting = "off" if self.size_hints else config.channels_last()
+        self.layout = GraphLayout.decide(gm, setting, _device_prefers)
         # Only a channels-last graph has a reason to return other strides than eager's.
         self.free_outputs = free_outputs if self.layout.channels_last else frozenset()
+
+    def hint(self, expr: Any) -> int:
+        """``expr`` (a size) at the example inputs' sizes: for heuristics only, never for a
+        decision whose result is wrong at another size."""
+        return hint_of(expr, self.size_hints)
 
     # -- buffers ---------------------------------------------------------------------
     def new_name(self, prefix: str = "buf") -> str:
@@ -203,10 +222,17 @@ class GraphLowering:
             elif node.op == "get_attr":
                 env[node] = self._constant(node)
         self._current = None
-        return LoweredGraph(self.inputs, self.buffers, outputs, dict(self.externs), self.constants)
+        return LoweredGraph(
+            self.inputs, self.buffers, outputs, dict(self.externs), self.constants,
+            scalars=dict(self.scalars), size_hints=dict(self.size_hints),
+        )  # fmt: skip
 
     def _placeholder(self, node: torch.fx.Node, example: Any) -> Any:
         if not isinstance(example, torch.Tensor):
+            if is_symbolic_value(example):
+                value = size_expr(example)  # a SymInt argument (an input's size)
+                self.scalars[len(self.inputs)] = value
+                example = value
             self.inputs.append(None)
             return example
         layout = Layout(
@@ -253,7 +279,9 @@ class GraphLowering:
         if isinstance(value, BufferValue) and isinstance(meta, torch.Tensor):
             buf = value.buffer
             want = sympify_sizes(meta.stride())
-            if not buf.is_input() and meta.numel() > 1 and tuple(buf.layout.stride) != want:
+            numel = product(sympify_sizes(meta.shape))
+            one = numel.is_Integer and numel <= 1
+            if not buf.is_input() and not one and tuple(buf.layout.stride) != want:
                 layout = Layout(buf.device, buf.dtype, buf.layout.size, want)
                 return self.add_buffer(layout, Pointwise(layout.size, value.load))
         if isinstance(value, Value):
@@ -261,6 +289,9 @@ class GraphLowering:
         return value
 
     def _call(self, node: torch.fx.Node, env: dict[torch.fx.Node, Any]) -> Any:
+        meta = node.meta.get("val")
+        if is_symbolic_value(meta):  # a size computation: its expression (no kernel)
+            return size_expr(meta)
         args: Any = torch.fx.node.map_arg(node.args, lambda n: env[n])
         kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
         if node.target is operator.getitem:
@@ -319,9 +350,10 @@ class GraphLowering:
     def _maybe_realize(self, node: torch.fx.Node, result: Any) -> Any:
         meta = node.meta.get("val")
         if isinstance(result, LazyValue) and isinstance(meta, torch.Tensor):
-            if tuple(int(s) for s in meta.shape) == tuple(result.size):
-                if not meta.is_contiguous():
-                    result.stride_hint = sympify_sizes(meta.stride())
+            if sympify_sizes(meta.shape) == tuple(result.size):
+                stride = sympify_sizes(meta.stride())
+                if not _contiguous(result.size, stride):
+                    result.stride_hint = stride
         if isinstance(result, LazyValue):
             if len(node.users) > 1 or result.cost() > MAX_INLINE_OPS:
                 return BufferValue(self.realize(result))
@@ -401,10 +433,10 @@ class GraphLowering:
         if base is None or base.output_of is not None or base.dtype != value.dtype:
             return None
         strides = [stride_of(index, s) for s in syms]
-        if any(st is None or not st.is_Integer or st < 0 for st in strides):
+        if any(st is None or not known_nonnegative(st) for st in strides):
             return None
         offset = index.subs({s: 0 for s in syms})
-        if not offset.is_Integer:
+        if not known_nonnegative(offset):
             return None
         layout = Layout(
             base.device, base.dtype, value.size, tuple(strides), offset + base.layout.offset
@@ -431,6 +463,12 @@ def _inlined_origins(
 
 def _add_origins(buf: Buffer, names: Sequence[str]) -> None:
     buf.origins.extend(n for n in names if n not in buf.origins)
+
+
+def _contiguous(size: Sequence[Any], stride: Sequence[Any]) -> bool:
+    """Whether ``stride`` is the row-major one for ``size`` (size-1 dims may have any)."""
+    want = contiguous_strides(size)
+    return all(s == 1 or sympy.expand(a - b) == 0 for s, a, b in zip(size, stride, want))
 
 
 def _same_window(view: Layout, eager: Layout) -> bool:

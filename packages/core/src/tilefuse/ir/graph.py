@@ -22,7 +22,9 @@ class LoweredGraph:
     ``inputs`` has one entry per graph input (``None`` for a non-tensor input);
     ``buffers`` are the nodes in program order; ``outputs`` are ``Buffer`` objects, or
     Python values for non-tensor outputs; ``externs`` maps each op that runs eagerly to
-    why; ``constants`` are the graph's attributes (real tensors).
+    why; ``constants`` are the graph's attributes (real tensors). With symbolic sizes,
+    ``scalars`` maps the index of each ``SymInt`` input to its expression and
+    ``size_hints`` holds every size symbol's example value (``ir.symbolic``).
     """
 
     inputs: list[Buffer | None]
@@ -30,6 +32,13 @@ class LoweredGraph:
     outputs: list[Any]
     externs: dict[str, str] = field(default_factory=dict)
     constants: dict[str, torch.Tensor] = field(default_factory=dict)
+    scalars: dict[int, Any] = field(default_factory=dict)
+    size_hints: dict[Any, int] = field(default_factory=dict)
+
+    @property
+    def symbolic(self) -> bool:
+        """True when some size is a symbol (the graph is compiled for every size)."""
+        return bool(self.size_hints)
 
     def buffer(self, name: str) -> Buffer:
         """The input, constant or node buffer called ``name``; ``KeyError`` when none is."""

@@ -9,11 +9,20 @@ unflattening a contiguous index produces, so a view or reshape costs nothing:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import sympy
 
 Expr = sympy.Expr
+_SIZE_SYMBOL = re.compile(r"s\d+$")
+
+
+def is_size_symbol(sym: Any) -> bool:
+    """True for a size symbol of Dynamo's (``s0``, ``s27``...: a positive integer that an
+    input's size gives; see ``ir.symbolic``)."""
+    return isinstance(sym, sympy.Symbol) and bool(_SIZE_SYMBOL.match(sym.name))
 
 
 class FloorDiv(sympy.Function):
@@ -104,7 +113,9 @@ def _upper_bound(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr | None
     if expr.is_Integer:
         return expr + 1
     if isinstance(expr, sympy.Symbol):
-        return ranges.get(expr)
+        if expr in ranges:
+            return ranges[expr]
+        return expr + 1 if is_size_symbol(expr) else None  # a size is at most itself
     if isinstance(expr, ModularIndexing):
         return expr.args[2]
     if isinstance(expr, FloorDiv):
@@ -121,12 +132,18 @@ def _upper_bound(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr | None
             total = total + bound - 1
         return total + 1
     if expr.is_Mul:
-        coeff, rest = expr.as_coeff_Mul()
-        if coeff.is_Integer and coeff > 0:
-            bound = _upper_bound(rest, ranges)
+        largest: Expr = sympy.Integer(1)  # of the product of non-negative factors
+        for factor in expr.args:
+            if factor.is_Integer:
+                if factor < 0:
+                    return None
+                largest = largest * factor
+                continue
+            bound = _upper_bound(factor, ranges)
             if bound is None:
                 return None
-            return coeff * (bound - 1) + 1
+            largest = largest * (bound - 1)
+        return largest + 1
     return None
 
 

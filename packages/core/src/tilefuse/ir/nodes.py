@@ -22,6 +22,7 @@ import sympy
 import torch
 
 from .index import Expr
+from .symbolic import size_expr
 
 
 def index_symbols(prefix: str, count: int) -> list[sympy.Symbol]:
@@ -30,7 +31,9 @@ def index_symbols(prefix: str, count: int) -> list[sympy.Symbol]:
 
 
 def sympify_sizes(sizes: Sequence[Any]) -> tuple[Expr, ...]:
-    return tuple(sympy.sympify(int(s)) if not isinstance(s, sympy.Expr) else s for s in sizes)
+    """Sizes (ints, ``torch.SymInt``\\ s or expressions) as IR expressions; a ``SymInt``
+    is converted without being evaluated (``symbolic.size_expr``)."""
+    return tuple(size_expr(s) for s in sizes)
 
 
 def product(sizes: Sequence[Expr]) -> Expr:
@@ -72,7 +75,7 @@ class Layout:
             tensor.dtype,
             sympify_sizes(tensor.shape),
             sympify_sizes(tensor.stride()),
-            sympy.Integer(int(tensor.storage_offset())),
+            size_expr(tensor.storage_offset()),
         )
 
     def index(self, idx: Sequence[Expr]) -> Expr:

@@ -55,9 +55,15 @@ def _kind(group: FusedGroup) -> GroupKind:
     return group.kind()
 
 
-def kernel_spec(group: FusedGroup, buffers: Mapping[str, Buffer], name: str) -> KernelSpec:
+def kernel_spec(
+    group: FusedGroup,
+    buffers: Mapping[str, Buffer],
+    name: str,
+    size_hints: Mapping[Any, int] | None = None,
+) -> KernelSpec:
     """The contract for rendering ``group`` as kernel ``name``; ``buffers`` maps every
-    buffer name of the graph to its ``Buffer``."""
+    buffer name of the graph to its ``Buffer``; ``size_hints`` are the graph's size
+    symbols' example values (none for static sizes)."""
     members = tuple(_member(group, n) for n in group.nodes)
     member_names = set(group.names)
     used = {r for m in members for r, _ in m.reads if r not in member_names}
@@ -66,6 +72,7 @@ def kernel_spec(group: FusedGroup, buffers: Mapping[str, Buffer], name: str) -> 
     return KernelSpec(
         name, _kind(group), str(group.device), group.xnumel, group.rnumel, members,
         tuple(group.stores), MappingProxyType(specs),
+        size_hints=MappingProxyType(dict(size_hints or {})),
     )  # fmt: skip
 
 

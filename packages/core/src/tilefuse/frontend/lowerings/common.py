@@ -10,6 +10,7 @@ import torch
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND, elementwise_dtypes
 
 from ...ir.index import Expr
+from ...ir.nodes import sympify_sizes
 from ...ir.ops import ops
 from ..lowering import Unsupported
 from ..values import LazyValue, Value
@@ -31,7 +32,19 @@ def out_meta(node: Any) -> torch.Tensor:
 
 
 def out_sizes(node: Any) -> tuple[Expr, ...]:
-    return tuple(sympy.Integer(int(s)) for s in out_meta(node).shape)
+    return sympify_sizes(out_meta(node).shape)
+
+
+def size_value(n: Any, dtype: torch.dtype) -> Any:
+    """The kernel value of ``n`` (a Python number or a size expression) as ``dtype``: a
+    constant when it is one, else the symbolic size read as an index expression."""
+    if isinstance(n, sympy.Expr):
+        if n.is_Integer:
+            return ops.constant(int(n), dtype)
+        if dtype.is_floating_point:
+            return ops.to_dtype(ops.index_expr(n, torch.int64), dtype)
+        return ops.index_expr(n, dtype)
+    return ops.constant(n, dtype)
 
 
 def device_of(args: Sequence[Any], node: Any) -> torch.device:
@@ -48,6 +61,8 @@ def _probes(args: Sequence[Any]) -> list[Any]:
             probes.append(torch.empty((1,) if a.rank else (), dtype=a.dtype))
         elif isinstance(a, (bool, int, float)):
             probes.append(a)
+        elif isinstance(a, sympy.Expr):  # a size: an integer
+            probes.append(2)
     return probes
 
 
@@ -83,6 +98,8 @@ def loader(
         return load
     if isinstance(arg, (bool, int, float)):
         return lambda index: ops.constant(arg, dtype)
+    if isinstance(arg, sympy.Expr):  # a size the graph computed
+        return lambda index: size_value(arg, dtype)
     raise Unsupported(f"operand of type {type(arg).__name__}")
 
 
@@ -99,7 +116,7 @@ def pointwise(
     the result is cast to the node's output dtype.
     """
     meta = out_meta(node)
-    size = tuple(sympy.Integer(int(s)) for s in meta.shape)
+    size = sympify_sizes(meta.shape)
     if math_dtype is None:
         math_dtype = compute_dtype(promoted_dtype(args))
     loaders = [loader(a, size, math_dtype) for a in args]

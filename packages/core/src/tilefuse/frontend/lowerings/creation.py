@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sympy
 import torch
 
 from ...ir.ops import ops
 from ..lowering import register
 from ..values import LazyValue
-from .common import out_meta, out_sizes
+from .common import out_meta, out_sizes, size_value
 
 aten = torch.ops.aten
 
@@ -50,7 +51,7 @@ def _arange(ctx, node, *args, **kwargs):
     if packet is torch.ops.prims.iota:
         start, step = args[1], args[2]
     else:
-        nums = [a for a in args if isinstance(a, (int, float))]
+        nums = [a for a in args if isinstance(a, (int, float, sympy.Expr))]
         if len(nums) == 1:
             start, step = 0, 1
         else:
@@ -61,7 +62,7 @@ def _arange(ctx, node, *args, **kwargs):
 
     def fn(idx):
         i = ops.to_dtype(ops.index_expr(idx[0], torch.int64), math)
-        value = ops.add(ops.mul(i, ops.constant(step, math)), ops.constant(start, math))
+        value = ops.add(ops.mul(i, size_value(step, math)), size_value(start, math))
         return ops.to_dtype(value, dtype)
 
     return LazyValue(dtype, meta.device, out_sizes(node), fn)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sympy
 import torch
 
+from ...ir.nodes import product
 from ...ir.ops import ops
 from ..lowering import Unsupported, register
 from ..values import LazyValue
@@ -26,7 +27,7 @@ def _gather(ctx, node, x, dim, index, sparse_grad=False):
     element. Any other rank mismatch is declined (``Unsupported``)."""
     dim = dim % max(x.rank, 1)
     new = out_sizes(node)
-    if out_meta(node).numel() == 0:
+    if product(new).is_zero:
         return LazyValue(x.dtype, x.device, new, lambda idx: ops.constant(0, x.dtype))
     if x.rank == 0:  # every valid index is 0: the scalar, shaped like the index
         return LazyValue(x.dtype, x.device, new, lambda idx: x.load([]))
@@ -77,6 +78,17 @@ def _embedding(ctx, node, weight, indices, padding_idx=-1, *rest):
     return LazyValue(weight.dtype, weight.device, new, fn)
 
 
+def _broadcast_shape(shapes):
+    """The broadcast of sizes (expressions; a symbolic size is never 1: Dynamo
+    specializes 1), as ``torch.broadcast_shapes`` gives for ints."""
+    rank = max(len(s) for s in shapes)
+    out = []
+    for d in range(rank):
+        sizes = [s[len(s) - rank + d] for s in shapes if len(s) - rank + d >= 0]
+        out.append(next((s for s in sizes if s != 1), sympy.Integer(1)))
+    return tuple(out)
+
+
 @register(aten.index, aten._unsafe_index)
 def _index(ctx, node, x, indices):
     indices = list(indices) + [None] * (x.rank - len(indices))
@@ -87,7 +99,7 @@ def _index(ctx, node, x, indices):
         raise Unsupported("boolean mask indexing has a data-dependent shape")
     meta = out_meta(node)
     new = out_sizes(node)
-    bshape = torch.broadcast_shapes(*[tuple(int(s) for s in indices[i].size) for i in present])
+    bshape = _broadcast_shape([indices[i].size for i in present])
     nb = len(bshape)
     adjacent = present == list(range(present[0], present[-1] + 1))
     start = present[0] if adjacent else 0

@@ -14,7 +14,7 @@ from ...ir.nodes import Layout, Reduction, product
 from ...ir.ops import ops
 from ..lowering import Unsupported, register
 from ..values import BufferValue, LazyValue, Value
-from .common import compute_dtype, out_meta
+from .common import compute_dtype, out_meta, size_value
 
 aten = torch.ops.aten
 
@@ -62,7 +62,7 @@ def reduce(
             v = ops.to_dtype(v, math_dtype)
         return map_fn(v, full) if map_fn else v
 
-    if int(product(rranges)) == 0:  # nothing to reduce: every output is the identity
+    if product(rranges).is_zero:  # nothing to reduce: every output is the identity
         empty = {"sum": 0, "prod": 1, "any": False, "logsumexp": float("-inf")}
         if reduction_type not in empty:
             raise Unsupported(f"{reduction_type} of an empty dimension has no identity")
@@ -105,7 +105,7 @@ def _mean(ctx, node, x, dims=None, keepdim=False, *, dtype=None):
     total = reduce(ctx, x, d, keepdim, "sum", math, math)
     n = _count(x, d)
     return _lazy_map(
-        total, lambda v: ops.to_dtype(ops.truediv(v, ops.constant(n, math)), out_dtype), out_dtype
+        total, lambda v: ops.to_dtype(ops.truediv(v, size_value(n, math)), out_dtype), out_dtype
     )
 
 
@@ -188,7 +188,7 @@ def mean_and_m2(ctx, x: Value, dims: Sequence[int], keepdim: bool, math: torch.d
     """
     n = _count(x, dims)
     total = reduce(ctx, x, dims, True, "sum", math, math)
-    mean = ctx.realize(_lazy_map(total, lambda v: ops.truediv(v, ops.constant(n, math)), math))
+    mean = ctx.realize(_lazy_map(total, lambda v: ops.truediv(v, size_value(n, math)), math))
     mean_v = BufferValue(mean)
 
     def dev2(v, full):
@@ -228,7 +228,7 @@ def _var(ctx, node, x, dims=None, unbiased=None, keepdim=False, *, correction=No
 
     def finish(v):
         denom = ops.maximum(
-            ops.sub(ops.constant(n, math), ops.constant(corr, math)), ops.constant(0, math)
+            ops.sub(size_value(n, math), ops.constant(corr, math)), ops.constant(0, math)
         )
         var = ops.truediv(v, denom)
         if packet in (aten.std, aten.std_mean):
@@ -246,7 +246,7 @@ def _softmax(ctx, node, x, dim, half_to_float=False):
     out_dtype = out_meta(node).dtype
     math = compute_dtype(out_dtype if not half_to_float else torch.float32)
     d = [dim % max(x.rank, 1)] if x.rank else []
-    row = int(product([x.size[k] for k in d])) if d else 1
+    row = ctx.hint(product([x.size[k] for k in d])) if d else 1
     if row > ONLINE_SOFTMAX_MIN_ROW:
         return _softmax_online(ctx, node, x, d, math, out_dtype)
     mx = reduce(ctx, x, d, True, "max", math, math)
@@ -300,7 +300,7 @@ def _layer_norm(ctx, node, x, normalized_shape, weight, bias, eps):
         _lazy_map(
             m2,
             lambda v: ops.rsqrt(
-                ops.add(ops.truediv(v, ops.constant(n, math)), ops.constant(eps, math))
+                ops.add(ops.truediv(v, size_value(n, math)), ops.constant(eps, math))
             ),
             math,
         )

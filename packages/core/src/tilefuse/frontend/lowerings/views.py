@@ -8,9 +8,10 @@ from typing import Any
 import sympy
 import torch
 
-from ...ir.index import ModularIndexing, flatten, unflatten
+from ...ir.index import FloorDiv, ModularIndexing, flatten, unflatten
 from ...ir.nodes import Layout, sympify_sizes
 from ...ir.ops import ops
+from ...ir.symbolic import known_nonnegative
 from ..lowering import Unsupported, register
 from ..values import BufferValue, LazyValue, Value
 from .common import out_meta, out_sizes
@@ -75,16 +76,44 @@ def _squeeze(ctx, node, x, *args):
     return reindex(x, new, lambda idx: unflatten(flatten(idx, new), x.size))
 
 
+def _slice_bound(i: Any, size: Any, default: Any) -> Any:
+    """A slice bound clamped into ``[0, size]`` as Python does; ``Unsupported`` when a
+    symbolic size leaves it undecided (the slice then runs eagerly)."""
+    if i is None:
+        return default
+    if isinstance(i, int) and size.is_Integer:
+        size = int(size)
+        return max(0, min(size, i + size if i < 0 else i))
+    i = sympy.sympify(i)
+    if i.is_Integer and i < 0:
+        i = size + i
+    elif i.is_Integer and i >= 2**62:  # "to the end" (sys.maxsize)
+        return size
+    if known_nonnegative(i) and known_nonnegative(size - i):
+        return i
+    if i.is_Integer and i >= 0 and known_nonnegative(i - size):
+        return size
+    raise Unsupported(f"slice bound {i} of a symbolic size {size}")
+
+
 @register(aten.slice)
 def _slice(ctx, node, x, dim=0, start=None, end=None, step=1):
     dim = dim % x.rank
-    size = int(x.size[dim])
-    start = 0 if start is None else start
-    end = size if end is None else end
-    start = max(0, min(size, start + size if start < 0 else start))
-    end = max(start, min(size, end + size if end < 0 else end))
+    size = x.size[dim]
+    start = _slice_bound(start, size, Integer(0))
     new = list(x.size)
-    new[dim] = Integer(-(-(end - start) // step))
+    meta = node.meta.get("val")
+    if isinstance(meta, torch.Tensor) and meta.dim() == x.rank:
+        # The traced output size: Dynamo's own (guarded) answer for symbolic bounds.
+        new[dim] = out_sizes(node)[dim]
+    else:
+        end = _slice_bound(end, size, size)
+        length = sympy.sympify(end) - start
+        if not known_nonnegative(length):
+            if not length.is_Integer:
+                raise Unsupported(f"slice [{start}:{end}] of a symbolic size {size}")
+            length = Integer(0)
+        new[dim] = length if step == 1 else FloorDiv(length + step - 1, step)
 
     def mapping(idx):
         out = list(idx)
@@ -97,16 +126,21 @@ def _slice(ctx, node, x, dim=0, start=None, end=None, step=1):
 @register(aten.select)
 def _select(ctx, node, x, dim, index):
     dim = dim % x.rank
-    index = index + int(x.size[dim]) if index < 0 else index
+    if not isinstance(index, int):
+        raise Unsupported(f"select at a symbolic index {index}")
+    index = x.size[dim] + index if index < 0 else Integer(index)
     new = [s for i, s in enumerate(x.size) if i != dim]
-    return reindex(x, new, lambda idx: list(idx[:dim]) + [Integer(index)] + list(idx[dim:]))
+    return reindex(x, new, lambda idx: list(idx[:dim]) + [index] + list(idx[dim:]))
 
 
 @register(aten.split, aten.split_with_sizes)
 def _split(ctx, node, x, sizes, dim=0):
     dim = dim % x.rank
-    total = int(x.size[dim])
+    total = x.size[dim]
     if isinstance(sizes, int):
+        if not total.is_Integer:
+            raise Unsupported(f"split of a symbolic size {total} into chunks")
+        total = int(total)
         sizes = [min(sizes, total - s) for s in range(0, total, sizes)] or [0]
     outs = []
     start = 0
@@ -119,6 +153,8 @@ def _split(ctx, node, x, sizes, dim=0):
 @register(aten.unbind)
 def _unbind(ctx, node, x, dim=0):
     dim = dim % x.rank
+    if not x.size[dim].is_Integer:
+        raise Unsupported(f"unbind of a symbolic size {x.size[dim]}")
     return tuple(_select(ctx, node, x, dim, i) for i in range(int(x.size[dim])))
 
 
@@ -173,10 +209,18 @@ def _masked_load(x: Value, cond_index, idx) -> Any:
     return ops.masked(cond_index, lambda: x.load(idx), 0)
 
 
+def _bound(value):
+    """A bound as a kernel value: a constant, or an index expression when symbolic."""
+    value = sympy.sympify(value)
+    if value.is_Integer:
+        return ops.constant(int(value), torch.int64)
+    return ops.index_expr(value, torch.int64)
+
+
 def _in_range(expr, lo, hi):
     return ops.logical_and(
-        ops.ge(ops.index_expr(expr, torch.int64), ops.constant(lo, torch.int64)),
-        ops.lt(ops.index_expr(expr, torch.int64), ops.constant(hi, torch.int64)),
+        ops.ge(ops.index_expr(expr, torch.int64), _bound(lo)),
+        ops.lt(ops.index_expr(expr, torch.int64), _bound(hi)),
     )
 
 
@@ -196,8 +240,8 @@ def _cat(ctx, node, tensors, dim=0):
     pieces = []
     start = 0
     for t in tensors:
-        length = int(t.size[dim])
-        if length:
+        length = t.size[dim]
+        if length != 0:
             pieces.append((t, start, start + length))
         start += length
     if not pieces:
@@ -247,7 +291,7 @@ def _pad(ctx, node, x, pad, value=0):
         for i, (before, _after) in enumerate(pairs):
             d = x.rank - 1 - i
             src[d] = idx[d] - before
-            c = _in_range(src[d], 0, int(x.size[d]))
+            c = _in_range(src[d], 0, x.size[d])
             cond = c if cond is None else ops.logical_and(cond, c)
         if cond is None:
             return x.load(src)
@@ -264,7 +308,7 @@ def _as_strided(ctx, node, x, size, stride, storage_offset=None):
         raise Unsupported("as_strided of a computed value")
     base = x.buffer
     layout = base.layout
-    offset = Integer(storage_offset) if storage_offset is not None else layout.offset
+    offset = sympify_sizes([storage_offset])[0] if storage_offset is not None else layout.offset
     eager = ctx.relaid.get(base.name)
     if eager is not None and storage_offset is None:
         offset = eager.offset

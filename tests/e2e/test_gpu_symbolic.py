@@ -1,0 +1,103 @@
+"""Symbolic sizes on a real GPU: one compile for every size, compiled Triton kernels (not
+the interpreter) whose size arguments Triton specializes differently from call to call
+(divisible by 16 or not), and a size past 2**31 elements after a small first size.
+
+Run on a CUDA machine with ``pytest -m gpu tests/e2e/test_gpu_symbolic.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tilefuse
+from tests.compile_check import assert_same
+from tests.e2e.test_models import Block
+
+pytestmark = pytest.mark.gpu
+# Sizes Triton specializes differently (multiples of 16 or not), back and forth.
+SIZES = [5, 16, 17, 32, 33, 48, 7, 1000, 1024, 4097, 16, 5]
+
+
+def _fresh() -> None:
+    torch._dynamo.reset()
+    tilefuse.reset()
+
+
+def _assert_symbolic(graphs: int) -> None:
+    stats = tilefuse.stats()
+    assert stats["graphs_fallen_back"] == 0, stats
+    assert stats["graphs_compiled"] == graphs == stats["graphs_compiled_symbolic"], stats
+    assert stats["specializations_compiled"] == 0, stats
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_pointwise_and_reductions_over_sizes(dtype):
+    def fn(x, w):
+        h = F.gelu(x * w + 1)
+        return h, torch.softmax(h, -1), x.float().sum(0), x.amax(-1), x.var(-1)
+
+    _fresh()
+    compiled = torch.compile(fn, backend="tilefuse")
+    w = torch.randn(384, device="cuda", dtype=dtype)
+    for n in SIZES:
+        x = torch.randn(n, 384, device="cuda", dtype=dtype)
+        torch._dynamo.mark_dynamic(x, 0)
+        actual = compiled(x, w)
+        expected = fn(x, w)
+        for a, e in zip(actual, expected):
+            tol = 5e-2 if dtype == torch.bfloat16 else 1e-4
+            torch.testing.assert_close(a, e, rtol=tol, atol=tol)
+    _assert_symbolic(1)
+
+
+def test_symbolic_row_length_reductions():
+    def fn(x):
+        return torch.softmax(x, -1), x.sum(-1), x.argmax(-1)
+
+    _fresh()
+    compiled = torch.compile(fn, backend="tilefuse")
+    for n in [100, 16, 17, 8192, 8193, 40000, 3]:
+        x = torch.randn(67, n, device="cuda")
+        torch._dynamo.mark_dynamic(x, 1)
+        assert_same(compiled(x), fn(x))
+    _assert_symbolic(1)
+
+
+def test_more_than_two_to_the_31_elements_after_a_small_first_size():
+    def fn(x):
+        return x * 2 + 1
+
+    _fresh()
+    compiled = torch.compile(fn, backend="tilefuse")
+    for rows in [4, 2049]:  # 2049 * 2**20 > 2**31 elements
+        x = torch.ones(rows, 1 << 20, device="cuda", dtype=torch.bfloat16)
+        torch._dynamo.mark_dynamic(x, 0)
+        out = compiled(x)
+        assert out.shape == x.shape
+        assert bool((out == 3).all()), "a wrong element: 32-bit index overflow?"
+        del out, x
+    _assert_symbolic(1)
+
+
+def test_transformer_block_forward_backward_over_sequence_lengths():
+    model = Block(causal=True).cuda()
+    comp = copy.deepcopy(model)
+    _fresh()
+    compiled = torch.compile(comp, backend="tilefuse")
+    for seq in [8, 16, 17, 64, 65, 128, 9]:
+        x = torch.randn(2, seq, 16, device="cuda")
+        xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+        torch._dynamo.mark_dynamic(xc, 1)
+        expected, actual = model(xe), compiled(xc)
+        assert_same(actual, expected)
+        seed = torch.randn_like(expected)
+        (expected * seed).sum().backward()
+        (actual * seed).sum().backward()
+        assert_same(xc.grad, xe.grad)
+    stats = tilefuse.stats()
+    assert stats["graphs_fallen_back"] == 0, stats
+    assert stats["graphs_compiled_symbolic"] == 2, stats  # forward and backward
