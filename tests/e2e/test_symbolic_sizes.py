@@ -338,13 +338,13 @@ def test_a_backward_that_cannot_be_symbolic_is_specialized_alone(monkeypatch):
 
     original = tilefuse.pipeline.compile_graph
 
-    def compile_graph(gm, example_inputs):
+    def compile_graph(gm, example_inputs, *rest):
         backward = any(n.name.startswith("tangents") for n in gm.graph.nodes)
         symbolic = any(isinstance(s, torch.SymInt) for x in example_inputs
                        for s in (x.shape if isinstance(x, torch.Tensor) else (x,)))  # fmt: skip
         if backward and symbolic:
             raise SymbolicUnsupported("test: a backward graph that cannot be symbolic")
-        return original(gm, example_inputs)
+        return original(gm, example_inputs, *rest)
 
     monkeypatch.setattr(tilefuse.pipeline, "compile_graph", compile_graph)
     _fresh()
