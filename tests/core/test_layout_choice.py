@@ -16,6 +16,7 @@ from tilefuse.frontend.layout_choice import (
     channels_last_strides,
     conv_wants_channels_last,
     is_channels_last,
+    is_training_graph,
 )
 
 SIZES = [(2, 3, 5, 7), (1, 1, 4, 4), (3, 8, 1, 1), (1, 5, 1, 9)]
@@ -113,3 +114,17 @@ def test_triton_claims_nhwc_only_where_it_serves_cuda_alone(monkeypatch):
     assert plugin.CAP_CHANNELS_LAST in tilefuse_triton.BACKEND.info.capabilities
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert plugin.CAP_CHANNELS_LAST not in tilefuse_triton.BACKEND.info.capabilities
+
+
+def test_training_graphs_are_recognised_for_auto_to_keep_eagers_layout():
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    forward = make_fx(lambda x, w: F.conv2d(x, w).relu())(x, w)
+    assert not is_training_graph(forward, frozenset())
+    assert is_training_graph(forward, frozenset({1}))  # it saves an activation for backward
+    grad = torch.randn(2, 4, 6, 6)
+    backward = make_fx(
+        lambda g, x, w: torch.ops.aten.convolution_backward(
+            g, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, False]
+        )
+    )(grad, x, w)
+    assert is_training_graph(backward, frozenset())

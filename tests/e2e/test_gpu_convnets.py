@@ -70,7 +70,13 @@ def test_resnet18_bf16_inference_is_channels_last_and_transpose_free():
     assert not transposes, transposes
 
 
-def test_resnet18_fp32_training_step_matches_eager():
+def test_resnet18_fp32_training_step_matches_eager(monkeypatch):
+    """The channels-last training path, forced on (``auto`` keeps training graphs in eager's
+    layout since its first H200 run: conv1's weight gradient came out 13% from eager's with
+    TF32 on). TF32 is off here, so a difference is the layout's, not TF32's."""
+    monkeypatch.setenv("TILEFUSE_CHANNELS_LAST", "1")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     model, twin = _resnet18(torch.float32), _resnet18(torch.float32)
     x = torch.randn(8, 3, 64, 64, device="cuda")
     target = torch.randint(0, 100, (8,), device="cuda")
@@ -90,8 +96,7 @@ def test_resnet18_fp32_training_step_matches_eager():
     assert_compiled(graphs=2)
     assert _rel_error(actual, expected) < 1e-3
     for (name, a), b in zip(model.named_parameters(), twin.parameters()):
-        # TF32 convolutions (cuDNN's default) in both; NHWC and NCHW algorithms differ.
-        assert _rel_error(b.grad, a.grad) < 1e-2, name
+        assert _rel_error(b.grad, a.grad) < 1e-3, name
     for (name, a), b in zip(model.named_buffers(), twin.buffers()):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3, msg=name)
     kernels = _gpu_kernels(lambda: step(twin, compiled))

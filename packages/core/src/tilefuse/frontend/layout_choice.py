@@ -130,6 +130,16 @@ class GraphLayout:
         return cls(frozenset(chosen))
 
 
+def is_training_graph(gm: torch.fx.GraphModule, saved_activations: frozenset[int]) -> bool:
+    """Whether ``gm`` is part of a training step: a forward graph that saves activations
+    for backward (``saved_activations``, see ``GraphLowering``) or a graph with a
+    convolution's backward. ``auto`` keeps such graphs in eager's layout."""
+    if saved_activations:
+        return True
+    backward = aten.convolution_backward.default
+    return any(n.op == "call_function" and n.target is backward for n in gm.graph.nodes)
+
+
 def _meta(arg: Any) -> torch.Tensor | None:
     val = getattr(arg, "meta", {}).get("val") if isinstance(arg, torch.fx.Node) else None
     return val if isinstance(val, torch.Tensor) else None
