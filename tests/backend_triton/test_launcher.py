@@ -116,6 +116,7 @@ def test_launch_hooks_keep_tritons_path(monkeypatch):
         lambda base: (base[:8], base[8:16], 1, 1, 8),  # ...or now equal to 1
         lambda base: (base[:8], base[8:16], 16, 2, 8),  # the specialized 1 changed
         lambda base: (base[:8], base[8:16], 16, 1, 16),  # another constexpr value
+        lambda base: (base[:8], base[8:16], 2**31 + 16, 1, 8),  # xnumel no longer an i32
     ],
 )
 def test_a_call_with_other_specialization_is_refused(driver, other):

@@ -380,3 +380,17 @@ def test_a_symbolic_graph_failing_on_its_first_call_is_specialized(monkeypatch):
     assert stats["symbolic_fallbacks"] == 1, stats
     assert stats["specializations_compiled"] == 2, stats  # sizes 4 and 6
     assert stats["graphs_fallen_back"] == 0, stats
+
+
+def test_program_offsets_are_widened_before_they_are_scaled():
+    """A symbolic extent may pass 2**31 elements: the program id is made 64-bit before it is
+    multiplied by the block size (``pid * XBLOCK`` in int32 wraps first; the H200 run of
+    ``test_gpu_symbolic`` hit an illegal address that way)."""
+
+    def fn(x):
+        return x * 2 + 1, torch.relu(x).sum(-1)
+
+    reports = _over_sizes(fn, lambda n: (torch.randn(n, 6),), [4, 9], [[0]])
+    sources = [k.source for r in reports for k in r.kernels]
+    assert sources and all("tl.program_id(0).to(tl.int64)" in s for s in sources), sources
+    assert not any("tl.program_id(0) * XBLOCK" in s for s in sources)

@@ -505,6 +505,9 @@ class KernelWriter:
         spec = self.spec
         tiled = spec.kind is GroupKind.POINTWISE_2D
         index_type = "tl.int64" if self.config.get("int64") else None
+        # With 64-bit indices the program id is widened before it is scaled: the product of
+        # two int32 values (pid * XBLOCK) wraps past 2**31 elements before any later cast.
+        pid_expr = f"tl.program_id(0).to({index_type})" if index_type else "tl.program_id(0)"
         if self.two_d:
             if tiled and self.config.get("paired"):
                 # Square tile grid: tiles (a, b) and (b, a) run back to back, so the
@@ -518,15 +521,16 @@ class KernelWriter:
                 self.emit("t = m // 2")
                 self.emit("xtile = tl.where(m == 2 * k, k, tl.where(m % 2 == 0, t, k))")
                 self.emit("rtile = tl.where(m == 2 * k, k, tl.where(m % 2 == 0, k, t))")
-                self.emit("xoffset = xtile * XBLOCK")
-                self.emit("roffset = rtile * RBLOCK")
+                wide = f".to({index_type})" if index_type else ""
+                self.emit(f"xoffset = xtile{wide} * XBLOCK")
+                self.emit(f"roffset = rtile{wide} * RBLOCK")
             elif tiled:
-                self.emit("pid = tl.program_id(0)")
+                self.emit(f"pid = {pid_expr}")
                 self.emit("rblocks = tl.cdiv(rnumel, RBLOCK)")
                 self.emit("xoffset = (pid // rblocks) * XBLOCK")
                 self.emit("roffset = (pid % rblocks) * RBLOCK")
             else:
-                self.emit("xoffset = tl.program_id(0) * XBLOCK")
+                self.emit(f"xoffset = {pid_expr} * XBLOCK")
                 self.emit("roffset = 0")
             cast = f".to({index_type})" if index_type else ""
             self.emit(f"xindex = (xoffset + tl.arange(0, XBLOCK)[:, None]){cast}")
@@ -536,7 +540,7 @@ class KernelWriter:
                 self.emit_mask("rmask", "rindex < rnumel", self.rnumel_divides, "[1, RBLOCK]")
         else:
             cast = f".to({index_type})" if index_type else ""
-            self.emit(f"xindex = (tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)){cast}")
+            self.emit(f"xindex = ({pid_expr} * XBLOCK + tl.arange(0, XBLOCK)){cast}")
             self.emit_mask("xmask", "xindex < xnumel", self.xnumel_divides, "[XBLOCK]")
         stores = set(spec.stores)
         with plugin.ops_handler(self):

@@ -96,9 +96,11 @@ def unsupported_reason(compiled: Any) -> str | None:
     return None
 
 
-def _int_class(v: int) -> tuple[bool, bool]:
-    """What Triton specializes an integer on: ``== 1`` and divisibility by 16."""
-    return v == 1, v % 16 == 0
+def _int_class(v: int) -> tuple[bool, bool, bool]:
+    """What Triton specializes an integer on: ``== 1``, divisibility by 16, and whether it
+    fits the 32-bit parameter type (``i32``; a larger value makes the parameter ``i64``,
+    another cubin: packing it into this one's 32-bit slot would cut it)."""
+    return v == 1, v % 16 == 0, -(2**31) <= v < 2**31
 
 
 def _bind_context(device: int) -> None:
