@@ -469,3 +469,24 @@ def test_a_template_operand_at_an_unaligned_offset_is_refused(monkeypatch):
     step.epilogue.operands[0] = dataclasses.replace(step.epilogue.operands[0], offset=1)
     with pytest.raises(CppUnsupported, match="epilogue operand 0 .* not 16-byte aligned"):
         write_cpp_wrapper(schedule, fake)
+
+
+def test_cpp_launch_is_asked_outside_the_compiles_fake_tensor_mode():
+    """A backend may allocate real tensors to answer (Triton's warmup does); the compile
+    asks from inside AOTAutograd's fake mode (the H200 run refused every Triton GEMM
+    template: "Cannot access data pointer of Tensor (e.g. FakeTensor)")."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    from tilefuse.codegen.cpp_wrapper import cpp_launch_of
+
+    class Probe:
+        seen: list = []
+
+        def cpp_launch(self):
+            t = torch.empty(1)
+            self.seen.append(isinstance(t, FakeTensor))
+            return plugin.CppLaunch(function="tf_probe", declarations="")
+
+    with FakeTensorMode():
+        launch = cpp_launch_of(Probe(), "probe")
+    assert launch.function == "tf_probe" and Probe.seen == [False]

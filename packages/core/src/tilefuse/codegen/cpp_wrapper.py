@@ -39,6 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch._subclasses.fake_tensor import unset_fake_temporarily
+
 from .. import plugin
 from ..ir.nodes import Buffer, Extern, Template, View
 from ..scheduler import ExternStep, Schedule, TemplateStep
@@ -107,13 +109,17 @@ class CppWrapperSource:
 
 
 def cpp_launch_of(obj: Any, what: str) -> plugin.CppLaunch:
-    """``obj.cpp_launch()``, checked; ``CppUnsupported`` naming ``what`` when it has none,
-    answers ``None``, raises, or answers something that is not a ``plugin.CppLaunch``."""
+    """``obj.cpp_launch()`` (called with no fake-tensor mode active), checked;
+    ``CppUnsupported`` naming ``what`` when it has none, answers ``None``, raises, or
+    answers something that is not a ``plugin.CppLaunch``."""
     method = getattr(obj, "cpp_launch", None)
     if not callable(method):
         raise CppUnsupported(f"{what} has no cpp_launch() (its backend launches it from Python)")
     try:
-        launch = method()
+        # Outside the compile's fake-tensor mode: a backend may build (allocate real tensors,
+        # as Triton's warmup needs) to answer.
+        with unset_fake_temporarily():
+            launch = method()
     except Exception as exc:  # a plugin's bug: the Python wrapper still runs the graph
         raise CppUnsupported(f"{what}: cpp_launch() raised {type(exc).__name__}: {exc}") from exc
     if launch is None:
