@@ -22,7 +22,6 @@ from typing import Any
 
 import sympy
 import torch
-from sympy.printing.str import StrPrinter
 
 from tilefuse import plugin
 from tilefuse.plugin import GroupKind, KernelSpec, Level, R, X
@@ -38,8 +37,9 @@ TL_DTYPES = {
 REUSED_LOAD_HINT = ", eviction_policy='evict_last'"
 
 
-class IndexPrinter(StrPrinter):
-    """sympy index expressions as Triton code over ``xindex`` / ``rindex``."""
+class IndexPrinter(plugin.IntegerExprPrinter):  # type: ignore[misc, name-defined]
+    """sympy index expressions as Triton code over ``xindex`` / ``rindex`` (core's integer
+    printer, with the index symbols named and powers spelled out)."""
 
     def _print_Symbol(self, expr: sympy.Symbol) -> str:
         if expr == X:
@@ -47,19 +47,6 @@ class IndexPrinter(StrPrinter):
         if expr == R:
             return "rindex"
         return expr.name
-
-    def _operand(self, expr: Any) -> str:
-        text = self._print(expr)
-        return text if (expr.is_Symbol or expr.is_Integer) else f"({text})"
-
-    def _print_FloorDiv(self, expr: Any) -> str:
-        x, d = expr.args
-        return f"({self._operand(x)} // {self._operand(d)})"
-
-    def _print_ModularIndexing(self, expr: Any) -> str:
-        x, d, s = expr.args
-        inner = self._operand(x) if d == 1 else f"({self._operand(x)} // {self._operand(d)})"
-        return f"({inner} % {self._operand(s)})"
 
     def _print_Pow(self, expr: Any) -> str:
         base, exp = expr.args

@@ -628,6 +628,7 @@ _HELPERS = {
     "FloorDiv": ("tilefuse.ir.index", "FloorDiv"),
     "ModularIndexing": ("tilefuse.ir.index", "ModularIndexing"),
     "stride_of": ("tilefuse.ir.index", "stride_of"),
+    "IntegerExprPrinter": ("tilefuse.ir.symbolic", "PythonPrinter"),
     "is_size_symbol": ("tilefuse.ir.index", "is_size_symbol"),
     "size_function": ("tilefuse.ir.symbolic", "size_function"),
     "atomic_write": ("tilefuse.codegen.kernel_cache", "atomic_write"),

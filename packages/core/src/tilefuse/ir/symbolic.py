@@ -133,7 +133,9 @@ def known_nonnegative(expr: Any) -> bool:
 
 
 class PythonPrinter(StrPrinter):
-    """IR size expressions as Python integer arithmetic over the symbols' names."""
+    """IR index and size expressions as Python integer arithmetic over the symbols' names
+    (``//`` for ``FloorDiv``, ``%`` for ``ModularIndexing``); backends subclass it
+    (``plugin.IntegerExprPrinter``) to name their own symbols."""
 
     def _operand(self, expr: Any) -> str:
         text = self._print(expr)
@@ -145,7 +147,8 @@ class PythonPrinter(StrPrinter):
 
     def _print_ModularIndexing(self, expr: Any) -> str:
         x, d, s = expr.args
-        return f"(({self._operand(x)} // {self._operand(d)}) % {self._operand(s)})"
+        inner = self._operand(x) if d == 1 else f"({self._operand(x)} // {self._operand(d)})"
+        return f"({inner} % {self._operand(s)})"
 
 
 _python = PythonPrinter()
