@@ -60,7 +60,8 @@ def test_failures_are_dropped_counted_and_summarized(tuner, device, caplog):
     fast, extern = sel.timings_ms["explicit/fast"], sel.timings_ms["extern/torch.mm"]
     best = f"; best per provider: explicit/fast {fast:.4f} ms, extern/torch.mm {extern:.4f} ms"
     # With more than one benchmark worker (a 2-GPU machine) the per-worker counts follow.
-    assert sel.summary.endswith(best) or f"{best}; measured on " in sel.summary
+    assert f"{best}; took " in sel.summary or f"{best}; measured on " in sel.summary
+    assert re.search(r"; took [0-9.]+ s \(quick builds done at [0-9.]+ s\)$", sel.summary)
     messages = [r.getMessage() for r in caplog.records]
     assert sel.summary in messages
     # Builds and measurements overlap: candidates finish in no fixed order.

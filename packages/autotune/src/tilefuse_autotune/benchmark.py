@@ -113,6 +113,9 @@ class Bench:
         self._background: dict[str, Future[None]] = {}  # slow builds by build key
         self._bench_workers: dict[str, Worker] = {}
         self._lock = threading.Lock()
+        # Seconds from the start of the latest run until its quick builds were done (a
+        # diagnostic for the selection's summary line).
+        self.last_quick_builds_s = 0.0
 
     def worker_slots(self, device: str) -> list[tuple[str, dict[str, str]]]:
         """``(worker name, environment settings)`` of each benchmark worker for a problem
@@ -278,6 +281,7 @@ class Bench:
                         futures[i].add_done_callback(partial(forget, key))
                 wait([futures[i] for i in fast])
                 quick_started.set()
+                self.last_quick_builds_s = time.monotonic() - start
                 if slow and config.build_wait_s is not None:
                     left = start + config.build_wait_s - time.monotonic()
                     wait([futures[i] for i in slow], timeout=max(0.0, left))

@@ -45,6 +45,7 @@ serve every mode; ``quick`` entries serve all but ``max``).
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -404,6 +405,7 @@ class Autotuner:
         tuned = [extern, *shortlist]
         progress = Progress(title, len(tuned))
         counters.bump("autotune_benchmarks")
+        started = time.monotonic()
         bench_config = self.bench_config
         if bench_config.build_wait_s is None:
             bench_config = replace(bench_config, build_wait_s=settings.build_wait_s())
@@ -445,6 +447,11 @@ class Autotuner:
             outcomes[0],
             timings,
             workers,
+        )
+        bench = self.bench or benchmark.shared_bench()
+        text += (
+            f"; took {time.monotonic() - started:.1f} s (quick builds done at "
+            f"{bench.last_quick_builds_s:.1f} s)"
         )
         log.info("%s", text)
         self.cache.put(
