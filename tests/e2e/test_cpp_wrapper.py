@@ -97,9 +97,10 @@ class FakeCudaKernel:
 
 def _mixed(x, w, a, b):
     """Pointwise and reduction kernels, a GEMM template, two extern ops (one with tuple
-    results) and a returned view."""
+    results), a returned view and a graph constant (a tensor made from a literal)."""
     sdpa = F.scaled_dot_product_attention(a[None, None], b[None, None], a[None, None])
-    return F.conv2d(x, w), (a @ b).t(), F.layer_norm(a, (8,)), sdpa
+    scale = torch.tensor([0.5, 1.0, 2.0, -1.0, 0.0, 3.0, 0.25, 1.5])
+    return F.conv2d(x, w), (a @ b).t(), F.layer_norm(a, (8,)), sdpa, b * scale
 
 
 def _mixed_args():
@@ -252,6 +253,8 @@ def test_generated_source_of_a_mixed_graph_compiles(monkeypatch, no_gemm_selecto
     assert ".as_strided(" in source  # the returned transpose
     assert "cuLaunchKernel" in source and "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC" in source
     assert source.count("namespace tilefuse_triton_cpp {") == 1  # shared once
+    assert list(schedule.graph.constants) == ["const_0"]
+    assert "at::Tensor const_0 = constants[0].cast<at::Tensor>();" in source
     # The same memory plan as the Python wrapper: as many reuses and frees.
     py = write_python(schedule, kernels)
     assert source.count("reuses freed") == py.count("reuses freed")

@@ -45,7 +45,7 @@ from .. import config, counters
 from ..errors import CompileError
 from ..scheduler import Schedule
 from .cpp_externs import CppUnsupported
-from .cpp_wrapper import CppWrapperSource, write_cpp_wrapper
+from .cpp_wrapper import CppWrapperSource, constant_names, write_cpp_wrapper
 from .kernel_cache import build_artifact, verified_artifact
 
 log = logging.getLogger("tilefuse")
@@ -180,19 +180,29 @@ def build(wrapper: CppWrapperSource) -> Any:
 
 
 class CppWrapperCall(functools.partial):
-    """A graph's ``call(args)`` through its C++ wrapper: ``cpp_call(python_call, args)``,
-    which runs ``python_call`` for a call whose inputs it declines (an unaligned tensor).
+    """A graph's ``call(args)`` through its C++ wrapper: ``cpp_call(python_call, constants,
+    args)``, which runs ``python_call`` for a call whose inputs it declines (an unaligned
+    tensor); ``constants`` are the graph's, in ``cpp_wrapper.constant_names`` order.
 
     A ``functools.partial`` (implemented in C), so a call runs no Python frame of
     tilefuse's: the per-call host cost is the library's.
     """
 
-    def __new__(cls, cpp_call: Callable[[Callable, list[Any]], Any], python_call: Callable):
-        return super().__new__(cls, cpp_call, python_call)
+    def __new__(
+        cls,
+        cpp_call: Callable[[Callable, tuple[Any, ...], list[Any]], Any],
+        python_call: Callable,
+        constants: tuple[Any, ...] = (),
+    ):
+        return super().__new__(cls, cpp_call, python_call, tuple(constants))
 
     @property
-    def cpp_call(self) -> Callable[[Callable, list[Any]], Any]:
+    def cpp_call(self) -> Callable[[Callable, tuple[Any, ...], list[Any]], Any]:
         return self.func
+
+    @property
+    def constants(self) -> tuple[Any, ...]:
+        return self.args[1]
 
     @property
     def python_call(self) -> Callable:
@@ -237,4 +247,7 @@ def select_wrapper(schedule: Schedule, kernels: dict[int, Any], python_call: Cal
     counters.bump("cpp_wrappers")
     if report is not None:
         report.wrapper_language = "c++"
-    return CppWrapperCall(module.call, python_call)
+    constants = schedule.graph.constants
+    return CppWrapperCall(
+        module.call, python_call, tuple(constants[n] for n in constant_names(constants))
+    )

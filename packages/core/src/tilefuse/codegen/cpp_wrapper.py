@@ -4,13 +4,16 @@
 (``wrapper.WrapperPlan``: same launch order, allocations, reuse of freed buffers and
 frees) as one C++ translation unit, a Python extension module whose function
 
-    call(fallback: Callable, args: list[Tensor]) -> tuple[Tensor, ...]
+    call(fallback: Callable, constants: tuple[Tensor, ...], args: list[Tensor])
+        -> tuple[Tensor, ...]
 
-binds the graph inputs, empties ``args`` (as the Python wrapper does, so inputs are freed
-at their last use) and runs the graph. When an input tensor is not 16-byte aligned
+binds the graph's constants (``graph.constants`` in sorted name order, bound once by the
+caller: the library holds no tensors, so one cached library serves every graph that
+renders the same source) and inputs, empties ``args`` (as the Python wrapper does, so
+inputs are freed at their last use) and runs the graph. When an input tensor is not 16-byte aligned
 (kernels are built for aligned pointers) it does nothing itself and returns
 ``fallback(args)`` (the Python wrapper). The caller binds ``fallback`` once
-(``cpp_build.CppWrapperCall``), so a call costs one call into the library and nothing
+and the constants once (``cpp_build.CppWrapperCall``), so a call costs one call into the library and nothing
 else in Python.
 
 The per-call path does no work that could be done once: tensor options are built when
@@ -29,7 +32,7 @@ How each step is written:
   results brought to the planned layout as the Python wrapper's ``_ensure_layout`` does.
 
 Anything else (a kernel without ``cpp_launch``, an op outside the table, a non-tensor
-graph input or output, graph constants, a fused template epilogue on the eager
+graph input or output, a constant not 16-byte aligned, a fused template epilogue on the eager
 fallback) raises ``CppUnsupported`` naming it; ``cpp_build.select_wrapper`` then keeps
 the Python wrapper for the whole graph.
 """
@@ -165,8 +168,11 @@ class CppWrapperWriter(WrapperPlan):
         graph = self.schedule.graph
         if any(b is None for b in graph.inputs):
             raise CppUnsupported("a graph input that is not a tensor (a Python number)")
-        if graph.constants:
-            raise CppUnsupported(f"graph constants ({', '.join(sorted(graph.constants))})")
+        for i, name in enumerate(constant_names(graph.constants)):
+            if graph.constants[name].data_ptr() % 16:
+                raise CppUnsupported(f"graph constant {name} is not 16-byte aligned")
+            # Not in ``defined``: the plan frees what the call defined, never a constant.
+            self.emit(f"at::Tensor {name} = constants[{i}].cast<at::Tensor>();")
         self.emit(f"if (PyList_Size(args.ptr()) != {len(names)}) {{")
         self.emit(f'    throw std::invalid_argument("tilefuse: expected {len(names)} inputs");')
         self.emit("}")
@@ -343,7 +349,8 @@ class CppWrapperWriter(WrapperPlan):
             "\n",
             *(s + "\n" for s in self.shared),
             *self.namespaces,
-            "\nstatic pybind11::object call(pybind11::object fallback, pybind11::list args) {\n",
+            "\nstatic pybind11::object call(pybind11::object fallback, pybind11::tuple constants,\n"
+            "                             pybind11::list args) {\n",
             *(line + "\n" for line in self.lines),
             "}\n\n",
             "PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {\n",
@@ -357,6 +364,11 @@ class CppWrapperWriter(WrapperPlan):
             tuple(self.libraries),
             list(self.launched),
         )
+
+
+def constant_names(constants: dict[str, Any]) -> list[str]:
+    """The order in which the generated ``call`` takes a graph's constants."""
+    return sorted(constants)
 
 
 def _byte_offset(buf: Buffer) -> int:
