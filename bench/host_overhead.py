@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import logging
 import statistics
@@ -397,17 +396,14 @@ def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
         "full" if args.full_timing else "quick")  # fmt: skip
     columns = [BY_NAME[c] for c in args.columns]
     unusable = {c.name: _unusable(c, device) for c in columns}
-    created = dt.datetime.now().astimezone()
-    machine = run.machine_info(device)
+    data: dict[str, Any] = run.result_header(SCHEMA_VERSION, device, {
+        "smoke": args.smoke, "ks": args.ks, "models": args.models,
+        "columns": args.columns, "budget": budget,
+        "calls_per_sample": CALLS_PER_SAMPLE if budget != "smoke" else 1,
+        "samples": dict(zip(("warmup", "host", "wall"), SAMPLES[budget]))})  # fmt: skip
+    machine = data["machine"]
     _log(f"device: {device} ({machine['device']})")
-    data: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "created": created.isoformat(timespec="seconds"),
-        "machine": machine,
-        "mode": {"smoke": args.smoke, "ks": args.ks, "models": args.models,
-                 "columns": args.columns, "budget": budget,
-                 "calls_per_sample": CALLS_PER_SAMPLE if budget != "smoke" else 1,
-                 "samples": dict(zip(("warmup", "host", "wall"), SAMPLES[budget]))},
+    data |= {
         "columns": {c.name: {"family": c.family, "mode": c.mode, "options": c.options,
                              "env": dict(c.env), "usable": unusable[c.name] is None,
                              "reason": unusable[c.name]}
@@ -415,7 +411,7 @@ def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
         "rows": [],
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    path = run.output_path(args.out, f"host-overhead {machine['device']}", created)
+    path = run.output_path(args.out, f"host-overhead {machine['device']}", run.created_at(data))
     if path_out is not None:
         path_out.append(path)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import datetime as dt
 import json
 import math
 import signal
@@ -496,14 +495,10 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
     else:
         timer = Timer(device, quick=not args.full_timing)
     unusable = {s.name: backends.unusable_reason(s, device) for s in columns}
-    created = dt.datetime.now().astimezone()
-    machine = run.machine_info(device)
-    _log(f"device: {device} ({machine['device']})")
-    data: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "created": created.isoformat(timespec="seconds"),
-        "machine": machine,
-        "mode": {
+    data: dict[str, Any] = run.result_header(
+        SCHEMA_VERSION,
+        device,
+        {
             "smoke": args.smoke,
             "modes": args.modes,
             "backends": args.backends,
@@ -513,6 +508,10 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
             "cudagraphs": args.cudagraphs,
             "timeout_s": args.timeout,
         },
+    )
+    machine = data["machine"]
+    _log(f"device: {device} ({machine['device']})")
+    data |= {
         "backends": {
             s.name: {"usable": unusable[s.name] is None, "reason": unusable[s.name]}
             for s in columns
@@ -520,7 +519,7 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
         "rows": [],
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = run.output_path(args.out, f"models {machine['device']}", created)
+    path = run.output_path(args.out, f"models {machine['device']}", run.created_at(data))
     if path_out is not None:
         path_out.append(path)
     run.warm_up(columns, unusable, timer)

@@ -143,6 +143,24 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     }
 
 
+def result_header(schema: int, device: torch.device, mode: dict[str, Any]) -> dict[str, Any]:
+    """The keys every results JSON opens with, in this order: ``schema`` (the writing
+    tool's own format version), ``created`` (now, local time, ISO to the second),
+    ``machine`` (``machine_info(device)``) and ``mode`` (the run's settings, as given).
+    ``created_at(header)`` reads the time back, for ``output_path``."""
+    return {
+        "schema": schema,
+        "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(device),
+        "mode": mode,
+    }
+
+
+def created_at(data: dict[str, Any]) -> dt.datetime:
+    """The ``created`` time of a dict that ``result_header`` opened."""
+    return dt.datetime.fromisoformat(data["created"])
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
 
@@ -395,8 +413,20 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     columns = backends.specs(args.backends, strict_tilefuse=not args.allow_fallback)
     timer = Timer(device, quick=args.quick)
     unusable = {s.name: backends.unusable_reason(s, device) for s in columns}
-    created = dt.datetime.now().astimezone()
-    _log(f"device: {device} ({machine_info(device)['device']})")
+    header = result_header(
+        SCHEMA_VERSION,
+        device,
+        {
+            "smoke": args.smoke,
+            "quick": args.quick,
+            "timing": timer.method,
+            "tilefuse_strict": not args.allow_fallback,
+            "backends": args.backends,
+            "only": args.only,
+            "rounds": args.rounds,
+        },
+    )
+    _log(f"device: {device} ({header['machine']['device']})")
     _log("measuring floors ...")
     fl = floors.measure_floors(timer, args.smoke)
     _log(f"  copy {fl.copy_bytes_per_s / 1e9:.1f} GB/s, mm {fl.mm_flops_per_s / 1e12:.2f} TFLOP/s")
@@ -406,18 +436,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         _log(f"{w.name}")
         records.append(run_workload(w, columns, unusable, timer, fl, args.smoke, args.rounds))
     return {
-        "schema": SCHEMA_VERSION,
-        "created": created.isoformat(timespec="seconds"),
-        "machine": machine_info(device),
-        "mode": {
-            "smoke": args.smoke,
-            "quick": args.quick,
-            "timing": timer.method,
-            "tilefuse_strict": not args.allow_fallback,
-            "backends": args.backends,
-            "only": args.only,
-            "rounds": args.rounds,
-        },
+        **header,
         "floors": fl.to_json(),
         "backends": {
             s.name: {
@@ -448,9 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    path = output_path(
-        args.out, data["machine"]["device"], dt.datetime.fromisoformat(data["created"])
-    )
+    path = output_path(args.out, data["machine"]["device"], created_at(data))
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(report.format_report(data))
     print(f"\nwrote {path}")

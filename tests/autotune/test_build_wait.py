@@ -53,7 +53,7 @@ def _run(bench, choices, config):
     return run_benchmarks(
         problem, labels, [ExternChoice("mm", plugin.Epilogue()), *choices], config,
         Progress("t", len(labels)), bench,
-    )  # fmt: skip
+    ).outcomes  # fmt: skip
 
 
 def test_an_unfinished_slow_build_is_pending_and_finishes_in_the_background(bench, tmp_path):

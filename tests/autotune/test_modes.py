@@ -10,7 +10,7 @@ from tests.autotune.fake_choices import FakeProvider, FastChoice, SlowChoice, mm
 from tilefuse import plugin
 from tilefuse.errors import TilefuseError
 from tilefuse_autotune import Candidate, benchmark, candidates_for
-from tilefuse_autotune.benchmark import Outcome
+from tilefuse_autotune.benchmark import BenchRun, Outcome
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def bench_calls(monkeypatch):
 
     def fake_run(problem, labels, choices, config, progress, bench=None):
         calls.append(list(labels))
-        return [Outcome(label, time_ms=100.0 - i) for i, label in enumerate(labels)]
+        return BenchRun([Outcome(label, time_ms=100.0 - i) for i, label in enumerate(labels)], 0.0)
 
     monkeypatch.setattr(benchmark, "run_benchmarks", fake_run)
     return calls

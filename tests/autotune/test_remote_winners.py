@@ -14,7 +14,7 @@ from tests.autotune.fake_choices import FastChoice, mm_problem
 from tests.redis_server import running_redis, skip_reason
 from tilefuse import remote_cache
 from tilefuse_autotune import Autotuner, Candidate, WinnersCache, benchmark
-from tilefuse_autotune.benchmark import Outcome
+from tilefuse_autotune.benchmark import BenchRun, Outcome
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def bench_calls(monkeypatch):
 
     def fake_run(problem, labels, choices, config, progress, bench=None):
         calls.append(list(labels))
-        return [Outcome(label, time_ms=100.0 - i) for i, label in enumerate(labels)]
+        return BenchRun([Outcome(label, time_ms=100.0 - i) for i, label in enumerate(labels)], 0.0)
 
     monkeypatch.setattr(benchmark, "run_benchmarks", fake_run)
     return calls

@@ -111,11 +111,12 @@ def _relu_measures_fastest(monkeypatch) -> None:
     real = benchmark.run_benchmarks
 
     def ranked(problem, labels, choices, *args, **kwargs):
-        outcomes = real(problem, labels, choices, *args, **kwargs)
-        return [
+        run = real(problem, labels, choices, *args, **kwargs)
+        outcomes = [
             replace(o, time_ms=1.0 if o.label == "vendor/relu" else 2.0) if o.ok else o
-            for o in outcomes
+            for o in run.outcomes
         ]
+        return replace(run, outcomes=outcomes)
 
     monkeypatch.setattr(benchmark, "run_benchmarks", ranked)
 

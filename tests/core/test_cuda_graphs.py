@@ -16,7 +16,7 @@ import tilefuse
 from tests.cuda_graph_emulation import ReplayGraph
 from tilefuse import config, cuda_graphs
 from tilefuse.compile_options import parse
-from tilefuse.cuda_graphs import CudaGraphRunner
+from tilefuse.cuda_graphs import CudaGraphRunner, ShapeRunners
 from tilefuse.errors import CudaGraphsRefused, TilefuseError
 
 
@@ -78,7 +78,12 @@ def test_environment_variable(monkeypatch):
 
 def test_counters_are_standard():
     stats = tilefuse.stats()
-    for name in ("cuda_graphs_captured", "cuda_graph_replays", "cuda_graph_fallbacks"):
+    for name in (
+        "cuda_graphs_captured",
+        "cuda_graph_replays",
+        "cuda_graph_fallbacks",
+        "cuda_graphs_evicted",
+    ):
         assert stats[name] == 0
 
 
@@ -263,6 +268,62 @@ def test_changed_scalar_argument_runs_without_the_graph_for_that_call():
     assert "non-tensor argument 1 changed" in said[0]
     torch.testing.assert_close(run([x, 2])[0], torch.full((2,), 2.0))
     assert tilefuse.stats()["cuda_graph_replays"] == 2
+
+
+# ---- one runner per shape (graphs with symbolic sizes) -------------------------------------
+
+
+def shape_runners(fn, max_shapes=4, graph=ReplayGraph, warnings=None):
+    warn = (warnings if warnings is not None else []).append
+    compiled = boxed(fn)
+    return ShapeRunners(
+        lambda: CudaGraphRunner(compiled, frozenset(), False, warn, graph),
+        compiled,
+        max_shapes,
+        warn,
+    )
+
+
+def test_each_shape_is_captured_once_and_replayed_with_its_own_graph():
+    run = shape_runners(lambda x, n: (x * 2 + n,))
+    results, expected = [], []
+    for rows in (3, 5, 3, 5, 3, 5, 3):
+        x = torch.randn(rows, 2)
+        expected.append((x * 2 + rows,))
+        results.append(run([x, rows]))
+    for got, want in zip(results, expected):
+        torch.testing.assert_close(got, want)
+    stats = tilefuse.stats()
+    assert stats["cuda_graphs_captured"] == 2, stats
+    # each shape: warm-up, capture + replay, then replays (rows 3: 4 calls, rows 5: 3)
+    assert stats["cuda_graph_replays"] == 3 + 2, stats
+    assert stats["cuda_graph_fallbacks"] == 0 and stats["cuda_graphs_evicted"] == 0, stats
+    assert len(run.runners) == 2
+
+
+def test_the_least_recently_used_shape_is_dropped_beyond_the_limit():
+    said = []
+    run = shape_runners(lambda x: (x + 1,), max_shapes=2, warnings=said)
+    for rows in (3, 3, 5, 5, 7, 3, 3):  # 7 drops 3's graph, then 3 drops 5's
+        x = torch.randn(rows)
+        torch.testing.assert_close(run([x])[0], x + 1)
+    stats = tilefuse.stats()
+    assert stats["cuda_graphs_evicted"] == 2, stats
+    assert stats["cuda_graphs_captured"] == 3, stats  # 3, 5, and 3 again after its warm-up
+    assert stats["cuda_graph_replays"] == 3, stats
+    assert len(run.runners) == 2 and "TILEFUSE_MAX_SPECIALIZATIONS" in said[0]
+
+
+def test_a_refused_shape_turns_graphs_off_for_every_shape():
+    said = []
+    run = shape_runners(lambda x: (x + 1,), graph=FailingGraph, warnings=said)
+    for rows in (3, 3, 5, 5, 5):
+        x = torch.randn(rows)
+        torch.testing.assert_close(run([x])[0], x + 1)
+    assert run.direct and len(run.runners) == 0
+    assert len(said) == 1 and "capturing it failed" in said[0]
+    stats = tilefuse.stats()
+    assert stats["cuda_graph_fallbacks"] == 1 and stats["cuda_graphs_captured"] == 0, stats
 
 
 # ---- through torch.compile on the CPU ------------------------------------------------------

@@ -29,6 +29,7 @@ SHARED = {
     "backend_selection",
     "policy_check",
     "remote_cache",
+    "lru",
 }
 
 # Stage -> the stages it may import (besides itself and SHARED). The scheduler and

@@ -117,3 +117,17 @@ def test_training_steps_match_eager():
             assert_same(b, a)
     # forward and backward: warm-up, capture + replay, two replays each
     assert_replayed(graphs=2, replays=6)
+
+
+def test_symbolic_sizes_capture_each_shape_once_and_replay_it():
+    def fn(x):
+        return torch.tanh(x) * x.sum(-1, keepdim=True)
+
+    compiled = compile_ro(fn)
+    for rows in (4, 7, 4, 7, 4, 7):
+        x = torch.randn(rows, 5)
+        torch._dynamo.mark_dynamic(x, 0)
+        assert_same(compiled(x), fn(x))
+    assert tilefuse.stats()["graphs_compiled_symbolic"] == 1, tilefuse.stats()
+    # per shape: warm-up, capture + replay, replay
+    assert_replayed(graphs=2, replays=4)

@@ -7,14 +7,12 @@ Run on a CUDA machine with ``pytest -m gpu tests/e2e/test_gpu_symbolic.py``.
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import tilefuse
-from tests.compile_check import assert_same
+from tests.compile_check import assert_same, check_forward_backward_over_lengths
 from tests.e2e.test_models import Block
 
 pytestmark = pytest.mark.gpu
@@ -84,20 +82,8 @@ def test_more_than_two_to_the_31_elements_after_a_small_first_size():
 
 
 def test_transformer_block_forward_backward_over_sequence_lengths():
-    model = Block(causal=True).cuda()
-    comp = copy.deepcopy(model)
-    _fresh()
-    compiled = torch.compile(comp, backend="tilefuse")
-    for seq in [8, 16, 17, 64, 65, 128, 9]:
-        x = torch.randn(2, seq, 16, device="cuda")
-        xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
-        torch._dynamo.mark_dynamic(xc, 1)
-        expected, actual = model(xe), compiled(xc)
-        assert_same(actual, expected)
-        seed = torch.randn_like(expected)
-        (expected * seed).sum().backward()
-        (actual * seed).sum().backward()
-        assert_same(xc.grad, xe.grad)
+    lengths = [8, 16, 17, 64, 65, 128, 9]
+    check_forward_backward_over_lengths(Block(causal=True).cuda(), lengths, device="cuda")
     stats = tilefuse.stats()
     assert stats["graphs_fallen_back"] == 0, stats
     assert stats["graphs_compiled_symbolic"] == 2, stats  # forward and backward

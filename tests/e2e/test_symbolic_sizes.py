@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tilefuse
-from tests.compile_check import assert_same
+from tests.compile_check import assert_same, check_forward_backward_over_lengths
 from tilefuse.errors import SymbolicUnsupported
 from tilefuse.report import collect_reports
 
@@ -286,24 +286,7 @@ def test_wrapper_binds_sizes_per_call_and_checks_the_other_inputs():
 def test_transformer_block_forward_backward_over_sequence_lengths():
     from tests.e2e.test_models import Block
 
-    model = Block(causal=True)
-    comp = copy.deepcopy(model)
-    _fresh()
-    compiled = torch.compile(comp, backend="tilefuse")
-    for seq in [8, 5, 12, 3, 9]:
-        x = torch.randn(2, seq, 16)
-        xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
-        torch._dynamo.mark_dynamic(xc, 1)
-        expected, actual = model(xe), compiled(xc)
-        assert_same(actual, expected)
-        seed = torch.randn_like(expected)
-        (expected * seed).sum().backward()
-        (actual * seed).sum().backward()
-        assert_same(xc.grad, xe.grad)
-        for pc, pe in zip(comp.parameters(), model.parameters()):
-            assert_same(pc.grad, pe.grad)
-        model.zero_grad()
-        comp.zero_grad()
+    check_forward_backward_over_lengths(Block(causal=True), [8, 5, 12, 3, 9])
     stats = tilefuse.stats()
     assert stats["graphs_fallen_back"] == 0, stats
     assert stats["graphs_compiled"] == stats["graphs_compiled_symbolic"] == 2, stats

@@ -97,6 +97,19 @@ class BenchConfig:
 Task = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
+@dataclass(frozen=True)
+class BenchRun:
+    """What one ``Bench.run`` found: ``outcomes``, one per choice in the order of the
+    choices, and ``quick_builds_s``, seconds from the run's start until every quick (not
+    slow-build) choice was built: a diagnostic for the selection's summary line.
+
+    It belongs to the run, not to the ``Bench``: selections on several threads share one
+    ``Bench`` and each reads only its own run's figure."""
+
+    outcomes: list[Outcome]
+    quick_builds_s: float
+
+
 class Bench:
     """Owns the worker processes: a compile pool and one benchmark worker per device.
 
@@ -113,9 +126,6 @@ class Bench:
         self._background: dict[str, Future[None]] = {}  # slow builds by build key
         self._bench_workers: dict[str, Worker] = {}
         self._lock = threading.Lock()
-        # Seconds from the start of the latest run until its quick builds were done (a
-        # diagnostic for the selection's summary line).
-        self.last_quick_builds_s = 0.0
 
     def worker_slots(self, device: str) -> list[tuple[str, dict[str, str]]]:
         """``(worker name, environment settings)`` of each benchmark worker for a problem
@@ -170,9 +180,10 @@ class Bench:
         config: BenchConfig,
         task: Task,
         on_done: Callable[[Outcome], None] | None = None,
-    ) -> list[Outcome]:
-        """Build every choice and run ``task`` on each built one: one ``Outcome`` per
-        choice, in the order of ``choices`` whatever the order they finished in.
+    ) -> BenchRun:
+        """Build every choice and run ``task`` on each built one: a ``BenchRun`` with one
+        ``Outcome`` per choice, in the order of ``choices`` whatever the order they
+        finished in, and the time the quick builds took.
 
         Builds run in the compile pool, slow ones (uncached ``slow_build``) only once every
         quick one is built, so that an nvcc build never holds up a quick one; each built
@@ -236,6 +247,7 @@ class Bench:
             running = {i: self._background.get(k) for i, k in keys.items() if k is not None}
 
         quick_started = threading.Event()  # slow builds never hold a worker a quick one needs
+        quick_builds_s = 0.0
 
         def build(i: int) -> None:
             if i in slow_set:
@@ -281,7 +293,7 @@ class Bench:
                         futures[i].add_done_callback(partial(forget, key))
                 wait([futures[i] for i in fast])
                 quick_started.set()
-                self.last_quick_builds_s = time.monotonic() - start
+                quick_builds_s = time.monotonic() - start
                 if slow and config.build_wait_s is not None:
                     left = start + config.build_wait_s - time.monotonic()
                     wait([futures[i] for i in slow], timeout=max(0.0, left))
@@ -297,7 +309,7 @@ class Bench:
                 loop.result()
         missing = [labels[i] for i, o in enumerate(outcomes) if o is None]
         assert not missing, f"no outcome for {missing}"
-        return [o for o in outcomes if o is not None]
+        return BenchRun([o for o in outcomes if o is not None], quick_builds_s)
 
     @staticmethod
     def _give_up(
@@ -440,10 +452,10 @@ def run_benchmarks(
     config: BenchConfig,
     progress: Progress,
     bench: Bench | None = None,
-) -> list[Outcome]:
-    """Build, check and time every choice (``Bench.run``); one ``Outcome`` per choice,
-    in order, each carrying the worker that measured it. ``progress`` gets a step per
-    choice as it finishes."""
+) -> BenchRun:
+    """Build, check and time every choice (``Bench.run``): the run's ``BenchRun``, one
+    ``Outcome`` per choice, in order, each carrying the worker that measured it.
+    ``progress`` gets a step per choice as it finishes."""
     bench = bench or shared_bench()
 
     def report(outcome: Outcome) -> None:
@@ -469,7 +481,7 @@ def check_candidates(
     """Build then check (run once against extern, untimed) every choice in isolated
     workers; one ``Outcome`` per choice, in order."""
     bench = bench or shared_bench()
-    return bench.run(problem, labels, choices, config, (measure.check, ()))
+    return bench.run(problem, labels, choices, config, (measure.check, ())).outcomes
 
 
 def worker_counts(outcomes: Sequence[Outcome]) -> dict[str, int]:

@@ -409,7 +409,7 @@ class Autotuner:
         bench_config = self.bench_config
         if bench_config.build_wait_s is None:
             bench_config = replace(bench_config, build_wait_s=settings.build_wait_s())
-        outcomes = benchmark.run_benchmarks(
+        run = benchmark.run_benchmarks(
             problem,
             [c.label for c in tuned],
             [c.choice for c in tuned],
@@ -417,6 +417,7 @@ class Autotuner:
             progress,
             self.bench,
         )
+        outcomes = run.outcomes
         if outcomes[0].ok:  # with a working reference, each outcome is a verdict
             for candidate, outcome in zip(tuned, outcomes):
                 if not candidate.first_party:
@@ -448,10 +449,9 @@ class Autotuner:
             timings,
             workers,
         )
-        bench = self.bench or benchmark.shared_bench()
         text += (
             f"; took {time.monotonic() - started:.1f} s (quick builds done at "
-            f"{bench.last_quick_builds_s:.1f} s)"
+            f"{run.quick_builds_s:.1f} s)"
         )
         log.info("%s", text)
         self.cache.put(

@@ -9,7 +9,7 @@
 | ``TILEFUSE_REMOTE_CACHE`` | ``redis://host:port/db`` of a shared remote cache (``remote_cache``) |
 | ``TILEFUSE_STRICT`` | ``1``/``true``/``yes``/``on``: raise instead of falling back to eager |
 | ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``quick``, ``max`` or ``replay`` |
-| ``TILEFUSE_MAX_SPECIALIZATIONS`` | shape variants kept per dynamic-shape graph (LRU, default 16) |
+| ``TILEFUSE_MAX_SPECIALIZATIONS`` | shape variants, CUDA graphs too, per graph (LRU, default 16) |
 | ``TILEFUSE_DYNAMIC_SIZES`` | ``0``/``off``: compile dynamic-shape graphs per shape (default on) |
 | ``TILEFUSE_CPP_WRAPPER`` | ``1``/``true``/``yes``/``on``: the wrapper in C++ (experimental) |
 | ``TILEFUSE_CUDA_GRAPHS`` | ``1``/``true``/``yes``/``on``: replay compiled graphs as CUDA graphs |

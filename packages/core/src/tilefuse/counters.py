@@ -33,6 +33,7 @@ STANDARD = (
     "cuda_graphs_captured",  # CUDA-graph captures of compiled graphs (re-captures included)
     "cuda_graph_replays",  # calls served by replaying a captured CUDA graph
     "cuda_graph_fallbacks",  # graphs that asked for CUDA graphs and run without them
+    "cuda_graphs_evicted",  # per-shape CUDA graphs of symbolic-size graphs dropped (LRU)
 )
 
 _lock = threading.Lock()

@@ -26,6 +26,15 @@ What a runner does, call by call (it takes AOTAutograd's argument list and empti
    changed is demoted to a copied one and the graph captured again. A call whose
    non-tensor arguments differ from the captured ones runs without the graph.
 
+A graph compiled for every size (symbolic sizes) is called with many shapes: ``wrap``
+gives it a ``ShapeRunners``, one runner as above per input-shape signature (the sizes and
+dtypes of its tensor inputs and its integer arguments, which carry the symbolic sizes),
+each warmed up, captured and replayed for its own shape. At most ``max_shapes`` runners
+are kept (``config.max_specializations()``, ``TILEFUSE_MAX_SPECIALIZATIONS``; LRU): the
+least recently used is dropped with its graph and pool (``cuda_graphs_evicted``) and its
+shape starts again from a warm-up when it returns. Once one runner is refused, every
+shape of the graph runs without CUDA graphs.
+
 Outputs: a replay rewrites the static outputs in the pool, so they are never handed out.
 An output that is a view of an input is rebuilt as the same view of the caller's tensor
 (what eager returns); every other output storage is copied once per call into a fresh
@@ -64,8 +73,9 @@ from typing import Any, Protocol
 
 import torch
 
-from . import counters
+from . import config, counters
 from .errors import CudaGraphsRefused
+from .lru import BoundedLRU
 
 log = logging.getLogger("tilefuse")
 
@@ -421,17 +431,107 @@ class CudaGraphRunner:
         return type(self.outputs)(result) if isinstance(self.outputs, tuple) else result
 
 
+def shape_signature(args: Sequence[Any]) -> tuple:
+    """What tells one shape of a symbolic-size graph's call from another: the sizes and
+    dtype of each tensor argument and the value of each integer one (Dynamo passes the
+    symbolic sizes as integers); other values are left to the runner's own check."""
+    return tuple(
+        (tuple(a.shape), a.dtype)
+        if isinstance(a, torch.Tensor)
+        else a
+        if isinstance(a, int)
+        else None
+        for a in args
+    )
+
+
+class ShapeRunners:
+    """CUDA graphs for a graph compiled for every size: a ``CudaGraphRunner`` per
+    ``shape_signature``, at most ``max_shapes`` (>= 1) of them, least recently used
+    dropped first (``cuda_graphs_evicted``; one warning through ``warn``). Called boxed,
+    like the runners. ``runner_factory()`` makes a runner (tests pass one with an
+    emulated graph). Once a runner is refused (its state ``"direct"``, counted once by
+    the runner), the graph runs without CUDA graphs for every shape."""
+
+    def __init__(
+        self,
+        runner_factory: Callable[[], CudaGraphRunner],
+        compiled: Callable[[list[Any]], Any],
+        max_shapes: int,
+        warn: Warn,
+    ) -> None:
+        self._boxed_call = True
+        self.runner_factory = runner_factory
+        self.compiled = compiled
+        self.warn = warn
+        self.runners: BoundedLRU[tuple, CudaGraphRunner] = BoundedLRU(max_shapes)
+        self.direct = False
+        self._lock = threading.Lock()
+
+    def __call__(self, args: list[Any]) -> Any:
+        key = shape_signature(args)
+        with self._lock:
+            if self.direct:
+                runner = None
+            else:
+                runner = self.runners.get(key)
+                evicted = 0
+                if runner is None:
+                    runner = self.runner_factory()
+                    evicted = self.runners.put(key, runner)
+        if runner is None:
+            return self.compiled(args)
+        if evicted:
+            counters.bump("cuda_graphs_evicted", evicted)
+            self.warn(
+                f"a CUDA-graph graph with symbolic sizes was called with more than "
+                f"{self.runners.limit} input shapes; the least recently used shape's graph "
+                "is dropped and captured again when that shape returns (raise "
+                "TILEFUSE_MAX_SPECIALIZATIONS or options={'max_specializations': N} to keep more)"
+            )
+        try:
+            return runner(args)
+        finally:
+            if runner.state == "direct":
+                with self._lock:
+                    self.direct = True
+                    self.runners.clear()
+
+
+def _symbolic(example_inputs: Sequence[Any]) -> bool:
+    """Whether any example input has a symbolic size or is a symbolic integer."""
+    for value in example_inputs:
+        if isinstance(value, torch.SymInt):
+            return True
+        if isinstance(value, torch.Tensor) and any(
+            isinstance(s, torch.SymInt) for s in value.shape
+        ):
+            return True
+    return False
+
+
 def wrap(
     compiled: Callable[[list[Any]], Any],
     gm: torch.fx.GraphModule,
     example_inputs: Sequence[Any],
     strict: bool,
     warn: Warn,
+    max_shapes: int | None = None,
 ) -> Callable[[list[Any]], Any]:
     """``compiled`` run under CUDA graphs, or ``compiled`` itself after ``refuse`` where
-    the graph cannot be captured (``CudaGraphsRefused`` with ``strict``)."""
+    the graph cannot be captured (``CudaGraphsRefused`` with ``strict``).
+
+    A graph with symbolic sizes gets a ``ShapeRunners`` keeping at most ``max_shapes``
+    captured shapes (default ``config.max_specializations()``); any other graph one
+    ``CudaGraphRunner``."""
     reason = refusal_reason(gm, example_inputs)
     if reason is not None:
         refuse(reason, strict, warn)
         return compiled
-    return CudaGraphRunner(compiled, mutated_inputs(gm), strict, warn)
+    mutated = mutated_inputs(gm)
+    if not _symbolic(example_inputs):
+        return CudaGraphRunner(compiled, mutated, strict, warn)
+    limit = config.max_specializations() if max_shapes is None else max_shapes
+    return ShapeRunners(
+        lambda: CudaGraphRunner(compiled, mutated, strict, warn), compiled, limit, warn
+    )

@@ -29,7 +29,6 @@ import functools
 import itertools
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +41,7 @@ from . import compile_options, config, counters, cuda_graphs, plugin
 from .backend_selection import owner, served_device_types
 from .errors import NoBackendError, TilefuseError
 from .frontend.decompositions import decomposition_table
+from .lru import BoundedLRU
 
 log = logging.getLogger("tilefuse")
 _warned: set[str] = set()
@@ -189,6 +189,8 @@ def _inner_compiler(
         with config.overrides(settings):
             strict = config.strict()
             graphs = config.cuda_graphs()
+            # per-shape CUDA graphs a symbolic-size graph keeps (read under its options)
+            max_shapes = config.max_specializations() if graphs and symbolic else None
             try:
                 compiled = compile_graph(gm, example_inputs, free)
             except Exception as exc:
@@ -221,7 +223,7 @@ def _inner_compiler(
             compiled, gm, strict, strides if free else None, fallback=fallback
         )
         if graphs:
-            return cuda_graphs.wrap(run, gm, example_inputs, strict, _warn_once)
+            return cuda_graphs.wrap(run, gm, example_inputs, strict, _warn_once, max_shapes)
         return run
 
     return inner
@@ -315,7 +317,7 @@ class _GraphSpecializer:
         self.why = why
         with config.overrides(settings):
             self.limit = config.max_specializations()
-        self.compiled: OrderedDict[tuple, Callable] = OrderedDict()
+        self.compiled: BoundedLRU[tuple, Callable] = BoundedLRU(self.limit)
         self._lock = threading.Lock()
         counters.bump("symbolic_fallbacks")
         log.info("tilefuse: a backward graph is specialized per shape: %s", why)
@@ -324,16 +326,10 @@ class _GraphSpecializer:
         key = _signature(args)
         with self._lock:
             fn = self.compiled.get(key)
-            if fn is not None:
-                self.compiled.move_to_end(key)
         if fn is None:
             fn = self._specialize(args)
             with self._lock:
-                self.compiled[key] = fn
-                evicted = 0
-                while len(self.compiled) > self.limit:
-                    self.compiled.popitem(last=False)
-                    evicted += 1
+                evicted = self.compiled.put(key, fn)
             if evicted:
                 counters.bump("specializations_evicted", evicted)
         return fn(args)
@@ -399,7 +395,7 @@ class _Specializer:
         self.why = why  # why it was not compiled once for every size
         self.graph_id = next(_specialized_graph_ids)
         self.variants_compiled = 0  # for this graph, evicted ones included
-        self.compiled: OrderedDict[tuple, Callable] = OrderedDict()
+        self.compiled: BoundedLRU[tuple, Callable] = BoundedLRU(limit)
         self._lock = threading.Lock()
 
     def _scalar_inputs(self) -> list[int]:
@@ -446,8 +442,6 @@ class _Specializer:
         key = baked + _signature(args)
         with self._lock:
             fn = self.compiled.get(key)
-            if fn is not None:
-                self.compiled.move_to_end(key)
         if fn is None:
             fn = self._specialize(key, args)
         return fn(*args)
@@ -486,14 +480,9 @@ class _Specializer:
             )
             counters.bump("graphs_fallen_back")
             fn = self.gm.forward
-        evicted = 0
         with self._lock:
             self.variants_compiled += 1
-            self.compiled[key] = fn
-            self.compiled.move_to_end(key)
-            while len(self.compiled) > self.limit:
-                self.compiled.popitem(last=False)
-                evicted += 1
+            evicted = self.compiled.put(key, fn)
         if evicted:
             counters.bump("specializations_evicted", evicted)
             _warn_once(

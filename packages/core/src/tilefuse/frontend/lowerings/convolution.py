@@ -12,6 +12,10 @@ weight's gradient keeps eager's layout (the parameter's).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from ...ir.nodes import Layout
@@ -26,12 +30,25 @@ _NCHW = "convolutions run as eager (cuDNN/oneDNN) calls"
 _NHWC = "convolutions run as eager (cuDNN/oneDNN) calls, channels-last"
 
 
+def _channels_last_or_eager(lower: Callable[..., Any]) -> Callable[..., Any]:
+    """Guards a convolution lowering ``lower(ctx, node, *args)``: a node with keyword
+    arguments, or one the graph's layout did not choose channels-last for, becomes a
+    plain eager call (as an extern with eager's layouts); every other node is noted as a
+    channels-last extern and lowered by ``lower``."""
+
+    @functools.wraps(lower)
+    def guarded(ctx, node, *args, **kwargs):
+        if kwargs or not ctx.layout.conv_channels_last(node):
+            return ctx.extern(node, args, kwargs, _NCHW)
+        ctx.note_extern(node, _NHWC)
+        return lower(ctx, node, *args)
+
+    return guarded
+
+
 @register(aten.convolution.default)
-def _convolution(ctx, node, *args, **kwargs):
-    if kwargs or not ctx.layout.conv_channels_last(node):
-        return ctx.extern(node, args, kwargs, _NCHW)
-    x, weight, bias, *rest = args
-    ctx.note_extern(node, _NHWC)
+@_channels_last_or_eager
+def _convolution(ctx, node, x, weight, bias, *rest):
     meta = out_meta(node)
     x_buf = ctx.channels_last_buffer(x)
     w_buf = ctx.channels_last_buffer(weight)
@@ -50,11 +67,8 @@ def _convolution(ctx, node, *args, **kwargs):
 
 
 @register(aten.convolution_backward.default)
-def _convolution_backward(ctx, node, *args, **kwargs):
-    if kwargs or not ctx.layout.conv_channels_last(node):
-        return ctx.extern(node, args, kwargs, _NCHW)
-    grad, x, weight, *rest = args
-    ctx.note_extern(node, _NHWC)
+@_channels_last_or_eager
+def _convolution_backward(ctx, node, grad, x, weight, *rest):
     metas = node.meta.get("val")
     bufs = [ctx.channels_last_buffer(v) for v in (grad, x, weight)]
     layouts = [None] * len(metas)
