@@ -12,9 +12,9 @@ caller: the library holds no tensors, so one cached library serves every graph t
 renders the same source) and inputs, empties ``args`` (as the Python wrapper does, so
 inputs are freed at their last use) and runs the graph. When an input tensor is not 16-byte aligned
 (kernels are built for aligned pointers) it does nothing itself and returns
-``fallback(args)`` (the Python wrapper). The caller binds ``fallback`` once
-and the constants once (``cpp_build.CppWrapperCall``), so a call costs one call into the library and nothing
-else in Python.
+``fallback(args)`` (the Python wrapper). The caller binds ``fallback`` and the
+constants once (``cpp_build.CppWrapperCall``), so a call costs one call into the library
+and nothing else in Python.
 
 The per-call path does no work that could be done once: tensor options are built when
 the library loads, sizes and strides are literal arrays (no heap allocation), ``args`` is
