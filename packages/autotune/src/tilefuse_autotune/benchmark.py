@@ -201,6 +201,10 @@ class Bench:
         background (same ``build_key()``) waits for that build instead of starting another.
         """
         start = time.monotonic()
+
+        def since() -> float:  # for the debug log's timeline of this run
+            return time.monotonic() - start
+
         slots = self.worker_slots(problem.layout.device)[: max(1, len(choices))]
         outcomes: list[Outcome | None] = [None] * len(choices)
         ready: queue.Queue[tuple[int, Any] | None] = queue.Queue()
@@ -231,9 +235,12 @@ class Bench:
                 worker.start()  # its start-up overlaps the first builds
             except WorkerFailure:
                 pass  # the first call starts it again and reports why it fails
+            log.debug("autotune timeline: +%.2f s: benchmark worker %s ready", since(), name)
             while (item := ready.get()) is not None:
                 i, choice = item
                 outcome = _run_task(worker, problem, labels[i], choice, config, task)
+                log.debug("autotune timeline: +%.2f s: %s measured on %s", since(), labels[i],
+                          name)  # fmt: skip
                 finish(i, replace(outcome, worker=name))
 
         todo = fast + slow
@@ -260,11 +267,14 @@ class Bench:
                         return  # nothing to build any more, nobody waits for it
             worker = idle.get()
             self._mark_busy(worker, True)
+            began = since()
             try:
                 built = _build(worker, labels[i], choices[i], config)
             finally:
                 self._mark_busy(worker, False)
                 idle.put(worker)
+            log.debug("autotune timeline: +%.2f s: %s built (%.2f s in a compile worker)",
+                      since(), labels[i], since() - began)  # fmt: skip
             with state:
                 if i in given_up:
                     return  # the run moved on; the artifact is in the cache now
