@@ -194,6 +194,8 @@ def test_extern_calls_render_from_the_schema():
     addmm = render_extern_call(torch.ops.aten.addmm.default, (x, w, w), {"alpha": 2})
     assert addmm == ("at::_ops::addmm::call(x, w, w, at::Scalar(int64_t(1)), "
                      "at::Scalar(int64_t(2)))")  # fmt: skip
+    cumsum = render_extern_call(torch.ops.aten.cumsum.default, (x, 1), {})
+    assert cumsum == "at::_ops::cumsum::call(x, int64_t(1), std::nullopt)"
     with pytest.raises(CppUnsupported, match="aten::sort.default has no C\\+\\+ call"):
         render_extern_call(torch.ops.aten.sort.default, (x,), {})
 

@@ -32,7 +32,7 @@ class CppUnsupported(TilefuseError):
 
 
 #: aten overloads the C++ wrapper calls directly (GEMMs that no template took,
-#: convolutions, normalizations, attention), forward and backward.
+#: convolutions, normalizations, attention, scans), forward and backward.
 CPP_EXTERNS: frozenset[str] = frozenset({
     "aten::mm.default",
     "aten::addmm.default",
@@ -51,6 +51,8 @@ CPP_EXTERNS: frozenset[str] = frozenset({
     "aten::_scaled_dot_product_cudnn_attention_backward.default",
     "aten::_scaled_dot_product_flash_attention_for_cpu.default",
     "aten::_scaled_dot_product_flash_attention_for_cpu_backward.default",
+    "aten::cumsum.default",  # GPT-2's position ids from its attention mask
+    "aten::cumprod.default",
 })  # fmt: skip
 
 #: torch dtype -> ATen ScalarType enumerator.
