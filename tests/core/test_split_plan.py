@@ -21,6 +21,7 @@ def test_plan_covers_every_element_with_no_empty_chunk(outputs, numel):
     assert (plan.chunks - 1) * plan.chunk < numel <= plan.chunks * plan.chunk
     assert outputs * plan.chunks <= sr.TARGET_PROGRAMS
     assert plan.chunk >= sr.MIN_CHUNK
+    assert plan.chunk % sr.CHUNK_ALIGN == 0
 
 
 def test_real_sizes_fill_the_machine():

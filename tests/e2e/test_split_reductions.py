@@ -24,7 +24,7 @@ def forced_small_splits(monkeypatch):
     monkeypatch.setattr(split_reduction, "TARGET_PROGRAMS", 16)
 
 
-# 2*CHUNK+1: one past the boundary (a last chunk of one element); 1031: prime.
+# 2*CHUNK+1: one past the smallest split (a padded last chunk); 1031: prime.
 SIZES = [2 * CHUNK, 2 * CHUNK + 1, 1031, 4096]
 
 
@@ -57,7 +57,7 @@ def test_prod_pads_with_one(dtype):
 def test_any_all(numel):
     ones = torch.ones(numel, dtype=torch.bool)
     last = torch.zeros(numel, dtype=torch.bool)
-    last[-1] = True  # found only in the padded chunk
+    last[-1] = True  # found only in the last, padded chunk
     for x in (ones, last, ~last):
         check(lambda x: (x.any(), x.all()), x)
 

@@ -39,12 +39,16 @@ TARGET_PROGRAMS = 1024
 # Each stage-1 program reduces at least this many elements, so that stage 2 (and the
 # partials' round trip through memory) stays small against stage 1.
 MIN_CHUNK = 4096
+# Chunks are a multiple of this many elements, so each program's first element is as
+# aligned as the tensor's (vector loads of a contiguous input stay possible).
+CHUNK_ALIGN = 16
 
 
 @dataclass(frozen=True)
 class SplitPlan:
     """Stage 1 reduces ``chunks`` pieces of ``chunk`` elements per output:
-    ``(chunks - 1) * chunk < numel <= chunks * chunk``, so no piece is all padding."""
+    ``(chunks - 1) * chunk < numel <= chunks * chunk``, so no piece is all padding;
+    ``chunk`` is a multiple of ``CHUNK_ALIGN``."""
 
     chunks: int
     chunk: int
@@ -60,7 +64,8 @@ def split_plan(outputs: int, numel: int) -> SplitPlan | None:
     if chunks < 2:
         return None
     chunk = -(-numel // chunks)
-    chunks = -(-numel // chunk)  # rounding `chunk` up may leave the last piece empty
+    chunk = -(-chunk // CHUNK_ALIGN) * CHUNK_ALIGN
+    chunks = -(-numel // chunk)  # rounding `chunk` up may leave the last pieces empty
     if chunks < 2:
         return None
     return SplitPlan(chunks, chunk)
