@@ -62,9 +62,16 @@ def test_any_all(numel):
         check(lambda x: (x.any(), x.all()), x)
 
 
-def test_integer_sum_and_max():
+def test_integer_and_bool_sums_and_max():
     x = torch.randint(-1000, 1000, (1031,), dtype=torch.int32)
-    check(lambda x: (x.sum(), x.amax(), x.amin()), x)
+    check(lambda x: (x.sum(), x.amax(), x.amin(), (x > 0).sum()), x)
+
+
+@pytest.mark.parametrize("at", [0, 700, 1030])
+def test_nan_propagates_through_both_stages(at):
+    x = torch.randn(1031)
+    x[at] = float("nan")
+    check(lambda x: (x.amax(), x.amin(), x.sum()), x)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
