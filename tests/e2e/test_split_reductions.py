@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from tests.compile_check import check, check_grad, kernel_count
 from tilefuse.frontend.lowerings import split_reduction
+from tilefuse.report import collect_reports
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 CHUNK = 64  # the smallest chunk a split makes here: a few thousand elements split 2..16 ways
@@ -106,7 +107,7 @@ def test_var_mean_is_two_split_reductions(dtype):
     check(lambda x: x.std(), x, dtype=dtype)
 
 
-def test_batch_norm_training_forward_and_backward():
+def test_batch_norm_training_forward_and_backward(monkeypatch):
     x = torch.randn(4, 3, 9, 7, requires_grad=True)  # 252 elements per channel
     w = torch.randn(3, requires_grad=True)
     b = torch.randn(3, requires_grad=True)
@@ -114,8 +115,18 @@ def test_batch_norm_training_forward_and_backward():
     def bn(x, w, b):
         return F.batch_norm(x, None, None, w, b, training=True)
 
-    reports = check_grad(bn, x, w, b)
-    assert kernel_count(reports) >= 4  # the forward: mean and variance in two stages each
+    def kernels_per_graph(split: str) -> list[int]:
+        monkeypatch.setenv("TILEFUSE_SPLIT_REDUCTIONS", split)
+        with collect_reports() as reports:  # the forward's and the backward's
+            check_grad(bn, x, w, b)
+        return [len(r.kernels) for r in reports]
+
+    whole = kernels_per_graph("0")
+    split = kernels_per_graph("1")
+    assert len(split) == len(whole) == 2
+    # forward: the mean and the squared deviations in two stages each; backward: the
+    # per-channel sums of the gradient and of gradient * (x - mean) likewise
+    assert all(s > w for s, w in zip(split, whole)), (split, whole)
 
 
 def test_off_and_argmax_stay_one_reduction(monkeypatch):
