@@ -143,6 +143,19 @@ def test_auto_does_not_split_for_the_interpreter(monkeypatch):
     assert kernel_count(check(lambda x: x.sum(), torch.randn(1031))) == 1
 
 
+def test_option_turns_splitting_on_for_one_compile(monkeypatch):
+    import tilefuse
+
+    monkeypatch.setenv("TILEFUSE_SPLIT_REDUCTIONS", "auto")
+    x = torch.randn(1031)
+    torch._dynamo.reset()
+    tilefuse.reset()
+    fn = torch.compile(lambda x: x.sum(), backend="tilefuse", options={"split_reductions": True})
+    with collect_reports() as reports:
+        torch.testing.assert_close(fn(x), x.sum())
+    assert kernel_count(reports) == 2
+
+
 def test_short_or_wide_reductions_are_not_split():
     x = torch.randn(2 * CHUNK - 1)  # cannot make two chunks of CHUNK
     assert kernel_count(check(lambda x: x.sum(), x)) == 1

@@ -163,9 +163,6 @@ def channels_last() -> str:
     return "on" if env_flag("TILEFUSE_CHANNELS_LAST") else "off"
 
 
-SPLIT_REDUCTIONS_SETTINGS = ("auto", "on", "off")
-
-
 def split_reductions() -> str:
     """``"auto"``, ``"on"`` or ``"off"``: whether a long reduction with few outputs is
     lowered as two reductions (``frontend.lowerings.split_reduction``; option
