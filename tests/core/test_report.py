@@ -24,6 +24,18 @@ def test_each_block_sees_what_was_published_while_it_was_active():
     assert [r.graph_id for r in inner] == [103]
 
 
+def test_nested_blocks_with_equal_lists_each_stop_their_own():
+    # Inner and outer hold the same report when the inner block exits: lists compare
+    # equal, and the outer one must go on collecting (a backward graph compiles later).
+    with collect_reports() as outer:
+        with collect_reports() as inner:
+            publish(GraphReport(111))
+        publish(GraphReport(112))
+    publish(GraphReport(113))
+    assert [r.graph_id for r in outer] == [111, 112]
+    assert [r.graph_id for r in inner] == [111]
+
+
 def test_a_block_sees_graphs_published_by_another_thread():
     # A backward graph may compile in autograd's device thread.
     with collect_reports() as reports:

@@ -26,6 +26,9 @@ class TritonBackend:
             # cuDNN's tensor-core convolutions are NHWC. Interpreted, the backend also
             # serves CPU tensors, for which it makes no such claim.
             capabilities.add(plugin.CAP_CHANNELS_LAST)
+            # A GPU runs thousands of programs at once: one per output leaves it idle when a
+            # long reduction has few outputs. The interpreter runs one program at a time.
+            capabilities.add(plugin.CAP_SPLIT_REDUCTIONS)
         return plugin.BackendInfo(
             name="triton",
             api_version=plugin.API_VERSION,

@@ -128,6 +128,16 @@ def prefers_channels_last(device_type: str, reg: Registry | None = None) -> bool
     return True
 
 
+def splits_reductions(device_type: str, reg: Registry | None = None) -> bool:
+    """Whether an available backend serving ``device_type`` declares
+    ``plugin.CAP_SPLIT_REDUCTIONS`` (phase one: nothing is loaded)."""
+    try:
+        owner(device_type, plugin.CAP_SPLIT_REDUCTIONS, reg)
+    except TilefuseError:
+        return False
+    return True
+
+
 def no_backend_message(device_type: str, capability: str, reg: Registry | None = None) -> str:
     reg = reg or registry()
     lines = []

@@ -44,6 +44,10 @@ OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, bool) or v == "auto",
         "True, False or 'auto' (as TILEFUSE_CHANNELS_LAST)",
     ),
+    "split_reductions": (
+        lambda v: isinstance(v, bool) or v == "auto",
+        "True, False or 'auto' (as TILEFUSE_SPLIT_REDUCTIONS)",
+    ),
     "dynamic_sizes": (
         lambda v: isinstance(v, bool),
         "True or False (as TILEFUSE_DYNAMIC_SIZES)",

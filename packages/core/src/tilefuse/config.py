@@ -14,6 +14,7 @@
 | ``TILEFUSE_CPP_WRAPPER`` | ``1``/``true``/``yes``/``on``: the wrapper in C++ (experimental) |
 | ``TILEFUSE_CUDA_GRAPHS`` | ``1``/``true``/``yes``/``on``: replay compiled graphs as CUDA graphs |
 | ``TILEFUSE_CHANNELS_LAST`` | ``auto`` (default), on or off: convolution graphs laid out NHWC |
+| ``TILEFUSE_SPLIT_REDUCTIONS`` | ``auto`` (default), on or off: few-output reductions in 2 stages |
 | ``TRITON_INTERPRET`` | Triton's: kernels run in its CPU interpreter (``triton_interpreted``) |
 """
 
@@ -38,7 +39,7 @@ _overrides: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 def overrides(settings: Mapping[str, Any]) -> Iterator[None]:
     """Apply per-compile ``settings`` (keys: ``strict``, ``debug_dir``, ``autotune``,
     ``max_specializations``, ``cpp_wrapper``, ``cuda_graphs``, ``channels_last``,
-    ``dynamic_sizes``)."""
+    ``dynamic_sizes``, ``split_reductions``)."""
     token = _overrides.set({**_overrides.get(), **settings})
     try:
         yield
@@ -160,6 +161,23 @@ def channels_last() -> str:
     if raw in ("", "auto"):
         return "auto"
     return "on" if env_flag("TILEFUSE_CHANNELS_LAST") else "off"
+
+
+def split_reductions() -> str:
+    """``"auto"``, ``"on"`` or ``"off"``: whether a long reduction with few outputs is
+    lowered as two reductions (``frontend.lowerings.split_reduction``; option
+    ``split_reductions``: True, False or ``"auto"``; or ``TILEFUSE_SPLIT_REDUCTIONS``:
+    ``auto`` or a boolean). ``auto`` (the default) splits where a backend serving the
+    device declares ``plugin.CAP_SPLIT_REDUCTIONS``; ``on`` splits on every device (the
+    CPU tests use it). Raises ``TilefuseError`` naming the variable for any other value.
+    """
+    override = _overrides.get().get("split_reductions")
+    if override is not None:
+        return override if isinstance(override, str) else ("on" if override else "off")
+    raw = os.environ.get("TILEFUSE_SPLIT_REDUCTIONS", "").strip().lower()
+    if raw in ("", "auto"):
+        return "auto"
+    return "on" if env_flag("TILEFUSE_SPLIT_REDUCTIONS") else "off"
 
 
 def dynamic_sizes() -> bool:

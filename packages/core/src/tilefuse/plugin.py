@@ -96,6 +96,11 @@ CAP_TEMPLATE_GEMM = "template:gemm"
 # (``TILEFUSE_CHANNELS_LAST=auto``). A backend declares it only when it holds for every
 # device type it serves.
 CAP_CHANNELS_LAST = "layout:channels-last"
+# Not a kind of node either: "my device types run many programs at once, so a reduction with
+# few outputs and a long reduction runs faster in two stages" (partials per chunk, then the
+# partials). Core then splits such reductions on that device (``TILEFUSE_SPLIT_REDUCTIONS=
+# auto``); the stages are ordinary reductions, so the backend renders nothing new.
+CAP_SPLIT_REDUCTIONS = "reduction:split"
 
 # The GEMM-family ops of the template contract (``Choice`` gives each one's inputs), with
 # how many op inputs come before the epilogue's operands. The one table of them.
@@ -672,6 +677,7 @@ __all__ = [
     "CAP_POINTWISE",
     "CAP_REDUCTION",
     "CAP_TEMPLATE_GEMM",
+    "CAP_SPLIT_REDUCTIONS",
     "CHOICES_GROUP",
     "DEFAULT_DTYPES",
     "ENTRY_POINT_GROUPS",

@@ -100,7 +100,9 @@ def collect_reports() -> Iterator[list[GraphReport]]:
         yield reports
     finally:
         with _lock:
-            _collectors.remove(reports)
+            # by identity: a nested block's list can equal (==) an outer one's
+            index = next(i for i, c in enumerate(_collectors) if c is reports)
+            del _collectors[index]
 
 
 def publish(report: GraphReport) -> None:

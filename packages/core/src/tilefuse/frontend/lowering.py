@@ -122,11 +122,26 @@ class GraphLowering:
         self.layout = GraphLayout.decide(gm, setting, _device_prefers)
         # Only a channels-last graph has a reason to return other strides than eager's.
         self.free_outputs = free_outputs if self.layout.channels_last else frozenset()
+        self._split_setting = config.split_reductions()
+        self._split_devices: dict[str, bool] = {}  # device type -> splits reductions
 
     def hint(self, expr: Any) -> int:
         """``expr`` (a size) at the example inputs' sizes: for heuristics only, never for a
         decision whose result is wrong at another size."""
         return hint_of(expr, self.size_hints)
+
+    def splits_reductions(self, device: torch.device) -> bool:
+        """Whether long reductions with few outputs on ``device`` may be lowered in two
+        stages: ``config.split_reductions()`` is ``"on"``, or ``"auto"`` and a backend
+        serving the device declares ``plugin.CAP_SPLIT_REDUCTIONS``."""
+        if self._split_setting != "auto":
+            return self._split_setting == "on"
+        device_type = torch.device(device).type
+        if device_type not in self._split_devices:
+            from ..backend_selection import splits_reductions
+
+            self._split_devices[device_type] = splits_reductions(device_type)
+        return self._split_devices[device_type]
 
     # -- buffers ---------------------------------------------------------------------
     def new_name(self, prefix: str = "buf") -> str:

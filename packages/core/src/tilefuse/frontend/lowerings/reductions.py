@@ -15,6 +15,7 @@ from ...ir.ops import ops
 from ..lowering import Unsupported, register
 from ..values import BufferValue, LazyValue, Value
 from .common import compute_dtype, out_meta, size_value
+from .split_reduction import plan_for, split_reduction
 
 aten = torch.ops.aten
 
@@ -37,7 +38,11 @@ def reduce(
     math_dtype: torch.dtype,
     map_fn: Callable[[Any, list[Any]], Any] | None = None,
 ) -> Value:
-    """A ``Reduction`` buffer of ``x`` over ``dims``; ``map_fn(value, index)`` pre-maps."""
+    """A ``Reduction`` buffer of ``x`` over ``dims``; ``map_fn(value, index)`` pre-maps.
+
+    A long reduction with few outputs becomes two (``split_reduction``) where
+    ``ctx.splits_reductions`` allows it; the buffer returned is the second's.
+    """
     if x.rank == 0:
         dims = []
     kept = [d for d in range(x.rank) if d not in dims]
@@ -47,14 +52,11 @@ def reduce(
         ranges = tuple(x.size[d] for d in kept)
     rranges = tuple(x.size[d] for d in dims) or (sympy.Integer(1),)
 
-    def body(idx: Sequence[Any], ridx: Sequence[Any]) -> Any:
+    def value_at(kept_idx: Sequence[Any], ridx: Sequence[Any]) -> Any:
+        """The element at ``kept_idx`` (over the kept dims) and ``ridx`` (the reduced)."""
         full: list[Any] = [sympy.Integer(0)] * x.rank
-        if keepdim:
-            for d in kept:
-                full[d] = idx[d]
-        else:
-            for d, i in zip(kept, idx):
-                full[d] = i
+        for d, i in zip(kept, kept_idx):
+            full[d] = i
         for d, r in zip(dims, ridx):
             full[d] = r
         v = x.load(full)
@@ -62,12 +64,28 @@ def reduce(
             v = ops.to_dtype(v, math_dtype)
         return map_fn(v, full) if map_fn else v
 
+    def kept_of(idx: Sequence[Any]) -> list[Any]:
+        return [idx[d] for d in kept] if keepdim else list(idx)
+
     if product(rranges).is_zero:  # nothing to reduce: every output is the identity
         empty = {"sum": 0, "prod": 1, "any": False, "logsumexp": float("-inf")}
         if reduction_type not in empty:
             raise Unsupported(f"{reduction_type} of an empty dimension has no identity")
         value = empty[reduction_type]
         return LazyValue(out_dtype, x.device, ranges, lambda idx: ops.constant(value, out_dtype))
+
+    element: Callable[[Sequence[Any], Sequence[Any]], Any] = value_at
+    plan = plan_for(ranges, rranges, reduction_type) if dims else None
+    if plan is not None and ctx.splits_reductions(x.device):
+        kept_sizes = [x.size[d] for d in kept]
+        element = split_reduction(
+            ctx, x.device, kept_sizes, rranges, reduction_type, value_at, math_dtype, plan
+        )
+        rranges = (sympy.Integer(plan.chunks),)
+
+    def body(idx: Sequence[Any], ridx: Sequence[Any]) -> Any:
+        return element(kept_of(idx), ridx)
+
     layout = Layout.contiguous(x.device, out_dtype, ranges)
     reduction = Reduction(ranges, rranges, reduction_type, body, math_dtype)
     return BufferValue(ctx.add_buffer(layout, reduction))

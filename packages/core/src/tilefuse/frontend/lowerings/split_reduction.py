@@ -1,0 +1,150 @@
+"""Split reductions: a long reduction with few outputs, lowered as two reductions.
+
+A reduction kernel runs one program per output. With few outputs and a long reduction
+(``x.sum()`` of 2**26 elements; batch norm's per-channel sums over N*H*W) that leaves
+most of a GPU idle. ``split_plan`` decides whether to split and how; ``split_reduction``
+builds the two stages, both ordinary ``Reduction`` nodes, so no backend renders anything
+new:
+
+- stage 1 cuts each output's reduction (its elements in the row-major order of the
+  reduced dims) into ``chunks`` contiguous pieces of ``chunk`` elements, one program per
+  (output, piece), and writes the partial results to a temporary buffer of
+  ``(*kept sizes, chunks)`` in the reduction's math dtype (float32 for half inputs);
+  elements past the end of the last piece read as the reduction's identity;
+- stage 2 reduces the ``chunks`` partials of each output: it is the original reduction's
+  output buffer, to which epilogues and consumers fuse as before.
+
+Only reductions whose partials combine with the same reduction are split (``IDENTITY``:
+sum, prod, max, min, any); argmax/argmin and logsumexp are not. Reductions with symbolic
+sizes are not split: the plan would hold for the example sizes only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sympy
+import torch
+
+from ...ir.index import unflatten
+from ...ir.nodes import Layout, Reduction, product
+from ...ir.ops import ops
+
+# More outputs than this already give a GPU enough programs: such reductions stay whole.
+MAX_OUTPUTS = 256
+# Stage 1 aims at this many programs (outputs * chunks): a few per streaming multiprocessor.
+TARGET_PROGRAMS = 1024
+# Each stage-1 program reduces at least this many elements, so that stage 2 (and the
+# partials' round trip through memory) stays small against stage 1.
+MIN_CHUNK = 4096
+# Chunks are a multiple of this many elements, so each program's first element is as
+# aligned as the tensor's (vector loads of a contiguous input stay possible).
+CHUNK_ALIGN = 16
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Stage 1 reduces ``chunks`` pieces of ``chunk`` elements per output:
+    ``(chunks - 1) * chunk < numel <= chunks * chunk``, so no piece is all padding;
+    ``chunk`` is a multiple of ``CHUNK_ALIGN``."""
+
+    chunks: int
+    chunk: int
+
+
+def split_plan(outputs: int, numel: int) -> SplitPlan | None:
+    """How to split a reduction of ``numel`` elements for each of ``outputs`` outputs, or
+    ``None`` when it should stay one reduction (many outputs, or too short to cut into at
+    least two pieces of ``MIN_CHUNK``)."""
+    if outputs < 1 or outputs > MAX_OUTPUTS:
+        return None
+    chunks = min(TARGET_PROGRAMS // outputs, numel // MIN_CHUNK)
+    if chunks < 2:
+        return None
+    chunk = -(-numel // chunks)
+    chunk = -(-chunk // CHUNK_ALIGN) * CHUNK_ALIGN
+    chunks = -(-numel // chunk)  # rounding `chunk` up may leave the last pieces empty
+    if chunks < 2:
+        return None
+    return SplitPlan(chunks, chunk)
+
+
+def identity(reduction_type: str, dtype: torch.dtype) -> Any:
+    """The value that leaves ``reduction_type`` unchanged in ``dtype``, or ``None`` when
+    the reduction is not split (its partials do not combine with itself)."""
+    if reduction_type == "sum":
+        return 0
+    if reduction_type == "prod":
+        return 1
+    if reduction_type == "any":
+        return False
+    if reduction_type in ("max", "min"):
+        if dtype.is_floating_point:
+            return float("-inf") if reduction_type == "max" else float("inf")
+        if dtype == torch.bool:
+            return reduction_type == "min"
+        info = torch.iinfo(dtype)
+        return info.min if reduction_type == "max" else info.max
+    return None
+
+
+def plan_for(
+    ranges: Sequence[Any], reduction_ranges: Sequence[Any], reduction_type: str
+) -> SplitPlan | None:
+    """``split_plan`` for a reduction of these sizes and type, ``None`` where it does not
+    apply: a type with no ``identity``, or a size that is not a known integer."""
+    if reduction_type not in ("sum", "prod", "any", "max", "min"):
+        return None
+    sizes = [*ranges, *reduction_ranges]
+    if not all(isinstance(s, sympy.Expr) and s.is_Integer for s in map(sympy.sympify, sizes)):
+        return None
+    return split_plan(int(product(ranges)), int(product(reduction_ranges)))
+
+
+def split_reduction(
+    ctx: Any,
+    device: torch.device,
+    kept_sizes: Sequence[Any],
+    reduction_sizes: Sequence[Any],
+    reduction_type: str,
+    value_at: Callable[[Sequence[Any], Sequence[Any]], Any],
+    math_dtype: torch.dtype,
+    plan: SplitPlan,
+) -> Callable[[Sequence[Any], Sequence[Any]], Any]:
+    """Stage 1 as a buffer of ``ctx``; returns stage 2's reduction body over
+    ``(kept index, (partial,))`` (reduction ranges ``(plan.chunks,)``).
+
+    ``value_at(kept_index, reduction_index)`` is the element being reduced, already in
+    ``math_dtype``; ``kept_sizes`` and ``reduction_sizes`` are the sizes of the kept and
+    reduced dims.
+    """
+    numel = int(product(reduction_sizes))
+    chunk, chunks = plan.chunk, plan.chunks
+    padded = chunk * chunks != numel
+    fill = identity(reduction_type, math_dtype)
+
+    def stage1(idx: Sequence[Any], ridx: Sequence[Any]) -> Any:
+        flat = idx[-1] * chunk + ridx[0]
+        kept = list(idx[:-1])
+
+        def element() -> Any:
+            return value_at(kept, unflatten(flat, reduction_sizes))
+
+        if not padded:
+            return element()
+        inside = ops.lt(ops.index_expr(flat, torch.int64), ops.constant(numel, torch.int64))
+        return ops.masked(inside, element, fill)
+
+    ranges1 = (*kept_sizes, sympy.Integer(chunks))
+    layout = Layout.contiguous(device, math_dtype, ranges1)
+    partials = ctx.add_buffer(
+        layout,
+        Reduction(layout.size, (sympy.Integer(chunk),), reduction_type, stage1, math_dtype),
+    )
+
+    def stage2(kept: Sequence[Any], ridx: Sequence[Any]) -> Any:
+        return ops.load(partials.name, layout.index([*kept, ridx[0]]))
+
+    return stage2
