@@ -1,0 +1,58 @@
+"""The worker's measuring task, in this process: fresh inputs per candidate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.autotune.fake_choices import mm_problem
+from tilefuse import plugin
+from tilefuse_autotune import measure
+from tilefuse_autotune.timing import TimingConfig
+
+QUICK = TimingConfig(cpu_warmup=0, cpu_reps=1)
+
+
+class ScribblingChoice:
+    """Correct output, then it zeroes its inputs (a kernel writing where it should not)."""
+
+    provider, name = "fake", "scribbler"
+
+    def compile(self) -> None:
+        pass
+
+    def run(self, a, b, *, out) -> None:
+        torch.mm(a, b, out=out)
+        a.zero_()
+        b.zero_()
+
+
+class MMChoice(ScribblingChoice):
+    name = "mm"
+
+    def run(self, a, b, *, out) -> None:
+        torch.mm(a, b, out=out)
+
+
+def test_a_candidate_that_scribbles_on_its_inputs_does_not_mislead_the_next():
+    inputs, layout = mm_problem(24, 16, 8)
+    problem = measure.Problem("mm", inputs, layout, plugin.Epilogue(), seed=7)
+    measure.measure(lambda: None, problem, ScribblingChoice(), QUICK)
+    # The next candidate starts from the problem's inputs, not the zeroed copies: a plain
+    # product still matches the reference (on zeroed inputs it would be all zeros).
+    measure.measure(lambda: None, problem, MMChoice(), QUICK)
+    fresh = measure.fresh_inputs(problem)
+    assert all(bool(t.abs().sum() > 0) for t in fresh)
+    assert [t.stride() for t in fresh] == [spec.stride for spec in inputs]
+    torch.testing.assert_close(fresh, problem.make_inputs(), rtol=0, atol=0)
+
+
+def test_inputs_follow_the_problem_when_it_changes():
+    first = measure.Problem("mm", *mm_problem(8, 8, 8), plugin.Epilogue(), seed=1)
+    second = measure.Problem("mm", *mm_problem(8, 8, 8), plugin.Epilogue(), seed=2)
+    a1 = measure.fresh_inputs(first)[0]
+    a2 = measure.fresh_inputs(second)[0]
+    assert not torch.equal(a1, a2)
+    torch.testing.assert_close(a2, second.make_inputs()[0], rtol=0, atol=0)
+    with pytest.raises(measure.WrongResult):
+        measure.check_close(torch.zeros(2), torch.ones(2), "float32")
