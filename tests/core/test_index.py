@@ -77,3 +77,47 @@ def test_all_small_values_agree_with_python():
         e = ModularIndexing(x, d, s)
         for v in range(20):
             assert evaluate(e, v) == (v // d) % s
+
+
+s = sympy.Symbol("s27", integer=True, positive=True)  # a size symbol of Dynamo's
+
+
+def _check_symbolic(expr, simplified, numel, sizes=(1, 2, 3, 5, 7)):
+    """``simplified`` equals ``expr`` at every index below ``numel`` for each size."""
+    for size in sizes:
+        for v in range(int(numel.subs(s, size))):
+            want = expr.subs({s: size, x: v}).doit()
+            got = simplified.subs({s: size, x: v}).doit()
+            assert int(got) == int(want), (size, v)
+
+
+def test_a_view_of_a_view_over_a_symbolic_size_is_its_flat_index():
+    """[2, s, 64] read through a [2*s, 64] view: the nested unflatten merges to x (it was
+    a chain of int64 divisions by s, several times slower than the static kernel)."""
+    inner = flatten(unflatten(x, (2 * s, 64)), (2 * s, 64))
+    expr = flatten(unflatten(inner, (2, s, 64)), (2, s, 64))
+    simplified = simplify_index(expr, {x: 128 * s})
+    assert simplified == x
+    _check_symbolic(expr, simplified, 128 * s)
+
+
+def test_symbolic_coefficients_merge():
+    r = sympy.Symbol("r", integer=True, nonnegative=True)
+    flat = r + s * x  # rows of length s
+    expr = flatten(unflatten(flat, (8, s, s)), (8, s, s))
+    assert simplify_index(expr, {x: 8 * s, r: s}) == flat
+
+
+def test_divisions_of_wraps_with_symbolic_sizes_keep_their_meaning():
+    expr = FloorDiv(ModularIndexing(x, 1, 64 * s), 16)
+    assert expr == ModularIndexing(x, 16, 4 * s)
+    nested = ModularIndexing(ModularIndexing(x, 1, 64), 1, 16)
+    assert nested == ModularIndexing(x, 1, 16)
+    kept = ModularIndexing(ModularIndexing(x, 1, s), 1, 16)  # 16 need not divide s
+    assert isinstance(kept.args[0], ModularIndexing)
+    _check_symbolic(expr, ModularIndexing(x, 16, 4 * s), 64 * s * 2)
+    _check_symbolic(kept, kept, 3 * s)
+    for v in range(200):
+        assert int(nested.subs(x, v)) == (v % 64) % 16
+        for size in (3, 5, 16, 20):
+            assert int(kept.subs({x: v, s: size})) == (v % size) % 16

@@ -25,6 +25,24 @@ def is_size_symbol(sym: Any) -> bool:
     return isinstance(sym, sympy.Symbol) and bool(_SIZE_SYMBOL.match(sym.name))
 
 
+def exact_quotient(a: Expr, b: Expr) -> Expr | None:
+    """``a / b`` when it is a polynomial with integer coefficients (``b`` divides ``a``
+    for every value of the size symbols), else ``None``."""
+    a, b = sympy.sympify(a), sympy.sympify(b)
+    if a.is_Integer and b.is_Integer:
+        return sympy.Integer(int(a) // int(b)) if int(b) and int(a) % int(b) == 0 else None
+    num, den = sympy.fraction(sympy.cancel(a / b))
+    if den != 1:
+        return None
+    symbols = sorted(num.free_symbols, key=str)
+    if not symbols:
+        return num if num.is_Integer else None
+    if not num.is_polynomial(*symbols):
+        return None
+    poly = sympy.Poly(num, *symbols)
+    return num if all(c.is_Integer for c in poly.coeffs()) else None
+
+
 class FloorDiv(sympy.Function):
     """``x // d`` for non-negative integer ``x`` and positive integer ``d``."""
 
@@ -43,6 +61,11 @@ class FloorDiv(sympy.Function):
             return sympy.Integer(int(x) // int(d))
         if isinstance(x, FloorDiv):
             return FloorDiv(x.args[0], x.args[1] * d)
+        if isinstance(x, ModularIndexing):
+            # ((y // e) % s) // d = (y // (e*d)) % (s / d) when d divides s.
+            y, e, size = x.args
+            if (q := exact_quotient(size, d)) is not None:
+                return ModularIndexing(y, e * d, q)
         if d.is_Integer:
             # Pull out terms that are exact multiples of d: (a*d + b) // d = a + b // d.
             whole = []
@@ -70,6 +93,11 @@ class ModularIndexing(sympy.Function):
     def eval(cls, x, d, s):
         if s == 1 or s == 0 or d == 0 or x == 0:  # s, d == 0: empty spaces never run
             return sympy.Integer(0)
+        if isinstance(x, ModularIndexing):
+            # (((y // e) % t) // d) % s = (y // (e*d)) % s when d*s divides t.
+            y, e, t = x.args
+            if exact_quotient(t, d * s) is not None:
+                return ModularIndexing(y, e * d, s)
         if x.is_Integer and d.is_Integer and s.is_Integer:
             return sympy.Integer((int(x) // int(d)) % int(s))
         if d.is_Integer and s.is_Integer:
@@ -122,7 +150,8 @@ def _upper_bound(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr | None
         inner = _upper_bound(expr.args[0], ranges)
         if inner is None:
             return None
-        return FloorDiv(inner - 1, expr.args[1]) + 1
+        quotient = exact_quotient(inner, expr.args[1])  # x < q*d gives x // d < q
+        return quotient if quotient is not None else FloorDiv(inner - 1, expr.args[1]) + 1
     if expr.is_Add:
         total = sympy.Integer(0)
         for term in expr.args:
@@ -155,22 +184,41 @@ def _known_le(a: Expr, b: Expr) -> bool:
     return bool(diff.is_Integer and diff >= 0) or bool(diff.is_nonnegative)
 
 
+def _index_factor(term: Expr) -> tuple[Expr, Expr | None]:
+    """``(coefficient, f)`` with ``term = coefficient * f`` for the one ``FloorDiv`` or
+    ``ModularIndexing`` factor ``f`` of ``term`` (the coefficient may hold size symbols);
+    ``(term, None)`` when there is not exactly one."""
+    factors = sympy.Mul.make_args(term)
+    found = [f for f in factors if isinstance(f, (ModularIndexing, FloorDiv))]
+    if len(found) != 1:
+        return term, None
+    return sympy.Mul(*[f for f in factors if f is not found[0]]), found[0]
+
+
 def _merge_terms(expr: Expr) -> Expr:
     """Merge ``k*MI(x,d,s1) + k*s1*MI(x,d*s1,s2)`` into ``k*MI(x,d,s1*s2)`` (and the
-    ``FloorDiv`` form of the high term into ``k*FloorDiv(x,d)``) until nothing changes."""
-    terms = list(sympy.Add.make_args(expr))
+    ``FloorDiv`` form of the high term into ``k*FloorDiv(x,d)``) until nothing changes,
+    in every sum of ``expr``, innermost first: the index of a view of a view nests the
+    unflattened index of one inside the other's divisions. ``k``, ``d`` and ``s1`` may
+    be products of size symbols (a symbolic shape unflattens by them)."""
+    if not expr.args:
+        return expr
+    expr = expr.func(*[_merge_terms(a) for a in expr.args])
+    if not expr.is_Add:
+        return expr
+    terms = list(expr.args)
     changed = True
     while changed:
         changed = False
         for i, low in enumerate(terms):
-            lc, lm = low.as_coeff_Mul()
+            lc, lm = _index_factor(low)
             if not isinstance(lm, ModularIndexing):
                 continue
             x, d, s1 = lm.args
             for j, high in enumerate(terms):
                 if i == j:
                     continue
-                hc, hm = high.as_coeff_Mul()
+                hc, hm = _index_factor(high)
                 if not isinstance(hm, (ModularIndexing, FloorDiv)) or hm.args[0] != x:
                     continue
                 if sympy.expand(hm.args[1] - d * s1) != 0:
