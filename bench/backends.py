@@ -119,6 +119,20 @@ def specs(
     return out
 
 
+def tilefuse_stats() -> dict[str, int]:
+    """``tilefuse.stats()`` as a dict; empty where tilefuse is not installed."""
+    try:
+        import tilefuse
+    except ImportError:
+        return {}
+    return dict(tilefuse.stats())
+
+
+def counter_delta(before: dict[str, int], after: dict[str, int], keys: Any) -> dict[str, int]:
+    """``after - before`` for each counter in ``keys``."""
+    return {k: after.get(k, 0) - before.get(k, 0) for k in keys}
+
+
 def _cxx_compiler() -> str | None:
     for name in (os.environ.get("CXX", ""), "g++", "c++", "clang++"):
         if name and shutil.which(name):

@@ -184,16 +184,8 @@ BY_NAME = {
 }
 
 
-def _stats() -> dict[str, int]:
-    try:
-        import tilefuse
-    except ImportError:
-        return {}
-    return dict(tilefuse.stats())
-
-
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {k: after.get(k, 0) - before.get(k, 0) for k in TILEFUSE_COUNTERS}
+    return backends.counter_delta(before, after, TILEFUSE_COUNTERS)
 
 
 def _dynamo_graphs() -> int:
@@ -308,18 +300,18 @@ def run_column(
             if why:
                 result["cells"].append(_failed(seq, why))
                 continue
-            before = _stats()
+            before = backends.tilefuse_stats()
             with backends.cold_caches(column.env(strict)):
                 fresh = torch.compile(sweep.fn, **column.compile_kwargs)
                 cell = _guarded(lambda s=seq, f=fresh: sweep.cell(column, s, f), seq, timeout)
             cell["compile_s"] = cell["first_call_s"]
             if column.family == "tilefuse":
-                cell["tilefuse"] = _delta(before, _stats())
+                cell["tilefuse"] = _delta(before, backends.tilefuse_stats())
             result["cells"].append(cell)
             sweep.timer.free_memory()
             written()
         return
-    before, graphs_before = _stats(), _dynamo_graphs()
+    before, graphs_before = backends.tilefuse_stats(), _dynamo_graphs()
     with backends.cold_caches(column.env(strict)):
         compiled = torch.compile(sweep.fn, **column.compile_kwargs)
         for i, seq in enumerate(seqs):
@@ -333,11 +325,11 @@ def run_column(
                 result["compile_s"] = cell["first_call_s"]
                 result["compile_seq"] = seq
                 if column.family == "tilefuse":
-                    result["tilefuse_first_call"] = _delta(before, _stats())
+                    result["tilefuse_first_call"] = _delta(before, backends.tilefuse_stats())
             written()
         result["dynamo_graphs"] = _dynamo_graphs() - graphs_before
         if column.family == "tilefuse":
-            total = _delta(before, _stats())
+            total = _delta(before, backends.tilefuse_stats())
             first = result.get("tilefuse_first_call", {})
             result["tilefuse_later_calls"] = {k: total[k] - first.get(k, 0) for k in total}
     sweep.timer.free_memory()

@@ -217,17 +217,9 @@ def unavailable_reason(column: Column, warnings: Sequence[str]) -> str | None:
     return None
 
 
-def _stats() -> dict[str, int]:
-    try:
-        import tilefuse
-    except ImportError:
-        return {}
-    return dict(tilefuse.stats())
-
-
 def _tilefuse_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     keys = [*TILEFUSE_COUNTERS, *sorted(k for k in after if k.startswith("cuda_graph"))]
-    return {k: after.get(k, 0) - before.get(k, 0) for k in keys}
+    return backends.counter_delta(before, after, keys)
 
 
 def host_and_wall_us(
@@ -261,7 +253,7 @@ def measure(
     """Compile (cold caches), check, time; never raises for the column's failure."""
     result: dict[str, Any] = {"host_us": None, "wall_us": None, "kernels": None,
                               "compile_s": None, "error": None}  # fmt: skip
-    before = _stats() if column.family == "tilefuse" else {}
+    before = backends.tilefuse_stats() if column.family == "tilefuse" else {}
     ctx = backends.cold_caches(column.env) if column.compiles else contextlib.nullcontext()
     try:
         from tilefuse.report import collect_reports
@@ -305,7 +297,7 @@ def measure(
         result["host_us"] = result["wall_us"] = None
     finally:
         if column.family == "tilefuse":
-            result["tilefuse"] = _tilefuse_delta(before, _stats())
+            result["tilefuse"] = _tilefuse_delta(before, backends.tilefuse_stats())
         result["warnings"] = list(dict.fromkeys(warnings))[:5]
         timer.free_memory()
     return result
