@@ -100,15 +100,32 @@ def check_forward_backward_over_lengths(
     compiled = torch.compile(compiled_model, backend="tilefuse")
     for length in lengths:
         x = torch.randn(2, length, width, device=device)
-        xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
-        torch._dynamo.mark_dynamic(xc, 1)
-        expected, actual = model(xe), compiled(xc)
-        assert_same(actual, expected)
-        seed = torch.randn_like(expected)
-        (expected * seed).sum().backward()
-        (actual * seed).sum().backward()
-        assert_same(xc.grad, xe.grad)
-        for pc, pe in zip(compiled_model.parameters(), model.parameters()):
-            assert_same(pc.grad, pe.grad)
-        model.zero_grad()
-        compiled_model.zero_grad()
+        check_train_step(model, compiled_model, compiled, x, dynamic_dim=1)
+
+
+def check_train_step(
+    model: torch.nn.Module,
+    compiled_model: torch.nn.Module,
+    compiled: Any,
+    x: torch.Tensor,
+    dynamic_dim: int | None = None,
+) -> None:
+    """One training step of ``model`` (eager) and of ``compiled`` (``compiled_model``, a
+    copy of it, under torch.compile) on ``x``: the outputs, the input gradients and every
+    parameter gradient (of a random-weighted sum of the output) must match. Gradients are
+    zeroed afterwards. ``dynamic_dim`` marks that dimension of the compiled input dynamic."""
+    xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+    if dynamic_dim is not None:
+        torch._dynamo.mark_dynamic(xc, dynamic_dim)
+    expected, actual = model(xe), compiled(xc)
+    assert_same(actual, expected)
+    seed = torch.randn_like(expected)
+    (expected * seed).sum().backward()
+    (actual * seed).sum().backward()
+    assert_same(xc.grad, xe.grad)
+    pairs = zip(compiled_model.named_parameters(), model.named_parameters())
+    for (name, pc), (_, pe) in pairs:
+        assert pc.grad is not None, f"no gradient for {name} (shape {tuple(x.shape)})"
+        assert_same(pc.grad, pe.grad)
+    model.zero_grad()
+    compiled_model.zero_grad()

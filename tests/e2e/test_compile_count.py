@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tilefuse
-from tests.compile_check import assert_same
+from tests.compile_check import assert_same, check_train_step
 
 BATCHES = list(range(2, 22))  # 20 batch sizes
 SEQS = [2, 3, 4, 5, 6, 7, 9, 11, 13, 16]  # 10 sequence lengths
@@ -89,17 +89,5 @@ def test_forward_and_backward_cost_at_most_two_compiles_each():
     comp = copy.deepcopy(model)
     compiled = torch.compile(comp, backend="tilefuse")
     for b, s in _shapes()[:20]:
-        x = torch.randn(b, s, DIM)
-        xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
-        expected, actual = model(xe), compiled(xc)
-        assert_same(actual, expected)
-        seed = torch.randn_like(expected)
-        (expected * seed).sum().backward()
-        (actual * seed).sum().backward()
-        assert_same(xc.grad, xe.grad)
-        for (name, pc), (_, pe) in zip(comp.named_parameters(), model.named_parameters()):
-            assert pc.grad is not None, f"no gradient for {name} at batch {b}, seq {s}"
-            assert_same(pc.grad, pe.grad)
-        model.zero_grad()
-        comp.zero_grad()
+        check_train_step(model, comp, compiled, torch.randn(b, s, DIM))
     _assert_at_most_two_compiles_per_graph(graphs=2)
