@@ -56,3 +56,42 @@ def test_inputs_follow_the_problem_when_it_changes():
     torch.testing.assert_close(a2, second.make_inputs()[0], rtol=0, atol=0)
     with pytest.raises(measure.WrongResult):
         measure.check_close(torch.zeros(2), torch.ones(2), "float32")
+
+
+class StrayWriteChoice(MMChoice):
+    """Correct output; from its second run on (the timed ones), a store past its buffers
+    that lands on the kept pristine input (an out-of-bounds write into a neighbouring
+    allocation on a GPU)."""
+
+    name = "stray-write"
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run(self, a, b, *, out) -> None:
+        torch.mm(a, b, out=out)
+        self.runs += 1
+        if self.runs > 1:
+            measure._pristine(PROBLEM)[2][0].zero_()
+
+
+PROBLEM = measure.Problem("mm", *mm_problem(24, 16, 8), plugin.Epilogue(), seed=3)
+
+
+def test_a_candidate_that_changes_the_pristine_inputs_fails_and_misleads_no_other():
+    with pytest.raises(measure.WrongResult, match="outside its output"):
+        measure.measure(lambda: None, PROBLEM, StrayWriteChoice(), QUICK)
+    # made again: the next candidate is judged on the problem's own inputs
+    measure.measure(lambda: None, PROBLEM, MMChoice(), QUICK)
+    torch.testing.assert_close(measure.fresh_inputs(PROBLEM), PROBLEM.make_inputs(), rtol=0, atol=0)
+
+
+def test_a_candidate_that_changes_the_kept_reference_fails():
+    class RefWriter(MMChoice):
+        def run(self, a, b, *, out) -> None:
+            torch.mm(a, b, out=out)
+            measure._reference_output(PROBLEM).add_(1)
+
+    with pytest.raises(measure.WrongResult, match="outside its output"):
+        measure.check(lambda: None, PROBLEM, RefWriter())
+    measure.check(lambda: None, PROBLEM, MMChoice())

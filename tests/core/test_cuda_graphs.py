@@ -326,6 +326,19 @@ def test_a_refused_shape_turns_graphs_off_for_every_shape():
     assert stats["cuda_graph_fallbacks"] == 1 and stats["cuda_graphs_captured"] == 0, stats
 
 
+def test_a_call_inside_a_users_capture_makes_no_runner(monkeypatch):
+    run = shape_runners(lambda x: (x + 1,), max_shapes=1)
+    for _ in range(3):  # shape 3: warm-up, capture, replay
+        run([torch.ones(3)])
+    monkeypatch.setattr(CudaGraphRunner, "_capturing", staticmethod(lambda: True))
+    torch.testing.assert_close(run([torch.ones(5)])[0], torch.full((5,), 2.0))
+    monkeypatch.undo()
+    assert len(run.runners) == 1 and tilefuse.stats()["cuda_graphs_evicted"] == 0
+    run([torch.ones(3)])  # shape 3's graph was kept: a replay, no new capture
+    stats = tilefuse.stats()
+    assert stats["cuda_graphs_captured"] == 1 and stats["cuda_graph_replays"] == 3, stats
+
+
 # ---- through torch.compile on the CPU ------------------------------------------------------
 
 

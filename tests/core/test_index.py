@@ -121,3 +121,106 @@ def test_divisions_of_wraps_with_symbolic_sizes_keep_their_meaning():
         assert int(nested.subs(x, v)) == (v % 64) % 16
         for size in (3, 5, 16, 20):
             assert int(kept.subs({x: v, s: size})) == (v % size) % 16
+
+
+# ---- brute force: random index expressions over symbolic sizes keep their meaning -------
+
+_S0 = sympy.Symbol("s0", integer=True, positive=True)
+_S1 = sympy.Symbol("s1", integer=True, positive=True)
+_R = sympy.Symbol("r", integer=True, nonnegative=True)
+# divisors and moduli: constants, size symbols, products and non-monomial polynomials
+_SIZES = [1, 2, 3, 4, 8, _S0, _S1, 2 * _S0, _S0 * _S1, _S0 + 1, (_S0 + 1) * _S1, 4 * _S0]
+
+
+def _value(expr, env):
+    """``expr`` at ``env`` in plain integers (``FloorDiv``/``ModularIndexing`` by their
+    definition; a zero divisor or modulus gives 0, as in the empty spaces they mean)."""
+    expr = sympy.sympify(expr)
+    if expr.is_Integer:
+        return int(expr)
+    if expr.is_Symbol:
+        return env[expr]
+    args = [_value(a, env) for a in expr.args]
+    if isinstance(expr, FloorDiv):
+        return args[0] // args[1] if args[1] else 0
+    if isinstance(expr, ModularIndexing):
+        return (args[0] // args[1]) % args[2] if args[1] and args[2] else 0
+    if expr.is_Add:
+        return sum(args)
+    if expr.is_Mul:
+        out = 1
+        for a in args:
+            out *= a
+        return out
+    if expr.is_Pow:
+        return args[0] ** args[1]
+    raise TypeError(f"no value for {expr!r}")
+
+
+def _random_index(rng, depth):
+    """``(expr, truth)``: an index expression built through the IR's constructors (so their
+    folding rules apply) and a function computing its meaning without them."""
+    if depth == 0 or rng.random() < 0.2:
+        sym = rng.choice([x, x, _R])
+        return sym, lambda env, sym=sym: env[sym]
+    a, fa = _random_index(rng, depth - 1)
+    size = rng.choice(_SIZES)
+    kind = rng.random()
+    if kind < 0.2:
+        b, fb = _random_index(rng, depth - 1)
+        return a + b, lambda env: fa(env) + fb(env)
+    if kind < 0.35:
+        return size * a, lambda env: _value(size, env) * fa(env)
+    if kind < 0.5:
+        return FloorDiv(a, size), lambda env: fa(env) // _value(size, env)
+    if kind < 0.7:
+        mod = rng.choice(_SIZES)
+        return ModularIndexing(
+            a, size, mod
+        ), lambda env: (fa(env) // _value(size, env)) % _value(mod, env)
+    # a view: unflatten over sizes, then read with row-major or arbitrary strides
+    sizes = [rng.choice(_SIZES) for _ in range(rng.randint(1, 3))]
+    strides = [rng.choice([0, 1, 2, _S0, 5]) for _ in sizes]
+    if rng.random() < 0.5:
+        strides = [product_of(sizes[i + 1 :]) for i in range(len(sizes))]
+    expr = sum((i * st for i, st in zip(unflatten(a, sizes), strides)), sympy.Integer(0))
+
+    def truth(env):
+        flat, total = fa(env), 0
+        for size_, stride in zip(reversed(sizes), reversed(strides)):
+            n = _value(size_, env)
+            total += (flat % n) * _value(stride, env)
+            flat //= n
+        return total
+
+    return expr, truth
+
+
+def product_of(sizes):
+    out = sympy.Integer(1)
+    for s in sizes:
+        out = out * s
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_index_expressions_keep_their_meaning(seed):
+    """The folding rules (divisions and wraps of wraps) and ``simplify_index`` (merges with
+    size-symbol coefficients, range-based drops) are identities for every non-negative
+    index below its range and every positive size, 1 included."""
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(25):
+        expr, truth = _random_index(rng, rng.randint(1, 4))
+        x_range = rng.choice([1, 7, 64, _S0, 2 * _S0, _S0 * _S1, 8 * _S0])
+        r_range = rng.choice([1, 3, _S0])
+        simplified = simplify_index(expr, {x: x_range, _R: r_range})
+        for s0, s1 in itertools.product((1, 2, 3, 6), (1, 2)):
+            env = {_S0: s0, _S1: s1}
+            for xv in range(min(_value(x_range, env), 24)):
+                for rv in range(min(_value(r_range, env), 3)):
+                    env.update({x: xv, _R: rv})
+                    want = truth(env)
+                    assert _value(expr, env) == want, (expr, env)
+                    assert _value(simplified, env) == want, (expr, simplified, env)

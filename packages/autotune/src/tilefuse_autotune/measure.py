@@ -4,7 +4,9 @@ Runs inside ``tilefuse_autotune.worker``. Every candidate gets fresh inputs (so 
 kernel that scribbles on its inputs cannot mislead the next), copied on the device from
 pristine ones drawn from ``seed`` once per problem: drawing them on the CPU took about a
 second per candidate for an 8192x8192 GEMM, most of max mode's time. The pristine
-inputs and the extern reference output are kept in this process for the last problem.
+inputs and the extern reference output are kept in this process for the last problem,
+with a fingerprint of their bytes: a candidate that writes outside its own buffers and
+changes them fails (``WrongResult``) and they are made again for the next one.
 """
 
 from __future__ import annotations
@@ -47,23 +49,53 @@ class Problem:
         return [spec.random(generator) for spec in self.inputs]
 
 
-_reference: tuple[Problem, Any, list[Any]] | None = None  # problem, output, inputs
+# problem, extern's output, the inputs it ran on, their fingerprint
+_reference: tuple[Problem, Any, list[Any], tuple[int, ...]] | None = None
+
+
+def _fingerprint(tensors: Sequence[Any]) -> tuple[int, ...]:
+    """An exact summary of each tensor's bytes (its elements read as integers of the same
+    width, summed in int64): any change to the values a tensor holds changes it, short
+    of changes that cancel out, which a stray write does not make."""
+    import torch
+
+    as_int = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    return tuple(
+        int(torch.sum(t.view(as_int[t.element_size()]), dtype=torch.int64).item()) for t in tensors
+    )
 
 
 def _reference_output(problem: Problem) -> Any:
     return _pristine(problem)[1]
 
 
-def _pristine(problem: Problem) -> tuple[Problem, Any, list[Any]]:
-    """``(problem, extern's output, the inputs it ran on)``, made once per problem."""
+def _pristine(problem: Problem) -> tuple[Problem, Any, list[Any], tuple[int, ...]]:
+    """``(problem, extern's output, the inputs it ran on, their fingerprint)``, made once
+    per problem."""
     global _reference
     if _reference is None or _reference[0] != problem:
         _reference = None  # free the last problem's tensors before making these
         inputs = problem.make_inputs()
         out = problem.layout.empty()
         ExternChoice(problem.op, problem.epilogue).run(*inputs, out=out)
-        _reference = (problem, out, inputs)
+        _reference = (problem, out, inputs, _fingerprint([out, *inputs]))
     return _reference
+
+
+def _check_pristine_unchanged(problem: Problem) -> None:
+    """Raise ``WrongResult`` (and drop them, to be made again) when the kept reference or
+    pristine inputs changed since they were made: the candidate that just ran wrote
+    outside its own buffers (they share the device's memory with it)."""
+    global _reference
+    if _reference is None or _reference[0] != problem:
+        return
+    _, out, inputs, fingerprint = _reference
+    if _fingerprint([out, *inputs]) != fingerprint:
+        _reference = None
+        raise WrongResult(
+            "the candidate wrote outside its output and inputs: the kept reference output "
+            "or pristine inputs changed while it ran (an out-of-bounds store)"
+        )
 
 
 def fresh_inputs(problem: Problem) -> list[Any]:
@@ -122,6 +154,7 @@ def _checked_run(
     choice.run(*inputs, out=out)
     if device_type(device) == "cuda":
         torch.cuda.synchronize()
+    _check_pristine_unchanged(problem)  # first: a changed reference would misname the fault
     check_close(out, ref, problem.layout.dtype)
     return inputs, out
 
@@ -147,6 +180,7 @@ def measure(
     device = problem.layout.device
     inputs, out = _checked_run(begin, problem, choice)
     ms = median_ms(lambda: choice.run(*inputs, out=out), device, timing)
+    _check_pristine_unchanged(problem)  # the timed runs may write where the first did not
     if device_type(device) == "cuda":
         del inputs, out
         torch.cuda.empty_cache()  # the worker outlives the selection: give memory back

@@ -68,6 +68,23 @@ def env_flag(var: str) -> bool:
     )
 
 
+def _auto_or_flag(var: str) -> str:
+    """``"auto"`` (unset or ``auto``), ``"on"`` or ``"off"`` (a boolean, as ``env_flag``)
+    from ``var``; anything else raises ``TilefuseError`` naming the variable and every
+    accepted value, ``auto`` included."""
+    raw = os.environ.get(var, "").strip().lower()
+    if raw in ("", "auto"):
+        return "auto"
+    if raw in _TRUE or raw in _FALSE:
+        return "on" if raw in _TRUE else "off"
+    from .errors import TilefuseError
+
+    raise TilefuseError(
+        f"{var}={os.environ[var]!r} is not a setting; use auto, one of 1/true/yes/on or "
+        "one of 0/false/no/off"
+    )
+
+
 # Triton's rule for its boolean settings (``triton.knobs``): these, in any case, mean on;
 # anything else (unset, ``0``, ``off``, ``2``, surrounding spaces...) means off.
 _TRITON_TRUE = ("1", "true", "on", "yes", "y")
@@ -157,10 +174,7 @@ def channels_last() -> str:
     override = _overrides.get().get("channels_last")
     if override is not None:
         return override if isinstance(override, str) else ("on" if override else "off")
-    raw = os.environ.get("TILEFUSE_CHANNELS_LAST", "").strip().lower()
-    if raw in ("", "auto"):
-        return "auto"
-    return "on" if env_flag("TILEFUSE_CHANNELS_LAST") else "off"
+    return _auto_or_flag("TILEFUSE_CHANNELS_LAST")
 
 
 def split_reductions() -> str:
@@ -174,10 +188,7 @@ def split_reductions() -> str:
     override = _overrides.get().get("split_reductions")
     if override is not None:
         return override if isinstance(override, str) else ("on" if override else "off")
-    raw = os.environ.get("TILEFUSE_SPLIT_REDUCTIONS", "").strip().lower()
-    if raw in ("", "auto"):
-        return "auto"
-    return "on" if env_flag("TILEFUSE_SPLIT_REDUCTIONS") else "off"
+    return _auto_or_flag("TILEFUSE_SPLIT_REDUCTIONS")
 
 
 def dynamic_sizes() -> bool:

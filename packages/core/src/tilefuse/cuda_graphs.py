@@ -469,6 +469,10 @@ class ShapeRunners:
         self._lock = threading.Lock()
 
     def __call__(self, args: list[Any]) -> Any:
+        if CudaGraphRunner._capturing():
+            # A user's own capture records the compiled graph: no runner is made for it
+            # (one would push a captured shape out of the LRU for nothing).
+            return self.compiled(args)
         key = shape_signature(args)
         with self._lock:
             if self.direct:
