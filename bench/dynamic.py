@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -483,12 +482,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dict[str, Any]:
     """Every workload under every column; the JSON-ready dict, written after every cell."""
     started = time.monotonic()
@@ -522,10 +515,7 @@ def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
         path_out.append(path)
 
     def over() -> str | None:
-        spent = time.monotonic() - started
-        if spent <= args.max_total_s:
-            return None
-        return f"not run: {spent:.0f} s spent, past --max-total-s {args.max_total_s:.0f}"
+        return run.over_budget(started, args.max_total_s)
 
     warm_up(columns, unusable, timer, not args.allow_fallback)
     for name in args.workloads:
@@ -546,7 +536,7 @@ def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
         if sweep is None:
             row["error"] = why
             summarize(row)
-            _write(path, data)
+            run.write_json(path, data)
             continue
         for column in columns:
             if unusable[column.name]:
@@ -556,7 +546,7 @@ def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
 
             def written(row: dict[str, Any] = row) -> None:
                 summarize(row)
-                _write(path, data)
+                run.write_json(path, data)
 
             result: dict[str, Any] = {"compile_s": None, "cells": []}
             row["results"][column.name] = result
@@ -567,9 +557,9 @@ def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
         del sweep
         timer.free_memory()
         summarize(row)
-        _write(path, data)
+        run.write_json(path, data)
     data["elapsed_s"] = time.monotonic() - started
-    _write(path, data)
+    run.write_json(path, data)
     return data
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import statistics
 import sys
@@ -349,12 +348,6 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def workloads(
     args: argparse.Namespace, device: torch.device, over: Callable[[], str | None]
 ) -> Iterator[Workload | dict]:
@@ -408,15 +401,12 @@ def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
         path_out.append(path)
 
     def over() -> str | None:
-        spent = time.monotonic() - started
-        if spent <= args.max_total_s:
-            return None
-        return f"not run: {spent:.0f} s spent, past --max-total-s {args.max_total_s:.0f}"
+        return run.over_budget(started, args.max_total_s)
 
     for work in workloads(args, device, over):
         if isinstance(work, dict):
             data["rows"].append(work)
-            _write(path, data)
+            run.write_json(path, data)
             continue
         row: dict[str, Any] = {"workload": work.name, "shape": work.shape, "steps": work.steps,
                                "results": {}, "error": None}  # fmt: skip
@@ -429,10 +419,10 @@ def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
             _log(f"    {_cell(r)}")
             row["results"][column.name] = r
         data["rows"].append(row)
-        _write(path, data)
+        run.write_json(path, data)
     data["targets"] = targets(data["rows"])
     data["elapsed_s"] = time.monotonic() - started
-    _write(path, data)
+    run.write_json(path, data)
     return data
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import math
 import signal
 import sys
@@ -471,12 +470,6 @@ def run_row(
     return model_report.summarize(row)
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dict[str, Any]:
     """Every selected (model, mode); the JSON-ready dict, also written after every row
     (its path appended to ``path_out``) so a run cut short keeps what it measured."""
@@ -525,16 +518,9 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
     run.warm_up(columns, unusable, timer)
     for zm in chosen:
         for mode in args.modes:
-            spent = time.monotonic() - started
-            if spent > args.max_total_s:
-                row = {
-                    "model": zm.name,
-                    "mode": mode,
-                    "results": {},
-                    "error": (
-                        f"not run: {spent:.0f} s spent, past --max-total-s {args.max_total_s:.0f}"
-                    ),
-                }
+            why = run.over_budget(started, args.max_total_s)
+            if why is not None:
+                row = {"model": zm.name, "mode": mode, "results": {}, "error": why}
                 data["rows"].append(model_report.summarize(row))
                 continue
             _log(f"{zm.name} / {mode}")
@@ -542,10 +528,10 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
                 run_row(zm, mode, columns, unusable, timer, args.smoke, args.timeout,
                         profile=bool(args.profile))
             )  # fmt: skip
-            _write(path, data)
+            run.write_json(path, data)
     data["geomean_speedup"] = model_report.geomean_speedups(data["rows"])
     data["elapsed_s"] = time.monotonic() - started
-    _write(path, data)
+    run.write_json(path, data)
     return data
 
 

@@ -156,6 +156,23 @@ def result_header(schema: int, device: torch.device, mode: dict[str, Any]) -> di
     }
 
 
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file, then a rename), so a reader
+    or a killed run never sees half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def over_budget(started: float, max_total_s: float) -> str | None:
+    """Why the next workload is not run (``--max-total-s`` spent since ``started``, a
+    ``time.monotonic()``), or ``None`` while time is left."""
+    spent = time.monotonic() - started
+    if spent <= max_total_s:
+        return None
+    return f"not run: {spent:.0f} s spent, past --max-total-s {max_total_s:.0f}"
+
+
 def created_at(data: dict[str, Any]) -> dt.datetime:
     """The ``created`` time of a dict that ``result_header`` opened."""
     return dt.datetime.fromisoformat(data["created"])
@@ -468,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     path = output_path(args.out, data["machine"]["device"], created_at(data))
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_json(path, data)
     print(report.format_report(data))
     print(f"\nwrote {path}")
     return 0

@@ -118,21 +118,12 @@ def served_device_types(reg: Registry | None = None) -> frozenset[str]:
     return frozenset(served)
 
 
-def prefers_channels_last(device_type: str, reg: Registry | None = None) -> bool:
-    """Whether an available backend serving ``device_type`` declares
-    ``plugin.CAP_CHANNELS_LAST`` (phase one: nothing is loaded)."""
+def declares(device_type: str, capability: str, reg: Registry | None = None) -> bool:
+    """Whether an available backend serving ``device_type`` declares ``capability`` (such
+    as ``plugin.CAP_CHANNELS_LAST`` or ``plugin.CAP_SPLIT_REDUCTIONS``; phase one: nothing
+    is loaded)."""
     try:
-        owner(device_type, plugin.CAP_CHANNELS_LAST, reg)
-    except TilefuseError:
-        return False
-    return True
-
-
-def splits_reductions(device_type: str, reg: Registry | None = None) -> bool:
-    """Whether an available backend serving ``device_type`` declares
-    ``plugin.CAP_SPLIT_REDUCTIONS`` (phase one: nothing is loaded)."""
-    try:
-        owner(device_type, plugin.CAP_SPLIT_REDUCTIONS, reg)
+        owner(device_type, capability, reg)
     except TilefuseError:
         return False
     return True

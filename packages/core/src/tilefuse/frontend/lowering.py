@@ -17,7 +17,7 @@ import sympy
 import torch
 import torch.fx
 
-from .. import config
+from .. import config, plugin
 from ..errors import Unsupported
 from ..ir.graph import LoweredGraph
 from ..ir.index import stride_of
@@ -138,9 +138,9 @@ class GraphLowering:
             return self._split_setting == "on"
         device_type = torch.device(device).type
         if device_type not in self._split_devices:
-            from ..backend_selection import splits_reductions
+            from ..backend_selection import declares
 
-            self._split_devices[device_type] = splits_reductions(device_type)
+            self._split_devices[device_type] = declares(device_type, plugin.CAP_SPLIT_REDUCTIONS)
         return self._split_devices[device_type]
 
     # -- buffers ---------------------------------------------------------------------
@@ -465,9 +465,9 @@ class GraphLowering:
 
 
 def _device_prefers(device_type: str) -> bool:
-    from ..backend_selection import prefers_channels_last
+    from ..backend_selection import declares
 
-    return prefers_channels_last(device_type)
+    return declares(device_type, plugin.CAP_CHANNELS_LAST)
 
 
 def _inlined_origins(
