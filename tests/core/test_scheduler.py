@@ -89,6 +89,33 @@ def test_horizontal_fusion_joins_kernels_that_read_the_same_input() -> None:
     assert set(kernel.stores) == _output_names(graph)
 
 
+def _head_split(x, b):
+    """GPT-2's attention prologue: a bias add on a fused QKV projection, split into heads;
+    ``k`` transposed for ``q @ k^T``. Eager's q/k are views with gaps into the [S, 3*H*D]
+    sum, and the bmm makes each a buffer."""
+    s, h, d = 16, 2, 8
+    q, k, _ = (x + b).split(h * d, dim=1)
+    return torch.bmm(q.view(s, h, d).transpose(0, 1), k.view(s, h, d).permute(1, 2, 0))
+
+
+def test_a_head_split_is_stored_dense_and_walked_in_memory_order() -> None:
+    import sympy
+
+    from tilefuse.ir.nodes import dense_strides_like
+    from tilefuse.kernel_spec import X
+    from tilefuse.scheduler.group import simplified
+
+    graph, schedule = _schedule(_head_split, (16, 48), (48,))
+    (kernel,) = _kernels(schedule)
+    strides = {n.name: tuple(n.buffer.layout.stride) for n in kernel.nodes}
+    assert sorted(strides.values()) == [(8, 1, 16), (8, 16, 1)]  # eager's order, no gaps
+    for node in kernel.nodes:
+        store = kernel.placements[node.name].store_index
+        assert sympy.simplify(simplified(store, kernel) - X) == 0, (node.name, store)
+    assert dense_strides_like((2, 16, 8), (8, 48, 1)) == (8, 16, 1)
+    assert dense_strides_like((2, 1, 8), (8, 7, 1)) == (8, 7, 1)  # a size-1 dim keeps its own
+
+
 # -- scoring and policy --------------------------------------------------------------
 
 

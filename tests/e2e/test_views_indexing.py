@@ -279,3 +279,20 @@ def test_integer_and_bool_to_low_precision(dtype):
         x,
         dtype=dtype,
     )
+
+
+def _attention_scores(x, b):
+    """A bias add on a fused QKV projection, split into heads (odd sizes), then ``q @ k^T``:
+    its q/k buffers take eager's head-split order without the view's gaps, and the
+    kernel that writes them walks memory in that order (``scheduler.group.place``)."""
+    s, h, d = 13, 3, 5
+    q, k, v = (x + b).split(h * d, dim=-1)
+    q = q.reshape(2, s, h, d).transpose(1, 2).reshape(2 * h, s, d)
+    k = k.reshape(2, s, h, d).permute(0, 2, 3, 1).reshape(2 * h, d, s)
+    return torch.bmm(q, k), v.reshape(2, s, h, d).transpose(1, 2) * 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_a_head_split_of_a_fused_projection_matches_eager(dtype):
+    x, b = torch.randn(2, 13, 45).to(dtype), torch.randn(45).to(dtype)
+    check(_attention_scores, x, b)

@@ -29,6 +29,7 @@ from ..ir.nodes import (
     Template,
     View,
     contiguous_strides,
+    dense_strides_like,
     index_symbols,
     product,
     sympify_sizes,
@@ -373,7 +374,8 @@ class GraphLowering:
             if sympify_sizes(meta.shape) == tuple(result.size):
                 stride = sympify_sizes(meta.stride())
                 if not _contiguous(result.size, stride):
-                    result.stride_hint = stride
+                    # Eager's order, without the gaps of a view into a larger tensor.
+                    result.stride_hint = dense_strides_like(result.size, stride)
         if isinstance(result, LazyValue):
             if len(node.users) > 1 or result.cost() > MAX_INLINE_OPS:
                 return BufferValue(self.realize(result))

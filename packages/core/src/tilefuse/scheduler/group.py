@@ -82,8 +82,42 @@ def _split_point(sizes: tuple[Expr, ...], outer: Expr) -> int | None:
     return None
 
 
-def place(node: SchedNode, xnumel: Expr, rnumel: Expr, reduction_space: bool) -> Placement | None:
-    """Where ``node`` sits in space ``(xnumel, rnumel)``, or ``None`` if it cannot."""
+def memory_order(node: SchedNode) -> tuple[int, ...]:
+    """``node``'s dims from outermost to innermost in its own buffer's memory (strides
+    descending; ties and size-1 dims keep their logical order). The logical order when a
+    stride is symbolic."""
+    ranges = node.ranges
+    strides = node.buffer.layout.stride
+    dims = range(len(ranges))
+    if len(strides) != len(ranges) or not all(
+        sympy.sympify(strides[d]).is_Integer for d in dims if ranges[d] != 1
+    ):
+        return tuple(dims)
+    key = {d: (-int(strides[d]) if ranges[d] != 1 else None) for d in dims}
+    moving = sorted((d for d in dims if key[d] is not None), key=lambda d: key[d])
+    slots = iter(moving)
+    return tuple(d if key[d] is None else next(slots) for d in dims)
+
+
+def _x_indices(ranges: tuple[Expr, ...], order: tuple[int, ...]) -> list[Expr]:
+    """Per-dimension indices (logical order) of ``X`` walked in ``order`` (outer first)."""
+    digits = unflatten(XSYM, [ranges[d] for d in order])
+    by_dim: dict[int, Expr] = dict(zip(order, digits))
+    return [by_dim[d] for d in range(len(ranges))]
+
+
+def place(
+    node: SchedNode,
+    xnumel: Expr,
+    rnumel: Expr,
+    reduction_space: bool,
+    order: tuple[int, ...] | None = None,
+) -> Placement | None:
+    """Where ``node`` sits in space ``(xnumel, rnumel)``, or ``None`` if it cannot.
+
+    A node of a pure pointwise space walks ``X`` in ``order`` (its dims outer to inner;
+    default logical), so that a node stored in a permuted layout (a transposed head
+    split, say) writes and reads memory contiguously along ``X``."""
     ranges = node.ranges
     if node.kind == REDUCTION:
         if not reduction_space:
@@ -105,7 +139,8 @@ def place(node: SchedNode, xnumel: Expr, rnumel: Expr, reduction_space: bool) ->
                 "xr", dict(zip(node.index_vars, vars_)), node.buffer.layout.index(vars_)
             )
     if (reduction_space or rnumel == 1) and sympy.simplify(numel - xnumel) == 0:
-        vars_ = unflatten(XSYM, ranges)
+        walk = order if order is not None and not reduction_space and rnumel == 1 else None
+        vars_ = _x_indices(ranges, walk) if walk else unflatten(XSYM, ranges)
         return Placement("x", dict(zip(node.index_vars, vars_)), node.buffer.layout.index(vars_))
     return None
 
@@ -132,8 +167,11 @@ def try_build(
 ) -> tuple[FusedGroup | None, str]:
     """Place every node in the space; the group, or ``None`` and the reason."""
     group = FusedGroup(list(nodes), xnumel, rnumel, reduction, tiled)
+    # Nodes of one shape share the first one's walk, so one can read another in registers.
+    orders: dict[tuple[Expr, ...], tuple[int, ...]] = {}
     for node in nodes:
-        p = place(node, xnumel, rnumel, reduction)
+        order = orders.setdefault(node.ranges, memory_order(node))
+        p = place(node, xnumel, rnumel, reduction, order)
         if p is None:
             return None, (
                 f"{node.name} ({node.kind}, numel {node.numel}"

@@ -12,7 +12,8 @@ import sympy
 
 from ..ir.index import stride_of
 from ..ir.nodes import product
-from .group import FusedGroup, try_build
+from .group import FusedGroup, memory_order, try_build
+from .nodes import SchedNode
 
 
 def choose_tiling(group: FusedGroup, memory_reads: set[str]) -> FusedGroup:
@@ -24,14 +25,14 @@ def choose_tiling(group: FusedGroup, memory_reads: set[str]) -> FusedGroup:
     if len(ranges) < 2:
         return group
     last = first.index_vars[-1]
+    order = memory_order(first)
+    if order != tuple(range(len(ranges))) and _contiguous_along(group, memory_reads, order):
+        return group  # the 1D walk in memory order (``place``) already coalesces
     split = None
     for node in group.nodes:
         if node.ranges != ranges:
             continue
-        own_store = (node.name, node.buffer.layout.index(node.index_vars))
-        for name, index in [*node.reads, own_store]:
-            if name not in memory_reads and name != node.name:
-                continue
+        for _, index in _accesses(node, memory_reads):
             if stride_of(index, node.index_vars[-1]) in (0, 1):
                 continue
             for d, var in enumerate(node.index_vars[:-1]):
@@ -45,3 +46,22 @@ def choose_tiling(group: FusedGroup, memory_reads: set[str]) -> FusedGroup:
         return group
     tiled, _ = try_build(group.nodes, outer, inner, reduction=False, tiled=True)
     return tiled or group
+
+
+def _accesses(node: SchedNode, memory_reads: set[str]) -> list[tuple[str, sympy.Expr]]:
+    """``node``'s reads that go to memory, and its own store."""
+    own_store = (node.name, node.buffer.layout.index(node.index_vars))
+    return [(n, i) for n, i in [*node.reads, own_store] if n in memory_reads or n == node.name]
+
+
+def _contiguous_along(group: FusedGroup, memory_reads: set[str], order: tuple[int, ...]) -> bool:
+    """Whether every memory access of the group's first-shape nodes has unit (or zero)
+    stride along the innermost dim of ``order``."""
+    ranges = group.nodes[0].ranges
+    for node in group.nodes:
+        if node.ranges != ranges:
+            continue
+        inner = node.index_vars[order[-1]]
+        if any(stride_of(i, inner) not in (0, 1) for _, i in _accesses(node, memory_reads)):
+            return False
+    return True
