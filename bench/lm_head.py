@@ -1,9 +1,10 @@
-"""GPT-2's LM-head GEMM (4096 x 768 x 50257, bf16): ``python bench/lm_head.py``.
+"""GPT-2's LM-head GEMM (M x 768 x 50257, bf16): ``python bench/lm_head.py``.
 
-Times ``torch.mm`` at the odd N (cuBLAS serves it with 1-element-aligned kernels),
-``plugin.ExternChoice`` (which pads N to a multiple of 8 and cuts the result back), and
-the GEMM at the padded N alone, with ``triton.testing.do_bench``; then checks that the
-padded result matches ``torch.mm``'s within bf16 tolerance.
+At M = 512 (batch-1 GPT-2) and 4096, times ``torch.mm`` at the odd N (cuBLAS serves it
+with 1-element-aligned kernels), ``plugin.ExternChoice`` on the transposed weight (read
+in place, only the result's rows padded) and on a row-major B (padded to a multiple of 8
+columns), and the GEMM at the padded N alone, with ``triton.testing.do_bench``; then
+checks both padded results against ``torch.mm``'s within bf16 tolerance.
 """
 
 from __future__ import annotations
@@ -17,25 +18,37 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("lm_head.py needs a CUDA GPU")
         return 2
+    for m in (512, 4096):
+        _time_and_check(m, 768, 50257)
+    return 0
+
+
+def _time_and_check(m: int, k: int, n: int) -> None:
     import triton
 
     from tilefuse import extern_gemm, plugin
 
-    m, k, n = 4096, 768, 50257
     a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+    row_major = w.t().contiguous()
     out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
     choice = plugin.ExternChoice("mm")
     width = extern_gemm._padded_width("mm", w, out) or n
     padded = extern_gemm._pad_columns(w.t(), width)
-    eager = triton.testing.do_bench(lambda: torch.mm(a, w.t()))
-    ours = triton.testing.do_bench(lambda: choice.run(a, w.t(), out=out))
-    alone = triton.testing.do_bench(lambda: torch.mm(a, padded))
-    print(f"LM head {m}x{k}x{n} bf16: torch.mm {eager:.3f} ms, ExternChoice (N padded to "
-          f"{width}) {ours:.3f} ms, torch.mm at N={width} alone {alone:.3f} ms")  # fmt: skip
-    choice.run(a, w.t(), out=out)
-    torch.testing.assert_close(out, torch.mm(a, w.t()), rtol=1.6e-2, atol=1e-3)
-    return 0
+    times = {
+        "torch.mm": lambda: torch.mm(a, w.t()),
+        "ExternChoice, w.t() read in place (result rows padded)": lambda: choice.run(
+            a, w.t(), out=out
+        ),
+        "ExternChoice, row-major B (B padded)": lambda: choice.run(a, row_major, out=out),
+        f"torch.mm at N={width} alone": lambda: torch.mm(a, padded),
+    }
+    for label, fn in times.items():
+        print(f"LM head {m}x{k}x{n} bf16: {label}: {triton.testing.do_bench(fn):.4f} ms")
+    expected = torch.mm(a, w.t())
+    for b in (w.t(), row_major):
+        choice.run(a, b, out=out)
+        torch.testing.assert_close(out, expected, rtol=1.6e-2, atol=1e-3)
 
 
 if __name__ == "__main__":

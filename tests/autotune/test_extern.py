@@ -103,6 +103,28 @@ def test_an_odd_n_runs_padded_with_the_same_values(op, transposed, monkeypatch):
     torch.testing.assert_close(out, expected.relu())
 
 
+def test_an_aligned_transposed_b_is_not_copied_only_the_result_rows_are_padded(monkeypatch):
+    """A column-major B whose columns start 16-byte aligned (``w.t()`` of a linear layer
+    or a tied embedding) is read in place; a row-major B or an epilogue still pads B."""
+    monkeypatch.setattr(extern_gemm, "_padded_width", lambda op, b, out: 16)
+    pads = []
+    real = extern_gemm._pad_columns
+    monkeypatch.setattr(extern_gemm, "_pad_columns", lambda b, w: pads.append(1) or real(b, w))
+    g = torch.Generator().manual_seed(5)
+    a, w = torch.randn(6, 8, generator=g), torch.randn(11, 8, generator=g)
+    out = torch.empty(6, 11)
+    ExternChoice("mm").run(a, w.t(), out=out)
+    torch.testing.assert_close(out, a @ w.t())
+    assert pads == []
+    ExternChoice("mm").run(a, w.t().contiguous(), out=out)
+    torch.testing.assert_close(out, a @ w.t())
+    assert pads == [1]
+    odd = torch.randn(11, 9, generator=g)[:, :8]  # leading dimension of 36 bytes
+    ExternChoice("mm").run(a, odd.t(), out=out)
+    torch.testing.assert_close(out, a @ odd.t())
+    assert pads == [1, 1]
+
+
 class _CudaLike:
     """What ``_padded_width`` reads of a result tensor, as a large CUDA one has it."""
 

@@ -42,6 +42,13 @@ class ExternChoice:
         op_inputs, operands = inputs[:n], inputs[n:]
         epi = self.epilogue
         width = _padded_width(self.op, op_inputs[-1], out)
+        if width is not None and not epi.steps and _reads_aligned(self.op, op_inputs[-1]):
+            # B (a transposed weight) is already aligned: only the result's rows need
+            # padding, so the product is written into padded rows and copied out.
+            rows = out.new_empty((*out.shape[:-1], width), dtype=op_inputs[-1].dtype)
+            fn(*op_inputs, out=rows[..., : out.shape[-1]])
+            out.copy_(rows[..., : out.shape[-1]])
+            return
         if width is not None:  # N padded with zero columns of B, the result sliced back
             op_inputs = (*op_inputs[:-1], _pad_columns(op_inputs[-1], width))
         # In place only when ``out`` has the op's own dtype (an epilogue may be a bare cast,
@@ -90,17 +97,30 @@ def _padded_width(op: str, b: Any, out: Any) -> int | None:
     return -(-n // per_16_bytes) * per_16_bytes
 
 
+def _reads_aligned(op: str, b: Any) -> bool:
+    """Whether cuBLAS reads ``mm``'s ``b`` with 16-byte-aligned columns as it is: a
+    column-major ``b`` (``w.t()`` of an ``nn.Linear`` or a tied embedding) whose leading
+    dimension is a multiple of 16 bytes. Then only the result needs padded rows."""
+    if op != "mm" or b.stride(-2) != 1 or b.stride(-1) == 1:
+        return False
+    size = b.element_size()
+    return (b.stride(-1) * size) % 16 == 0 and (b.data_ptr() % 16) == 0
+
+
 def _pad_columns(b: Any, width: int) -> Any:
     """``b`` (``[..., K, N]``) with zero columns appended up to ``width``, in the same
-    majorness (a transposed weight stays transposed: cuBLAS reads it without a copy)."""
-    import torch
-
+    majorness (a transposed weight stays transposed: cuBLAS reads it without a copy).
+    One copy of ``b``; only the new columns are zeroed."""
     n = b.shape[-1]
     if b.stride(-2) == 1 and b.stride(-1) != 1:  # column-major: pad rows of b^T
-        rows = torch.zeros((*b.shape[:-2], width, b.shape[-2]), dtype=b.dtype, device=b.device)
+        rows = b.new_empty((*b.shape[:-2], width, b.shape[-2]))
         rows[..., :n, :] = b.transpose(-1, -2)
+        rows[..., n:, :] = 0
         return rows.transpose(-1, -2)
-    return torch.nn.functional.pad(b, (0, width - n))
+    cols = b.new_empty((*b.shape[:-1], width))
+    cols[..., :n] = b
+    cols[..., n:] = 0
+    return cols
 
 
 def _narrow_columns(result: Any, out: Any) -> Any:
