@@ -332,3 +332,23 @@ def test_mean_and_var_of_rows_is_one_kernel():
     x = torch.randn(7, 257)
     reports = check(lambda x: (x.mean(-1), x.var(-1)), x)
     assert kernel_count(reports) == 1, [r.format() for r in reports]
+
+
+def test_looped_logsumexp_rescales_per_row_with_masked_tails_and_minus_inf():
+    """Rows longer than a persistent block (looped, a running max per row): a row of
+    -inf, a row whose max comes late, a row of -inf prefix, and the masked tail of the
+    last step (9000 is no multiple of a block)."""
+    x = torch.randn(5, 9000) * 4
+    x[1] = float("-inf")
+    x[2, -1] = 80.0  # the max arrives in the last step
+    x[3, :5000] = float("-inf")
+    t = torch.tensor([0, 0, 8999, 7000, 17])
+    check(
+        lambda x, t: (
+            torch.logsumexp(x, -1),
+            torch.log_softmax(x, -1),
+            F.cross_entropy(x[[0, 2, 3, 4]], t[[0, 2, 3, 4]]),
+        ),
+        x,
+        t,
+    )

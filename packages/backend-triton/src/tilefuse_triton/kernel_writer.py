@@ -452,21 +452,22 @@ class KernelWriter:
             ms = self.new_var(f"tl.where({m} == {ninf}, 0.0, {m})", dtype, PER_X)
             total = self.new_var(f"tl.sum(tl.exp({v} - {ms}), 1)[:, None]", dtype, PER_X)
             return self.new_var(f"{ms} + tl.log({total})", dtype, PER_X)
+        # Looped: the running max is one per row (a block max each step), so the running
+        # sums are rescaled by one exp per row and step, not one per element.
         self.counter += 1
         acc = f"acc{self.counter}"
-        self.emit(f"{acc}_m = tl.full([XBLOCK, RBLOCK], {ninf}, {tl_t})")
+        self.emit(f"{acc}_m = tl.full([XBLOCK, 1], {ninf}, {tl_t})")
         self.emit(f"{acc}_s = tl.zeros([XBLOCK, RBLOCK], {tl_t})")
         self.open_r_loop()
         v = self.new_var(f"tl.where(xmask & rmask, {self.eval_reduction_input(name)}, {ninf})",
                          dtype, PER_XR)  # fmt: skip
-        self.emit(f"{acc}_new = tl.maximum({acc}_m, {v})")
+        self.emit(f"{acc}_new = tl.maximum({acc}_m, tl.max({v}, 1)[:, None])")
         self.emit(f"{acc}_safe = tl.where({acc}_new == {ninf}, 0.0, {acc}_new)")
         self.emit(f"{acc}_s = {acc}_s * tl.exp({acc}_m - {acc}_safe) + tl.exp({v} - {acc}_safe)")
         self.emit(f"{acc}_m = {acc}_new")
         self.close_r_loop()
-        m = self.new_var(f"tl.max({acc}_m, 1)[:, None]", dtype, PER_X)
-        ms = self.new_var(f"tl.where({m} == {ninf}, 0.0, {m})", dtype, PER_X)
-        total = self.new_var(f"tl.sum({acc}_s * tl.exp({acc}_m - {ms}), 1)[:, None]", dtype, PER_X)
+        ms = self.new_var(f"tl.where({acc}_m == {ninf}, 0.0, {acc}_m)", dtype, PER_X)
+        total = self.new_var(f"tl.sum({acc}_s, 1)[:, None]", dtype, PER_X)
         return self.new_var(f"{ms} + tl.log({total})", dtype, PER_X)
 
     def finish_reduction(self, kind: str, value: Var, acc_dtype: torch.dtype) -> Var:
