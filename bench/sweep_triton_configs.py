@@ -73,8 +73,8 @@ def _rms_norm(x, w):
 
 
 def _row_norm_configs():
-    persistent = [(1, 8192, w, True) for w in (4, 8, 16)] + [(2, 8192, 16, True)]
-    looped = [(1, r, w, False) for r, w in [(1024, 4), (2048, 4), (2048, 8), (4096, 8), (4096, 16)]]
+    persistent = [(1, 8192, w, True) for w in (4, 8, 16, 32)] + [(2, 8192, 16, True)]
+    looped = [(1, r, w, False) for r, w in [(1024, 4), (2048, 4), (2048, 8), (4096, 8), (2048, 16)]]
     return [
         {"reduction": {"XBLOCK": a, "RBLOCK": r, "num_warps": w, "persistent": p}}
         for a, r, w, p in persistent + looped
@@ -84,7 +84,7 @@ def _row_norm_configs():
 CONFIGS = {
     "bias_gelu": [
         {"pointwise": {"XBLOCK": xb, "num_warps": w}}
-        for xb, w in [(1024, 4), (2048, 4), (2048, 8), (4096, 8), (8192, 8), (4096, 16)]
+        for xb, w in [(1024, 4), (2048, 4), (2048, 8), (4096, 8), (8192, 8), (4096, 16), (512, 4)]
     ],
     "transpose_add": [
         {"pointwise-2d": {"XBLOCK": a, "RBLOCK": r, "num_warps": w}}
@@ -97,6 +97,10 @@ CONFIGS = {
             (64, 128, 8),
             (32, 32, 4),
             (128, 64, 8),
+            (32, 64, 4),
+            (64, 32, 4),
+            (32, 32, 2),
+            (64, 64, 16),
         ]
     ],
     "column_sum": [
@@ -115,7 +119,9 @@ CONFIGS = {
         {"reduction": {"XBLOCK": a, "RBLOCK": r, "num_warps": w, "persistent": False}}
         for a, r, w in [
             (1, 2048, 8),
+            (1, 2048, 16),
             (1, 4096, 8),
+            (1, 4096, 16),
             (1, 1024, 4),
             (2, 2048, 8),
             (1, 8192, 16),
