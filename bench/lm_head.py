@@ -2,9 +2,10 @@
 
 At M = 512 (batch-1 GPT-2) and 4096, times ``torch.mm`` at the odd N (cuBLAS serves it
 with 1-element-aligned kernels), ``plugin.ExternChoice`` on the transposed weight (read
-in place, only the result's rows padded) and on a row-major B (padded to a multiple of 8
-columns), and the GEMM at the padded N alone, with ``triton.testing.do_bench``; then
-checks both padded results against ``torch.mm``'s within bf16 tolerance.
+in place: its aligned columns and the tail as two GEMMs into padded rows) and on a
+row-major B (padded to a multiple of 8 columns), and the GEMM at the padded N alone,
+with ``triton.testing.do_bench``; then checks both padded results against
+``torch.mm``'s within bf16 tolerance.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _time_and_check(m: int, k: int, n: int) -> None:
     padded = extern_gemm._pad_columns(w.t(), width)
     times = {
         "torch.mm": lambda: torch.mm(a, w.t()),
-        "ExternChoice, w.t() read in place (result rows padded)": lambda: choice.run(
+        "ExternChoice, w.t() read in place (aligned columns + tail, two GEMMs)": lambda: choice.run(
             a, w.t(), out=out
         ),
         "ExternChoice, row-major B (B padded)": lambda: choice.run(a, row_major, out=out),

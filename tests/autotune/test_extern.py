@@ -103,9 +103,10 @@ def test_an_odd_n_runs_padded_with_the_same_values(op, transposed, monkeypatch):
     torch.testing.assert_close(out, expected.relu())
 
 
-def test_an_aligned_transposed_b_is_not_copied_only_the_result_rows_are_padded(monkeypatch):
+def test_an_aligned_transposed_b_is_not_copied_its_columns_run_in_two_gemms(monkeypatch):
     """A column-major B whose columns start 16-byte aligned (``w.t()`` of a linear layer
-    or a tied embedding) is read in place; a row-major B or an epilogue still pads B."""
+    or a tied embedding) is read in place, as an aligned block of columns and the few left
+    over; a row-major B or one of an odd leading dimension is still padded."""
     monkeypatch.setattr(extern_gemm, "_padded_width", lambda op, b, out: 16)
     pads = []
     real = extern_gemm._pad_columns

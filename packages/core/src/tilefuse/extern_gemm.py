@@ -43,11 +43,7 @@ class ExternChoice:
         epi = self.epilogue
         width = _padded_width(self.op, op_inputs[-1], out)
         if width is not None and not epi.steps and _reads_aligned(self.op, op_inputs[-1]):
-            # B (a transposed weight) is already aligned: only the result's rows need
-            # padding, so the product is written into padded rows and copied out.
-            rows = out.new_empty((*out.shape[:-1], width), dtype=op_inputs[-1].dtype)
-            fn(*op_inputs, out=rows[..., : out.shape[-1]])
-            out.copy_(rows[..., : out.shape[-1]])
+            _split_columns(op_inputs[0], op_inputs[-1], out, width)
             return
         if width is not None:  # N padded with zero columns of B, the result sliced back
             op_inputs = (*op_inputs[:-1], _pad_columns(op_inputs[-1], width))
@@ -98,13 +94,28 @@ def _padded_width(op: str, b: Any, out: Any) -> int | None:
 
 
 def _reads_aligned(op: str, b: Any) -> bool:
-    """Whether cuBLAS reads ``mm``'s ``b`` with 16-byte-aligned columns as it is: a
-    column-major ``b`` (``w.t()`` of an ``nn.Linear`` or a tied embedding) whose leading
-    dimension is a multiple of 16 bytes. Then only the result needs padded rows."""
+    """Whether ``mm``'s ``b`` is column-major (``w.t()`` of an ``nn.Linear`` or a tied
+    embedding) with a 16-byte-aligned start and leading dimension: then any leading
+    block of its columns is an aligned operand as it is (``_split_columns``)."""
     if op != "mm" or b.stride(-2) != 1 or b.stride(-1) == 1:
         return False
     size = b.element_size()
     return (b.stride(-1) * size) % 16 == 0 and (b.data_ptr() % 16) == 0
+
+
+def _split_columns(a: Any, b: Any, out: Any, width: int) -> None:
+    """``out = a @ b`` for an aligned column-major ``b`` with an odd N, without copying
+    ``b``: its largest 16-byte-multiple of columns and the few left over run as two
+    GEMMs into rows padded to ``width`` (each GEMM's N and leading dimensions aligned,
+    which cuBLAS needs for its fast kernels), then the rows are copied into ``out``."""
+    import torch
+
+    n = out.shape[-1]
+    aligned = n - n % (16 // b.element_size())
+    rows = out.new_empty((*out.shape[:-1], width), dtype=b.dtype)
+    torch.mm(a, b[:, :aligned], out=rows[:, :aligned])
+    torch.mm(a, b[:, aligned:], out=rows[:, aligned:n])
+    out.copy_(rows[:, :n])
 
 
 def _pad_columns(b: Any, width: int) -> Any:
