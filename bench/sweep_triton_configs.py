@@ -130,7 +130,7 @@ CONFIGS = {
     ],
     "softmax": [
         {"reduction": {"XBLOCK": a, "RBLOCK": 8192, "num_warps": w, "persistent": True}}
-        for a, w in [(1, 8), (1, 16), (2, 16), (1, 32), (2, 8)]
+        for a, w in [(1, 4), (1, 8), (1, 16), (2, 16), (1, 32), (2, 8), (2, 4)]
     ],
     "layer_norm": _row_norm_configs(),
     "rms_norm": _row_norm_configs(),

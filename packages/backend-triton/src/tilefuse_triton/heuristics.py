@@ -71,7 +71,9 @@ def choose_config(spec: KernelSpec) -> dict[str, Any]:
         return {"XBLOCK": xb, "RBLOCK": rb, "num_warps": warps, "persistent": False, "int64": big}
     if rp <= PERSISTENT_MAX_R:
         xb = max(1, min(next_pow2(x), 4096 // rp if rp <= 4096 else 1, 64))
-        warps = 8 if rp >= 2048 else (4 if rp >= 256 else 2)
+        # H200 sweep, bf16 16384x8192: a row of 8192 over 4 warps reached 93.9% of copy
+        # bandwidth on layer_norm (8 warps: 87.7%; rms_norm 93.1% against 93.8%).
+        warps = 4 if rp >= 8192 else (8 if rp >= 2048 else (4 if rp >= 256 else 2))
         return {"XBLOCK": xb, "RBLOCK": rp, "num_warps": warps, "persistent": True, "int64": big}
     return {"XBLOCK": 1, "RBLOCK": 2048, "num_warps": 8, "persistent": False, "int64": big}
 
