@@ -285,6 +285,9 @@ class CudaGraphRunner:
         self.buffers: list[Any] = []
         self.outputs: Any = None
         self.plan: list[tuple] = []  # per output: how to hand it out
+        self.static_ptrs: list[tuple[int, int]] = []  # (input, its captured address)
+        self.copied: list[int] = []  # tensor inputs read through self.buffers
+        self.values: list[int] = []  # non-tensor inputs, compared with self.buffers
 
     # ---- calls
     def __call__(self, args: list[Any]) -> Any:
@@ -354,6 +357,10 @@ class CudaGraphRunner:
         self.graph, self.outputs = graph, outputs
         self.plan = self._plan_outputs(outputs, buffers)
         self.buffers = [None if i in self.static else b for i, b in enumerate(buffers)]
+        self.static_ptrs = [(i, args[i].data_ptr()) for i in sorted(self.static)]
+        tensors = {i for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
+        self.copied = sorted(tensors - self.static)
+        self.values = [i for i in range(len(args)) if i not in tensors]
         return self._replay(args)
 
     def _plan_outputs(self, outputs: Any, buffers: list[Any]) -> list[tuple]:
@@ -381,23 +388,27 @@ class CudaGraphRunner:
         return plan
 
     def _replay(self, args: list[Any]) -> Any:
+        """Per call, only what can change under Dynamo's guards (which hold every input's
+        sizes, strides, dtype and device for this graph): the address of each static
+        input, compared as plain integers because a model passes hundreds of parameters,
+        then the copied inputs' shapes and the non-tensor values."""
         assert self.graph is not None
-        for i in sorted(self.static):
-            if _layout(args[i]) != self.first_layouts[i]:
+        for i, ptr in self.static_ptrs:
+            if args[i].data_ptr() != ptr:
                 # A "static" input moved: read it through a copy from now on.
                 self.static.discard(i)
                 self.first_layouts[i] = None
                 self._reset_capture()
                 return self._capture(args)
-        for i, (a, buf) in enumerate(zip(args, self.buffers)):
-            if isinstance(a, torch.Tensor):
-                if i not in self.static and (a.shape != buf.shape or a.dtype != buf.dtype):
-                    return self._run_directly(args, f"input {i} changed shape or dtype")
-            elif a != buf:
+        for i in self.copied:
+            a, buf = args[i], self.buffers[i]
+            if a.shape != buf.shape or a.dtype != buf.dtype:
+                return self._run_directly(args, f"input {i} changed shape or dtype")
+        for i in self.values:
+            if args[i] != self.buffers[i]:
                 return self._run_directly(args, f"non-tensor argument {i} changed")
-        for i, (a, buf) in enumerate(zip(args, self.buffers)):
-            if isinstance(a, torch.Tensor) and i not in self.static:
-                _writable(buf).copy_(_writable(a))
+        for i in self.copied:
+            _writable(self.buffers[i]).copy_(_writable(args[i]))
         self.graph.replay()
         counters.bump("cuda_graph_replays")
         for i in self.mutated:
