@@ -213,7 +213,7 @@ def test_build_failure_keeps_the_python_wrapper_with_one_warning(
     stats = tilefuse.stats()
     assert stats["cpp_wrapper_fallbacks"] == 1 and stats["cpp_wrappers"] == 0
     assert stats["graphs_fallen_back"] == 0
-    assert "at::mm_out" in reports[0].cpp_wrapper  # it was generated, then not built
+    assert "tilefuse_wrapper::mm_into(" in reports[0].cpp_wrapper  # generated, not built
 
 
 def test_build_failure_raises_in_strict_mode(monkeypatch, no_gemm_selector):
@@ -251,7 +251,7 @@ def test_generated_source_of_a_mixed_graph_compiles(monkeypatch, no_gemm_selecto
     assert "at::_ops::convolution::call(" in source
     assert "at::_ops::_scaled_dot_product_flash_attention_for_cpu::call(" in source
     assert "std::get<1>(" in source  # the attention's second result
-    assert "at::mm_out(" in source  # the GEMM no selector took
+    assert "tilefuse_wrapper::mm_into(buf" in source  # the GEMM no selector took
     assert ".as_strided(" in source  # the returned transpose
     assert "cuLaunchKernel" in source and "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC" in source
     assert source.count("namespace tilefuse_triton_cpp {") == 1  # shared once
@@ -444,7 +444,7 @@ def test_generated_source_with_template_launches_compiles(monkeypatch, tmp_path)
     assert "RTLD_NOLOAD" in source and '"/nonexistent/kernel.so"' in source
     # CUTLASS's ints: M, N, K, L, then A's, B's, C's and D's (leading, batch) strides
     assert "kInts[] = {int64_t(16), int64_t(48), int64_t(32), int64_t(1), int64_t(32)" in source
-    assert "at::mm_out" not in source  # both GEMMs launch their template
+    assert "mm_into(buf" not in source  # both GEMMs launch their template
     src = tmp_path / "wrapper.cpp"
     src.write_text(source)
     obj = tmp_path / "wrapper.o"

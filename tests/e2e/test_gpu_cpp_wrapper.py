@@ -71,6 +71,21 @@ def test_mm_as_eager_gemm_with_an_epilogue_kernel(wrapper, monkeypatch):
     _assert_wrapper(wrapper, reports)
 
 
+@pytest.mark.parametrize("layout", ["tied-weight", "row-major"])
+def test_an_odd_vocabulary_head_is_padded_by_either_wrapper(wrapper, monkeypatch, layout):
+    """GPT-2's LM head class (bf16, N = 2053, over 2**20 results) run by the eager GEMM:
+    both wrappers pad N (the C++ one in ``mm_into``) and match eager."""
+    monkeypatch.setattr("tilefuse.codegen.templates.why_no_selector", lambda device: "test")
+    a, w = cuda(512, 768, dtype=torch.bfloat16), cuda(2053, 768, dtype=torch.bfloat16)
+    if layout == "tied-weight":
+        reports = check(lambda a, w: a @ w.t(), a, w, dtype=torch.bfloat16)
+    else:
+        reports = check(lambda a, b: a @ b, a, w.t().contiguous(), dtype=torch.bfloat16)
+    if wrapper == "cpp":
+        assert "tilefuse_wrapper::mm_into(" in reports[0].cpp_wrapper
+    _assert_wrapper(wrapper, reports)
+
+
 def test_repeated_calls_and_unaligned_inputs(wrapper):
     fn = torch.compile(lambda x: (x.sin() * 3).sum(1), backend="tilefuse")
     x = cuda(64, 100)

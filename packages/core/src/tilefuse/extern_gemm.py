@@ -67,7 +67,8 @@ class ExternChoice:
         return f"ExternChoice({self.op!r})"
 
 
-# Below this many result elements an odd N is not worth a padded copy of B.
+# Below this many result elements an odd N is not worth a padded copy of B. The C++
+# wrapper's ``mm_into`` (codegen/cpp_wrapper.py) makes the same choices for ``mm``.
 _PAD_MIN_ELEMENTS = 1 << 20
 
 

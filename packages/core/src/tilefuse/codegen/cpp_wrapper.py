@@ -26,8 +26,9 @@ How each step is written:
 - a fused group's kernel: the C++ its backend gives through the optional
   ``kernel.cpp_launch()`` (``plugin.CppLaunch``);
 - a GEMM template: the chosen ``Choice``'s ``cpp_launch()``, or for the eager fallback
-  (``plugin.ExternChoice``) without epilogue steps, ``at::mm_out`` / ``addmm_out`` /
-  ``bmm_out`` (or the op and a copy into the planned buffer);
+  (``plugin.ExternChoice``) without epilogue steps, ``mm_into`` (``at::mm_out``, or
+  ``ExternChoice.run``'s padding of an odd N) / ``at::addmm_out`` / ``at::bmm_out`` (or
+  the op and a copy into the planned buffer);
 - an extern op: ``at::_ops::<op>::call`` for the ops in ``cpp_externs.CPP_EXTERNS``, its
   results brought to the planned layout as the Python wrapper's ``_ensure_layout`` does.
 
@@ -93,6 +94,48 @@ static at::Tensor ensure_layout(at::Tensor t, at::IntArrayRef size, at::IntArray
 
 static bool aligned(const at::Tensor& t) {
     return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0;
+}
+
+// ExternChoice.run for mm (extern_gemm.py): cuBLAS serves a large half-precision N that is
+// no multiple of 16 bytes only with its 1-element-aligned kernels, so the product goes to
+// rows padded to such a multiple (an aligned column-major b is read in place, as its
+// aligned columns and the tail; any other b is padded), then into ``out``.
+static void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool in_place) {
+    const int64_t n = b.size(1);
+    const int64_t per = 16 / static_cast<int64_t>(b.element_size());
+    const bool half = b.scalar_type() == at::kHalf || b.scalar_type() == at::kBFloat16;
+    if (!out.is_cuda() || !half || n % per == 0 || out.numel() < (int64_t(1) << 20)) {
+        if (in_place) {
+            at::mm_out(out, a, b);
+        } else {
+            out.copy_(at::mm(a, b));
+        }
+        return;
+    }
+    const int64_t width = (n + per - 1) / per * per;
+    at::Tensor rows = at::empty({a.size(0), width}, b.options());
+    const bool column_major = b.stride(0) == 1 && b.stride(1) != 1;
+    if (column_major && (b.stride(1) * b.element_size()) % 16 == 0 && aligned(b)) {
+        const int64_t lead = n - n % per;
+        at::Tensor head = rows.narrow(1, 0, lead);
+        at::Tensor tail = rows.narrow(1, lead, n - lead);
+        at::mm_out(head, a, b.narrow(1, 0, lead));
+        at::mm_out(tail, a, b.narrow(1, lead, n - lead));
+    } else {
+        at::Tensor padded;
+        if (column_major) {
+            at::Tensor t = at::empty({width, b.size(0)}, b.options());
+            t.narrow(0, 0, n).copy_(b.t());
+            t.narrow(0, n, width - n).zero_();
+            padded = t.t();
+        } else {
+            padded = at::empty({b.size(0), width}, b.options());
+            padded.narrow(1, 0, n).copy_(b);
+            padded.narrow(1, n, width - n).zero_();
+        }
+        at::mm_out(rows, a, padded);
+    }
+    out.copy_(rows.narrow(1, 0, n));
 }
 
 }  // namespace tilefuse_wrapper
@@ -271,13 +314,18 @@ class CppWrapperWriter(WrapperPlan):
     def _extern_gemm(self, choice: plugin.ExternChoice, inputs: list[Buffer], out: Buffer) -> None:
         """``ExternChoice.run`` for an epilogue without steps: in place when the result
         has the op's dtype (its last input's) and is contiguous, else the op and a copy
-        (a bare cast). Its padding of a large half-precision N is not done here."""
+        (a bare cast). ``mm`` goes through ``mm_into``, which pads a large half-precision
+        odd N as ``ExternChoice.run`` does; ``bmm``'s padding is not done here."""
         if choice.epilogue.steps:
             raise CppUnsupported(
                 f"a fused epilogue on the eager {choice.op} (no template selector took it)"
             )
         names = ", ".join(b.name for b in inputs)
-        if inputs[-1].layout.dtype == out.layout.dtype and _contiguous(out):
+        in_place = inputs[-1].layout.dtype == out.layout.dtype and _contiguous(out)
+        if choice.op == "mm":
+            flag = "true" if in_place else "false"
+            self.emit(f"tilefuse_wrapper::mm_into({out.name}, {names}, {flag});")
+        elif in_place:
             self.emit(f"at::{choice.op}_out({out.name}, {names});")
         else:
             self.emit(f"{out.name}.copy_(at::{choice.op}({names}));")
