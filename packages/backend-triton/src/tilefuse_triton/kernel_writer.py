@@ -17,6 +17,7 @@ constant, and a mask is dropped only where a static extent is a multiple of the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -550,6 +551,8 @@ class KernelWriter:
                     value = self.eval_pointwise(name)
                     if name in stores:
                         self.store(name, value)
+        if self.two_d and not self.persistent:
+            self.lines = hint_rereads(self.lines)
         args = list(self.in_args.values()) + list(self.out_args.values())
         names = list(self.in_args) + list(self.out_args)
         self.print_index(spec.xnumel)  # extents computed from symbols need them passed
@@ -567,6 +570,35 @@ class KernelWriter:
             + "\n"
         )
         return source, names
+
+
+_LOOP_HEAD = "for roffset in range("
+_LOAD = re.compile(r"^(\s*tmp\d+ = )(tl\.load\(.*\))$")
+
+
+def hint_rereads(lines: list[str]) -> list[str]:
+    """``lines`` of a looped reduction kernel with cache hints on the loads that several
+    ``r`` loops repeat (a norm reads its row once for the statistics, again to normalize):
+    ``evict_last`` where the row is read again later, ``evict_first`` at its last read, so
+    the second pass finds the row in L2. Loads already hinted are left alone."""
+    loop = -1
+    seen: dict[str, list[tuple[int, int]]] = {}  # load text -> (line, loop) of each read
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith(_LOOP_HEAD):
+            loop += 1
+            continue
+        match = _LOAD.match(line)
+        if loop >= 0 and match and "eviction_policy" not in line:
+            seen.setdefault(match.group(2), []).append((i, loop))
+    out = list(lines)
+    for reads in seen.values():
+        if len({loop for _, loop in reads}) < 2:
+            continue
+        last = reads[-1][1]
+        for i, loop in reads:
+            policy = "evict_first" if loop == last else "evict_last"
+            out[i] = f"{lines[i][:-1]}, eviction_policy='{policy}')"
+    return out
 
 
 def render_spec(spec: KernelSpec, config: dict) -> tuple[str, list[str], list[str]]:
