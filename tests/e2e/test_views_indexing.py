@@ -296,3 +296,31 @@ def _attention_scores(x, b):
 def test_a_head_split_of_a_fused_projection_matches_eager(dtype):
     x, b = torch.randn(2, 13, 45).to(dtype), torch.randn(45).to(dtype)
     check(_attention_scores, x, b)
+
+
+def _as_strided_of_realized_views(x, b):
+    """``as_strided`` counts offsets in eager's storage of its input: a realized head of
+    a split (stored without eager's gaps and offset), its transpose, an explicit storage
+    offset, and an expanded value (stored without eager's zero stride)."""
+    _, k = (x + b).split(6, dim=1)
+    e = (x[:, :5] + 1).unsqueeze(1).expand(4, 3, 5)
+    return (
+        k * 2,
+        k.as_strided((4, 3), (12, 2)) + 1,
+        k.as_strided((3, 3), (12, 1), 7) - 1,
+        k.t().as_strided((3, 4), (1, 12)) * 3,
+        e * 2,
+        e.as_strided((4, 5), (5, 1)) + 1,
+    )
+
+
+def test_as_strided_of_a_realized_view_reads_eagers_elements():
+    check(_as_strided_of_realized_views, torch.randn(4, 12), torch.randn(12))
+
+
+def test_as_strided_of_an_input_view_with_a_storage_offset():
+    """An input that is a view at a storage offset: an explicit offset counts in its
+    storage, and the window may read past its own elements (the gaps of its base)."""
+    base = torch.randn(4, 12)
+    check(lambda k: torch.ops.aten.as_strided(k, (3, 4), (12, 2), 7) + 1, base[:, 6:])
+    check(lambda k: k.as_strided((4, 2), (12, 3)) * 2, base[:, 6:])

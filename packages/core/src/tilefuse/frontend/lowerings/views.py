@@ -304,26 +304,69 @@ def _pad(ctx, node, x, pad, value=0):
 
 @register(aten.as_strided)
 def _as_strided(ctx, node, x, size, stride, storage_offset=None):
-    if not isinstance(x, BufferValue):
-        raise Unsupported("as_strided of a computed value")
-    base = x.buffer
-    layout = base.layout
-    offset = sympify_sizes([storage_offset])[0] if storage_offset is not None else layout.offset
-    eager = ctx.relaid.get(base.name)
-    if eager is not None and storage_offset is None:
-        offset = eager.offset
-    view = Layout(layout.device, layout.dtype, sympify_sizes(size), sympify_sizes(stride), offset)
+    """Offsets count in eager's storage of ``x``. Where ``x``'s buffer is laid out
+    otherwise (a realized view stored without eager's gaps or offset, a channels-last
+    copy of a contiguous tensor, a value never stored), each offset is decoded into an
+    element of ``x`` through eager's layout, which is then read wherever we keep it."""
+    meta = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+    theirs = Layout.of_tensor(meta) if isinstance(meta, torch.Tensor) else None
+    relaid = ctx.relaid.get(x.buffer.name) if isinstance(x, BufferValue) else None
+    eager = relaid
+    if eager is None and theirs is not None:
+        if not isinstance(x, BufferValue) or not _same_strides(x.buffer.layout, theirs):
+            eager = theirs
+    order = _decode_order(eager) if eager is not None else None
+    if order is None and relaid is None:
+        # Read in place: eager's strides (or nothing better known); an explicit storage
+        # offset counts from x's first element, wherever our buffer starts.
+        if not isinstance(x, BufferValue):
+            raise Unsupported("as_strided of a computed value")
+        layout = x.buffer.layout
+        offset = layout.offset
+        if storage_offset is not None:
+            start = theirs.offset if theirs is not None else layout.offset
+            offset = layout.offset + sympify_sizes([storage_offset])[0] - start
+        view = Layout(
+            layout.device, layout.dtype, sympify_sizes(size), sympify_sizes(stride), offset
+        )
+        name = x.buffer.name
+        return LazyValue(x.dtype, x.device, view.size, lambda idx: ops.load(name, view.index(idx)))
+    assert eager is not None
+    offset = sympify_sizes([storage_offset])[0] if storage_offset is not None else eager.offset
+    view = Layout(eager.device, eager.dtype, sympify_sizes(size), sympify_sizes(stride), offset)
 
     def fn(idx):
-        if eager is None:
-            return ops.load(base.name, view.index(idx))
-        # ``base`` is laid out channels-last where eager's tensor is contiguous: offsets
-        # count in eager's layout, so map them back to an element, then to ours.
-        flat = view.index(idx) - eager.offset
-        element = [ModularIndexing(flat, st, n) for st, n in zip(eager.stride, eager.size)]
-        return ops.load(base.name, layout.index(element))
+        rest = view.index(idx) - eager.offset
+        if order is None:  # channels-last in place of eager's contiguous, symbolic strides
+            element = [ModularIndexing(rest, st, n) for st, n in zip(eager.stride, eager.size)]
+            return x.load(element)
+        element = [Integer(0)] * len(eager.size)
+        for d in order:
+            element[d] = FloorDiv(rest, eager.stride[d])
+            rest = rest - element[d] * eager.stride[d]
+        return x.load(element)
 
     return LazyValue(x.dtype, x.device, view.size, fn)
+
+
+def _same_strides(a: Layout, b: Layout) -> bool:
+    """Whether layouts ``a`` and ``b`` step alike along every dim of more than one."""
+    return all(n == 1 or sympy.expand(s - t) == 0 for n, s, t in zip(a.size, a.stride, b.stride))
+
+
+def _decode_order(layout: Layout) -> list[int] | None:
+    """The dims that an offset into ``layout`` decodes to, outermost first (size-1 and
+    stride-0 dims are index 0), or ``None`` where that is not one element: a symbolic
+    stride, or dims that overlap."""
+    dims = [d for d, (n, s) in enumerate(zip(layout.size, layout.stride)) if n != 1 and s != 0]
+    if not all(sympy.sympify(layout.stride[d]).is_Integer for d in dims):
+        return None
+    order = sorted(dims, key=lambda d: -int(layout.stride[d]))
+    for outer, inner in zip(order, order[1:]):
+        extent = layout.size[inner] * layout.stride[inner]
+        if not sympy.sympify(extent).is_Integer or int(layout.stride[outer]) < int(extent):
+            return None
+    return order
 
 
 @register(aten.repeat)
