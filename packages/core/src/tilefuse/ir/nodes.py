@@ -52,17 +52,26 @@ def contiguous_strides(sizes: Sequence[Expr]) -> tuple[Expr, ...]:
     return tuple(reversed(strides))
 
 
+def stride_order(sizes: Sequence[Expr], strides: Sequence[Expr]) -> list[int] | None:
+    """The dims of more than one element, outermost first in memory (strides descending,
+    ties in logical order), or ``None`` where one of their strides is symbolic."""
+    dims = [d for d in range(len(sizes)) if sizes[d] != 1]
+    if not all(sympy.sympify(strides[d]).is_Integer for d in dims):
+        return None
+    return sorted(dims, key=lambda d: -int(strides[d]))
+
+
 def dense_strides_like(sizes: Sequence[Expr], strides: Sequence[Expr]) -> tuple[Expr, ...]:
     """Strides with the dims in ``strides``' order (largest outermost) and no gaps: a
     view's strides into a larger buffer (one head of a fused QKV projection, say) become
     a dense tensor walked in the same order. ``strides`` unchanged where one that matters
     is symbolic (its order is not known)."""
-    dims = [d for d in range(len(sizes)) if sizes[d] != 1]
-    if not all(sympy.sympify(strides[d]).is_Integer for d in dims):
+    order = stride_order(sizes, strides)
+    if order is None:
         return tuple(strides)
     out = list(strides)
     running: Expr = sympy.Integer(1)
-    for d in sorted(dims, key=lambda d: (int(strides[d]), -d)):
+    for d in reversed(order):
         out[d] = running
         running = running * sizes[d]
     return tuple(out)

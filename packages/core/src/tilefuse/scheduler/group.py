@@ -19,6 +19,7 @@ from typing import Any
 import sympy
 
 from ..ir.index import Expr, unflatten
+from ..ir.nodes import stride_order
 from ..kernel_spec import GroupKind, _simplify
 from ..kernel_spec import R as RSYM
 from ..kernel_spec import X as XSYM
@@ -88,15 +89,11 @@ def memory_order(node: SchedNode) -> tuple[int, ...]:
     stride is symbolic."""
     ranges = node.ranges
     strides = node.buffer.layout.stride
-    dims = range(len(ranges))
-    if len(strides) != len(ranges) or not all(
-        sympy.sympify(strides[d]).is_Integer for d in dims if ranges[d] != 1
-    ):
-        return tuple(dims)
-    key = {d: (-int(strides[d]) if ranges[d] != 1 else None) for d in dims}
-    moving = sorted((d for d in dims if key[d] is not None), key=lambda d: key[d])
-    slots = iter(moving)
-    return tuple(d if key[d] is None else next(slots) for d in dims)
+    order = stride_order(ranges, strides) if len(strides) == len(ranges) else None
+    if order is None:
+        return tuple(range(len(ranges)))
+    moving = iter(order)  # size-1 dims keep their places; the others take memory order
+    return tuple(d if ranges[d] == 1 else next(moving) for d in range(len(ranges)))
 
 
 def _x_indices(ranges: tuple[Expr, ...], order: tuple[int, ...]) -> list[Expr]:

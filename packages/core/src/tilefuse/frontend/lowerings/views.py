@@ -9,7 +9,7 @@ import sympy
 import torch
 
 from ...ir.index import FloorDiv, ModularIndexing, flatten, unflatten
-from ...ir.nodes import Layout, sympify_sizes
+from ...ir.nodes import Layout, stride_order, sympify_sizes
 from ...ir.ops import ops
 from ...ir.symbolic import known_nonnegative
 from ..lowering import Unsupported, register
@@ -358,10 +358,10 @@ def _decode_order(layout: Layout) -> list[int] | None:
     """The dims that an offset into ``layout`` decodes to, outermost first (size-1 and
     stride-0 dims are index 0), or ``None`` where that is not one element: a symbolic
     stride, or dims that overlap."""
-    dims = [d for d, (n, s) in enumerate(zip(layout.size, layout.stride)) if n != 1 and s != 0]
-    if not all(sympy.sympify(layout.stride[d]).is_Integer for d in dims):
+    order = stride_order(layout.size, layout.stride)
+    if order is None:
         return None
-    order = sorted(dims, key=lambda d: -int(layout.stride[d]))
+    order = [d for d in order if layout.stride[d] != 0]
     for outer, inner in zip(order, order[1:]):
         extent = layout.size[inner] * layout.stride[inner]
         if not sympy.sympify(extent).is_Integer or int(layout.stride[outer]) < int(extent):
