@@ -59,3 +59,45 @@ def test_addmm_scalars_and_nan_bias_with_beta_zero(beta, alpha):
     a, b = torch.randn(5, 7), torch.randn(7, 3)
     bias = torch.full((3,), float("nan")) if beta == 0 else torch.randn(3)
     check(lambda c, a, b: torch.addmm(c, a, b, beta=beta, alpha=alpha), bias, a, b)
+
+
+def _round_up_8(n: int) -> int | None:
+    return -(-n // 8) * 8 if n % 8 else None
+
+
+def test_an_odd_n_product_keeps_padded_rows_written_in_place(monkeypatch):
+    """An ``mm`` whose N cuBLAS serves only slowly (GPT-2's 50257) gets a result with
+    padded rows that the extern GEMM writes in place (two GEMMs reading a transposed
+    weight as it is): a consumer reads through the padded stride, the graph output gets
+    eager's dense strides. Here on CPU, with the CUDA rule forced for N % 8 != 0."""
+    from tilefuse import extern_gemm, plugin
+    from tilefuse.frontend.lowerings import matmul
+
+    monkeypatch.setattr(matmul, "PADDED_ROW_DEVICES", ("cpu",))
+    monkeypatch.setattr(matmul, "padded_width", lambda dtype, n, numel: _round_up_8(n))
+    monkeypatch.setattr(extern_gemm, "_padded_width", lambda op, b, out: _round_up_8(out.shape[-1]))
+    strides = []
+    real_run = plugin.ExternChoice.run
+
+    def spy(self, *inputs, out):
+        strides.append(out.stride())
+        return real_run(self, *inputs, out=out)
+
+    monkeypatch.setattr(plugin.ExternChoice, "run", spy)
+    x, w = torch.randn(6, 16), torch.randn(11, 16)
+    fn = lambda x, w: ((x @ w.t()).view(1, 6, 11), torch.softmax((x @ w.t()) * 2, -1))  # noqa: E731
+    out = torch.compile(fn, backend="tilefuse")(x, w)
+    expected = fn(x, w)
+    for got, want in zip(out, expected, strict=True):
+        torch.testing.assert_close(got, want)
+        assert got.stride() == want.stride()
+    assert strides and all(s == (16, 1) for s in strides), strides
+
+
+def test_a_reshaped_product_is_returned_as_a_view_not_copied():
+    """``(a @ b).view(...)`` as a graph output (a language model's logits) is the GEMM's
+    own buffer viewed, as in eager: no copy kernel, eager's strides."""
+    a, b = torch.randn(12, 8), torch.randn(8, 5)
+    reports = check(lambda a, b: (a @ b).view(1, 12, 5), a, b)
+    assert kernel_count(reports) == 1, [r.format() for r in reports]
+    assert reports[0].kernels[0].kind == "template:mm"

@@ -72,26 +72,32 @@ class ExternChoice:
 _PAD_MIN_ELEMENTS = 1 << 20
 
 
-def _padded_width(op: str, b: Any, out: Any) -> int | None:
-    """The N to run a large half-precision CUDA ``mm``/``bmm`` at when its N (``out``'s
-    last size) is not a multiple of 8 (an odd vocabulary size, say), or ``None`` to run it
-    as it is. The GEMM's own dtype is ``b``'s (``out`` may hold an epilogue's cast).
+def padded_width(dtype: Any, n: int, numel: int) -> int | None:
+    """The row length (a multiple of 16 bytes) a CUDA GEMM of ``dtype`` with an N of
+    ``n`` and ``numel`` result elements runs at, or ``None`` to run it as it is.
 
-    cuBLAS serves such an N only with its 1-element-aligned kernels: GPT-2's LM head
-    (4096 x 768 x 50257, bf16) takes 3.4 ms on an H200, where padding N costs a copy of B
-    and of the result.
+    cuBLAS serves an N that is no multiple of 16 bytes only with its 1-element-aligned
+    kernels: GPT-2's LM head (4096 x 768 x 50257, bf16) takes 3.4 ms on an H200, where a
+    padded N costs a copy of B (or a second small GEMM) and of the result. The lowering
+    gives a large such ``mm`` a result with rows of this length (``ExternChoice.run``
+    then writes it in place); ``ExternChoice.run`` pads any other.
     """
     import torch
 
-    if op not in ("mm", "bmm") or not out.is_cuda or out.numel() < _PAD_MIN_ELEMENTS:
+    if numel < _PAD_MIN_ELEMENTS or dtype not in (torch.float16, torch.bfloat16):
         return None
-    if b.dtype not in (torch.float16, torch.bfloat16):
-        return None
-    per_16_bytes = 16 // torch.empty((), dtype=b.dtype).element_size()
-    n = out.shape[-1]
+    per_16_bytes = 16 // torch.empty((), dtype=dtype).element_size()
     if n % per_16_bytes == 0:
         return None
     return -(-n // per_16_bytes) * per_16_bytes
+
+
+def _padded_width(op: str, b: Any, out: Any) -> int | None:
+    """``padded_width`` for a CUDA ``mm``/``bmm`` writing ``out`` (N is its last size).
+    The GEMM's own dtype is ``b``'s (``out`` may hold an epilogue's cast)."""
+    if op not in ("mm", "bmm") or not out.is_cuda:
+        return None
+    return padded_width(b.dtype, out.shape[-1], out.numel())
 
 
 def _reads_aligned(op: str, b: Any) -> bool:
@@ -108,15 +114,26 @@ def _split_columns(a: Any, b: Any, out: Any, width: int) -> None:
     """``out = a @ b`` for an aligned column-major ``b`` with an odd N, without copying
     ``b``: its largest 16-byte-multiple of columns and the few left over run as two
     GEMMs into rows padded to ``width`` (each GEMM's N and leading dimensions aligned,
-    which cuBLAS needs for its fast kernels), then the rows are copied into ``out``."""
+    which cuBLAS needs for its fast kernels). Those rows are ``out``'s own when the
+    lowering gave it that row stride (``padded_width``); else a temporary copied into it."""
     import torch
 
     n = out.shape[-1]
     aligned = n - n % (16 // b.element_size())
-    rows = out.new_empty((*out.shape[:-1], width), dtype=b.dtype)
+    if _has_row_stride(out, width) and out.dtype == b.dtype:
+        rows = out
+    else:
+        rows = out.new_empty((*out.shape[:-1], width), dtype=b.dtype)[:, :n]
     torch.mm(a, b[:, :aligned], out=rows[:, :aligned])
     torch.mm(a, b[:, aligned:], out=rows[:, aligned:n])
-    out.copy_(rows[:, :n])
+    if rows is not out:
+        out.copy_(rows)
+
+
+def _has_row_stride(t: Any, width: int) -> bool:
+    """Whether the 2-D ``t`` is row-major with rows ``width`` elements apart, 16-byte
+    aligned: a leading block of its columns is then an aligned GEMM result as it is."""
+    return t.stride(-1) == 1 and t.stride(-2) == width and (t.data_ptr() % 16) == 0
 
 
 def _pad_columns(b: Any, width: int) -> Any:

@@ -99,7 +99,8 @@ static bool aligned(const at::Tensor& t) {
 // ExternChoice.run for mm (extern_gemm.py): cuBLAS serves a large half-precision N that is
 // no multiple of 16 bytes only with its 1-element-aligned kernels, so the product goes to
 // rows padded to such a multiple (an aligned column-major b is read in place, as its
-// aligned columns and the tail; any other b is padded), then into ``out``.
+// aligned columns and the tail, straight into out's rows when the lowering padded them;
+// any other b is padded), then into ``out``.
 static void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool in_place) {
     const int64_t n = b.size(1);
     const int64_t per = 16 / static_cast<int64_t>(b.element_size());
@@ -113,28 +114,36 @@ static void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, b
         return;
     }
     const int64_t width = (n + per - 1) / per * per;
-    at::Tensor rows = at::empty({a.size(0), width}, b.options());
     const bool column_major = b.stride(0) == 1 && b.stride(1) != 1;
     if (column_major && (b.stride(1) * b.element_size()) % 16 == 0 && aligned(b)) {
+        // Into out's own rows when the lowering padded them (its padded_rows layout).
+        const bool own_rows = out.stride(1) == 1 && out.stride(0) == width && aligned(out) &&
+                              out.scalar_type() == b.scalar_type();
+        at::Tensor rows =
+            own_rows ? out : at::empty({a.size(0), width}, b.options()).narrow(1, 0, n);
         const int64_t lead = n - n % per;
         at::Tensor head = rows.narrow(1, 0, lead);
         at::Tensor tail = rows.narrow(1, lead, n - lead);
         at::mm_out(head, a, b.narrow(1, 0, lead));
         at::mm_out(tail, a, b.narrow(1, lead, n - lead));
-    } else {
-        at::Tensor padded;
-        if (column_major) {
-            at::Tensor t = at::empty({width, b.size(0)}, b.options());
-            t.narrow(0, 0, n).copy_(b.t());
-            t.narrow(0, n, width - n).zero_();
-            padded = t.t();
-        } else {
-            padded = at::empty({b.size(0), width}, b.options());
-            padded.narrow(1, 0, n).copy_(b);
-            padded.narrow(1, n, width - n).zero_();
+        if (!own_rows) {
+            out.copy_(rows);
         }
-        at::mm_out(rows, a, padded);
+        return;
     }
+    at::Tensor padded;
+    if (column_major) {
+        at::Tensor t = at::empty({width, b.size(0)}, b.options());
+        t.narrow(0, 0, n).copy_(b.t());
+        t.narrow(0, n, width - n).zero_();
+        padded = t.t();
+    } else {
+        padded = at::empty({b.size(0), width}, b.options());
+        padded.narrow(1, 0, n).copy_(b);
+        padded.narrow(1, n, width - n).zero_();
+    }
+    at::Tensor rows = at::empty({a.size(0), width}, b.options());
+    at::mm_out(rows, a, padded);
     out.copy_(rows.narrow(1, 0, n));
 }
 

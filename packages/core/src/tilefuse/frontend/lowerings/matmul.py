@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import torch
 
+from ...extern_gemm import padded_width
+from ...ir.nodes import Layout, sympify_sizes
 from ..lowering import Unsupported, register
 from .common import out_meta
 
 aten = torch.ops.aten
 _GEMM_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Where an odd N's result gets padded rows: cuBLAS's alignment rule (``padded_width``).
+PADDED_ROW_DEVICES = ("cuda",)
 
 
 @register(aten.mm, aten.bmm)
@@ -21,4 +25,22 @@ def _gemm(ctx, node, a, b):
     if meta.dtype not in _GEMM_DTYPES or a.dtype != b.dtype:
         raise Unsupported(f"GEMM templates take float32/16 inputs of one dtype, not {a.dtype}")
     op = "bmm" if node.target.overloadpacket is aten.bmm else "mm"
-    return ctx.template(op, [a, b], meta)
+    return ctx.template(op, [a, b], meta, _padded_rows(op, meta))
+
+
+def _padded_rows(op: str, meta: torch.Tensor) -> Layout | None:
+    """For a large half-precision CUDA ``mm`` whose N is no multiple of 16 bytes (GPT-2's
+    vocabulary of 50257): its result with rows padded to one (``padded_width``), which the
+    extern GEMM writes in place with cuBLAS's aligned kernels. Consumers read it through its
+    strides; a graph output gets eager's dense layout from one copy (``_output``)."""
+    if (
+        op != "mm"
+        or meta.device.type not in PADDED_ROW_DEVICES
+        or not all(isinstance(s, int) for s in meta.shape)
+    ):
+        return None
+    m, n = meta.shape
+    width = padded_width(meta.dtype, n, m * n)
+    if width is None:
+        return None
+    return Layout(meta.device, meta.dtype, sympify_sizes(meta.shape), sympify_sizes((width, 1)))
