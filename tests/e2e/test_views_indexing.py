@@ -324,3 +324,17 @@ def test_as_strided_of_an_input_view_with_a_storage_offset():
     base = torch.randn(4, 12)
     check(lambda k: torch.ops.aten.as_strided(k, (3, 4), (12, 2), 7) + 1, base[:, 6:])
     check(lambda k: k.as_strided((4, 2), (12, 3)) * 2, base[:, 6:])
+
+
+def test_shared_index_math_is_recomputed_not_gathered():
+    """An ``arange`` read by several indexing ops (a causal mask built from positions) is
+    index math each consumer recomputes: no kernel writes it for the others to gather."""
+
+    def fn(x, y):
+        pos = torch.arange(x.shape[1]) + 1
+        mask = pos[None, :] <= pos[:, None]
+        return x.masked_fill(mask, 0.0) * 2, y[:, pos - 1] + 1
+
+    x, y = torch.randn(9, 9), torch.randn(4, 9)
+    reports = check(fn, x, y)
+    assert kernel_count(reports) == 2, [r.format() for r in reports]  # one per output

@@ -20,7 +20,7 @@ import torch.fx
 from .. import config, plugin
 from ..errors import Unsupported
 from ..ir.graph import LoweredGraph
-from ..ir.index import stride_of
+from ..ir.index import simplify_index, stride_of
 from ..ir.nodes import (
     Buffer,
     Extern,
@@ -55,6 +55,10 @@ _warned_unserved: set[str] = set()
 # A lazy body used by more than one consumer is realized (the scheduler can fuse
 # it back); one that grows beyond this many ops is realized to bound recompute.
 MAX_INLINE_OPS = 96
+# ... except index math that loads nothing (``arange``, ``full``, masks built from
+# them) of at most this many ops: each consumer recomputes it, in registers, instead
+# of a kernel writing it and every consumer gathering from it.
+MAX_RECOMPUTED_OPS = 16
 
 
 def register(*targets: Any) -> Callable[[Lowering], Lowering]:
@@ -287,9 +291,14 @@ class GraphLowering:
             return self.realize(value)
         if isinstance(value, LazyValue) and isinstance(meta, torch.Tensor):
             view = self.strided_view(value)
-            if view is not None and _same_window(view.layout, Layout.of_tensor(meta)):
+            eager = Layout.of_tensor(meta)
+            if view is not None and _same_window(view.layout, eager):
                 # Eager returns a view here; so do we, so that outputs viewing one
-                # intermediate keep sharing its memory as they do in eager.
+                # intermediate keep sharing its memory as they do in eager (and a
+                # reshape of a GEMM result costs no copy). Size-1 dims take eager's strides.
+                view.layout = Layout(
+                    view.device, view.dtype, view.layout.size, eager.stride, view.layout.offset
+                )
                 return view
             layout = Layout.of_tensor(meta)
             if tuple(layout.size) == tuple(value.size):
@@ -377,7 +386,10 @@ class GraphLowering:
                     # Eager's order, without the gaps of a view into a larger tensor.
                     result.stride_hint = dense_strides_like(result.size, stride)
         if isinstance(result, LazyValue):
-            if len(node.users) > 1 or result.cost() > MAX_INLINE_OPS:
+            if result.cost() > MAX_INLINE_OPS:
+                return BufferValue(self.realize(result))
+            shared = len(node.users) > 1
+            if shared and (result.reads_memory() or result.cost() > MAX_RECOMPUTED_OPS):
                 return BufferValue(self.realize(result))
         return result
 
@@ -387,7 +399,9 @@ class GraphLowering:
         self.note_extern(node, reason)
 
         def to_buffer(x: Any) -> Any:
-            return self.realize(x) if isinstance(x, Value) else x
+            # A view of a buffer (the q/k/v heads of a fused projection, say) is passed
+            # as the strided window eager passes, not copied.
+            return self.strided_view(x) or self.realize(x) if isinstance(x, Value) else x
 
         eargs = _map_values(args, to_buffer)
         ekwargs = _map_values(kwargs, to_buffer)
@@ -435,9 +449,13 @@ class GraphLowering:
             return tuple(outs)
         raise Unsupported(f"extern with non-tensor output {type(meta).__name__}")
 
-    def template(self, op: str, inputs: Sequence[Value], meta: torch.Tensor) -> BufferValue:
+    def template(
+        self, op: str, inputs: Sequence[Value], meta: torch.Tensor, layout: Layout | None = None
+    ) -> BufferValue:
+        """A ``Template`` node for ``op`` on ``inputs``, laid out as ``layout`` where given,
+        else as eager lays out ``meta``."""
         bufs = tuple(self.strided_view(v) or self.realize(v) for v in inputs)
-        return BufferValue(self.add_buffer(Layout.of_tensor(meta), Template(op, bufs)))
+        return BufferValue(self.add_buffer(layout or Layout.of_tensor(meta), Template(op, bufs)))
 
     def strided_view(self, value: Value) -> Buffer | None:
         """``value`` as a ``View`` buffer when it only re-strides a realized buffer
@@ -449,6 +467,8 @@ class GraphLowering:
         if tracer.op_count != 1 or len(tracer.reads) != 1 or tracer.indirect_count:
             return None
         name, index = tracer.reads[0]
+        # A reshape reads through // and %, which the view's own ranges undo.
+        index = simplify_index(index, dict(zip(syms, value.size, strict=True)))
         base = next(
             (b for b in [*self.inputs, *self.buffers] if b is not None and b.name == name), None
         )
@@ -494,10 +514,14 @@ def _contiguous(size: Sequence[Any], stride: Sequence[Any]) -> bool:
 
 
 def _same_window(view: Layout, eager: Layout) -> bool:
-    """Whether a view has the sizes, strides and storage offset eager's output has."""
+    """Whether a view has the sizes, storage offset and strides eager's output has (the
+    stride of a size-1 dim aside: it steps nowhere)."""
     return (
         tuple(view.size) == tuple(eager.size)
-        and tuple(view.stride) == tuple(eager.stride)
+        and all(
+            size == 1 or a == b
+            for size, a, b in zip(view.size, view.stride, eager.stride, strict=True)
+        )
         and view.offset == eager.offset
     )
 

@@ -58,6 +58,7 @@ class LazyValue(Value):
     size: tuple[Expr, ...]  # type: ignore[misc]
     fn: Callable[[Sequence[Expr]], Any]
     _cost: int | None = None
+    _reads: bool | None = None
     # Strides eager gives this value; realizing it uses them so that graph
     # outputs and saved-for-backward tensors keep the layout autograd expects.
     stride_hint: tuple[Expr, ...] | None = None
@@ -70,10 +71,23 @@ class LazyValue(Value):
     def cost(self) -> int:
         """Ops in the body: large bodies are realized rather than inlined again."""
         if self._cost is None:
-            from ..ir.nodes import index_symbols
-
-            self._cost = trace_reads(self.fn, index_symbols("c", self.rank)).op_count
+            self._trace()
+        assert self._cost is not None
         return self._cost
+
+    def reads_memory(self) -> bool:
+        """Whether the body loads any buffer (else it is index math: an ``arange``, a
+        ``full``, a mask built from them), which costs less to recompute than to load."""
+        if self._reads is None:
+            self._trace()
+        assert self._reads is not None
+        return self._reads
+
+    def _trace(self) -> None:
+        from ..ir.nodes import index_symbols
+
+        tracer = trace_reads(self.fn, index_symbols("c", self.rank))
+        self._cost, self._reads = tracer.op_count, bool(tracer.reads)
 
 
 def lazy(
