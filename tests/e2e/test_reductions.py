@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.compile_check import check, check_grad, kernel_count
+from tests.compile_check import check, check_grad, compiled_reports, kernel_count
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -352,3 +352,16 @@ def test_looped_logsumexp_rescales_per_row_with_masked_tails_and_minus_inf():
         x,
         t,
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_softmax_within_one_ulp_of_eager(dtype):
+    """A float16/bfloat16 softmax multiplies by one reciprocal per row: the float32
+    quotient within an ulp, so the 16-bit result is eager's or one ulp from it."""
+    x = (torch.randn(33, 517) * 4).to(dtype)
+    expected = torch.softmax(x, -1)
+    actual = compiled_reports(lambda x: torch.softmax(x, -1), x)[0]
+    info = torch.finfo(dtype)
+    one_ulp = info.eps * expected.float().abs() + info.smallest_normal * info.eps
+    assert ((actual.float() - expected.float()).abs() <= one_ulp).all()
+    assert (actual == expected).float().mean() > 0.99
