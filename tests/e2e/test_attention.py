@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.compile_check import check_grad
+from tests.compile_check import check, check_grad, kernel_count
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -27,3 +27,17 @@ def test_sdpa_on_split_heads_backward():
         return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
 
     check_grad(attend, x)
+
+
+def test_sdpa_reads_heads_of_a_fused_projection_in_place():
+    """q, k and v permuted out of one projection reach the attention extern as the
+    strided views eager passes: no kernel copies them (one GEMM, one output reshape)."""
+
+    def block(x, w):
+        b, n, c = x.shape
+        qkv = (x @ w).reshape(b, n, 3, 2, c // 2).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
+
+    reports = check(block, torch.randn(2, 9, 16), torch.randn(16, 48))
+    assert kernel_count(reports) == 2, [r.format() for r in reports]

@@ -25,6 +25,7 @@ from ..errors import CompileError, SymbolicUnsupported
 from ..ir.nodes import Buffer, View
 from ..ir.symbolic import python_expr
 from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep
+from ..scheduler.nodes import buffers_in
 
 
 @dataclass
@@ -167,6 +168,10 @@ class WrapperPlan:
                 self.template(step, self.kernels[i])
             else:
                 assert isinstance(step, ExternStep)
+                data = step.node.buffer.data
+                for arg in buffers_in((data.args, data.kwargs)):
+                    if isinstance(arg.data, View):  # a strided window passed as it is
+                        self.view(arg)
                 self.extern(step)
             for name in freed_at.get(i, []):
                 if name in keep or name not in self.defined:

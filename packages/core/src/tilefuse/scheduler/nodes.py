@@ -102,7 +102,9 @@ def make_node(buffer: Buffer) -> SchedNode:
         tracer = trace_reads(data.body, node.index_vars, node.reduction_vars)
     elif isinstance(data, Extern):
         node = SchedNode(buffer, EXTERN)
-        node.read_names = {a.name for a in _buffers_in(data.args) + _buffers_in(data.kwargs)}
+        args = buffers_in(data.args) + buffers_in(data.kwargs)
+        node.read_names = {a.name for a in args}
+        node.read_names |= {b.data.base.name for b in args if isinstance(b.data, View)}
         return node
     elif isinstance(data, Template):
         node = SchedNode(buffer, TEMPLATE)
@@ -117,11 +119,12 @@ def make_node(buffer: Buffer) -> SchedNode:
     return node
 
 
-def _buffers_in(obj: Any) -> list[Buffer]:
+def buffers_in(obj: Any) -> list[Buffer]:
+    """The buffers among an extern's (nested) arguments."""
     if isinstance(obj, Buffer):
         return [obj]
     if isinstance(obj, (list, tuple)):
-        return [b for o in obj for b in _buffers_in(o)]
+        return [b for o in obj for b in buffers_in(o)]
     if isinstance(obj, dict):
-        return [b for o in obj.values() for b in _buffers_in(o)]
+        return [b for o in obj.values() for b in buffers_in(o)]
     return []
