@@ -357,8 +357,9 @@ class FakeTemplateChoice:
 
 
 def _template_graph(a, b, bias, x):
-    """A GEMM with a fused bias+relu epilogue, a second GEMM and a reduction after it."""
-    return torch.relu(a @ b + bias), (x @ b).sum(1)
+    """A GEMM with a fused bias+relu epilogue (stored as (1, M, N): the template writes a
+    2-D view of it), a second GEMM and a reduction after it."""
+    return torch.relu((a @ b).view(1, 64, 48) + bias), (x @ b).sum(1)
 
 
 def _template_args():
@@ -445,6 +446,7 @@ def test_generated_source_with_template_launches_compiles(monkeypatch, tmp_path)
     # CUTLASS's ints: M, N, K, L, then A's, B's, C's and D's (leading, batch) strides
     assert "kInts[] = {int64_t(16), int64_t(48), int64_t(32), int64_t(1), int64_t(32)" in source
     assert "mm_into(buf" not in source  # both GEMMs launch their template
+    assert "_out = buf" in source and ".as_strided({64, 48}, {48, 1})" in source
     src = tmp_path / "wrapper.cpp"
     src.write_text(source)
     obj = tmp_path / "wrapper.o"

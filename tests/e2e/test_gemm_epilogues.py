@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.compile_check import check, kernel_count
 
@@ -64,3 +65,31 @@ def test_handwritten_gelu_tanh_then_bias_is_fused():
     reports = check(fn, *_operands())
     assert kernel_count(reports) == 1
     assert reports[0].kernels[0].kind == "template:mm"
+
+
+def test_an_epilogue_in_another_shape_of_the_same_storage_order_is_fused():
+    """A linear layer's result viewed as (1, T, C) plus bias and residual: the epilogue's
+    shape differs from the GEMM's but it stores the GEMM's elements in the same order,
+    so the template writes it as the GEMM's shape: one kernel."""
+    x, w, b, r = torch.randn(9, 16), torch.randn(16, 12), torch.randn(12), torch.randn(1, 9, 12)
+    reports = check(lambda x, w, b, r: (x @ w).view(1, 9, 12) + b + r, x, w, b, r)
+    assert kernel_count(reports) == 1, [rep.format() for rep in reports]
+    assert len(reports[0].kernels[0].nodes) == 2  # the GEMM and its epilogue
+
+
+def test_a_permuted_epilogue_is_fused_only_in_the_gemms_storage_order():
+    """q/k/v heads of a fused projection with its bias: the bias add is realized once in
+    the GEMM's order (its epilogue) and the heads are views of it; a transposed copy
+    that reads the GEMM elsewhere stays a kernel of its own."""
+
+    def heads(x, w, b):
+        qkv = F.linear(x, w, b).reshape(2, 5, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        return F.scaled_dot_product_attention(q, k, v)
+
+    x, w, b = torch.randn(2, 5, 8), torch.randn(24, 8), torch.randn(24)
+    reports = check(heads, x, w, b)
+    assert kernel_count(reports) == 1, [rep.format() for rep in reports]
+    assert len(reports[0].kernels[0].nodes) == 2
+    transposed = check(lambda x, w, b: (x @ w + b).t().contiguous() * 2, x[0], w.t(), b)
+    assert kernel_count(transposed) == 2, [rep.format() for rep in transposed]

@@ -295,13 +295,23 @@ class CppWrapperWriter(WrapperPlan):
                 args.append(operand)
         out = step.output.buffer
         self.assign(out.name, self._empty(out))
+        target = out.name
+        if step.output_layout is not out.layout:  # the epilogue's buffer in the GEMM's shape
+            gemm = step.output_layout
+            target = f"{kernel.name}_out"
+            self.assign(target, f"{out.name}.as_strided({_ints(gemm.size)}, "
+                                f"{_ints(gemm.stride)})")  # fmt: skip
         choice = kernel.choice
         if isinstance(choice, plugin.ExternChoice):
+            if target != out.name:
+                raise CppUnsupported(
+                    f"template {kernel.name}: an eager GEMM into a reshaped epilogue"
+                )
             self._extern_gemm(choice, list(data.inputs[: plugin.GEMM_OPS[choice.op]]), out)
         else:
             self._check_aligned(step, data, kernel.name)
             self._call_launch(choice, f"template {kernel.name} ({kernel.label})", kernel.name,
-                              [*args, out.name])  # fmt: skip
+                              [*args, target])  # fmt: skip
 
     def _check_aligned(self, step: TemplateStep, data: Template, name: str) -> None:
         """``CppUnsupported`` when a template's tensor starts off a 16-byte boundary of

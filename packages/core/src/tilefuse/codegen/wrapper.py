@@ -329,7 +329,11 @@ class WrapperWriter(WrapperPlan):
             f"device={self.literal(lay.device)}, dtype={lay.dtype})"
         )
         self.namespace[kernel.name] = kernel
-        self.emit(f"{kernel.name}({', '.join(args)}, out={out.name})  # {kernel.label}")
+        target = out.name
+        if step.output_layout is not lay:  # the epilogue's buffer in the GEMM's shape
+            gemm = step.output_layout
+            target = f"{out.name}.as_strided({self.sizes(gemm.size)}, {self.sizes(gemm.stride)})"
+        self.emit(f"{kernel.name}({', '.join(args)}, out={target})  # {kernel.label}")
 
     def view(self, buf: Buffer) -> None:
         """Define ``buf``, a ``View``, as a strided window of its base's storage."""

@@ -472,7 +472,7 @@ class GraphLowering:
         base = next(
             (b for b in [*self.inputs, *self.buffers] if b is not None and b.name == name), None
         )
-        if base is None or base.output_of is not None or base.dtype != value.dtype:
+        if base is None or base.dtype != value.dtype:
             return None
         strides = [stride_of(index, s) for s in syms]
         if any(st is None or not known_nonnegative(st) for st in strides):

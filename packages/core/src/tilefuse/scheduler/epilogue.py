@@ -26,8 +26,15 @@ from typing import Any
 
 import sympy
 
-from ..ir.index import stride_of
-from ..ir.nodes import Pointwise
+from ..ir.index import flatten, simplify_index, stride_of, unflatten
+from ..ir.nodes import (
+    Layout,
+    Pointwise,
+    contiguous_strides,
+    dense_strides_like,
+    index_symbols,
+    stride_order,
+)
 from ..ir.ops import OP_NAMES, ops_handler
 from ..plugin import EpilogueStep, dtype_name
 from .nodes import SchedNode
@@ -54,6 +61,10 @@ class MatchedEpilogue:
     node: SchedNode
     steps: tuple[EpilogueStep, ...]
     operands: list[Operand]
+    # The node's buffer seen in the GEMM's shape, when the node has another shape (a
+    # reshape or permute of the GEMM result whose storage order is the GEMM's): what the
+    # template writes. ``None``: the node's own layout.
+    out_layout: Layout | None = None
 
 
 # Bodies larger or deeper than this are no chain of known steps (the largest, gelu_tanh,
@@ -74,9 +85,15 @@ _COMMUTATIVE = frozenset({"add", "maximum", "minimum"})
 
 
 class _TreeBuilder:
-    """An ops handler building nested tuples: ``(op, *args)``."""
+    """An ops handler building nested tuples: ``(op, *args)``. Load indices are
+    simplified over ``ranges`` (index symbol -> exclusive bound) where given."""
+
+    def __init__(self, ranges: dict[sympy.Symbol, Any] | None = None) -> None:
+        self.ranges = ranges
 
     def load(self, name: str, index: Any) -> tuple:
+        if self.ranges:
+            index = simplify_index(index, self.ranges)
         return ("load", name, index)
 
     def constant(self, value: Any, dtype: Any) -> tuple:
@@ -452,15 +469,52 @@ def _match(template: SchedNode, node: SchedNode, buffers: dict[str, Any]) -> Mat
     if not isinstance(data, Pointwise):
         raise NotAnEpilogue("not a pointwise node")
     shape = tuple(int(s) for s in template.buffer.layout.size)
-    if tuple(int(s) for s in data.ranges) != shape:
-        raise NotAnEpilogue("its shape differs from the GEMM result's")
-    out_index = template.buffer.layout.index(node.index_vars)
-    with ops_handler(_TreeBuilder()):
-        tree = data.body(node.index_vars)
-    steps, operands = match_tree(tree, template.name, out_index, node.index_vars, shape)
+    out_layout = None
+    if tuple(int(s) for s in data.ranges) == shape:
+        index_vars, at = node.index_vars, node.index_vars
+    else:
+        index_vars = index_symbols("g", len(shape))
+        at = _gemm_order_index(node.buffer.layout, index_vars, shape)
+        lay = node.buffer.layout
+        out_layout = Layout(lay.device, lay.dtype, shape, contiguous_strides(shape), lay.offset)
+    out_index = template.buffer.layout.index(index_vars)
+    # Reshapes on the way read through // and %, which the GEMM's ranges undo.
+    ranges = dict(zip(index_vars, shape, strict=True))
+    with ops_handler(_TreeBuilder(ranges)):
+        tree = data.body(at)
+    steps, operands = match_tree(tree, template.name, out_index, index_vars, shape)
+    if out_layout is not None and not steps:
+        # Stored in the GEMM's own order, it holds the GEMM's elements: a view would do,
+        # and a padded-row result is better copied by a kernel than by the extern's run.
+        raise NotAnEpilogue("a plain copy in another shape")
     for op in operands:
         buf = buffers.get(op.buffer)
         if buf is not None:
             op.dtype = dtype_name(buf.dtype)
             op.device = str(buf.device)
-    return MatchedEpilogue(node, steps, operands)
+    return MatchedEpilogue(node, steps, operands, out_layout)
+
+
+def _gemm_order_index(layout: Layout, gemm_vars: list[sympy.Symbol], shape: tuple) -> list[Any]:
+    """The index of the element a node of another shape (a view of the GEMM result: the
+    (1, T, C) of a linear layer, q/k/v heads permuted out of a fused projection) stores at
+    row-major position ``gemm_vars`` of the GEMM's ``shape``: the position decoded through
+    the node's strides. Only for a dense layout of as many elements, whose storage order
+    the template can then write as a row-major ``shape``; ``NotAnEpilogue`` otherwise (and
+    when the body does not read the GEMM there, the matcher refuses)."""
+    sizes, strides = layout.size, layout.stride
+    if not all(isinstance(s, sympy.Integer) or isinstance(s, int) for s in (*sizes, *strides)):
+        raise NotAnEpilogue("its shape differs from the GEMM result's (symbolic sizes)")
+    numel = math.prod(int(s) for s in sizes)
+    if numel != math.prod(shape):
+        raise NotAnEpilogue("its shape differs from the GEMM result's")
+    order = stride_order(sizes, strides)
+    dense = dense_strides_like(sizes, strides)
+    if order is None or any(dense[d] != strides[d] for d in order):
+        raise NotAnEpilogue("its shape differs from the GEMM result's, and its layout is not dense")
+    position = flatten(gemm_vars, [sympy.Integer(s) for s in shape])
+    digits = unflatten(position, [sizes[d] for d in order])
+    by_dim = dict(zip(order, digits, strict=True))
+    ranges = dict(zip(gemm_vars, shape, strict=True))
+    zero = sympy.Integer(0)  # a size-1 dim
+    return [simplify_index(by_dim.get(d, zero), ranges) for d in range(len(sizes))]

@@ -83,12 +83,20 @@ class TemplateStep:
     def output(self) -> SchedNode:
         return self.epilogue.node if self.epilogue else self.node
 
+    @property
+    def output_layout(self) -> Any:
+        """What the template writes: ``output``'s buffer, seen in the GEMM's shape when
+        the epilogue node has another (``MatchedEpilogue.out_layout``)."""
+        if self.epilogue is not None and self.epilogue.out_layout is not None:
+            return self.epilogue.out_layout
+        return self.output.buffer.layout
+
     def request(self) -> tuple[str, tuple[TensorSpec, ...], TensorSpec, Epilogue]:
         """The problem as providers see it: ``(op, input specs, output spec, epilogue)``;
         the input specs are the op's tensors followed by the epilogue's operands."""
         data = self.node.buffer.data
         assert isinstance(data, Template), data
-        out = self.output.buffer
+        out_layout = self.output_layout
         operands: tuple[TensorSpec, ...] = ()
         steps: tuple[Any, ...] = ()
         if self.epilogue is not None:
@@ -97,8 +105,8 @@ class TemplateStep:
                 TensorSpec(o.shape, o.stride, o.dtype, o.device) for o in self.epilogue.operands
             )
         inputs = tuple(_spec(b.layout) for b in data.inputs) + operands
-        epilogue = Epilogue(steps, operands, dtype_name(out.dtype))
-        return data.op, inputs, _spec(out.layout), epilogue
+        epilogue = Epilogue(steps, operands, dtype_name(out_layout.dtype))
+        return data.op, inputs, _spec(out_layout), epilogue
 
 
 def _spec(layout: Any) -> TensorSpec:

@@ -9,8 +9,8 @@ import sympy
 import torch
 
 from ...ir.index import FloorDiv, ModularIndexing, flatten, unflatten
-from ...ir.nodes import Layout, stride_order, sympify_sizes
-from ...ir.ops import ops
+from ...ir.nodes import Layout, Template, index_symbols, stride_order, sympify_sizes
+from ...ir.ops import ops, trace_reads
 from ...ir.symbolic import known_nonnegative
 from ..lowering import Unsupported, register
 from ..values import BufferValue, LazyValue, Value
@@ -133,8 +133,26 @@ def _select(ctx, node, x, dim, index):
     return reindex(x, new, lambda idx: list(idx[:dim]) + [index] + list(idx[dim:]))
 
 
+def _whole_epilogue(ctx, x):
+    """``x`` realized once when it is a GEMM result with a few ops on it (a fused q/k/v
+    projection's bias): its pieces are then strided views of one buffer, whose bias add
+    the scheduler can fuse into the GEMM, instead of one copy per piece. Else ``x``."""
+    if not isinstance(x, LazyValue) or x.cost() > _EPILOGUE_OPS or ctx.strided_view(x):
+        return x
+    reads = trace_reads(x.fn, index_symbols("s", x.rank)).reads
+    names = {name for name, _ in reads}
+    gemm = [n for n in names if isinstance(getattr(ctx.buffer_named(n), "data", None), Template)]
+    return BufferValue(ctx.realize(x)) if gemm else x
+
+
+# A GEMM result with at most this many ops on it (a bias add and its casts) is realized
+# before it is split (``_whole_epilogue``).
+_EPILOGUE_OPS = 8
+
+
 @register(aten.split, aten.split_with_sizes)
 def _split(ctx, node, x, sizes, dim=0):
+    x = _whole_epilogue(ctx, x)
     dim = dim % x.rank
     total = x.size[dim]
     if isinstance(sizes, int):
@@ -152,6 +170,7 @@ def _split(ctx, node, x, sizes, dim=0):
 
 @register(aten.unbind)
 def _unbind(ctx, node, x, dim=0):
+    x = _whole_epilogue(ctx, x)
     dim = dim % x.rank
     if not x.size[dim].is_Integer:
         raise Unsupported(f"unbind of a symbolic size {x.size[dim]}")
