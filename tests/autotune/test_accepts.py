@@ -72,3 +72,20 @@ def test_the_installed_selector_and_the_triton_provider_answer():
     softplus = plugin.Epilogue((plugin.EpilogueStep("softplus"),))
     verdict = accepts("mm", inputs, layout, softplus, [triton])
     assert not verdict.ok and verdict.reason.startswith("triton: ") and "softplus" in verdict.reason
+
+
+def test_unmeasured_modes_on_cuda_leave_template_only_epilogues_unfused(monkeypatch):
+    """On CUDA, a mode that never benchmarks fuses an epilogue only cuBLASLt computes
+    (bias [+ relu]) or one with a measured winner cached: a template's unmeasured
+    heuristic pick is the worse bet than the vendor GEMM and a separate kernel."""
+    monkeypatch.setattr("tilefuse_autotune.keys.device_name", lambda device: "a GPU")
+    inputs, layout = mm_problem(8, 8, 8, device="cuda:0")
+    fused = Answering("fused", plugin.Verdict.yes())
+    monkeypatch.setenv("TILEFUSE_AUTOTUNE", "default")
+    verdict = accepts("mm", inputs, layout, RELU, [fused])
+    assert not verdict.ok and "unmeasured" in verdict.reason
+    monkeypatch.setenv("TILEFUSE_AUTOTUNE", "quick")
+    assert accepts("mm", inputs, layout, RELU, [fused]).ok
+    cpu_inputs, cpu_layout = mm_problem(8, 8, 8)
+    monkeypatch.setenv("TILEFUSE_AUTOTUNE", "default")
+    assert accepts("mm", cpu_inputs, cpu_layout, RELU, [fused]).ok

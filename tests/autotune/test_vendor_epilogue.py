@@ -79,3 +79,16 @@ def test_addmm_is_offered_only_with_relu():
     relu = Epilogue((EpilogueStep("relu"),))
     assert vendor_epilogue_choice("addmm", inputs, layout, relu).relu is True
     assert vendor_epilogue_choice("addmm", inputs, layout, Epilogue()) is None
+
+
+def test_the_default_pick_trusts_it_first():
+    """Default mode takes cuBLASLt's bias epilogue unmeasured, as it takes extern: it is
+    first party (an untrusted vendor candidate left the pick to a template heuristic)."""
+    from tilefuse_autotune.selection import extern_candidate, heuristic_pick, vendor_candidate
+
+    inputs, layout, epilogue = _mm([BIAS])
+    (op_a, op_b), bias = inputs, epilogue.operands[0]
+    vendor = vendor_candidate("mm", (op_a, op_b, bias), layout, epilogue)
+    assert vendor is not None and vendor.first_party
+    extern = extern_candidate("mm", epilogue)
+    assert heuristic_pick([vendor], extern, epilogue) is vendor

@@ -37,7 +37,10 @@ The heuristic pick: with an epilogue to fuse, the first offered choice that is n
 ``slow_build``: cuBLASLt's own bias (+ relu) epilogue when the epilogue is exactly
 that (``extern.vendor_epilogue_choice``, offered first), else each provider's own pick
 in provider order, among the trusted ones; with no epilogue, extern (the vendor library
-is the better unmeasured bet for a bare product). A cached winner
+is the better unmeasured bet for a bare product). On CUDA these modes do not even accept
+(``accepts``) an epilogue that only a template computes, unless a measured winner for it
+is cached: the vendor GEMM and a separate kernel beat an unmeasured template there. A
+cached winner
 counts for a mode when it was found with at least that much search (``max`` entries
 serve every mode; ``quick`` entries serve all but ``max``).
 """
@@ -140,6 +143,22 @@ def extern_candidate(op: str, epilogue: plugin.Epilogue) -> Candidate:
     return Candidate(EXTERN_PROVIDER, torch.__version__, ExternChoice(op, epilogue), True)
 
 
+def vendor_candidate(
+    op: str,
+    inputs: Sequence[plugin.TensorSpec],
+    layout: plugin.TensorSpec,
+    epilogue: plugin.Epilogue,
+) -> Candidate | None:
+    """cuBLASLt's own epilogue (``vendor_epilogue_choice``) as a first-party candidate,
+    which the heuristic pick trusts like extern, or ``None`` where it does not apply."""
+    import torch
+
+    vendor = vendor_epilogue_choice(op, inputs, layout, epilogue)
+    if vendor is None:
+        return None
+    return Candidate(EXTERN_PROVIDER, torch.__version__, vendor, True)
+
+
 def _installed_providers() -> list[Any]:
     from tilefuse.discovery import registry
 
@@ -177,12 +196,47 @@ def accepts(
             log.warning("tilefuse: choice provider %r answered accepts with %r", name, verdict)
             reasons.append(f"{name}: answered {type(verdict).__name__}, not a Verdict")
         elif verdict.ok:
-            return verdict
+            declined = _declined_unmeasured(op, inputs, layout, epilogue)
+            return verdict if declined is None else declined
         else:
             reasons.append(f"{name}: {verdict.reason}")
     if not reasons:
         return plugin.Verdict.no(f"no choice provider serves {op} on {layout.device}")
     return plugin.Verdict.no("; ".join(reasons))
+
+
+# Modes that never benchmark: their picks are unmeasured.
+_UNMEASURED_MODES = ("off", "default", "replay")
+
+
+def _declined_unmeasured(
+    op: str,
+    inputs: Sequence[plugin.TensorSpec],
+    layout: plugin.TensorSpec,
+    epilogue: plugin.Epilogue,
+) -> plugin.Verdict | None:
+    """On CUDA, in a mode that never benchmarks, an epilogue that only a template
+    computes (cuBLASLt's own bias epilogue was not offered) is fused only when a measured
+    winner for it is cached: unmeasured, the vendor GEMM and the epilogue fused into a
+    neighbouring kernel is the better bet (gpt2 and vit at batch 1 on an H200: heuristic
+    Triton templates with a fused bias + residual took 1.5-2x cuBLAS's time). ``None``
+    when fusing is fine."""
+    if not layout.device.startswith("cuda") or config.autotune_mode() not in _UNMEASURED_MODES:
+        return None
+    try:
+        offered = candidates_for(op, inputs, layout, epilogue)
+        everything = [extern_candidate(op, epilogue), *offered]
+        digest = key_digest(cache_key_fields(op, inputs, layout, epilogue, everything))
+        entry = _default.cache.get(digest)
+    except Exception as exc:  # no measured winner can be read: the unmeasured case
+        log.info("tilefuse: no cached winner read for an epilogue verdict: %s", exc)
+        entry = None
+    if entry is not None and entry.get("provider") != EXTERN_PROVIDER:
+        return None
+    return plugin.Verdict.no(
+        "unmeasured (autotune mode default): the vendor GEMM and a separate epilogue kernel; "
+        "TILEFUSE_AUTOTUNE=quick or max measures the fused templates"
+    )
 
 
 def candidates_for(
@@ -356,9 +410,9 @@ class Autotuner:
         else:
             offered = _as_candidates(choices)
         extern = extern_candidate(op, epilogue)
-        vendor = vendor_epilogue_choice(op, inputs, layout, epilogue)
+        vendor = vendor_candidate(op, inputs, layout, epilogue)
         if vendor is not None:
-            offered = [Candidate(EXTERN_PROVIDER, extern.version, vendor), *offered]
+            offered = [vendor, *offered]
         everything = [extern, *offered]
         labels = [c.label for c in everything]
         if len(set(labels)) != len(labels):
