@@ -31,7 +31,8 @@ def test_sdpa_on_split_heads_backward():
 
 def test_sdpa_reads_heads_of_a_fused_projection_in_place():
     """q, k and v permuted out of one projection reach the attention extern as the
-    strided views eager passes: no kernel copies them (one GEMM, one output reshape)."""
+    strided views eager passes, and the output's transpose and reshape are a view of the
+    attention's result: no kernel copies anything (the GEMM alone)."""
 
     def block(x, w):
         b, n, c = x.shape
@@ -40,4 +41,4 @@ def test_sdpa_reads_heads_of_a_fused_projection_in_place():
         return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
 
     reports = check(block, torch.randn(2, 9, 16), torch.randn(16, 48))
-    assert kernel_count(reports) == 2, [r.format() for r in reports]
+    assert kernel_count(reports) == 1, [r.format() for r in reports]

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.compile_check import check, kernel_count
+from tests.compile_check import check, compiled_reports, kernel_count
 
 pytest.importorskip("tilefuse_autotune", reason="GEMM templates need tilefuse-autotune")
 
@@ -93,3 +93,19 @@ def test_a_permuted_epilogue_is_fused_only_in_the_gemms_storage_order():
     assert len(reports[0].kernels[0].nodes) == 2
     transposed = check(lambda x, w, b: (x @ w + b).t().contiguous() * 2, x[0], w.t(), b)
     assert kernel_count(transposed) == 2, [rep.format() for rep in transposed]
+
+
+def test_a_bfloat16_template_rounds_its_result_to_nearest():
+    """The template's float32 tile with its epilogue is rounded once, to nearest even, into
+    bfloat16 (the Triton interpreter's own cast truncates: about every other element was
+    one ulp off toward zero)."""
+    g = torch.Generator().manual_seed(0)
+    a, b, c, r = (torch.randn(*s, generator=g) for s in ((10, 32), (32, 24), (24,), (10, 24)))
+    ab, bb, cb, rb = (t.bfloat16() for t in (a, b, c, r))
+    fn = lambda a, b, c, r: torch.addmm(c, a, b) + r  # noqa: E731
+    actual, reports = compiled_reports(fn, ab, bb, cb, rb)
+    assert kernel_count(reports) == 1 and len(reports[0].kernels[0].nodes) == 2
+    once = (ab.float() @ bb.float() + cb.float() + rb.float()).bfloat16()
+    ulp = torch.finfo(torch.bfloat16).eps * once.float().abs()
+    assert ((actual.float() - once.float()).abs() <= ulp).all()
+    assert (actual == once).float().mean() > 0.97

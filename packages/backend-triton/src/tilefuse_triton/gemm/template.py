@@ -32,7 +32,7 @@ from .config import GemmConfig
 from .epilogue import render_steps
 from .problem import GemmProblem
 
-TEMPLATE_REVISION = 1  # bump when the rendered text changes meaning: enters provider.version
+TEMPLATE_REVISION = 2  # bump when the rendered text changes meaning: enters provider.version
 
 
 def kernel_name(op: str, config: GemmConfig) -> str:
@@ -76,6 +76,7 @@ def render_gemm(
         "",
         "import triton",
         "import triton.language as tl",
+        *(["from tilefuse_triton import device_math as dm"] if interpret else []),
         "",
         "",
     ]
@@ -83,6 +84,14 @@ def render_gemm(
     lines += ["", "", f"KERNEL = {name}", "", ""]
     lines += _launcher(problem, config)
     return "\n".join(lines) + "\n"
+
+
+def _stored(value: str, problem: GemmProblem, interpret: bool) -> str:
+    """``value`` cast to the output's dtype. The interpreter's float32 -> bfloat16 cast
+    truncates; ``device_math.to_bf16`` rounds to nearest even, as a GPU's cast does."""
+    if interpret and problem.out_dtype == "bfloat16":
+        return f"dm.to_bf16({value})"
+    return f"{value}.to(out_ptr.dtype.element_ty)"
 
 
 def _describe(problem: GemmProblem) -> str:
@@ -188,7 +197,7 @@ def _kernel(name: str, problem: GemmProblem, config: GemmConfig, interpret: bool
         "out_ptrs = out_ptr"
         + (" + batch * stride_ob" if batched else "")
         + " + rm[:, None] * stride_om + rn[None, :] * stride_on",
-        "tl.store(out_ptrs, x.to(out_ptr.dtype.element_ty), mask=out_mask)",
+        f"tl.store(out_ptrs, {_stored('x', problem, interpret)}, mask=out_mask)",
     ]
     head = ["@triton.jit", f"def {name}("] + [f"    {p}," for p in params] + ["):"]
     return head + [f"    {line}" for line in body]
