@@ -300,9 +300,8 @@ class GraphLowering:
                     view.device, view.dtype, view.layout.size, eager.stride, view.layout.offset
                 )
                 return view
-            layout = Layout.of_tensor(meta)
-            if tuple(layout.size) == tuple(value.size):
-                layout = Layout(layout.device, value.dtype, layout.size, layout.stride)
+            if tuple(eager.size) == tuple(value.size):
+                layout = Layout(eager.device, value.dtype, eager.size, eager.stride)
                 buf = self.add_buffer(layout, Pointwise(layout.size, value.fn))
                 _add_origins(buf, value.origins)
                 return buf
@@ -389,7 +388,7 @@ class GraphLowering:
             if result.cost() > MAX_INLINE_OPS:
                 return BufferValue(self.realize(result))
             shared = len(node.users) > 1
-            if shared and (result.reads_memory() or result.cost() > MAX_RECOMPUTED_OPS):
+            if shared and (result.read_names() or result.cost() > MAX_RECOMPUTED_OPS):
                 return BufferValue(self.realize(result))
         return result
 

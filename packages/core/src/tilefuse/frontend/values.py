@@ -58,7 +58,7 @@ class LazyValue(Value):
     size: tuple[Expr, ...]  # type: ignore[misc]
     fn: Callable[[Sequence[Expr]], Any]
     _cost: int | None = None
-    _reads: bool | None = None
+    _reads: frozenset[str] | None = None
     # Strides eager gives this value; realizing it uses them so that graph
     # outputs and saved-for-backward tensors keep the layout autograd expects.
     stride_hint: tuple[Expr, ...] | None = None
@@ -75,9 +75,9 @@ class LazyValue(Value):
         assert self._cost is not None
         return self._cost
 
-    def reads_memory(self) -> bool:
-        """Whether the body loads any buffer (else it is index math: an ``arange``, a
-        ``full``, a mask built from them), which costs less to recompute than to load."""
+    def read_names(self) -> frozenset[str]:
+        """The buffers the body loads. None: index math (an ``arange``, a ``full``, a mask
+        built from them), which costs less to recompute than to load."""
         if self._reads is None:
             self._trace()
         assert self._reads is not None
@@ -87,7 +87,8 @@ class LazyValue(Value):
         from ..ir.nodes import index_symbols
 
         tracer = trace_reads(self.fn, index_symbols("c", self.rank))
-        self._cost, self._reads = tracer.op_count, bool(tracer.reads)
+        self._cost = tracer.op_count
+        self._reads = frozenset(name for name, _ in tracer.reads)
 
 
 def lazy(

@@ -126,6 +126,15 @@ def unflatten(flat: Expr, sizes: Sequence[Expr]) -> list[Expr]:
     return list(reversed(out))
 
 
+def unflatten_in_order(flat: Expr, sizes: Sequence[Expr], order: Sequence[int]) -> list[Expr]:
+    """The per-dimension indices (logical order) of ``flat`` counted over the dims in
+    ``order`` (outermost first), as in memory laid out in that order; a dim missing from
+    ``order`` (a size-1 dim) is 0."""
+    digits = unflatten(flat, [sizes[d] for d in order])
+    by_dim = dict(zip(order, digits, strict=True))
+    return [by_dim.get(d, sympy.Integer(0)) for d in range(len(sizes))]
+
+
 def flatten(index: Sequence[Expr], sizes: Sequence[Expr]) -> Expr:
     """Row-major linear offset of ``index`` in a contiguous tensor of ``sizes``."""
     total: Expr = sympy.Integer(0)

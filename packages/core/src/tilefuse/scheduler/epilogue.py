@@ -26,7 +26,7 @@ from typing import Any
 
 import sympy
 
-from ..ir.index import flatten, simplify_index, stride_of, unflatten
+from ..ir.index import flatten, simplify_index, stride_of, unflatten_in_order
 from ..ir.nodes import (
     Layout,
     Pointwise,
@@ -513,8 +513,5 @@ def _gemm_order_index(layout: Layout, gemm_vars: list[sympy.Symbol], shape: tupl
     if order is None or any(dense[d] != strides[d] for d in order):
         raise NotAnEpilogue("its shape differs from the GEMM result's, and its layout is not dense")
     position = flatten(gemm_vars, [sympy.Integer(s) for s in shape])
-    digits = unflatten(position, [sizes[d] for d in order])
-    by_dim = dict(zip(order, digits, strict=True))
     ranges = dict(zip(gemm_vars, shape, strict=True))
-    zero = sympy.Integer(0)  # a size-1 dim
-    return [simplify_index(by_dim.get(d, zero), ranges) for d in range(len(sizes))]
+    return [simplify_index(i, ranges) for i in unflatten_in_order(position, sizes, order)]

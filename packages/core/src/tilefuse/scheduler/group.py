@@ -18,7 +18,7 @@ from typing import Any
 
 import sympy
 
-from ..ir.index import Expr, unflatten
+from ..ir.index import Expr, unflatten, unflatten_in_order
 from ..ir.nodes import stride_order
 from ..kernel_spec import GroupKind, _simplify
 from ..kernel_spec import R as RSYM
@@ -98,9 +98,7 @@ def memory_order(node: SchedNode) -> tuple[int, ...]:
 
 def _x_indices(ranges: tuple[Expr, ...], order: tuple[int, ...]) -> list[Expr]:
     """Per-dimension indices (logical order) of ``X`` walked in ``order`` (outer first)."""
-    digits = unflatten(XSYM, [ranges[d] for d in order])
-    by_dim: dict[int, Expr] = dict(zip(order, digits))
-    return [by_dim[d] for d in range(len(ranges))]
+    return unflatten_in_order(XSYM, ranges, order)
 
 
 def place(

@@ -9,8 +9,8 @@ import sympy
 import torch
 
 from ...ir.index import FloorDiv, ModularIndexing, flatten, unflatten
-from ...ir.nodes import Layout, Template, index_symbols, stride_order, sympify_sizes
-from ...ir.ops import ops, trace_reads
+from ...ir.nodes import Layout, Template, stride_order, sympify_sizes
+from ...ir.ops import ops
 from ...ir.symbolic import known_nonnegative
 from ..lowering import Unsupported, register
 from ..values import BufferValue, LazyValue, Value
@@ -137,12 +137,10 @@ def _whole_epilogue(ctx, x):
     """``x`` realized once when it is a GEMM result with a few ops on it (a fused q/k/v
     projection's bias): its pieces are then strided views of one buffer, whose bias add
     the scheduler can fuse into the GEMM, instead of one copy per piece. Else ``x``."""
-    if not isinstance(x, LazyValue) or x.cost() > _EPILOGUE_OPS or ctx.strided_view(x):
-        return x
-    reads = trace_reads(x.fn, index_symbols("s", x.rank)).reads
-    names = {name for name, _ in reads}
-    gemm = [n for n in names if isinstance(getattr(ctx.buffer_named(n), "data", None), Template)]
-    return BufferValue(ctx.realize(x)) if gemm else x
+    if not isinstance(x, LazyValue) or not 1 < x.cost() <= _EPILOGUE_OPS:
+        return x  # a bare view of a buffer (one load) has nothing to realize
+    datas = (getattr(ctx.buffer_named(n), "data", None) for n in x.read_names())
+    return BufferValue(ctx.realize(x)) if any(isinstance(d, Template) for d in datas) else x
 
 
 # A GEMM result with at most this many ops on it (a bias add and its casts) is realized
