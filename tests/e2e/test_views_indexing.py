@@ -338,3 +338,19 @@ def test_shared_index_math_is_recomputed_not_gathered():
     x, y = torch.randn(9, 9), torch.randn(4, 9)
     reports = check(fn, x, y)
     assert kernel_count(reports) == 2, [r.format() for r in reports]  # one per output
+
+
+def test_a_view_read_by_several_consumers_is_not_copied():
+    """A GEMM result viewed as heads and transposed (a decoder's q before RoPE), read by
+    three consumers: each reads the GEMM's buffer through the view's index; no kernel
+    copies the view first: the GEMM and the rotary kernel are the only kernels."""
+
+    def fn(x, w, cos, sin):
+        q = (x @ w).view(2, 6, 4, 8).transpose(1, 2)
+        rotated = torch.cat((-q[..., 4:], q[..., :4]), dim=-1)
+        return q * cos + rotated * sin
+
+    x, w = torch.randn(12, 32), torch.randn(32, 32)
+    cos, sin = torch.randn(6, 8), torch.randn(6, 8)
+    reports = check(fn, x, w, cos, sin)
+    assert kernel_count(reports) == 2, [r.format() for r in reports]

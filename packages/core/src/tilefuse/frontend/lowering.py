@@ -57,7 +57,9 @@ _warned_unserved: set[str] = set()
 MAX_INLINE_OPS = 96
 # ... except index math that loads nothing (``arange``, ``full``, masks built from
 # them) of at most this many ops: each consumer recomputes it, in registers, instead
-# of a kernel writing it and every consumer gathering from it.
+# of a kernel writing it and every consumer gathering from it. A body that is one load
+# (a view: transposed, reshaped, sliced or expanded) is never realized for sharing:
+# a copy would cost a kernel and the same reads.
 MAX_RECOMPUTED_OPS = 16
 
 
@@ -387,7 +389,7 @@ class GraphLowering:
         if isinstance(result, LazyValue):
             if result.cost() > MAX_INLINE_OPS:
                 return BufferValue(self.realize(result))
-            shared = len(node.users) > 1
+            shared = len(node.users) > 1 and result.cost() > 1
             if shared and (result.read_names() or result.cost() > MAX_RECOMPUTED_OPS):
                 return BufferValue(self.realize(result))
         return result
