@@ -101,3 +101,41 @@ def test_a_reshaped_product_is_returned_as_a_view_not_copied():
     reports = check(lambda a, b: (a @ b).view(1, 12, 5), a, b)
     assert kernel_count(reports) == 1, [r.format() for r in reports]
     assert reports[0].kernels[0].kind == "template:mm"
+
+
+def test_the_wrapper_calls_a_plain_extern_gemm_directly(monkeypatch):
+    """A plain ``mm`` the eager extern runs unchanged is called by the Python wrapper as
+    ``torch.mm(a, b, out=buf)`` (one Python call less per GEMM); a cast, a strided
+    result, a padded N or a symbolic size keep ``ExternChoice.run``."""
+    import sympy
+
+    from tilefuse import plugin
+    from tilefuse.ir.nodes import Layout
+
+    calls = []
+    real_run = plugin.ExternChoice.run
+    monkeypatch.setattr(
+        plugin.ExternChoice,
+        "run",
+        lambda self, *a, out: calls.append(1) or real_run(self, *a, out=out),
+    )
+    a, b = torch.randn(6, 16), torch.randn(16, 5)
+    check(lambda a, b: a @ b, a, b)
+    assert calls == []
+
+    def lay(size, stride, dtype=torch.float32, device="cpu"):
+        return Layout(torch.device(device), dtype, tuple(size), tuple(stride))
+
+    mm = plugin.ExternChoice("mm")
+    assert mm.direct_op(lay((16, 5), (5, 1)), lay((6, 5), (5, 1))) is torch.mm
+    assert mm.direct_op(lay((16, 5), (5, 1)), lay((6, 1), (1, 3))) is torch.mm  # size-1 dim
+    assert mm.direct_op(lay((16, 5), (5, 1), torch.bfloat16), lay((6, 5), (5, 1))) is None
+    assert mm.direct_op(lay((16, 5), (5, 1)), lay((6, 5), (8, 1))) is None
+    s = sympy.Symbol("s0", positive=True, integer=True)
+    assert mm.direct_op(lay((16, 5), (5, 1)), lay((s, 5), (5, 1))) is None
+    big = lay((4096, 50257), (50257, 1), torch.bfloat16, "cuda")
+    assert mm.direct_op(lay((768, 50257), (1, 768), torch.bfloat16, "cuda"), big) is None
+    assert (
+        plugin.ExternChoice("addmm").direct_op(lay((16, 5), (5, 1)), lay((6, 5), (5, 1)))
+        is torch.addmm
+    )

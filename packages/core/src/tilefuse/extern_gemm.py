@@ -63,8 +63,43 @@ class ExternChoice:
         acc = _narrow_columns(_float32_accumulator(fn, op_inputs), out)
         out.copy_(epi.apply_reference(acc, operands))
 
+    def direct_op(self, b: Any, out: Any) -> Callable[..., Any] | None:
+        """``torch.<op>`` when ``run`` would call it as ``op(*inputs, out=out)`` and do
+        nothing else, for any call with these layouts (``b``: the last op input's, ``out``:
+        the result's; objects with ``dtype``, ``device``, ``size`` and ``stride``, sizes
+        static): no epilogue, the op's own dtype, a contiguous result, no padded N.
+        Else ``None``."""
+        import torch
+
+        if self.epilogue.steps or out.dtype != b.dtype:
+            return None
+        sizes = [*out.size, *out.stride]
+        if not all(isinstance(v, int) or getattr(v, "is_Integer", False) for v in sizes):
+            return None
+        size, stride = [int(v) for v in out.size], [int(v) for v in out.stride]
+        numel = 1
+        for n in size:
+            numel *= n
+        want = _contiguous_strides(size)
+        if any(n != 1 and a != w for n, a, w in zip(size, stride, want, strict=True)):
+            return None
+        cuda = torch.device(out.device).type == "cuda"
+        if cuda and self.op in ("mm", "bmm") and padded_width(b.dtype, size[-1], numel):
+            return None
+        return getattr(torch, self.op)
+
     def __repr__(self) -> str:
         return f"ExternChoice({self.op!r})"
+
+
+def _contiguous_strides(size: Sequence[int]) -> list[int]:
+    """Row-major strides of ``size`` (what ``Tensor.is_contiguous`` checks, size-1 dims
+    aside)."""
+    strides, step = [], 1
+    for n in reversed(size):
+        strides.append(step)
+        step *= max(n, 1)
+    return strides[::-1]
 
 
 # Below this many result elements an odd N is not worth a padded copy of B. The C++
@@ -86,7 +121,7 @@ def padded_width(dtype: Any, n: int, numel: int) -> int | None:
 
     if numel < _PAD_MIN_ELEMENTS or dtype not in (torch.float16, torch.bfloat16):
         return None
-    per_16_bytes = 16 // torch.empty((), dtype=dtype).element_size()
+    per_16_bytes = 16 // dtype.itemsize
     if n % per_16_bytes == 0:
         return None
     return -(-n // per_16_bytes) * per_16_bytes

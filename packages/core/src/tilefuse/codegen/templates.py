@@ -49,6 +49,15 @@ class TemplateKernel:
     def __call__(self, *inputs: Any, out: Any) -> None:
         self.choice.run(*inputs, out=out)
 
+    def direct_op(self, b: Any, out: Any) -> Any:
+        """The torch function the wrapper may call in place of this kernel
+        (``op(*inputs, out=out)``, one Python call less per GEMM: host time), or ``None``.
+        Only an ``ExternChoice`` that would call it unchanged has one
+        (``ExternChoice.direct_op``); ``b``, ``out``: the last operand's and the result's
+        ``Layout``."""
+        direct = getattr(self.choice, "direct_op", None)
+        return direct(b, out) if direct is not None else None
+
 
 def why_no_selector(device_type: str) -> str | None:
     """Why no selector takes GEMM templates on ``device_type``, or ``None`` when one does.

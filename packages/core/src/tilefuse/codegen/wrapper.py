@@ -328,11 +328,13 @@ class WrapperWriter(WrapperPlan):
             f"{out.name} = empty_strided({self.sizes(lay.size)}, {self.sizes(lay.stride)}, "
             f"device={self.literal(lay.device)}, dtype={lay.dtype})"
         )
-        self.namespace[kernel.name] = kernel
         target = out.name
         if step.output_layout is not lay:  # the epilogue's buffer in the GEMM's shape
             gemm = step.output_layout
             target = f"{out.name}.as_strided({self.sizes(gemm.size)}, {self.sizes(gemm.stride)})"
+        direct = getattr(kernel, "direct_op", None)
+        op = direct(data.inputs[-1].layout, step.output_layout) if direct else None
+        self.namespace[kernel.name] = op or kernel
         self.emit(f"{kernel.name}({', '.join(args)}, out={target})  # {kernel.label}")
 
     def view(self, buf: Buffer) -> None:
