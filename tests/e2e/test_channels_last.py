@@ -83,6 +83,37 @@ def test_block_inference(nhwc, dtype, shape, c_out, stride, groups):
     assert kernel_count(reports) == copies + 2 + 1
 
 
+class BiasedBlock(nn.Module):
+    """A ConvNeXt-style block: a depthwise 7x7 convolution with a bias, LayerNorm over
+    channels-last, a GELU; and a squeeze-excite-like 1x1 convolution with a bias."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.se = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return F.gelu(y) * torch.sigmoid(self.se(y.mean((2, 3), keepdim=True))) + x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_a_convolution_bias_is_added_by_the_kernel_reading_the_result(nhwc, dtype):
+    """cuDNN adds a convolution's bias in an ATen kernel of its own: a channels-last
+    convolution runs without it and the bias add fuses into its consumers (the LayerNorm,
+    the squeeze-excite gate), computed and rounded as eager's add."""
+    m = BiasedBlock(6).to(dtype).eval()
+    with torch.no_grad():
+        m.dw.bias.uniform_(-2, 2)
+        m.se.bias.uniform_(-2, 2)
+        reports = check(m, torch.randn(2, 6, 9, 9, dtype=dtype), dtype=dtype)
+    calls = [ln for r in reports for ln in r.wrapper.splitlines() if "aten.convolution" in ln]
+    assert len(calls) == 2 and all(", None, [" in call for call in calls), calls
+    # The input's NHWC copy, the LayerNorm statistics, the pooled mean, the output.
+    assert kernel_count(reports) == 4, [r.format() for r in reports]
+
+
 def test_layout_off_keeps_nchw(monkeypatch):
     monkeypatch.setenv("TILEFUSE_CHANNELS_LAST", "auto")  # the interpreter claims no NHWC
     m = _block(5, 5).eval()

@@ -4,7 +4,9 @@ the graph's ``GraphLayout`` chose it for the node (``frontend.layout_choice``).
 A channels-last convolution gets its input and weight in channels-last strides (a
 pointwise copy where they are not: the graph's first input, and each weight on every
 call, as cuDNN would otherwise copy them itself) and writes a channels-last buffer, which
-the batch norm, activation and residual add after it inherit. A channels-last
+the batch norm, activation and residual add after it inherit. Its bias is not passed to
+the eager call (cuDNN adds it in a separate ATen kernel): the result is a lazy
+``conv + bias`` that fuses into the kernel reading it, rounded as eager rounds it. A channels-last
 ``convolution_backward`` (in a backward graph) likewise reads the output's gradient, the
 input and the weight channels-last and writes the input's gradient channels-last; the
 weight's gradient keeps eager's layout (the parameter's).
@@ -19,10 +21,11 @@ from typing import Any
 import torch
 
 from ...ir.nodes import Layout
+from ...ir.ops import ops
 from ..layout_choice import channels_last_strides
 from ..lowering import register
-from ..values import Value
-from .common import out_meta
+from ..values import BufferValue, LazyValue, lazy
+from .common import compute_dtype, loader, out_meta
 
 aten = torch.ops.aten
 
@@ -52,18 +55,32 @@ def _convolution(ctx, node, x, weight, bias, *rest):
     meta = out_meta(node)
     x_buf = ctx.channels_last_buffer(x)
     w_buf = ctx.channels_last_buffer(weight)
-    b_buf = ctx.realize(bias) if isinstance(bias, Value) else bias
     size = tuple(int(s) for s in meta.shape)
     layout = Layout.contiguous(meta.device, meta.dtype, size)
     out_layout = Layout(
         layout.device, layout.dtype, layout.size, channels_last_strides(layout.size)
     )
     out = ctx.extern_call(
-        node.target, (x_buf, w_buf, b_buf, *rest), {}, meta, _NHWC, layout=out_layout
+        node.target, (x_buf, w_buf, None, *rest), {}, meta, _NHWC, layout=out_layout
     )
     if tuple(meta.stride()) == tuple(int(s) for s in layout.stride):
         ctx.relaid[out.buffer.name] = layout
-    return out
+    if bias is None:
+        return out
+    return _plus_channel_bias(out, bias)
+
+
+def _plus_channel_bias(out: BufferValue, bias: Any) -> LazyValue:
+    """``out + bias`` with ``bias`` (1-D) along the channel dim 1: eager's bias add
+    (computed in float32 for half types, rounded to ``out``'s dtype)."""
+    math = compute_dtype(out.dtype)
+    load_bias = loader(bias, [out.size[1]], math)
+
+    def fn(index: Any) -> Any:
+        value = ops.to_dtype(out.load(index), math)
+        return ops.to_dtype(ops.add(value, load_bias([index[1]])), out.dtype)
+
+    return lazy(out, fn)
 
 
 @register(aten.convolution_backward.default)
