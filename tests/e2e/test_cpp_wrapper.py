@@ -326,6 +326,36 @@ def test_a_graph_of_extern_steps_runs_through_the_cpp_wrapper(monkeypatch, no_ge
     assert tilefuse.stats()["artifacts_built"] == 0
 
 
+def test_the_vendor_bias_choice_runs_through_the_cpp_wrapper(monkeypatch):
+    """cuBLASLt's fused bias (+ relu) choice (picked for a GEMM + bias on CUDA) launches
+    from the C++ wrapper through ATen: built, loaded and run here on CPU tensors, the
+    graph's two GEMM + bias steps given the bias and the bias + relu choice."""
+    from tilefuse_autotune.extern import VendorEpilogueChoice
+
+    real = cpp_build.select_wrapper
+    chosen: list[Any] = []
+
+    def with_vendor_choices(schedule, kernels, python_call, report=None):
+        swapped = dict(kernels)
+        templates = [i for i, k in kernels.items() if isinstance(k, TemplateKernel)]
+        for i, relu in zip(templates, (False, True), strict=True):
+            k = kernels[i]
+            swapped[i] = TemplateKernel(k.name, VendorEpilogueChoice("mm", relu), "vendor",
+                                        "", "")  # fmt: skip
+        chosen.append(real(schedule, swapped, python_call, report))
+        return chosen[-1]
+
+    monkeypatch.setattr("tilefuse.pipeline.select_wrapper", with_vendor_choices)
+    gen = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(shape, generator=gen) for shape in ((9, 12), (12, 7), (12, 5)))
+    bias, bias2 = torch.randn(7, generator=gen), torch.randn(5, generator=gen)
+    fn = lambda a, b, c, bias, bias2: (torch.addmm(bias, a, b), torch.addmm(bias2, a, c))  # noqa: E731
+    out, reports = _compile(fn, a, b, c, bias, bias2, options={"cpp_wrapper": True})
+    assert reports[0].wrapper_language == "c++"
+    assert isinstance(chosen[0], cpp_build.CppWrapperCall)
+    assert_same(out, (torch.addmm(bias, a, b), torch.relu(torch.addmm(bias2, a, c))))
+
+
 # ------------------------------------------------------------------- template launches
 
 

@@ -45,6 +45,25 @@ class VendorEpilogueChoice:
         else:
             out.copy_(fn(bias, a, b))
 
+    def cpp_launch(self) -> plugin.CppLaunch:
+        """The same call through ATen's C++ API (for the C++ wrapper): ``launch(x0, x1,
+        x2, out)`` takes the op's tensors then ``out``, as ``run`` does."""
+        bias, a, b = ("x0", "x1", "x2") if self.op == "addmm" else ("x2", "x0", "x1")
+        fn, tail = ("at::_addmm_activation", ", 1, 1, false") if self.relu else ("at::addmm", "")
+        declarations = f"""\
+void launch(const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& x2,
+            const at::Tensor& out) {{
+    if (out.is_contiguous()) {{
+        at::Tensor target = out;
+        {fn}_out(target, {bias}, {a}, {b}{tail});
+    }} else {{
+        out.copy_({fn}({bias}, {a}, {b}{tail}));
+    }}
+}}
+"""
+        return plugin.CppLaunch(function="launch", declarations=declarations,
+                                headers=("ATen/ATen.h",))  # fmt: skip
+
     def __repr__(self) -> str:
         return f"VendorEpilogueChoice({self.op!r}, relu={self.relu})"
 
