@@ -20,6 +20,7 @@ import contextlib
 import copy
 import math
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,6 +54,10 @@ TILEFUSE_COUNTERS = ("graphs_compiled", "graphs_fallen_back", "kernels_compiled"
 # Inductor's C++ compile of every graph takes minutes on a small CPU: the smoke leaves it out
 # unless --backends asks for it.
 SMOKE_BACKENDS = ("eager", "tilefuse")
+# A shared host's load changes within seconds (the same model has read 1.6 ms and 2.9 ms
+# under one compiler in two runs an hour apart): each backend is timed in this many rounds,
+# interleaved, and its ms is their median.
+DEFAULT_ROUNDS = 3
 PROFILE_TOP = 20
 PROFILE_CALLS = 3
 
@@ -112,10 +117,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="add the columns inductor_cg and tilefuse_cg: mode='reduce-overhead' (CUDA "
         "graphs) of each compiler chosen by --backends",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"timing rounds per row, interleaved across backends; ms is their median "
+        f"(default: {DEFAULT_ROUNDS}, with --smoke 1)",
+    )
     p.add_argument("--list", action="store_true", help="list the models and exit")
     args = p.parse_args(argv)
     if args.backends is None:
         args.backends = list(SMOKE_BACKENDS if args.smoke else backends.FAMILIES)
+    if args.rounds is None:
+        args.rounds = 1 if args.smoke else DEFAULT_ROUNDS
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:
         p.error(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
@@ -341,11 +358,14 @@ def measure(
     eager_error: float | None,
     timeout: float | None,
     profile: bool = False,
+    keep: list[tuple[str, Prepared, Callable[[], Any]]] | None = None,
 ) -> dict[str, Any]:
     """Compile (cold caches), check against the fp32 ``reference``, time, count kernels.
 
     Never raises for the backend's failure: its text goes in the result's ``error``.
     ``eager_error`` is eager's own error in this mode (the scale for the bf16 modes).
+    With ``keep``, a backend that was timed appends ``(spec.name, prepared, step)`` to it
+    for more timing rounds, and the caller frees it.
     """
     result: dict[str, Any] = {"ms": None, "compile_s": None, "kernels": None, "error": None}
     result["rel_error"] = None
@@ -388,6 +408,9 @@ def measure(
                 result["kernels"] = timer.count_kernels(step, prepared.leaves)
                 if profile:
                     result["profile"] = top_kernels(step, prepared.leaves, timer)
+                if keep is not None:
+                    keep.append((spec.name, prepared, step))
+                    prepared = None
     except Exception as exc:  # a backend's failure is a result, not the end of the run
         result["error"] = run._error_text(exc)
         result["ms"] = None
@@ -423,8 +446,10 @@ def run_row(
     smoke: bool,
     timeout: float | None,
     profile: bool = False,
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    """Every backend on one (model, mode), as its JSON row."""
+    """Every backend on one (model, mode), as its JSON row; ``rounds`` timing rounds each
+    (``_more_rounds``)."""
     row: dict[str, Any] = {
         "model": zm.name,
         "mode": mode,
@@ -449,6 +474,7 @@ def run_row(
         return model_report.summarize(row)
     row["params"] = sum(p.numel() for p in pristine.parameters())
     eager_error = None
+    timed: list[tuple[str, Prepared, Callable[[], Any]]] = []
     for spec in columns:
         if not spec.runs_on(KIND):
             continue
@@ -457,7 +483,7 @@ def run_row(
             continue
         _log(f"  {zm.name} / {mode} / {spec.name} ...")
         r = measure(zm, pristine, inputs, mode, spec, timer, reference, eager_error, timeout,
-                    profile)  # fmt: skip
+                    profile, timed)  # fmt: skip
         if spec.family == "eager" and r["error"] is None:
             eager_error = r["rel_error"]
         if r["ms"] is None:
@@ -465,9 +491,34 @@ def run_row(
         else:
             _log(f"    {r['ms']:.3f} ms, error {r['rel_error']:.3g}")
         row["results"][spec.name] = r
-    del pristine, inputs, reference
+    _more_rounds(row, timed, timer, rounds)
+    del pristine, inputs, reference, timed
     timer.free_memory()
     return model_report.summarize(row)
+
+
+def _more_rounds(
+    row: dict[str, Any],
+    timed: list[tuple[str, Prepared, Callable[[], Any]]],
+    timer: Timer,
+    rounds: int,
+) -> None:
+    """Time every backend in ``timed`` ``rounds - 1`` more times, interleaved, and set
+    each result's ``ms`` to the median of its rounds (``ms_rounds``: all of them). Frees
+    the prepared models."""
+    results = row["results"]
+    for name, _prepared, _step in timed:
+        results[name]["ms_rounds"] = [results[name]["ms"]]
+    try:
+        for _ in range(rounds - 1):
+            for name, prepared, step in timed:
+                results[name]["ms_rounds"].append(timer.median_ms(step, prepared.leaves))
+    except Exception as exc:  # a round that fails keeps the rounds measured before it
+        row["error"] = f"a timing round failed: {run._error_text(exc)}"
+    for name, prepared, _step in timed:
+        results[name]["ms"] = statistics.median(results[name]["ms_rounds"])
+        _clear(prepared.leaves)
+    timed.clear()
 
 
 def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dict[str, Any]:
@@ -497,6 +548,7 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
             "backends": args.backends,
             "models": [m.name for m in chosen],
             "timing": timer.method + ("" if args.full_timing or args.smoke else " (quick)"),
+            "rounds": args.rounds,
             "tilefuse_strict": not args.allow_fallback,
             "cudagraphs": args.cudagraphs,
             "timeout_s": args.timeout,
@@ -526,7 +578,7 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
             _log(f"{zm.name} / {mode}")
             data["rows"].append(
                 run_row(zm, mode, columns, unusable, timer, args.smoke, args.timeout,
-                        profile=bool(args.profile))
+                        profile=bool(args.profile), rounds=args.rounds)
             )  # fmt: skip
             run.write_json(path, data)
     data["geomean_speedup"] = model_report.geomean_speedups(data["rows"])

@@ -303,6 +303,34 @@ def test_smoke_defaults_leave_inductor_out():
     assert models.parse_args(["--profile", "gpt2"]).models == ["gpt2"]
 
 
+class ScriptedTimer(models.SmokeTimer):
+    """Answers each ``median_ms`` from a script and records which backend's step ran."""
+
+    def __init__(self, script):
+        super().__init__(CPU, quick=True)
+        object.__setattr__(self, "script", list(script))
+        object.__setattr__(self, "order", [])
+
+    def median_ms(self, fn, grad_to_none=None):
+        self.order.append(fn())
+        return self.script.pop(0)
+
+
+def test_more_rounds_interleave_backends_and_take_the_median():
+    """Each backend is timed again, in turn (a (load) burst on a shared host lands on
+    one round, not on one backend), and keeps the median of its rounds."""
+    row = {"results": {"a": {"ms": 5.0}, "b": {"ms": 1.0}}, "error": None}
+    prepared = models.Prepared(nn.Identity(), lambda: None, lambda fn: fn, [])
+    timed = [("a", prepared, lambda: "a"), ("b", prepared, lambda: "b")]
+    timer = ScriptedTimer([1.0, 2.0, 1.5, 9.0])
+    models._more_rounds(row, timed, timer, rounds=3)
+    assert timer.order == ["a", "b", "a", "b"] and timed == []
+    assert row["results"]["a"] == {"ms": 1.5, "ms_rounds": [5.0, 1.0, 1.5]}
+    assert row["results"]["b"] == {"ms": 2.0, "ms_rounds": [1.0, 2.0, 9.0]}
+    assert models.parse_args([]).rounds == models.DEFAULT_ROUNDS
+    assert models.parse_args(["--smoke"]).rounds == 1
+
+
 def test_smoke_timer_is_one_call():
     calls = []
     assert models.SmokeTimer(CPU).median_ms(lambda: calls.append(1)) >= 0
