@@ -162,3 +162,23 @@ def test_training_step_matches_eager(model_name, sdpa):
         rtol, atol = (5e-2, 2e-2 * scale) if dtype == torch.bfloat16 else (1e-3, 1e-4 * scale)
         torch.testing.assert_close(p_compiled.grad, p_eager.grad, rtol=rtol, atol=atol,
                                    msg=lambda m, n=name: f"grad of {n}: {m}")  # fmt: skip
+
+
+def test_a_mask_expanded_over_keys_keeps_a_fused_attention_kernel():
+    """A padding mask ``expand``-ed over the key dim (transformers builds BERT's so while
+    tracing) made SDPA pick its math path when traced: two float32 batched GEMMs and a
+    softmax. tilefuse makes the mask contiguous first: the fused kernel runs as an extern,
+    with eager's values."""
+    q, k, v = (torch.randn(4, 12, 128, 64, device="cuda", dtype=torch.bfloat16) for _ in "qkv")
+    keep = torch.rand(4, 128, device="cuda") > 0.1
+
+    def fn(q, k, v, keep):
+        mask = keep[:, None, :, None].expand(4, 1, 128, 128)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    with torch.no_grad():
+        actual, reports = compiled_reports(fn, q, k, v, keep)
+    assert_same(actual, fn(q, k, v, keep), torch.bfloat16)
+    externs = {name for r in reports for name in r.externs}
+    assert any("attention" in name for name in externs), [r.format() for r in reports]
+    assert not any(k.kind.startswith("template") for r in reports for k in r.kernels)

@@ -41,6 +41,7 @@ from . import compile_options, config, counters, cuda_graphs, plugin
 from .backend_selection import owner, served_device_types
 from .errors import NoBackendError, TilefuseError
 from .frontend.decompositions import decomposition_table
+from .frontend.dynamo_passes import dense_attention_masks
 from .lru import BoundedLRU
 
 log = logging.getLogger("tilefuse")
@@ -281,6 +282,7 @@ def _aot(
     note: str = "",
     symbolic: bool = False,
 ) -> Callable:
+    dense_attention_masks(gm)
     backend = aot_autograd(
         fw_compiler=_inner_compiler(settings, note, symbolic, "forward"),
         bw_compiler=_inner_compiler(settings, note, symbolic, "backward"),
