@@ -6,8 +6,13 @@ padding mask ``expand``-ed over the key dim, as transformers builds one while tr
 made contiguous first. The op picks its kernel while AOTAutograd traces it, and with
 such a mask it picks the math path: on CUDA two float32 batched GEMMs and a softmax
 (BERT's four attention layers: about 0.7 ms against 0.08 ms for the fused kernel eager
-runs). A contiguous copy of the same values lets it pick a fused kernel; eager's result
-is unchanged.
+runs without a mask). With a contiguous copy of the same values it picks a fused kernel.
+The two differ on a query row whose keys are all masked: the math path returns zeros
+there (its softmax of no key is zero), a fused kernel does not; the rewritten graph
+zeroes those rows itself, so its result is the math path's. Left alone: a mask with a
+dropout probability that is not a literal zero (the fused kernels draw other random
+numbers than the math path), and a mask off CUDA (PyTorch's CPU flash kernel takes a
+strided mask as it is).
 """
 
 from __future__ import annotations
@@ -18,34 +23,53 @@ import torch
 
 _SDPA = torch._C._nn.scaled_dot_product_attention
 _MASK_POSITION = 3  # attn_mask's position among the op's arguments
+_DROPOUT_POSITION = 4
+DEVICE_TYPES = ("cuda",)  # where eager's SDPA takes its math path for such a mask
 
 
 def dense_attention_masks(gm: torch.fx.GraphModule) -> int:
-    """Make each strided attention mask in ``gm`` contiguous (see the module docstring);
-    returns how many were, recompiling ``gm`` when any was."""
+    """Make each strided attention mask in ``gm`` contiguous and zero the rows it masks
+    entirely (see the module docstring); returns how many were, recompiling ``gm`` when
+    any was."""
     rewritten = 0
-    for node in list(gm.graph.nodes):
+    graph = gm.graph
+    for node in list(graph.nodes):
         if node.op != "call_function" or node.target is not _SDPA:
             continue
         in_kwargs = "attn_mask" in node.kwargs
-        mask = node.kwargs["attn_mask"] if in_kwargs else (
-            node.args[_MASK_POSITION] if len(node.args) > _MASK_POSITION else None
-        )  # fmt: skip
+        mask = _argument(node, "attn_mask", _MASK_POSITION)
         if not isinstance(mask, torch.fx.Node) or not _strided_last_dim(mask):
             continue
-        with gm.graph.inserting_before(node):
-            dense = gm.graph.call_method("contiguous", (mask,))
+        if _argument(node, "dropout_p", _DROPOUT_POSITION) not in (None, 0, 0.0):
+            continue
+        boolean = mask.meta["example_value"].dtype == torch.bool
+        with graph.inserting_before(node):
+            dense = graph.call_method("contiguous", (mask,))
         dense.meta["example_value"] = _contiguous_example(mask.meta["example_value"])
         if in_kwargs:
             node.kwargs = {**node.kwargs, "attn_mask": dense}
         else:
-            args = list(node.args)
-            args[_MASK_POSITION] = dense
-            node.args = tuple(args)
+            node.args = (*node.args[:_MASK_POSITION], dense, *node.args[_MASK_POSITION + 1 :])
+        keys, anchor = dense, node
+        if not boolean:  # an additive mask: a key is masked where it is -inf
+            with graph.inserting_after(node):
+                keys = anchor = graph.call_function(torch.ne, (dense, float("-inf")))
+        with graph.inserting_after(anchor):
+            any_key = graph.call_method("any", (keys, -1), {"keepdim": True})
+        with graph.inserting_after(any_key):
+            result = graph.call_function(torch.where, (any_key, node, 0.0))
+        node.replace_all_uses_with(result, delete_user_cb=lambda user, r=result: user is not r)
         rewritten += 1
     if rewritten:
+        graph.lint()
         gm.recompile()
     return rewritten
+
+
+def _argument(node: torch.fx.Node, name: str, position: int) -> object:
+    if name in node.kwargs:
+        return node.kwargs[name]
+    return node.args[position] if len(node.args) > position else None
 
 
 def _contiguous_example(value: torch.Tensor) -> torch.Tensor:
@@ -56,7 +80,9 @@ def _contiguous_example(value: torch.Tensor) -> torch.Tensor:
 
 
 def _strided_last_dim(node: torch.fx.Node) -> bool:
+    """Whether ``node`` is a CUDA mask whose last dim does not step by one. (A CPU
+    mask is left alone: PyTorch's CPU flash kernel takes it as it is.)"""
     value = node.meta.get("example_value")
-    if not isinstance(value, torch.Tensor) or value.dim() < 1 or value.shape[-1] <= 1:
+    if not isinstance(value, torch.Tensor) or value.device.type not in DEVICE_TYPES:
         return False
-    return value.stride(-1) != 1
+    return value.dim() >= 1 and value.shape[-1] > 1 and value.stride(-1) != 1
