@@ -114,6 +114,8 @@ def test_a_head_split_is_stored_dense_and_walked_in_memory_order() -> None:
         assert sympy.simplify(simplified(store, kernel) - X) == 0, (node.name, store)
     assert dense_strides_like((2, 16, 8), (8, 48, 1)) == (8, 16, 1)
     assert dense_strides_like((2, 1, 8), (8, 7, 1)) == (8, 7, 1)  # a size-1 dim keeps its own
+    # An expanded dim goes outermost; the rest keep their order (the last one unit-stride).
+    assert dense_strides_like((2, 4, 16, 16), (256, 0, 16, 1)) == (256, 512, 16, 1)
 
 
 # -- scoring and policy --------------------------------------------------------------

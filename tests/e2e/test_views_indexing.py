@@ -354,3 +354,29 @@ def test_a_view_read_by_several_consumers_is_not_copied():
     cos, sin = torch.randn(6, 8), torch.randn(6, 8)
     reports = check(fn, x, w, cos, sin)
     assert kernel_count(reports) == 2, [r.format() for r in reports]
+
+
+@torch.library.custom_op("tilefuse_test::needs_unit_last_stride", mutates_args=())
+def _needs_unit_last_stride(q: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Like the fused attention kernels' bias: refuses a last dim that is not unit-stride."""
+    if bias.stride(-1) != 1:
+        raise RuntimeError(f"bias: last dimension must be contiguous (strides {bias.stride()})")
+    return q.sum(-1, keepdim=True) + bias.sum(-1, keepdim=True)
+
+
+@_needs_unit_last_stride.register_fake
+def _(q, bias):
+    return q.new_empty((*q.shape[:-1], 1))
+
+
+def test_an_expanded_value_realized_for_an_extern_keeps_a_unit_stride_last_dim():
+    """An attention bias computed from a mask and expanded over heads (what SDPA's
+    efficient kernel gets in a training graph) is realized for the extern op with the
+    expanded dim outermost: with it innermost, the last dim was strided and the kernel
+    refused it (llama's fp32 training step on the H200)."""
+
+    def fn(q, mask):
+        bias = torch.where(mask, 0.0, float("-inf")).expand(2, 4, 16, 16)
+        return _needs_unit_last_stride(q, bias), bias * 2
+
+    check(fn, torch.randn(2, 4, 16, 8), torch.rand(2, 1, 16, 16) > 0.5)

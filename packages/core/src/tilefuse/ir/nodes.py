@@ -64,11 +64,14 @@ def stride_order(sizes: Sequence[Expr], strides: Sequence[Expr]) -> list[int] | 
 def dense_strides_like(sizes: Sequence[Expr], strides: Sequence[Expr]) -> tuple[Expr, ...]:
     """Strides with the dims in ``strides``' order (largest outermost) and no gaps: a
     view's strides into a larger buffer (one head of a fused QKV projection, say) become
-    a dense tensor walked in the same order. ``strides`` unchanged where one that matters
-    is symbolic (its order is not known)."""
+    a dense tensor walked in the same order. A broadcast dim (stride 0: an ``expand``)
+    goes outermost, keeping the others' order: innermost, it would leave the last dim of
+    an expanded attention bias, which fused kernels need unit-stride, strided. ``strides``
+    unchanged where one that matters is symbolic (its order is not known)."""
     order = stride_order(sizes, strides)
     if order is None:
         return tuple(strides)
+    order = [d for d in order if strides[d] == 0] + [d for d in order if strides[d] != 0]
     out = list(strides)
     running: Expr = sympy.Integer(1)
     for d in reversed(order):
