@@ -91,6 +91,12 @@ def test_a_dropout_or_a_unit_stride_mask_is_left_alone(on_cpu, fn):
     assert "contiguous" not in gm.code
 
 
+def test_a_mask_in_a_graph_that_trains_is_left_alone(on_cpu):
+    q, k, v, keep = _args()
+    gm, _ = _dynamo_graph(_by_keyword, q.requires_grad_(), k, v, keep)
+    assert dense_attention_masks(gm) == 0
+
+
 def test_a_cpu_mask_is_left_alone():
     gm, _ = _dynamo_graph(_by_keyword, *_args())
     assert dense_attention_masks(gm) == 0

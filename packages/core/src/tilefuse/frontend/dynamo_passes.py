@@ -11,8 +11,9 @@ The two differ on a query row whose keys are all masked: the math path returns z
 there (its softmax of no key is zero), a fused kernel does not; the rewritten graph
 zeroes those rows itself, so its result is the math path's. Left alone: a mask with a
 dropout probability that is not a literal zero (the fused kernels draw other random
-numbers than the math path), and a mask off CUDA (PyTorch's CPU flash kernel takes a
-strided mask as it is).
+numbers than the math path), an attention whose q, k or v requires grad (the fused
+backward of an entirely masked row is not the math path's: cuDNN's can give NaN), and a
+mask off CUDA (PyTorch's CPU flash kernel takes a strided mask as it is).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def dense_attention_masks(gm: torch.fx.GraphModule) -> int:
             continue
         if _argument(node, "dropout_p", _DROPOUT_POSITION) not in (None, 0, 0.0):
             continue
+        if any(_requires_grad(arg) for arg in node.args[:3]):
+            continue
         boolean = mask.meta["example_value"].dtype == torch.bool
         with graph.inserting_before(node):
             dense = graph.call_method("contiguous", (mask,))
@@ -64,6 +67,11 @@ def dense_attention_masks(gm: torch.fx.GraphModule) -> int:
         graph.lint()
         gm.recompile()
     return rewritten
+
+
+def _requires_grad(arg: object) -> bool:
+    value = arg.meta.get("example_value") if isinstance(arg, torch.fx.Node) else None
+    return isinstance(value, torch.Tensor) and value.requires_grad
 
 
 def _argument(node: torch.fx.Node, name: str, position: int) -> object:

@@ -6,7 +6,9 @@ pointwise copy where they are not: the graph's first input, and each weight on e
 call, as cuDNN would otherwise copy them itself) and writes a channels-last buffer, which
 the batch norm, activation and residual add after it inherit. Its bias is not passed to
 the eager call (cuDNN adds it in a separate ATen kernel): the result is a lazy
-``conv + bias`` that fuses into the kernel reading it, rounded as eager rounds it. A channels-last
+``conv + bias`` that fuses into the kernel reading it, rounded as cuDNN's separate add
+rounds it. (oneDNN on the CPU adds the bias inside the convolution and rounds once: there,
+a half-precision result may differ from eager's by an ulp.) A channels-last
 ``convolution_backward`` (in a backward graph) likewise reads the output's gradient, the
 input and the weight channels-last and writes the input's gradient channels-last; the
 weight's gradient keeps eager's layout (the parameter's).
