@@ -8,6 +8,7 @@ handle; the node then becomes an ``Extern`` (an eager call), logged once per op.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import operator
 from collections.abc import Callable, Sequence
@@ -213,8 +214,10 @@ class GraphLowering:
         """``value`` realized in channels-last strides (what a channels-last convolution
         reads): as it is when it already is, else written there by a pointwise copy."""
         if isinstance(value, LazyValue):
-            value.stride_hint = channels_last_strides(value.size)
-            return self.realize(value)
+            # A copy: other consumers may share ``value`` (a view stays lazy) and keep
+            # eager's strides for it.
+            relaid = dataclasses.replace(value, stride_hint=channels_last_strides(value.size))
+            return self.realize(relaid)
         buf = self.realize(value)
         if channels_last_compatible(buf.layout.size, buf.layout.stride):
             return buf
