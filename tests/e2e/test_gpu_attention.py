@@ -182,3 +182,30 @@ def test_a_mask_expanded_over_keys_keeps_a_fused_attention_kernel():
     externs = {name for r in reports for name in r.externs}
     assert any("attention" in name for name in externs), [r.format() for r in reports]
     assert not any(k.kind.startswith("template") for r in reports for k in r.kernels)
+
+
+def test_a_mask_expanded_over_keys_in_training_matches_eager_gradients():
+    """The same mask with q, k and v requiring grad and two query rows whose keys are all
+    masked: the mask is left as it is (the fused backward of such a row is not the math
+    path's), and the gradients are eager's, with no NaN."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    shape = (2, 4, 192, 64)
+    q, k, v = (torch.randn(shape, device="cuda", generator=gen) for _ in "qkv")
+    keep = torch.ones(2, 192, dtype=torch.bool, device="cuda")
+    keep[0, 7] = keep[1, 100] = False
+
+    def fn(q, k, v, keep):
+        mask = keep[:, None, :, None].expand(2, 1, 192, 192)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    twins = [t.clone().requires_grad_() for t in (q, k, v)]
+    seed = torch.randn(shape, device="cuda", generator=gen)
+    (fn(*leaves, keep) * seed).sum().backward()
+    tilefuse.reset()
+    torch._dynamo.reset()
+    (torch.compile(fn, backend="tilefuse")(*twins, keep) * seed).sum().backward()
+    assert tilefuse.stats()["graphs_compiled"] >= 2
+    for eager, compiled in zip(leaves, twins, strict=True):
+        assert not compiled.grad.isnan().any()
+        torch.testing.assert_close(compiled.grad, eager.grad, rtol=1e-3, atol=1e-4)
