@@ -8,6 +8,7 @@ that no ``TemplateSelector`` takes. On CUDA it pads an N that cuBLAS serves only
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,35 +72,24 @@ class ExternChoice:
         Else ``None``."""
         import torch
 
+        from .ir.nodes import contiguous_strides
+
         if self.epilogue.steps or out.dtype != b.dtype:
             return None
-        sizes = [*out.size, *out.stride]
-        if not all(isinstance(v, int) or getattr(v, "is_Integer", False) for v in sizes):
+        if not all(isinstance(v, int) or getattr(v, "is_Integer", False)
+                   for v in (*out.size, *out.stride)):  # fmt: skip
             return None
-        size, stride = [int(v) for v in out.size], [int(v) for v in out.stride]
-        numel = 1
-        for n in size:
-            numel *= n
-        want = _contiguous_strides(size)
-        if any(n != 1 and a != w for n, a, w in zip(size, stride, want, strict=True)):
+        size = [int(n) for n in out.size]
+        want = contiguous_strides(size)
+        if any(n != 1 and a != w for n, a, w in zip(size, out.stride, want, strict=True)):
             return None
         cuda = torch.device(out.device).type == "cuda"
-        if cuda and self.op in ("mm", "bmm") and padded_width(b.dtype, size[-1], numel):
+        if cuda and self.op in ("mm", "bmm") and padded_width(b.dtype, size[-1], math.prod(size)):
             return None
         return getattr(torch, self.op)
 
     def __repr__(self) -> str:
         return f"ExternChoice({self.op!r})"
-
-
-def _contiguous_strides(size: Sequence[int]) -> list[int]:
-    """Row-major strides of ``size`` (what ``Tensor.is_contiguous`` checks, size-1 dims
-    aside)."""
-    strides, step = [], 1
-    for n in reversed(size):
-        strides.append(step)
-        step *= max(n, 1)
-    return strides[::-1]
 
 
 # Below this many result elements an odd N is not worth a padded copy of B. The C++

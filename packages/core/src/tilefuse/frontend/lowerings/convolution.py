@@ -76,11 +76,11 @@ def _plus_channel_bias(out: BufferValue, bias: Any) -> LazyValue:
     """``out + bias`` with ``bias`` (1-D) along the channel dim 1: eager's bias add
     (computed in float32 for half types, rounded to ``out``'s dtype)."""
     math = compute_dtype(out.dtype)
+    load_out = loader(out, out.size, math)
     load_bias = loader(bias, [out.size[1]], math)
 
     def fn(index: Any) -> Any:
-        value = ops.to_dtype(out.load(index), math)
-        return ops.to_dtype(ops.add(value, load_bias([index[1]])), out.dtype)
+        return ops.to_dtype(ops.add(load_out(index), load_bias([index[1]])), out.dtype)
 
     return lazy(out, fn)
 
