@@ -73,6 +73,21 @@ def test_a_mask_strided_over_keys_is_made_contiguous(on_cpu, fn):
     torch.testing.assert_close(gm(*inputs)[0], expected)
 
 
+def _two_layers(q, k, v, keep):
+    mask = _mask_over_keys(keep)
+    h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(h, k, v, attn_mask=mask)
+
+
+def test_a_mask_shared_by_two_calls_is_copied_once(on_cpu):
+    args = _args(keep_all=False)
+    gm, inputs = _dynamo_graph(_two_layers, *args)
+    assert dense_attention_masks(gm) == 2
+    assert gm.code.count(".contiguous()") == 1 and gm.code.count(".any(") == 1
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        torch.testing.assert_close(gm(*inputs)[0], _two_layers(*args))
+
+
 @pytest.mark.parametrize("fn", [_by_keyword, _additive])
 def test_rows_with_every_key_masked_are_zero_as_on_the_math_path(on_cpu, fn):
     args = _args(keep_all=False)

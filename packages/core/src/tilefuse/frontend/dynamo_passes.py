@@ -30,14 +30,15 @@ DEVICE_TYPES = ("cuda",)  # where eager's SDPA takes its math path for such a ma
 
 def dense_attention_masks(gm: torch.fx.GraphModule) -> int:
     """Make each strided attention mask in ``gm`` contiguous and zero the rows it masks
-    entirely (see the module docstring); returns how many were, recompiling ``gm`` when
-    any was."""
+    entirely (see the module docstring); returns how many attention calls were rewritten,
+    recompiling ``gm`` when any was. A mask shared by several calls (one per layer) is
+    made contiguous, and its rows with a key found, once."""
     rewritten = 0
     graph = gm.graph
+    prepared: dict[torch.fx.Node, tuple[torch.fx.Node, torch.fx.Node]] = {}
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target is not _SDPA:
             continue
-        in_kwargs = "attn_mask" in node.kwargs
         mask = _argument(node, "attn_mask", _MASK_POSITION)
         if not isinstance(mask, torch.fx.Node) or not _strided_last_dim(mask):
             continue
@@ -45,21 +46,14 @@ def dense_attention_masks(gm: torch.fx.GraphModule) -> int:
             continue
         if any(_requires_grad(arg) for arg in node.args[:3]):
             continue
-        boolean = mask.meta["example_value"].dtype == torch.bool
-        with graph.inserting_before(node):
-            dense = graph.call_method("contiguous", (mask,))
-        dense.meta["example_value"] = _contiguous_example(mask.meta["example_value"])
-        if in_kwargs:
+        if mask not in prepared:
+            prepared[mask] = _dense_and_any_key(graph, mask)
+        dense, any_key = prepared[mask]
+        if "attn_mask" in node.kwargs:
             node.kwargs = {**node.kwargs, "attn_mask": dense}
         else:
             node.args = (*node.args[:_MASK_POSITION], dense, *node.args[_MASK_POSITION + 1 :])
-        keys, anchor = dense, node
-        if not boolean:  # an additive mask: a key is masked where it is -inf
-            with graph.inserting_after(node):
-                keys = anchor = graph.call_function(torch.ne, (dense, float("-inf")))
-        with graph.inserting_after(anchor):
-            any_key = graph.call_method("any", (keys, -1), {"keepdim": True})
-        with graph.inserting_after(any_key):
+        with graph.inserting_after(node):
             result = graph.call_function(torch.where, (any_key, node, 0.0))
         node.replace_all_uses_with(result, delete_user_cb=lambda user, r=result: user is not r)
         rewritten += 1
@@ -67,6 +61,24 @@ def dense_attention_masks(gm: torch.fx.GraphModule) -> int:
         graph.lint()
         gm.recompile()
     return rewritten
+
+
+def _dense_and_any_key(
+    graph: torch.fx.Graph, mask: torch.fx.Node
+) -> tuple[torch.fx.Node, torch.fx.Node]:
+    """Nodes right after ``mask``: its contiguous copy, and per query row whether any key
+    is kept (a bool mask's True; an additive mask's entry other than -inf)."""
+    example = mask.meta["example_value"]
+    with graph.inserting_after(mask):
+        dense = graph.call_method("contiguous", (mask,))
+    dense.meta["example_value"] = _contiguous_example(example)
+    keys = dense
+    if example.dtype != torch.bool:
+        with graph.inserting_after(dense):
+            keys = graph.call_function(torch.ne, (dense, float("-inf")))
+    with graph.inserting_after(keys):
+        any_key = graph.call_method("any", (keys, -1), {"keepdim": True})
+    return dense, any_key
 
 
 def _requires_grad(arg: object) -> bool:
