@@ -55,6 +55,15 @@ def test_views_dtypes_and_non_contiguous(dtype):
     check(fn, x, dtype=dtype)
 
 
+def test_flip_of_a_flattened_slice_reads_only_its_input():
+    """prod's backward flips a slice of a flattened input; the kernel's index once went
+    negative (C's ``%``) and read the storage before the input: NaN there makes it visible."""
+    storage = torch.full((250,), float("nan"))
+    storage[125:] = torch.randn(125)
+    x = storage[125:].view(5, 5, 5)
+    check(lambda x: torch.cat([torch.ones(1), x.reshape(-1)[1:].flip(0)]) * 2, x)
+
+
 def test_view_outputs_without_compute():
     x = torch.randn(6, 10)
     check(lambda x: (x.t(), x.view(3, 20), x[:, 2:5], x.unsqueeze(0), x + 1), x)

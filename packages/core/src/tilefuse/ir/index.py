@@ -43,11 +43,20 @@ def exact_quotient(a: Expr, b: Expr) -> Expr | None:
     return num if all(c.is_Integer for c in poly.coeffs()) else None
 
 
+def _nonnegative(expr: Expr) -> bool:
+    """True when ``expr`` is provably >= 0. Kernels print ``//`` and ``%`` with C's
+    truncating semantics, so a rewrite may only leave them a non-negative operand."""
+    return expr.is_nonnegative is True
+
+
 class FloorDiv(sympy.Function):
     """``x // d`` for non-negative integer ``x`` and positive integer ``d``."""
 
     is_integer = True
     nargs = 2
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_nonnegative
 
     @classmethod
     def eval(cls, x, d):
@@ -76,7 +85,7 @@ class FloorDiv(sympy.Function):
                     whole.append(term / d)
                 else:
                     rest.append(term)
-            if whole and rest:
+            if whole and rest and _nonnegative(sympy.Add(*rest)):
                 return sympy.Add(*whole) + FloorDiv(sympy.Add(*rest), d)
             if whole:
                 return sympy.Add(*whole)
@@ -87,6 +96,7 @@ class ModularIndexing(sympy.Function):
     """``(x // d) % s`` for non-negative integer ``x``; positive ``d`` and ``s``."""
 
     is_integer = True
+    is_nonnegative = True
     nargs = 3
 
     @classmethod
@@ -111,7 +121,7 @@ class ModularIndexing(sympy.Function):
                     changed = True
                 else:
                     kept.append(term)
-            if changed:
+            if changed and _nonnegative(sympy.Add(*kept)):
                 return ModularIndexing(sympy.Add(*kept), d, s)
         return None
 
