@@ -100,7 +100,11 @@ def test_rewrites_never_leave_a_negative_operand_for_truncating_division():
     """``(125 - x) % 125`` must not become ``(-x) % 125``, nor ``(125 - x) // 25`` become
     ``5 + (-x) // 25``: kernels truncate, so those read out of bounds (a flipped slice
     of a flattened tensor did: NaN gradients from memory before the input)."""
-    for expr in (ModularIndexing(125 - x, 1, 125), FloorDiv(125 - x, 25), ModularIndexing(130 - x, 5, 5)):
+    for expr in (
+        ModularIndexing(125 - x, 1, 125),
+        FloorDiv(125 - x, 25),
+        ModularIndexing(130 - x, 5, 5),
+    ):
         for v in range(1, 125):
             want = expr.subs(x, v).doit()
             assert _c_semantics(expr, v) == int(want), (expr, v)
