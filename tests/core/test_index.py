@@ -168,11 +168,21 @@ _S1 = sympy.Symbol("s1", integer=True, positive=True)
 _R = sympy.Symbol("r", integer=True, nonnegative=True)
 # divisors and moduli: constants, size symbols, products and non-monomial polynomials
 _SIZES = [1, 2, 3, 4, 8, _S0, _S1, 2 * _S0, _S0 * _S1, _S0 + 1, (_S0 + 1) * _S1, 4 * _S0]
+# flipped sizes: n - 1 is a multiple of common divisors, the case a fold must not drop
+_FLIP_SIZES = [3, 5, 9, 17, _S0 + 1, 2 * _S0 + 1, 4 * _S0 + 1]
+
+
+def _truncated_quotient(a, b):
+    """``a / b`` rounded toward zero, as a kernel's ``//`` computes it."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
 
 
 def _value(expr, env):
-    """``expr`` at ``env`` in plain integers (``FloorDiv``/``ModularIndexing`` by their
-    definition; a zero divisor or modulus gives 0, as in the empty spaces they mean)."""
+    """``expr`` at ``env`` in plain integers, the way a kernel computes it: ``FloorDiv``
+    and ``ModularIndexing`` print as ``//`` and ``%``, which truncate toward zero, so a
+    rewrite that leaves them a negative operand shows here (a zero divisor or modulus
+    gives 0, as in the empty spaces they mean)."""
     expr = sympy.sympify(expr)
     if expr.is_Integer:
         return int(expr)
@@ -180,9 +190,12 @@ def _value(expr, env):
         return env[expr]
     args = [_value(a, env) for a in expr.args]
     if isinstance(expr, FloorDiv):
-        return args[0] // args[1] if args[1] else 0
+        return _truncated_quotient(args[0], args[1]) if args[1] else 0
     if isinstance(expr, ModularIndexing):
-        return (args[0] // args[1]) % args[2] if args[1] and args[2] else 0
+        if not (args[1] and args[2]):
+            return 0
+        q = _truncated_quotient(args[0], args[1])
+        return q - _truncated_quotient(q, args[2]) * args[2]
     if expr.is_Add:
         return sum(args)
     if expr.is_Mul:
@@ -211,7 +224,11 @@ def _random_index(rng, depth):
         return size * a, lambda env: _value(size, env) * fa(env)
     if kind < 0.5:
         return FloorDiv(a, size), lambda env: fa(env) // _value(size, env)
-    if kind < 0.7:
+    if kind < 0.6:  # a flip: n - 1 - (a mod n), non-negative with a negative term
+        n = rng.choice(_FLIP_SIZES)
+        wrapped = ModularIndexing(a, 1, n)
+        return n - 1 - wrapped, lambda env: _value(n, env) - 1 - fa(env) % _value(n, env)
+    if kind < 0.75:
         mod = rng.choice(_SIZES)
         return ModularIndexing(
             a, size, mod
@@ -241,7 +258,7 @@ def product_of(sizes):
     return out
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(40))
 def test_random_index_expressions_keep_their_meaning(seed):
     """The folding rules (divisions and wraps of wraps) and ``simplify_index`` (merges with
     size-symbol coefficients, range-based drops) are identities for every non-negative

@@ -85,10 +85,10 @@ class FloorDiv(sympy.Function):
                     whole.append(term / d)
                 else:
                     rest.append(term)
-            if whole and rest and _nonnegative(sympy.Add(*rest)):
-                return sympy.Add(*whole) + FloorDiv(sympy.Add(*rest), d)
-            if whole:
+            if whole and not rest:
                 return sympy.Add(*whole)
+            if whole and _nonnegative(sympy.Add(*rest)):
+                return sympy.Add(*whole) + FloorDiv(sympy.Add(*rest), d)
         return None
 
 
