@@ -30,6 +30,10 @@ VIEWS = {
     "flip": lambda x: x.flip(0, 2) * 2,
     "flip-last": lambda x: torch.flip(x, [-1]) - x,
     "diagonal": lambda x: x[:, :7, :7].diagonal(dim1=-2, dim2=-1) * 2,
+    # a view at a storage offset, from an extern: kernels address it from its data pointer
+    "diagonal-offset": lambda x: (x.diagonal(1, 0, 2) * 2, x.diagonal(-3, 1, 2) + 1),
+    # the extern's result overlaps itself in eager (an expand's stride 0) but not in ours
+    "diagonal-of-expand": lambda x: (x[:, :1] * 2).expand(7, 5, 257).diagonal(1, 0, 2) + 1,
     "unfold-like-as-strided": lambda x: x.contiguous().as_strided((7, 4, 5), (13 * 257, 3, 1)) + 1,
 }
 

@@ -32,6 +32,7 @@ from ..ir.nodes import (
     contiguous_strides,
     dense_strides_like,
     index_symbols,
+    overlaps,
     product,
     sympify_sizes,
 )
@@ -286,7 +287,7 @@ class GraphLowering:
             return value
         name = f"const_{len(self.constants)}"
         self.constants[name] = value
-        return BufferValue(Buffer(name, Layout.of_tensor(value)))
+        return BufferValue(Buffer(name, Layout.of_result(value)))
 
     def _output(self, value: Any, meta: Any, free: bool = False) -> Any:
         """Graph outputs keep the strides eager would give them: the backward graph
@@ -438,14 +439,14 @@ class GraphLowering:
         data = Extern(op, tuple(args), dict(kwargs), reason)
         if isinstance(meta, torch.Tensor):
             single = layout if isinstance(layout, Layout) else None
-            return BufferValue(self.add_buffer(single or Layout.of_tensor(meta), data))
+            return BufferValue(self.add_buffer(single or _extern_result_layout(meta), data))
         if isinstance(meta, (list, tuple)):
             parent = self.add_buffer(Layout.contiguous(torch.device("cpu"), torch.int8, [0]), data)
             outs: list[Any] = []
             for i, m in enumerate(meta):
                 if isinstance(m, torch.Tensor):
                     chosen = layout[i] if isinstance(layout, (list, tuple)) else None
-                    child_layout = chosen or Layout.of_tensor(m)
+                    child_layout = chosen or _extern_result_layout(m)
                     child = self.add_buffer(child_layout, None, output_of=(parent, i))
                     outs.append(BufferValue(child))
                 else:
@@ -459,7 +460,7 @@ class GraphLowering:
         """A ``Template`` node for ``op`` on ``inputs``, laid out as ``layout`` where given,
         else as eager lays out ``meta``."""
         bufs = tuple(self.strided_view(v) or self.realize(v) for v in inputs)
-        return BufferValue(self.add_buffer(layout or Layout.of_tensor(meta), Template(op, bufs)))
+        return BufferValue(self.add_buffer(layout or Layout.of_result(meta), Template(op, bufs)))
 
     def strided_view(self, value: Value) -> Buffer | None:
         """``value`` as a ``View`` buffer when it only re-strides a realized buffer
@@ -515,6 +516,17 @@ def _contiguous(size: Sequence[Any], stride: Sequence[Any]) -> bool:
     """Whether ``stride`` is the row-major one for ``size`` (size-1 dims may have any)."""
     want = contiguous_strides(size)
     return all(s == 1 or sympy.expand(a - b) == 0 for s, a, b in zip(size, stride, want))
+
+
+def _extern_result_layout(meta: torch.Tensor) -> Layout:
+    """The layout planned for an extern's result: eager's (from the fake run), except
+    where two of its indices share an element (a diagonal of an ``expand``): an input we
+    realized densely gives the op another result, and the wrapper can only copy that into
+    a layout that does not overlap, so such a result is planned dense in eager's order."""
+    layout = Layout.of_result(meta)
+    if overlaps(layout.size, layout.stride):
+        return dataclasses.replace(layout, stride=dense_strides_like(layout.size, layout.stride))
+    return layout
 
 
 def _same_window(view: Layout, eager: Layout) -> bool:

@@ -46,7 +46,7 @@ class LoweredGraph:
             if b is not None and b.name == name:
                 return b
         if name in self.constants:
-            return Buffer(name, Layout.of_tensor(self.constants[name]))
+            return Buffer(name, Layout.of_result(self.constants[name]))
         for b in self.buffers:
             if b.name == name:
                 return b

@@ -15,7 +15,7 @@ Sizes are sympy expressions; index symbols are created by ``index_symbols``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sympy
@@ -59,6 +59,22 @@ def stride_order(sizes: Sequence[Expr], strides: Sequence[Expr]) -> list[int] | 
     if not all(sympy.sympify(strides[d]).is_Integer for d in dims):
         return None
     return sorted(dims, key=lambda d: -int(strides[d]))
+
+
+def overlaps(sizes: Sequence[Expr], strides: Sequence[Expr]) -> bool:
+    """True when two indices of this layout address one element (an ``expand``'s stride
+    0, a diagonal of one); ``False`` where a stride that matters is symbolic."""
+    if any(s == 0 for s in sizes):
+        return False
+    order = stride_order(sizes, strides)
+    if order is None:
+        return False
+    extent = 1  # elements spanned by the dims inner to the current one
+    for d in reversed(order):
+        if int(strides[d]) < extent:
+            return True
+        extent += (int(sizes[d]) - 1) * int(strides[d])
+    return False
 
 
 def dense_strides_like(sizes: Sequence[Expr], strides: Sequence[Expr]) -> tuple[Expr, ...]:
@@ -105,6 +121,13 @@ class Layout:
             sympify_sizes(tensor.stride()),
             size_expr(tensor.storage_offset()),
         )
+
+    @classmethod
+    def of_result(cls, tensor: torch.Tensor) -> Layout:
+        """The layout of an op's result as the wrapper holds it: its own tensor, which
+        kernels address from its data pointer, so the offset is 0 even where eager's result
+        is a view into its input at a storage offset (``diagonal(1)``, say)."""
+        return replace(cls.of_tensor(tensor), offset=sympy.Integer(0))
 
     def index(self, idx: Sequence[Expr]) -> Expr:
         if len(idx) != len(self.size):
