@@ -15,12 +15,14 @@ from collections.abc import Callable
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.compile_check import check, check_grad
 
 Step = tuple[str, Callable[[torch.Tensor], torch.Tensor]]
 SIZES = (1, 2, 3, 5, 7)
 MAX_NUMEL = 400
+SEEDS = 64
 
 
 def _dim(rng: random.Random, t: torch.Tensor) -> int:
@@ -32,8 +34,9 @@ def _view_step(rng: random.Random, t: torch.Tensor) -> Step | None:
     d = _dim(rng, t)
     n = t.shape[d]
     kind = rng.choice(
-        ["permute", "flip", "slice", "reshape", "expand", "roll", "cat", "select", "diagonal"]
-    )
+        ["permute", "flip", "slice", "reshape", "expand", "roll", "cat", "select", "diagonal",
+         "pad", "repeat", "unfold", "index_select", "gather", "chunk"]
+    )  # fmt: skip
     if kind == "permute":
         order = list(range(t.dim()))
         rng.shuffle(order)
@@ -70,13 +73,40 @@ def _view_step(rng: random.Random, t: torch.Tensor) -> Step | None:
     if kind == "diagonal" and t.dim() > 1:
         offset = rng.choice([0, 1, -1])
         return f"diagonal({offset})", lambda t: t.diagonal(offset, 0, -1)
+    if kind == "pad" and t.numel() * 3 <= MAX_NUMEL:
+        before, after = rng.choice([(1, 0), (0, 2), (2, 1), (-1, 1)])
+        if n + before + after < 1:
+            return None
+        pads = [0, 0] * (t.dim() - 1 - d) + [before, after]
+        return f"pad({d}, {before}, {after})", lambda t: F.pad(t, pads, value=0.5)
+    if kind == "repeat" and t.numel() * 2 <= MAX_NUMEL:
+        times = [1] * t.dim()
+        times[d] = 2
+        return f"repeat({times})", lambda t: t.repeat(times)
+    if kind == "unfold" and n > 2:
+        size, step = rng.choice([(2, 1), (2, 2), (3, 2)])
+        if size > n:
+            return None
+        return f"unfold({d}, {size}, {step})", lambda t: t.unfold(d, size, step)
+    if kind == "index_select" and n > 1:
+        index = torch.tensor([n - 1, 0, n // 2, n - 1])
+        return f"index_select({d}, {index.tolist()})", lambda t: t.index_select(d, index)
+    if kind == "gather":
+        index = torch.randint(0, n, t.shape, generator=torch.Generator().manual_seed(n))
+        return f"gather({d})", lambda t: t.gather(d, index)
+    if kind == "chunk" and n > 1:
+        last = rng.random() < 0.5
+        return f"chunk(2, {d})[{-1 if last else 0}]", lambda t: t.chunk(2, d)[-1 if last else 0]
     return None
 
 
 def _compute_step(rng: random.Random, t: torch.Tensor) -> Step:
     """A pointwise op or a reduction over one dimension."""
     d = _dim(rng, t)
-    kind = rng.choice(["affine", "sin", "where", "self-flip", "sum", "amax", "softmax"])
+    kind = rng.choice(
+        ["affine", "sin", "where", "self-flip", "sum", "amax", "softmax", "cumsum", "var",
+         "logsumexp", "prod", "max", "argmax", "clamp", "masked_fill", "bf16", "minus-mean"]
+    )  # fmt: skip
     if kind == "affine":
         return "t * 1.5 - 0.25", lambda t: t * 1.5 - 0.25
     if kind == "sin":
@@ -90,6 +120,26 @@ def _compute_step(rng: random.Random, t: torch.Tensor) -> Step:
         return f"sum({d}, keepdim={keep})", lambda t: t.sum(d, keepdim=keep)
     if kind == "amax":
         return f"amax({d})", lambda t: t.amax(d)
+    if kind == "cumsum":
+        return f"cumsum({d})", lambda t: t.cumsum(d)
+    if kind == "var":
+        return f"var({d})", lambda t: t.var(d, correction=0)
+    if kind == "logsumexp":
+        return f"logsumexp({d})", lambda t: t.logsumexp(d)
+    if kind == "prod":
+        return f"prod({d})", lambda t: (t * 0.5 + 1).prod(d)
+    if kind == "max":
+        return f"max({d}).values", lambda t: t.max(d).values
+    if kind == "argmax":
+        return f"argmax({d}) + t.sum({d})", lambda t: t.argmax(d) + t.sum(d)
+    if kind == "clamp":
+        return "clamp(-0.5, 0.7)", lambda t: t.clamp(-0.5, 0.7)
+    if kind == "masked_fill":
+        return "masked_fill(t > 0.3, -1)", lambda t: t.masked_fill(t > 0.3, -1.0)
+    if kind == "bf16":
+        return "bfloat16 round trip", lambda t: t.to(torch.bfloat16).float() * 2
+    if kind == "minus-mean":
+        return f"t - t.mean({d}, keepdim)", lambda t: t - t.mean(d, keepdim=True)
     return f"softmax({d})", lambda t: t.softmax(d)
 
 
@@ -129,7 +179,7 @@ def _run(steps: list[Step]) -> Callable[[torch.Tensor], torch.Tensor]:
     return program
 
 
-@pytest.mark.parametrize("seed", range(32))
+@pytest.mark.parametrize("seed", range(SEEDS))
 def test_random_program_matches_eager(seed):
     steps, shape = random_program(seed)
     described = " -> ".join(name for name, _ in steps)
@@ -146,6 +196,6 @@ def test_random_program_matches_eager(seed):
 def test_programs_are_varied():
     """The generator is not stuck on a few ops: the seeds above draw most kinds."""
     names = {
-        name.split("(")[0].split("[")[0] for s in range(32) for name, _ in random_program(s)[0]
+        name.split("(")[0].split("[")[0] for s in range(SEEDS) for name, _ in random_program(s)[0]
     }
-    assert len(names) >= 12, names
+    assert len(names) >= 25, names
