@@ -131,6 +131,23 @@ def test_views_and_slices_over_many_sizes():
     _assert_symbolic(1)
 
 
+def test_roll_by_a_symbolic_shift():
+    """An int argument under ``dynamic=True`` is a symbol, and so is a roll's shift made
+    from it (it printed as sympy's ``Mod`` into the kernel: a NameError, and the graph
+    was specialized per shape or failed); such a roll is now one symbolic extern."""
+
+    def fn(x, shift):
+        return x.roll(shift, 1) * 2
+
+    _fresh()
+    compiled = torch.compile(fn, backend="tilefuse", dynamic=True)
+    for shift in (4, 7, -2):
+        x = torch.randn(4, 3)
+        torch._dynamo.mark_static(x)  # static sizes, a symbolic shift
+        assert_same(compiled(x, shift), fn(x, shift))
+    _assert_symbolic(1, externs=1)
+
+
 class MLP(nn.Module):
     def __init__(self, dim: int = 16) -> None:
         super().__init__()

@@ -63,8 +63,8 @@ def stride_order(sizes: Sequence[Expr], strides: Sequence[Expr]) -> list[int] | 
 
 def overlaps(sizes: Sequence[Expr], strides: Sequence[Expr]) -> bool:
     """True when two indices of this layout address one element (an ``expand``'s stride
-    0, a diagonal of one); ``False`` where a stride that matters is symbolic."""
-    if any(s == 0 for s in sizes):
+    0, a diagonal of one); ``False`` where a size or a stride that matters is symbolic."""
+    if any(s == 0 for s in sizes) or not all(sympy.sympify(s).is_Integer for s in sizes):
         return False
     order = stride_order(sizes, strides)
     if order is None:

@@ -150,6 +150,14 @@ class PythonPrinter(StrPrinter):
         inner = self._operand(x) if d == 1 else f"({self._operand(x)} // {self._operand(d)})"
         return f"({inner} % {self._operand(s)})"
 
+    def _print_Function(self, expr: Any) -> str:
+        """Any other function (sympy's ``Mod``, ``floor``...) has no integer spelling
+        here: refuse at compile time rather than emit a name the kernel cannot run."""
+        raise SymbolicUnsupported(f"the index or size {expr} uses {type(expr).__name__}")
+
+    _print_MinMaxBase = _print_Function
+    _print_Piecewise = _print_Function
+
 
 _python = PythonPrinter()
 

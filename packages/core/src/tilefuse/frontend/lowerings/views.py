@@ -199,6 +199,9 @@ def _roll(ctx, node, x, shifts, dims=()):
     dims = [dims] if isinstance(dims, int) else list(dims)
     if any(not s.is_Integer for s in x.size):
         raise Unsupported("roll of a symbolic size")
+    if not all(sympy.sympify(s).is_Integer for s in shifts):
+        raise Unsupported("roll by a symbolic shift")
+    shifts = [int(s) for s in shifts]
     sizes = [int(s) for s in x.size]
     if 0 in sizes:
         return x
