@@ -67,6 +67,27 @@ def test_proofs_assume_every_size_is_at_least_two():
     assert not known_nonnegative(sympy.Symbol("x", integer=True, nonnegative=True) - 2)
 
 
+def test_proofs_through_floor_divisions_are_sound():
+    """``s - (s + 1) // 2 >= 0`` (the second piece of ``chunk(2)``) is proved by bounding
+    each division; every claim is checked at sizes 2..40, and what cannot be bounded
+    (a product or power of a division) is not claimed."""
+    s = sympy.Symbol("s0", integer=True, positive=True)
+    t = sympy.Symbol("s1", integer=True, positive=True)
+    assert known_nonnegative(s - FloorDiv(s + 1, 2))
+    assert known_nonnegative(FloorDiv(s + 1, 2) - 1)
+    assert not known_nonnegative(s * FloorDiv(s, 2) - 3)  # not linear in the division
+    candidates = [
+        s - FloorDiv(s + 1, 2), s - 1 - FloorDiv(s, 2), FloorDiv(s, 2) - 1, FloorDiv(s, 3) - 1,
+        2 * FloorDiv(s, 2) - s + 1, t - FloorDiv(s * t, s + 1), FloorDiv(s + t, 2) - t,
+        3 * FloorDiv(s, 3) - s + 2, s - 2 * FloorDiv(s + 1, 2) + 1, FloorDiv(s - 2, 4),
+    ]  # fmt: skip
+    for expr in candidates:
+        if known_nonnegative(expr):
+            for a in range(2, 41):
+                for b in (2, 3, 7):
+                    assert int(expr.subs({s: a, t: b})) >= 0, (expr, a, b)
+
+
 def test_python_text_of_sizes_evaluates_like_the_expression():
     s0, s1 = sympy.symbols("s0 s1", integer=True, positive=True)
     exprs = [s0 * s1 + 3, FloorDiv(s0 + 1, 2), ModularIndexing(s0 * s1, 2, s1), s0**2]

@@ -148,6 +148,23 @@ def test_roll_by_a_symbolic_shift():
     _assert_symbolic(1, externs=1)
 
 
+def test_chunks_and_pads_of_symbolic_sizes_compile_once():
+    """``chunk`` of a symbolic length (pieces of ``(n + 1) // 2``: the split lowering
+    iterated a sympy expression) and ``pad`` by an int argument (a symbol of unknown sign:
+    its ``< 0`` check raised) compiled per shape; now once, the pad as an extern."""
+
+    def fn(x, before):
+        a, b = x.chunk(2, 0)
+        return F.pad(a, (before, 1)) * 2, b.sum(0) + 1
+
+    _fresh()
+    compiled = torch.compile(fn, backend="tilefuse", dynamic=True)
+    for n, before in [(4, 2), (7, 3), (9, 2)]:
+        x = torch.randn(n, 5)
+        assert_same(compiled(x, before), fn(x, before))
+    _assert_symbolic(1, externs=1)
+
+
 class MLP(nn.Module):
     def __init__(self, dim: int = 16) -> None:
         super().__init__()

@@ -63,8 +63,13 @@ def stride_order(sizes: Sequence[Expr], strides: Sequence[Expr]) -> list[int] | 
 
 def overlaps(sizes: Sequence[Expr], strides: Sequence[Expr]) -> bool:
     """True when two indices of this layout address one element (an ``expand``'s stride
-    0, a diagonal of one); ``False`` where a size or a stride that matters is symbolic."""
-    if any(s == 0 for s in sizes) or not all(sympy.sympify(s).is_Integer for s in sizes):
+    0, a diagonal of one); ``False`` where that depends on symbolic sizes or strides
+    (a symbolic size is at least 2: Dynamo specializes 0 and 1)."""
+    if any(s == 0 for s in sizes):
+        return False
+    if any(st == 0 and s != 1 for s, st in zip(sizes, strides)):
+        return True
+    if not all(sympy.sympify(s).is_Integer for s in sizes):
         return False
     order = stride_order(sizes, strides)
     if order is None:

@@ -47,6 +47,12 @@ def _from_torch(expr: Any) -> Expr:
         return FloorDiv(_from_torch(expr.args[0]), _from_torch(expr.args[1]))
     if name == "ModularIndexing":
         return ModularIndexing(*[_from_torch(a) for a in expr.args])
+    if name == "Max":
+        # max(1, s0*s1): how torch writes a contiguous stride; the sizes decide it
+        args = [_from_torch(a) for a in expr.args]
+        for a in args:
+            if all(known_nonnegative(a - b) for b in args):
+                return a
     raise SymbolicUnsupported(f"size expression {expr} uses {name}, which the IR does not express")
 
 
@@ -119,11 +125,31 @@ def hint_of(expr: Any, hints: Mapping[sympy.Symbol, int]) -> int:
     return int(expr.subs({s: hints[s] for s in expr.free_symbols}))
 
 
+def _without_floor_divisions(expr: Expr) -> Expr | None:
+    """``expr`` with each ``FloorDiv(a, d)`` replaced by the bound of it that makes the
+    result smaller: ``(a - d + 1) / d`` where it is added, ``a / d`` where subtracted. The
+    result is a lower bound of ``expr`` (``None`` where a division is not a term of it)."""
+    divisions = expr.atoms(FloorDiv)
+    bounds = {}
+    for f in divisions:
+        coeff = expr.coeff(f)
+        a, d = f.args
+        linear = coeff.is_number and coeff != 0 and not (expr - coeff * f).has(f)
+        if not linear or (d.is_number and d <= 0):
+            return None
+        bounds[f] = (a - d + 1) / d if coeff > 0 else a / d
+    out = sympy.expand(expr.subs(bounds)) if bounds else expr
+    return None if out.atoms(FloorDiv) else out
+
+
 def known_nonnegative(expr: Any) -> bool:
     """True when ``expr >= 0`` for every value of its size symbols (each ``>= MIN_SIZE``)."""
     expr = sympy.sympify(expr)
     if expr.is_Integer:
         return bool(expr >= 0)
+    expr = _without_floor_divisions(sympy.expand(expr))
+    if expr is None:
+        return False
     shifted = {
         s: sympy.Symbol(f"_t_{s.name}", integer=True, nonnegative=True) + MIN_SIZE
         for s in expr.free_symbols

@@ -11,7 +11,7 @@ import torch
 from ...ir.index import FloorDiv, ModularIndexing, flatten, unflatten
 from ...ir.nodes import Layout, Template, stride_order, sympify_sizes
 from ...ir.ops import ops
-from ...ir.symbolic import known_nonnegative
+from ...ir.symbolic import known_nonnegative, size_expr
 from ..lowering import Unsupported, register
 from ..values import BufferValue, LazyValue, Value
 from .common import out_meta, out_sizes
@@ -152,12 +152,13 @@ _EPILOGUE_OPS = 8
 def _split(ctx, node, x, sizes, dim=0):
     x = _whole_epilogue(ctx, x)
     dim = dim % x.rank
-    total = x.size[dim]
-    if isinstance(sizes, int):
-        if not total.is_Integer:
-            raise Unsupported(f"split of a symbolic size {total} into chunks")
-        total = int(total)
-        sizes = [min(sizes, total - s) for s in range(0, total, sizes)] or [0]
+    if not isinstance(sizes, (list, tuple)):
+        # chunks of one size: eager's outputs (the fake run's) give each piece's length,
+        # symbolic ones included (Dynamo guards on how many pieces there are)
+        pieces = node.meta.get("val")
+        if not isinstance(pieces, (list, tuple)):
+            raise Unsupported("split into chunks without the pieces' example values")
+        sizes = [size_expr(m.shape[dim]) for m in pieces]
     outs = []
     start = 0
     for s in sizes:
@@ -317,8 +318,10 @@ def _pad(ctx, node, x, pad, value=0):
             return x.load(src)
         return ops.masked(cond, lambda: x.load(src), value)
 
-    if any(b < 0 or a < 0 for b, a in pairs):
-        raise Unsupported("negative padding")
+    for amount in (a for pair in pairs for a in pair):
+        # a crop, or a symbol (an int argument under dynamic=True) of unknown sign
+        if not (sympy.sympify(amount).is_Integer and int(amount) >= 0):
+            raise Unsupported(f"padding by {amount}: only non-negative constants are lowered")
     return LazyValue(dtype, x.device, new, fn)
 
 
