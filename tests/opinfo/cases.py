@@ -27,6 +27,16 @@ from torch.testing._internal.common_methods_invocations import (
 )
 from torch.testing._internal.opinfo.core import OpInfo, SampleInput
 
+# Ops that return views of their input (or may): ``view_cases`` runs each of their CPU
+# samples with the outputs consumed (``runner._consumed``).
+VIEW_OPS = (
+    "view", "reshape", "reshape_as", "view_as", "permute", "transpose", "t", "mT", "expand",
+    "expand_as", "broadcast_to", "narrow", "select", "slice", "unfold", "squeeze",
+    "squeeze.multiple", "unsqueeze", "flatten", "unflatten", "movedim", "split",
+    "split_with_sizes", "chunk", "unbind", "diagonal", "as_strided", "contiguous", "clone",
+    "ravel", "atleast_2d", "tensor_split",
+)  # fmt: skip
+
 # The named ops the sweep covers beyond the ufunc lists (OpInfo full names; an entry that
 # this torch's op_db lacks is left out, see ``missing_named``).
 NAMED = (
@@ -67,11 +77,7 @@ NAMED = (
     "nn.functional.l1_loss", "nn.functional.smooth_l1_loss", "nn.functional.huber_loss",
     "nn.functional.binary_cross_entropy_with_logits", "nn.functional.kl_div",
     # views
-    "view", "reshape", "reshape_as", "view_as", "permute", "transpose", "t", "mT", "expand",
-    "expand_as", "broadcast_to", "narrow", "select", "slice", "unfold", "squeeze",
-    "squeeze.multiple", "unsqueeze", "flatten", "unflatten", "movedim", "split",
-    "split_with_sizes", "chunk", "unbind", "diagonal", "as_strided", "contiguous", "clone",
-    "ravel", "atleast_2d", "tensor_split",
+    *VIEW_OPS,
     # triangles
     "tril", "triu",
     # convolution and pooling (channels-last on CUDA: frontend/layout_choice.py)
@@ -213,6 +219,17 @@ def cpu_cases() -> list[Case]:
         Case(full_name(op), dtype, cpu_pick(op, dtype))
         for op in selected_ops()
         for dtype in cpu_dtypes(op)
+    ]
+
+
+def view_cases() -> list[Case]:
+    """Every float32 CPU sample of ``VIEW_OPS`` (a few hundred small cases)."""
+    ops = {full_name(op): op for op in selected_ops()}
+    return [
+        Case(name, torch.float32, i)
+        for name in VIEW_OPS
+        if name in ops
+        for i, _ in enumerate(iter_samples(ops[name], "cpu", torch.float32))
     ]
 
 

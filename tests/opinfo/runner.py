@@ -216,15 +216,28 @@ def _no_guard_profiling() -> Iterator[None]:
         guards.profile_guard_manager = real
 
 
-def run_case(case: cases.Case, device: str) -> None:
-    """Compile ``case`` on ``device`` strictly and compare outputs and gradients to eager."""
+def _consumed(call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call`` with each tensor it returns copied: a view the op returns becomes a kernel
+    that reads through the view's layout (strides, storage offset), which the graph's
+    output alone never does."""
+
+    def copies(*args: Any, **kwargs: Any) -> Any:
+        out = call(*args, **kwargs)
+        return pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, out)
+
+    return copies
+
+
+def run_case(case: cases.Case, device: str, consume: bool = False) -> None:
+    """Compile ``case`` on ``device`` strictly and compare outputs and gradients to eager;
+    ``consume``: compile the op followed by a copy of each output (``_consumed``)."""
     op = case.op
     sample = cases.sample_at(op, device, case.dtype, case.index)
     if sample is None:
         raise AssertionError(f"{case.id}: the OpInfo gives fewer samples on {device}")
     tolerance = known.tolerance(op, case.dtype, device)
-    call: Callable[..., Any] = op.op
-    what = f"{case.id} [{cases.describe(sample)}]"
+    call: Callable[..., Any] = _consumed(op.op) if consume else op.op
+    what = f"{case.id}{' consumed' if consume else ''} [{cases.describe(sample)}]"
 
     pristine = _clone(((sample.input, *sample.args), sample.kwargs))
     eager_args, eager_kwargs = _clone(pristine)

@@ -39,6 +39,8 @@ def _param(case: cases.Case):
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cpu_case" in metafunc.fixturenames:
         metafunc.parametrize("cpu_case", [_param(c) for c in cases.cpu_cases()])
+    if "view_case" in metafunc.fixturenames:
+        metafunc.parametrize("view_case", [_param(c) for c in cases.view_cases()])
     if "gpu_case" in metafunc.fixturenames:
         # Enumerating every sample takes minutes: only where the sweep can run.
         if torch.cuda.is_available():
@@ -70,6 +72,13 @@ def _gpu_cases() -> list[cases.Case]:
 
 def test_opinfo_cpu(cpu_case: cases.Case) -> None:
     runner.run_case(cpu_case, "cpu")
+
+
+def test_opinfo_cpu_views_consumed(view_case: cases.Case) -> None:
+    """Each sample of a view op, its outputs copied in the graph: a kernel then reads
+    through the view's strides and storage offset (a ``diagonal(offset=1)`` read the
+    wrong elements while the bare view output, returned as is, looked right)."""
+    runner.run_case(view_case, "cpu", consume=True)
 
 
 @pytest.mark.gpu
