@@ -107,6 +107,28 @@ def test_stats_count_compiled_graphs_kernels_and_externs():
     assert all(v == 0 for v in tilefuse.stats().values())
 
 
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64], ids=str)
+def test_a_dtype_kernels_lack_runs_as_an_extern_inside_the_graph(dtype):
+    """Kernels have no uint16/32/64: a tensor of one filled with a constant (a ``KeyError``
+    from the kernel writer, before) is an eager call in the compiled graph, beside the
+    kernels."""
+
+    def fn(x):
+        bits = torch.full_like(x.view(dtype), 7)
+        return bits, x * 2
+
+    x = torch.randn(4, 8, dtype=torch.float64)  # 8 bytes: a view as any of them
+    torch._dynamo.reset()
+    tilefuse.reset()
+    bits, doubled = torch.compile(fn, backend="tilefuse")(x)
+    want_bits, want_doubled = fn(x)
+    assert torch.equal(bits.view(torch.uint8), want_bits.view(torch.uint8))
+    torch.testing.assert_close(doubled, want_doubled)
+    stats = tilefuse.stats()
+    assert stats["graphs_compiled"] == 1 and stats["graphs_fallen_back"] == 0, stats
+    assert stats["externs"] >= 1 and stats["kernels_compiled"] >= 1, stats
+
+
 def test_extern_outputs_that_are_none_pass_through():
     # CUDA's flash attention returns None for outputs its meta function sizes as tensors.
     assert _ensure_layout(None, (2, 3), (3, 1)) is None

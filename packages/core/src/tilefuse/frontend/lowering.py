@@ -337,9 +337,9 @@ class GraphLowering:
         device_problem = self._device_problem(node, args, kwargs)
         if device_problem is not None:
             result = self.extern(node, args, kwargs, device_problem)
-        elif lowering is not None and _touches_complex(node, args, kwargs):
-            # Kernels have no complex types: eager computes it, inside the graph.
-            result = self.extern(node, args, kwargs, "complex tensors run eagerly")
+        elif lowering is not None and (problem := _dtype_problem(node, args, kwargs)):
+            # Kernels have no such type: eager computes it, inside the graph.
+            result = self.extern(node, args, kwargs, problem)
         elif lowering is not None:
             try:
                 result = lowering(self, node, *args, **kwargs)
@@ -542,19 +542,30 @@ def _same_window(view: Layout, eager: Layout) -> bool:
     )
 
 
-def _touches_complex(node: torch.fx.Node, args: Any, kwargs: Any) -> bool:
-    """True when ``node`` reads or produces a complex tensor."""
-    found = False
+# What kernels compute in: core's default dtypes and bool (not complex, uint16/32/64,
+# the float8 types...).
+KERNEL_DTYPES = frozenset(plugin.DEFAULT_DTYPES) | {"bool"}
+
+
+def _dtype_problem(node: torch.fx.Node, args: Any, kwargs: Any) -> str | None:
+    """Why ``node``'s tensors (read or produced) have a dtype no kernel computes in, or
+    ``None`` when they have none."""
+    found: set[torch.dtype] = set()
 
     def visit(x: Any) -> Any:
-        nonlocal found
         dtype = getattr(x, "dtype", None)
-        if isinstance(x, (Value, torch.Tensor)) and dtype is not None and dtype.is_complex:
-            found = True
+        if isinstance(x, (Value, torch.Tensor)) and isinstance(dtype, torch.dtype):
+            if str(dtype).removeprefix("torch.") not in KERNEL_DTYPES:
+                found.add(dtype)
         return x
 
     _map_values((args, kwargs, node.meta.get("val")), visit)
-    return found
+    if not found:
+        return None
+    if any(d.is_complex for d in found):
+        return "complex tensors run eagerly"
+    names = ", ".join(sorted(str(d).removeprefix("torch.") for d in found))
+    return f"{names} tensors run eagerly (no kernel dtype)"
 
 
 def _devices_of(obj: Any) -> set[torch.device]:
