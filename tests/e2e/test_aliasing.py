@@ -102,3 +102,29 @@ def test_graph_torch_cannot_functionalize_runs_eagerly(monkeypatch, caplog):
     assert torch.equal(actual, expected) and torch.equal(base, base_eager)
     assert "as_strided" in caplog.text and "running it eagerly" in caplog.text
     assert tilefuse.stats()["graphs_fallen_back"] == 1
+
+
+def _bits_and_more(x):
+    u = (x * 2).view(torch.uint32)  # an extern whose result views its input's memory
+    s = u.view(torch.float32).sum()
+    return u.view(torch.float32), (x + s).view(torch.uint32).view(torch.float32)
+
+
+def _complex_pairs(x):
+    u = torch.view_as_complex(x * 2)
+    s = torch.view_as_real(u).sum()
+    return u, torch.view_as_complex(x + s)
+
+
+@pytest.mark.parametrize(
+    "fn", [_bits_and_more, _complex_pairs], ids=["view-dtype", "view-as-complex"]
+)
+def test_a_returned_extern_view_keeps_the_memory_it_views(fn):
+    """The wrapper handed the buffer under an extern's view result to a later buffer of
+    the same layout (the returned view then held the later values): such inputs now live
+    as long as the result, and are never reused when it is returned."""
+    x = torch.arange(8.0).reshape(4, 2)
+    expected = fn(x)
+    actual, _ = compiled_reports(fn, x)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e)

@@ -150,7 +150,8 @@ def random_program(seed: int) -> tuple[list[Step], torch.Size]:
     shape = torch.Size(rng.choice(SIZES) for _ in range(rng.randint(1, 4)))
     t = torch.empty(shape)
     steps: list[Step] = []
-    while len(steps) < rng.randint(3, 6):
+    length = rng.randint(3, 6)
+    while len(steps) < length:
         step = _view_step(rng, t) if rng.random() < 0.6 else _compute_step(rng, t)
         if step is None:
             continue

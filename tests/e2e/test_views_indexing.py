@@ -32,6 +32,10 @@ VIEWS = {
     "diagonal": lambda x: x[:, :7, :7].diagonal(dim1=-2, dim2=-1) * 2,
     # a view at a storage offset, from an extern: kernels address it from its data pointer
     "diagonal-offset": lambda x: (x.diagonal(1, 0, 2) * 2, x.diagonal(-3, 1, 2) + 1),
+    # a padded odd-step slice of a transposed reshape: (2*i - 1) // 2 is not i
+    "pad-of-strided-reshape": lambda x: (
+        F.pad(x[0, 0, :12].view(2, 6).t().reshape(12)[1::2], (1, 0)) * 2
+    ),
     # the extern's result overlaps itself in eager (an expand's stride 0) but not in ours
     "diagonal-of-expand": lambda x: (x[:, :1] * 2).expand(7, 5, 257).diagonal(1, 0, 2) + 1,
     "unfold-like-as-strided": lambda x: x.contiguous().as_strided((7, 4, 5), (13 * 257, 3, 1)) + 1,

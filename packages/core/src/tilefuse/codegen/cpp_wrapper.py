@@ -440,11 +440,15 @@ def constant_names(constants: dict[str, Any]) -> list[str]:
 
 def _byte_offset(buf: Buffer) -> int:
     """Where ``buf`` starts, in bytes from the start of the buffer it views (0 for one
-    that is not a view), following views of views."""
+    that is not a view), following views of views; 1 (unaligned) where that buffer is an
+    extern's result that may view its input at any offset (``diagonal(1)``)."""
     total = 0
     while isinstance(buf.data, View):
         total += int(buf.layout.offset) * buf.layout.dtype.itemsize
         buf = buf.data.base
+    producer = buf.output_of[0] if buf.output_of is not None else buf  # one of several
+    if isinstance(producer.data, Extern) and producer.data.may_alias_inputs():
+        return 1
     return total
 
 

@@ -145,6 +145,7 @@ class WrapperPlan:
         keep = {o.name for o in outputs} | {b.name for b in graph.inputs if b is not None}
         # A returned view keeps its base: never freed, never handed to another buffer.
         keep |= {o.data.base.name for o in outputs if isinstance(o.data, View)}
+        keep |= self.schedule.pinned  # viewed by a returned extern result
         names = [b.name if b is not None else f"_scalar{i}" for i, b in enumerate(graph.inputs)]
         self.begin(names)
         pool: dict[tuple, list[str]] = {}

@@ -555,7 +555,7 @@ def _dtype_problem(node: torch.fx.Node, args: Any, kwargs: Any) -> str | None:
     def visit(x: Any) -> Any:
         dtype = getattr(x, "dtype", None)
         if isinstance(x, (Value, torch.Tensor)) and isinstance(dtype, torch.dtype):
-            if str(dtype).removeprefix("torch.") not in KERNEL_DTYPES:
+            if plugin.dtype_name(dtype) not in KERNEL_DTYPES:
                 found.add(dtype)
         return x
 
@@ -564,7 +564,7 @@ def _dtype_problem(node: torch.fx.Node, args: Any, kwargs: Any) -> str | None:
         return None
     if any(d.is_complex for d in found):
         return "complex tensors run eagerly"
-    names = ", ".join(sorted(str(d).removeprefix("torch.") for d in found))
+    names = ", ".join(sorted(plugin.dtype_name(d) for d in found))
     return f"{names} tensors run eagerly (no kernel dtype)"
 
 

@@ -271,6 +271,8 @@ def _drop_redundant(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
                 continue
             big = [t for t in terms if int(t.as_coeff_Mul()[0]) % k == 0]
             small = [t for t in terms if int(t.as_coeff_Mul()[0]) % k != 0]
+            if small and not _nonnegative(sympy.Add(*small)):
+                continue  # (2*i - 1) // 2 is not i: the remainder must be >= 0
             bound = _upper_bound(sympy.Add(*small), ranges) if small else sympy.Integer(1)
             if big and bound is not None and _known_le(bound, sympy.Integer(k)):
                 return sympy.expand(sympy.Add(*big) / k), sympy.Integer(k)

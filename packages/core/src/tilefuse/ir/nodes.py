@@ -177,6 +177,14 @@ class Extern:
     kwargs: dict[str, Any]
     reason: str = ""
 
+    def may_alias_inputs(self) -> bool:
+        """True when a result may share memory with a tensor argument: the op's schema
+        says so (``view.dtype``, ``view_as_real``...), or the op has no schema to ask."""
+        schema = getattr(self.op, "_schema", None)
+        if schema is None:
+            return True
+        return any(r.alias_info is not None for r in schema.returns)
+
 
 @dataclass
 class Template:

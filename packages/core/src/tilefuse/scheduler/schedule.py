@@ -24,6 +24,8 @@ class Schedule:
     removed: list[str] = field(default_factory=list)  # dead buffers
     fused_away: list[str] = field(default_factory=list)  # never allocated
     last_use: dict[str, int] = field(default_factory=dict)  # buffer -> step index
+    # buffers an extern's returned result may view: never freed, never reused
+    pinned: set[str] = field(default_factory=set)
 
     def kernels(self) -> list[FusedGroup]:
         return [s for s in self.steps if isinstance(s, FusedGroup)]
@@ -125,3 +127,28 @@ def _plan_memory(schedule: Schedule, outputs: set[str], parent_of: dict[str, str
         for name in reads:
             schedule.last_use[parent_of.get(name, name)] = i
             schedule.last_use[name] = i
+    _keep_viewed_inputs(schedule, read_by_step, outputs, parent_of)
+
+
+def _keep_viewed_inputs(
+    schedule: Schedule, read_by_step: list[set[str]], outputs: set[str], parent_of: dict[str, str]
+) -> None:
+    """An extern whose result may view its inputs (``Extern.may_alias_inputs``) keeps them
+    alive as long as that result: freed or handed to another buffer earlier, the memory
+    under the view would change. Walked backwards, so chains of such externs carry it."""
+    last_use = schedule.last_use
+    children: dict[str, list[str]] = {}
+    for child, parent in parent_of.items():
+        children.setdefault(parent, []).append(child)
+    for i in reversed(range(len(schedule.steps))):
+        step = schedule.steps[i]
+        if not isinstance(step, ExternStep) or not step.node.buffer.data.may_alias_inputs():
+            continue
+        results = [step.node.name, *children.get(step.node.name, [])]
+        returned = any(r in outputs or r in schedule.pinned for r in results)
+        until = max([i, *(last_use.get(r, i) for r in results)])
+        for name in read_by_step[i]:
+            for held in {name, parent_of.get(name, name)}:
+                if returned:
+                    schedule.pinned.add(held)
+                last_use[held] = max(last_use.get(held, i), until)

@@ -305,6 +305,10 @@ def _pad(ctx, node, x, pad, value=0):
     new = out_sizes(node)
     dtype = out_meta(node).dtype
     pairs = [(pad[2 * i], pad[2 * i + 1]) for i in range(len(pad) // 2)]
+    for amount in (a for pair in pairs for a in pair):
+        # a crop, or a symbol (an int argument under dynamic=True) of unknown sign
+        if not (sympy.sympify(amount).is_Integer and int(amount) >= 0):
+            raise Unsupported(f"padding by {amount}: only non-negative constants are lowered")
 
     def fn(idx):
         src = list(idx)
@@ -318,10 +322,6 @@ def _pad(ctx, node, x, pad, value=0):
             return x.load(src)
         return ops.masked(cond, lambda: x.load(src), value)
 
-    for amount in (a for pair in pairs for a in pair):
-        # a crop, or a symbol (an int argument under dynamic=True) of unknown sign
-        if not (sympy.sympify(amount).is_Integer and int(amount) >= 0):
-            raise Unsupported(f"padding by {amount}: only non-negative constants are lowered")
     return LazyValue(dtype, x.device, new, fn)
 
 
