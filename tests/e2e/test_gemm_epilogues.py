@@ -109,3 +109,20 @@ def test_a_bfloat16_template_rounds_its_result_to_nearest():
     ulp = torch.finfo(torch.bfloat16).eps * once.float().abs()
     assert ((actual.float() - once.float()).abs() <= ulp).all()
     assert (actual == once).float().mean() > 0.97
+
+
+def test_a_rounding_inside_a_float32_epilogue_is_kept():
+    """``(a @ b).to(bfloat16).float() * 3`` rounds in eager; the epilogue matcher dropped
+    float casts (math runs in float32), so a fused epilogue skipped the rounding (found by
+    a random program's backward). Such a chain is not fused now; a bfloat16 chain still
+    is (``test_a_bfloat16_template_rounds_its_result_to_nearest``)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(16, 32, generator=g), torch.randn(32, 8, generator=g)
+
+    def fn(a, b):
+        return (a @ b).to(torch.bfloat16).float() * 3
+
+    actual, _ = compiled_reports(fn, a, b)
+    # each element is 3 times a bfloat16 value (exact in float32), as in eager
+    assert torch.equal((actual / 3).bfloat16().float(), actual / 3)
+    torch.testing.assert_close(actual, fn(a, b), rtol=1e-2, atol=1e-2)

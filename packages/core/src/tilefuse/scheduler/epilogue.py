@@ -103,10 +103,14 @@ class _TreeBuilder:
             raise NotAnEpilogue(f"a constant that is not a number ({value!r})") from exc
 
     def to_dtype(self, value: Any, dtype: Any, *args: Any, **kwargs: Any) -> Any:
-        # Math runs in float32 and the final store casts; a cast to a non-float type
-        # (truncation, bool) changes values, so it is no step of any known epilogue.
-        if not getattr(dtype, "is_floating_point", False):
+        # Math runs in float32 and the final store casts. A cast to a non-float type
+        # (truncation, bool) changes values, so it is no step of any known epilogue; nor
+        # is float64 math. A cast to a narrower float rounds: kept as a term, which only
+        # the store's own cast may absorb (``_without_store_rounding``).
+        if not getattr(dtype, "is_floating_point", False) or dtype_name(dtype) == "float64":
             raise NotAnEpilogue(f"a cast to {dtype}")
+        if dtype.itemsize < 4:
+            return ("round", value, dtype)
         return value
 
     def masked(self, *args: Any) -> tuple:
@@ -464,6 +468,26 @@ def _failed(exc: Exception) -> NotAnEpilogue:
     return NotAnEpilogue(f"the epilogue matcher failed on it ({type(exc).__name__}: {exc})")
 
 
+def _without_store_rounding(tree: Any, stored: Any) -> Any:
+    """``tree`` without its roundings to ``stored``, the dtype the template stores in: a
+    chain of bfloat16 ops computes in float32 and rounds once, at the store (the usual
+    fused precision). A rounding to another dtype stays, and the matcher refuses it
+    (``x.to(bfloat16).float()`` in a float32 chain: dropping it would change values)."""
+    memo: dict[int, Any] = {}
+
+    def strip(t: Any) -> Any:
+        if not (isinstance(t, tuple) and t and isinstance(t[0], str)):
+            return t
+        if id(t) not in memo:
+            if t[0] == "round" and t[2] == stored:
+                memo[id(t)] = strip(t[1])
+            else:
+                memo[id(t)] = (t[0], *(strip(a) for a in t[1:]))
+        return memo[id(t)]
+
+    return strip(tree)
+
+
 def _match(template: SchedNode, node: SchedNode, buffers: dict[str, Any]) -> MatchedEpilogue:
     data = node.buffer.data
     if not isinstance(data, Pointwise):
@@ -481,7 +505,7 @@ def _match(template: SchedNode, node: SchedNode, buffers: dict[str, Any]) -> Mat
     # Reshapes on the way read through // and %, which the GEMM's ranges undo.
     ranges = dict(zip(index_vars, shape, strict=True))
     with ops_handler(_TreeBuilder(ranges)):
-        tree = data.body(at)
+        tree = _without_store_rounding(data.body(at), node.buffer.layout.dtype)
     steps, operands = match_tree(tree, template.name, out_index, index_vars, shape)
     if out_layout is not None and not steps:
         # Stored in the GEMM's own order, it holds the GEMM's elements: a view would do,
