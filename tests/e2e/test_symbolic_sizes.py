@@ -148,21 +148,47 @@ def test_roll_by_a_symbolic_shift():
     _assert_symbolic(1, externs=1)
 
 
-def test_chunks_and_pads_of_symbolic_sizes_compile_once():
+def test_chunks_of_symbolic_sizes_compile_once():
     """``chunk`` of a symbolic length (pieces of ``(n + 1) // 2``: the split lowering
-    iterated a sympy expression) and ``pad`` by an int argument (a symbol of unknown sign:
-    its ``< 0`` check raised) compiled per shape; now once, the pad as an extern."""
+    iterated a sympy expression) compiled per shape; now once."""
+
+    def fn(x):
+        a, b = x.chunk(2, 0)
+        return F.pad(a, (2, 1)) * 2, b.sum(0) + 1
+
+    _over_sizes(fn, lambda n: (torch.randn(n, 5),), [4, 7, 9, 12], [[0]])
+    _assert_symbolic(1)
+
+
+def test_a_pad_by_an_int_argument_matches_eager():
+    """Padding by an int argument (a symbol of unknown sign under ``dynamic=True``: its
+    ``< 0`` check raised) runs as an extern; its result's strides hold ``max(1, ...)`` of
+    that symbol, so the graph is specialized per value, and each result is eager's."""
 
     def fn(x, before):
-        a, b = x.chunk(2, 0)
-        return F.pad(a, (before, 1)) * 2, b.sum(0) + 1
+        return F.pad(x, (before, 1)) * 2
 
     _fresh()
     compiled = torch.compile(fn, backend="tilefuse", dynamic=True)
     for n, before in [(4, 2), (7, 3), (9, 2)]:
         x = torch.randn(n, 5)
         assert_same(compiled(x, before), fn(x, before))
-    _assert_symbolic(1, externs=1)
+    assert tilefuse.stats()["graphs_fallen_back"] == 0
+
+
+def test_an_int_argument_is_no_size_in_max():
+    """Under ``dynamic=True`` an int argument is a symbol of any sign: ``max(n, 1)`` as a
+    slice step is not ``n`` (taken as a size, at least 2, it was, and n = -2 then asked
+    for a tensor of a negative size)."""
+
+    def fn(x, n):
+        return x[:: max(n, 1)] * 2
+
+    _fresh()
+    compiled = torch.compile(fn, backend="tilefuse", dynamic=True)
+    for n in (3, 5, -2, 2):
+        x = torch.randn(8, 4)
+        assert_same(compiled(x, n), fn(x, n))
 
 
 class MLP(nn.Module):

@@ -26,7 +26,7 @@ from .index import Expr, FloorDiv, ModularIndexing, is_size_symbol
 MIN_SIZE = 2
 
 
-def _from_torch(expr: Any) -> Expr:
+def _from_torch(expr: Any, sizes_only: bool = False) -> Expr:
     if isinstance(expr, sympy.Integer):
         return expr
     if isinstance(expr, sympy.Symbol):
@@ -37,23 +37,43 @@ def _from_torch(expr: Any) -> Expr:
             )
         return expr
     if expr.is_Add:
-        return sympy.Add(*[_from_torch(a) for a in expr.args])
+        return sympy.Add(*[_from_torch(a, sizes_only) for a in expr.args])
     if expr.is_Mul:
-        return sympy.Mul(*[_from_torch(a) for a in expr.args])
+        return sympy.Mul(*[_from_torch(a, sizes_only) for a in expr.args])
     name = type(expr).__name__
     if (expr.is_Pow or name == "PowByNatural") and expr.args[1].is_Integer and expr.args[1] > 0:
-        return _from_torch(expr.args[0]) ** expr.args[1]
+        return _from_torch(expr.args[0], sizes_only) ** expr.args[1]
     if name in ("FloorDiv", "CleanDiv"):
-        return FloorDiv(_from_torch(expr.args[0]), _from_torch(expr.args[1]))
+        return FloorDiv(
+            _from_torch(expr.args[0], sizes_only), _from_torch(expr.args[1], sizes_only)
+        )
     if name == "ModularIndexing":
-        return ModularIndexing(*[_from_torch(a) for a in expr.args])
-    if name == "Max":
-        # max(1, s0*s1): how torch writes a contiguous stride; the sizes decide it
-        args = [_from_torch(a) for a in expr.args]
+        return ModularIndexing(*[_from_torch(a, sizes_only) for a in expr.args])
+    if name == "Max" and sizes_only:
+        # max(1, s0*s1): how torch writes a contiguous stride; the sizes decide it. Only
+        # where every symbol is a size (>= 2): an int argument under dynamic=True is a
+        # symbol of any sign (max(n, 1) is no n).
+        args = [_from_torch(a, sizes_only) for a in expr.args]
         for a in args:
             if all(known_nonnegative(a - b) for b in args):
                 return a
     raise SymbolicUnsupported(f"size expression {expr} uses {name}, which the IR does not express")
+
+
+def _sizes_only(node: Any) -> bool:
+    """True when every symbol of ``node``'s expression is at least ``MIN_SIZE`` by its
+    ShapeEnv's value ranges (sizes are; an int argument's symbol need not be)."""
+    ranges = getattr(getattr(node, "shape_env", None), "var_to_range", None)
+    if ranges is None:
+        return False
+    for sym in node.expr.free_symbols:
+        lower = getattr(ranges.get(sym), "lower", None)
+        try:
+            if lower is None or not bool(lower >= MIN_SIZE):  # -oo for an int argument
+                return False
+        except (TypeError, ValueError, ArithmeticError):
+            return False
+    return True
 
 
 def size_expr(value: Any) -> Expr:
@@ -74,7 +94,7 @@ def size_expr(value: Any) -> Expr:
             raise SymbolicUnsupported(f"a symbolic {type(value).__name__} ({node.expr})")
         if node.is_nested_int() if hasattr(node, "is_nested_int") else False:
             raise SymbolicUnsupported("a nested-tensor size")
-        return _from_torch(node.expr)
+        return _from_torch(node.expr, _sizes_only(node))
     return sympy.Integer(int(value))
 
 
