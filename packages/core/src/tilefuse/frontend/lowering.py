@@ -35,6 +35,7 @@ from ..ir.nodes import (
     overlaps,
     product,
     sympify_sizes,
+    sympify_strides,
 )
 from ..ir.ops import trace_reads
 from ..ir.symbolic import hint_of, is_symbolic_value, known_nonnegative, size_expr, size_hints
@@ -270,7 +271,7 @@ class GraphLowering:
             example.device,
             example.dtype,
             sympify_sizes(example.shape),
-            sympify_sizes(example.stride()),
+            sympify_strides(example.stride()),
             sympy.Integer(0),
         )
         buf = Buffer(f"arg{len(self.inputs)}", layout)
@@ -313,7 +314,7 @@ class GraphLowering:
                 return buf
         if isinstance(value, BufferValue) and isinstance(meta, torch.Tensor):
             buf = value.buffer
-            want = sympify_sizes(meta.stride())
+            want = sympify_strides(meta.stride())
             numel = product(sympify_sizes(meta.shape))
             one = numel.is_Integer and numel <= 1
             if not buf.is_input() and not one and tuple(buf.layout.stride) != want:
@@ -386,7 +387,7 @@ class GraphLowering:
         meta = node.meta.get("val")
         if isinstance(result, LazyValue) and isinstance(meta, torch.Tensor):
             if sympify_sizes(meta.shape) == tuple(result.size):
-                stride = sympify_sizes(meta.stride())
+                stride = sympify_strides(meta.stride())
                 if not _contiguous(result.size, stride):
                     # Eager's order, without the gaps of a view into a larger tensor.
                     result.stride_hint = dense_strides_like(result.size, stride)

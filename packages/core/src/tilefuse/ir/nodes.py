@@ -36,6 +36,11 @@ def sympify_sizes(sizes: Sequence[Any]) -> tuple[Expr, ...]:
     return tuple(size_expr(s) for s in sizes)
 
 
+def sympify_strides(strides: Sequence[Any]) -> tuple[Expr, ...]:
+    """A tensor's strides as IR expressions (``symbolic.size_expr`` with ``stride``)."""
+    return tuple(size_expr(s, stride=True) for s in strides)
+
+
 def product(sizes: Sequence[Expr]) -> Expr:
     out: Expr = sympy.Integer(1)
     for s in sizes:
@@ -123,7 +128,7 @@ class Layout:
             tensor.device,
             tensor.dtype,
             sympify_sizes(tensor.shape),
-            sympify_sizes(tensor.stride()),
+            sympify_strides(tensor.stride()),
             size_expr(tensor.storage_offset()),
         )
 

@@ -76,11 +76,13 @@ def _sizes_only(node: Any) -> bool:
     return True
 
 
-def size_expr(value: Any) -> Expr:
+def size_expr(value: Any, stride: bool = False) -> Expr:
     """``value`` (an int, a ``torch.SymInt`` or a sympy expression) as an IR expression.
 
     Never evaluates a ``SymInt`` (that would add a guard); raises ``SymbolicUnsupported``
-    for a size the IR cannot express (see the module docstring).
+    for a size the IR cannot express (see the module docstring). ``stride``: ``value`` is
+    a tensor's stride, where torch's ``max(1, e)`` is ``e`` unless the tensor is empty
+    (``e`` is a product of the inner sizes; a 0 or 1 int argument is specialized).
     """
     if isinstance(value, sympy.Expr):
         return value
@@ -94,7 +96,10 @@ def size_expr(value: Any) -> Expr:
             raise SymbolicUnsupported(f"a symbolic {type(value).__name__} ({node.expr})")
         if node.is_nested_int() if hasattr(node, "is_nested_int") else False:
             raise SymbolicUnsupported("a nested-tensor size")
-        return _from_torch(node.expr, _sizes_only(node))
+        expr = node.expr
+        if stride and type(expr).__name__ == "Max" and len(expr.args) == 2 and 1 in expr.args:
+            expr = next(a for a in expr.args if a != 1)
+        return _from_torch(expr, _sizes_only(node))
     return sympy.Integer(int(value))
 
 
