@@ -317,12 +317,12 @@ class CppWrapperWriter(WrapperPlan):
         """``CppUnsupported`` when a template's tensor starts off a 16-byte boundary of
         its (aligned) base: a kernel built for aligned tensors would refuse it at run
         time, where the Python wrapper's launch adapts."""
-        odd = [buf.name for buf in data.inputs if _byte_offset(buf) % 16]
+        odd = [buf.name for buf in data.inputs if _off_16_bytes(buf)]
         if step.epilogue is not None:
             graph = self.schedule.graph
             for i, op in enumerate(step.epilogue.operands):
                 base = graph.buffer(op.buffer)
-                if (_byte_offset(base) + int(op.offset) * base.layout.dtype.itemsize) % 16:
+                if _off_16_bytes(base, int(op.offset) * base.layout.dtype.itemsize):
                     odd.append(f"epilogue operand {i} ({op.buffer})")
         if odd:
             raise CppUnsupported(
@@ -438,18 +438,18 @@ def constant_names(constants: dict[str, Any]) -> list[str]:
     return sorted(constants)
 
 
-def _byte_offset(buf: Buffer) -> int:
-    """Where ``buf`` starts, in bytes from the start of the buffer it views (0 for one
-    that is not a view), following views of views; 1 (unaligned) where that buffer is an
+def _off_16_bytes(buf: Buffer, extra: int = 0) -> bool:
+    """Whether ``buf`` (plus ``extra`` bytes) may start off a 16-byte boundary of the
+    buffer it views, following views of views. That buffer is taken as aligned, except an
     extern's result that may view its input at any offset (``diagonal(1)``)."""
-    total = 0
+    total = extra
     while isinstance(buf.data, View):
         total += int(buf.layout.offset) * buf.layout.dtype.itemsize
         buf = buf.data.base
     producer = buf.output_of[0] if buf.output_of is not None else buf  # one of several
     if isinstance(producer.data, Extern) and producer.data.may_alias_inputs():
-        return 1
-    return total
+        return True
+    return total % 16 != 0
 
 
 def _contiguous(buf: Buffer) -> bool:
