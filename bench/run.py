@@ -260,6 +260,8 @@ def measure_backend(
     except Exception as exc:  # a backend's failure is a result, not the end of the suite
         result["error"] = _error_text(exc)
         result["ms"] = None
+        if keep is not None:  # failed after its timing (say, cleaning up): no more rounds
+            keep.pop(spec.name, None)
     finally:
         _clear_grads(case)
         timer.free_memory()

@@ -63,3 +63,43 @@ def test_child_sys_path_is_absolute_without_the_working_directory(monkeypatch, t
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", ["", "rel/dir", "/abs/dir"])
     assert child_sys_path() == [str(tmp_path / "rel" / "dir"), "/abs/dir"]
+
+
+def sleep_for(begin, seconds: float) -> str:
+    import time
+
+    begin()
+    time.sleep(seconds)
+    return "slept"
+
+
+def test_close_during_a_call_kills_the_child_and_leaves_the_pipes_to_the_caller():
+    """A background build's ``call`` may be running when the workers are released: close()
+    must neither wait for it nor close the pipes under it (a second close of a descriptor
+    the system reused is the ``Bad file descriptor`` a bench run hit)."""
+    import threading
+    import time
+
+    from tilefuse_autotune.worker import WorkerCrashed
+
+    worker = Worker()
+    worker.start()
+    outcome: list[BaseException | str] = []
+
+    def busy() -> None:
+        try:
+            outcome.append(worker.call(sleep_for, 60.0, timeout_s=120))
+        except BaseException as error:  # noqa: BLE001 (recorded for the assertion)
+            outcome.append(error)
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    time.sleep(1.0)  # the call is under way
+    started = time.monotonic()
+    worker.close()
+    assert time.monotonic() - started < 3.0  # it did not wait for the busy child to exit
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], WorkerCrashed), outcome
+    assert worker.call(sleep_for, 0.0, timeout_s=60) == "slept"  # a fresh child serves again
+    worker.close()

@@ -3,6 +3,7 @@ result checking, failure handling, and a CPU ``--smoke`` run's JSON schema."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -258,6 +259,27 @@ def test_measure_backend_records_a_failure_and_returns():
     result = _measure(broken)
     assert result["ms"] is None
     assert result["error"] == "RuntimeError: codegen exploded"
+
+
+def test_a_column_that_fails_after_its_timing_gets_no_more_rounds(monkeypatch):
+    """Cleaning up a column (stopping autotune workers) can fail after the step was timed
+    and kept: the column is an error, and the interleaved rounds must not time it."""
+
+    @contextlib.contextmanager
+    def failing_cleanup(extra_env=()):
+        yield "/nonexistent"
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(backends, "cold_caches", failing_cleanup)
+    case = _case()
+    spec = FakeSpec("fake", "fake", {}, make=lambda fn: fn)
+    kept: dict = {}
+    timer = timing.Timer(torch.device("cpu"), quick=True)
+    tol = checks.tolerance_for(case.dtype)
+    reference = run.reference_outputs(case)
+    result = run.measure_backend(case, spec, timer, reference, tol, norm=False, keep=kept)
+    assert result["ms"] is None and "Bad file descriptor" in result["error"]
+    assert kept == {}
 
 
 def test_measure_backend_records_a_mismatch_as_an_error():

@@ -23,6 +23,7 @@ killed and restarted on the next call).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -170,16 +171,31 @@ class Worker:
         self._forget()
 
     def close(self) -> None:
-        """Ask the child to exit; kill it if it does not."""
-        if self._proc is None:
+        """Ask the child to exit; kill it if it does not.
+
+        While another thread's ``call`` runs (a background build), only the process is
+        killed: that ``call`` sees it die (``WorkerCrashed``) and closes the pipes itself.
+        Closing them here as well would race with it, and a pipe closed twice can close a
+        descriptor the system already gave to someone else (``Bad file descriptor`` later).
+        """
+        if not self._lock.acquire(blocking=False):
+            proc = self._proc
+            if proc is not None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
             return
         try:
-            assert self._to_child is not None
-            self._to_child.send(None)
-            self._proc.wait(timeout=5)
-        except Exception:
-            pass
-        self.kill()
+            if self._proc is None:
+                return
+            try:
+                assert self._to_child is not None
+                self._to_child.send(None)
+                self._proc.wait(timeout=5)
+            except Exception:
+                pass
+            self.kill()
+        finally:
+            self._lock.release()
 
 
 def child_sys_path() -> list[str]:
