@@ -13,6 +13,7 @@ from . import heuristics
 from .cpp_launch import empty_launch, render_cpp_launch
 from .kernel_writer import render_spec
 from .launcher import _SCRATCH_FIELDS, CubinLauncher, unsupported_reason
+from .shared_compiles import compile_key, shared_compiles
 
 MAX_KERNEL_NODES = 40
 MAX_BLOCK_ELEMENTS = 1 << 20  # Triton's limit on the elements of one block
@@ -81,8 +82,10 @@ class TritonKernel:
             args = tuple(torch.empty(1, dtype=d, device=self.device) for d in self.arg_dtypes)
             values = (*args, self.xnumel, self.rnumel, *self._hint_sizes,
                       self.config["XBLOCK"], self.config["RBLOCK"])  # fmt: skip
-            compiled = self._warmup((*args, self.xnumel, self.rnumel, *self._hint_sizes),
-                                    self.grid)  # fmt: skip
+            key = compile_key(self.source, _specialization(values), self.config)
+            with shared_compiles(key):
+                compiled = self._warmup((*args, self.xnumel, self.rnumel, *self._hint_sizes),
+                                        self.grid)  # fmt: skip
             self._add_launcher(compiled, values)
             self._compiled = compiled
 
@@ -161,7 +164,9 @@ class TritonKernel:
         ):
             self._launcher_budget = 0
             return False
-        launcher = self._add_launcher(self._warmup(positional, grid), values)
+        with shared_compiles(compile_key(self.source, _specialization(values), self.config)):
+            compiled = self._warmup(positional, grid)
+        launcher = self._add_launcher(compiled, values)
         return launcher is not None and launcher(grid, _raw_stream(positional), values)
 
     def _add_launcher(self, compiled: Any, values: tuple[Any, ...]) -> CubinLauncher | None:
@@ -174,6 +179,13 @@ class TritonKernel:
         else:
             self._launchers.append(launcher)
         return launcher
+
+
+def _specialization(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What Triton specializes a compile on, of a call's arguments: each tensor's dtype and
+    16-byte alignment, every other value itself (never a tensor's contents)."""
+    return tuple((v.dtype, v.data_ptr() % 16 == 0) if isinstance(v, torch.Tensor) else v
+                 for v in values)  # fmt: skip
 
 
 def _raw_stream(args: tuple[Any, ...]) -> int:

@@ -624,7 +624,10 @@ class TemplateSelector(Protocol):
 
 # Helpers for backends, re-exported lazily so that reading ``plugin`` stays cheap:
 # the ops-handler protocol, index functions, the verified build cache and the settings
-# (from ``tilefuse.config``, the one place that reads them) that backends consult, and
+# (from ``tilefuse.config``, the one place that reads them) that backends consult, the
+# remote cache (``remote_get``/``remote_put``, verified values shared between processes;
+# no-ops without ``TILEFUSE_REMOTE_CACHE``), ``bump_counter`` (a backend's own counter in
+# ``tilefuse.stats()``), and
 # ``GemmShape``, the one validation of a GEMM request every template provider starts from
 # (lazy as well: its module imports this one).
 _HELPERS = {
@@ -644,6 +647,10 @@ _HELPERS = {
     "triton_interpreted": ("tilefuse.config", "triton_interpreted"),
     "autotune_mode": ("tilefuse.config", "autotune_mode"),
     "positive_int_env": ("tilefuse.config", "positive_int_env"),
+    "remote_enabled": ("tilefuse.remote_cache", "enabled"),
+    "remote_get": ("tilefuse.remote_cache", "get"),
+    "remote_put": ("tilefuse.remote_cache", "put"),
+    "bump_counter": ("tilefuse.counters", "bump"),
     "ExternChoice": ("tilefuse.extern_gemm", "ExternChoice"),
     "GemmShape": ("tilefuse.gemm_shape", "GemmShape"),
     "GEMM_FLOAT_DTYPES": ("tilefuse.gemm_shape", "GEMM_FLOAT_DTYPES"),

@@ -8,6 +8,7 @@ from typing import Any
 from tilefuse import plugin
 from tilefuse.errors import CacheError, ChoiceFailed
 
+from ..shared_compiles import compile_key, shared_compiles
 from .config import GemmConfig
 from .module_cache import load_module
 from .template import render_gemm
@@ -66,7 +67,8 @@ class TritonGemmChoice:
         try:
             # contents do not matter for a build; broadcast (stride-0) specs cannot be filled
             tensors = [spec.empty() for spec in self.inputs]
-            launch(*tensors, out=self.layout.empty())
+            with shared_compiles(compile_key(self.source, self.inputs, self.layout)):
+                launch(*tensors, out=self.layout.empty())
             torch.cuda.synchronize(self.layout.device)
         except Exception as error:
             raise ChoiceFailed(
