@@ -5,7 +5,9 @@ Starts a ``redis-server`` on a free loopback port, then compiles the same worklo
 processes, all with ``TILEFUSE_AUTOTUNE=max`` and ``TILEFUSE_STRICT=1``:
 
 1. ``cold``: empty local caches (tilefuse's and Triton's) and the empty remote cache: it
-   builds, benchmarks and publishes everything;
+   builds, benchmarks and publishes everything. It waits for its nvcc builds
+   (``TILEFUSE_AUTOTUNE_BUILD_WAIT_S=600``): a max-mode search that measured without them
+   stores a provisional winner, which a later max-mode process tunes again;
 2. ``warm_remote``: empty local caches of its own (another machine) and the remote cache
    that 1 filled;
 3. ``warm_local``: 1's local caches and no remote cache.
@@ -20,7 +22,9 @@ time is at most 1.2x process 3's. Writes ``<out>/remote-cache_<device-slug>_<dat
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -41,13 +45,17 @@ CHILD_TIMEOUT_S = 900.0
 SCHEMA_VERSION = 1
 
 
-def child(names: list[str], device_name: str, smoke: bool) -> dict[str, Any]:
+def child(names: list[str], device_name: str, smoke: bool, timeout_s: float) -> dict[str, Any]:
     """Compile and check each workload once in this process; its seconds and counters."""
     import torch
 
     import tilefuse
     from bench import workloads
 
+    # A process that hangs shows where: every thread's stack, on stderr, before the parent
+    # gives up on it.
+    faulthandler.dump_traceback_later(max(timeout_s - 15.0, 1.0), exit=True)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     device = torch.device(device_name)
     seconds = {}
     for work in workloads.select(names):
@@ -65,7 +73,9 @@ def child(names: list[str], device_name: str, smoke: bool) -> dict[str, Any]:
             "stats": {name: stats.get(name, 0) for name in REPORTED}}  # fmt: skip
 
 
-def _run_child(args: argparse.Namespace, caches: Path, remote: str | None) -> dict[str, Any]:
+def _run_child(
+    args: argparse.Namespace, caches: Path, remote: str | None, extra_env: dict[str, str]
+) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILEFUSE_")}
     env.update(
         TILEFUSE_CACHE_DIR=str(caches / "tilefuse"),
@@ -73,18 +83,30 @@ def _run_child(args: argparse.Namespace, caches: Path, remote: str | None) -> di
         TILEFUSE_AUTOTUNE="max",
         TILEFUSE_STRICT="1",
     )
+    if args.cuda_max_candidates:
+        env["TILEFUSE_CUDA_MAX_CANDIDATES"] = str(args.cuda_max_candidates)
+    env.update(extra_env)
     if remote:
         env["TILEFUSE_REMOTE_CACHE"] = remote
     smoke = ["--smoke"] if args.smoke else []
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--device", args.device,
-           "--workloads", ",".join(args.workloads), *smoke]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                          timeout=CHILD_TIMEOUT_S, check=False)  # fmt: skip
+           "--workloads", ",".join(args.workloads), "--child-timeout", str(args.child_timeout),
+           *smoke]  # fmt: skip
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                              timeout=args.child_timeout, check=False)  # fmt: skip
+    except subprocess.TimeoutExpired as expired:
+        err = expired.stderr or b""
+        text = err.decode(errors="replace") if isinstance(err, bytes) else err
+        raise RuntimeError(f"a compile process ran past {args.child_timeout:g} s; the end "
+                           f"of its log:\n{text[-6000:]}") from None  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(
             f"a compile process failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
         )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row["autotune_log"] = [line for line in done.stderr.splitlines() if "autotune" in line]
+    return row
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,11 +116,15 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tilefuse-remote-bench-") as tmp:
         root = Path(tmp)
         with running_redis(root / "redis") as url:
-            for name, caches, remote in (("cold", "a", url), ("warm_remote", "b", url),
-                                         ("warm_local", "a", None)):  # fmt: skip
+            cold = {"TILEFUSE_AUTOTUNE_BUILD_WAIT_S": "600"}
+            for name, caches, remote, env in (("cold", "a", url, cold),
+                                              ("warm_remote", "b", url, {}),
+                                              ("warm_local", "a", None, {})):  # fmt: skip
                 print(f"{name} ...", flush=True)
-                rows[name] = _run_child(args, root / caches, remote)
+                rows[name] = _run_child(args, root / caches, remote, env)
                 print(f"  {rows[name]['compile_s']:.2f} s, {rows[name]['stats']}", flush=True)
+                for line in rows[name]["autotune_log"]:
+                    print(f"  {line[:300]}", flush=True)
     return rows
 
 
@@ -121,6 +147,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
     p.add_argument("--device", default=None, help="default: cuda, or cpu with --smoke")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for the JSON")
+    p.add_argument("--child-timeout", type=float, default=CHILD_TIMEOUT_S, metavar="S",
+                   help="limit for one compile process (default %(default)s)")  # fmt: skip
+    p.add_argument("--cuda-max-candidates", type=int, default=None, metavar="N",
+                   help="TILEFUSE_CUDA_MAX_CANDIDATES for every process: fewer nvcc builds in "
+                   "the cold one")  # fmt: skip
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.device = args.device or ("cpu" if args.smoke else "cuda")
@@ -130,7 +161,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.workloads, args.device, args.smoke)))
+        print(json.dumps(child(args.workloads, args.device, args.smoke, args.child_timeout)))
         return 0
     import torch
 
