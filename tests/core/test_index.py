@@ -264,3 +264,22 @@ def test_random_index_expressions_keep_their_meaning(seed):
                     want = truth(env)
                     assert _value(expr, env) == want, (expr, env)
                     assert _value(simplified, env) == want, (expr, simplified, env)
+
+
+def test_a_row_statistic_read_over_a_symbolic_row_is_the_row():
+    """The softmax normalize of a symbolic-length row reads its row's statistic at
+    ``s*((r + s*x) // s**2) + (r + s*(x % s)) // s``: that is ``x`` when ``r < s``, and
+    stays as it is when ``r`` may reach ``s``."""
+    s = sympy.Symbol("s27", integer=True, positive=True)
+    read = s * FloorDiv(_R + s * x, s**2) + FloorDiv(_R + s * ModularIndexing(x, 1, s), s)
+    assert simplify_index(read, {_R: s, x: 8 * s}) == x
+    assert simplify_index(read, {_R: s + 1, x: 8 * s}) != x
+
+
+def test_a_rational_factor_spread_over_a_sum_is_no_exact_multiple():
+    """``2*s0*(a + b)`` over ``4*s0`` is ``(a + b)/2``, which sympy writes ``a/2 + b/2``:
+    not a multiple of the divisor, so nothing is pulled out of the division."""
+    a = _S0 * ModularIndexing(x, 1, 2) + ModularIndexing(x, 2 * _S0, 4)
+    div = FloorDiv(2 * _S0 * a, 4 * _S0)
+    assert isinstance(div, FloorDiv), div
+    assert _value(div, {_S0: 1, x: 1}) == 0  # (2 * (1 + 0)) // 4

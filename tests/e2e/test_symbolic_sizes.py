@@ -352,6 +352,29 @@ def test_transformer_block_forward_backward_over_sequence_lengths():
     assert stats["graphs_compiled"] == stats["graphs_compiled_symbolic"] == 2, stats
 
 
+def test_masked_softmax_of_a_bmm_normalizes_in_its_reduction_kernel():
+    """Attention scores from a bmm, scaled, causally masked and softmaxed over a symbolic
+    length: the normalizing pass reads the row statistics at ``(r + s*x) // s``, which is
+    the row ``x`` because ``r < s``; it used to be refused as another element and ran as
+    a kernel of its own (the block of ``bench/dynamic.py``: 89 us of 456 on the H200)."""
+    mask = torch.ones(64, 64, dtype=torch.bool).triu(1)
+
+    def fn(q, k):
+        s = q.shape[2]
+        scores = (q @ k.transpose(-2, -1)) * 0.25  # (batch, heads, s, s) through a bmm
+        return torch.softmax(scores.masked_fill(mask[:s, :s], float("-inf")), dim=-1)
+
+    def make(n):
+        return torch.randn(2, 3, n, 8), torch.randn(2, 3, n, 8)
+
+    reports = _over_sizes(fn, make, [5, 9, 17, 33], [[2], [2]])
+    _assert_symbolic(1, externs=1)
+    (report,) = reports
+    assert [k.kind for k in report.kernels if k.backend != "extern"] == ["reduction"], (
+        report.format()
+    )
+
+
 def test_indexing_over_many_sizes():
     def fn(table, ids, x):
         picked = F.embedding(ids, table)  # (n, 4)

@@ -75,21 +75,55 @@ class FloorDiv(sympy.Function):
             y, e, size = x.args
             if (q := exact_quotient(size, d)) is not None:
                 return ModularIndexing(y, e * d, q)
-        if d.is_Integer:
-            # Pull out terms that are exact multiples of d: (a*d + b) // d = a + b // d.
-            whole = []
-            rest = []
-            for term in sympy.Add.make_args(x):
-                coeff, _ = term.as_coeff_Mul()
-                if coeff.is_Integer and int(coeff) % int(d) == 0:
-                    whole.append(term / d)
-                else:
-                    rest.append(term)
-            if whole and not rest:
-                return sympy.Add(*whole)
-            if whole and _nonnegative(sympy.Add(*rest)):
-                return sympy.Add(*whole) + FloorDiv(sympy.Add(*rest), d)
+        # Pull out terms that are exact multiples of d: (a*d + b) // d = a + b // d.
+        whole, rest = _split_multiples(x, d)
+        if whole and not rest:
+            return sympy.Add(*whole)
+        if whole and _nonnegative(sympy.Add(*rest)):
+            return sympy.Add(*whole) + FloorDiv(sympy.Add(*rest), d)
         return None
+
+
+def _split_multiples(x: Expr, d: Expr) -> tuple[list[Expr], list[Expr]]:
+    """``(quotients, rest)``: the terms of ``x`` that are exact multiples of ``d``, divided
+    by it, and the other terms. ``d`` may be a product of size symbols (``r + s27*x`` over
+    ``s27``); only a term whose symbols include all of ``d``'s is tried (``exact_quotient``
+    is costly, and these run on every construction)."""
+    whole: list[Expr] = []
+    rest: list[Expr] = []
+    if d.is_Integer:
+        for term in sympy.Add.make_args(x):
+            coeff, _ = term.as_coeff_Mul()
+            if coeff.is_Integer and int(coeff) % int(d) == 0:
+                whole.append(term / d)
+            else:
+                rest.append(term)
+        return whole, rest
+    for term in sympy.Add.make_args(x):
+        q = _term_quotient(term, d)
+        if q is None:
+            rest.append(term)
+        else:
+            whole.append(q)
+    return whole, rest
+
+
+def _term_quotient(term: Expr, d: Expr) -> Expr | None:
+    """``term / d`` when ``d`` (a product of size symbols, say) divides the one term
+    ``term`` for every value of its symbols: the quotient has an integer coefficient and no
+    denominator (``s27*MI(x, 1, s27) / s27`` is ``MI(x, 1, s27)``); else ``None``."""
+    if d.is_Integer:
+        coeff, _ = term.as_coeff_Mul()
+        return term / d if coeff.is_Integer and int(coeff) % int(d) == 0 else None
+    if not d.free_symbols <= term.free_symbols:
+        return None
+    q = term / d
+    # Every term: sympy spreads a rational factor over a sum (2*s0*(a + b) / (4*s0) is
+    # a/2 + b/2), and ``fraction`` of such a sum reports no denominator.
+    for part in sympy.Add.make_args(sympy.expand(q)):
+        if sympy.fraction(part)[1] != 1 or not part.as_coeff_Mul()[0].is_Integer:
+            return None
+    return q
 
 
 class ModularIndexing(sympy.Function):
@@ -110,19 +144,10 @@ class ModularIndexing(sympy.Function):
                 return ModularIndexing(y, e * d, s)
         if x.is_Integer and d.is_Integer and s.is_Integer:
             return sympy.Integer((int(x) // int(d)) % int(s))
-        if d.is_Integer and s.is_Integer:
-            # Drop terms that are multiples of d*s; they never change the result.
-            period = int(d) * int(s)
-            kept = []
-            changed = False
-            for term in sympy.Add.make_args(x):
-                coeff, _ = term.as_coeff_Mul()
-                if coeff.is_Integer and int(coeff) % period == 0:
-                    changed = True
-                else:
-                    kept.append(term)
-            if changed and _nonnegative(sympy.Add(*kept)):
-                return ModularIndexing(sympy.Add(*kept), d, s)
+        # Drop terms that are multiples of d*s; they never change the result.
+        dropped, kept = _split_multiples(x, d * s)
+        if dropped and _nonnegative(sympy.Add(*kept)):
+            return ModularIndexing(sympy.Add(*kept), d, s)
         return None
 
 
@@ -262,7 +287,7 @@ def _drop_redundant(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
     def peel(x: Expr, d: Expr) -> tuple[Expr, Expr] | None:
         """``(a, k)`` with ``x = k*a + b``, ``0 <= b < k`` and ``k | d``; else ``None``."""
         if not d.is_Integer:
-            return None
+            return peel_symbolic(x, d)
         terms = sympy.Add.make_args(x)
         coeffs = sorted({int(t.as_coeff_Mul()[0]) for t in terms if t.as_coeff_Mul()[0] > 1},
                         reverse=True)  # fmt: skip
@@ -276,6 +301,25 @@ def _drop_redundant(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
             bound = _upper_bound(sympy.Add(*small), ranges) if small else sympy.Integer(1)
             if big and bound is not None and _known_le(bound, sympy.Integer(k)):
                 return sympy.expand(sympy.Add(*big) / k), sympy.Integer(k)
+        return None
+
+    def peel_symbolic(x: Expr, d: Expr) -> tuple[Expr, Expr] | None:
+        """``peel`` for a product of symbols ``d`` (``s27**2``): ``k`` is ``d`` or one of
+        its factors (``r + s27*x`` over ``s27**2`` peels ``x`` with ``k = s27`` when
+        ``r < s27``)."""
+        candidates = [d, *(sympy.Mul(*f) for f in _one_factor_less(d))]
+        terms = sympy.Add.make_args(x)
+        for k in candidates:
+            if k.is_Integer or _term_quotient(d, k) is None:
+                continue
+            quotients = [_term_quotient(t, k) for t in terms]
+            big = [q for q in quotients if q is not None]
+            small = [t for t, q in zip(terms, quotients, strict=True) if q is None]
+            if not big or (small and not _nonnegative(sympy.Add(*small))):
+                continue
+            bound = _upper_bound(sympy.Add(*small), ranges) if small else sympy.Integer(1)
+            if bound is not None and _known_le(bound, k):
+                return sympy.Add(*big), k
         return None
 
     def visit(e: Expr) -> Expr:
@@ -299,6 +343,15 @@ def _drop_redundant(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
         return e
 
     return visit(expr)
+
+
+def _one_factor_less(d: Expr) -> list[list[Expr]]:
+    """The factor lists of ``d`` without one of its factors (one power of one base)."""
+    powers = sympy.Mul(d).as_powers_dict()
+    if not all(e.is_Integer and e > 0 for e in powers.values()):
+        return []
+    factors = [b for b, e in powers.items() for _ in range(int(e))]
+    return [factors[:i] + factors[i + 1 :] for i in range(len(factors)) if len(factors) > 1]
 
 
 def simplify_index(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
