@@ -375,6 +375,19 @@ def test_masked_softmax_of_a_bmm_normalizes_in_its_reduction_kernel():
     )
 
 
+def test_a_gemm_of_symbolic_sizes_refuses_its_epilogue_with_the_reason():
+    """Such a GEMM runs as eager torch, so its bias add stays a kernel of its own; the
+    report says so (it said the matcher failed, with a TypeError, before)."""
+    lin = nn.Linear(16, 24)
+    reports = _over_sizes(lambda x: lin(x), lambda n: (torch.randn(2, n, 16),), [3, 7, 12],
+                          [[1]])  # fmt: skip
+    epilogue_refusals = [r for rep in reports for r in rep.refusals if r.startswith("epilogue")]
+    assert epilogue_refusals, [rep.format() for rep in reports]
+    assert all("symbolic sizes: it runs as eager torch" in r for r in epilogue_refusals), (
+        epilogue_refusals
+    )
+
+
 def test_indexing_over_many_sizes():
     def fn(table, ids, x):
         picked = F.embedding(ids, table)  # (n, 4)

@@ -492,6 +492,10 @@ def _match(template: SchedNode, node: SchedNode, buffers: dict[str, Any]) -> Mat
     data = node.buffer.data
     if not isinstance(data, Pointwise):
         raise NotAnEpilogue("not a pointwise node")
+    if any(not sympy.sympify(s).is_Integer for s in template.buffer.layout.size):
+        # pipeline.compile_graph runs such a GEMM as eager torch, which takes no epilogue.
+        raise NotAnEpilogue("the GEMM has symbolic sizes: it runs as eager torch on each "
+                            "call's tensors, without an epilogue")  # fmt: skip
     shape = tuple(int(s) for s in template.buffer.layout.size)
     out_layout = None
     if tuple(int(s) for s in data.ranges) == shape:
