@@ -69,3 +69,28 @@ def fresh_compile_state(monkeypatch, tmp_path):
     tilefuse.reset()
     yield
     torch._dynamo.reset()
+
+
+@pytest.fixture
+def redis_url(tmp_path, monkeypatch):
+    """A throwaway ``redis-server`` (``tests/redis_server.py``) set as
+    ``TILEFUSE_REMOTE_CACHE``; skipped, with the reason, where one cannot run."""
+    from tests.redis_server import running_redis, skip_reason
+
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with running_redis(tmp_path / "redis") as url:
+        monkeypatch.setenv("TILEFUSE_REMOTE_CACHE", url)
+        yield url
+
+
+@pytest.fixture
+def server(redis_url):
+    """A plain client of the ``redis_url`` server, to inspect and damage what tilefuse
+    stored."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

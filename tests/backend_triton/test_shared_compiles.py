@@ -14,7 +14,6 @@ import json
 import pytest
 
 import tilefuse
-from tests.redis_server import running_redis, skip_reason
 from tilefuse import remote_cache
 from tilefuse_triton import shared_compiles as shared
 from tilefuse_triton.shared_compiles import compile_key, shared_compiles
@@ -56,20 +55,6 @@ def _fresh(monkeypatch, tmp_path):
     remote_cache.reset()
 
 
-@pytest.fixture
-def redis_client(tmp_path, monkeypatch):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    import redis
-
-    with running_redis(tmp_path / "redis") as url:
-        monkeypatch.setenv("TILEFUSE_REMOTE_CACHE", url)
-        client = redis.Redis.from_url(url)
-        yield client
-        client.close()
-
-
 def _stats(*names):
     stats = tilefuse.stats()
     return tuple(stats.get(name, 0) for name in names)
@@ -88,7 +73,7 @@ def test_compiles_are_counted_without_a_remote_cache(monkeypatch, tmp_path):
 
 
 def test_an_empty_triton_cache_with_a_warm_remote_one_compiles_nothing(
-    redis_client, monkeypatch, tmp_path
+    server, monkeypatch, tmp_path
 ):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-first"))
     with shared_compiles(KEY):
@@ -107,13 +92,11 @@ def test_an_empty_triton_cache_with_a_warm_remote_one_compiles_nothing(
     ]
 
 
-def test_a_damaged_value_is_rejected_compiled_over_and_replaced(
-    redis_client, monkeypatch, tmp_path
-):
+def test_a_damaged_value_is_rejected_compiled_over_and_replaced(server, monkeypatch, tmp_path):
     with shared_compiles(KEY):
         first = _compile()
-    (key,) = redis_client.keys("tilefuse:*:triton:*")
-    redis_client.set(key, redis_client.get(key)[:-40])  # truncated
+    (key,) = server.keys("tilefuse:*:triton:*")
+    server.set(key, server.get(key)[:-40])  # truncated
 
     tilefuse.reset()
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-second"))
@@ -129,7 +112,7 @@ def test_a_damaged_value_is_rejected_compiled_over_and_replaced(
     assert _stats("triton_compiles", "remote_hits") == (0, 1)
 
 
-def test_an_error_in_the_block_passes_through_and_publishes_nothing(redis_client):
+def test_an_error_in_the_block_passes_through_and_publishes_nothing(server):
     with pytest.raises(ZeroDivisionError), shared_compiles(KEY):
         _compile()
         _ = 1 / 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import tilefuse
-from tests.redis_server import free_port, running_redis, skip_reason
+from tests.redis_server import free_port
 from tilefuse import remote_cache
 from tilefuse.codegen import kernel_cache
 from tilefuse.errors import CacheError
@@ -30,26 +30,6 @@ def _fresh(monkeypatch, tmp_path):
     tilefuse.reset()
     yield
     remote_cache.reset()
-
-
-@pytest.fixture
-def redis_url(tmp_path, monkeypatch):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    with running_redis(tmp_path / "redis") as url:
-        monkeypatch.setenv("TILEFUSE_REMOTE_CACHE", url)
-        yield url
-
-
-@pytest.fixture
-def server(redis_url):
-    """A plain client of the test server, to inspect and damage what tilefuse stored."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def _other_machine(monkeypatch, tmp_path, name):
