@@ -84,8 +84,10 @@ class Worker:
         self._to_child: Connection | None = None
         self._from_child: Connection | None = None
         self._lock = threading.Lock()
+        self._closes = 0  # close() calls so far: a start that spans one kills its child
 
     def _start(self) -> None:
+        closes = self._closes
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
         env = _child_env({**os.environ, **self._env})
@@ -103,6 +105,9 @@ class Worker:
             os.close(result_w)
         self._to_child = Connection(task_w, readable=False)
         self._from_child = Connection(result_r, writable=False)
+        if self._closes != closes:  # close() ran while the child started: it found none
+            self.kill()
+            raise WorkerCrashed("the worker was closed while its process started")
         self._to_child.send(child_sys_path())
         self._expect("ready", STARTUP_TIMEOUT_S)
 
@@ -178,6 +183,7 @@ class Worker:
         Closing them here as well would race with it, and a pipe closed twice can close a
         descriptor the system already gave to someone else (``Bad file descriptor`` later).
         """
+        self._closes += 1
         if not self._lock.acquire(blocking=False):
             proc = self._proc
             if proc is not None:

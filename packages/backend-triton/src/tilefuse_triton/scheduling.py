@@ -82,7 +82,8 @@ class TritonKernel:
             args = tuple(torch.empty(1, dtype=d, device=self.device) for d in self.arg_dtypes)
             values = (*args, self.xnumel, self.rnumel, *self._hint_sizes,
                       self.config["XBLOCK"], self.config["RBLOCK"])  # fmt: skip
-            key = compile_key(self.source, _specialization(values), self.config)
+            key = compile_key(self.source, _specialization(values), self.config,
+                              device=self.device)  # fmt: skip
             with shared_compiles(key):
                 compiled = self._warmup((*args, self.xnumel, self.rnumel, *self._hint_sizes),
                                         self.grid)  # fmt: skip
@@ -164,7 +165,8 @@ class TritonKernel:
         ):
             self._launcher_budget = 0
             return False
-        with shared_compiles(compile_key(self.source, _specialization(values), self.config)):
+        key = compile_key(self.source, _specialization(values), self.config, device=first.device)
+        with shared_compiles(key):
             compiled = self._warmup(positional, grid)
         launcher = self._add_launcher(compiled, values)
         return launcher is not None and launcher(grid, _raw_stream(positional), values)

@@ -13,7 +13,10 @@ such as a fresh machine of a cluster, compiles every kernel again even when the 
   nothing. Triton still computes its own hash from source, options, target and toolchain:
   when it differs (another Triton, ptxas or GPU), the files are never read and Triton
   compiles as usual. Correctness never rests on ``key``;
-- after it, what Triton compiled in the block is published under ``key``.
+- after it, what Triton compiled in the block is published under ``key``, and a small
+  index (``INDEX``, in Triton's cache under ``key``) records which compiles ``key`` names,
+  so that a later process on this machine whose Triton cache holds them asks the remote
+  cache nothing.
 
 Triton's compiles are observed through its compilation listener (``knobs.compilation
 .listener``, Triton 3.4+), installed once per process and chained to any listener already
@@ -45,20 +48,22 @@ log = logging.getLogger("tilefuse")
 
 NAMESPACE = "triton"
 COUNTER = "triton_compiles"
+INDEX = "tilefuse_shared.json"  # in Triton's cache under a key: the compiles it names
 _HASH = re.compile(r"[0-9a-f]{64}")
 _local = threading.local()
 _install_lock = threading.Lock()
 _installed = {"done": False, "ok": False}
 
 
-def compile_key(source: str, *specialization: Any) -> str:
+def compile_key(source: str, *specialization: Any, device: Any = None) -> str:
     """The remote key of one compile: the kernel source, what the call specializes on
-    (argument dtypes, integer values, block sizes, warps), Triton's version and the GPU."""
+    (argument dtypes, integer values, block sizes, warps), Triton's version and the
+    capability of ``device`` (default: the current CUDA device)."""
     import torch
     import triton
 
-    device = torch.cuda.get_device_capability() if torch.cuda.is_available() else None
-    text = repr((source, specialization, triton.__version__, torch.version.cuda, device))
+    capability = torch.cuda.get_device_capability(device) if torch.cuda.is_available() else None
+    text = repr((source, specialization, triton.__version__, torch.version.cuda, capability))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -71,7 +76,9 @@ def shared_compiles(key: str) -> Iterator[None]:
         yield
         return
     remote = plugin.remote_enabled()
-    placed = _place(key) if remote else False
+    # Triton's cache already holds what ``key`` names (an index written below): no fetch.
+    local = remote and _held_locally(key)
+    placed = remote and not local and _place(key)
     records: list[dict[str, Any]] = []
     stack = _stack()
     stack.append(records)
@@ -82,8 +89,12 @@ def shared_compiles(key: str) -> Iterator[None]:
     built = [r for r in records if not r["cache_hit"]]
     if built:
         plugin.bump_counter(COUNTER, len(built))
-    if remote and records and (built or not placed):
-        _publish(key, records)
+    if remote and records and not local:
+        entries = [_describe(r) for r in records]
+        if all(e is not None for e in entries):
+            if built or not placed:
+                _publish(key, records, entries)
+            _write_index(key, entries)
 
 
 def _stack() -> list[list[dict[str, Any]]]:
@@ -124,30 +135,57 @@ def _chained(previous: Any) -> Any:
     return listener
 
 
-def _publish(key: str, records: list[dict[str, Any]]) -> None:
-    entries = []
-    for record in records:
-        entry = _entry(record)
-        if entry is None:
-            return  # a compile we cannot describe: publish none rather than part
-        entries.append(entry)
-    plugin.remote_put(NAMESPACE, key, payload=json.dumps(entries).encode())
-
-
-def _entry(record: dict[str, Any]) -> dict[str, Any] | None:
+def _describe(record: dict[str, Any]) -> dict[str, str] | None:
+    """``{"hash", "group"}`` of a recorded compile: Triton's compile hash and the name of
+    its metadata file (the group's name); ``None`` when it has not exactly one of each."""
     metadata = record["metadata"]
     digest = metadata.get("hash") if isinstance(metadata, dict) else None
     groups = [name for name in record["group"] if name.endswith(".json")]
-    if not isinstance(digest, str) or len(groups) != 1:
+    if not isinstance(digest, str) or not _HASH.fullmatch(digest) or len(groups) != 1:
         log.debug("tilefuse: a Triton compile without one hash and one metadata file: not shared")
         return None
+    return {"hash": digest, "group": groups[0]}
+
+
+def _publish(key: str, records: list[dict[str, Any]], described: list[Any]) -> None:
+    entries = []
+    for record, entry in zip(records, described, strict=True):
+        try:
+            files = {name: base64.b64encode(Path(path).read_bytes()).decode()
+                     for name, path in record["group"].items()}  # fmt: skip
+        except OSError as error:
+            log.debug("tilefuse: a Triton cache file went away before it was shared: %s", error)
+            return  # publish none rather than part
+        entries.append({**entry, "files": files})
+    plugin.remote_put(NAMESPACE, key, payload=json.dumps(entries).encode())
+
+
+def _held_locally(key: str) -> bool:
+    """Whether Triton's cache holds every compile the index under ``key`` names."""
     try:
-        files = {name: base64.b64encode(Path(path).read_bytes()).decode()
-                 for name, path in record["group"].items()}  # fmt: skip
-    except OSError as error:
-        log.debug("tilefuse: a Triton cache file went away before it was shared: %s", error)
-        return None
-    return {"hash": digest, "group": groups[0], "files": files}
+        from triton.runtime.cache import get_cache_manager
+
+        path = get_cache_manager(key).get_file(INDEX)
+        if path is None:
+            return False
+        entries = json.loads(Path(path).read_text())
+        return bool(entries) and all(
+            _HASH.fullmatch(e["hash"]) and get_cache_manager(e["hash"]).get_group(e["group"])
+            for e in entries
+        )
+    except Exception:  # noqa: BLE001 (an unreadable index is no index)
+        return False
+
+
+def _write_index(key: str, entries: list[dict[str, str]]) -> None:
+    """Note in Triton's cache, under ``key``, which compiles ``key`` names, so that a later
+    process on this machine finds them without asking the remote cache."""
+    try:
+        from triton.runtime.cache import get_cache_manager
+
+        get_cache_manager(key).put(json.dumps(entries), INDEX, binary=False)
+    except (OSError, RuntimeError) as error:
+        log.debug("tilefuse: could not write the shared-compile index: %s", error)
 
 
 def _valid(payload: bytes) -> bool:
@@ -159,19 +197,22 @@ def _valid(payload: bytes) -> bool:
             return False
         for entry in entries:
             files = entry["files"]
-            if not (_HASH.fullmatch(entry["hash"]) and entry["group"] in files):
+            group = entry["group"]
+            if not (_HASH.fullmatch(entry["hash"]) and group.endswith(".json") and group in files):
                 return False
             for name, data in files.items():
                 if not _plain_name(name):
                     return False
                 base64.b64decode(data, validate=True)
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except Exception:  # noqa: BLE001 (anything malformed, e.g. nesting deep enough to recurse)
         return False
     return True
 
 
 def _plain_name(name: Any) -> bool:
-    return (isinstance(name, str) and bool(name) and not name.startswith(".")
+    """A file name Triton writes: no directories, not hidden, and no group file (those
+    name absolute paths; ``_place`` writes its own)."""
+    return (isinstance(name, str) and bool(name) and not name.startswith((".", "__grp__"))
             and "/" not in name and "\\" not in name and "\0" not in name)  # fmt: skip
 
 

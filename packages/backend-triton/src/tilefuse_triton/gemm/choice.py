@@ -67,7 +67,8 @@ class TritonGemmChoice:
         try:
             # contents do not matter for a build; broadcast (stride-0) specs cannot be filled
             tensors = [spec.empty() for spec in self.inputs]
-            with shared_compiles(compile_key(self.source, self.inputs, self.layout)):
+            key = compile_key(self.source, self.inputs, self.layout, device=self.layout.device)
+            with shared_compiles(key):
                 launch(*tensors, out=self.layout.empty())
             torch.cuda.synchronize(self.layout.device)
         except Exception as error:
