@@ -58,7 +58,7 @@ if __package__ in (None, ""):  # run as a script: make `import bench` work
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bench import backends, models, run, zoo  # noqa: E402
+from bench import backends, model_report, models, run, zoo  # noqa: E402
 from bench.timing import Timer  # noqa: E402
 from bench.workloads import Block  # noqa: E402
 
@@ -219,6 +219,7 @@ class _Sweep:
                 self.reference[seq] = out.detach().float().clone()
         del pristine
         self.eager_error: dict[int, float] = {}
+        self.profile_seq: int | None = None  # the length whose calls are also profiled
 
     def fn(self, x: torch.Tensor) -> torch.Tensor:
         return self.work.output(self.module(x))
@@ -260,6 +261,8 @@ class _Sweep:
                              f"{err:.3g} > {limit:.3g}")  # fmt: skip
         else:
             cell["ms"] = self.timer.median_ms(call)
+            if seq == self.profile_seq:
+                cell["profile"] = models.top_kernels(call, [], self.timer)
         return cell
 
 
@@ -453,6 +456,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--columns", type=run._csv, default=None, metavar="C[,C]",
                    help=f"any of {','.join(COLUMNS)} (default: all; smoke: "
                    f"{','.join(SMOKE_COLUMNS)}); eager always runs")  # fmt: skip
+    p.add_argument("--profile", type=int, default=None, metavar="SEQ",
+                   help="also profile every column at length SEQ (one of --seqs) and print "
+                   "their top kernels side by side")  # fmt: skip
     p.add_argument("--smoke", action="store_true", help="tiny configs (the CPU without a GPU)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--out", type=Path, default=run.DEFAULT_OUT, help="directory for the JSON")
@@ -502,7 +508,8 @@ def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
         "mode": {"smoke": args.smoke, "workloads": args.workloads, "seqs": args.seqs,
                  "columns": args.columns, "dtype": "bfloat16", "seq_dim": SEQ_DIM,
                  "timing": timer.method + ("" if args.full_timing or args.smoke else " (quick)"),
-                 "tilefuse_strict": not args.allow_fallback, "timeout_s": args.timeout},
+                 "tilefuse_strict": not args.allow_fallback, "timeout_s": args.timeout,
+                 "profile": args.profile},
         "columns": {c.name: {"family": c.family, "compile": _describe(c),
                              "usable": unusable[c.name] is None, "reason": unusable[c.name]}
                     for c in columns},
@@ -530,6 +537,7 @@ def run_all(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
         if not why:
             try:
                 sweep = _Sweep(work, args.seqs, timer, args.smoke)
+                sweep.profile_seq = args.profile
                 row["params"] = sweep.params
             except Exception as exc:
                 why = f"building the model or its fp32 reference failed: {run._error_text(exc)}"
@@ -655,6 +663,20 @@ def format_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_profiles(data: dict[str, Any]) -> str:
+    """The top kernels of each column at the profiled length, side by side per workload
+    (``model_report.format_profiles``'s layout)."""
+    rows = []
+    for row in data["rows"]:
+        profiles = {name: {"profile": cell["profile"]}
+                    for name, r in row["results"].items()
+                    for cell in r.get("cells", []) if cell.get("profile")}  # fmt: skip
+        if profiles:
+            seq = data["mode"].get("profile")
+            rows.append({"model": row["workload"], "mode": f"seq {seq}", "results": profiles})
+    return model_report.format_profiles({"rows": rows})
+
+
 def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
@@ -664,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
     paths: list[Path] = []
     data = run_all(args, paths)
     print(format_table(data))
+    if args.profile is not None:
+        print("\n" + format_profiles(data))
     print(f"\nwrote {paths[0]}")
     return 0
 

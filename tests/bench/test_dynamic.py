@@ -126,3 +126,16 @@ def test_smoke_run_writes_the_json(tmp_path, capsys):
     assert row["verdict"]["status"] in ("PASS", "MISS")  # timing on the interpreter: no claim
     out = capsys.readouterr().out
     assert "symbolic column compiled once: met" in out and f"wrote {path}" in out
+
+
+def test_profiles_print_side_by_side_per_workload():
+    cell = {"seq": 8, "profile": [{"name": "tf_reduction_5", "ms": 0.049, "calls": 1.0}]}
+    data = {"mode": {"profile": 8},
+            "rows": [{"workload": "block", "results": {
+                "tilefuse_symbolic": {"cells": [{"seq": 5}, cell]},
+                "eager": {"cells": [{"seq": 8, "profile": [
+                    {"name": "aten::bmm", "ms": 0.02, "calls": 2.0}]}]}}}]}  # fmt: skip
+    text = dynamic.format_profiles(data)
+    assert text.splitlines()[0] == "top kernels per iteration: block / seq 8 (ms, calls)"
+    assert "tilefuse_symbolic" in text and "tf_reduction_5" in text and "aten::bmm" in text
+    assert dynamic.parse_args(["--profile", "512"]).profile == 512
