@@ -85,20 +85,10 @@ class FloorDiv(sympy.Function):
 
 
 def _split_multiples(x: Expr, d: Expr) -> tuple[list[Expr], list[Expr]]:
-    """``(quotients, rest)``: the terms of ``x`` that are exact multiples of ``d``, divided
-    by it, and the other terms. ``d`` may be a product of size symbols (``r + s27*x`` over
-    ``s27``); only a term whose symbols include all of ``d``'s is tried (``exact_quotient``
-    is costly, and these run on every construction)."""
+    """``(quotients, rest)``: the terms of ``x`` that are exact multiples of ``d``
+    (``_term_quotient``), divided by it, and the other terms."""
     whole: list[Expr] = []
     rest: list[Expr] = []
-    if d.is_Integer:
-        for term in sympy.Add.make_args(x):
-            coeff, _ = term.as_coeff_Mul()
-            if coeff.is_Integer and int(coeff) % int(d) == 0:
-                whole.append(term / d)
-            else:
-                rest.append(term)
-        return whole, rest
     for term in sympy.Add.make_args(x):
         q = _term_quotient(term, d)
         if q is None:
@@ -346,12 +336,15 @@ def _drop_redundant(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
 
 
 def _one_factor_less(d: Expr) -> list[list[Expr]]:
-    """The factor lists of ``d`` without one of its factors (one power of one base)."""
+    """The factor lists of ``d`` without one of its factors (one power of one base), each
+    distinct list once."""
     powers = sympy.Mul(d).as_powers_dict()
     if not all(e.is_Integer and e > 0 for e in powers.values()):
         return []
-    factors = [b for b, e in powers.items() for _ in range(int(e))]
-    return [factors[:i] + factors[i + 1 :] for i in range(len(factors)) if len(factors) > 1]
+    bases = [b for b, e in powers.items() for _ in range(int(e))]
+    # one list per base: dropping either power of s**2 leaves the same list
+    return [bases[:i] + bases[i + 1 :] for i, b in enumerate(bases)
+            if len(bases) > 1 and b not in bases[:i]]  # fmt: skip
 
 
 def simplify_index(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
