@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import sympy
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -499,3 +500,17 @@ def test_deep_tree_is_refused_not_raised():
         tree = ("tanh", tree)
     with pytest.raises(NotAnEpilogue, match="deeper"):
         match_tree(tree, "buf0", 0, [], (2, 2))
+
+
+def test_dense_orders_are_proved_for_symbolic_strides():
+    from tilefuse.scheduler.epilogue import _dense_order
+
+    s, t = sympy.Symbol("s0", positive=True), sympy.Symbol("s1", positive=True)
+    assert _dense_order((2, s, 24), (24 * s, 24, 1)) == [0, 1, 2]
+    # q/k/v heads permuted out of a fused projection: (3, batch, heads, seq, dim)
+    sizes = (3, t, 4, s, 8)
+    strides = (32, 96 * s, 8, 96, 1)  # stored as (batch, seq, 3, heads, dim)
+    assert _dense_order(sizes, strides) == [1, 3, 0, 2, 4]
+    assert _dense_order((s, 24), (48, 1)) is None  # a gap: every other row
+    assert _dense_order((s, 24), (24, 0)) is None  # a broadcast is no dense layout
+    assert _dense_order((1, s, 24), (7, 24, 1)) == [1, 2]  # a size-1 dim has no order

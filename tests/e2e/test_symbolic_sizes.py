@@ -56,11 +56,12 @@ def _over_sizes(
     return reports
 
 
-def _assert_symbolic(graphs: int, externs: int = 0) -> None:
+def _assert_symbolic(graphs: int, externs: int = 0, templates: int = 0) -> None:
     """Exactly ``graphs`` graphs compiled, each once for every size; none specialized;
-    ``externs`` eager calls inside them."""
+    ``externs`` eager calls and ``templates`` GEMM templates inside them."""
     stats = tilefuse.stats()
     assert stats["externs"] == externs, stats
+    assert stats["templates"] == templates, stats
     assert stats["graphs_fallen_back"] == 0, stats
     assert stats["graphs_compiled"] == graphs, stats
     assert stats["graphs_compiled_symbolic"] == graphs, stats
@@ -230,8 +231,9 @@ def test_mlp_forward_and_backward_over_many_sizes():
     _fresh()
     _train_over_sizes(MLP(), SIZES)
     # Forward and backward graph, once each; the six GEMMs (two forward, four backward)
-    # run as eager torch calls with each call's sizes.
-    _assert_symbolic(2, externs=6)
+    # are templates whose kernel is picked per size bucket when a call reaches it.
+    _assert_symbolic(2, templates=6)
+    assert tilefuse.stats()["gemm_bucket_selections"] > 0
 
 
 @pytest.mark.parametrize("dynamic", [True, None], ids=["dynamic=True", "automatic"])
@@ -368,24 +370,32 @@ def test_masked_softmax_of_a_bmm_normalizes_in_its_reduction_kernel():
         return torch.randn(2, 3, n, 8), torch.randn(2, 3, n, 8)
 
     reports = _over_sizes(fn, make, [5, 9, 17, 33], [[2], [2]])
-    _assert_symbolic(1, externs=1)
+    _assert_symbolic(1, templates=1)
     (report,) = reports
-    assert [k.kind for k in report.kernels if k.backend != "extern"] == ["reduction"], (
-        report.format()
-    )
+    kinds = [k.kind for k in report.kernels if not k.kind.startswith("template")]
+    assert kinds == ["reduction"], report.format()
 
 
-def test_a_gemm_of_symbolic_sizes_refuses_its_epilogue_with_the_reason():
-    """Such a GEMM runs as eager torch, so its bias add stays a kernel of its own; the
-    report says so (it said the matcher failed, with a TypeError, before)."""
+def test_a_gemm_of_symbolic_sizes_takes_its_epilogue_and_picks_per_size_bucket():
+    """A linear layer's bias, relu and scale, read through the (batch, n, out) view of the
+    (batch*n, out) product, is the GEMM's epilogue for every n (the index of the view
+    only simplifies to the GEMM's own with ``24*x + r`` over ``24*s`` peeled). The kernel
+    is picked once per bucket of n (a power of two): n = 3, 7, 12 open buckets 4, 8
+    and 16; n = 5 and 13 reuse two of them."""
     lin = nn.Linear(16, 24)
-    reports = _over_sizes(lambda x: lin(x), lambda n: (torch.randn(2, n, 16),), [3, 7, 12],
-                          [[1]])  # fmt: skip
-    epilogue_refusals = [r for rep in reports for r in rep.refusals if r.startswith("epilogue")]
-    assert epilogue_refusals, [rep.format() for rep in reports]
-    assert all("symbolic sizes: it runs as eager torch" in r for r in epilogue_refusals), (
-        epilogue_refusals
-    )
+
+    def fn(x):
+        return torch.relu(lin(x)) * 0.5
+
+    with torch.no_grad():
+        reports = _over_sizes(fn, lambda n: (torch.randn(2, n, 16),), [3, 7, 12, 5, 13],
+                              [[1]])  # fmt: skip
+    _assert_symbolic(1, templates=1)
+    (report,) = reports
+    (template,) = [k for k in report.kernels if k.kind == "template:mm"]
+    assert len(template.nodes) == 2, report.format()  # the product and its epilogue
+    assert not [r for r in report.refusals if r.startswith("epilogue")], report.format()
+    assert tilefuse.stats()["gemm_bucket_selections"] == 3, tilefuse.stats()
 
 
 def test_indexing_over_many_sizes():

@@ -22,7 +22,10 @@ class VendorEpilogueChoice:
     Offered by ``vendor_epilogue_choice`` only for a 2-D product whose epilogue is exactly
     a row-broadcast bias of the output's dtype, optionally followed by ``relu``. (Its GELU
     form is not used: which GELU it computes depends on the device and the path taken.)
+    One instance runs any sizes (``any_size``, see ``tilefuse.plugin.Choice``).
     """
+
+    any_size = True
 
     def __init__(self, op: str, relu: bool) -> None:
         self.op = op

@@ -22,8 +22,10 @@ class ExternChoice:
     what core runs for a template that no ``TemplateSelector`` takes. Picklable;
     ``compile()`` does nothing. Inputs follow the ``Choice`` conventions: the op's
     tensors, then the epilogue's operands. Raises ``ValueError`` for an op not in
-    ``GEMM_OPS``.
+    ``GEMM_OPS``. One instance runs any sizes (``any_size``, see ``plugin.Choice``).
     """
+
+    any_size = True
 
     def __init__(self, op: str, epilogue: Epilogue | None = None) -> None:
         if op not in GEMM_OPS:

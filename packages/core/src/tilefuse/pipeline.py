@@ -34,7 +34,7 @@ from . import counters
 from .backend_selection import active_policy
 from .codegen.cpp_build import select_wrapper
 from .codegen.kernels import Schedulings, build_kernels, capability_of
-from .codegen.templates import TemplateKernel, accepts_epilogue, eager_template, select_template
+from .codegen.templates import TemplateKernel, accepts_epilogue, select_template, symbolic_template
 from .codegen.wrapper import write_wrapper
 from .errors import SymbolicUnsupported
 from .frontend import lowerings  # noqa: F401  (registers every lowering)
@@ -99,8 +99,7 @@ def compile_graph(
     for i, step in enumerate(schedule.steps):
         if isinstance(step, TemplateStep):
             if graph.symbolic:
-                why = "symbolic sizes: eager torch on each call's tensors"
-                template = eager_template(step, f"tf_gemm_{i}", why)
+                template = symbolic_template(step, f"tf_gemm_{i}")
             else:
                 template = select_template(step, f"tf_gemm_{i}")
             kernels[i] = template

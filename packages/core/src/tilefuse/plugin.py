@@ -533,6 +533,13 @@ class Choice(Protocol):
     find its artifact already built (then it is waited for like any quick build); and
     ``build_key() -> str``, equal for choices that share one artifact (one build serves
     them all).
+
+    Optional attribute ``any_size`` (absent means ``False``): ``True`` when ``run`` is
+    correct for tensors of any sizes and strides no larger than the specs the choice was
+    made for, with their dtypes, ranks and broadcast patterns (its kernel reads sizes
+    and strides when it runs). A graph of symbolic sizes then reuses one pick for every
+    size of a bucket (``tilefuse.codegen.size_buckets``); any other choice is picked
+    again for each exact size.
     """
 
     name: str

@@ -24,9 +24,12 @@ class TritonGemmChoice:
     scratch tensors so that Triton's JIT compile (and its on-disk cache) happens
     there, not inside a timed run; failures raise ``ChoiceFailed`` naming the
     choice. ``run(*inputs, out=...)`` compiles on first use, then launches on
-    the current stream.
+    the current stream. ``any_size``: the rendered kernel reads sizes and strides at
+    launch, so it runs any problem of its dtypes, ranks and broadcast patterns that is
+    no larger than its specs (``index_64`` is decided from them).
     """
 
+    any_size = True
     name: str
     op: str
     config: GemmConfig

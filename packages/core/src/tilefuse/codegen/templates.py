@@ -9,6 +9,8 @@ Core reaches the autotuner only through the ``tilefuse.autotune.selector`` entry
 selector's pick, benchmarked with the epilogue fused (so the fused kernel is measured,
 not assumed), or, when no selector is installed or no backend on the device declares
 ``template:gemm``, ``plugin.ExternChoice`` (an eager torch call, reported as an extern).
+A step of symbolic sizes gets ``symbolic_template``: the pick is made per size bucket
+when a call reaches it (``size_buckets``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from .. import config, plugin
 from ..backend_selection import candidate_backends, template_selector
-from ..errors import PluginError, SymbolicUnsupported
+from ..errors import PluginError
+from ..ir.symbolic import free_size_symbols
 from ..scheduler import TemplateStep
+from .size_buckets import BucketedChoice
 
 log = logging.getLogger("tilefuse")
 
@@ -45,9 +49,11 @@ class TemplateKernel:
         self.summary = summary
         self.source = source
         self.extern_reason = extern_reason
+        # Symbols whose values each call passes as ``sizes=`` (symbolic-size steps only).
+        self.size_args: tuple[str, ...] = ()
 
-    def __call__(self, *inputs: Any, out: Any) -> None:
-        self.choice.run(*inputs, out=out)
+    def __call__(self, *inputs: Any, out: Any, **sizes: Any) -> None:
+        self.choice.run(*inputs, out=out, **sizes)
 
     def direct_op(self, b: Any, out: Any) -> Any:
         """The torch function the wrapper may call in place of this kernel
@@ -105,16 +111,29 @@ def accepts_epilogue(
     return plugin.Verdict.no(problem)
 
 
-def eager_template(step: TemplateStep, name: str, why: str) -> TemplateKernel:
-    """``step`` run by eager torch (``plugin.ExternChoice``) for reason ``why``: the kernel
-    of a template whose sizes are symbolic, called by the wrapper with the tensors of each
-    call (a fused epilogue cannot be taken there: ``SymbolicUnsupported``)."""
-    if step.epilogue is not None:
-        raise SymbolicUnsupported(f"a {step.op} with a fused epilogue has symbolic sizes")
-    label = f"extern/torch.{step.op}"
-    epilogue = plugin.Epilogue((), (), plugin.dtype_name(step.output.buffer.dtype))
-    choice = plugin.ExternChoice(step.op, epilogue)
-    return TemplateKernel(name, choice, label, f"{step.op}: {why}", f"# {label}\n", why)
+def symbolic_template(step: TemplateStep, name: str) -> TemplateKernel:
+    """The kernel of a template step whose sizes are symbolic: the selector's pick per
+    size bucket, made when a call first reaches the bucket (``size_buckets``). The
+    wrapper passes the values of ``size_args`` as ``sizes=``. Without a selector, eager
+    torch (no epilogue was fused then: ``accepts_epilogue`` said no)."""
+    data = step.node.buffer.data
+    layouts = [b.layout for b in data.inputs] + [step.output_layout]
+    exprs = [e for lay in layouts for e in (*lay.size, *lay.stride, lay.offset)]
+    for op in step.epilogue.operands if step.epilogue is not None else ():
+        exprs += [*op.shape, *op.stride]
+    symbols = tuple(sorted(free_size_symbols(exprs), key=str))
+    if not symbols:
+        return select_template(step, name)
+    why = why_no_selector(step.device.type)
+    if why is not None:
+        dtype = plugin.dtype_name(step.output.buffer.dtype)
+        return _extern_kernel(step.op, plugin.Epilogue((), (), dtype), name, why)
+    choice = BucketedChoice(step, symbols)
+    label = f"bucketed/{step.op}"
+    summary = f"{step.op}: chosen per size bucket of {', '.join(map(str, symbols))} at run time"
+    kernel = TemplateKernel(name, choice, label, summary, f"# {label}\n")
+    kernel.size_args = tuple(str(s) for s in symbols)
+    return kernel
 
 
 def select_template(step: TemplateStep, name: str) -> TemplateKernel:
@@ -122,9 +141,7 @@ def select_template(step: TemplateStep, name: str) -> TemplateKernel:
     op, inputs, layout, epilogue = step.request()
     why = why_no_selector(step.device.type)
     if why is not None:
-        label = f"extern/torch.{op}"
-        choice = plugin.ExternChoice(op, epilogue)
-        return TemplateKernel(name, choice, label, f"{op}: {why}", f"# {label}\n", why)
+        return _extern_kernel(op, epilogue, name, why)
     selector = template_selector()
     # Compile-time tracing may have a fake-tensor mode active; candidates need real memory.
     with unset_fake_temporarily():
@@ -133,3 +150,10 @@ def select_template(step: TemplateStep, name: str) -> TemplateKernel:
     log.info("tilefuse: %s", selection.summary)
     source = getattr(selection.choice, "source", "") or f"# {selection.label}\n"
     return TemplateKernel(name, selection.choice, selection.label, selection.summary, source)
+
+
+def _extern_kernel(op: str, epilogue: plugin.Epilogue, name: str, why: str) -> TemplateKernel:
+    """Eager torch for the step (``plugin.ExternChoice``), because ``why``."""
+    label = f"extern/torch.{op}"
+    choice = plugin.ExternChoice(op, epilogue)
+    return TemplateKernel(name, choice, label, f"{op}: {why}", f"# {label}\n", why)

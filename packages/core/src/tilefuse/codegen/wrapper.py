@@ -336,6 +336,9 @@ class WrapperWriter(WrapperPlan):
         direct = getattr(kernel, "direct_op", None)
         op = direct(data.inputs[-1].layout, step.output_layout) if direct else None
         self.namespace[kernel.name] = op or kernel
+        sizes = [self.size(sympy.Symbol(n)) for n in getattr(kernel, "size_args", ())]
+        if sizes and op is None:  # a pick per size bucket (codegen.size_buckets)
+            args.append(f"sizes=({', '.join(sizes)},)")
         self.emit(f"{kernel.name}({', '.join(args)}, out={target})  # {kernel.label}")
 
     def view(self, buf: Buffer) -> None:

@@ -294,13 +294,14 @@ def _drop_redundant(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
         return None
 
     def peel_symbolic(x: Expr, d: Expr) -> tuple[Expr, Expr] | None:
-        """``peel`` for a product of symbols ``d`` (``s27**2``): ``k`` is ``d`` or one of
-        its factors (``r + s27*x`` over ``s27**2`` peels ``x`` with ``k = s27`` when
-        ``r < s27``)."""
+        """``peel`` for a product of symbols ``d`` (``s27**2``, ``24*s27``): ``k`` is
+        ``d`` or ``d`` less one factor (``r + s27*x`` over ``s27**2`` peels ``x`` with
+        ``k = s27`` when ``r < s27``; ``24*x + r`` over ``24*s27`` peels ``x`` with
+        ``k = 24`` when ``r < 24``)."""
         candidates = [d, *(sympy.Mul(*f) for f in _one_factor_less(d))]
         terms = sympy.Add.make_args(x)
         for k in candidates:
-            if k.is_Integer or _term_quotient(d, k) is None:
+            if k == 1 or _term_quotient(d, k) is None:
                 continue
             quotients = [_term_quotient(t, k) for t in terms]
             big = [q for q in quotients if q is not None]

@@ -31,9 +31,7 @@ from ..ir.nodes import (
     Layout,
     Pointwise,
     contiguous_strides,
-    dense_strides_like,
     index_symbols,
-    stride_order,
 )
 from ..ir.ops import OP_NAMES, ops_handler
 from ..plugin import EpilogueStep, dtype_name
@@ -46,10 +44,11 @@ class NotAnEpilogue(Exception):
 
 @dataclass
 class Operand:
-    """An extra tensor the epilogue reads, as a strided view of ``buffer``."""
+    """An extra tensor the epilogue reads, as a strided view of ``buffer``; ``shape``
+    holds sympy expressions where the GEMM's sizes are symbolic."""
 
     buffer: str
-    shape: tuple[int, ...]
+    shape: tuple[Any, ...]
     stride: tuple[int, ...]
     offset: int
     dtype: str = "float32"  # torch dtype name, as in plugin.TensorSpec
@@ -492,13 +491,9 @@ def _match(template: SchedNode, node: SchedNode, buffers: dict[str, Any]) -> Mat
     data = node.buffer.data
     if not isinstance(data, Pointwise):
         raise NotAnEpilogue("not a pointwise node")
-    if any(not sympy.sympify(s).is_Integer for s in template.buffer.layout.size):
-        # pipeline.compile_graph runs such a GEMM as eager torch, which takes no epilogue.
-        raise NotAnEpilogue("the GEMM has symbolic sizes: it runs as eager torch on each "
-                            "call's tensors, without an epilogue")  # fmt: skip
-    shape = tuple(int(s) for s in template.buffer.layout.size)
+    shape = tuple(sympy.sympify(s) for s in template.buffer.layout.size)
     out_layout = None
-    if tuple(int(s) for s in data.ranges) == shape:
+    if _same_sizes(data.ranges, shape):
         index_vars, at = node.index_vars, node.index_vars
     else:
         index_vars = index_symbols("g", len(shape))
@@ -523,23 +518,44 @@ def _match(template: SchedNode, node: SchedNode, buffers: dict[str, Any]) -> Mat
     return MatchedEpilogue(node, steps, operands, out_layout)
 
 
+def _same_sizes(a: Any, b: Any) -> bool:
+    """Whether two size tuples are equal for every value of their symbols."""
+    return len(a) == len(b) and all(sympy.expand(x - y) == 0 for x, y in zip(a, b))
+
+
+def _dense_order(sizes: tuple, strides: tuple) -> list[int] | None:
+    """The dims of more than one element, outermost first, when ``strides`` are exactly
+    the gap-free strides of ``sizes`` walked in that order (proved for every value of
+    the size symbols, so symbolic layouts qualify too); else ``None``. Innermost first,
+    each next dim is the one whose stride equals the elements spanned so far: in a dense
+    layout that dim is unique."""
+    remaining = [d for d in range(len(sizes)) if sizes[d] != 1]
+    spanned: Any = sympy.Integer(1)
+    inner_first: list[int] = []
+    while remaining:
+        fits = [d for d in remaining if sympy.expand(sympy.sympify(strides[d]) - spanned) == 0]
+        if len(fits) != 1:
+            return None
+        inner_first.append(fits[0])
+        remaining.remove(fits[0])
+        spanned = spanned * sizes[fits[0]]
+    return inner_first[::-1]
+
+
 def _gemm_order_index(layout: Layout, gemm_vars: list[sympy.Symbol], shape: tuple) -> list[Any]:
     """The index of the element a node of another shape (a view of the GEMM result: the
     (1, T, C) of a linear layer, q/k/v heads permuted out of a fused projection) stores at
     row-major position ``gemm_vars`` of the GEMM's ``shape``: the position decoded through
     the node's strides. Only for a dense layout of as many elements, whose storage order
     the template can then write as a row-major ``shape``; ``NotAnEpilogue`` otherwise (and
-    when the body does not read the GEMM there, the matcher refuses)."""
+    when the body does not read the GEMM there, the matcher refuses). Sizes may be
+    symbolic: every fact used is proved for all their values."""
     sizes, strides = layout.size, layout.stride
-    if not all(isinstance(s, sympy.Integer) or isinstance(s, int) for s in (*sizes, *strides)):
-        raise NotAnEpilogue("its shape differs from the GEMM result's (symbolic sizes)")
-    numel = math.prod(int(s) for s in sizes)
-    if numel != math.prod(shape):
+    if sympy.expand(sympy.Mul(*sizes) - sympy.Mul(*shape)) != 0:
         raise NotAnEpilogue("its shape differs from the GEMM result's")
-    order = stride_order(sizes, strides)
-    dense = dense_strides_like(sizes, strides)
-    if order is None or any(dense[d] != strides[d] for d in order):
+    order = _dense_order(sizes, strides)
+    if order is None:
         raise NotAnEpilogue("its shape differs from the GEMM result's, and its layout is not dense")
-    position = flatten(gemm_vars, [sympy.Integer(s) for s in shape])
+    position = flatten(gemm_vars, shape)
     ranges = dict(zip(gemm_vars, shape, strict=True))
     return [simplify_index(i, ranges) for i in unflatten_in_order(position, sizes, order)]

@@ -17,9 +17,11 @@ epilogue instead: the matcher (``epilogue.match_epilogue``) describes it as a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import sympy
 
 from ..ir.nodes import Buffer, Extern, Template
 from ..plugin import Epilogue, FusionCandidate, TensorSpec, Verdict, dtype_name
@@ -91,9 +93,13 @@ class TemplateStep:
             return self.epilogue.out_layout
         return self.output.buffer.layout
 
-    def request(self) -> tuple[str, tuple[TensorSpec, ...], TensorSpec, Epilogue]:
+    def request(
+        self, values: Mapping[sympy.Symbol, int] | None = None
+    ) -> tuple[str, tuple[TensorSpec, ...], TensorSpec, Epilogue]:
         """The problem as providers see it: ``(op, input specs, output spec, epilogue)``;
-        the input specs are the op's tensors followed by the epilogue's operands."""
+        the input specs are the op's tensors followed by the epilogue's operands. Symbolic
+        sizes take their ``values`` (a size hint, or one call's sizes); without them a
+        symbolic size raises ``TypeError``."""
         data = self.node.buffer.data
         assert isinstance(data, Template), data
         out_layout = self.output_layout
@@ -102,17 +108,24 @@ class TemplateStep:
         if self.epilogue is not None:
             steps = self.epilogue.steps
             operands = tuple(
-                TensorSpec(o.shape, o.stride, o.dtype, o.device) for o in self.epilogue.operands
+                TensorSpec(_ints(o.shape, values), _ints(o.stride, values), o.dtype, o.device)
+                for o in self.epilogue.operands
             )
-        inputs = tuple(_spec(b.layout) for b in data.inputs) + operands
+        inputs = tuple(_spec(b.layout, values) for b in data.inputs) + operands
         epilogue = Epilogue(steps, operands, dtype_name(out_layout.dtype))
-        return data.op, inputs, _spec(out_layout), epilogue
+        return data.op, inputs, _spec(out_layout, values), epilogue
 
 
-def _spec(layout: Any) -> TensorSpec:
+def _ints(exprs: Any, values: Mapping[sympy.Symbol, int] | None) -> tuple[int, ...]:
+    if values:
+        return tuple(int(sympy.sympify(e).subs(values)) for e in exprs)
+    return tuple(int(e) for e in exprs)
+
+
+def _spec(layout: Any, values: Mapping[sympy.Symbol, int] | None = None) -> TensorSpec:
     return TensorSpec(
-        tuple(int(s) for s in layout.size),
-        tuple(int(s) for s in layout.stride),
+        _ints(layout.size, values),
+        _ints(layout.stride, values),
         dtype_name(layout.dtype),
         str(layout.device),
     )
@@ -146,11 +159,13 @@ def fuse(
     outputs: set[str] | None = None,
     lookup: dict[str, Buffer] | None = None,
     accepts_epilogue: AcceptsEpilogue = no_epilogues,
+    hints: Mapping[sympy.Symbol, int] | None = None,
 ) -> tuple[list[Step], list[Refusal]]:
     """Group ``nodes`` (program order) into steps; returns steps and refusals.
 
     ``can_fuse`` is the owning backend's answer for a kernel fusion and
-    ``accepts_epilogue`` the answer for a template epilogue (see the module docstring).
+    ``accepts_epilogue`` the answer for a template epilogue (see the module docstring),
+    asked at the size ``hints`` where sizes are symbolic.
     """
     steps: list[Step] = []
     step_of: dict[str, int] = {}
@@ -173,7 +188,7 @@ def fuse(
             continue
         if _try_epilogue(
             node, steps, step_of, producer_of, consumers, outputs, accepts_epilogue, refusals,
-            lookup,
+            lookup, hints,
         ):  # fmt: skip
             continue
         producer_steps = {step_of[producer_of[r].name] for r in node.read_names if r in producer_of}
@@ -229,8 +244,9 @@ def fuse(
 
 
 def _try_epilogue(
-    node, steps, step_of, producer_of, consumers, outputs, accepts_epilogue, refusals, lookup
-) -> bool:
+    node, steps, step_of, producer_of, consumers, outputs, accepts_epilogue, refusals, lookup,
+    hints,
+) -> bool:  # fmt: skip
     """Attach ``node`` to the template it reads as its epilogue, when it can be one: the
     matcher describes it, and ``accepts_epilogue`` is asked once about that description."""
     for name in node.read_names:
@@ -254,7 +270,7 @@ def _try_epilogue(
                 reason = str(exc)
             else:
                 # The one question: does a provider offer this template with this epilogue?
-                verdict = accepts_epilogue(*step.request())
+                verdict = accepts_epilogue(*step.request(hints))
                 if verdict.ok:
                     step_of[node.name] = step_of[producer.name]
                     return True

@@ -83,7 +83,16 @@ def schedule_graph(
         if parent in by_name:
             producer_of[child] = by_name[parent]
     lookup = graph.buffers_by_name()
-    steps, refusals = fuse(nodes, producer_of, can_fuse, policy, outputs, lookup, accepts_epilogue)
+    steps, refusals = fuse(
+        nodes,
+        producer_of,
+        can_fuse,
+        policy,
+        outputs,
+        lookup,
+        accepts_epilogue,
+        getattr(graph, "size_hints", None),
+    )
     schedule = Schedule(graph, steps, refusals, removed)
     _plan_memory(schedule, outputs, parent_of)
     return schedule
