@@ -45,13 +45,17 @@ def _one_sum(spec: KernelSpec) -> bool:
     return kinds == ["sum"]
 
 
-def choose_config(spec: KernelSpec) -> dict[str, Any]:
+def choose_config(spec: KernelSpec, row_length: int | None = None) -> dict[str, Any]:
     """The backend's own ``XBLOCK``, ``RBLOCK``, ``num_warps``, plus ``int64`` (64-bit
-    indices), ``persistent`` (reductions) and ``paired`` (tiled pointwise) for ``spec``."""
+    indices), ``persistent`` (reductions) and ``paired`` (tiled pointwise) for ``spec``.
+
+    ``row_length``: for a reduction over a symbolic extent, the config of a variant that
+    serves rows of at most this many elements (``row_variants``), chosen as for a static
+    row of that length; without it, one that serves every length (looped)."""
     x = spec.hint(spec.xnumel)
-    r = spec.hint(spec.rnumel)
+    r = row_length if row_length is not None else spec.hint(spec.rnumel)
     symbolic_x = not sympy.sympify(spec.xnumel).is_Integer
-    symbolic_r = not sympy.sympify(spec.rnumel).is_Integer
+    symbolic_r = row_length is None and not sympy.sympify(spec.rnumel).is_Integer
     big = x * max(r, 1) >= 2**31 - 1 or spec.symbolic
     if spec.kind is GroupKind.POINTWISE:
         # H100 sweep (bench/sweep_triton_configs.py): 2048 elements over 4 warps beat
@@ -89,6 +93,18 @@ def choose_config(spec: KernelSpec) -> dict[str, Any]:
     return {"XBLOCK": 1, "RBLOCK": 2048, "num_warps": 8, "persistent": False, "int64": big}
 
 
+def row_variants(spec: KernelSpec) -> bool:
+    """Whether ``spec`` is a row reduction over a symbolic extent, which runs a variant
+    per bucket of its row length (``choose_config(spec, bucket)``) instead of one looped
+    kernel: a softmax row of 512 in one persistent block took 86 us where the looped
+    kernel configured for a first call's 128 took 222 (the H200, ``bench/dynamic.py``)."""
+    return (
+        spec.kind is GroupKind.REDUCTION
+        and not sympy.sympify(spec.rnumel).is_Integer
+        and not _reduction_reads_contiguous_in_x(spec)
+    )
+
+
 def grid(spec: KernelSpec, config: dict[str, Any]) -> int:
     """Programs to launch for ``spec`` (with static sizes) under ``config``."""
     return grid_size(spec.kind, int(spec.xnumel), int(spec.rnumel), config)
@@ -102,4 +118,4 @@ def grid_size(kind: GroupKind, x: int, r: int, config: dict[str, Any]) -> int:
     return xblocks
 
 
-__all__ = ["choose_config", "grid", "grid_size", "next_pow2"]
+__all__ = ["choose_config", "grid", "grid_size", "next_pow2", "row_variants"]

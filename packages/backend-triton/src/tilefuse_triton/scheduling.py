@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sympy
 import torch
 
 from tilefuse import plugin
@@ -13,6 +14,7 @@ from . import heuristics
 from .cpp_launch import empty_launch, render_cpp_launch
 from .kernel_writer import render_spec
 from .launcher import _SCRATCH_FIELDS, CubinLauncher, unsupported_reason
+from .row_variants import RowVariantKernel
 from .shared_compiles import compile_key, shared_compiles
 
 MAX_KERNEL_NODES = 40
@@ -222,8 +224,23 @@ class TritonScheduling:
             return plugin.Verdict.no(f"a Triton kernel holds at most {MAX_KERNEL_NODES} nodes")
         return plugin.Verdict.yes()
 
-    def codegen(self, spec: plugin.KernelSpec) -> TritonKernel:
-        config = heuristics.choose_config(spec)
+    def codegen(self, spec: plugin.KernelSpec) -> TritonKernel | RowVariantKernel:
+        if spec.symbolic and heuristics.row_variants(spec):
+
+            def render(row_length: int | None) -> TritonKernel:
+                return self._kernel(spec, self._config(spec, row_length))
+
+            return RowVariantKernel(spec, render, spec.hint(spec.rnumel))
+        return self._kernel(spec, self._config(spec))
+
+    def _kernel(self, spec: plugin.KernelSpec, config: dict[str, Any]) -> TritonKernel:
+        source, args, size_args = render_spec(spec, config)
+        return TritonKernel(spec, source, args, config, self.context.cache_salt(), size_args)
+
+    def _config(self, spec: plugin.KernelSpec, row_length: int | None = None) -> dict[str, Any]:
+        """The heuristics' config (``row_length``: see ``heuristics.choose_config``), with
+        the scheduling policy's tiling over it where that fits in one block."""
+        config = heuristics.choose_config(spec, row_length)
         policy = self.context.policy
         if policy is not None:
             override = policy.tiling(spec, self.context.device)
@@ -240,8 +257,18 @@ class TritonScheduling:
                     # pairing assumed the heuristic's square tile grid: new tiles void it
                     tiles_changed = {"XBLOCK", "RBLOCK"} & set(override)
                     config["paired"] = config.get("paired") and not tiles_changed
-        source, args, size_args = render_spec(spec, config)
-        return TritonKernel(spec, source, args, config, self.context.cache_salt(), size_args)
+        if config.get("persistent") and not _covers(spec, config["RBLOCK"], row_length):
+            config["persistent"] = False  # one block per row must hold the whole row
+        return config
+
+
+def _covers(spec: plugin.KernelSpec, rblock: int, row_length: int | None) -> bool:
+    """Whether a block of ``rblock`` holds every row a kernel for ``row_length`` (or,
+    without it, for ``spec``'s own row length: unknown where symbolic) reduces."""
+    if row_length is not None:
+        return rblock >= row_length
+    rnumel = sympy.sympify(spec.rnumel)
+    return bool(rnumel.is_Integer) and rblock >= int(rnumel)
 
 
 def _symbol(spec: plugin.KernelSpec, name: str) -> Any:
