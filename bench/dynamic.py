@@ -261,6 +261,8 @@ class _Sweep:
                              f"{err:.3g} > {limit:.3g}")  # fmt: skip
         else:
             cell["ms"] = self.timer.median_ms(call)
+            if self.timer.is_cuda:  # kernels only: host time and launch gaps left out
+                cell["kernel_ms"] = models.kernel_ms(call, [], self.timer)
             if seq == self.profile_seq:
                 cell["profile"] = models.top_kernels(call, [], self.timer)
         return cell
@@ -268,8 +270,8 @@ class _Sweep:
 
 def _failed(seq: int, error: str | None) -> dict[str, Any]:
     """An empty cell at ``seq`` (with ``error`` when it failed or was not run)."""
-    return {"seq": seq, "ms": None, "first_call_s": None, "rel_error": None,
-            "allowed_error": None, "error": error}  # fmt: skip
+    return {"seq": seq, "ms": None, "kernel_ms": None, "first_call_s": None,
+            "rel_error": None, "allowed_error": None, "error": error}  # fmt: skip
 
 
 def run_column(
@@ -363,10 +365,13 @@ def summarize(row: dict[str, Any]) -> dict[str, Any]:
         line: dict[str, Any] = {"seq": seq}
         for name in results:
             line[f"{name}_ms"] = cells[name].get(seq, {}).get("ms")
+            line[f"{name}_kernel_ms"] = cells[name].get(seq, {}).get("kernel_ms")
         static = cells.get("tilefuse_static", {}).get(seq, {})
         line["tilefuse_static_compile_s"] = static.get("compile_s")
         sym, stat = line.get("tilefuse_symbolic_ms"), line.get("tilefuse_static_ms")
         line["ratio"] = sym / stat if sym and stat else None
+        sym, stat = line.get("tilefuse_symbolic_kernel_ms"), line.get("tilefuse_static_kernel_ms")
+        line["kernel_ratio"] = sym / stat if sym and stat else None
         shapes.append(line)
     row["shapes"] = shapes
     row["targets"] = targets(row)
@@ -624,8 +629,10 @@ def format_table(data: dict[str, Any]) -> str:
     heads = {"eager": "eager", "tilefuse_static": "static (compile s)",
              "tilefuse_symbolic": "symbolic", "inductor_dynamic": "inductor dyn"}  # fmt: skip
     head = f"{'workload':10s}{'seq':>6s}" + "".join(f"{heads[c]:>20s}" for c in columns)
-    head += f"{'sym/static':>12s}"
-    lines = [f"ms per call, bf16 inference ({data['mode']['timing']})", head, "-" * len(head)]
+    head += f"{'sym/static':>12s}{'kernels s/s':>13s}"
+    lines = [f"ms per call, bf16 inference ({data['mode']['timing']}); kernels s/s: the "
+             "same ratio of summed kernel time (torch.profiler; no host time)", head,
+             "-" * len(head)]  # fmt: skip
     notes = []
     for row in data["rows"]:
         if row.get("error") and not row["results"]:
@@ -639,8 +646,10 @@ def format_table(data: dict[str, Any]) -> str:
                     text += f" ({line['tilefuse_static_compile_s']:.1f})"
                 cells.append(f"{text:>20s}")
             ratio = "-" if line["ratio"] is None else f"{line['ratio']:.2f}x"
+            device = line.get("kernel_ratio")
+            device_text = "-" if device is None else f"{device:.2f}x"
             lines.append(f"{row['workload']:10s}{line['seq']:>6d}" + "".join(cells)
-                         + f"{ratio:>12s}")  # fmt: skip
+                         + f"{ratio:>12s}{device_text:>13s}")  # fmt: skip
         sym = row["results"].get("tilefuse_symbolic") or {}
         ind = row["results"].get("inductor_dynamic") or {}
         compile_note = f"  symbolic cold compile {_s(sym.get('compile_s'))}"

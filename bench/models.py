@@ -311,11 +311,12 @@ def _clear(leaves: list[torch.Tensor]) -> None:
         leaf.grad = None
 
 
-def top_kernels(
+def _profiled_kernels(
     step: Callable[[], Any], leaves: list[torch.Tensor], timer: Timer
-) -> list[dict[str, Any]]:
-    """The ``PROFILE_TOP`` costliest kernels of one iteration (device time; CPU time on the
-    CPU), averaged over ``PROFILE_CALLS`` profiled calls."""
+) -> tuple[list[Any], Callable[[Any], float]]:
+    """``(events, cost)``: the profiler's per-kernel averages over ``PROFILE_CALLS`` calls
+    of ``step`` (device kernels on a GPU; CPU ops on the CPU) and each one's total cost
+    in us over those calls."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
@@ -340,11 +341,27 @@ def top_kernels(
         from torch.autograd import DeviceType
 
         events = [e for e in events if getattr(e, "device_type", None) == DeviceType.CUDA]
+    return events, cost
+
+
+def top_kernels(
+    step: Callable[[], Any], leaves: list[torch.Tensor], timer: Timer
+) -> list[dict[str, Any]]:
+    """The ``PROFILE_TOP`` costliest kernels of one iteration (device time; CPU time on the
+    CPU), averaged over ``PROFILE_CALLS`` profiled calls."""
+    events, cost = _profiled_kernels(step, leaves, timer)
     events.sort(key=cost, reverse=True)
     return [
         {"name": e.key, "ms": cost(e) / 1e3 / PROFILE_CALLS, "calls": e.count / PROFILE_CALLS}
         for e in events[:PROFILE_TOP]
     ]
+
+
+def kernel_ms(step: Callable[[], Any], leaves: list[torch.Tensor], timer: Timer) -> float:
+    """Device time of one iteration: every kernel's time summed (no launch gaps, no host
+    time), averaged over ``PROFILE_CALLS`` profiled calls; on the CPU, CPU op time."""
+    events, cost = _profiled_kernels(step, leaves, timer)
+    return sum(cost(e) for e in events) / 1e3 / PROFILE_CALLS
 
 
 def measure(

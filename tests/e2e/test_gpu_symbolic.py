@@ -87,3 +87,32 @@ def test_transformer_block_forward_backward_over_sequence_lengths():
     stats = tilefuse.stats()
     assert stats["graphs_fallen_back"] == 0, stats
     assert stats["graphs_compiled_symbolic"] == 2, stats  # forward and backward
+
+
+@pytest.mark.parametrize("mode", ["default", "quick"])
+def test_linear_epilogues_over_sizes_pick_a_kernel_per_size_bucket(mode, monkeypatch, tmp_path):
+    """A symbolic-size GEMM takes its epilogue and picks its kernel per bucket of the
+    size: cuBLASLt's bias + relu unmeasured (default), or a measured winner (quick:
+    Triton templates compete, run at sizes other than the ones they were tuned for)."""
+    from tilefuse.report import collect_reports
+
+    monkeypatch.setenv("TILEFUSE_AUTOTUNE", mode)
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path))
+    lin = torch.nn.Linear(256, 384, device="cuda", dtype=torch.bfloat16)
+
+    def fn(x):
+        return torch.relu(lin(x))
+
+    _fresh()
+    compiled = torch.compile(fn, backend="tilefuse")
+    with torch.no_grad(), collect_reports() as reports:
+        for n in [40, 33, 64, 300, 17, 1000]:
+            x = torch.randn(2, n, 256, device="cuda", dtype=torch.bfloat16)
+            torch._dynamo.mark_dynamic(x, 1)
+            torch.testing.assert_close(compiled(x), fn(x), rtol=2e-2, atol=2e-2)
+    _assert_symbolic(1)
+    (report,) = reports
+    (gemm,) = [k for k in report.kernels if k.kind.startswith("template")]
+    assert len(gemm.nodes) == 2, report.format()  # the product and its bias + relu
+    # buckets of n: 64 (40, 33, 64), 512 (300), 32 (17), 1024 (1000)
+    assert tilefuse.stats()["gemm_bucket_selections"] == 4, tilefuse.stats()
