@@ -9,6 +9,7 @@ unflattening a contiguous index produces, so a view or reshape costs nothing:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -98,15 +99,21 @@ def _split_multiples(x: Expr, d: Expr) -> tuple[list[Expr], list[Expr]]:
     return whole, rest
 
 
+@functools.lru_cache(maxsize=16384)
 def _term_quotient(term: Expr, d: Expr) -> Expr | None:
     """``term / d`` when ``d`` (a product of size symbols, say) divides the one term
     ``term`` for every value of its symbols: the quotient has an integer coefficient and no
-    denominator (``s27*MI(x, 1, s27) / s27`` is ``MI(x, 1, s27)``); else ``None``."""
+    denominator (``s27*MI(x, 1, s27) / s27`` is ``MI(x, 1, s27)``); else ``None``.
+    Memoized: index rewriting asks the same question many times over (``subs`` rebuilds
+    every ``FloorDiv`` and ``ModularIndexing`` it passes)."""
     if d.is_Integer:
         coeff, _ = term.as_coeff_Mul()
         return term / d if coeff.is_Integer and int(coeff) % int(d) == 0 else None
     if not d.free_symbols <= term.free_symbols:
         return None
+    monomial = _monomial_quotient(term, d)
+    if monomial is not None:
+        return monomial
     q = term / d
     # Every term: sympy spreads a rational factor over a sum (2*s0*(a + b) / (4*s0) is
     # a/2 + b/2), and ``fraction`` of such a sum reports no denominator.
@@ -114,6 +121,27 @@ def _term_quotient(term: Expr, d: Expr) -> Expr | None:
         if sympy.fraction(part)[1] != 1 or not part.as_coeff_Mul()[0].is_Integer:
             return None
     return q
+
+
+def _monomial_quotient(term: Expr, d: Expr) -> Expr | None:
+    """``term / d`` by exponent counting, when ``d`` is an integer times a product of
+    powers that ``term``'s own factors hold with an integer coefficient left over (no
+    ``expand``: most quotients of an index are of this kind); ``None`` where that does
+    not show it (a sum among the factors, say: ``_term_quotient`` then decides)."""
+    t_coeff, t_rest = term.as_coeff_Mul()
+    d_coeff, d_rest = d.as_coeff_Mul()
+    if not (t_coeff.is_Integer and d_coeff.is_Integer) or int(t_coeff) % int(d_coeff):
+        return None
+    t_powers = t_rest.as_powers_dict()
+    d_powers = d_rest.as_powers_dict()
+    left: dict[Expr, Expr] = dict(t_powers)
+    for base, exp in d_powers.items():
+        have = t_powers.get(base)
+        if have is None or not (exp.is_Integer and have.is_Integer) or have < exp:
+            return None
+        left[base] = have - exp
+    coeff = sympy.Integer(int(t_coeff) // int(d_coeff))
+    return coeff * sympy.Mul(*[b**e for b, e in left.items() if e != 0])
 
 
 class ModularIndexing(sympy.Function):
