@@ -139,3 +139,16 @@ def test_profiles_print_side_by_side_per_workload():
     assert text.splitlines()[0] == "top kernels per iteration: block / seq 8 (ms, calls)"
     assert "tilefuse_symbolic" in text and "tf_reduction_5" in text and "aten::bmm" in text
     assert dynamic.parse_args(["--profile", "512"]).profile == 512
+
+
+def test_compile_profile_smoke_prints_both_columns_by_phase(capsys):
+    from bench import compile_profile
+
+    assert compile_profile.main(["--smoke", "--seq", "5", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "block at 5 on cpu: first call (cold compile)" in out
+    phases = {line[:28].strip(): line[28:].split() for line in out.splitlines()
+              if line[:28].strip() in ("wall", "tilefuse compile_graph")}  # fmt: skip
+    for label, (symbolic, static) in phases.items():
+        assert float(symbolic) > 0 and float(static) > 0, (label, out)
+    assert "== tilefuse_symbolic: top 3" in out and "== tilefuse_static: top 3" in out
