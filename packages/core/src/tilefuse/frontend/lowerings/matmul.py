@@ -32,15 +32,15 @@ def _padded_rows(op: str, meta: torch.Tensor) -> Layout | None:
     """For a large half-precision CUDA ``mm`` whose N is no multiple of 16 bytes (GPT-2's
     vocabulary of 50257): its result with rows padded to one (``padded_width``), which the
     extern GEMM writes in place with cuBLAS's aligned kernels. Consumers read it through its
-    strides; a graph output gets eager's dense layout from one copy (``_output``)."""
-    if (
-        op != "mm"
-        or meta.device.type not in PADDED_ROW_DEVICES
-        or not all(isinstance(s, int) for s in meta.shape)
-    ):
+    strides; a graph output gets eager's dense layout from one copy (``_output``). N must
+    be static; a symbolic M (a sequence length) is judged at its size hint."""
+    if op != "mm" or meta.device.type not in PADDED_ROW_DEVICES:
         return None
     m, n = meta.shape
-    width = padded_width(meta.dtype, n, m * n)
+    rows = m if isinstance(m, int) else getattr(getattr(m, "node", None), "hint", None)
+    if not isinstance(n, int) or rows is None:
+        return None
+    width = padded_width(meta.dtype, n, int(rows) * n)
     if width is None:
         return None
     return Layout(meta.device, meta.dtype, sympify_sizes(meta.shape), sympify_sizes((width, 1)))
