@@ -131,6 +131,21 @@ def test_symbolic_coefficients_merge():
     assert simplify_index(expr, {x: 8 * s, r: s}) == flat
 
 
+def test_a_row_offset_over_a_product_of_several_symbolic_factors_peels():
+    """GPT-2's causal mask read by a softmax's normalizing pass: ``(r + s*x) // (2*s**2)``
+    with ``r < s`` is ``x // (2*s)``; the peel needs ``s`` out of ``2*s**2``, two factors
+    less (the kernel computed it per element, in 64 bits, and loaded the mask twice)."""
+    r = sympy.Symbol("r", integer=True, nonnegative=True)
+    expr = FloorDiv(r + s * x, 2 * s**2)
+    simplified = simplify_index(expr, {x: 4 * s, r: s})
+    assert simplified == FloorDiv(x, 2 * s)
+    for size in (2, 3, 5):
+        for xv in range(4 * size):
+            for rv in range(size):
+                env = {s: size, x: xv, r: rv}
+                assert int(simplified.subs(env)) == int(expr.subs(env)), env
+
+
 def test_divisions_of_wraps_with_symbolic_sizes_keep_their_meaning():
     expr = FloorDiv(ModularIndexing(x, 1, 64 * s), 16)
     assert expr == ModularIndexing(x, 16, 4 * s)

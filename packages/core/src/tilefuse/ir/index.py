@@ -10,6 +10,7 @@ unflattening a contiguous index produces, so a view or reshape costs nothing:
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -322,13 +323,12 @@ def _drop_redundant(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
         return None
 
     def peel_symbolic(x: Expr, d: Expr) -> tuple[Expr, Expr] | None:
-        """``peel`` for a product of symbols ``d`` (``s27**2``, ``24*s27``): ``k`` is
-        ``d`` or ``d`` less one factor (``r + s27*x`` over ``s27**2`` peels ``x`` with
-        ``k = s27`` when ``r < s27``; ``24*x + r`` over ``24*s27`` peels ``x`` with
-        ``k = 24`` when ``r < 24``)."""
-        candidates = [d, *(sympy.Mul(*f) for f in _one_factor_less(d))]
+        """``peel`` for a product of symbols ``d`` (``s27**2``, ``24*s27``): ``k`` is a
+        product of ``d``'s factors, most factors first (``r + s27*x`` over ``s27**2``
+        or ``2*s27**2`` peels ``x`` with ``k = s27`` when ``r < s27``; ``24*x + r`` over
+        ``24*s27`` peels ``x`` with ``k = 24`` when ``r < 24``)."""
         terms = sympy.Add.make_args(x)
-        for k in candidates:
+        for k in _divisor_products(d):
             if k == 1 or _term_quotient(d, k) is None:
                 continue
             quotients = [_term_quotient(t, k) for t in terms]
@@ -364,16 +364,21 @@ def _drop_redundant(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
     return visit(expr)
 
 
-def _one_factor_less(d: Expr) -> list[list[Expr]]:
-    """The factor lists of ``d`` without one of its factors (one power of one base), each
-    distinct list once."""
+def _divisor_products(d: Expr) -> list[Expr]:
+    """The products of ``d``'s factors (powers counted as repeated factors) other than 1,
+    each distinct product once, most factors first: ``2*s**2`` gives ``2*s**2, s**2,
+    2*s, s, 2``. Empty where a power is not a positive integer one."""
     powers = sympy.Mul(d).as_powers_dict()
     if not all(e.is_Integer and e > 0 for e in powers.values()):
         return []
-    bases = [b for b, e in powers.items() for _ in range(int(e))]
-    # one list per base: dropping either power of s**2 leaves the same list
-    return [bases[:i] + bases[i + 1 :] for i, b in enumerate(bases)
-            if len(bases) > 1 and b not in bases[:i]]  # fmt: skip
+    bases = list(powers)
+    counts = [range(int(powers[b]) + 1) for b in bases]
+    products: dict[Expr, int] = {}
+    for picks in itertools.product(*counts):
+        if any(picks):
+            k = sympy.Mul(*[b**n for b, n in zip(bases, picks, strict=True)])
+            products.setdefault(k, sum(picks))
+    return sorted(products, key=lambda k: -products[k])
 
 
 def simplify_index(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr:
