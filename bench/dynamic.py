@@ -58,7 +58,7 @@ if __package__ in (None, ""):  # run as a script: make `import bench` work
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bench import backends, model_report, models, run, zoo  # noqa: E402
+from bench import backends, host_overhead, model_report, models, run, zoo  # noqa: E402
 from bench.timing import Timer  # noqa: E402
 from bench.workloads import Block  # noqa: E402
 
@@ -263,6 +263,8 @@ class _Sweep:
             cell["ms"] = self.timer.median_ms(call)
             if self.timer.is_cuda:  # kernels only: host time and launch gaps left out
                 cell["kernel_ms"] = models.kernel_ms(call, [], self.timer)
+                host_us, _ = host_overhead.host_and_wall_us(call, self.timer.synchronize, "quick")
+                cell["host_ms"] = host_us / 1e3  # launching one call, without waiting
             if seq == self.profile_seq:
                 cell["profile"] = models.top_kernels(call, [], self.timer)
         return cell
@@ -270,7 +272,7 @@ class _Sweep:
 
 def _failed(seq: int, error: str | None) -> dict[str, Any]:
     """An empty cell at ``seq`` (with ``error`` when it failed or was not run)."""
-    return {"seq": seq, "ms": None, "kernel_ms": None, "first_call_s": None,
+    return {"seq": seq, "ms": None, "kernel_ms": None, "host_ms": None, "first_call_s": None,
             "rel_error": None, "allowed_error": None, "error": error}  # fmt: skip
 
 
@@ -366,12 +368,15 @@ def summarize(row: dict[str, Any]) -> dict[str, Any]:
         for name in results:
             line[f"{name}_ms"] = cells[name].get(seq, {}).get("ms")
             line[f"{name}_kernel_ms"] = cells[name].get(seq, {}).get("kernel_ms")
+            line[f"{name}_host_ms"] = cells[name].get(seq, {}).get("host_ms")
         static = cells.get("tilefuse_static", {}).get(seq, {})
         line["tilefuse_static_compile_s"] = static.get("compile_s")
         sym, stat = line.get("tilefuse_symbolic_ms"), line.get("tilefuse_static_ms")
         line["ratio"] = sym / stat if sym and stat else None
-        sym, stat = line.get("tilefuse_symbolic_kernel_ms"), line.get("tilefuse_static_kernel_ms")
-        line["kernel_ratio"] = sym / stat if sym and stat else None
+        for what in ("kernel", "host"):
+            sym = line.get(f"tilefuse_symbolic_{what}_ms")
+            stat = line.get(f"tilefuse_static_{what}_ms")
+            line[f"{what}_ratio"] = sym / stat if sym and stat else None
         shapes.append(line)
     row["shapes"] = shapes
     row["targets"] = targets(row)
@@ -630,10 +635,10 @@ def format_table(data: dict[str, Any]) -> str:
     heads = {"eager": "eager", "tilefuse_static": "static (compile s)",
              "tilefuse_symbolic": "symbolic", "inductor_dynamic": "inductor dyn"}  # fmt: skip
     head = f"{'workload':10s}{'seq':>6s}" + "".join(f"{heads[c]:>20s}" for c in columns)
-    head += f"{'sym/static':>12s}{'kernels s/s':>13s}"
+    head += f"{'sym/static':>12s}{'kernels s/s':>13s}{'host s/s':>10s}"
     lines = [f"ms per call, bf16 inference ({data['mode']['timing']}); kernels s/s: the "
-             "same ratio of summed kernel time (torch.profiler; no host time)", head,
-             "-" * len(head)]  # fmt: skip
+             "same ratio of summed kernel time (torch.profiler; no host time); host s/s: of "
+             "the host time to launch one call (no waiting)", head, "-" * len(head)]  # fmt: skip
     notes = []
     for row in data["rows"]:
         if row.get("error") and not row["results"]:
@@ -647,10 +652,11 @@ def format_table(data: dict[str, Any]) -> str:
                     text += f" ({line['tilefuse_static_compile_s']:.1f})"
                 cells.append(f"{text:>20s}")
             ratio = "-" if line["ratio"] is None else f"{line['ratio']:.2f}x"
-            device = line.get("kernel_ratio")
+            device, host = line.get("kernel_ratio"), line.get("host_ratio")
             device_text = "-" if device is None else f"{device:.2f}x"
+            host_text = "-" if host is None else f"{host:.2f}x"
             lines.append(f"{row['workload']:10s}{line['seq']:>6d}" + "".join(cells)
-                         + f"{ratio:>12s}{device_text:>13s}")  # fmt: skip
+                         + f"{ratio:>12s}{device_text:>13s}{host_text:>10s}")  # fmt: skip
         sym = row["results"].get("tilefuse_symbolic") or {}
         ind = row["results"].get("inductor_dynamic") or {}
         compile_note = f"  symbolic cold compile {_s(sym.get('compile_s'))}"
