@@ -319,10 +319,7 @@ class WrapperWriter(WrapperPlan):
                 self.view(buf)
             args.append(buf.name)
         if step.epilogue is not None:
-            for op in step.epilogue.operands:
-                args.append(f"{op.buffer}.as_strided({self.sizes(op.shape)}, "
-                            f"{self.sizes(op.stride)}, "
-                            f"{op.buffer}.storage_offset() + {self.size(op.offset)})")  # fmt: skip
+            args += [self.operand(op) for op in step.epilogue.operands]
         out = step.output.buffer
         lay = out.layout
         self.emit(
@@ -340,6 +337,17 @@ class WrapperWriter(WrapperPlan):
         if sizes and op is None:  # a pick per size bucket (codegen.size_buckets)
             args.append(f"sizes=({', '.join(sizes)},)")
         self.emit(f"{kernel.name}({', '.join(args)}, out={target})  # {kernel.label}")
+
+    def operand(self, op: Any) -> str:
+        """An epilogue operand (``scheduler.epilogue.Operand``) as Python text: its buffer
+        itself where the operand is the whole buffer as laid out (a linear layer's bias),
+        else a strided window of it (one ``as_strided`` call per call of the graph)."""
+        lay = self.schedule.graph.buffer(op.buffer).layout
+        whole = _same_exprs(op.shape, lay.size) and _same_exprs(op.stride, lay.stride)
+        if op.offset == 0 and whole:
+            return op.buffer
+        return (f"{op.buffer}.as_strided({self.sizes(op.shape)}, {self.sizes(op.stride)}, "
+                f"{op.buffer}.storage_offset() + {self.size(op.offset)})")  # fmt: skip
 
     def view(self, buf: Buffer) -> None:
         """Define ``buf``, a ``View``, as a strided window of its base's storage."""
@@ -372,6 +380,10 @@ class WrapperWriter(WrapperPlan):
         lay = buf.layout
         size, stride = self.sizes(lay.size), self.sizes(lay.stride)
         return f"_ensure_layout({expr}, {size}, {stride}, {str(op)!r})"
+
+
+def _same_exprs(a: Any, b: Any) -> bool:
+    return len(a) == len(b) and all(sympy.expand(x - y) == 0 for x, y in zip(a, b))
 
 
 def write_wrapper(schedule: Schedule, kernels: dict[int, Any]) -> WrapperModule:
