@@ -3,8 +3,9 @@
 
 After ``bench/dynamic.py``'s warm-up (one-time process costs charged to neither), the
 first call of ``tilefuse_symbolic`` and of ``tilefuse_static`` at one length, each with
-cold caches, under cProfile. Prints each one's wall seconds, the cumulative seconds of
-the compile phases (Dynamo's trace, AOT autograd, tilefuse's lowering, scheduling,
+cold caches, under cProfile (the calling thread only: kernel builds in worker threads
+show in the counters, not the profile). Prints each one's wall seconds, the cumulative
+seconds of the compile phases (Dynamo's trace, AOT autograd, tilefuse's lowering, scheduling,
 codegen and kernel builds, the first run) side by side, then each one's top functions by
 cumulative time. Issue 15's cold-compile target is the ratio of the two first calls.
 """
@@ -42,6 +43,11 @@ PHASES = (
 )
 
 
+# tilefuse.stats() counters printed per column: what the first call compiled, and where
+COUNTERS = ("kernels_compiled", "triton_compiles", "triton_call_specializations",
+            "templates", "gemm_bucket_selections")  # fmt: skip
+
+
 def _phase_seconds(stats: pstats.Stats) -> dict[str, float]:
     out: dict[str, float] = {}
     table = stats.stats  # type: ignore[attr-defined]
@@ -65,8 +71,11 @@ def _top(stats: pstats.Stats, n: int) -> str:
 
 def profile_first_call(sweep: dynamic._Sweep, column: dynamic.Column, seq: int) -> dict:
     """Wall seconds, phase seconds and the profile of ``column``'s first call at ``seq``."""
+    import tilefuse
+
     x = sweep.input(seq, column.mark)
     profiler = cProfile.Profile()
+    before = tilefuse.stats()
     with backends.cold_caches(column.env(True)):
         compiled = torch.compile(sweep.fn, **column.compile_kwargs)
         sweep.timer.synchronize()
@@ -78,7 +87,9 @@ def profile_first_call(sweep: dynamic._Sweep, column: dynamic.Column, seq: int) 
         profiler.disable()
         wall = time.perf_counter() - start
     stats = pstats.Stats(profiler)
-    return {"wall_s": wall, "phases": _phase_seconds(stats), "stats": stats}
+    after = tilefuse.stats()
+    counts = {k: after[k] - before.get(k, 0) for k in COUNTERS if k in after}
+    return {"wall_s": wall, "phases": _phase_seconds(stats), "stats": stats, "counts": counts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     for label in sym["phases"]:
         print(f"{label:28s}{sym['phases'][label]:10.2f}{static['phases'][label]:10.2f}")
     print(f"ratio {sym['wall_s'] / static['wall_s']:.2f}x (target <= {dynamic.MAX_COMPILE_RATIO})")
+    print("tilefuse.stats() during the first call:")
+    for key in COUNTERS:
+        a, b = sym["counts"].get(key, "-"), static["counts"].get(key, "-")
+        print(f"  {key:34s}{a!s:>10s}{b!s:>10s}")
     for name, result in results.items():
         print(f"\n== {name}: top {args.top} by cumulative time ==")
         print(_top(result["stats"], args.top))

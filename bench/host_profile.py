@@ -1,4 +1,6 @@
-"""Where a compiled zoo model's host time goes: ``python bench/host_profile.py MODEL [BACKEND]``.
+"""Where a compiled zoo model's host time goes: ``python bench/host_profile.py MODEL [BACKEND]
+[--dynamic]`` (``--dynamic``: the input's sequence dimension marked dynamic, so the graph is
+compiled for every length).
 
 Compiles MODEL of ``bench/zoo.py`` (bf16 inference) with BACKEND (default ``tilefuse``),
 prints the host time per call (the loop without a synchronize) against the wall time,
@@ -28,8 +30,11 @@ PROFILED_CALLS = 20
 
 
 def main(argv: list[str]) -> int:
+    dynamic = "--dynamic" in argv
+    argv = [a for a in argv if a != "--dynamic"]
     if not argv or argv[0] not in zoo.BY_NAME:
-        print(f"usage: host_profile.py MODEL [BACKEND]; models: {', '.join(zoo.BY_NAME)}")
+        print(f"usage: host_profile.py MODEL [BACKEND] [--dynamic]; models: "
+              f"{', '.join(zoo.BY_NAME)}")  # fmt: skip
         return 2
     name, backend = argv[0], (argv[1] if len(argv) > 1 else "tilefuse")
     if not torch.cuda.is_available():
@@ -38,6 +43,8 @@ def main(argv: list[str]) -> int:
     zm = zoo.BY_NAME[name]
     device = torch.device("cuda")
     x, y = zm.inputs(device, False)
+    if dynamic:  # the sequence dimension of a token model: a graph for every length
+        torch._dynamo.mark_dynamic(x, 1)
     prepared = models.prepare(zm, zm.make(False).to(device), x, y, models.INFER_BF16)
     step = prepared.step(torch.compile(prepared.fn, backend=backend))
     for _ in range(5):

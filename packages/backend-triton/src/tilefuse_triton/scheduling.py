@@ -23,6 +23,8 @@ MAX_BLOCK_ELEMENTS = 1 << 20  # Triton's limit on the elements of one block
 # integer specialization of its size arguments (== 1, divisible by 16), so sizes that
 # differ there need their own; beyond these, Triton's own launch path runs the call.
 MAX_SYMBOLIC_LAUNCHERS = 4
+# stats() counter: kernel launches that needed a specialization the build had not made
+CALL_SPECIALIZATIONS = "triton_call_specializations"
 log = logging.getLogger("tilefuse")
 
 
@@ -168,6 +170,9 @@ class TritonKernel:
             self._launcher_budget = 0
             return False
         key = compile_key(self.source, _specialization(values), self.config, device=first.device)
+        # a call whose specialization the graph's build did not have: compiled (or taken
+        # from Triton's caches) now, on the calling thread
+        plugin.bump_counter(CALL_SPECIALIZATIONS)
         with shared_compiles(key):
             compiled = self._warmup(positional, grid)
         launcher = self._add_launcher(compiled, values)

@@ -22,6 +22,7 @@ import sympy
 import torch
 
 from ..errors import CompileError, SymbolicUnsupported
+from ..ir.index import provably_equal_all
 from ..ir.nodes import Buffer, View
 from ..ir.symbolic import python_expr
 from ..scheduler import ExternStep, FusedGroup, Schedule, TemplateStep
@@ -343,7 +344,7 @@ class WrapperWriter(WrapperPlan):
         itself where the operand is the whole buffer as laid out (a linear layer's bias),
         else a strided window of it (one ``as_strided`` call per call of the graph)."""
         lay = self.schedule.graph.buffer(op.buffer).layout
-        whole = _same_exprs(op.shape, lay.size) and _same_exprs(op.stride, lay.stride)
+        whole = provably_equal_all(op.shape, lay.size) and provably_equal_all(op.stride, lay.stride)
         if op.offset == 0 and whole:
             return op.buffer
         return (f"{op.buffer}.as_strided({self.sizes(op.shape)}, {self.sizes(op.stride)}, "
@@ -380,10 +381,6 @@ class WrapperWriter(WrapperPlan):
         lay = buf.layout
         size, stride = self.sizes(lay.size), self.sizes(lay.stride)
         return f"_ensure_layout({expr}, {size}, {stride}, {str(op)!r})"
-
-
-def _same_exprs(a: Any, b: Any) -> bool:
-    return len(a) == len(b) and all(sympy.expand(x - y) == 0 for x, y in zip(a, b))
 
 
 def write_wrapper(schedule: Schedule, kernels: dict[int, Any]) -> WrapperModule:

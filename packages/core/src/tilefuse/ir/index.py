@@ -239,6 +239,20 @@ def _upper_bound(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr | None
     return None
 
 
+def provably_equal(a: Any, b: Any) -> bool:
+    """Whether two size or index expressions are equal for every value of their symbols,
+    as far as ``expand`` shows (``FloorDiv``/``ModularIndexing`` are opaque atoms to it):
+    ``False`` means not shown, never unequal. ``simplify`` would prove the same here at
+    many times the cost (most of a symbolic graph's scheduling went on it)."""
+    a, b = sympy.sympify(a), sympy.sympify(b)
+    return a == b or sympy.expand(a - b) == 0
+
+
+def provably_equal_all(a: Any, b: Any) -> bool:
+    """``provably_equal`` element-wise over two size tuples of one length."""
+    return len(a) == len(b) and all(provably_equal(x, y) for x, y in zip(a, b))
+
+
 def _known_le(a: Expr, b: Expr) -> bool:
     """Whether ``a <= b`` is known; ``False`` when it cannot be shown. ``expand`` puts the
     polynomial sizes this compares in canonical form, at a fraction of ``simplify``'s cost

@@ -26,7 +26,14 @@ from typing import Any
 
 import sympy
 
-from ..ir.index import flatten, simplify_index, stride_of, unflatten_in_order
+from ..ir.index import (
+    flatten,
+    provably_equal,
+    provably_equal_all,
+    simplify_index,
+    stride_of,
+    unflatten_in_order,
+)
 from ..ir.nodes import (
     Layout,
     Pointwise,
@@ -333,7 +340,7 @@ class _Matcher:
         if op == "load":
             if t[1] != self.template:
                 return ("load", t[1], t[2])
-            if t[2] != self.out_index and sympy.simplify(t[2] - self.out_index) != 0:
+            if not provably_equal(t[2], self.out_index):
                 raise NotAnEpilogue("it reads the GEMM result at another element")
             return _ACC
         if op == "constant":
@@ -493,7 +500,7 @@ def _match(template: SchedNode, node: SchedNode, buffers: dict[str, Any]) -> Mat
         raise NotAnEpilogue("not a pointwise node")
     shape = tuple(sympy.sympify(s) for s in template.buffer.layout.size)
     out_layout = None
-    if _same_sizes(data.ranges, shape):
+    if provably_equal_all(data.ranges, shape):
         index_vars, at = node.index_vars, node.index_vars
     else:
         index_vars = index_symbols("g", len(shape))
@@ -518,11 +525,6 @@ def _match(template: SchedNode, node: SchedNode, buffers: dict[str, Any]) -> Mat
     return MatchedEpilogue(node, steps, operands, out_layout)
 
 
-def _same_sizes(a: Any, b: Any) -> bool:
-    """Whether two size tuples are equal for every value of their symbols."""
-    return len(a) == len(b) and all(sympy.expand(x - y) == 0 for x, y in zip(a, b))
-
-
 def _dense_order(sizes: tuple, strides: tuple) -> list[int] | None:
     """The dims of more than one element, outermost first, when ``strides`` are exactly
     the gap-free strides of ``sizes`` walked in that order (proved for every value of
@@ -533,7 +535,7 @@ def _dense_order(sizes: tuple, strides: tuple) -> list[int] | None:
     spanned: Any = sympy.Integer(1)
     inner_first: list[int] = []
     while remaining:
-        fits = [d for d in remaining if sympy.expand(sympy.sympify(strides[d]) - spanned) == 0]
+        fits = [d for d in remaining if provably_equal(strides[d], spanned)]
         if len(fits) != 1:
             return None
         inner_first.append(fits[0])
@@ -551,7 +553,7 @@ def _gemm_order_index(layout: Layout, gemm_vars: list[sympy.Symbol], shape: tupl
     when the body does not read the GEMM there, the matcher refuses). Sizes may be
     symbolic: every fact used is proved for all their values."""
     sizes, strides = layout.size, layout.stride
-    if sympy.expand(sympy.Mul(*sizes) - sympy.Mul(*shape)) != 0:
+    if not provably_equal(sympy.Mul(*sizes), sympy.Mul(*shape)):
         raise NotAnEpilogue("its shape differs from the GEMM result's")
     order = _dense_order(sizes, strides)
     if order is None:

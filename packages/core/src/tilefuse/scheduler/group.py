@@ -18,7 +18,7 @@ from typing import Any
 
 import sympy
 
-from ..ir.index import Expr, unflatten, unflatten_in_order
+from ..ir.index import Expr, provably_equal, unflatten, unflatten_in_order
 from ..ir.nodes import stride_order
 from ..kernel_spec import GroupKind, _simplify
 from ..kernel_spec import R as RSYM
@@ -78,7 +78,7 @@ def _split_point(sizes: tuple[Expr, ...], outer: Expr) -> int | None:
         return 0
     for k, s in enumerate(sizes):
         running = running * s
-        if sympy.simplify(running - outer) == 0:
+        if provably_equal(running, outer):
             return k + 1
     return None
 
@@ -117,14 +117,14 @@ def place(
     if node.kind == REDUCTION:
         if not reduction_space:
             return None
-        if sympy.simplify(node.numel - xnumel) != 0 or sympy.simplify(node.rnumel - rnumel) != 0:
+        if not (provably_equal(node.numel, xnumel) and provably_equal(node.rnumel, rnumel)):
             return None
         mapping = dict(zip(node.index_vars, unflatten(XSYM, ranges)))
         mapping.update(zip(node.reduction_vars, unflatten(RSYM, node.reduction_ranges)))
         return Placement("red", mapping, node.buffer.layout.index(unflatten(XSYM, ranges)))
     assert node.kind == POINTWISE
     numel = node.numel
-    if rnumel != 1 and sympy.simplify(numel - xnumel * rnumel) == 0:
+    if rnumel != 1 and provably_equal(numel, xnumel * rnumel):
         k = _split_point(ranges, xnumel)
         if k is not None:
             xs = unflatten(XSYM, ranges[:k]) if k else []
@@ -133,7 +133,7 @@ def place(
             return Placement(
                 "xr", dict(zip(node.index_vars, vars_)), node.buffer.layout.index(vars_)
             )
-    if (reduction_space or rnumel == 1) and sympy.simplify(numel - xnumel) == 0:
+    if (reduction_space or rnumel == 1) and provably_equal(numel, xnumel):
         walk = order if order is not None and not reduction_space and rnumel == 1 else None
         vars_ = _x_indices(ranges, walk) if walk else unflatten(XSYM, ranges)
         return Placement("x", dict(zip(node.index_vars, vars_)), node.buffer.layout.index(vars_))
@@ -152,7 +152,7 @@ def check_reads(group: FusedGroup, node: SchedNode, placement: Placement) -> str
         stored = simplified(target.store_index, group)
         if target.level == "xr" and placement.level == "x":
             return f"reads per-element {name} from a per-row context"
-        if sympy.simplify(read - stored) != 0:
+        if not provably_equal(read, stored):
             return f"reads {name} at {read}, not where it is computed ({stored})"
     return None
 

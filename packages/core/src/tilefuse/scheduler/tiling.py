@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy
 
-from ..ir.index import stride_of
+from ..ir.index import provably_equal, stride_of
 from ..ir.nodes import product
 from .group import FusedGroup, memory_order, try_build
 from .nodes import SchedNode
@@ -42,7 +42,7 @@ def choose_tiling(group: FusedGroup, memory_reads: set[str]) -> FusedGroup:
         return group
     outer = product(ranges[:split])
     inner = product(ranges[split:])
-    if sympy.simplify(inner - 1) == 0:
+    if provably_equal(inner, 1):
         return group
     tiled, _ = try_build(group.nodes, outer, inner, reduction=False, tiled=True)
     return tiled or group
