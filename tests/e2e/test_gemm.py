@@ -66,18 +66,17 @@ def _round_up_8(n: int) -> int | None:
     return -(-n // 8) * 8 if n % 8 else None
 
 
-def test_an_odd_n_product_keeps_padded_rows_written_in_place(monkeypatch):
-    """An ``mm`` whose N cuBLAS serves only slowly (GPT-2's 50257) gets a result with
-    padded rows that the extern GEMM writes in place (two GEMMs reading a transposed
-    weight as it is): a consumer reads through the padded stride, the graph output gets
-    eager's dense strides. Here on CPU, with the CUDA rule forced for N % 8 != 0."""
+@pytest.fixture
+def padded_rows_on_cpu(monkeypatch):
+    """The CUDA rule of padded GEMM rows forced on the CPU for N % 8 != 0; returns the
+    list of the strides every extern GEMM's result had."""
     from tilefuse import extern_gemm, plugin
     from tilefuse.frontend.lowerings import matmul
 
     monkeypatch.setattr(matmul, "PADDED_ROW_DEVICES", ("cpu",))
     monkeypatch.setattr(matmul, "padded_width", lambda dtype, n, numel: _round_up_8(n))
     monkeypatch.setattr(extern_gemm, "_padded_width", lambda op, b, out: _round_up_8(out.shape[-1]))
-    strides = []
+    strides: list[tuple[int, ...]] = []
     real_run = plugin.ExternChoice.run
 
     def spy(self, *inputs, out):
@@ -85,6 +84,14 @@ def test_an_odd_n_product_keeps_padded_rows_written_in_place(monkeypatch):
         return real_run(self, *inputs, out=out)
 
     monkeypatch.setattr(plugin.ExternChoice, "run", spy)
+    return strides
+
+
+def test_an_odd_n_product_keeps_padded_rows_written_in_place(padded_rows_on_cpu):
+    """An ``mm`` whose N cuBLAS serves only slowly (GPT-2's 50257) gets a result with
+    padded rows that the extern GEMM writes in place (two GEMMs reading a transposed
+    weight as it is): a consumer reads through the padded stride, the graph output gets
+    eager's dense strides. Here on CPU, with the CUDA rule forced for N % 8 != 0."""
     x, w = torch.randn(6, 16), torch.randn(11, 16)
     fn = lambda x, w: ((x @ w.t()).view(1, 6, 11), torch.softmax((x @ w.t()) * 2, -1))  # noqa: E731
     out = torch.compile(fn, backend="tilefuse")(x, w)
@@ -92,6 +99,7 @@ def test_an_odd_n_product_keeps_padded_rows_written_in_place(monkeypatch):
     for got, want in zip(out, expected, strict=True):
         torch.testing.assert_close(got, want)
         assert got.stride() == want.stride()
+    strides = padded_rows_on_cpu
     assert strides and all(s == (16, 1) for s in strides), strides
 
 
@@ -142,26 +150,12 @@ def test_the_wrapper_calls_a_plain_extern_gemm_directly(monkeypatch):
     )
 
 
-def test_an_odd_n_product_of_a_symbolic_m_keeps_padded_rows_too(monkeypatch):
+def test_an_odd_n_product_of_a_symbolic_m_keeps_padded_rows_too(padded_rows_on_cpu):
     """The padded rows of ``test_an_odd_n_product_keeps_padded_rows_written_in_place``
     where M is a symbolic size (a language model's tokens under dynamic shapes): without
     them, each call padded a copy of the weight and copied the result (an eager copy of
     0.48 ms per call in GPT-2 at 8x512 on the H200, against 0.22 ms for the static graph's
     one dense copy of its logits)."""
-    from tilefuse import extern_gemm, plugin
-    from tilefuse.frontend.lowerings import matmul
-
-    monkeypatch.setattr(matmul, "PADDED_ROW_DEVICES", ("cpu",))
-    monkeypatch.setattr(matmul, "padded_width", lambda dtype, n, numel: _round_up_8(n))
-    monkeypatch.setattr(extern_gemm, "_padded_width", lambda op, b, out: _round_up_8(out.shape[-1]))
-    strides = []
-    real_run = plugin.ExternChoice.run
-
-    def spy(self, *inputs, out):
-        strides.append(out.stride())
-        return real_run(self, *inputs, out=out)
-
-    monkeypatch.setattr(plugin.ExternChoice, "run", spy)
     w = torch.randn(11, 16)
     fn = lambda x: torch.softmax((x @ w.t()) * 2, -1)  # noqa: E731
     compiled = torch.compile(fn, backend="tilefuse")
@@ -173,4 +167,5 @@ def test_an_odd_n_product_of_a_symbolic_m_keeps_padded_rows_too(monkeypatch):
         torch.testing.assert_close(got, fn(x))
         assert got.stride() == (11, 1)
     assert tilefuse.stats()["graphs_compiled_symbolic"] == 1, tilefuse.stats()
+    strides = padded_rows_on_cpu
     assert strides and all(s == (16, 1) for s in strides), strides
