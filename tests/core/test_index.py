@@ -146,6 +146,20 @@ def test_a_row_offset_over_a_product_of_several_symbolic_factors_peels():
                 assert int(simplified.subs(env)) == int(expr.subs(env)), env
 
 
+def test_a_quotient_is_exact_only_with_integer_factors_left():
+    """``x*s1/s0`` over ``s1`` leaves ``x/s0`` and ``s0*(x/2 + 1)`` over ``s0`` leaves
+    ``x/2 + 1``: neither is an integer term, so neither is a multiple to pull out."""
+    from tilefuse.ir.index import _term_quotient
+
+    t = sympy.Symbol("s1", integer=True, positive=True)
+    assert _term_quotient(x * t / s, t) is None
+    assert _term_quotient(s * (x / 2 + 1), s) is None
+    assert _term_quotient(s * (x + sympy.Rational(1, 2)), s) is None
+    assert _term_quotient(6 * s * t * x, 3 * s) == 2 * t * x
+    expr = FloorDiv(x * t / s + 1, t)
+    assert not (isinstance(expr, sympy.Add) and any(a == x / s for a in expr.args)), expr
+
+
 def test_divisions_of_wraps_with_symbolic_sizes_keep_their_meaning():
     expr = FloorDiv(ModularIndexing(x, 1, 64 * s), 16)
     assert expr == ModularIndexing(x, 16, 4 * s)

@@ -13,7 +13,7 @@ import torch
 import tilefuse
 from tilefuse import plugin
 from tilefuse.codegen import size_buckets
-from tilefuse.codegen.size_buckets import BucketedChoice, bucket_of
+from tilefuse.codegen.size_buckets import BucketedChoice, bucket_of, grows_with_symbols
 from tilefuse.errors import CompileError
 
 S = sympy.Symbol("s0", integer=True, positive=True)
@@ -80,7 +80,7 @@ def test_buckets_are_the_next_power_of_two():
 
 
 def test_a_size_free_pick_is_made_once_per_bucket_at_the_buckets_size(selector):
-    choice = BucketedChoice(_Step(), (S,))
+    choice = BucketedChoice(_Step(), (S,), [S, 8 * S])
     for m in (5, 7, 8, 3, 12, 6):
         _call(choice, m)
     # asked about the representative of each bucket (8, 4, 16), never about a call's own M
@@ -90,17 +90,36 @@ def test_a_size_free_pick_is_made_once_per_bucket_at_the_buckets_size(selector):
 
 def test_a_pick_for_one_size_is_made_again_for_each_exact_size(selector):
     selector.any_size = False
-    choice = BucketedChoice(_Step(), (S,))
+    choice = BucketedChoice(_Step(), (S,), [S, 8 * S])
+    for m in (5, 7, 5, 8):
+        _call(choice, m)
+    # the bucket's question (8) found a choice that serves one size: each size asks again,
+    # and the size of the bucket itself has its answer already
+    assert selector.asked == [8, 5, 7]
+
+
+def test_sizes_that_shrink_as_a_symbol_grows_are_picked_per_exact_size(selector):
+    """A slice's length ``65 - s0`` is smaller at the rounded-up symbol: a pick made there
+    could take many rows for one broadcast row; every size is asked about as it is."""
+    choice = BucketedChoice(_Step(), (S,), [S, 65 - S])
     for m in (5, 7, 5):
         _call(choice, m)
-    # the bucket's question (8) found a choice that serves one size: each size asks again
-    assert selector.asked == [8, 5, 7]
+    assert selector.asked == [5, 7]
+
+
+def test_what_grows_with_the_symbols():
+    t = sympy.Symbol("s1", integer=True, positive=True)
+    assert all(grows_with_symbols(e) for e in (S, 3, 2 * S * t + 1, (S + 1) ** 2, 96 * S))
+    assert not any(grows_with_symbols(e) for e in (65 - S, S - 1, -S, 1 / S, S**-1))
+    from tilefuse.ir.index import FloorDiv
+
+    assert not grows_with_symbols(FloorDiv(S, 2))
 
 
 def test_a_failed_selection_runs_eager_torch_with_a_warning(selector, caplog, monkeypatch):
     monkeypatch.delenv("TILEFUSE_STRICT", raising=False)
     selector.fail = True
-    choice = BucketedChoice(_Step(), (S,))
+    choice = BucketedChoice(_Step(), (S,), [S, 8 * S])
     with caplog.at_level("WARNING", logger="tilefuse"):
         _call(choice, 6)
     assert isinstance(choice.pick((6,)), plugin.ExternChoice)
@@ -111,4 +130,4 @@ def test_a_failed_selection_raises_under_strict_mode(selector, monkeypatch):
     monkeypatch.setenv("TILEFUSE_STRICT", "1")
     selector.fail = True
     with pytest.raises(CompileError, match="RuntimeError|no candidate"):
-        _call(BucketedChoice(_Step(), (S,)), 6)
+        _call(BucketedChoice(_Step(), (S,), [S, 8 * S]), 6)

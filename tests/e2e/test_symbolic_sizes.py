@@ -398,6 +398,27 @@ def test_a_gemm_of_symbolic_sizes_takes_its_epilogue_and_picks_per_size_bucket()
     assert tilefuse.stats()["gemm_bucket_selections"] == 3, tilefuse.stats()
 
 
+def test_a_gemm_over_a_slice_that_shrinks_as_the_size_grows_matches_eager():
+    """``X[s:] @ w`` with a residual ``X3[s:] @ w2``: M is ``65 - s``, smaller at the
+    bucket's rounded-up ``s`` (one row at s = 64, where a residual of many rows looked
+    like one broadcast row: wrong sums). Such a GEMM is picked per exact size."""
+    torch.manual_seed(0)
+    w, x_all, x3, w2 = (
+        torch.randn(16, 24),
+        torch.randn(65, 16),
+        torch.randn(65, 8),
+        torch.randn(8, 24),
+    )
+
+    def fn(y):
+        s = y.shape[0]
+        return x_all[s:] @ w + (x3[s:] @ w2)
+
+    reports = _over_sizes(fn, lambda n: (torch.randn(n),), [33, 40, 50], [[0]])
+    _assert_symbolic(1, externs=2, templates=2)  # the slices of a symbolic start: externs
+    assert tilefuse.stats()["gemm_bucket_selections"] >= 3, reports[0].format()
+
+
 def test_indexing_over_many_sizes():
     def fn(table, ids, x):
         picked = F.embedding(ids, table)  # (n, 4)

@@ -72,8 +72,17 @@ class RowVariantKernel:
         return kernel
 
     def looped(self) -> Any:
+        """The looped kernel, which serves every row length; ``RuntimeError`` if it would
+        take other arguments than the variants (the spec's rendering disagrees with
+        itself: a bug, never a call with misplaced arguments)."""
         if self._looped is None:
-            self._looped = self._render(None)
+            kernel = self._render(None)
+            if kernel.arg_names != self.arg_names or kernel.size_args != self.size_args:
+                raise RuntimeError(
+                    f"{self.name}: the looped kernel takes ({kernel.arg_names}, "
+                    f"{kernel.size_args}), its variants ({self.arg_names}, {self.size_args})"
+                )
+            self._looped = kernel
         return self._looped
 
     def __call__(self, *args: Any) -> None:

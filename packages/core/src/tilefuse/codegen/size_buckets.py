@@ -9,8 +9,12 @@ bucket, shared by every size in it and by later processes.
 
 A pick serves every size of its bucket only when its choice declares ``any_size`` (its
 kernel reads sizes and strides when it runs: the Triton template, eager torch, the
-vendor library). Another pick is made again at each call's exact sizes, and those are
-kept in an LRU of ``EXACT_PICKS_LIMIT`` per template. A selection that fails runs the
+vendor library), which holds for sizes no larger than the ones it was picked for: so
+buckets are used only where every size and stride of the step grows with its symbols
+(``grows_with_symbols``; ``65 - s0``, a slice's length, shrinks, and at the rounded
+size a residual of many rows could look like one broadcast row). Another pick, or any
+pick of a step whose sizes do not all grow, is made at each call's exact sizes, and
+those are kept in an LRU of ``EXACT_PICKS_LIMIT`` per template. A selection that fails runs the
 call with eager torch and the epilogue's reference meaning (``plugin.ExternChoice``),
 with one warning; under ``TILEFUSE_STRICT`` it raises.
 """
@@ -40,15 +44,37 @@ def bucket_of(value: int) -> int:
     return 1 << max(int(value) - 1, 0).bit_length()
 
 
+def grows_with_symbols(expr: Any) -> bool:
+    """Whether ``expr`` never decreases when a size symbol grows, shown by its form: a
+    non-negative integer, a symbol, or sums, products and positive integer powers of
+    such. Rounding every symbol up then rounds ``expr`` up too. ``False`` for anything
+    else (a difference, a ``FloorDiv``)."""
+    e = sympy.sympify(expr)
+    if e.is_Integer:
+        return bool(e >= 0)
+    if e.is_Symbol:
+        return True
+    if e.is_Add or e.is_Mul:
+        return all(grows_with_symbols(a) for a in e.args)
+    if e.is_Pow:
+        return bool(e.exp.is_Integer and e.exp > 0) and grows_with_symbols(e.base)
+    return False
+
+
 class BucketedChoice:
     """The ``Choice`` of a GEMM template step whose sizes are symbolic: ``run(*inputs,
     out=..., sizes=...)`` takes the values of ``symbols`` (in that order) for this call,
-    selects on a new bucket (see the module docstring), then runs the pick. Counts each
-    selection in ``stats()["gemm_bucket_selections"]``."""
+    selects on a new bucket or exact size (see the module docstring), then runs the pick.
+    Counts each selection in ``stats()["gemm_bucket_selections"]``."""
 
-    def __init__(self, step: TemplateStep, symbols: tuple[sympy.Symbol, ...]) -> None:
+    def __init__(
+        self, step: TemplateStep, symbols: tuple[sympy.Symbol, ...], exprs: list[Any]
+    ) -> None:
+        """``exprs``: every size, stride and offset of the step's tensors (buckets are used
+        only when all of them grow with the symbols)."""
         self.step = step
         self.symbols = symbols
+        self.bucketed = all(grows_with_symbols(e) for e in exprs)
         self.name = f"bucketed/{step.op}"
         # bucket -> the pick, or None: its pick serves exact sizes only
         self._by_bucket: dict[tuple[int, ...], Any] = {}
@@ -62,14 +88,17 @@ class BucketedChoice:
 
     def pick(self, sizes: tuple[int, ...]) -> Any:
         """The choice that runs a call with these symbol values."""
-        bucket = tuple(bucket_of(v) for v in sizes)
-        if bucket not in self._by_bucket:
-            choice = self._select(bucket)
-            self._by_bucket[bucket] = choice if getattr(choice, "any_size", False) else None
-            if self._by_bucket[bucket] is not None:
-                return choice
-        elif self._by_bucket[bucket] is not None:
-            return self._by_bucket[bucket]
+        if self.bucketed:
+            bucket = tuple(bucket_of(v) for v in sizes)
+            if bucket not in self._by_bucket:
+                choice = self._select(bucket)
+                if getattr(choice, "any_size", False):
+                    self._by_bucket[bucket] = choice
+                    return choice
+                self._by_bucket[bucket] = None  # its picks serve one exact size each
+                self._exact.put(bucket, choice)
+            elif self._by_bucket[bucket] is not None:
+                return self._by_bucket[bucket]
         choice = self._exact.get(sizes)
         if choice is None:
             choice = self._select(sizes)

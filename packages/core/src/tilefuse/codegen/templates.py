@@ -125,10 +125,11 @@ def symbolic_template(step: TemplateStep, name: str) -> TemplateKernel:
     if not symbols:
         return select_template(step, name)
     why = why_no_selector(step.device.type)
-    if why is not None:
-        dtype = plugin.dtype_name(step.output.buffer.dtype)
-        return _extern_kernel(step.op, plugin.Epilogue((), (), dtype), name, why)
-    choice = BucketedChoice(step, symbols)
+    if why is not None:  # eager torch, then the epilogue's reference meaning, if any
+        steps = step.epilogue.steps if step.epilogue is not None else ()
+        epilogue = plugin.Epilogue(steps, (), plugin.dtype_name(step.output_layout.dtype))
+        return _extern_kernel(step.op, epilogue, name, why)
+    choice = BucketedChoice(step, symbols, exprs)
     label = f"bucketed/{step.op}"
     summary = f"{step.op}: chosen per size bucket of {', '.join(map(str, symbols))} at run time"
     kernel = TemplateKernel(name, choice, label, summary, f"# {label}\n")

@@ -135,10 +135,14 @@ def _monomial_quotient(term: Expr, d: Expr) -> Expr | None:
         return None
     t_powers = t_rest.as_powers_dict()
     d_powers = d_rest.as_powers_dict()
+    # only integer factors (symbols, FloorDiv...) to non-negative integer powers: a
+    # quotient such as x*s1/s0 / s1 or s0*(x/2 + 1) / s0 is no integer term
+    if not all(b.is_integer is True and e.is_Integer and e >= 0 for b, e in t_powers.items()):
+        return None
     left: dict[Expr, Expr] = dict(t_powers)
     for base, exp in d_powers.items():
         have = t_powers.get(base)
-        if have is None or not (exp.is_Integer and have.is_Integer) or have < exp:
+        if have is None or not exp.is_Integer or have < exp:
             return None
         left[base] = have - exp
     coeff = sympy.Integer(int(t_coeff) // int(d_coeff))
