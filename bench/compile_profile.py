@@ -45,7 +45,7 @@ PHASES = (
 
 # tilefuse.stats() counters printed per column: what the first call compiled, and where
 COUNTERS = ("kernels_compiled", "triton_compiles", "triton_call_specializations",
-            "templates", "gemm_bucket_selections")  # fmt: skip
+            "triton_own_launch_kernels", "templates", "gemm_bucket_selections")  # fmt: skip
 
 
 def _phase_seconds(stats: pstats.Stats) -> dict[str, float]:

@@ -23,8 +23,10 @@ MAX_BLOCK_ELEMENTS = 1 << 20  # Triton's limit on the elements of one block
 # integer specialization of its size arguments (== 1, divisible by 16), so sizes that
 # differ there need their own; beyond these, Triton's own launch path runs the call.
 MAX_SYMBOLIC_LAUNCHERS = 4
-# stats() counter: kernel launches that needed a specialization the build had not made
+# stats() counters: kernel launches that needed a specialization the build had not made;
+# kernels that launched through Triton's own path (no cubin launcher served a call)
 CALL_SPECIALIZATIONS = "triton_call_specializations"
+OWN_LAUNCH_KERNELS = "triton_own_launch_kernels"
 log = logging.getLogger("tilefuse")
 
 
@@ -68,6 +70,7 @@ class TritonKernel:
         # Launchers still to try making: one for static sizes; a few for symbolic ones.
         self._launcher_budget = MAX_SYMBOLIC_LAUNCHERS if self.size_args else 1
         self._compiled: Any = None  # what build() compiled (a CUDA GPU only)
+        self._own_launch_counted = False
 
     def load(self) -> None:
         if self._fn is None:
@@ -149,6 +152,9 @@ class TritonKernel:
             self.load()
         if self._launcher_budget > 0 and self._make_launcher(positional, values, grid):
             return
+        if not self._own_launch_counted:  # once per kernel: not a cost on every call
+            self._own_launch_counted = True
+            plugin.bump_counter(OWN_LAUNCH_KERNELS)
         self._fn[grid](
             *positional,
             XBLOCK=self.config["XBLOCK"], RBLOCK=self.config["RBLOCK"],
