@@ -93,6 +93,9 @@ def test_arguments_are_checked():
     assert args.columns == ["eager", "tilefuse_static"]
     smoke = dynamic.parse_args(["--smoke"])
     assert "inductor_dynamic" not in smoke.columns and smoke.workloads == ["block"]
+    assert smoke.repeats == 1 and dynamic.parse_args([]).repeats == dynamic.DEFAULT_REPEATS
+    with pytest.raises(SystemExit):
+        dynamic.parse_args(["--repeats", "0"])
 
 
 def test_smoke_run_writes_the_json(tmp_path, capsys):
@@ -108,6 +111,7 @@ def test_smoke_run_writes_the_json(tmp_path, capsys):
         assert [c["seq"] for c in cells] == [5, 8]
         for c in cells:
             assert c["error"] is None and c["ms"] is not None, (name, c)
+            assert c["ms"] == min(c["ms_repeats"]), c
             assert c["rel_error"] <= c["allowed_error"]
     sym = row["results"]["tilefuse_symbolic"]
     first, later = sym["tilefuse_first_call"], sym["tilefuse_later_calls"]
