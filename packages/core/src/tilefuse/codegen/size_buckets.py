@@ -16,7 +16,7 @@ size a residual of many rows could look like one broadcast row). Another pick, o
 pick of a step whose sizes do not all grow, is made at each call's exact sizes, and
 those are kept in an LRU of ``EXACT_PICKS_LIMIT`` per template. A selection that fails runs the
 call with eager torch and the epilogue's reference meaning (``plugin.ExternChoice``),
-with one warning; under ``TILEFUSE_STRICT`` it raises.
+with one warning per GEMM; under ``TILEFUSE_STRICT`` it raises.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ class BucketedChoice:
         # bucket -> the pick, or None: its pick serves exact sizes only
         self._by_bucket: dict[tuple[int, ...], Any] = {}
         self._exact: BoundedLRU[tuple[int, ...], Any] = BoundedLRU(EXACT_PICKS_LIMIT)
+        self._warned = False
 
     def compile(self) -> None:
         return None
@@ -117,8 +118,11 @@ class BucketedChoice:
             what = f"{op} at sizes {dict(zip(map(str, self.symbols), values))}"
             if config.strict():
                 raise CompileError(f"selecting the GEMM kernel for {what} failed: {exc}") from exc
-            log.warning("tilefuse: selecting the GEMM kernel for %s failed (%s: %s); it runs "
-                        "as eager torch", what, type(exc).__name__, exc)  # fmt: skip
+            # one warning per GEMM; further failures (other sizes) are logged quietly
+            report = log.info if self._warned else log.warning
+            self._warned = True
+            report("tilefuse: selecting the GEMM kernel for %s failed (%s: %s); it runs as "
+                   "eager torch", what, type(exc).__name__, exc)  # fmt: skip
             return plugin.ExternChoice(op, epilogue)
         log.info("tilefuse: %s", selection.summary)
         return selection.choice
