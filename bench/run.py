@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import importlib.metadata as md
 import json
+import logging
 import os
 import platform
 import re
@@ -89,8 +90,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep tilefuse's nvcc builds in DIR across runs: each tilefuse column starts with "
         "them in its fresh cache (winners and Triton caches stay cold) and saves new ones back",
     )
+    p.add_argument(
+        "--autotune-timeline",
+        action="store_true",
+        help="log the autotuner's timeline (each build and measurement, in seconds from the "
+        "selection's start) to stderr: where a max-mode compile's time goes",
+    )
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     return p.parse_args(argv)
+
+
+def log_autotune_timeline() -> None:
+    """Send the ``tilefuse.autotune`` logger's DEBUG records (its timeline lines) to stderr."""
+    logger = logging.getLogger("tilefuse.autotune")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
 
 
 def pick_device(choice: str, smoke: bool) -> torch.device:
@@ -473,6 +489,8 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.autotune_timeline:
+        log_autotune_timeline()
     if args.artifacts is not None:
         args.artifacts.mkdir(parents=True, exist_ok=True)
         os.environ[backends.ARTIFACTS_ENV] = str(args.artifacts.resolve())

@@ -541,3 +541,18 @@ def test_artifacts_seed_each_fresh_cache_and_collect_new_builds(tmp_path, monkey
         (cache / "cuda" / "cd" / "new.so").write_bytes(b"built in this column")
     assert (kept / "cuda" / "cd" / "new.so").read_bytes() == b"built in this column"
     assert not Path(root).exists()
+
+
+def test_the_autotune_timeline_flag_logs_the_autotuner_at_debug(monkeypatch):
+    import logging
+
+    logger = logging.getLogger("tilefuse.autotune")
+    monkeypatch.setattr(logger, "handlers", [])
+    level = logger.level
+    assert run.parse_args(["--autotune-timeline"]).autotune_timeline
+    assert not run.parse_args([]).autotune_timeline
+    try:
+        run.log_autotune_timeline()
+        assert logger.isEnabledFor(logging.DEBUG) and len(logger.handlers) == 1
+    finally:
+        logger.setLevel(level)  # also clears the loggers' cached levels
