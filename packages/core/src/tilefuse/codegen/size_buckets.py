@@ -14,9 +14,9 @@ buckets are used only where every size and stride of the step grows with its sym
 (``grows_with_symbols``; ``65 - s0``, a slice's length, shrinks, and at the rounded
 size a residual of many rows could look like one broadcast row). Another pick, or any
 pick of a step whose sizes do not all grow, is made at each call's exact sizes, and
-those are kept in an LRU of ``EXACT_PICKS_LIMIT`` per template. A selection that fails runs the
-call with eager torch and the epilogue's reference meaning (``plugin.ExternChoice``),
-with one warning per GEMM; under ``TILEFUSE_STRICT`` it raises.
+those are kept in an LRU of ``EXACT_PICKS_LIMIT`` per template. A selection that fails
+runs the call with eager torch and the epilogue's reference meaning
+(``plugin.ExternChoice``), with one warning per GEMM; under ``TILEFUSE_STRICT`` it raises.
 """
 
 from __future__ import annotations

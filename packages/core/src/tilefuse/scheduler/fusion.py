@@ -24,6 +24,7 @@ from typing import Any
 import sympy
 
 from ..ir.nodes import Buffer, Extern, Template
+from ..ir.symbolic import hint_of
 from ..plugin import Epilogue, FusionCandidate, TensorSpec, Verdict, dtype_name
 from .epilogue import MatchedEpilogue, NotAnEpilogue, match_epilogue
 from .group import FusedGroup, build_group
@@ -99,7 +100,7 @@ class TemplateStep:
         """The problem as providers see it: ``(op, input specs, output spec, epilogue)``;
         the input specs are the op's tensors followed by the epilogue's operands. Symbolic
         sizes take their ``values`` (a size hint, or one call's sizes); without them a
-        symbolic size raises ``TypeError``."""
+        symbolic size raises ``SymbolicUnsupported``."""
         data = self.node.buffer.data
         assert isinstance(data, Template), data
         out_layout = self.output_layout
@@ -117,9 +118,7 @@ class TemplateStep:
 
 
 def _ints(exprs: Any, values: Mapping[sympy.Symbol, int] | None) -> tuple[int, ...]:
-    if values:
-        return tuple(int(sympy.sympify(e).subs(values)) for e in exprs)
-    return tuple(int(e) for e in exprs)
+    return tuple(hint_of(e, values or {}) for e in exprs)
 
 
 def _spec(layout: Any, values: Mapping[sympy.Symbol, int] | None = None) -> TensorSpec:

@@ -6,10 +6,15 @@ run as extern calls to the vendor library."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
+from ...errors import SymbolicUnsupported
 from ...extern_gemm import padded_width
 from ...ir.nodes import Layout, sympify_sizes
+from ...ir.symbolic import hint_of, size_expr
 from ..lowering import Unsupported, register
 from .common import out_meta
 
@@ -25,10 +30,10 @@ def _gemm(ctx, node, a, b):
     if meta.dtype not in _GEMM_DTYPES or a.dtype != b.dtype:
         raise Unsupported(f"GEMM templates take float32/16 inputs of one dtype, not {a.dtype}")
     op = "bmm" if node.target.overloadpacket is aten.bmm else "mm"
-    return ctx.template(op, [a, b], meta, _padded_rows(op, meta))
+    return ctx.template(op, [a, b], meta, _padded_rows(op, meta, ctx.size_hints))
 
 
-def _padded_rows(op: str, meta: torch.Tensor) -> Layout | None:
+def _padded_rows(op: str, meta: torch.Tensor, hints: Mapping[Any, int]) -> Layout | None:
     """For a large half-precision CUDA ``mm`` whose N is no multiple of 16 bytes (GPT-2's
     vocabulary of 50257): its result with rows padded to one (``padded_width``), which the
     extern GEMM writes in place with cuBLAS's aligned kernels. Consumers read it through its
@@ -37,10 +42,13 @@ def _padded_rows(op: str, meta: torch.Tensor) -> Layout | None:
     if op != "mm" or meta.device.type not in PADDED_ROW_DEVICES:
         return None
     m, n = meta.shape
-    rows = m if isinstance(m, int) else getattr(getattr(m, "node", None), "hint", None)
-    if not isinstance(n, int) or rows is None:
+    if not isinstance(n, int):
         return None
-    width = padded_width(meta.dtype, n, int(rows) * n)
+    try:
+        rows = hint_of(size_expr(m), hints)
+    except SymbolicUnsupported:
+        return None
+    width = padded_width(meta.dtype, n, rows * n)
     if width is None:
         return None
     return Layout(meta.device, meta.dtype, sympify_sizes(meta.shape), sympify_sizes((width, 1)))
