@@ -35,7 +35,7 @@ from tilefuse_triton.gemm import (
     render_gemm,
     search_space,
 )
-from tilefuse_triton.gemm.config import GROUP_VARIANT_CONFIGS
+from tilefuse_triton.gemm.config import GROUP_VARIANT_CONFIGS, MAX_TILE_AREA_RATIO
 
 # CPU tests run their kernels through Triton's interpreter, switched on per test.
 interpreter = pytest.mark.usefixtures("triton_interpreter")
@@ -396,6 +396,17 @@ def test_gpu_bmm_epilogues(kind):
         operand_kinds=[kind] if operand is not None else [],
     )
     check_choice(heuristic_choice(case)[0], case)
+
+
+def test_max_space_leaves_out_tiles_far_too_small_for_a_large_product_only():
+    hopper = DeviceTraits.hopper()
+    large = search_space(4096, 11008, 4096, 1, "bfloat16", hopper, mode="max")
+    areas = {c.block_m * c.block_n for c in large}
+    assert min(areas) >= 128 * 256 // MAX_TILE_AREA_RATIO
+    assert (64, 128) in {(c.block_m, c.block_n) for c in large}
+    # a problem no large tile fills keeps its small tiles: there they are the ones that fill
+    small = search_space(512, 512, 4096, 1, "bfloat16", hopper, mode="max")
+    assert min(c.block_m * c.block_n for c in small) <= 32 * 32
 
 
 def test_max_space_varies_the_launch_order_of_the_largest_tiles_only():

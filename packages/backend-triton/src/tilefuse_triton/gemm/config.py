@@ -172,6 +172,11 @@ DEFAULT_SPACE_SIZE = 8
 # matters. Today's H200 winners were all such tiles (bench runs of 2026-11-30); variants
 # of every config doubled max mode's Triton builds and measurements for no winner.
 GROUP_VARIANT_CONFIGS = 4
+# ``max`` leaves out tiles smaller than the largest tile that still fills the device by more
+# than this factor in area: on a large product they only re-read the operands (an H200 run of
+# 2026-12-01, 4096x11008x4096 bf16: 64x64 and 128x32 tiles took 2-3x the 128x256 winner's
+# time, 32x32 5x), and each costs a build and a measurement.
+MAX_TILE_AREA_RATIO = 4
 
 
 def _table(traits: DeviceTraits) -> tuple[tuple[int, int, int, int, int], ...]:
@@ -243,7 +248,7 @@ def search_space(
         return ordered[:1]
     if mode == "max":
         extra = [replace(c, group_m=g) for c in ordered[:GROUP_VARIANT_CONFIGS] for g in (4, 16)]
-        return _unique(ordered + extra)
+        return _unique(_without_small_tiles(ordered, m, n, batch, traits) + extra)
     return ordered[:DEFAULT_SPACE_SIZE]
 
 
@@ -263,6 +268,19 @@ def _heuristic(
         if _tiles(config, m, n, batch) >= target:
             return config
     return fitted[0]  # unreachable: the config giving ``most`` qualifies
+
+
+def _without_small_tiles(
+    configs: list[GemmConfig], m: int, n: int, batch: int, traits: DeviceTraits
+) -> list[GemmConfig]:
+    """``configs`` less the tiles more than ``MAX_TILE_AREA_RATIO`` times smaller in area than
+    the largest tile that gives every SM a program (none when no tile does: a small
+    problem keeps every tile). The first config, the heuristic pick, always stays."""
+    filling = [c for c in configs if _tiles(c, m, n, batch) >= traits.sm_count]
+    if traits.kind == "interpreter" or not filling:
+        return configs
+    floor = max(c.block_m * c.block_n for c in filling) / MAX_TILE_AREA_RATIO
+    return configs[:1] + [c for c in configs[1:] if c.block_m * c.block_n >= floor]
 
 
 def _unique(configs: Iterable[GemmConfig]) -> list[GemmConfig]:
