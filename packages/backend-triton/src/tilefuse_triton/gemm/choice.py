@@ -24,9 +24,11 @@ class TritonGemmChoice:
     scratch tensors so that Triton's JIT compile (and its on-disk cache) happens
     there, not inside a timed run; failures raise ``ChoiceFailed`` naming the
     choice. ``run(*inputs, out=...)`` compiles on first use, then launches on
-    the current stream. ``any_size``: the rendered kernel reads sizes and strides at
-    launch, so it runs any problem of its dtypes, ranks and broadcast patterns that is
-    no larger than its specs (``index_64`` is decided from them).
+    the current stream. ``prebuild()`` compiles for exactly these layouts without
+    launching (the autotuner runs it on threads of the selecting process). ``any_size``:
+    the rendered kernel reads sizes and strides at launch, so it runs any problem of its
+    dtypes, ranks and broadcast patterns that is no larger than its specs (``index_64``
+    is decided from them).
     """
 
     any_size = True
@@ -54,12 +56,7 @@ class TritonGemmChoice:
         return self._source
 
     def compile(self) -> None:
-        try:
-            module = load_module(self.source, self.name)
-        except CacheError:
-            raise
-        except Exception as error:
-            raise ChoiceFailed(f"{self.name}: rendering or importing failed: {error}") from error
+        module = self._module()
         if self.layout.device.startswith("cuda"):
             self._warm_up(module.launch)
         self._launch = module.launch
@@ -85,6 +82,52 @@ class TritonGemmChoice:
             self.compile()
         self._launch(*inputs, out=out)
 
+    def prebuild(self) -> None:
+        """Compile the kernel for exactly these layouts, launching nothing
+        (``plugin.Choice.prebuild``): Triton's on-disk cache then serves a later
+        ``compile()`` in any process. Thread-safe; raises ``ChoiceFailed`` naming the choice."""
+        module = self._module()
+        if plugin.triton_interpreted() or not self.layout.device.startswith("cuda"):
+            return
+        try:
+            key = compile_key(self.source, self.inputs, self.layout, device=self.layout.device)
+            with shared_compiles(key):
+                self._compile_exactly(module)
+        except Exception as error:
+            raise ChoiceFailed(
+                f"{self.name}: Triton could not build it ({type(error).__name__}: {error}); "
+                "it is left out of autotuning"
+            ) from error
+
+    def _module(self) -> Any:
+        try:
+            return load_module(self.source, self.name)
+        except CacheError:
+            raise
+        except Exception as error:
+            raise ChoiceFailed(f"{self.name}: rendering or importing failed: {error}") from error
+
+    def _compile_exactly(self, module: Any) -> tuple[Any, Any]:
+        """``(compiled kernel or None, launch plan)`` for these layouts (``JITFunction.warmup``
+        on stand-in tensors: nothing is launched); ``None`` when there is nothing to launch."""
+        import torch
+
+        from .cpp_launch import launch_plan, warm_args
+
+        plan = launch_plan(module, self.inputs, self.layout)
+        if plan.grid is None:
+            return None, plan
+        device = torch.device(self.layout.device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        with torch.cuda.device(index):
+            compiled = module.KERNEL.warmup(
+                *warm_args(plan, torch.device("cuda", index)),
+                grid=plan.grid,
+                **plan.constexprs,
+                **module.OPTIONS,
+            )
+        return compiled, plan
+
     def cpp_launch(self) -> plugin.CppLaunch | None:
         """The C++ launch of this choice for exactly its ``inputs`` and ``layout``
         (``plugin.CppLaunch``; see ``cpp_launch``), compiling that specialization now; or
@@ -92,18 +135,11 @@ class TritonGemmChoice:
         ``launcher.unsupported_reason`` names)."""
         import torch
 
-        from .cpp_launch import launch_plan, render_gemm_launch, warm_args
+        from .cpp_launch import render_gemm_launch
 
         if plugin.triton_interpreted() or not self.layout.device.startswith("cuda"):
             return None
-        module = load_module(self.source, self.name)
-        plan = launch_plan(module, self.inputs, self.layout)
+        compiled, plan = self._compile_exactly(load_module(self.source, self.name))
         device = torch.device(self.layout.device)
         index = device.index if device.index is not None else torch.cuda.current_device()
-        if plan.grid is None:
-            return render_gemm_launch(None, plan, index)
-        with torch.cuda.device(index):
-            compiled = module.KERNEL.warmup(
-                *warm_args(plan, device), grid=plan.grid, **plan.constexprs, **module.OPTIONS
-            )
         return render_gemm_launch(compiled, plan, index)
