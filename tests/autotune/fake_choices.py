@@ -186,7 +186,9 @@ class RecordingChoice(_Fake):
             f.write(f"{os.getpid()} {self.name} {gpu}\n")
 
 
-def measure_by_name(begin: Any, problem: Any, choice: Any, timing: Any) -> float:
+def measure_by_name(
+    begin: Any, problem: Any, choice: Any, timing: Any, best_ms: float | None = None
+) -> float:
     """A benchmark worker task with deterministic timings: checks and times the candidate
     as the real task does, then reports the time its name states (``"ms2"`` and
     ``"ms2-b"``: 2.0 ms; any other name, extern's included: 5.0 ms)."""

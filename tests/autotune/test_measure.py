@@ -95,3 +95,27 @@ def test_a_candidate_that_changes_the_kept_reference_fails():
     with pytest.raises(measure.WrongResult, match="outside its output"):
         measure.check(lambda: None, PROBLEM, RefWriter())
     measure.check(lambda: None, PROBLEM, MMChoice())
+
+
+class CountingChoice(MMChoice):
+    """A correct product that counts its runs."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run(self, a, b, *, out) -> None:
+        self.runs += 1
+        super().run(a, b, out=out)
+
+
+def test_a_candidate_slower_than_the_cutoff_after_its_screen_runs_is_not_measured_further():
+    timing = TimingConfig(cpu_warmup=1, cpu_reps=20, screen_runs=3, screen_margin=1.25)
+    problem = measure.Problem("mm", *mm_problem(16, 16, 16), plugin.Epilogue())
+    # the check run, the warm-up run, then the timed runs
+    full, screened, unscreened = CountingChoice(), CountingChoice(), CountingChoice()
+    measure.measure(lambda: None, problem, full, timing)
+    assert full.runs == 1 + 1 + 20
+    ms = measure.measure(lambda: None, problem, screened, timing, best_ms=1e-9)
+    assert screened.runs == 1 + 1 + 3 and ms > 1e-9 * timing.screen_margin
+    measure.measure(lambda: None, problem, unscreened, timing, best_ms=1e9)
+    assert unscreened.runs == 1 + 1 + 20

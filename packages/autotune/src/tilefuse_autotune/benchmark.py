@@ -94,8 +94,9 @@ class BenchConfig:
     build_wait_s: float | None = None
 
 
-# A task a benchmark worker runs for one candidate: ``fn(begin, problem, choice, *args)``.
-Task = tuple[Callable[..., Any], tuple[Any, ...]]
+# A task a benchmark worker runs for one candidate: ``fn(begin, problem, choice, *args)``;
+# ``args`` may be a callable that makes them when the candidate is handed to a worker.
+Task = tuple[Callable[..., Any], tuple[Any, ...] | Callable[[], tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
@@ -433,6 +434,8 @@ def _run_task(
 ) -> Outcome:
     """Run ``task`` on ``choice`` in a benchmark worker; its ``Outcome``."""
     fn, args = task
+    if callable(args):
+        args = args()
     try:
         result = worker.call(
             fn,
@@ -491,13 +494,18 @@ def run_benchmarks(
 ) -> BenchRun:
     """Build, check and time every choice (``Bench.run``): the run's ``BenchRun``, one
     ``Outcome`` per choice, in order, each carrying the worker that measured it.
-    ``progress`` gets a step per choice as it finishes; ``in_process`` as ``Bench.run``."""
+    ``progress`` gets a step per choice as it finishes; ``in_process`` as ``Bench.run``.
+    Each candidate is screened against the best time measured before it is handed to a
+    worker (``TimingConfig``): a sure loser gets a short measurement, not a full one."""
     bench = bench or shared_bench()
+    best: list[float] = []  # the best time so far: later candidates are screened against it
 
     def report(outcome: Outcome) -> None:
         progress.step(
             outcome.label, f"{outcome.time_ms:.4f} ms" if outcome.ok else outcome.reason or ""
         )
+        if outcome.ok and outcome.time_ms is not None:
+            best[:] = [min([*best, outcome.time_ms])]
 
     try:
         return bench.run(
@@ -505,7 +513,7 @@ def run_benchmarks(
             labels,
             choices,
             config,
-            (measure.measure, (config.timing,)),
+            (measure.measure, lambda: (config.timing, best[0] if best else None)),
             report,
             in_process,
         )

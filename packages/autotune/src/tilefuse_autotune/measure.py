@@ -173,13 +173,19 @@ def measure(
     problem: Problem,
     choice: plugin.Choice,
     timing: TimingConfig,
+    best_ms: float | None = None,
 ) -> float:
-    """Worker task: the candidate's median time in ms; raises ``WrongResult`` if wrong."""
+    """Worker task: the candidate's median time in ms; raises ``WrongResult`` if wrong.
+
+    ``best_ms``: the best time measured so far in this selection; a candidate whose first
+    runs take more than ``timing.screen_margin`` times it is not measured further
+    (``TimingConfig``)."""
     import torch
 
     device = problem.layout.device
     inputs, out = _checked_run(begin, problem, choice)
-    ms = median_ms(lambda: choice.run(*inputs, out=out), device, timing)
+    cutoff = None if best_ms is None else best_ms * timing.screen_margin
+    ms = median_ms(lambda: choice.run(*inputs, out=out), device, timing, cutoff)
     _check_pristine_unchanged(problem)  # the timed runs may write where the first did not
     if device_type(device) == "cuda":
         del inputs, out

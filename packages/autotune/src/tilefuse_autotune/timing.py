@@ -15,60 +15,79 @@ class TimingConfig:
     """How long to measure.
 
     CPU: ``cpu_warmup`` untimed runs, then the median of ``cpu_reps`` timed runs.
-    CUDA (as ``triton.testing.do_bench``): estimate one run, then warm up for about
+    CUDA (as ``triton.testing.do_bench``): time ``screen_runs`` runs, then warm up for about
     ``cuda_warmup_ms`` and take the median of runs filling about ``cuda_rep_ms``, each
     after clearing the L2 cache, timed with CUDA events.
+
+    Screening: given a ``cutoff_ms``, a candidate whose median over its first
+    ``screen_runs`` runs is above it gets that median, unrefined: it cannot win, and a full
+    measurement of each loser was most of a max-mode selection's time. The autotuner's
+    cutoff is ``screen_margin`` times the best time measured so far.
     """
 
     cpu_warmup: int = 2
     cpu_reps: int = 10
     cuda_warmup_ms: float = 25.0
     cuda_rep_ms: float = 100.0
+    screen_runs: int = 5
+    screen_margin: float = 1.25
 
 
-def median_ms(fn: Callable[[], None], device: str, config: TimingConfig) -> float:
-    """The median time of ``fn()`` on ``device`` in milliseconds.
+def median_ms(
+    fn: Callable[[], None], device: str, config: TimingConfig, cutoff_ms: float | None = None
+) -> float:
+    """The median time of ``fn()`` on ``device`` in milliseconds; above ``cutoff_ms``
+    after the first ``config.screen_runs`` runs, their median (see ``TimingConfig``).
 
     On CUDA, ``device`` must be the current device (``measure`` makes it so): the CUDA
     events record on its current stream.
     """
     if device_type(device) == "cuda":
-        return _cuda_median_ms(fn, device, config)
+        return _cuda_median_ms(fn, device, config, cutoff_ms)
     for _ in range(config.cpu_warmup):
         fn()
-    samples = []
-    for _ in range(max(1, config.cpu_reps)):
+
+    def timed() -> float:
         start = time.perf_counter()
         fn()
-        samples.append((time.perf_counter() - start) * 1e3)
+        return (time.perf_counter() - start) * 1e3
+
+    reps = max(1, config.cpu_reps)
+    samples = [timed() for _ in range(min(reps, max(1, config.screen_runs)))]
+    if _screened_out(samples, cutoff_ms):
+        return statistics.median(samples)
+    samples += [timed() for _ in range(reps - len(samples))]
     return statistics.median(samples)
 
 
-def _cuda_median_ms(fn: Callable[[], None], device: str, config: TimingConfig) -> float:
+def _screened_out(samples: list[float], cutoff_ms: float | None) -> bool:
+    return cutoff_ms is not None and statistics.median(samples) > cutoff_ms
+
+
+def _cuda_median_ms(
+    fn: Callable[[], None], device: str, config: TimingConfig, cutoff_ms: float | None
+) -> float:
     import torch
 
     flush = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.int32, device=device)
+
+    def flushed_runs(n: int) -> list[float]:
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        for i in range(n):
+            flush.zero_()
+            starts[i].record()
+            fn()
+            ends[i].record()
+        torch.cuda.synchronize()
+        return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+
     fn()
     torch.cuda.synchronize()
-    start = torch.cuda.Event(enable_timing=True)
-    end = torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(5):
-        flush.zero_()
+    screen = flushed_runs(max(1, config.screen_runs))
+    if _screened_out(screen, cutoff_ms):
+        return statistics.median(screen)
+    estimate = max(statistics.median(screen), 1e-3)
+    for _ in range(max(1, int(config.cuda_warmup_ms / estimate))):
         fn()
-    end.record()
-    torch.cuda.synchronize()
-    estimate = max(start.elapsed_time(end) / 5, 1e-3)
-    n_warmup = max(1, int(config.cuda_warmup_ms / estimate))
-    n_rep = max(1, int(config.cuda_rep_ms / estimate))
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
-    for _ in range(n_warmup):
-        fn()
-    for i in range(n_rep):
-        flush.zero_()
-        starts[i].record()
-        fn()
-        ends[i].record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+    return statistics.median(flushed_runs(max(1, int(config.cuda_rep_ms / estimate))))
