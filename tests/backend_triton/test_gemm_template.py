@@ -258,6 +258,41 @@ def test_unservable_requests_yield_no_choices_and_say_why():
         render_gemm("mm", TINY, wrong, wrong_specs, case.layout)
 
 
+@interpreter
+@pytest.mark.parametrize(
+    ("op", "steps", "kinds"),
+    [
+        ("mm", [step("gelu_erf")], []),
+        ("addmm", [step("relu"), step("mul_scalar", value=0.5)], []),
+        ("mm", [step("add_matrix", operand=0), step("silu")], ["add_matrix"]),
+        ("bmm", [step("add_bias_n", operand=0), step("tanh")], ["add_bias_n"]),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_vendor_product_then_the_epilogue_as_one_pass(op, steps, kinds, dtype):
+    case = make_case(op, 33, 17, 20, batch=2, dtype=DTYPES[dtype], steps=steps,
+                     operand_kinds=kinds, transpose_b=True)  # fmt: skip
+    choice = TritonGemmChoice(
+        kernel_name(op, TINY, vendor_first=True), op, TINY, case.specs, case.layout,
+        case.epilogue, vendor_first=True,
+    )  # fmt: skip
+    assert "torch.mm(a, b, out=out)" in choice.source or "torch.bmm(" in choice.source
+    assert "tl.dot" not in choice.source
+    check_choice(choice, case)
+    assert choice.cpp_launch() is None  # the C++ wrapper cannot launch the vendor product
+
+
+def test_measuring_modes_offer_the_unfused_pass_second_and_only_with_an_epilogue(monkeypatch):
+    gelu = make_case("mm", 64, 64, 64, steps=[step("gelu_erf")])
+    bare = make_case("mm", 64, 64, 64)
+    for mode, offered in (("max", True), ("quick", True), ("default", False), ("off", False)):
+        monkeypatch.setenv("TILEFUSE_AUTOTUNE", mode)
+        choices = PROVIDER.choices("mm", gelu.specs, gelu.layout, gelu.epilogue)
+        assert [i for i, c in enumerate(choices) if c.vendor_first] == ([1] if offered else [])
+        plain = PROVIDER.choices("mm", bare.specs, bare.layout, bare.epilogue)
+        assert not any(c.vendor_first for c in plain)
+
+
 # ----------------------------------------------------------- search space / rendering
 
 

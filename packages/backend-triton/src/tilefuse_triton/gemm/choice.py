@@ -38,6 +38,7 @@ class TritonGemmChoice:
     inputs: tuple[plugin.TensorSpec, ...]
     layout: plugin.TensorSpec
     epilogue: plugin.Epilogue
+    vendor_first: bool = False  # the vendor product, then the epilogue as one pass (template)
     _launch: Any = field(default=None, init=False, repr=False, compare=False)
     _source: str | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -51,7 +52,13 @@ class TritonGemmChoice:
         """The rendered module text (what the debug directory and the cache hold)."""
         if self._source is None:
             self._source = render_gemm(
-                self.op, self.config, self.epilogue, self.inputs, self.layout, name=self.name
+                self.op,
+                self.config,
+                self.epilogue,
+                self.inputs,
+                self.layout,
+                name=self.name,
+                vendor_first=self.vendor_first,
             )
         return self._source
 
@@ -132,12 +139,14 @@ class TritonGemmChoice:
         """The C++ launch of this choice for exactly its ``inputs`` and ``layout``
         (``plugin.CppLaunch``; see ``cpp_launch``), compiling that specialization now; or
         ``None`` where there is no cubin to launch (the interpreter, a CPU tensor, a kernel
-        ``launcher.unsupported_reason`` names)."""
+        ``launcher.unsupported_reason`` names) or the launch is more than the kernel
+        (``vendor_first``: the vendor product runs first)."""
         import torch
 
         from .cpp_launch import render_gemm_launch
 
-        if plugin.triton_interpreted() or not self.layout.device.startswith("cuda"):
+        cuda = self.layout.device.startswith("cuda")
+        if self.vendor_first or plugin.triton_interpreted() or not cuda:
             return None
         compiled, plan = self._compile_exactly(load_module(self.source, self.name))
         device = torch.device(self.layout.device)

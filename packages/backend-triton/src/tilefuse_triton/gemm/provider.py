@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from tilefuse import plugin
 
 from .choice import TritonGemmChoice
-from .config import device_traits, search_space
+from .config import GemmConfig, device_traits, search_space
 from .problem import OPS, GemmProblem, Unsupported
 from .template import TEMPLATE_REVISION, kernel_name
 
@@ -49,7 +49,10 @@ class TritonGemmProvider:
     non-float dtypes, an unknown epilogue step, an operand that does not
     broadcast to the output); ``choices`` yields nothing for those.
     The number of choices follows ``TILEFUSE_AUTOTUNE`` (off: 1, default: a
-    few, max: all).
+    few, max: all). In the modes that measure (``quick``, ``max``), a GEMM with an
+    epilogue also gets, second, the vendor product followed by the epilogue as one pass
+    (``vendor_first``): what the graph would run unfused, so that measuring can prefer
+    it when fusing loses.
     """
 
     name = "triton"
@@ -104,10 +107,27 @@ class TritonGemmProvider:
             tf32=on_cuda and tf32_allowed(),
             mode=plugin.autotune_mode(),
         )
-        return [
+        choices = [
             TritonGemmChoice(kernel_name(op, c), op, c, tuple(inputs), layout, epilogue)
             for c in configs
         ]
+        if _vendor_first_serves(problem) and plugin.autotune_mode() in ("quick", "max"):
+            name = kernel_name(op, VENDOR_FIRST_PASS, vendor_first=True)
+            unfused = TritonGemmChoice(
+                name, op, VENDOR_FIRST_PASS, tuple(inputs), layout, epilogue, vendor_first=True
+            )
+            choices.insert(1, unfused)  # second: within quick mode's short list
+        return choices
+
+
+# The pass of a ``vendor_first`` choice: a tile of the output per program, no K loop.
+VENDOR_FIRST_PASS = GemmConfig(64, 128, 16, num_stages=1, num_warps=4, group_m=8)
+
+
+def _vendor_first_serves(problem: GemmProblem) -> bool:
+    """Whether the vendor product then a pass (``render_gemm(vendor_first=True)``) is worth
+    measuring: there is an epilogue, and the product can write the output itself."""
+    return bool(problem.steps) and problem.dtype == problem.out_dtype
 
 
 PROVIDER = TritonGemmProvider()

@@ -17,6 +17,15 @@ it. The kernel:
 - applies the epilogue to the float32 tile, then casts to the output's dtype
   and stores with the M/N mask.
 
+``vendor_first=True`` renders the other way to run a GEMM with an epilogue: the vendor
+library's product (``torch.mm``/``torch.bmm``, cuBLAS on a GPU) writes ``out``, and the
+kernel is one pass over it, loading each tile instead of computing it, then applying the
+epilogue in place. That is what a graph runs when the epilogue is not fused into the
+GEMM (the product rounded to the output's dtype before the epilogue, as eager does), so
+autotuning measures it beside the fused configs: on an H200 the fused 4096x11008x4096
+GELU took 0.60 ms against about 0.50 for cuBLAS and a separate pass (run
+2026-12-01_1448).
+
 Under Triton's interpreter, bfloat16 ``tl.dot`` multiplies the raw bit patterns
 (triton-lang/triton#11584, "not supported yet"); interpreter kernels therefore
 upcast bfloat16 tiles to float32 before the dot, which is exact.
@@ -30,14 +39,15 @@ from tilefuse import plugin
 
 from .config import GemmConfig
 from .epilogue import render_steps
-from .problem import GemmProblem
+from .problem import GemmProblem, Unsupported
 
 TEMPLATE_REVISION = 2  # bump when the rendered text changes meaning: enters provider.version
 
 
-def kernel_name(op: str, config: GemmConfig) -> str:
-    """The stable name of a template instance, e.g. ``triton_mm_128x256x64_s4_w8_g8``."""
-    return f"triton_{op}_{config.tag()}"
+def kernel_name(op: str, config: GemmConfig, vendor_first: bool = False) -> str:
+    """The stable name of a template instance, e.g. ``triton_mm_128x256x64_s4_w8_g8``
+    (``triton_mm_vendor_then_64x128x16_s1_w4_g8`` for ``vendor_first``)."""
+    return f"triton_{op}_{'vendor_then_' if vendor_first else ''}{config.tag()}"
 
 
 def render_gemm(
@@ -49,6 +59,7 @@ def render_gemm(
     *,
     interpret: bool | None = None,
     name: str | None = None,
+    vendor_first: bool = False,
 ) -> str:
     """Python source of one GEMM kernel with ``epilogue`` fused, for ``op`` on ``inputs``.
 
@@ -60,12 +71,15 @@ def render_gemm(
     (launch options), ``arguments(*inputs, out)`` (the launch's grid, arguments and
     constexprs, from shapes and strides alone) and ``launch(*inputs, out)``; both take
     the op's tensors then the epilogue's operands. Raises ``problem.Unsupported`` when
-    the template cannot serve it.
+    the template cannot serve it. ``vendor_first``: see the module docstring (then
+    ``launch`` runs the vendor product first; ``KERNEL`` alone is only the pass).
     """
     problem = GemmProblem.of(op, inputs, layout, epilogue)
+    if vendor_first and problem.dtype != problem.out_dtype:
+        raise Unsupported("the vendor product writes the output in the inputs' dtype")
     if interpret is None:
         interpret = not layout.device.startswith("cuda")
-    name = name or kernel_name(op, config)
+    name = name or kernel_name(op, config, vendor_first)
     lines = [
         f'"""tilefuse Triton GEMM: {name}, template revision {TEMPLATE_REVISION}.',
         "",
@@ -74,15 +88,16 @@ def render_gemm(
         f"rendered for: {'the Triton interpreter' if interpret else 'a GPU'}",
         '"""',
         "",
+        *(["import torch"] if vendor_first else []),
         "import triton",
         "import triton.language as tl",
         *(["from tilefuse_triton import device_math as dm"] if interpret else []),
         "",
         "",
     ]
-    lines += _kernel(name, problem, config, interpret)
+    lines += _kernel(name, problem, config, interpret, vendor_first)
     lines += ["", "", f"KERNEL = {name}", "", ""]
-    lines += _launcher(problem, config)
+    lines += _launcher(problem, config, vendor_first)
     return "\n".join(lines) + "\n"
 
 
@@ -109,7 +124,9 @@ def _extra_args(problem: GemmProblem) -> tuple[list[str], list[str]]:
     return ptrs, strides
 
 
-def _kernel(name: str, problem: GemmProblem, config: GemmConfig, interpret: bool) -> list[str]:
+def _kernel(
+    name: str, problem: GemmProblem, config: GemmConfig, interpret: bool, vendor_first: bool
+) -> list[str]:
     batched = problem.op == "bmm"
     ptrs, extra_strides = _extra_args(problem)
     sb = (lambda s: [s]) if batched else (lambda s: [])
@@ -153,6 +170,21 @@ def _kernel(name: str, problem: GemmProblem, config: GemmConfig, interpret: bool
     ]
     if problem.index_64:
         body += ["rm = rm.to(tl.int64)", "rn = rn.to(tl.int64)", "rk = rk.to(tl.int64)"]
+    out_ptrs = (
+        "out_ptrs = out_ptr"
+        + (" + batch * stride_ob" if batched else "")
+        + " + rm[:, None] * stride_om + rn[None, :] * stride_on"
+    )
+    if vendor_first:  # the product is in ``out`` already: one pass over it
+        body += [
+            "out_mask = (rm < M)[:, None] & (rn < N)[None, :]",
+            out_ptrs,
+            "x = tl.load(out_ptrs, mask=out_mask, other=0.0).to(tl.float32)",
+        ]
+        body += render_steps(problem.steps, problem.extra_patterns, batched)
+        body += [f"tl.store(out_ptrs, {_stored('x', problem, interpret)}, mask=out_mask)"]
+        head = ["@triton.jit", f"def {name}("] + [f"    {p}," for p in params] + ["):"]
+        return head + [f"    {line}" for line in body]
     body += [
         "# rows/columns past the edge wrap around: their results are masked at the store",
         "ram = rm % M",
@@ -193,17 +225,12 @@ def _kernel(name: str, problem: GemmProblem, config: GemmConfig, interpret: bool
         "x = acc",
     ]
     body += render_steps(problem.steps, problem.extra_patterns, batched)
-    body += [
-        "out_ptrs = out_ptr"
-        + (" + batch * stride_ob" if batched else "")
-        + " + rm[:, None] * stride_om + rn[None, :] * stride_on",
-        f"tl.store(out_ptrs, {_stored('x', problem, interpret)}, mask=out_mask)",
-    ]
+    body += [out_ptrs, f"tl.store(out_ptrs, {_stored('x', problem, interpret)}, mask=out_mask)"]
     head = ["@triton.jit", f"def {name}("] + [f"    {p}," for p in params] + ["):"]
     return head + [f"    {line}" for line in body]
 
 
-def _launcher(problem: GemmProblem, config: GemmConfig) -> list[str]:
+def _launcher(problem: GemmProblem, config: GemmConfig, vendor_first: bool) -> list[str]:
     batched = problem.op == "bmm"
     n_extra = len(problem.extra_patterns)
     if problem.op == "addmm":
@@ -244,6 +271,7 @@ def _launcher(problem: GemmProblem, config: GemmConfig) -> list[str]:
         "",
         f"def launch({params}, *, out):",
         '    """Run the kernel on the current stream, writing ``out``."""',
+        *([f"    torch.{'bmm' if batched else 'mm'}(a, b, out=out)"] if vendor_first else []),
         f"    grid, args, constexprs = arguments({params}, out=out)",
         "    if grid is not None:",
         "        KERNEL[grid](*args, **constexprs, **OPTIONS)",
