@@ -71,7 +71,9 @@ def _cuda_median_ms(
 
     flush = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.int32, device=device)
 
-    def flushed_runs(n: int) -> list[float]:
+    def flushed_runs(n: int) -> tuple[list[float], float]:
+        """Each of ``n`` runs' time after an L2 flush, and one iteration's whole cost (the
+        flush included: what sizes the warm-up and the repetitions, as do_bench does)."""
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         for i in range(n):
@@ -80,14 +82,15 @@ def _cuda_median_ms(
             fn()
             ends[i].record()
         torch.cuda.synchronize()
-        return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+        loop = starts[0].elapsed_time(ends[-1]) / max(1, n - 1) if n > 1 else 0.0
+        return [s.elapsed_time(e) for s, e in zip(starts, ends)], loop
 
     fn()
     torch.cuda.synchronize()
-    screen = flushed_runs(max(1, config.screen_runs))
+    screen, iteration = flushed_runs(max(1, config.screen_runs))
     if _screened_out(screen, cutoff_ms):
         return statistics.median(screen)
-    estimate = max(statistics.median(screen), 1e-3)
+    estimate = max(iteration, statistics.median(screen), 1e-3)
     for _ in range(max(1, int(config.cuda_warmup_ms / estimate))):
         fn()
-    return statistics.median(flushed_runs(max(1, int(config.cuda_rep_ms / estimate))))
+    return statistics.median(flushed_runs(max(1, int(config.cuda_rep_ms / estimate)))[0])
