@@ -2,8 +2,8 @@
 
 Runs inside ``tilefuse_autotune.worker``. Every candidate gets fresh inputs (so a
 kernel that scribbles on its inputs cannot mislead the next), copied on the device from
-pristine ones drawn from ``seed`` once per problem: drawing them on the CPU took about a
-second per candidate for an 8192x8192 GEMM, most of max mode's time. The pristine
+pristine ones drawn from ``seed`` once per problem, on the problem's GPU: drawing them on
+the CPU took seconds for an 8192x8192 GEMM. The pristine
 inputs and the extern reference output are kept in this process for the last problem,
 with a fingerprint of their bytes: a candidate that writes outside its own buffers and
 changes them fails (``WrongResult``) and they are made again for the next one.
@@ -43,9 +43,12 @@ class Problem:
     seed: int = 0
 
     def make_inputs(self) -> list[Any]:
+        """The problem's inputs from ``seed``, drawn on its GPU when it has one (an 8192x8192
+        operand took seconds to draw on the CPU, ahead of the first measurement)."""
         import torch
 
-        generator = torch.Generator().manual_seed(self.seed)
+        device = self.layout.device if device_type(self.layout.device) == "cuda" else "cpu"
+        generator = torch.Generator(device=device).manual_seed(self.seed)
         return [spec.random(generator) for spec in self.inputs]
 
 

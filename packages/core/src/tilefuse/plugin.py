@@ -441,14 +441,16 @@ class TensorSpec:
         )
 
     def random(self, generator: Any = None) -> Any:
-        """A tensor with this layout holding values from N(0, 1) (integers: 0..9)."""
+        """A tensor with this layout holding values from N(0, 1) (integers: 0..9), drawn
+        on the generator's device (the CPU without one)."""
         import torch
 
         out = self.empty()
+        where = generator.device if generator is not None else "cpu"
         if out.dtype.is_floating_point:
-            out.copy_(torch.randn(self.shape, generator=generator, device="cpu"))
+            out.copy_(torch.randn(self.shape, generator=generator, device=where))
         else:
-            out.copy_(torch.randint(0, 10, self.shape, generator=generator, device="cpu"))
+            out.copy_(torch.randint(0, 10, self.shape, generator=generator, device=where))
         return out
 
 
