@@ -101,12 +101,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def log_autotune_timeline() -> None:
-    """Send the ``tilefuse.autotune`` logger's DEBUG records (its timeline lines) to stderr."""
+    """Send the ``tilefuse.autotune`` logger's DEBUG records (its timeline lines) to stderr,
+    the benchmark workers' included (each candidate's build, check and timing phases)."""
     logger = logging.getLogger("tilefuse.autotune")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("  %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
+    os.environ["TILEFUSE_AUTOTUNE_WORKER_LOG"] = "DEBUG"  # and each candidate's phases
 
 
 def pick_device(choice: str, smoke: bool) -> torch.device:

@@ -11,7 +11,9 @@ changes them fails (``WrongResult``) and they are made again for the next one.
 
 from __future__ import annotations
 
+import logging
 import pickle
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,8 @@ from tilefuse import plugin
 from .devices import device_index, device_type
 from .extern import ExternChoice
 from .timing import TimingConfig, median_ms
+
+log = logging.getLogger("tilefuse.autotune")
 
 # Allowed max |out - ref| / max(1, max |ref|), by output dtype. Loose enough for
 # TF32 and reduced-precision accumulation orders, tight enough to catch a wrong kernel.
@@ -186,13 +190,20 @@ def measure(
     import torch
 
     device = problem.layout.device
+    started = time.perf_counter()
     inputs, out = _checked_run(begin, problem, choice)
+    checked = time.perf_counter()
     cutoff = None if best_ms is None else best_ms * timing.screen_margin
     ms = median_ms(lambda: choice.run(*inputs, out=out), device, timing, cutoff)
+    timed = time.perf_counter()
     _check_pristine_unchanged(problem)  # the timed runs may write where the first did not
     if device_type(device) == "cuda":
         del inputs, out
         torch.cuda.empty_cache()  # the worker outlives the selection: give memory back
+    screened = " (screened out)" if cutoff is not None and ms > cutoff else ""
+    log.debug("%s: %.3f ms; build and check %.2f s, timing %.2f s, cleanup %.2f s%s",
+              getattr(choice, "name", "?"), ms, checked - started, timed - checked,
+              time.perf_counter() - timed, screened)  # fmt: skip
     return ms
 
 

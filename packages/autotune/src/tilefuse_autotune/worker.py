@@ -204,6 +204,23 @@ class Worker:
             self._lock.release()
 
 
+# Set in the parent (say, to ``DEBUG``): workers log the ``tilefuse.autotune`` logger's records
+# at that level to their stderr (the parent's), e.g. each candidate's phases.
+LOG_LEVEL_ENV = "TILEFUSE_AUTOTUNE_WORKER_LOG"
+
+
+def _log_to_stderr(level: str) -> None:
+    import logging
+
+    if not level.strip():
+        return
+    logger = logging.getLogger("tilefuse.autotune")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"  [worker {os.getpid()}] %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level.strip().upper())
+
+
 def child_sys_path() -> list[str]:
     """This process's ``sys.path`` for a worker: relative entries made absolute against the
     current directory, and ``""`` (the working directory, wherever the user stands) left out.
@@ -228,6 +245,7 @@ def child_main(tasks: Connection, results: Connection) -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ImportError, ValueError, OSError):
         pass
+    _log_to_stderr(os.environ.get(LOG_LEVEL_ENV, ""))
     results.send(("ready",))
 
     def begin() -> None:
