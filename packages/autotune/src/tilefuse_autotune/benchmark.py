@@ -38,12 +38,12 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from . import measure
+from . import measure, settings
 from .devices import device_index, pinned_env, worker_devices
 from .extern import ExternChoice
 from .progress import Progress
 from .timing import TimingConfig
-from .worker import TaskError, Worker, WorkerCrashed, WorkerFailure, WorkerTimeout
+from .worker import NICE_ENV, TaskError, Worker, WorkerCrashed, WorkerFailure, WorkerTimeout
 
 log = logging.getLogger("tilefuse.autotune")
 
@@ -159,7 +159,7 @@ class Bench:
         with self._lock:
             free = [w for w in self._compile_workers if id(w) not in self._busy][:size]
             while len(free) < size:
-                worker = Worker()
+                worker = Worker({NICE_ENV: str(settings.build_nice())})
                 self._compile_workers.append(worker)
                 free.append(worker)
             return free
