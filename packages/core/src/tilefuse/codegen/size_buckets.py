@@ -80,15 +80,23 @@ class BucketedChoice:
         self._by_bucket: dict[tuple[int, ...], Any] = {}
         self._exact: BoundedLRU[tuple[int, ...], Any] = BoundedLRU(EXACT_PICKS_LIMIT)
         self._warned = False
+        self._last: tuple[tuple[int, ...], Any] | None = None  # the last call's sizes, pick
 
     def compile(self) -> None:
         return None
 
     def run(self, *inputs: Any, out: Any, sizes: tuple[int, ...]) -> None:
-        self.pick(tuple(sizes)).run(*inputs, out=out)
+        last = self._last  # consecutive calls of one size (the common case) skip the lookup
+        choice = last[1] if last is not None and last[0] == sizes else self.pick(tuple(sizes))
+        choice.run(*inputs, out=out)
 
     def pick(self, sizes: tuple[int, ...]) -> Any:
         """The choice that runs a call with these symbol values."""
+        choice = self._pick(sizes)
+        self._last = (sizes, choice)
+        return choice
+
+    def _pick(self, sizes: tuple[int, ...]) -> Any:
         if self.bucketed:
             bucket = tuple(bucket_of(v) for v in sizes)
             if bucket not in self._by_bucket:
