@@ -243,3 +243,14 @@ class PrebuildChoice(FastChoice):
             f.write(f"{os.getpid()} prebuild {self.name}\n")
         if self.broken:
             raise ChoiceFailed(f"{self.name}: this build always fails")
+
+
+class SleepyRecordingChoice(RecordingChoice):
+    """A ``RecordingChoice`` whose every run takes at least 0.2 s: its measurement lasts
+    about a second (five runs under the tests' limits)."""
+
+    def run(self, a: Any, b: Any, *, out: Any) -> None:
+        import time
+
+        time.sleep(0.2)
+        super().run(a, b, out=out)

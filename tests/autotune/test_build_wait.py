@@ -15,7 +15,12 @@ from dataclasses import replace
 import pytest
 
 from tests.autotune.conftest import FAST_LIMITS
-from tests.autotune.fake_choices import FastChoice, GatedBuildChoice, mm_problem
+from tests.autotune.fake_choices import (
+    FastChoice,
+    GatedBuildChoice,
+    SleepyRecordingChoice,
+    mm_problem,
+)
 from tilefuse import plugin
 from tilefuse.errors import TilefuseError
 from tilefuse_autotune import Autotuner, settings
@@ -68,6 +73,19 @@ def test_an_unfinished_slow_build_is_pending_and_finishes_in_the_background(benc
     gate.touch()
     _wait_until(lambda: not bench.still_building([slow]))
     assert _builds(log) == ["cutlass-like"]
+
+
+def test_a_slow_build_nobody_waits_for_starts_after_the_measurements(bench, tmp_path):
+    gate, log = tmp_path / "gate", tmp_path / "events"
+    slow = GatedBuildChoice("cutlass-like", str(gate), str(log))
+    bench._compile_pool(1)[0].start()  # a warm compile worker: a build could start at once
+    threading.Timer(0.05, gate.touch).start()  # and, once started, end at once
+    outcomes = _run(bench, [SleepyRecordingChoice("triton-like", str(log)), slow], NO_WAIT)
+    assert outcomes[2].reason == PENDING
+    _wait_until(lambda: not bench.still_building([slow]))
+    lines = log.read_text().splitlines()
+    assert lines[-1] == "cutlass-like", lines  # built after every run of the measured choice
+    assert sum("triton-like" in line for line in lines) >= 2, lines
 
 
 def test_a_finished_slow_build_is_measured_and_without_a_limit_every_build_is_waited_for(
