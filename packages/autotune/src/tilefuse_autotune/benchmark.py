@@ -265,9 +265,9 @@ class Bench:
 
         quick_started = threading.Event()  # slow builds never hold a worker a quick one needs
         quick_builds_s = 0.0
-        # Slow builds nobody waits for start once every measurement is done: beside them,
-        # each measurement's build-and-check phase took 0.4-0.9 s instead of about 0.05
-        # (H200, 2026-12-01 runs 1457-1514: nvcc running through the measurements).
+        # Slow builds nobody waits for start once every measurement is done: with nvcc
+        # running through them, each candidate's build-and-check took 0.4-0.9 s (H200,
+        # 2026-12-01 runs 1457-1514), against about 0.17 s for a whole candidate before.
         defer_slow = config.build_wait_s is not None and config.build_wait_s <= 0
         measured = threading.Event()
 
