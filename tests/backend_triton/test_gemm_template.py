@@ -282,15 +282,18 @@ def test_vendor_product_then_the_epilogue_as_one_pass(op, steps, kinds, dtype):
     assert choice.cpp_launch() is None  # the C++ wrapper cannot launch the vendor product
 
 
-def test_measuring_modes_offer_the_unfused_pass_second_and_only_with_an_epilogue(monkeypatch):
+def test_the_unfused_pass_is_offered_second_with_an_epilogue_beyond_a_bias(monkeypatch):
     gelu = make_case("mm", 64, 64, 64, steps=[step("gelu_erf")])
     bare = make_case("mm", 64, 64, 64)
-    for mode, offered in (("max", True), ("quick", True), ("default", False), ("off", False)):
+    for mode, offered in (("max", True), ("quick", True), ("default", True), ("off", False)):
         monkeypatch.setenv("TILEFUSE_AUTOTUNE", mode)
         choices = PROVIDER.choices("mm", gelu.specs, gelu.layout, gelu.epilogue)
         assert [i for i, c in enumerate(choices) if c.vendor_first] == ([1] if offered else [])
         plain = PROVIDER.choices("mm", bare.specs, bare.layout, bare.epilogue)
         assert not any(c.vendor_first for c in plain)
+        bias = make_case("addmm", 64, 64, 64)  # the vendor's own addmm is extern already
+        assert not any(c.vendor_first for c in PROVIDER.choices(
+            "addmm", bias.specs, bias.layout, bias.epilogue))  # fmt: skip
 
 
 # ----------------------------------------------------------- search space / rendering

@@ -315,35 +315,35 @@ class Bench:
                     del self._background[key]
 
         executor = ThreadPoolExecutor(max_workers=max(1, len(todo)))
-        with ThreadPoolExecutor(max_workers=len(slots)) as bench_pool:
-            loops = [bench_pool.submit(bench_loop, name, env) for name, env in slots]
-            try:
-                futures = {i: executor.submit(build, i) for i in todo}
-                for i in slow:
-                    key = keys[i]
-                    if key is not None and running.get(i) is None:
-                        with self._lock:
-                            self._background.setdefault(key, futures[i])
-                        futures[i].add_done_callback(partial(forget, key))
-                wait([futures[i] for i in fast])
-                quick_started.set()
-                quick_builds_s = time.monotonic() - start
-                if slow and config.build_wait_s is not None:
-                    left = start + config.build_wait_s - time.monotonic()
-                    wait([futures[i] for i in slow], timeout=max(0.0, left))
-                    self._give_up(slow, labels, outcomes, queued, given_up, state, on_done)
-                else:
-                    wait([futures[i] for i in slow])
-            finally:
-                quick_started.set()
-                executor.shutdown(wait=False)
-                for _ in slots:
-                    ready.put(None)  # after every queued choice: the loops drain the queue
-            try:
+        try:
+            with ThreadPoolExecutor(max_workers=len(slots)) as bench_pool:
+                loops = [bench_pool.submit(bench_loop, name, env) for name, env in slots]
+                try:
+                    futures = {i: executor.submit(build, i) for i in todo}
+                    for i in slow:
+                        key = keys[i]
+                        if key is not None and running.get(i) is None:
+                            with self._lock:
+                                self._background.setdefault(key, futures[i])
+                            futures[i].add_done_callback(partial(forget, key))
+                    wait([futures[i] for i in fast])
+                    quick_started.set()
+                    quick_builds_s = time.monotonic() - start
+                    if slow and config.build_wait_s is not None:
+                        left = start + config.build_wait_s - time.monotonic()
+                        wait([futures[i] for i in slow], timeout=max(0.0, left))
+                        self._give_up(slow, labels, outcomes, queued, given_up, state, on_done)
+                    else:
+                        wait([futures[i] for i in slow])
+                finally:
+                    quick_started.set()
+                    executor.shutdown(wait=False)
+                    for _ in slots:
+                        ready.put(None)  # after every queued choice: the loops drain the queue
                 for loop in loops:
                     loop.result()
-            finally:
-                measured.set()
+        finally:
+            measured.set()  # whatever ended the run (an interrupt too): no build waits forever
         missing = [labels[i] for i, o in enumerate(outcomes) if o is None]
         assert not missing, f"no outcome for {missing}"
         return BenchRun([o for o in outcomes if o is not None], quick_builds_s)

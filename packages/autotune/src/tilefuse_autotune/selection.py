@@ -442,7 +442,8 @@ class Autotuner:
                 return self._unmeasured(
                     hit, mode, f"{title}: cached winner {hit.label}", source="cache"
                 )
-            log.info("%s: cached winner %s/%s is no longer offered", title, *entry.values())
+            log.info("%s: cached winner %s/%s is no longer offered", title, entry["provider"],
+                     entry["choice"])  # fmt: skip
         if entry is not None and self._still_building(digest):
             by_key = {(c.provider, c.choice.name): c for c in everything}
             hit = by_key.get((entry["provider"], entry["choice"]))

@@ -11,10 +11,10 @@ winner picked without it is cached as provisional. Default ``0``: never wait for
 uncached nvcc build, so a cold ``max`` selection takes seconds, not minutes. Set it to
 ``600`` to wait for every build, as a one-off tuning run that must try everything.
 
-``TILEFUSE_AUTOTUNE_BUILD_NICE``: the niceness (0..19) compile workers, and the nvcc
-processes they start, run at: builds go on in the background while a selection measures,
-and a measurement's launches must not wait for a core. Default ``10``; ``0`` runs them at
-the caller's priority.
+``TILEFUSE_AUTOTUNE_BUILD_NICE``: how much lower than the caller's (0..19, added to its
+niceness) the priority of compile workers, and of the nvcc processes they start, is:
+their builds may go on in the background beside the user's program and later
+selections. Default ``10``; ``0`` runs them at the caller's priority.
 """
 
 from __future__ import annotations

@@ -32,6 +32,18 @@ class TimingConfig:
     screen_runs: int = 5
     screen_margin: float = 1.25
 
+    def __post_init__(self) -> None:
+        if self.screen_runs < 1 or not self.screen_margin >= 1.0:
+            raise ValueError(
+                f"TimingConfig: screen_runs must be >= 1 and screen_margin >= 1 (a candidate "
+                f"is screened out only when slower than the best); got {self.screen_runs}, "
+                f"{self.screen_margin}"
+            )
+
+
+# Unflushed runs before a CUDA screen: its median is compared with warmed, full medians.
+SCREEN_WARMUP_RUNS = 3
+
 
 def median_ms(
     fn: Callable[[], None], device: str, config: TimingConfig, cutoff_ms: float | None = None
@@ -85,7 +97,8 @@ def _cuda_median_ms(
         loop = starts[0].elapsed_time(ends[-1]) / max(1, n - 1) if n > 1 else 0.0
         return [s.elapsed_time(e) for s, e in zip(starts, ends)], loop
 
-    fn()
+    for _ in range(SCREEN_WARMUP_RUNS):  # the screen compares with warmed medians
+        fn()
     torch.cuda.synchronize()
     screen, iteration = flushed_runs(max(1, config.screen_runs))
     if _screened_out(screen, cutoff_ms):

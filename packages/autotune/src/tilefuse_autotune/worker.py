@@ -214,13 +214,19 @@ NICE_ENV = "TILEFUSE_WORKER_NICE"
 def _log_to_stderr(level: str) -> None:
     import logging
 
-    if not level.strip():
+    level = level.strip()
+    if not level:
         return
     logger = logging.getLogger("tilefuse.autotune")
+    try:  # a name (DEBUG) or a number (10); anything else logs nothing, the worker runs
+        logger.setLevel(int(level) if level.isdigit() else level.upper())
+    except ValueError:
+        print(f"tilefuse: ignoring {LOG_LEVEL_ENV}={level!r}: not a logging level (DEBUG, "
+              "INFO, 10...)", file=sys.stderr)  # fmt: skip
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"  [worker {os.getpid()}] %(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(level.strip().upper())
 
 
 def child_sys_path() -> list[str]:

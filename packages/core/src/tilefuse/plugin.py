@@ -398,6 +398,11 @@ EPILOGUE_KINDS = (
 class EpilogueStep:
     """One step of a structured GEMM epilogue, applied in float32 to the accumulator.
 
+    A choice may instead apply the steps to the product already rounded to the output's
+    dtype, as the unfused graph and eager do (the Triton provider's ``vendor_first``
+    choices: the vendor product, then a pass); the autotuner's correctness check holds
+    every choice to the reference within the dtype's tolerance either way.
+
     ``kind`` is one of ``EPILOGUE_KINDS``. ``operand`` indexes
     ``Epilogue.operands`` for steps that read a tensor; ``value`` holds a scalar.
     """

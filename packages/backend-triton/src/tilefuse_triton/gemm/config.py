@@ -226,7 +226,8 @@ def search_space(
     The first entry is the heuristic pick. ``mode`` is the autotune mode:
     ``off`` returns only the pick, ``default`` up to ``DEFAULT_SPACE_SIZE``
     configs, ``max`` every config of the device's table plus ``group_m``
-    variants of the first ``GROUP_VARIANT_CONFIGS``. Configs needing more shared
+    variants of the first ``GROUP_VARIANT_CONFIGS``, less the tiles far too small for
+    the problem (``MAX_TILE_AREA_RATIO``). Configs needing more shared
     memory than the device has are left out; tiles are shrunk to the problem and
     duplicates removed.
     """

@@ -49,10 +49,10 @@ class TritonGemmProvider:
     non-float dtypes, an unknown epilogue step, an operand that does not
     broadcast to the output); ``choices`` yields nothing for those.
     The number of choices follows ``TILEFUSE_AUTOTUNE`` (off: 1, default: a
-    few, max: all). In the modes that measure (``quick``, ``max``), a GEMM with an
-    epilogue also gets, second, the vendor product followed by the epilogue as one pass
-    (``vendor_first``): what the graph would run unfused, so that measuring can prefer
-    it when fusing loses.
+    few, max: all). In every mode but ``off``, a GEMM with an epilogue also gets, second,
+    the vendor product followed by the epilogue as one pass (``vendor_first``): what the
+    graph would run unfused, so that measuring can prefer it when fusing loses (and
+    ``default`` finds such a cached winner).
     """
 
     name = "triton"
@@ -111,12 +111,14 @@ class TritonGemmProvider:
             TritonGemmChoice(kernel_name(op, c), op, c, tuple(inputs), layout, epilogue)
             for c in configs
         ]
-        if _vendor_first_serves(problem) and plugin.autotune_mode() in ("quick", "max"):
+        if _vendor_first_serves(op, problem) and plugin.autotune_mode() != "off":
             name = kernel_name(op, VENDOR_FIRST_PASS, vendor_first=True)
             unfused = TritonGemmChoice(
                 name, op, VENDOR_FIRST_PASS, tuple(inputs), layout, epilogue, vendor_first=True
             )
-            choices.insert(1, unfused)  # second: within quick mode's short list
+            # second: the heuristic pick stays first, and quick mode's short list has it;
+            # offered in default mode too, so that a winner quick or max found is found
+            choices.insert(1, unfused)
         return choices
 
 
@@ -124,10 +126,12 @@ class TritonGemmProvider:
 VENDOR_FIRST_PASS = GemmConfig(64, 128, 16, num_stages=1, num_warps=4, group_m=8)
 
 
-def _vendor_first_serves(problem: GemmProblem) -> bool:
+def _vendor_first_serves(op: str, problem: GemmProblem) -> bool:
     """Whether the vendor product then a pass (``render_gemm(vendor_first=True)``) is worth
-    measuring: there is an epilogue, and the product can write the output itself."""
-    return bool(problem.steps) and problem.dtype == problem.out_dtype
+    measuring: the epilogue is more than addmm's own bias (the vendor ``addmm`` is extern),
+    and the product can write the output itself."""
+    own_bias = 1 if op == "addmm" else 0
+    return len(problem.steps) > own_bias and problem.dtype == problem.out_dtype
 
 
 PROVIDER = TritonGemmProvider()

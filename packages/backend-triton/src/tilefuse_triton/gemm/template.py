@@ -41,7 +41,7 @@ from .config import GemmConfig
 from .epilogue import render_steps
 from .problem import GemmProblem, Unsupported
 
-TEMPLATE_REVISION = 2  # bump when the rendered text changes meaning: enters provider.version
+TEMPLATE_REVISION = 3  # bump when the rendered text changes meaning: enters provider.version
 
 
 def kernel_name(op: str, config: GemmConfig, vendor_first: bool = False) -> str:
