@@ -229,22 +229,6 @@ class GatedBuildChoice(FastChoice):
         self.compiled = True
 
 
-class PrebuildChoice(FastChoice):
-    """Correct and fast, with a ``prebuild()`` that appends ``"<pid> prebuild <name>"`` to
-    ``log`` (and raises ``ChoiceFailed`` when ``broken``), so a test sees which process
-    built it and how."""
-
-    def __init__(self, name: str, log: str, broken: bool = False) -> None:
-        super().__init__(name)
-        self.log, self.broken = log, broken
-
-    def prebuild(self) -> None:
-        with open(self.log, "a") as f:
-            f.write(f"{os.getpid()} prebuild {self.name}\n")
-        if self.broken:
-            raise ChoiceFailed(f"{self.name}: this build always fails")
-
-
 class SleepyRecordingChoice(RecordingChoice):
     """A ``RecordingChoice`` whose every run takes at least 0.2 s: its measurement lasts
     about a second (five runs under the tests' limits)."""

@@ -18,7 +18,7 @@ def bench_calls(monkeypatch):
     """Replaces benchmarking: the last candidate offered is the fastest."""
     calls: list[list[str]] = []
 
-    def fake_run(problem, labels, choices, config, progress, bench=None, in_process=None):
+    def fake_run(problem, labels, choices, config, progress, bench=None):
         calls.append(list(labels))
         return BenchRun([Outcome(label, time_ms=100.0 - i) for i, label in enumerate(labels)], 0.0)
 

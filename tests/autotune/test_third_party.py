@@ -8,7 +8,6 @@ lives on.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from importlib import metadata
 
@@ -17,7 +16,6 @@ import pytest
 from tests.autotune.fake_choices import (
     CrashChoice,
     FakeProvider,
-    PrebuildChoice,
     ReluChoice,
     SegfaultChoice,
     ZeroChoice,
@@ -154,19 +152,3 @@ def test_checks_stop_at_max_checks(tuner, monkeypatch):
     assert seen == [["vendor/z0", "vendor/z1"]] and selection.MAX_CHECKS == 2
     tuner.select("mm", offered, inputs, layout, RELU, mode="default")
     assert seen[1] == ["vendor/z2", "vendor/z3"]
-
-
-def test_first_party_choices_prebuild_here_and_third_party_ones_build_in_a_worker(tuner, tmp_path):
-    log = tmp_path / "builds"
-    own = PrebuildChoice("own", str(log))
-    broken = PrebuildChoice("broken", str(log), broken=True)
-    offered, inputs, layout = _third_party(PrebuildChoice("theirs", str(log)))
-    sel = tuner.select("mm", [own, broken, *offered], inputs, layout, mode="max")
-    assert sel.source == "benchmark", sel.summary
-    assert sorted(log.read_text().splitlines()) == [
-        f"{os.getpid()} prebuild broken",
-        f"{os.getpid()} prebuild own",
-    ], "explicit (trusted) choices build on threads here; the third party's never prebuilds"
-    assert sel.failures["explicit/broken"][0] == benchmark.COMPILE
-    assert "this build always fails" in sel.failures["explicit/broken"][1]
-    assert {"explicit/own", "vendor/theirs"} <= set(sel.timings_ms)

@@ -401,30 +401,6 @@ def test_gpu_every_hopper_config_on_a_large_bf16_gemm(monkeypatch):
 
 
 @pytest.mark.gpu
-def test_gpu_prebuilds_on_threads_leave_nothing_for_compile_to_build(monkeypatch, tmp_path):
-    """The autotuner's in-process builds (``prebuild``, on threads, nothing launched) compile
-    exactly the kernels that ``compile()`` and ``run`` then launch."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import tilefuse
-
-    monkeypatch.setenv("TILEFUSE_AUTOTUNE", "max")
-    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))  # every build a miss
-    case = make_case("addmm", 1000, 1024, 255, dtype=torch.bfloat16, device="cuda",
-                     bias_shape="n", steps=[step("relu")])  # fmt: skip
-    choices = heuristic_choice(case)[:6]
-    start = tilefuse.stats().get("triton_compiles", 0)
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda c: c.prebuild(), choices))
-    before = tilefuse.stats().get("triton_compiles", 0)
-    assert before - start == len(choices), "each prebuild compiles its kernel once"
-    for choice in choices:
-        choice.compile()
-        check_choice(choice, case)
-    assert tilefuse.stats().get("triton_compiles", 0) == before
-
-
-@pytest.mark.gpu
 @pytest.mark.parametrize("bias_shape", ["n", "mn"])
 def test_gpu_fused_addmm_gelu_residual_bf16(bias_shape):
     steps = [step("gelu_erf"), step("add_matrix", operand=0), step("mul_scalar", value=0.5)]

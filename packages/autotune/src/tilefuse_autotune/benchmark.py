@@ -5,8 +5,7 @@ process, hangs past its limit or computes a wrong result becomes a failed
 ``Outcome`` with a reason, and the next candidate runs in a fresh worker when the
 old one died.
 
-Builds and measurements overlap: a compile pool builds the candidates (first-party choices
-with a ``prebuild()`` build on threads of this process instead) while one
+Builds and measurements overlap: a compile pool builds the candidates while one
 benchmark worker per device (``devices.worker_devices``: the compiling GPU and every
 other local GPU of the same model) takes each built candidate as soon as it is ready.
 The extern choice needs no build and is queued first; slow builds (``slow_build`` choices
@@ -182,7 +181,6 @@ class Bench:
         config: BenchConfig,
         task: Task,
         on_done: Callable[[Outcome], None] | None = None,
-        in_process: Sequence[bool] | None = None,
     ) -> BenchRun:
         """Build every choice and run ``task`` on each built one: a ``BenchRun`` with one
         ``Outcome`` per choice, in the order of ``choices`` whatever the order they
@@ -195,9 +193,6 @@ class Bench:
         whenever it is free, so each choice runs exactly once, on one worker, while later
         ones still build.
         ``on_done`` is called with each outcome as it is known, one call at a time.
-        ``in_process[i]`` true: choice ``i`` is built by its ``prebuild()`` on a thread of
-        this process (``plugin.Choice.prebuild``; the caller vouches for it) instead of in
-        a compile worker, whose start-up costs seconds of importing torch and triton.
 
         With ``config.build_wait_s`` set, a ``slow_build`` choice (not ``build_cached()``)
         whose build is still
@@ -251,13 +246,10 @@ class Bench:
                 finish(i, replace(outcome, worker=name))
 
         todo = fast + slow
-        here = {i for i in todo if in_process and in_process[i] and i not in slow}
-        pooled = len(todo) - len(here)
         size = max(1, config.compile_workers or min(16, (os.cpu_count() or 1) - len(slots)))
         idle: queue.Queue[Worker] = queue.Queue()
-        for w in self._compile_pool(min(size, pooled)) if pooled else ():
+        for w in self._compile_pool(min(size, len(todo))) if todo else ():
             idle.put(w)
-        local_builds = threading.Semaphore(size)
         keys = {i: _build_key(choices[i]) for i in slow}
         slow_set = set(slow)
         with self._lock:
@@ -265,9 +257,8 @@ class Bench:
 
         quick_started = threading.Event()  # slow builds never hold a worker a quick one needs
         quick_builds_s = 0.0
-        # Slow builds nobody waits for start once every measurement is done: with nvcc
-        # running through them, each candidate's build-and-check took 0.4-0.9 s (H200,
-        # 2026-12-01 runs 1457-1514), against about 0.17 s for a whole candidate before.
+        # Slow builds nobody waits for start once every measurement is done: the cores
+        # go to the quick builds and the measurements the selection does wait for.
         defer_slow = config.build_wait_s is not None and config.build_wait_s <= 0
         measured = threading.Event()
 
@@ -282,23 +273,16 @@ class Bench:
                 with state:
                     if i in given_up:
                         return  # nothing to build any more, nobody waits for it
-            if i in here:
-                with local_builds:
-                    began = since()
-                    built = _prebuild(labels[i], choices[i])
-                where = "here"
-            else:
-                worker = idle.get()
-                self._mark_busy(worker, True)
-                began = since()
-                try:
-                    built = _build(worker, labels[i], choices[i], config)
-                finally:
-                    self._mark_busy(worker, False)
-                    idle.put(worker)
-                where = "in a compile worker"
-            log.debug("autotune timeline: +%.2f s: %s built (%.2f s %s)",
-                      since(), labels[i], since() - began, where)  # fmt: skip
+            worker = idle.get()
+            self._mark_busy(worker, True)
+            began = since()
+            try:
+                built = _build(worker, labels[i], choices[i], config)
+            finally:
+                self._mark_busy(worker, False)
+                idle.put(worker)
+            log.debug("autotune timeline: +%.2f s: %s built (%.2f s in a compile worker)",
+                      since(), labels[i], since() - began)  # fmt: skip
             with state:
                 if i in given_up:
                     return  # the run moved on; the artifact is in the cache now
@@ -425,16 +409,6 @@ def _build(worker: Worker, label: str, choice: Any, config: BenchConfig) -> Any 
     return choice if built is None else built
 
 
-def _prebuild(label: str, choice: Any) -> Any | Outcome:
-    """Build ``choice`` on this thread (``choice.prebuild()``): the choice, or a failed
-    ``Outcome``."""
-    try:
-        choice.prebuild()
-    except Exception as exc:
-        return Outcome(label, reason=COMPILE, detail=_text(exc))
-    return choice
-
-
 def _run_task(
     worker: Worker,
     problem: measure.Problem,
@@ -501,11 +475,10 @@ def run_benchmarks(
     config: BenchConfig,
     progress: Progress,
     bench: Bench | None = None,
-    in_process: Sequence[bool] | None = None,
 ) -> BenchRun:
     """Build, check and time every choice (``Bench.run``): the run's ``BenchRun``, one
     ``Outcome`` per choice, in order, each carrying the worker that measured it.
-    ``progress`` gets a step per choice as it finishes; ``in_process`` as ``Bench.run``.
+    ``progress`` gets a step per choice as it finishes.
     Each candidate is screened against the best time measured before it is handed to a
     worker (``TimingConfig``): a sure loser gets a short measurement, not a full one."""
     bench = bench or shared_bench()
@@ -526,7 +499,6 @@ def run_benchmarks(
             config,
             (measure.measure, lambda: (config.timing, best[0] if best else None)),
             report,
-            in_process,
         )
     finally:
         progress.close()

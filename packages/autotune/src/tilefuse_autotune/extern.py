@@ -35,10 +35,6 @@ class VendorEpilogueChoice:
     def compile(self) -> None:
         return None
 
-    def prebuild(self) -> None:
-        """Nothing to build: no compile worker is started for it."""
-        return None
-
     def run(self, *inputs: Any, out: Any) -> None:
         import torch
 

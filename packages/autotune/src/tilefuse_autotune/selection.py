@@ -278,12 +278,6 @@ def _as_candidates(choices: Iterable[Any]) -> list[Candidate]:
     return out
 
 
-def _prebuilds(candidate: Candidate) -> bool:
-    """Whether ``candidate`` is built on a thread here (``plugin.Choice.prebuild``): only a
-    first-party one; a third party's build stays in an isolated compile worker."""
-    return candidate.first_party and callable(getattr(candidate.choice, "prebuild", None))
-
-
 def _slow(candidate: Candidate) -> bool:
     return bool(getattr(candidate.choice, "slow_build", False))
 
@@ -477,7 +471,6 @@ class Autotuner:
             bench_config,
             progress,
             self.bench,
-            [_prebuilds(c) for c in tuned],
         )
         outcomes = run.outcomes
         if outcomes[0].ok:  # with a working reference, each outcome is a verdict

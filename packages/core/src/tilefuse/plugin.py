@@ -541,13 +541,6 @@ class Choice(Protocol):
     ``build_key() -> str``, equal for choices that share one artifact (one build serves
     them all).
 
-    Optional method ``prebuild()``: build the artifact without launching anything, in a way
-    that is safe on any thread of the selecting process, so that a later ``compile()`` in
-    any process finds it cached; raises ``ChoiceFailed`` like ``compile()``. The autotuner
-    calls it on threads of its own process, instead of ``compile()`` in a compile worker,
-    for choices of first-party providers only (a worker process costs seconds to start;
-    a third party's build stays isolated).
-
     Optional attribute ``any_size`` (absent means ``False``): ``True`` when ``run`` is
     correct for tensors of any sizes and strides no larger than the specs the choice was
     made for, with their dtypes, ranks and broadcast patterns (its kernel reads sizes

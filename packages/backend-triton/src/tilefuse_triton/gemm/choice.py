@@ -24,11 +24,9 @@ class TritonGemmChoice:
     scratch tensors so that Triton's JIT compile (and its on-disk cache) happens
     there, not inside a timed run; failures raise ``ChoiceFailed`` naming the
     choice. ``run(*inputs, out=...)`` compiles on first use, then launches on
-    the current stream. ``prebuild()`` compiles for exactly these layouts without
-    launching (the autotuner runs it on threads of the selecting process). ``any_size``:
-    the rendered kernel reads sizes and strides at launch, so it runs any problem of its
-    dtypes, ranks and broadcast patterns that is no larger than its specs (``index_64``
-    is decided from them).
+    the current stream. ``any_size``: the rendered kernel reads sizes and strides at
+    launch, so it runs any problem of its dtypes, ranks and broadcast patterns that is no
+    larger than its specs (``index_64`` is decided from them).
     """
 
     any_size = True
@@ -88,23 +86,6 @@ class TritonGemmChoice:
         if self._launch is None:
             self.compile()
         self._launch(*inputs, out=out)
-
-    def prebuild(self) -> None:
-        """Compile the kernel for exactly these layouts, launching nothing
-        (``plugin.Choice.prebuild``): Triton's on-disk cache then serves a later
-        ``compile()`` in any process. Thread-safe; raises ``ChoiceFailed`` naming the choice."""
-        module = self._module()
-        if plugin.triton_interpreted() or not self.layout.device.startswith("cuda"):
-            return
-        try:
-            key = compile_key(self.source, self.inputs, self.layout, device=self.layout.device)
-            with shared_compiles(key):
-                self._compile_exactly(module)
-        except Exception as error:
-            raise ChoiceFailed(
-                f"{self.name}: Triton could not build it ({type(error).__name__}: {error}); "
-                "it is left out of autotuning"
-            ) from error
 
     def _module(self) -> Any:
         try:
