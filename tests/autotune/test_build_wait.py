@@ -161,17 +161,3 @@ def test_the_build_wait_defaults_to_not_waiting(monkeypatch):
     monkeypatch.setenv(settings.BUILD_WAIT_ENV, "600")
     assert settings.build_wait_s() == 600.0
     assert BenchConfig().build_wait_s is None
-
-
-@pytest.mark.parametrize("value", ["low", "-1", "20", "2.5"])
-def test_a_bad_build_niceness_names_the_variable(monkeypatch, value):
-    monkeypatch.setenv(settings.BUILD_NICE_ENV, value)
-    with pytest.raises(TilefuseError, match=settings.BUILD_NICE_ENV):
-        settings.build_nice()
-
-
-def test_builds_run_niced_by_default(monkeypatch):
-    monkeypatch.delenv(settings.BUILD_NICE_ENV, raising=False)
-    assert settings.build_nice() == settings.DEFAULT_BUILD_NICE > 0
-    monkeypatch.setenv(settings.BUILD_NICE_ENV, "0")
-    assert settings.build_nice() == 0

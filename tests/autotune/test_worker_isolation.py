@@ -103,20 +103,3 @@ def test_close_during_a_call_kills_the_child_and_leaves_the_pipes_to_the_caller(
     assert len(outcome) == 1 and isinstance(outcome[0], WorkerCrashed), outcome
     assert worker.call(sleep_for, 0.0, timeout_s=60) == "slept"  # a fresh child serves again
     worker.close()
-
-
-def _niceness(begin) -> int:
-    begin()
-    return os.nice(0)
-
-
-def test_a_worker_takes_the_niceness_its_environment_names():
-    from tilefuse_autotune.worker import NICE_ENV
-
-    plain, lowered = Worker(), Worker({NICE_ENV: "5"})
-    try:
-        base = plain.call(_niceness, timeout_s=60)
-        assert lowered.call(_niceness, timeout_s=60) == min(19, base + 5)
-    finally:
-        plain.close()
-        lowered.close()

@@ -37,12 +37,12 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from . import measure, settings
+from . import measure
 from .devices import device_index, pinned_env, worker_devices
 from .extern import ExternChoice
 from .progress import Progress
 from .timing import TimingConfig
-from .worker import NICE_ENV, TaskError, Worker, WorkerCrashed, WorkerFailure, WorkerTimeout
+from .worker import TaskError, Worker, WorkerCrashed, WorkerFailure, WorkerTimeout
 
 log = logging.getLogger("tilefuse.autotune")
 
@@ -158,7 +158,7 @@ class Bench:
         with self._lock:
             free = [w for w in self._compile_workers if id(w) not in self._busy][:size]
             while len(free) < size:
-                worker = Worker({NICE_ENV: str(settings.build_nice())})
+                worker = Worker()
                 self._compile_workers.append(worker)
                 free.append(worker)
             return free

@@ -10,11 +10,6 @@ the same problem (in this process once it is done, or in the next one) measures 
 winner picked without it is cached as provisional. Default ``0``: never wait for an
 uncached nvcc build, so a cold ``max`` selection takes seconds, not minutes. Set it to
 ``600`` to wait for every build, as a one-off tuning run that must try everything.
-
-``TILEFUSE_AUTOTUNE_BUILD_NICE``: how much lower than the caller's (0..19, added to its
-niceness) the priority of compile workers, and of the nvcc processes they start, is:
-their builds may go on in the background beside the user's program and later
-selections. Default ``10``; ``0`` runs them at the caller's priority.
 """
 
 from __future__ import annotations
@@ -45,23 +40,3 @@ def build_wait_s() -> float:
             "build; 600: wait for every build)"
         )
     return value
-
-
-BUILD_NICE_ENV = "TILEFUSE_AUTOTUNE_BUILD_NICE"
-DEFAULT_BUILD_NICE = 10
-
-
-def build_nice() -> int:
-    """``TILEFUSE_AUTOTUNE_BUILD_NICE`` (``DEFAULT_BUILD_NICE`` when unset or empty).
-
-    Raises ``TilefuseError`` naming the variable for anything but an integer 0..19.
-    """
-    raw = os.environ.get(BUILD_NICE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_BUILD_NICE
-    if not (raw.isdigit() and 0 <= int(raw) <= 19):
-        raise TilefuseError(
-            f"{BUILD_NICE_ENV}={raw!r} is not a niceness: set it to an integer from 0 (the "
-            "caller's priority) to 19 (the lowest) for the compile workers"
-        )
-    return int(raw)

@@ -207,8 +207,6 @@ class Worker:
 # Set in the parent (say, to ``DEBUG``): workers log the ``tilefuse.autotune`` logger's records
 # at that level to their stderr (the parent's), e.g. each candidate's phases.
 LOG_LEVEL_ENV = "TILEFUSE_AUTOTUNE_WORKER_LOG"
-# Set in a worker's own environment (``Worker(env)``): the niceness its process takes on.
-NICE_ENV = "TILEFUSE_WORKER_NICE"
 
 
 def _log_to_stderr(level: str) -> None:
@@ -254,9 +252,6 @@ def child_main(tasks: Connection, results: Connection) -> None:
     except (ImportError, ValueError, OSError):
         pass
     _log_to_stderr(os.environ.get(LOG_LEVEL_ENV, ""))
-    nice = os.environ.get(NICE_ENV, "").strip()
-    if nice.isdigit() and int(nice) > 0 and hasattr(os, "nice"):
-        os.nice(int(nice))  # inherited by what it starts (nvcc)
     results.send(("ready",))
 
     def begin() -> None:
