@@ -163,3 +163,34 @@ def test_unknown_op_and_duplicate_names_are_refused(tuner):
         tuner.select("conv", [], inputs, layout, mode="off")
     with pytest.raises(ValueError, match="unique"):
         tuner.select("mm", [FastChoice(), FastChoice()], inputs, layout, mode="off")
+
+
+def test_tf32_enters_the_key_and_the_problem_of_a_float32_cuda_gemm_only(monkeypatch):
+    """A worker runs float32 matmuls as the selecting process does (TF32 or not), and a
+    winner measured with TF32 is not served to a process without it."""
+    from tilefuse import gemm_shape
+    from tilefuse_autotune import Autotuner, WinnersCache, keys
+
+    inputs, _ = mm_problem()
+    cuda = plugin.TensorSpec((96, 96), (96, 1), "float32", "cuda:0")
+    half = plugin.TensorSpec((96, 96), (96, 1), "float16", "cuda:0")
+    cpu = plugin.TensorSpec((96, 96), (96, 1), "float32", "cpu")
+    monkeypatch.setattr(keys, "device_name", lambda device: device)  # no GPU to ask here
+    monkeypatch.setattr(gemm_shape, "tf32_matmuls", lambda: False)
+    off = keys.cache_key_fields("mm", inputs, cuda, NO_EPILOGUE, [])
+    monkeypatch.setattr(gemm_shape, "tf32_matmuls", lambda: True)
+    on = keys.cache_key_fields("mm", inputs, cuda, NO_EPILOGUE, [])
+    assert "tf32" not in off and on["tf32"] is True
+    assert "tf32" not in keys.cache_key_fields("mm", inputs, half, NO_EPILOGUE, [])
+    assert "tf32" not in keys.cache_key_fields("mm", inputs, cpu, NO_EPILOGUE, [])
+
+    problems = []
+
+    def fake_run(problem, labels, choices, config, progress, bench=None):
+        problems.append(problem)
+        return BenchRun([Outcome(label, time_ms=1.0) for label in labels], 0.0)
+
+    monkeypatch.setattr(benchmark, "run_benchmarks", fake_run)
+    tuner = Autotuner(cache=WinnersCache(None))
+    tuner.select("mm", [FastChoice()], *mm_problem(), mode="max")
+    assert problems[-1].tf32 is False  # a CPU problem never asks for TF32

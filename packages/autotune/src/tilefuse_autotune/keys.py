@@ -68,8 +68,10 @@ def cache_key_fields(
     epilogue: plugin.Epilogue,
     candidates: Sequence[Any],
 ) -> dict[str, Any]:
-    """The JSON-able fields of the key; ``candidates`` contribute provider names and versions."""
-    return {
+    """The JSON-able fields of the key; ``candidates`` contribute provider names and versions.
+    A float32 problem on CUDA whose matmuls may use TF32 (``tf32_matmuls``) says so: its
+    timings are not the same problem's without."""
+    fields: dict[str, Any] = {
         "op": op,
         "inputs": [_spec(s) for s in inputs],
         "layout": _spec(layout),
@@ -79,3 +81,12 @@ def cache_key_fields(
         "policy": policy_uuid(),
         "providers": sorted({f"{c.provider}=={c.version}" for c in candidates}),
     }
+    if layout.dtype == "float32" and tf32_matmuls(layout.device):
+        fields["tf32"] = True  # only then: every other key stays what it was
+    return fields
+
+
+def tf32_matmuls(device: str) -> bool:
+    """Whether this process lets float32 matmuls on ``device`` use TF32
+    (``plugin.tf32_matmuls``); ``False`` off CUDA."""
+    return device.startswith("cuda") and plugin.tf32_matmuls()

@@ -45,6 +45,9 @@ class Problem:
     layout: plugin.TensorSpec
     epilogue: plugin.Epilogue
     seed: int = 0
+    # Whether float32 matmuls may use TF32, as in the selecting process (``keys.tf32_matmuls``):
+    # a worker runs the vendor library as the graph will.
+    tf32: bool = False
 
     def make_inputs(self) -> list[Any]:
         """The problem's inputs from ``seed``, drawn on its GPU when it has one (an 8192x8192
@@ -133,14 +136,17 @@ def check_close(out: Any, ref: Any, dtype: str) -> None:
         raise WrongResult(f"max error {err:.3g} exceeds {tol:g} x {scale:.3g}")
 
 
-def _use_device(device: str) -> None:
-    """Make ``device`` current in this worker (a bare ``"cuda"`` keeps the current one), so
-    that what runs without naming a device (the L2 flush, the kernels' streams) runs there."""
-    index = device_index(device)
-    if index is not None:
-        import torch
+def _use_device(problem: Problem) -> None:
+    """Make the problem's device current in this worker (a bare ``"cuda"`` keeps the current
+    one), so that what runs without naming a device (the L2 flush, the kernels' streams)
+    runs there; and let float32 matmuls use TF32 exactly when the selecting process does."""
+    import torch
 
+    index = device_index(problem.layout.device)
+    if index is not None:
         torch.cuda.set_device(index)
+    if device_type(problem.layout.device) == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = problem.tf32
 
 
 def _checked_run(
@@ -150,7 +156,7 @@ def _checked_run(
     import torch
 
     device = problem.layout.device
-    _use_device(device)
+    _use_device(problem)
     ref = _reference_output(problem)
     inputs: Sequence[Any] = fresh_inputs(problem)
     out = problem.layout.empty()

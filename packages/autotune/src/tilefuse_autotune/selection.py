@@ -62,7 +62,7 @@ from .benchmark import PENDING, REASONS, BenchConfig, Outcome
 from .cache import WinnersCache, key_digest
 from .devices import with_index
 from .extern import EXTERN_PROVIDER, OPS, ExternChoice, vendor_epilogue_choice
-from .keys import cache_key_fields
+from .keys import cache_key_fields, tf32_matmuls
 from .measure import Problem
 from .progress import Progress
 from .trust import CheckRecords, is_first_party
@@ -446,7 +446,7 @@ class Autotuner:
                 return self._unmeasured(hit, mode, text, source="cache")
 
         problem = Problem(op, _current_device(inputs), _current_device([layout])[0],
-                          epilogue, self.seed)  # fmt: skip
+                          epilogue, self.seed, tf32_matmuls(layout.device))  # fmt: skip
         checks = CheckRecords(self.cache, fields)
         if mode in ("default", "replay"):
             heuristic, note = self._checked_pick(offered, extern, epilogue, checks, problem)

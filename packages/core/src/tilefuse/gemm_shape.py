@@ -157,3 +157,15 @@ class GemmShape:
             b_major=majorness(b.shape, b.stride),
             out_major=majorness(layout.shape, layout.stride),
         )
+
+
+def tf32_matmuls() -> bool:
+    """Whether torch lets float32 matmuls use TF32 (``torch.backends.cuda.matmul.allow_tf32``):
+    what a float32 GEMM choice, and its measurement, must follow."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # newer torch steers to fp32_precision; same meaning
+        return bool(torch.backends.cuda.matmul.allow_tf32)

@@ -670,6 +670,7 @@ _HELPERS = {
     "GEMM_FLOAT_DTYPES": ("tilefuse.gemm_shape", "GEMM_FLOAT_DTYPES"),
     "gemm_majorness": ("tilefuse.gemm_shape", "majorness"),
     "gemm_matrix_strides": ("tilefuse.gemm_shape", "matrix_strides"),
+    "tf32_matmuls": ("tilefuse.gemm_shape", "tf32_matmuls"),
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import warnings
 from collections.abc import Sequence
 
 from tilefuse import plugin
@@ -29,15 +28,6 @@ def _package_version() -> str:
         return version("tilefuse-backend-triton")
     except Exception:
         return "0+unknown"
-
-
-def tf32_allowed() -> bool:
-    """Whether torch lets float32 matmuls use TF32 (``torch.backends.cuda.matmul.allow_tf32``)."""
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # newer torch steers to fp32_precision; same meaning
-        return bool(torch.backends.cuda.matmul.allow_tf32)
 
 
 class TritonGemmProvider:
@@ -104,7 +94,7 @@ class TritonGemmProvider:
             problem.batch,
             problem.dtype,
             device_traits(layout.device),
-            tf32=on_cuda and tf32_allowed(),
+            tf32=on_cuda and plugin.tf32_matmuls(),
             mode=plugin.autotune_mode(),
         )
         choices = [
