@@ -150,26 +150,55 @@ def _use_device(problem: Problem) -> None:
 
 
 def _checked_run(
-    begin: Callable[[], None], problem: Problem, choice: plugin.Choice
+    begin: Callable[[], None],
+    problem: Problem,
+    choice: plugin.Choice,
+    phases: dict[str, float] | None = None,
 ) -> tuple[Sequence[Any], Any]:
-    """Build, run once, compare with extern; returns the inputs and output it used."""
+    """Build, run once, compare with extern; returns the inputs and output it used.
+    ``phases`` (when given) gets the seconds of each step, for the worker's debug log."""
     import torch
 
-    device = problem.layout.device
+    cuda = device_type(problem.layout.device) == "cuda"
+    clock = _PhaseClock(phases, cuda)
     _use_device(problem)
     ref = _reference_output(problem)
     inputs: Sequence[Any] = fresh_inputs(problem)
     out = problem.layout.empty()
     if out.dtype.is_floating_point:
         out.fill_(float("nan"))  # a kernel that writes nothing must not pass
+    clock.lap("inputs")
     choice.compile()  # cheap here: the build ran in the compile pool and is cached
+    clock.lap("compile")
     begin()
     choice.run(*inputs, out=out)
-    if device_type(device) == "cuda":
+    if cuda:
         torch.cuda.synchronize()
+    clock.lap("first run")
     _check_pristine_unchanged(problem)  # first: a changed reference would misname the fault
     check_close(out, ref, problem.layout.dtype)
+    clock.lap("check")
     return inputs, out
+
+
+class _PhaseClock:
+    """Seconds between laps into ``phases`` (nothing when it is ``None``); on CUDA each lap
+    first waits for the device, so a step's queued work counts in that step."""
+
+    def __init__(self, phases: dict[str, float] | None, cuda: bool) -> None:
+        self.phases, self.cuda = phases, cuda
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.phases is None:
+            return
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.phases[name] = now - self.last
+        self.last = now
 
 
 def check(begin: Callable[[], None], problem: Problem, choice: plugin.Choice) -> None:
@@ -196,8 +225,9 @@ def measure(
     import torch
 
     device = problem.layout.device
+    phases: dict[str, float] | None = {} if log.isEnabledFor(logging.DEBUG) else None
     started = time.perf_counter()
-    inputs, out = _checked_run(begin, problem, choice)
+    inputs, out = _checked_run(begin, problem, choice, phases)
     checked = time.perf_counter()
     cutoff = None if best_ms is None else best_ms * timing.screen_margin
     ms = median_ms(lambda: choice.run(*inputs, out=out), device, timing, cutoff)
@@ -207,8 +237,9 @@ def measure(
         del inputs, out
         torch.cuda.empty_cache()  # the worker outlives the selection: give memory back
     screened = " (screened out)" if cutoff is not None and ms > cutoff else ""
-    log.debug("%s: %.3f ms; build and check %.2f s, timing %.2f s, cleanup %.2f s%s",
-              getattr(choice, "name", "?"), ms, checked - started, timed - checked,
+    steps = ", ".join(f"{k} {v:.3f}" for k, v in (phases or {}).items())
+    log.debug("%s: %.3f ms; build and check %.2f s (%s), timing %.2f s, cleanup %.2f s%s",
+              getattr(choice, "name", "?"), ms, checked - started, steps, timed - checked,
               time.perf_counter() - timed, screened)  # fmt: skip
     return ms
 
