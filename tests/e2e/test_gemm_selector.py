@@ -154,3 +154,31 @@ def test_a_selector_whose_accepts_raises_refuses_or_fails_strict(selectors, monk
     monkeypatch.setattr("tilefuse.config.strict", lambda: True)
     with pytest.raises(PluginError, match="fix or uninstall"):
         accepts_epilogue(*request)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_vendor_first_winner_runs_the_graph_as_eager_does(monkeypatch, tmp_path, dtype):
+    """Max mode measures the vendor product followed by one epilogue pass; when it wins,
+    the compiled graph runs it (the benchmark is replaced so that it wins here)."""
+    from tilefuse_autotune import benchmark
+    from tilefuse_autotune.benchmark import BenchRun, Outcome
+
+    monkeypatch.setenv("TILEFUSE_AUTOTUNE", "max")
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    picked = []
+
+    def vendor_first_wins(problem, labels, choices, config, progress, bench=None):
+        times = [0.5 if getattr(c, "vendor_first", False) else 2.0 for c in choices]
+        picked.extend(lb for lb, c in zip(labels, choices) if getattr(c, "vendor_first", 0))
+        return BenchRun([Outcome(lb, time_ms=t) for lb, t in zip(labels, times)], 0.0)
+
+    monkeypatch.setattr(benchmark, "run_benchmarks", vendor_first_wins)
+
+    def fn(x, w, r):
+        return torch.nn.functional.gelu(x @ w) * 0.5 + r
+
+    x, w, r = (torch.randn(*s).to(dtype) for s in ((33, 20), (20, 17), (33, 17)))
+    reports = check(fn, x, w, r, dtype=dtype)
+    assert picked and all("vendor_then" in p for p in picked), picked
+    gemm = [k for rep in reports for k in rep.kernels if "vendor_then" in str(k)]
+    assert gemm, [str(k) for rep in reports for k in rep.kernels]
