@@ -161,3 +161,45 @@ def test_the_build_wait_defaults_to_not_waiting(monkeypatch):
     monkeypatch.setenv(settings.BUILD_WAIT_ENV, "600")
     assert settings.build_wait_s() == 600.0
     assert BenchConfig().build_wait_s is None
+
+
+EXIT_PROGRAM = """
+import sys
+sys.path[:0] = {path!r}
+from dataclasses import replace
+from tests.autotune.conftest import FAST_LIMITS
+from tests.autotune.fake_choices import FastChoice, GatedBuildChoice, mm_problem
+from tilefuse import plugin
+from tilefuse_autotune.benchmark import PENDING, Bench, run_benchmarks
+from tilefuse_autotune.extern import ExternChoice
+from tilefuse_autotune.measure import Problem
+from tilefuse_autotune.progress import Progress
+
+bench = Bench(devices=lambda device: [device])
+import atexit
+atexit.register(bench.close)
+inputs, layout = mm_problem()
+slow = GatedBuildChoice("never-done", {gate!r}, {log!r})  # its gate never opens
+choices = [ExternChoice("mm", plugin.Epilogue()), FastChoice("fast"), slow]
+config = replace(FAST_LIMITS, build_wait_s=0.0, compile_timeout_s=300.0)
+run = run_benchmarks(Problem("mm", inputs, layout, plugin.Epilogue(), 0),
+                     ["extern/mm", "fast", "never-done"], choices, config,
+                     Progress("t", 3), bench)
+assert run.outcomes[2].reason == PENDING
+print("selected", flush=True)
+"""
+
+
+def test_a_process_exits_without_waiting_for_its_background_builds(tmp_path):
+    """The build goes on in the background, and stops at exit (``Bench.close``): the
+    process does not wait out its 300 s build limit."""
+    import subprocess
+    import sys
+
+    program = EXIT_PROGRAM.format(path=sys.path, gate=str(tmp_path / "gate"),
+                                  log=str(tmp_path / "builds"))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False
+    )  # fmt: skip (liveness: 120 s < 300 s)
+    assert done.returncode == 0 and "selected" in done.stdout, done.stderr[-3000:]
+    assert not (tmp_path / "builds").exists()  # the gated build never finished

@@ -298,12 +298,11 @@ class Bench:
                 if self._background.get(key) is future:
                     del self._background[key]
 
-        executor = ThreadPoolExecutor(max_workers=max(1, len(todo)))
         try:
             with ThreadPoolExecutor(max_workers=len(slots)) as bench_pool:
                 loops = [bench_pool.submit(bench_loop, name, env) for name, env in slots]
                 try:
-                    futures = {i: executor.submit(build, i) for i in todo}
+                    futures = {i: _start_daemon(build, i) for i in todo}
                     for i in slow:
                         key = keys[i]
                         if key is not None and running.get(i) is None:
@@ -321,7 +320,6 @@ class Bench:
                         wait([futures[i] for i in slow])
                 finally:
                     quick_started.set()
-                    executor.shutdown(wait=False)
                     for _ in slots:
                         ready.put(None)  # after every queued choice: the loops drain the queue
                 for loop in loops:
@@ -370,6 +368,26 @@ class Bench:
             log.info("tilefuse: stopping %d unfinished background build(s)", building)
         for w in workers:
             w.close()
+
+
+def _start_daemon(fn: Callable[..., None], *args: Any) -> Future[None]:
+    """Run ``fn(*args)`` on a daemon thread; its ``Future``. A build left running in the
+    background must not keep the interpreter from exiting: ``ThreadPoolExecutor`` threads
+    are joined at exit before ``atexit`` runs ``Bench.close``, which stops the builds."""
+    future: Future[None] = Future()
+
+    def body() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            fn(*args)
+        except BaseException as exc:  # handed to whoever waits on the future
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+
+    threading.Thread(target=body, name="tilefuse-autotune-build", daemon=True).start()
+    return future
 
 
 def _slow_uncached(choice: Any) -> bool:
