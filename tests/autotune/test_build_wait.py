@@ -176,8 +176,7 @@ from tilefuse_autotune.measure import Problem
 from tilefuse_autotune.progress import Progress
 
 bench = Bench(devices=lambda device: [device])
-import atexit
-atexit.register(bench.close)
+bench.close_at_exit()
 inputs, layout = mm_problem()
 slow = GatedBuildChoice("never-done", {gate!r}, {log!r})  # its gate never opens
 choices = [ExternChoice("mm", plugin.Epilogue()), FastChoice("fast"), slow]
@@ -191,15 +190,32 @@ print("selected", flush=True)
 
 
 def test_a_process_exits_without_waiting_for_its_background_builds(tmp_path):
-    """The build goes on in the background, and stops at exit (``Bench.close``): the
-    process does not wait out its 300 s build limit."""
+    """The build goes on in the background, and stops at exit (``Bench.close_at_exit``):
+    the process does not wait out its 300 s build limit, and leaves no process behind
+    (no build thread starts a worker once the interpreter exits)."""
+    import os
+    import signal
     import subprocess
     import sys
+    import time
 
     program = EXIT_PROGRAM.format(path=sys.path, gate=str(tmp_path / "gate"),
                                   log=str(tmp_path / "builds"))  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False
-    )  # fmt: skip (liveness: 120 s < 300 s)
-    assert done.returncode == 0 and "selected" in done.stdout, done.stderr[-3000:]
-    assert not (tmp_path / "builds").exists()  # the gated build never finished
+    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=120)  # liveness: far below the 300 s limit
+        assert proc.returncode == 0 and "selected" in out, err[-3000:]
+        deadline = time.monotonic() + 30
+        while True:  # every process of its group (its workers) is gone soon after it
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, "a worker outlived the process"
+            time.sleep(0.2)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

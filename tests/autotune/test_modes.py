@@ -180,7 +180,7 @@ def test_tf32_enters_the_key_and_the_problem_of_a_float32_cuda_gemm_only(monkeyp
     off = keys.cache_key_fields("mm", inputs, cuda, NO_EPILOGUE, [])
     monkeypatch.setattr(gemm_shape, "tf32_matmuls", lambda: True)
     on = keys.cache_key_fields("mm", inputs, cuda, NO_EPILOGUE, [])
-    assert "tf32" not in off and on["tf32"] is True
+    assert off["tf32"] is False and on["tf32"] is True
     assert "tf32" not in keys.cache_key_fields("mm", inputs, half, NO_EPILOGUE, [])
     assert "tf32" not in keys.cache_key_fields("mm", inputs, cpu, NO_EPILOGUE, [])
 
@@ -194,3 +194,6 @@ def test_tf32_enters_the_key_and_the_problem_of_a_float32_cuda_gemm_only(monkeyp
     tuner = Autotuner(cache=WinnersCache(None))
     tuner.select("mm", [FastChoice()], *mm_problem(), mode="max")
     assert problems[-1].tf32 is False  # a CPU problem never asks for TF32
+    a = plugin.TensorSpec((96, 96), (96, 1), "float32", "cuda:0")
+    tuner.select("mm", [FastChoice()], (a, a), cuda, mode="max")
+    assert problems[-1].tf32 is True and problems[-1].layout.device == "cuda:0"

@@ -42,7 +42,14 @@ from .devices import device_index, pinned_env, worker_devices
 from .extern import ExternChoice
 from .progress import Progress
 from .timing import TimingConfig
-from .worker import TaskError, Worker, WorkerCrashed, WorkerFailure, WorkerTimeout
+from .worker import (
+    TaskError,
+    Worker,
+    WorkerCrashed,
+    WorkerFailure,
+    WorkerTimeout,
+    mark_exiting,
+)
 
 log = logging.getLogger("tilefuse.autotune")
 
@@ -356,6 +363,12 @@ class Bench:
                     if on_done is not None:
                         on_done(pending)
 
+    def close_at_exit(self) -> None:
+        """Stop this bench's workers when the interpreter exits, and before that stop any
+        worker from starting a process (a background build thread may still wake)."""
+        atexit.register(self.close)
+        atexit.register(mark_exiting)  # registered last, so it runs first
+
     def close(self) -> None:
         with self._lock:
             workers = [*self._compile_workers, *self._bench_workers.values()]
@@ -381,7 +394,8 @@ def _start_daemon(fn: Callable[..., None], *args: Any) -> Future[None]:
             return
         try:
             fn(*args)
-        except BaseException as exc:  # handed to whoever waits on the future
+        except BaseException as exc:  # a bug of this module: nobody reads the future's result
+            log.exception("tilefuse: an autotune build thread failed")
             future.set_exception(exc)
         else:
             future.set_result(None)
@@ -472,7 +486,7 @@ def shared_bench() -> Bench:
     global _shared
     if _shared is None:
         _shared = Bench()
-        atexit.register(_shared.close)
+        _shared.close_at_exit()
     return _shared
 
 

@@ -69,8 +69,8 @@ def cache_key_fields(
     candidates: Sequence[Any],
 ) -> dict[str, Any]:
     """The JSON-able fields of the key; ``candidates`` contribute provider names and versions.
-    A float32 problem on CUDA whose matmuls may use TF32 (``tf32_matmuls``) says so: its
-    timings are not the same problem's without."""
+    A float32 problem on CUDA says whether its matmuls may use TF32 (``tf32_matmuls``): its
+    timings with TF32 are not the same problem's without."""
     fields: dict[str, Any] = {
         "op": op,
         "inputs": [_spec(s) for s in inputs],
@@ -81,8 +81,8 @@ def cache_key_fields(
         "policy": policy_uuid(),
         "providers": sorted({f"{c.provider}=={c.version}" for c in candidates}),
     }
-    if layout.dtype == "float32" and tf32_matmuls(layout.device):
-        fields["tf32"] = True  # only then: every other key stays what it was
+    if layout.dtype == "float32" and layout.device.startswith("cuda"):
+        fields["tf32"] = tf32_matmuls(layout.device)  # other dtypes' keys stay as they were
     return fields
 
 

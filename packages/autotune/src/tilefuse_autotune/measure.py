@@ -146,7 +146,7 @@ def _use_device(problem: Problem) -> None:
     if index is not None:
         torch.cuda.set_device(index)
     if device_type(problem.layout.device) == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = problem.tf32
+        plugin.set_tf32_matmuls(problem.tf32)
 
 
 def _checked_run(

@@ -60,6 +60,17 @@ class WorkerTimeout(WorkerFailure):
     """The task ran past its limit; the worker was killed."""
 
 
+# Set once the interpreter exits (``mark_exiting``): no worker starts a process any more,
+# so a build thread that wakes during exit cannot leave a child building after it.
+_exiting = threading.Event()
+
+
+def mark_exiting() -> None:
+    """From now on ``Worker`` starts no process: a call raises ``WorkerCrashed``. For the
+    interpreter's exit (``Bench.close_at_exit``); it is never undone."""
+    _exiting.set()
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "worker exited"
@@ -137,6 +148,8 @@ class Worker:
             self._ensure_started()
 
     def _ensure_started(self) -> None:
+        if _exiting.is_set():
+            raise WorkerCrashed("not started: the interpreter is exiting")
         if self._proc is None or self._proc.poll() is not None:
             self._forget()
             self._start()

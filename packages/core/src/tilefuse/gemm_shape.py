@@ -160,12 +160,30 @@ class GemmShape:
 
 
 def tf32_matmuls() -> bool:
-    """Whether torch lets float32 matmuls use TF32 (``torch.backends.cuda.matmul.allow_tf32``):
-    what a float32 GEMM choice, and its measurement, must follow."""
+    """Whether torch lets float32 matmuls on CUDA use TF32: what a float32 GEMM choice, and
+    its measurement, must follow. Read through ``torch.backends.cuda.matmul.fp32_precision``
+    where torch has it (``"tf32"``; reading the legacy ``allow_tf32`` raises once the new
+    setting was used), else ``allow_tf32``."""
     import warnings
 
     import torch
 
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)
+    if isinstance(precision, str):
+        return precision == "tf32"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # newer torch steers to fp32_precision; same meaning
-        return bool(torch.backends.cuda.matmul.allow_tf32)
+        warnings.simplefilter("ignore")
+        return bool(matmul.allow_tf32)
+
+
+def set_tf32_matmuls(enabled: bool) -> None:
+    """Let float32 matmuls on CUDA use TF32 or not, through the same setting
+    ``tf32_matmuls`` reads."""
+    import torch
+
+    matmul = torch.backends.cuda.matmul
+    if isinstance(getattr(matmul, "fp32_precision", None), str):
+        matmul.fp32_precision = "tf32" if enabled else "ieee"
+    else:
+        matmul.allow_tf32 = enabled

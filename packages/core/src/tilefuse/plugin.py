@@ -671,6 +671,7 @@ _HELPERS = {
     "gemm_majorness": ("tilefuse.gemm_shape", "majorness"),
     "gemm_matrix_strides": ("tilefuse.gemm_shape", "matrix_strides"),
     "tf32_matmuls": ("tilefuse.gemm_shape", "tf32_matmuls"),
+    "set_tf32_matmuls": ("tilefuse.gemm_shape", "set_tf32_matmuls"),
 }
 
 
