@@ -115,3 +115,24 @@ def test_bmm_batch_mismatch_and_unbroadcastable_tensors_are_refused():
     epilogue = plugin.Epilogue((plugin.EpilogueStep("add_matrix", 0),), (bad,))
     with pytest.raises(Unsupported, match="epilogue operand 0 has dtype int64"):
         plugin.GemmShape.of("mm", (spec((5, 3)), spec((3, 7)), bad), spec((5, 7)), epilogue)
+
+
+def test_tf32_setting_round_trips_through_either_torch_api():
+    """``set_tf32_matmuls`` and ``tf32_matmuls`` agree, and the legacy ``allow_tf32`` and
+    ``torch.set_float32_matmul_precision`` are read too (reading ``allow_tf32`` itself
+    raises once the new API was used)."""
+    import torch
+
+    from tilefuse import plugin
+
+    before = plugin.tf32_matmuls()
+    try:
+        for enabled in (True, False):
+            plugin.set_tf32_matmuls(enabled)
+            assert plugin.tf32_matmuls() is enabled
+        torch.set_float32_matmul_precision("high")
+        assert plugin.tf32_matmuls() is True
+        torch.set_float32_matmul_precision("highest")
+        assert plugin.tf32_matmuls() is False
+    finally:
+        plugin.set_tf32_matmuls(before)

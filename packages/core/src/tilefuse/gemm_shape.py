@@ -184,6 +184,9 @@ def set_tf32_matmuls(enabled: bool) -> None:
 
     matmul = torch.backends.cuda.matmul
     if isinstance(getattr(matmul, "fp32_precision", None), str):
-        matmul.fp32_precision = "tf32" if enabled else "ieee"
-    else:
-        matmul.allow_tf32 = enabled
+        try:
+            matmul.fp32_precision = "tf32" if enabled else "ieee"
+            return
+        except (RuntimeError, ValueError, TypeError):  # a torch that names it otherwise
+            pass
+    matmul.allow_tf32 = enabled
