@@ -125,7 +125,8 @@ def test_tf32_setting_round_trips_through_either_torch_api():
 
     from tilefuse import plugin
 
-    before = plugin.tf32_matmuls()
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision  # restored as it was: "none" leaves the legacy reads working
     try:
         for enabled in (True, False):
             plugin.set_tf32_matmuls(enabled)
@@ -135,4 +136,6 @@ def test_tf32_setting_round_trips_through_either_torch_api():
         torch.set_float32_matmul_precision("highest")
         assert plugin.tf32_matmuls() is False
     finally:
-        plugin.set_tf32_matmuls(before)
+        torch.set_float32_matmul_precision("highest")
+        matmul.fp32_precision = before
+    assert matmul.allow_tf32 is False  # the legacy read works again afterwards
