@@ -520,8 +520,8 @@ def run_benchmarks(
         progress.step(
             outcome.label, f"{outcome.time_ms:.4f} ms" if outcome.ok else outcome.reason or ""
         )
-        if outcome.ok and outcome.time_ms is not None:
-            best[:] = [min([*best, outcome.time_ms])]
+        if outcome.ok and outcome.time_ms is not None and (not best or outcome.time_ms < best[0]):
+            best[:] = [outcome.time_ms]
 
     try:
         return bench.run(

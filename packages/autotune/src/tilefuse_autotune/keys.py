@@ -82,7 +82,7 @@ def cache_key_fields(
         "providers": sorted({f"{c.provider}=={c.version}" for c in candidates}),
     }
     if layout.dtype == "float32" and layout.device.startswith("cuda"):
-        fields["tf32"] = tf32_matmuls(layout.device)  # other dtypes' keys stay as they were
+        fields["tf32"] = plugin.tf32_matmuls()  # other dtypes' keys stay as they were
     return fields
 
 

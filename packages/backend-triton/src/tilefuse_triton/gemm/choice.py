@@ -25,8 +25,8 @@ class TritonGemmChoice:
     there, not inside a timed run; failures raise ``ChoiceFailed`` naming the
     choice. ``run(*inputs, out=...)`` compiles on first use, then launches on
     the current stream. ``any_size``: the rendered kernel reads sizes and strides at
-    launch, so it runs any problem of its dtypes, ranks and broadcast patterns that is no
-    larger than its specs (``index_64`` is decided from them).
+    launch, so it runs any problem of its dtypes, ranks and broadcast patterns that is
+    no larger than its specs (``index_64`` is decided from them).
     """
 
     any_size = True
@@ -61,7 +61,12 @@ class TritonGemmChoice:
         return self._source
 
     def compile(self) -> None:
-        module = self._module()
+        try:
+            module = load_module(self.source, self.name)
+        except CacheError:
+            raise
+        except Exception as error:
+            raise ChoiceFailed(f"{self.name}: rendering or importing failed: {error}") from error
         if self.layout.device.startswith("cuda"):
             self._warm_up(module.launch)
         self._launch = module.launch
@@ -87,35 +92,6 @@ class TritonGemmChoice:
             self.compile()
         self._launch(*inputs, out=out)
 
-    def _module(self) -> Any:
-        try:
-            return load_module(self.source, self.name)
-        except CacheError:
-            raise
-        except Exception as error:
-            raise ChoiceFailed(f"{self.name}: rendering or importing failed: {error}") from error
-
-    def _compile_exactly(self, module: Any) -> tuple[Any, Any]:
-        """``(compiled kernel or None, launch plan)`` for these layouts (``JITFunction.warmup``
-        on stand-in tensors: nothing is launched); ``None`` when there is nothing to launch."""
-        import torch
-
-        from .cpp_launch import launch_plan, warm_args
-
-        plan = launch_plan(module, self.inputs, self.layout)
-        if plan.grid is None:
-            return None, plan
-        device = torch.device(self.layout.device)
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        with torch.cuda.device(index):
-            compiled = module.KERNEL.warmup(
-                *warm_args(plan, torch.device("cuda", index)),
-                grid=plan.grid,
-                **plan.constexprs,
-                **module.OPTIONS,
-            )
-        return compiled, plan
-
     def cpp_launch(self) -> plugin.CppLaunch | None:
         """The C++ launch of this choice for exactly its ``inputs`` and ``layout``
         (``plugin.CppLaunch``; see ``cpp_launch``), compiling that specialization now; or
@@ -124,12 +100,19 @@ class TritonGemmChoice:
         (``vendor_first``: the vendor product runs first)."""
         import torch
 
-        from .cpp_launch import render_gemm_launch
+        from .cpp_launch import launch_plan, render_gemm_launch, warm_args
 
         cuda = self.layout.device.startswith("cuda")
         if self.vendor_first or plugin.triton_interpreted() or not cuda:
             return None
-        compiled, plan = self._compile_exactly(load_module(self.source, self.name))
+        module = load_module(self.source, self.name)
+        plan = launch_plan(module, self.inputs, self.layout)
         device = torch.device(self.layout.device)
         index = device.index if device.index is not None else torch.cuda.current_device()
+        if plan.grid is None:
+            return render_gemm_launch(None, plan, index)
+        with torch.cuda.device(index):
+            compiled = module.KERNEL.warmup(
+                *warm_args(plan, device), grid=plan.grid, **plan.constexprs, **module.OPTIONS
+            )
         return render_gemm_launch(compiled, plan, index)

@@ -175,17 +175,24 @@ def _kernel(
         + (" + batch * stride_ob" if batched else "")
         + " + rm[:, None] * stride_om + rn[None, :] * stride_on"
     )
+    out_mask = "out_mask = (rm < M)[:, None] & (rn < N)[None, :]"
     if vendor_first:  # the product is in ``out`` already: one pass over it
-        body += [
-            "out_mask = (rm < M)[:, None] & (rn < N)[None, :]",
-            out_ptrs,
-            "x = tl.load(out_ptrs, mask=out_mask, other=0.0).to(tl.float32)",
-        ]
-        body += render_steps(problem.steps, problem.extra_patterns, batched)
-        body += [f"tl.store(out_ptrs, {_stored('x', problem, interpret)}, mask=out_mask)"]
-        head = ["@triton.jit", f"def {name}("] + [f"    {p}," for p in params] + ["):"]
-        return head + [f"    {line}" for line in body]
-    body += [
+        load = "x = tl.load(out_ptrs, mask=out_mask, other=0.0).to(tl.float32)"
+        body += [out_mask, out_ptrs, load]
+    else:
+        body += _main_loop(problem, config, interpret, batched) + [out_mask, "x = acc"]
+    body += render_steps(problem.steps, problem.extra_patterns, batched)
+    body += [] if vendor_first else [out_ptrs]
+    body += [f"tl.store(out_ptrs, {_stored('x', problem, interpret)}, mask=out_mask)"]
+    head = ["@triton.jit", f"def {name}("] + [f"    {p}," for p in params] + ["):"]
+    return head + [f"    {line}" for line in body]
+
+
+def _main_loop(
+    problem: GemmProblem, config: GemmConfig, interpret: bool, batched: bool
+) -> list[str]:
+    """The K loop accumulating the tile's product into ``acc`` (float32)."""
+    body = [
         "# rows/columns past the edge wrap around: their results are masked at the store",
         "ram = rm % M",
         "rbn = rn % N",
@@ -217,17 +224,11 @@ def _kernel(
         dot = f'tl.dot(a, b, acc, input_precision="{precision}", out_dtype=tl.float32)'
     else:
         dot = "tl.dot(a, b, acc, out_dtype=tl.float32)"
-    body += [
+    return body + [
         f"    acc = {dot}",
         "    a_ptrs += BLOCK_K * stride_ak",
         "    b_ptrs += BLOCK_K * stride_bk",
-        "out_mask = (rm < M)[:, None] & (rn < N)[None, :]",
-        "x = acc",
     ]
-    body += render_steps(problem.steps, problem.extra_patterns, batched)
-    body += [out_ptrs, f"tl.store(out_ptrs, {_stored('x', problem, interpret)}, mask=out_mask)"]
-    head = ["@triton.jit", f"def {name}("] + [f"    {p}," for p in params] + ["):"]
-    return head + [f"    {line}" for line in body]
 
 
 def _launcher(problem: GemmProblem, config: GemmConfig, vendor_first: bool) -> list[str]:
