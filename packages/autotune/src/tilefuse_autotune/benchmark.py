@@ -43,13 +43,17 @@ from .extern import ExternChoice
 from .progress import Progress
 from .timing import TimingConfig
 from .worker import (
+    CHILD_CWD,
     TaskError,
     Worker,
     WorkerCrashed,
     WorkerFailure,
     WorkerTimeout,
+    child_env,
     mark_exiting,
 )
+from .zygote import Zygote
+from .zygote import enabled as zygote_enabled
 
 log = logging.getLogger("tilefuse.autotune")
 
@@ -134,6 +138,18 @@ class Bench:
         self._background: dict[str, Future[None]] = {}  # slow builds by build key
         self._bench_workers: dict[str, Worker] = {}
         self._lock = threading.Lock()
+        self._zygote: Zygote | None = None  # forks the workers (``zygote``), made on first use
+
+    def zygote(self) -> Zygote | None:
+        """The zygote this bench's workers fork from, started in the background on the
+        first call; ``None`` when ``TILEFUSE_WORKER_ZYGOTE=0`` or the platform cannot fork."""
+        with self._lock:
+            if self._zygote is None and zygote_enabled():
+                self._zygote = Zygote(env=child_env(os.environ), cwd=CHILD_CWD)
+            zygote = self._zygote
+        if zygote is not None:
+            zygote.start()
+        return zygote
 
     def worker_slots(self, device: str) -> list[tuple[str, dict[str, str]]]:
         """``(worker name, environment settings)`` of each benchmark worker for a problem
@@ -156,16 +172,20 @@ class Bench:
         created on first use."""
         key = f"{name} {sorted((env or {}).items())}"
         with self._lock:
-            if key not in self._bench_workers:
-                self._bench_workers[key] = Worker(env)
-            return self._bench_workers[key]
+            worker = self._bench_workers.get(key)
+        if worker is None:
+            zygote = self.zygote()
+            with self._lock:
+                worker = self._bench_workers.setdefault(key, Worker(env, zygote))
+        return worker
 
     def _compile_pool(self, size: int) -> list[Worker]:
         """``size`` compile workers that no build (a background one included) is using."""
+        zygote = self.zygote()
         with self._lock:
             free = [w for w in self._compile_workers if id(w) not in self._busy][:size]
             while len(free) < size:
-                worker = Worker()
+                worker = Worker(zygote=zygote)
                 self._compile_workers.append(worker)
                 free.append(worker)
             return free
@@ -377,10 +397,13 @@ class Bench:
             self._bench_workers.clear()
             self._busy.clear()
             self._background.clear()
+            zygote, self._zygote = self._zygote, None
         if building:
             log.info("tilefuse: stopping %d unfinished background build(s)", building)
         for w in workers:
             w.close()
+        if zygote is not None:
+            zygote.close()
 
 
 def _start_daemon(fn: Callable[..., None], *args: Any) -> Future[None]:

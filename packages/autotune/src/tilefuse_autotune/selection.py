@@ -60,7 +60,7 @@ from tilefuse.errors import TilefuseError
 from . import benchmark, settings
 from .benchmark import PENDING, REASONS, BenchConfig, Outcome
 from .cache import WinnersCache, key_digest
-from .devices import with_index
+from .devices import device_type, with_index
 from .extern import EXTERN_PROVIDER, OPS, ExternChoice, vendor_epilogue_choice
 from .keys import cache_key_fields, tf32_matmuls
 from .measure import Problem
@@ -179,6 +179,8 @@ def accepts(
     torch, which runs any epilogue unfused) does not count. A provider that raises, or
     answers something that is not a ``plugin.Verdict``, counts as a refusal and is logged.
     """
+    if config.autotune_mode() != "off":
+        warm_workers(layout.device)
     if vendor_epilogue_choice(op, inputs, layout, epilogue) is not None:
         return plugin.Verdict.yes()
     reasons = []
@@ -203,6 +205,15 @@ def accepts(
     if not reasons:
         return plugin.Verdict.no(f"no choice provider serves {op} on {layout.device}")
     return plugin.Verdict.no("; ".join(reasons))
+
+
+def warm_workers(device: str, bench: benchmark.Bench | None = None) -> None:
+    """On the first CUDA GEMM this process compiles (in any mode but ``off``), start the
+    worker zygote (``zygote``) in the background: a measuring selection later in this
+    process (``quick``, ``max``) then forks its workers in milliseconds instead of starting
+    interpreters that import torch for seconds. ``TILEFUSE_WORKER_ZYGOTE=0`` turns it off."""
+    if device_type(device) == "cuda":
+        (bench or benchmark.shared_bench()).zygote()
 
 
 # Modes that never benchmark: their picks are unmeasured.
@@ -404,6 +415,8 @@ class Autotuner:
             raise TilefuseError(f"autotune mode {mode!r} is not one of {', '.join(MODES)}")
         if op not in OPS:
             raise TilefuseError(f"cannot autotune op {op!r}; known ops: {', '.join(OPS)}")
+        if mode != "off":
+            warm_workers(layout.device, self.bench)
         inputs = tuple(inputs)
         if choices is None:
             offered = candidates_for(op, inputs, layout, epilogue)

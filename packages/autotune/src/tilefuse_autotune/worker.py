@@ -2,8 +2,9 @@
 
 The parent starts ``python -I .../tilefuse_autotune/_child.py`` (never
 ``multiprocessing``'s spawn or fork: those re-import the user's ``__main__`` or inherit
-a CUDA context) in the filesystem root, and talks to it over two private pipes with
-``multiprocessing.connection`` framing. Isolated mode and that working directory keep
+a CUDA context) in the filesystem root, or has the zygote fork one
+(``tilefuse_autotune.zygote``: the same isolation and entry, torch already imported), and
+talks to it over two private pipes with ``multiprocessing.connection`` framing. Isolated mode and that working directory keep
 the user's directory out of the child's imports: a ``tilefuse_autotune/`` folder where
 the user runs is never imported. The child's stdout and stderr stay the parent's, so a
 kernel's prints cannot corrupt the protocol.
@@ -24,6 +25,7 @@ killed and restarted on the next call).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import signal
@@ -35,11 +37,15 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from .zygote import ForkedProcess, Zygote, ZygoteUnavailable
+
+log = logging.getLogger("tilefuse.autotune")
+
 STARTUP_TIMEOUT_S = 120.0
 _CHILD_SCRIPT = str(Path(__file__).resolve().with_name("_child.py"))
 # Not the user's directory: nothing there is imported or written by accident, and nobody
 # but the administrator can write here.
-_CHILD_CWD = os.path.abspath(os.sep)
+CHILD_CWD = os.path.abspath(os.sep)
 # Settings that hold paths: a relative one means the same place in the child as here.
 _PATH_SETTINGS = ("TILEFUSE_CACHE_DIR", "TILEFUSE_DEBUG_DIR", "XDG_CACHE_HOME")
 
@@ -89,9 +95,10 @@ class Worker:
     the visible GPUs that pin a benchmark worker to its device) set on top.
     """
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None, zygote: Zygote | None = None) -> None:
         self._env = dict(env or {})
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._zygote = zygote
+        self._proc: subprocess.Popen[bytes] | ForkedProcess | None = None
         self._to_child: Connection | None = None
         self._from_child: Connection | None = None
         self._lock = threading.Lock()
@@ -101,15 +108,14 @@ class Worker:
         closes = self._closes
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
-        env = _child_env({**os.environ, **self._env})
-        cmd = [sys.executable, "-I", _CHILD_SCRIPT, str(task_r), str(result_w)]
+        env = child_env({**os.environ, **self._env})
         try:
-            self._proc = subprocess.Popen(
-                cmd,
+            self._proc = self._fork(env, task_r, result_w) or subprocess.Popen(
+                [sys.executable, "-I", _CHILD_SCRIPT, str(task_r), str(result_w)],
                 pass_fds=(task_r, result_w),
                 env=env,
                 stdin=subprocess.DEVNULL,
-                cwd=_CHILD_CWD,
+                cwd=CHILD_CWD,
             )
         finally:
             os.close(task_r)
@@ -121,6 +127,17 @@ class Worker:
             raise WorkerCrashed("the worker was closed while its process started")
         self._to_child.send(child_sys_path())
         self._expect("ready", STARTUP_TIMEOUT_S)
+
+    def _fork(self, env: dict[str, str], task_r: int, result_w: int) -> ForkedProcess | None:
+        """The child forked by the zygote, or ``None`` (no zygote, or it cannot fork now:
+        the caller spawns a fresh interpreter instead)."""
+        if self._zygote is None:
+            return None
+        try:
+            return self._zygote.spawn(env, (task_r, result_w))
+        except ZygoteUnavailable as exc:
+            log.debug("tilefuse: spawning a worker, not forking it: %s", exc)
+            return None
 
     def _expect(self, tag: str, timeout_s: float) -> Any:
         assert self._from_child is not None
@@ -247,7 +264,9 @@ def child_sys_path() -> list[str]:
     return [os.path.abspath(entry) for entry in sys.path if entry]
 
 
-def _child_env(base: Mapping[str, str]) -> dict[str, str]:
+def child_env(base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` for a worker: the settings that hold paths made absolute (the worker runs
+    in ``CHILD_CWD``)."""
     env = dict(base)
     for name in _PATH_SETTINGS:
         if env.get(name, "").strip():

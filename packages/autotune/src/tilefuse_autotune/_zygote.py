@@ -1,0 +1,23 @@
+"""The entry of the worker zygote, run as ``python -I <this file> SOCKET_FD``.
+
+Isolated mode keeps the user's directory out of ``sys.path`` (see ``_child.py``); the
+owner's sanitised ``sys.path`` arrives first on the socket. See ``tilefuse_autotune.zygote``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import sys
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    sys.path[:] = pickle.loads(sock.recv(1 << 20))
+    from tilefuse_autotune.zygote import serve
+
+    serve(sock, sys.path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Workers forked by the zygote behave as spawned ones: the requester's environment, streams
+and isolation, exit statuses that name the signal, and a spawned worker when the zygote is
+gone or switched off."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tilefuse_autotune.benchmark import Bench
+from tilefuse_autotune.worker import Worker, WorkerCrashed
+from tilefuse_autotune.zygote import ENV_SWITCH, ForkedProcess, Zygote
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the zygote forks (POSIX only)")
+
+
+def report(begin, marker: str) -> dict:
+    """A worker task: what the child sees, and one line on its stderr."""
+    begin()
+    print(f"worker says {marker}", file=sys.stderr, flush=True)
+    return {
+        "pid": os.getpid(),
+        "cwd": os.getcwd(),
+        "setting": os.environ.get("TILEFUSE_TEST_SETTING"),
+        "pinned": os.environ.get("TILEFUSE_TEST_PINNED"),
+        "torch_preloaded": "torch" in sys.modules,
+    }
+
+
+def abort(begin) -> None:
+    begin()
+    os.abort()
+
+
+@pytest.fixture
+def zygote():
+    z = Zygote(env=dict(os.environ), cwd=os.sep)
+    assert z.ready(120), "the zygote did not start"
+    yield z
+    z.close()
+
+
+def test_a_forked_worker_takes_the_requesters_environment_and_streams(zygote, monkeypatch, capfd):
+    monkeypatch.setenv("TILEFUSE_TEST_SETTING", "set after the zygote started")
+    worker = Worker({"TILEFUSE_TEST_PINNED": "7"}, zygote)
+    try:
+        seen = worker.call(report, "hello", timeout_s=60)
+        assert isinstance(worker._proc, ForkedProcess)
+    finally:
+        worker.close()
+    assert seen["setting"] == "set after the zygote started"
+    assert seen["pinned"] == "7"
+    assert seen["cwd"] == os.sep and seen["pid"] != os.getpid()
+    assert seen["torch_preloaded"]  # forked after the zygote's imports
+    assert "worker says hello" in capfd.readouterr().err
+
+
+def test_a_forked_worker_that_dies_reports_the_signal_and_is_forked_again(zygote):
+    worker = Worker(zygote=zygote)
+    try:
+        with pytest.raises(WorkerCrashed, match="killed by SIGABRT"):
+            worker.call(abort, timeout_s=60)
+        first = worker.call(report, "again", timeout_s=60)["pid"]
+        worker.kill()
+        assert worker.call(report, "and again", timeout_s=60)["pid"] != first
+        assert isinstance(worker._proc, ForkedProcess)
+    finally:
+        worker.close()
+
+
+def test_without_a_zygote_workers_are_spawned(zygote):
+    zygote._proc.kill()  # the zygote dies: the next request finds its socket closed
+    zygote._proc.wait()
+    worker = Worker(zygote=zygote)
+    try:
+        assert worker.call(report, "spawned", timeout_s=120)["torch_preloaded"] is False
+        assert isinstance(worker._proc, subprocess.Popen)
+    finally:
+        worker.close()
+
+
+def test_a_closed_zygote_leaves_its_forked_workers_serving(zygote):
+    worker = Worker(zygote=zygote)
+    try:
+        pid = worker.call(report, "before", timeout_s=60)["pid"]
+        zygote.close()
+        assert worker.call(report, "after", timeout_s=60)["pid"] == pid
+    finally:
+        worker.close()
+
+
+def test_the_switch_turns_the_zygote_off(monkeypatch):
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    bench = Bench()
+    try:
+        assert bench.zygote() is None
+    finally:
+        bench.close()
