@@ -4,10 +4,11 @@ The parent starts ``python -I .../tilefuse_autotune/_child.py`` (never
 ``multiprocessing``'s spawn or fork: those re-import the user's ``__main__`` or inherit
 a CUDA context) in the filesystem root, or has the zygote fork one
 (``tilefuse_autotune.zygote``: the same isolation and entry, torch already imported), and
-talks to it over two private pipes with ``multiprocessing.connection`` framing. Isolated mode and that working directory keep
-the user's directory out of the child's imports: a ``tilefuse_autotune/`` folder where
-the user runs is never imported. The child's stdout and stderr stay the parent's, so a
-kernel's prints cannot corrupt the protocol.
+talks to it over two private pipes with ``multiprocessing.connection`` framing.
+Isolated mode and that working directory keep the user's directory out of the child's
+imports: a ``tilefuse_autotune/`` folder where the user runs is never imported. The
+child's stdout and stderr stay the parent's, so a kernel's prints cannot corrupt the
+protocol.
 
 Protocol (parent -> child): the parent's ``sys.path`` once (``child_sys_path``), then tasks
 ``(function, args)``. A task function receives a ``begin`` callback as its first
