@@ -99,3 +99,16 @@ def test_the_switch_turns_the_zygote_off(monkeypatch):
         assert bench.zygote() is None
     finally:
         bench.close()
+
+
+def test_a_worker_wanting_another_interpreter_setting_is_spawned(zygote, monkeypatch):
+    """``TRITON_INTERPRET`` decides at import what ``@triton.jit`` builds: a worker asked for
+    with another value than the zygote imported under must import for itself."""
+    flipped = "0" if os.environ.get("TRITON_INTERPRET") == "1" else "1"
+    monkeypatch.setenv("TRITON_INTERPRET", flipped)
+    worker = Worker(zygote=zygote)
+    try:
+        assert worker.call(report, "own imports", timeout_s=120)["torch_preloaded"] is False
+        assert isinstance(worker._proc, subprocess.Popen)
+    finally:
+        worker.close()

@@ -47,6 +47,9 @@ _MAX_MESSAGE = 1 << 20
 # Imported before any fork: what every worker needs. Missing ones are skipped.
 PRELOAD = ("torch", "triton", "triton.language", "tilefuse", "tilefuse_autotune.measure")
 ENV_SWITCH = "TILEFUSE_WORKER_ZYGOTE"  # "0" turns the zygote off: every worker is spawned
+# Read when the zygote imports (``@triton.jit`` picks the interpreter then): a worker asked
+# for with another value is spawned, so that it imports under its own.
+IMPORT_TIME_SETTINGS = ("TRITON_INTERPRET",)
 
 
 class ZygoteUnavailable(Exception):
@@ -112,7 +115,7 @@ class Zygote:
     """The owner's side of one zygote process (see the module docstring)."""
 
     def __init__(self, env: Mapping[str, str] | None = None, cwd: str = os.sep) -> None:
-        self._env = dict(env) if env is not None else None
+        self._start_env = dict(os.environ if env is None else env)
         self._cwd = cwd
         self._lock = threading.Lock()  # one request/answer at a time on the socket
         self._started = threading.Event()  # the start ended, ready or not
@@ -134,7 +137,7 @@ class Zygote:
 
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            env = dict(os.environ if self._env is None else self._env)
+            env = self._start_env
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", _ZYGOTE_SCRIPT, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
@@ -178,6 +181,11 @@ class Zygote:
             sock = self._sock
             if sock is None:
                 raise ZygoteUnavailable(self._error or "the zygote is closed")
+            differing = [k for k in IMPORT_TIME_SETTINGS if env.get(k) != self._start_env.get(k)]
+            if differing:
+                raise ZygoteUnavailable(
+                    f"{', '.join(differing)} changed since the zygote's imports"
+                )
             streams = [_stream_fd(1), _stream_fd(2)]
             try:
                 message = pickle.dumps(dict(env))
