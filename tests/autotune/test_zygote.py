@@ -112,3 +112,16 @@ def test_a_worker_wanting_another_interpreter_setting_is_spawned(zygote, monkeyp
         assert isinstance(worker._proc, subprocess.Popen)
     finally:
         worker.close()
+
+
+def test_released_workers_keep_the_zygote_and_closing_the_bench_stops_it():
+    bench = Bench()
+    try:
+        zygote = bench.zygote()
+        assert zygote is not None and zygote.ready(120)
+        bench.close(keep_zygote=True)  # what release_workers does
+        assert bench.zygote() is zygote and zygote._proc.poll() is None
+        bench.close()
+        assert zygote._proc is None  # waited for: the zygote exited
+    finally:
+        bench.close()

@@ -389,7 +389,10 @@ class Bench:
         atexit.register(self.close)
         atexit.register(mark_exiting)  # registered last, so it runs first
 
-    def close(self) -> None:
+    def close(self, keep_zygote: bool = False) -> None:
+        """Stop the workers (background builds included) and, unless ``keep_zygote``, the
+        zygote: it holds no GPU memory, so ``release_workers`` keeps it for the next
+        selection."""
         with self._lock:
             workers = [*self._compile_workers, *self._bench_workers.values()]
             building = len(self._background)
@@ -397,7 +400,8 @@ class Bench:
             self._bench_workers.clear()
             self._busy.clear()
             self._background.clear()
-            zygote, self._zygote = self._zygote, None
+            zygote = None if keep_zygote else self._zygote
+            self._zygote = self._zygote if keep_zygote else None
         if building:
             log.info("tilefuse: stopping %d unfinished background build(s)", building)
         for w in workers:
@@ -517,10 +521,11 @@ def release_workers() -> None:
     """Stop the process-wide worker processes now (a later selection starts fresh ones).
 
     Call it after a burst of selections to return the benchmark workers' device
-    memory and CUDA contexts; it is also done at interpreter exit.
+    memory and CUDA contexts; it is also done at interpreter exit. The zygote, which
+    holds no GPU memory, stays until exit, so the fresh workers still start in milliseconds.
     """
     if _shared is not None:
-        _shared.close()
+        _shared.close(keep_zygote=True)
 
 
 def run_benchmarks(

@@ -45,7 +45,14 @@ log = logging.getLogger("tilefuse.autotune")
 _ZYGOTE_SCRIPT = str(Path(__file__).resolve().with_name("_zygote.py"))
 _MAX_MESSAGE = 1 << 20
 # Imported before any fork: what every worker needs. Missing ones are skipped.
-PRELOAD = ("torch", "triton", "triton.language", "tilefuse", "tilefuse_autotune.measure")
+PRELOAD = (
+    "torch",
+    "triton",
+    "triton.language",
+    "triton.runtime.cache",
+    "tilefuse",
+    "tilefuse_autotune.measure",
+)
 ENV_SWITCH = "TILEFUSE_WORKER_ZYGOTE"  # "0" turns the zygote off: every worker is spawned
 # Read when the zygote imports (``@triton.jit`` picks the interpreter then): a worker asked
 # for with another value is spawned, so that it imports under its own.
@@ -308,6 +315,13 @@ def _preload() -> str | None:
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    for where in ("triton.runtime.cache", "triton.compiler.compiler"):
+        # Triton's own version hash (it reads libtriton, 0.3 s): once here, not per worker
+        key = getattr(sys.modules.get(where), "triton_key", None)
+        if key is not None:
+            with contextlib.suppress(Exception):
+                key()
+            break
     with contextlib.suppress(Exception):  # the providers: their modules, their imports
         from tilefuse import plugin
         from tilefuse.discovery import registry
