@@ -577,6 +577,31 @@ def check_candidates(
     return bench.run(problem, labels, choices, config, (measure.check, ())).outcomes
 
 
+def sustained_times(
+    problem: measure.Problem,
+    choices: Sequence[Any],
+    expected_ms: Sequence[float],
+    config: BenchConfig,
+    bench: Bench | None = None,
+) -> list[float] | None:
+    """``choices``' times compared in one sustained loop (``measure.sustained``) on the
+    benchmark worker of the problem's own device; ``None`` when that failed (logged)."""
+    bench = bench or shared_bench()
+    name, env = bench.worker_slots(problem.layout.device)[0]
+    try:
+        return bench.bench_worker(name, env).call(
+            measure.sustained,
+            problem,
+            list(choices),
+            list(expected_ms),
+            timeout_s=config.timeout_s,
+            prepare_timeout_s=config.compile_timeout_s,
+        )
+    except Exception as exc:  # a comparison that cannot run leaves the measured winner
+        log.info("tilefuse: the sustained comparison did not run: %s", _text(exc))
+        return None
+
+
 def worker_counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
     """How many of ``outcomes`` each benchmark worker ran, by worker name."""
     return dict(Counter(o.worker for o in outcomes if o.worker is not None))

@@ -22,7 +22,7 @@ from tilefuse import plugin
 
 from .devices import device_index, device_type
 from .extern import ExternChoice
-from .timing import TimingConfig, median_ms
+from .timing import TimingConfig, median_ms, sustained_ms
 
 log = logging.getLogger("tilefuse.autotune")
 
@@ -246,6 +246,30 @@ def measure(
               getattr(choice, "name", "?"), ms, checked - started, steps, timed - checked,
               time.perf_counter() - timed, screened)  # fmt: skip
     return ms
+
+
+def sustained(
+    begin: Callable[[], None],
+    problem: Problem,
+    choices: Sequence[plugin.Choice],
+    expected_ms: Sequence[float],
+) -> list[float]:
+    """Worker task: ``choices``' times per run in ms, compared in one sustained,
+    interleaved loop (``timing.sustained_ms``), each on its own fresh inputs; raises
+    ``WrongResult`` when one no longer matches extern."""
+    import torch
+
+    runs = [_checked_run(begin, problem, choice) for choice in choices]
+    fns = [
+        (lambda c=choice, i=inputs, o=out: c.run(*i, out=o))
+        for choice, (inputs, out) in zip(choices, runs)
+    ]
+    times = sustained_ms(fns, problem.layout.device, expected_ms)
+    _check_pristine_unchanged(problem)
+    if device_type(problem.layout.device) == "cuda":
+        del runs, fns
+        torch.cuda.empty_cache()
+    return times
 
 
 def compile_choice(begin: Callable[[], None], choice: plugin.Choice) -> plugin.Choice | None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .devices import device_type
 
@@ -110,3 +111,61 @@ def _cuda_median_ms(
     for _ in range(max(1, int(config.cuda_warmup_ms / estimate))):
         fn()
     return statistics.median(flushed_runs(max(1, int(config.cuda_rep_ms / estimate)))[0])
+
+
+# A sustained comparison: rounds of back-to-back segments of about this many ms each.
+SUSTAINED_ROUNDS = 6
+SUSTAINED_SEGMENT_MS = 25.0
+
+
+def sustained_ms(
+    fns: Sequence[Callable[[], None]],
+    device: str,
+    expected_ms: Sequence[float],
+    rounds: int = SUSTAINED_ROUNDS,
+    segment_ms: float = SUSTAINED_SEGMENT_MS,
+) -> list[float]:
+    """Each of ``fns``' time per run in ms when they run as a graph runs them: back to back,
+    with no L2 flush between runs and no idle time between them, so the device works at
+    the clocks its power limit allows under load. One untimed segment of each, then
+    ``rounds`` rounds of one segment each (about ``segment_ms`` of runs, sized by
+    ``expected_ms``), in alternating order; the median over rounds of each segment's
+    time per run.
+
+    ``median_ms``'s flushed runs separate kernels by their own speed, with the device
+    partly idle; between candidates that close, which runs faster inside a graph can be
+    the other one (H200: Triton tiles that measured 2-8% faster than cuBLAS, flushed,
+    were 2-7% slower in the graph). On CUDA, ``device`` must be the current device.
+    """
+    counts = [max(2, int(segment_ms / max(ms, 1e-3))) for ms in expected_ms]
+
+    def segment(i: int) -> None:
+        for _ in range(counts[i]):
+            fns[i]()
+
+    order = list(range(len(fns)))
+    cuda = device_type(device) == "cuda"
+    if cuda:
+        import torch
+
+        event = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
+    spans: list[list[tuple[Any, Any]]] = [[] for _ in fns]
+    for i in order:
+        segment(i)
+    for r in range(rounds):
+        for i in order if r % 2 == 0 else order[::-1]:
+            if cuda:
+                start, end = event(), event()
+                start.record()
+                segment(i)
+                end.record()
+            else:
+                start = time.perf_counter()
+                segment(i)
+                end = time.perf_counter()
+            spans[i].append((start, end))
+    if cuda:
+        torch.cuda.synchronize()
+        return [statistics.median(s.elapsed_time(e) / counts[i] for s, e in spans[i])
+                for i in order]  # fmt: skip
+    return [statistics.median((e - s) * 1e3 / counts[i] for s, e in spans[i]) for i in order]

@@ -541,6 +541,12 @@ class Choice(Protocol):
     ``build_key() -> str``, equal for choices that share one artifact (one build serves
     them all).
 
+    Optional attribute ``vendor_first`` (absent means ``False``): ``True`` when the
+    choice runs the vendor library's product and then the epilogue as one separate pass,
+    which is what a graph that leaves the epilogue unfused runs. A measuring autotuner
+    compares its winner with such a choice in a sustained loop when their measured times
+    are close (the default mode's graph runs it, unfused).
+
     Optional attribute ``any_size`` (absent means ``False``): ``True`` when ``run`` is
     correct for tensors of any sizes and strides no larger than the specs the choice was
     made for, with their dtypes, ranks and broadcast patterns (its kernel reads sizes
