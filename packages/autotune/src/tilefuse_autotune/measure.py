@@ -272,6 +272,9 @@ def sustained(
     return times
 
 
+_builds_here = 0  # builds this compile worker ran, for the debug log
+
+
 def compile_choice(begin: Callable[[], None], choice: plugin.Choice) -> plugin.Choice | None:
     """Worker task: build ``choice``; return it with the state the build recorded.
 
@@ -279,8 +282,13 @@ def compile_choice(begin: Callable[[], None], choice: plugin.Choice) -> plugin.C
     module, say): the caller keeps its own copy, which rebuilds from the provider's
     cache when the benchmark worker calls ``compile()`` again.
     """
+    global _builds_here
     begin()
+    started = time.perf_counter()
     choice.compile()
+    _builds_here += 1
+    log.debug("%s: built in %.2f s (build %d of this worker)", getattr(choice, "name", "?"),
+              time.perf_counter() - started, _builds_here)  # fmt: skip
     try:
         pickle.dumps(choice)
     except Exception:
