@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -134,11 +135,15 @@ class Worker:
         the caller spawns a fresh interpreter instead)."""
         if self._zygote is None:
             return None
+        asked = time.monotonic()
         try:
-            return self._zygote.spawn(env, (task_r, result_w))
+            child = self._zygote.spawn(env, (task_r, result_w))
         except ZygoteUnavailable as exc:
             log.debug("tilefuse: spawning a worker, not forking it: %s", exc)
             return None
+        log.debug("tilefuse: worker %d forked by the zygote in %.2f s", child.pid,
+                  time.monotonic() - asked)  # fmt: skip
+        return child
 
     def _expect(self, tag: str, timeout_s: float) -> Any:
         assert self._from_child is not None

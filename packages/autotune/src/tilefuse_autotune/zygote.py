@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -143,6 +144,7 @@ class Zygote:
     def _boot(self) -> None:
         from .worker import STARTUP_TIMEOUT_S, child_sys_path
 
+        booted = time.monotonic()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             env = self._start_env
@@ -161,6 +163,8 @@ class Zygote:
             if answer[0] != "ready":
                 raise ZygoteUnavailable(str(answer[1]))
             self._sock = mine
+            log.debug("tilefuse: worker zygote %d ready in %.2f s", self._proc.pid,
+                      time.monotonic() - booted)  # fmt: skip
         except Exception as exc:
             self._error = f"{type(exc).__name__}: {exc}"
             log.info("tilefuse: the worker zygote did not start (%s); workers start as "
