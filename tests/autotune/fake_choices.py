@@ -238,3 +238,22 @@ class SleepyRecordingChoice(RecordingChoice):
 
         time.sleep(0.2)
         super().run(a, b, out=out)
+
+
+class ThreadBuiltChoice(RecordingChoice):
+    """A ``thread_safe_build`` choice: its build appends ``"<pid> build <thread name>"`` to
+    ``log``, its runs what ``RecordingChoice`` appends; ``fail`` makes the build fail."""
+
+    thread_safe_build = True
+
+    def __init__(self, name: str, log: str, fail: bool = False) -> None:
+        super().__init__(name, log)
+        self.fail = fail
+
+    def compile(self) -> None:
+        import threading
+
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} build {threading.current_thread().name}\n")
+        if self.fail:
+            raise ChoiceFailed("fake build error: no such tile")

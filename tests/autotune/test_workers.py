@@ -313,3 +313,28 @@ def test_both_gpus_measure_candidates_on_their_own_device(cache, tmp_path, monke
     uuids = {str(torch.cuda.get_device_properties(i).uuid) for i in range(2)}
     assert _gpus(log) == uuids, "each worker ran on its own GPU"
     assert "; measured on cuda:0 " in sel.summary
+
+
+def test_thread_safe_builds_run_on_threads_of_the_measuring_worker(tmp_path, one_cpu_worker):
+    """``thread_safe_build`` choices skip the compile pool: the benchmark worker builds them
+    all on its threads, then measures them in the same process; a failed one is a compile
+    error."""
+    from tests.autotune.fake_choices import ThreadBuiltChoice
+
+    log = tmp_path / "log"
+    offered = [ThreadBuiltChoice("t1", str(log)), ThreadBuiltChoice("t2", str(log)),
+               ThreadBuiltChoice("bad", str(log), fail=True)]  # fmt: skip
+    tuner = Autotuner(cache=WinnersCache(tmp_path / "c"), bench_config=FAST_LIMITS,
+                      bench=one_cpu_worker)  # fmt: skip
+    inputs, layout = mm_problem()
+    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+
+    assert sel.failures == {"explicit/bad": ("compile error", sel.failures["explicit/bad"][1])}
+    assert "no such tile" in sel.failures["explicit/bad"][1]
+    lines = [line.split(" ") for line in log.read_text().splitlines()]
+    builds = [(pid, rest) for pid, kind, rest in lines if kind == "build"]
+    runs = {pid for pid, kind, _ in lines if kind in ("t1", "t2")}
+    assert len(runs) == 1  # one benchmark worker measured both
+    first_builds = builds[:3]  # then each measurement calls compile() again, a cache hit
+    assert {pid for pid, _ in first_builds} == runs
+    assert all(thread.startswith("tilefuse-build") for _, thread in first_builds)

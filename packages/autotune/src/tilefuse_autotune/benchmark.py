@@ -251,12 +251,48 @@ class Bench:
 
         fast: list[int] = []
         slow: list[int] = []
+        here: list[int] = []  # built on threads of each benchmark worker (``_builds_in_worker``)
         for i, choice in enumerate(choices):
             if isinstance(choice, ExternChoice):
                 ready.put((i, choice))  # nothing to build: first in the queue
                 queued.add(i)
+            elif _slow_uncached(choice):
+                slow.append(i)
             else:
-                (slow if _slow_uncached(choice) else fast).append(i)
+                (here if _builds_in_worker(choice) else fast).append(i)
+        built_here = threading.Event()  # the ``here`` choices are queued or failed
+        here_settled = [not here]  # under ``state``: their outcomes are decided
+        if not here:
+            built_here.set()
+
+        def settle_here(errors: Sequence[str | None]) -> None:
+            """Queue each built ``here`` choice, fail the others; only the first call acts."""
+            with state:
+                if here_settled[0]:
+                    return
+                here_settled[0] = True
+            for i, error in zip(here, errors):
+                if error is not None:
+                    finish(i, Outcome(labels[i], reason=COMPILE, detail=error))
+                else:
+                    with state:
+                        queued.add(i)
+                    ready.put((i, choices[i]))
+            built_here.set()
+
+        def build_in(worker: Worker, name: str) -> None:
+            """Build the ``here`` choices on the worker's threads; the first worker done
+            queues each built one (every worker builds them all: it measures any of them)."""
+            try:
+                errors = worker.call(measure.build_all, [choices[i] for i in here],
+                                     timeout_s=config.compile_timeout_s)  # fmt: skip
+            except WorkerFailure as exc:
+                errors = [f"built in benchmark worker {name}: {_text(exc)}"] * len(here)
+            except Exception as exc:  # the call could not be made: it does not pickle, say
+                errors = [f"build not run: {_text(exc)}"] * len(here)
+            log.debug("autotune timeline: +%.2f s: %d choices built in benchmark worker %s",
+                      since(), len(here), name)  # fmt: skip
+            settle_here(errors)
 
         def bench_loop(name: str, env: dict[str, str]) -> None:
             worker = self.bench_worker(name, env)
@@ -265,6 +301,8 @@ class Bench:
             except WorkerFailure:
                 pass  # the first call starts it again and reports why it fails
             log.debug("autotune timeline: +%.2f s: benchmark worker %s ready", since(), name)
+            if here:
+                build_in(worker, name)
             while (item := ready.get()) is not None:
                 i, choice = item
                 outcome = _run_task(worker, problem, labels[i], choice, config, task)
@@ -328,6 +366,8 @@ class Bench:
         try:
             with ThreadPoolExecutor(max_workers=len(slots)) as bench_pool:
                 loops = [bench_pool.submit(bench_loop, name, env) for name, env in slots]
+                for loop in loops:  # a loop that ends early must not leave the wait below
+                    loop.add_done_callback(lambda _: built_here.set())
                 try:
                     futures = {i: _start_daemon(build, i) for i in todo}
                     for i in slow:
@@ -337,6 +377,9 @@ class Bench:
                                 self._background.setdefault(key, futures[i])
                             futures[i].add_done_callback(partial(forget, key))
                     wait([futures[i] for i in fast])
+                    built_here.wait()
+                    # every benchmark loop ended before building them (it could not start)
+                    settle_here(["its benchmark worker ended before building it"] * len(here))
                     quick_started.set()
                     quick_builds_s = time.monotonic() - start
                     if slow and config.build_wait_s is not None:
@@ -429,6 +472,12 @@ def _start_daemon(fn: Callable[..., None], *args: Any) -> Future[None]:
 
     threading.Thread(target=body, name="tilefuse-autotune-build", daemon=True).start()
     return future
+
+
+def _builds_in_worker(choice: Any) -> bool:
+    """A choice whose ``compile()`` may run on several threads at once
+    (``thread_safe_build``): built in the benchmark workers, not in the compile pool."""
+    return bool(getattr(choice, "thread_safe_build", False))
 
 
 def _slow_uncached(choice: Any) -> bool:

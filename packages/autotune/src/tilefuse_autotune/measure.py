@@ -272,6 +272,31 @@ def sustained(
     return times
 
 
+def build_all(begin: Callable[[], None], choices: Sequence[plugin.Choice]) -> list[str | None]:
+    """Worker task: build ``choices`` (each ``thread_safe_build``) on threads of this
+    process, so that its own measurements find them built; per choice ``None`` (built) or
+    why its build failed."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    begin()
+    started = time.perf_counter()
+
+    def build(choice: plugin.Choice) -> str | None:
+        try:
+            choice.compile()
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    threads = max(1, min(len(choices), os.cpu_count() or 1, 16))
+    with ThreadPoolExecutor(threads, thread_name_prefix="tilefuse-build") as pool:
+        errors = list(pool.map(build, choices))
+    log.debug("built %d choices on %d threads in %.2f s", len(choices), threads,
+              time.perf_counter() - started)  # fmt: skip
+    return errors
+
+
 _builds_here = 0  # builds this compile worker ran, for the debug log
 
 

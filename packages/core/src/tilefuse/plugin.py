@@ -541,6 +541,12 @@ class Choice(Protocol):
     ``build_key() -> str``, equal for choices that share one artifact (one build serves
     them all).
 
+    Optional attribute ``thread_safe_build`` (absent means ``False``): ``True`` when
+    ``compile()`` may run on several threads of one process at once and takes about a
+    second (a Triton JIT build). The autotuner then builds such choices on threads of each
+    benchmark worker, not in its compile workers: one GPU start-up instead of one per
+    compile worker, and the measuring process finds them built.
+
     Optional attribute ``vendor_first`` (absent means ``False``): ``True`` when the
     choice runs the vendor library's product and then the epilogue as one separate pass,
     which is what a graph that leaves the epilogue unfused runs. A measuring autotuner

@@ -30,6 +30,7 @@ class TritonGemmChoice:
     """
 
     any_size = True
+    thread_safe_build = True  # module loads are locked; Triton compiles on any thread
     name: str
     op: str
     config: GemmConfig
