@@ -19,6 +19,7 @@ from tilefuse import plugin
 
 CALLS = []
 ASKED = []
+WARMED = []
 REFUSE = {refuse!r}
 
 class Picked:
@@ -37,6 +38,8 @@ class Selector:
     def select(self, op, inputs, layout, epilogue):
         CALLS.append((op, [s.kind for s in epilogue.steps]))
         return Picked(op, epilogue)
+    def warm_up(self, device_type):
+        WARMED.append(device_type)
 
 SELECTOR = Selector()
 """
@@ -102,6 +105,22 @@ def test_an_epilogue_the_selector_refuses_runs_as_its_own_kernel_with_the_reason
     [kernel] = _template_kernels(reports)
     assert len(kernel.nodes) == 1 and kernel_count(reports) == 2
     assert any("no template provider accepts it: fake: no tanh" in r for r in reports[0].refusals)
+
+
+@pytest.mark.parametrize("mode", ["default", "off"])
+def test_the_selector_warms_up_once_per_device_type_unless_autotuning_is_off(
+    selectors, monkeypatch, mode
+):
+    from tilefuse import dynamo_backend
+
+    monkeypatch.setattr(dynamo_backend, "_warmed_device_types", set())
+    monkeypatch.setenv("TILEFUSE_AUTOTUNE", mode)
+    selectors("fake", FAKE_SELECTOR.format(name="fake", refuse=None))
+    a, b = torch.randn(5, 7), torch.randn(7, 3)
+    check(lambda a, b: torch.relu(a @ b), a, b)
+    check(lambda a, b: torch.tanh(a @ b) + 1, a, b)
+    warmed = sys.modules["acme_selector_fake"].WARMED
+    assert warmed == ([] if mode == "off" else ["cpu"])
 
 
 def test_a_broken_selector_is_skipped_and_the_gemm_runs_eagerly(selectors, caplog):

@@ -208,10 +208,12 @@ def accepts(
 
 
 def warm_workers(device: str, bench: benchmark.Bench | None = None) -> None:
-    """On the first CUDA GEMM this process compiles (in any mode but ``off``), start the
-    worker zygote (``zygote``) in the background: a measuring selection later in this
-    process (``quick``, ``max``) then forks its workers in milliseconds instead of starting
-    interpreters that import torch for seconds. ``TILEFUSE_WORKER_ZYGOTE=0`` turns it off."""
+    """On a CUDA ``device`` (``"cuda"``, ``"cuda:N"``), start the worker zygote
+    (``zygote``) in the background if it is not running: a measuring selection later in
+    this process (``quick``, ``max``) then forks its workers in milliseconds instead of
+    starting interpreters that import torch for seconds. Core calls it (the selector's
+    ``warm_up``) at the first CUDA graph a process compiles in any mode but ``off``;
+    ``select`` and ``accepts`` as well. ``TILEFUSE_WORKER_ZYGOTE=0`` turns it off."""
     if device_type(device) == "cuda":
         (bench or benchmark.shared_bench()).zygote()
 

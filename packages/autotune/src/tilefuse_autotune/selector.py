@@ -37,6 +37,12 @@ class AutotuneSelector:
 
         return select(op, None, inputs, layout, epilogue)
 
+    def warm_up(self, device_type: str) -> None:
+        """Start the worker zygote in the background on CUDA (``selection.warm_workers``)."""
+        from .selection import warm_workers
+
+        warm_workers(device_type)
+
     def __repr__(self) -> str:
         return "AutotuneSelector()"
 

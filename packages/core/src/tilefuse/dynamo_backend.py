@@ -38,7 +38,7 @@ from torch._dynamo.exc import RestartAnalysis
 from torch._functorch.aot_autograd import make_boxed_func
 
 from . import compile_options, config, counters, cuda_graphs, plugin
-from .backend_selection import owner, served_device_types
+from .backend_selection import owner, served_device_types, template_selector
 from .errors import NoBackendError, TilefuseError
 from .frontend.decompositions import decomposition_table
 from .frontend.dynamo_passes import dense_attention_masks
@@ -507,6 +507,28 @@ def _symbolic_failure(exc: BaseException) -> str:
     return f"it could not be traced for every size ({_describe(exc)})"
 
 
+_warmed_device_types: set[str] = set()
+
+
+def _warm_selector(device_types: Sequence[str], settings: Mapping[str, Any]) -> None:
+    """At the first graph this process compiles for a device type, in any autotune mode but
+    ``off``, let the template selector start what a later selection needs
+    (``plugin.TemplateSelector``'s optional ``warm_up``); never fails the compile."""
+    new = [d for d in device_types if d not in _warmed_device_types]
+    if not new:
+        return
+    _warmed_device_types.update(new)
+    try:
+        with config.overrides(settings):
+            if config.autotune_mode() == "off":
+                return
+        warm_up = getattr(template_selector(), "warm_up", None)
+        for device_type in new if callable(warm_up) else ():
+            warm_up(device_type)
+    except Exception as exc:  # a warm-up is an optimisation: the compile goes on
+        log.debug("tilefuse: the template selector's warm-up failed: %s", exc)
+
+
 def tilefuse_backend(
     gm: torch.fx.GraphModule,
     example_inputs: Sequence[Any],
@@ -544,6 +566,7 @@ def tilefuse_backend(
             _warn_once(f"{exc} Running this graph eagerly.")
             counters.bump("graphs_fallen_back")
             return gm.forward
+    _warm_selector(graph_device_types(example_inputs), settings)
     if _is_symbolic(example_inputs):
         with config.overrides(settings):
             dynamic = config.dynamic_sizes()

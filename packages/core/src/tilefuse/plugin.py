@@ -634,6 +634,11 @@ class TemplateSelector(Protocol):
     ``Verdict.yes()`` when at least one provider ``accepts`` the request, else a
     ``Verdict.no`` naming each provider's reason. The scheduler asks it once per
     candidate epilogue and fuses the epilogue only on a yes. Never raises.
+
+    Optional ``warm_up(device_type)``: called once per process and device type
+    (``"cuda"``...), at the first graph compiled for it in any autotune mode but ``off``,
+    before tracing; it may start background work a later ``select`` needs (the autotuner
+    starts the process its benchmark workers fork from) and must return at once.
     """
 
     name: str
