@@ -143,29 +143,30 @@ def sustained_ms(
         for _ in range(counts[i]):
             fns[i]()
 
-    order = list(range(len(fns)))
     cuda = device_type(device) == "cuda"
     if cuda:
         import torch
 
-        event = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
+    def mark() -> Any:
+        """A point in time: a recorded CUDA event on the device, else the wall clock."""
+        if not cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def elapsed_ms(start: Any, end: Any) -> float:
+        return float(start.elapsed_time(end)) if cuda else (end - start) * 1e3
+
+    order = list(range(len(fns)))
     spans: list[list[tuple[Any, Any]]] = [[] for _ in fns]
     for i in order:
         segment(i)
     for r in range(rounds):
         for i in order if r % 2 == 0 else order[::-1]:
-            if cuda:
-                start, end = event(), event()
-                start.record()
-                segment(i)
-                end.record()
-            else:
-                start = time.perf_counter()
-                segment(i)
-                end = time.perf_counter()
-            spans[i].append((start, end))
+            start = mark()
+            segment(i)
+            spans[i].append((start, mark()))
     if cuda:
         torch.cuda.synchronize()
-        return [statistics.median(s.elapsed_time(e) / counts[i] for s, e in spans[i])
-                for i in order]  # fmt: skip
-    return [statistics.median((e - s) * 1e3 / counts[i] for s, e in spans[i]) for i in order]
+    return [statistics.median(elapsed_ms(s, e) / counts[i] for s, e in spans[i]) for i in order]

@@ -279,12 +279,12 @@ def serve(sock: socket.socket, path: list[str]) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select below
     statuses: dict[int, int] = {}  # pid -> write end of its status pipe
     while True:
-        readable, _, _ = select.select([sock, wake_r], [], [])
+        readable, _, _ = select.select([sock.fileno(), wake_r], [], [])
         if wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 512)
         _reap(statuses)
-        if sock not in readable:
+        if sock.fileno() not in readable:
             continue
         try:
             data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 8)
