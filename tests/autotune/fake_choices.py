@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from typing import Any
 
 import torch
@@ -242,13 +243,14 @@ class SleepyRecordingChoice(RecordingChoice):
 
 class ThreadBuiltChoice(RecordingChoice):
     """A ``thread_safe_build`` choice: its build appends ``"<pid> build <thread name>"`` to
-    ``log``, its runs what ``RecordingChoice`` appends; ``fail`` makes the build fail."""
+    ``log``, its runs what ``RecordingChoice`` appends; ``fail`` makes the build fail,
+    ``crash`` makes it kill its process."""
 
     thread_safe_build = True
 
-    def __init__(self, name: str, log: str, fail: bool = False) -> None:
+    def __init__(self, name: str, log: str, fail: bool = False, crash: bool = False) -> None:
         super().__init__(name, log)
-        self.fail = fail
+        self.fail, self.crash = fail, crash
 
     def compile(self) -> None:
         import threading
@@ -257,3 +259,20 @@ class ThreadBuiltChoice(RecordingChoice):
             f.write(f"{os.getpid()} build {threading.current_thread().name}\n")
         if self.fail:
             raise ChoiceFailed("fake build error: no such tile")
+        if self.crash:
+            os.abort()
+
+
+_RUNS_IN_THIS_PROCESS: Counter = Counter()
+
+
+class WrongLaterChoice(_Fake):
+    """Correct on its first run in a process, zeros after: passes a one-run check, then a
+    later check in the same worker finds it wrong."""
+
+    def run(self, a: Any, b: Any, *, out: Any) -> None:
+        _RUNS_IN_THIS_PROCESS[self.name] += 1
+        if _RUNS_IN_THIS_PROCESS[self.name] == 1:
+            torch.mm(a, b, out=out)
+        else:
+            out.zero_()

@@ -82,3 +82,11 @@ def test_what_the_default_mode_runs_is_the_baseline():
     assert _default_equivalent(tuned, extern, vendor, gelu) is vendor  # the vendor's epilogue
     assert _default_equivalent(tuned, extern, None, gelu) is unfused  # left unfused
     assert _default_equivalent([extern, fused], extern, None, gelu) is None
+
+
+def test_a_winner_found_wrong_in_the_sustained_loop_gives_way_to_the_default_pick(tune):
+    from tests.autotune.fake_choices import WrongLaterChoice
+
+    sel = tune(WrongLaterChoice("ms4.8"))
+    assert sel.label == "extern/torch.mm", sel.summary
+    assert "failed (WrongResult" in sel.summary

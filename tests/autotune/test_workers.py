@@ -338,3 +338,22 @@ def test_thread_safe_builds_run_on_threads_of_the_measuring_worker(tmp_path, one
     first_builds = builds[:3]  # then each measurement calls compile() again, a cache hit
     assert {pid for pid, _ in first_builds} == runs
     assert all(thread.startswith("tilefuse-build") for _, thread in first_builds)
+
+
+def test_a_thread_built_choice_that_kills_its_worker_fails_alone(tmp_path, one_cpu_worker):
+    """The benchmark worker dies building one of them: each is then built alone in the
+    compile pool, where only that one fails; the others are measured."""
+    from tests.autotune.fake_choices import ThreadBuiltChoice
+
+    log = tmp_path / "log"
+    offered = [ThreadBuiltChoice("t1", str(log)), ThreadBuiltChoice("boom", str(log), crash=True),
+               ThreadBuiltChoice("t2", str(log))]  # fmt: skip
+    tuner = Autotuner(cache=WinnersCache(tmp_path / "c"), bench_config=FAST_LIMITS,
+                      bench=one_cpu_worker)  # fmt: skip
+    inputs, layout = mm_problem()
+    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+
+    assert set(sel.failures) == {"explicit/boom"}, sel.summary
+    reason, detail = sel.failures["explicit/boom"]
+    assert reason == "compile error" and "SIGABRT" in detail
+    assert {"explicit/t1", "explicit/t2"} <= set(sel.timings_ms)

@@ -125,3 +125,30 @@ def test_released_workers_keep_the_zygote_and_closing_the_bench_stops_it():
         assert zygote._proc is None  # waited for: the zygote exited
     finally:
         bench.close()
+
+
+def test_a_setting_removed_since_the_zygote_started_is_gone_in_its_workers(monkeypatch):
+    monkeypatch.setenv("TILEFUSE_TEST_SETTING", "there when the zygote started")
+    z = Zygote(env=dict(os.environ), cwd=os.sep)
+    try:
+        assert z.ready(120)
+        monkeypatch.delenv("TILEFUSE_TEST_SETTING")
+        worker = Worker(zygote=z)
+        try:
+            assert worker.call(report, "unset", timeout_s=60)["setting"] is None
+        finally:
+            worker.close()
+    finally:
+        z.close()
+
+
+def test_closing_a_zygote_that_is_still_starting_stops_it_at_once():
+    import time
+
+    z = Zygote(env=dict(os.environ), cwd=os.sep)
+    z.start()
+    time.sleep(0.2)  # its process runs, importing
+    started = time.monotonic()
+    z.close()
+    assert time.monotonic() - started < 3.0  # not the 5 s wait for a ready one's exit
+    assert not z.ready(30)  # and it never becomes ready

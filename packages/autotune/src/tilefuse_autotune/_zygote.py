@@ -13,7 +13,10 @@ import sys
 
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
-    sys.path[:] = pickle.loads(sock.recv(1 << 20))
+    path = sock.recv(1 << 20)
+    if not path:
+        return  # the owner closed before the zygote started
+    sys.path[:] = pickle.loads(path)
     from tilefuse_autotune.zygote import serve
 
     serve(sock, sys.path)

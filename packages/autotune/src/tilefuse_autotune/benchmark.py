@@ -260,17 +260,23 @@ class Bench:
                 slow.append(i)
             else:
                 (here if _builds_in_worker(choice) else fast).append(i)
-        built_here = threading.Event()  # the ``here`` choices are queued or failed
-        here_settled = [not here]  # under ``state``: their outcomes are decided
+        built_here = threading.Event()  # the ``here`` choices are queued, failed or handed on
+        here_settled = [not here]  # under ``state``: their fate is decided
+        here_to_pool: list[int] = []  # their worker died building them: build each alone
         if not here:
             built_here.set()
 
-        def settle_here(errors: Sequence[str | None]) -> None:
-            """Queue each built ``here`` choice, fail the others; only the first call acts."""
+        def settle_here(errors: Sequence[str | None] | None) -> None:
+            """Queue each built ``here`` choice and fail the others, or with ``None`` hand
+            them all to the compile pool; only the first call acts."""
             with state:
                 if here_settled[0]:
                     return
                 here_settled[0] = True
+            if errors is None:
+                here_to_pool.extend(here)
+                built_here.set()
+                return
             for i, error in zip(here, errors):
                 if error is not None:
                     finish(i, Outcome(labels[i], reason=COMPILE, detail=error))
@@ -283,11 +289,17 @@ class Bench:
         def build_in(worker: Worker, name: str) -> None:
             """Build the ``here`` choices on the worker's threads; the first worker done
             queues each built one (every worker builds them all: it measures any of them)."""
+            errors: list[str | None] | None
             try:
                 errors = worker.call(measure.build_all, [choices[i] for i in here],
                                      timeout_s=config.compile_timeout_s)  # fmt: skip
             except WorkerFailure as exc:
-                errors = [f"built in benchmark worker {name}: {_text(exc)}"] * len(here)
+                # One build crashed or hung the worker: which one is unknown, so each is
+                # built alone in the compile pool, where only the bad one fails.
+                log.info("tilefuse: building %d choices in benchmark worker %s failed (%s); "
+                         "building each in a compile worker",
+                         len(here), name, _text(exc))  # fmt: skip
+                errors = None
             except Exception as exc:  # the call could not be made: it does not pickle, say
                 errors = [f"build not run: {_text(exc)}"] * len(here)
             log.debug("autotune timeline: +%.2f s: %d choices built in benchmark worker %s",
@@ -313,7 +325,7 @@ class Bench:
         todo = fast + slow
         size = max(1, config.compile_workers or min(16, (os.cpu_count() or 1) - len(slots)))
         idle: queue.Queue[Worker] = queue.Queue()
-        for w in self._compile_pool(min(size, len(todo))) if todo else ():
+        for w in self._compile_pool(min(size, len(todo) + len(here))) if todo or here else ():
             idle.put(w)
         keys = {i: _build_key(choices[i]) for i in slow}
         slow_set = set(slow)
@@ -380,6 +392,7 @@ class Bench:
                     built_here.wait()
                     # every benchmark loop ended before building them (it could not start)
                     settle_here(["its benchmark worker ended before building it"] * len(here))
+                    wait([_start_daemon(build, i) for i in here_to_pool])
                     quick_started.set()
                     quick_builds_s = time.monotonic() - start
                     if slow and config.build_wait_s is not None:
@@ -632,13 +645,15 @@ def sustained_times(
     expected_ms: Sequence[float],
     config: BenchConfig,
     bench: Bench | None = None,
-) -> list[float] | None:
+) -> tuple[list[float] | None, str | None]:
     """``choices``' times compared in one sustained loop (``measure.sustained``) on the
-    benchmark worker of the problem's own device; ``None`` when that failed (logged)."""
+    benchmark worker of the problem's own device: ``(times, None)``, or ``(None, why)``
+    when it failed (``why`` starts with ``WrongResult`` when a choice's output no longer
+    matched extern)."""
     bench = bench or shared_bench()
     name, env = bench.worker_slots(problem.layout.device)[0]
     try:
-        return bench.bench_worker(name, env).call(
+        times = bench.bench_worker(name, env).call(
             measure.sustained,
             problem,
             list(choices),
@@ -646,9 +661,11 @@ def sustained_times(
             timeout_s=config.timeout_s,
             prepare_timeout_s=config.compile_timeout_s,
         )
-    except Exception as exc:  # a comparison that cannot run leaves the measured winner
-        log.info("tilefuse: the sustained comparison did not run: %s", _text(exc))
-        return None
+    except Exception as exc:
+        why = str(exc) if isinstance(exc, TaskError) else _text(exc)
+        log.info("tilefuse: the sustained comparison did not run: %s", why)
+        return None, why
+    return times, None
 
 
 def worker_counts(outcomes: Sequence[Outcome]) -> dict[str, int]:

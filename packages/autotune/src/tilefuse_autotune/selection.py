@@ -180,7 +180,7 @@ def accepts(
     answers something that is not a ``plugin.Verdict``, counts as a refusal and is logged.
     """
     if config.autotune_mode() != "off":
-        warm_workers(layout.device)
+        warm_workers(layout.device)  # never raises
     if vendor_epilogue_choice(op, inputs, layout, epilogue) is not None:
         return plugin.Verdict.yes()
     reasons = []
@@ -213,9 +213,14 @@ def warm_workers(device: str, bench: benchmark.Bench | None = None) -> None:
     this process (``quick``, ``max``) then forks its workers in milliseconds instead of
     starting interpreters that import torch for seconds. Core calls it (the selector's
     ``warm_up``) at the first CUDA graph a process compiles in any mode but ``off``;
-    ``select`` and ``accepts`` as well. ``TILEFUSE_WORKER_ZYGOTE=0`` turns it off."""
-    if device_type(device) == "cuda":
+    ``select`` and ``accepts`` as well. Never raises. ``TILEFUSE_WORKER_ZYGOTE=0`` turns it
+    off."""
+    if device_type(device) != "cuda":
+        return
+    try:
         (bench or benchmark.shared_bench()).zygote()
+    except Exception as exc:  # an optimisation: without it workers start the slow way
+        log.debug("tilefuse: the worker zygote was not started: %s", exc)
 
 
 # A measured winner less than this factor faster than what the default mode runs is
@@ -223,6 +228,8 @@ def warm_workers(device: str, bench: benchmark.Bench | None = None) -> None:
 SUSTAINED_WINDOW = 1.10
 SUSTAINED_TIE = 1.01  # in that loop, the winner must be this much faster to stay
 SUSTAINED_DEVICE_TYPES = ("cuda",)
+# Below this, a back-to-back loop times the launches more than the kernels.
+SUSTAINED_MIN_MS = 0.05
 
 
 def _default_equivalent(
@@ -248,6 +255,8 @@ def _worth_sustained(
     """Whether the measured ``winner`` beat ``baseline`` by too little to trust flushed,
     isolated runs alone (``SUSTAINED_WINDOW``): then a sustained loop decides."""
     if winner is baseline or device_type(device) not in SUSTAINED_DEVICE_TYPES:
+        return False
+    if timings[winner.label] < SUSTAINED_MIN_MS:  # back to back, launches would be timed
         return False
     base = timings.get(baseline.label)
     return base is not None and base <= SUSTAINED_WINDOW * timings[winner.label]
@@ -592,7 +601,7 @@ class Autotuner:
         (``timing.sustained_ms``; ties within ``SUSTAINED_TIE`` go to ``baseline``), and a
         note for the summary. Where the loop cannot run, ``winner``."""
         pair = [winner, baseline]
-        times = benchmark.sustained_times(
+        times, why = benchmark.sustained_times(
             problem,
             [c.choice for c in pair],
             [timings[c.label] for c in pair],
@@ -600,6 +609,8 @@ class Autotuner:
             self.bench,
         )
         if times is None:
+            if (why or "").startswith("WrongResult"):  # it passed once: not to be trusted
+                return baseline, f"; sustained comparison: {winner.label} failed ({why})"
             return winner, "; sustained comparison with the default's pick failed"
         pick = winner if times[0] * SUSTAINED_TIE < times[1] else baseline
         return pick, (

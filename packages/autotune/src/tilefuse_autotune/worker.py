@@ -111,8 +111,14 @@ class Worker:
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
         env = child_env({**os.environ, **self._env})
+        forked, sent = self._fork(env, task_r, result_w)
+        if forked is None and sent:  # a lost child may hold those pipe ends: new ones
+            for fd in (task_r, task_w, result_r, result_w):
+                os.close(fd)
+            task_r, task_w = os.pipe()
+            result_r, result_w = os.pipe()
         try:
-            self._proc = self._fork(env, task_r, result_w) or subprocess.Popen(
+            self._proc = forked or subprocess.Popen(
                 [sys.executable, "-I", _CHILD_SCRIPT, str(task_r), str(result_w)],
                 pass_fds=(task_r, result_w),
                 env=env,
@@ -130,20 +136,23 @@ class Worker:
         self._to_child.send(child_sys_path())
         self._expect("ready", STARTUP_TIMEOUT_S)
 
-    def _fork(self, env: dict[str, str], task_r: int, result_w: int) -> ForkedProcess | None:
+    def _fork(
+        self, env: dict[str, str], task_r: int, result_w: int
+    ) -> tuple[ForkedProcess | None, bool]:
         """The child forked by the zygote, or ``None`` (no zygote, or it cannot fork now:
-        the caller spawns a fresh interpreter instead)."""
+        the caller spawns a fresh interpreter instead); and whether a failed request went
+        out with the pipe ends (``ZygoteUnavailable.sent``)."""
         if self._zygote is None:
-            return None
+            return None, False
         asked = time.monotonic()
         try:
             child = self._zygote.spawn(env, (task_r, result_w))
         except ZygoteUnavailable as exc:
             log.debug("tilefuse: spawning a worker, not forking it: %s", exc)
-            return None
+            return None, exc.sent
         log.debug("tilefuse: worker %d forked by the zygote in %.2f s", child.pid,
                   time.monotonic() - asked)  # fmt: skip
-        return child
+        return child, False
 
     def _expect(self, tag: str, timeout_s: float) -> Any:
         assert self._from_child is not None

@@ -61,7 +61,12 @@ IMPORT_TIME_SETTINGS = ("TRITON_INTERPRET",)
 
 
 class ZygoteUnavailable(Exception):
-    """The zygote cannot fork a worker now; ``str(exc)`` says why."""
+    """The zygote cannot fork a worker now; ``str(exc)`` says why. ``sent``: the request
+    had gone out (a child may hold the pipe ends it carried)."""
+
+    def __init__(self, reason: str, sent: bool = False) -> None:
+        super().__init__(reason)
+        self.sent = sent
 
 
 def enabled() -> bool:
@@ -76,37 +81,41 @@ class ForkedProcess:
     """A worker forked by the zygote, as much of ``subprocess.Popen`` as ``Worker`` uses.
 
     Its exit code arrives on the status pipe the zygote writes when it reaps the child;
-    negative codes name signals, as ``Popen.returncode`` does.
+    negative codes name signals, as ``Popen.returncode`` does. Thread-safe: ``Worker.close``
+    may kill it while another thread waits for it.
     """
 
     def __init__(self, pid: int, status_fd: int) -> None:
         self.pid = pid
         self._status_fd = status_fd
+        self._lock = threading.Lock()
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        return self.wait(timeout=0) if self.returncode is None else self.returncode
+        return self.wait(timeout=0)
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """The exit code once the child is reaped; ``None`` when ``timeout`` passed first
-        (``subprocess.Popen.wait`` raises there; ``Worker`` only waits after a kill or with
-        a zero timeout)."""
-        if self.returncode is not None:
+        """The exit code once the child is reaped. With ``timeout`` 0: ``None`` while it
+        runs; with a longer one, ``subprocess.TimeoutExpired`` when it passes first."""
+        with self._lock:
+            if self.returncode is not None:
+                return self.returncode
+            poller = select.poll()  # not select.select: descriptors may be above 1023
+            poller.register(self._status_fd, select.POLLIN)
+            if not poller.poll(None if timeout is None else int(timeout * 1000)):
+                if timeout:
+                    raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+                return None
+            raw = os.read(self._status_fd, 64)
+            fd, self._status_fd = self._status_fd, -1
+            os.close(fd)
+            try:
+                self.returncode = int(raw.decode())
+            except ValueError:
+                # End of file without a code: the zygote is gone and so is the child (it
+                # keeps its own copy of the pipe's write end open until it exits).
+                self.returncode = -int(signal.SIGKILL)
             return self.returncode
-        ready, _, _ = select.select([self._status_fd], [], [], timeout)
-        if not ready:
-            if timeout:
-                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
-            return None
-        raw = os.read(self._status_fd, 64)
-        os.close(self._status_fd)
-        try:
-            self.returncode = int(raw.decode())
-        except ValueError:
-            # End of file without a code: the zygote is gone and so is the child (it keeps
-            # its own copy of the pipe's write end open until it exits). Its code is lost.
-            self.returncode = -int(signal.SIGKILL)
-        return self.returncode
 
     def kill(self) -> None:
         # Reaped already (its status is in): its pid may belong to another process now.
@@ -115,7 +124,7 @@ class ForkedProcess:
                 os.kill(self.pid, signal.SIGKILL)
 
     def __del__(self) -> None:
-        if self.returncode is None:
+        if self._status_fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._status_fd)
 
@@ -126,17 +135,19 @@ class Zygote:
     def __init__(self, env: Mapping[str, str] | None = None, cwd: str = os.sep) -> None:
         self._start_env = dict(os.environ if env is None else env)
         self._cwd = cwd
-        self._lock = threading.Lock()  # one request/answer at a time on the socket
+        self._lock = threading.Lock()  # guards the state below; one request at a time
         self._started = threading.Event()  # the start ended, ready or not
         self._starting = False
-        self._sock: socket.socket | None = None
+        self._closed = False
+        self._boot_sock: socket.socket | None = None  # while starting
+        self._sock: socket.socket | None = None  # once ready
         self._proc: subprocess.Popen[bytes] | None = None
         self._error: str | None = None
 
     def start(self) -> None:
         """Begin starting the zygote in the background (idempotent); ``spawn`` waits."""
         with self._lock:
-            if self._starting:
+            if self._starting or self._closed:
                 return
             self._starting = True
         threading.Thread(target=self._boot, name="tilefuse-zygote", daemon=True).start()
@@ -147,14 +158,20 @@ class Zygote:
         booted = time.monotonic()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            env = self._start_env
-            self._proc = subprocess.Popen(
-                [sys.executable, "-I", _ZYGOTE_SCRIPT, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                cwd=self._cwd,
-            )
+            # Any CUDA check an import makes asks NVML, not the driver: a fork must find
+            # the driver untouched. (Forked workers get the requester's variables.)
+            env = {**self._start_env, "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+            with self._lock:
+                if self._closed:
+                    raise ZygoteUnavailable("closed while starting")
+                self._boot_sock = mine
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-I", _ZYGOTE_SCRIPT, str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    cwd=self._cwd,
+                )
             theirs.close()
             mine.sendall(pickle.dumps(child_sys_path()))
             mine.settimeout(STARTUP_TIMEOUT_S)
@@ -162,13 +179,20 @@ class Zygote:
             mine.settimeout(None)
             if answer[0] != "ready":
                 raise ZygoteUnavailable(str(answer[1]))
-            self._sock = mine
+            with self._lock:
+                if self._closed:
+                    raise ZygoteUnavailable("closed while starting")
+                self._sock, self._boot_sock = mine, None
             log.debug("tilefuse: worker zygote %d ready in %.2f s", self._proc.pid,
                       time.monotonic() - booted)  # fmt: skip
         except Exception as exc:
-            self._error = f"{type(exc).__name__}: {exc}"
-            log.info("tilefuse: the worker zygote did not start (%s); workers start as "
-                     "fresh processes", self._error)  # fmt: skip
+            with self._lock:
+                closed = self._closed
+                self._error = self._error or f"{type(exc).__name__}: {exc}"
+                self._boot_sock = None
+            if not closed:
+                log.info("tilefuse: the worker zygote did not start (%s); workers start as "
+                         "fresh processes", self._error)  # fmt: skip
             mine.close()
             with contextlib.suppress(OSError):
                 theirs.close()
@@ -183,7 +207,8 @@ class Zygote:
 
     def spawn(self, env: Mapping[str, str], pass_fds: Sequence[int]) -> ForkedProcess:
         """Fork a worker with ``env`` whose pipe ends are ``pass_fds`` (kept open here: the
-        caller closes its copies). Raises ``ZygoteUnavailable``."""
+        caller closes its copies). Raises ``ZygoteUnavailable``; its ``sent`` is ``True``
+        when the request went out, so a child may hold those pipe ends: make new ones."""
         from .worker import STARTUP_TIMEOUT_S
 
         self.start()
@@ -205,14 +230,14 @@ class Zygote:
                 data, got, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 1)
             except OSError as exc:
                 self._fail(f"the zygote stopped answering ({exc})")
-                raise ZygoteUnavailable(self._error or "") from None
+                raise ZygoteUnavailable(self._error or "", sent=True) from None
             finally:
                 for fd, std in zip(streams, (1, 2)):
                     if fd != std:
                         os.close(fd)
             if not data:
                 self._fail("the zygote exited")
-                raise ZygoteUnavailable(self._error or "")
+                raise ZygoteUnavailable(self._error or "", sent=True)
             answer = pickle.loads(data)
             if answer[0] != "forked" or len(got) != 1:
                 for fd in got:
@@ -221,6 +246,7 @@ class Zygote:
             return ForkedProcess(answer[1], got[0])
 
     def _fail(self, reason: str) -> None:
+        """With the lock held: the zygote is unusable from now on."""
         self._error = reason
         if self._sock is not None:
             self._sock.close()
@@ -234,21 +260,27 @@ class Zygote:
             proc.wait()
 
     def close(self) -> None:
-        """Stop the zygote (its forked workers are not touched: their owners close them)."""
-        self._started.wait(0)
+        """Stop the zygote: a ready one exits at the end of its socket (killed after 5 s),
+        a starting one is killed now. Its forked workers are left to their owners."""
         with self._lock:
-            sock, self._sock = self._sock, None
+            self._closed = True
             self._error = self._error or "the zygote is closed"
+            sock, self._sock = self._sock, None
+            proc = self._proc
+            booting = self._boot_sock
         if sock is not None:
             sock.close()  # end of file: the zygote exits
-        proc = self._proc
+        elif booting is not None and proc is not None:
+            proc.kill()  # its start-up ends with an error: nothing to wait for
         if proc is not None:
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            self._proc = None
+            with self._lock:
+                if self._proc is proc:
+                    self._proc = None
 
 
 def _stream_fd(fd: int) -> int:
@@ -267,6 +299,7 @@ def serve(sock: socket.socket, path: list[str]) -> None:
     """The zygote's loop (``_zygote.py``, once ``sys.path`` is ``path``): preload, answer
     ``ready``, fork on request until the owner's socket closes. Never returns in a forked
     child."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the owner to handle
     problem = _preload()
     if problem is not None:
         sock.sendall(pickle.dumps(("error", problem)))
@@ -278,8 +311,11 @@ def serve(sock: socket.socket, path: list[str]) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select below
     statuses: dict[int, int] = {}  # pid -> write end of its status pipe
+    poller = select.poll()  # not select.select: descriptors may be above 1023
+    poller.register(sock.fileno(), select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
     while True:
-        readable, _, _ = select.select([sock.fileno(), wake_r], [], [])
+        readable = {fd for fd, _ in poller.poll()}
         if wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 512)
@@ -363,6 +399,7 @@ def _become_worker(
         sock.close()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a spawned worker
         for fd in inherited:  # not this child's own status write end: see ForkedProcess
             with contextlib.suppress(OSError):
                 os.close(fd)
