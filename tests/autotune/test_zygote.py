@@ -35,6 +35,16 @@ def abort(begin) -> None:
     os.abort()
 
 
+def _assert_spawned(zygote: Zygote) -> None:
+    """A worker asked of ``zygote`` is a fresh interpreter (it imported torch itself)."""
+    worker = Worker(zygote=zygote)
+    try:
+        assert worker.call(report, "spawned", timeout_s=120)["torch_preloaded"] is False
+        assert isinstance(worker._proc, subprocess.Popen)
+    finally:
+        worker.close()
+
+
 @pytest.fixture
 def zygote():
     z = Zygote(env=dict(os.environ), cwd=os.sep)
@@ -74,12 +84,7 @@ def test_a_forked_worker_that_dies_reports_the_signal_and_is_forked_again(zygote
 def test_without_a_zygote_workers_are_spawned(zygote):
     zygote._proc.kill()  # the zygote dies: the next request finds its socket closed
     zygote._proc.wait()
-    worker = Worker(zygote=zygote)
-    try:
-        assert worker.call(report, "spawned", timeout_s=120)["torch_preloaded"] is False
-        assert isinstance(worker._proc, subprocess.Popen)
-    finally:
-        worker.close()
+    _assert_spawned(zygote)
 
 
 def test_a_closed_zygote_leaves_its_forked_workers_serving(zygote):
@@ -106,12 +111,7 @@ def test_a_worker_wanting_another_interpreter_setting_is_spawned(zygote, monkeyp
     with another value than the zygote imported under must import for itself."""
     flipped = "0" if os.environ.get("TRITON_INTERPRET") == "1" else "1"
     monkeypatch.setenv("TRITON_INTERPRET", flipped)
-    worker = Worker(zygote=zygote)
-    try:
-        assert worker.call(report, "own imports", timeout_s=120)["torch_preloaded"] is False
-        assert isinstance(worker._proc, subprocess.Popen)
-    finally:
-        worker.close()
+    _assert_spawned(zygote)
 
 
 def test_released_workers_keep_the_zygote_and_closing_the_bench_stops_it():
