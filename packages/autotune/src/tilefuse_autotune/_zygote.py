@@ -19,7 +19,7 @@ def main() -> None:
     sys.path[:] = pickle.loads(path)
     from tilefuse_autotune.zygote import serve
 
-    serve(sock, sys.path)
+    serve(sock)
 
 
 if __name__ == "__main__":

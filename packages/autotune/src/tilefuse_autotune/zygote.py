@@ -13,16 +13,18 @@ Contract:
 - ``Zygote.spawn(env, pass_fds)`` returns a ``ForkedProcess`` (``pid``, ``poll``, ``wait``,
   ``kill``, as ``subprocess.Popen``; exit statuses included) or raises ``ZygoteUnavailable``
   when the zygote cannot start or has died, so that the caller spawns a worker itself.
-- The first ``spawn`` starts the zygote and waits for it (never longer than a spawned
-  worker's own start-up would take); ``start()`` begins that early, in the background.
-- The zygote exits when its owner closes it or exits: it reads its control socket until
-  end of file. Its children are workers: they exit when their task pipe closes.
+- The first ``spawn`` starts the zygote and waits for it (as long as a spawned worker's
+  start-up may take, ``worker.STARTUP_TIMEOUT_S``: a zygote that started earlier is never
+  slower than a fresh interpreter); ``start()`` begins that early, in the background.
+- The zygote exits at the end of its control socket: when its owner closes it (``close``;
+  one still starting is killed) or exits. Its children are workers: they exit when their
+  task pipe closes.
 
 Protocol (owner -> zygote, one ``SOCK_SEQPACKET`` message each): first ``sys.path``; then
-requests ``(env, fd_numbers)`` carrying the worker's pipe ends and the owner's stdout and
-stderr as ancillary descriptors. Zygote -> owner: ``("ready",)`` or ``("error", text)`` once,
-then ``("forked", pid)`` with the read end of that child's status pipe, on which the zygote
-writes the child's exit code when it reaps it.
+requests, each the worker's environment, carrying the worker's two pipe ends and the
+owner's stdout and stderr as ancillary descriptors. Zygote -> owner: ``("ready",)`` or
+``("error", text)`` once, then ``("forked", pid)`` with the read end of that child's status
+pipe, on which the zygote writes the child's exit code when it reaps it.
 """
 
 from __future__ import annotations
@@ -295,10 +297,10 @@ def _stream_fd(fd: int) -> int:
 # ---- the zygote process ----------------------------------------------------------------
 
 
-def serve(sock: socket.socket, path: list[str]) -> None:
-    """The zygote's loop (``_zygote.py``, once ``sys.path`` is ``path``): preload, answer
-    ``ready``, fork on request until the owner's socket closes. Never returns in a forked
-    child."""
+def serve(sock: socket.socket) -> None:
+    """The zygote's loop (``_zygote.py``, once ``sys.path`` is the owner's): preload,
+    answer ``ready``, fork on request until the owner's socket closes. Never returns in a
+    forked child."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the owner to handle
     problem = _preload()
     if problem is not None:
@@ -309,7 +311,7 @@ def serve(sock: socket.socket, path: list[str]) -> None:
     for fd in (wake_r, wake_w):
         os.set_blocking(fd, False)
     signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select below
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the poll below
     statuses: dict[int, int] = {}  # pid -> write end of its status pipe
     poller = select.poll()  # not select.select: descriptors may be above 1023
     poller.register(sock.fileno(), select.POLLIN)
