@@ -11,6 +11,9 @@ other local GPU of the same model) takes each built candidate as soon as it is r
 The extern choice needs no build and is queued first; slow builds (``slow_build`` choices
 whose artifact is not cached) start once every quick one is built, are waited for only
 ``BenchConfig.build_wait_s`` and may go on in the background (``Bench.run``).
+Choices with ``thread_safe_build`` (Triton templates) skip the pool: each benchmark worker
+builds them all on its own threads before it measures, so only one process per GPU starts
+CUDA for them. Workers fork from the zygote (``zygote``) where it runs.
 Each worker is pinned to its GPU
 (``devices.pinned_env``), creates the inputs there and computes the extern reference
 there itself, so any worker can judge any candidate.

@@ -17,6 +17,11 @@ Modes (``TILEFUSE_AUTOTUNE`` unless passed):
 ``max``
     Benchmark every choice plus extern.
 
+In ``quick`` and ``max`` on CUDA, a winner measured less than ``SUSTAINED_WINDOW`` faster
+than what the default mode runs for the problem (``_default_equivalent``) runs again
+against it, back to back as in a graph (``timing.sustained_ms``), and stays only if it is
+faster there too.
+
 In ``quick`` and ``max``, slow builds (nvcc) are waited for only as long as
 ``TILEFUSE_AUTOTUNE_BUILD_WAIT_S`` says (``settings``; default: not at all when the build is
 not cached). One left building is reported ``still building``; the winner found without it
