@@ -357,3 +357,26 @@ def test_a_thread_built_choice_that_kills_its_worker_fails_alone(tmp_path, one_c
     reason, detail = sel.failures["explicit/boom"]
     assert reason == "compile error" and "SIGABRT" in detail
     assert {"explicit/t1", "explicit/t2"} <= set(sel.timings_ms)
+
+
+def test_with_two_workers_each_builds_the_thread_built_choices_and_each_runs_once(
+    tmp_path, two_cpu_workers
+):
+    """Either worker may measure any of them, so both build them all; the first to finish
+    queues them, and each is measured exactly once."""
+    from tests.autotune.fake_choices import ThreadBuiltChoice
+
+    log = tmp_path / "log"
+    offered = [ThreadBuiltChoice(f"t{k}", str(log)) for k in range(4)]
+    tuner = Autotuner(cache=WinnersCache(tmp_path / "c"), bench_config=FAST_LIMITS,
+                      bench=two_cpu_workers)  # fmt: skip
+    inputs, layout = mm_problem()
+    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+
+    assert sel.failures == {}, sel.summary
+    assert set(sel.timings_ms) == {"extern/torch.mm", *(f"explicit/t{k}" for k in range(4))}
+    assert sum(sel.workers.values()) == 5  # each candidate measured once
+    lines = [line.split(" ") for line in log.read_text().splitlines()]
+    threaded = Counter(pid for pid, kind, rest in lines
+                       if kind == "build" and rest.startswith("tilefuse-build"))  # fmt: skip
+    assert len(threaded) == 2 and set(threaded.values()) == {4}  # both workers built all four
