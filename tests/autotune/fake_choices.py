@@ -276,3 +276,29 @@ class WrongLaterChoice(_Fake):
             torch.mm(a, b, out=out)
         else:
             out.zero_()
+
+
+_BUILDS_IN_FLIGHT = [0]
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+class MemoryHungryBuildChoice(ThreadBuiltChoice):
+    """A thread-built choice whose build runs out of device memory while another build runs
+    beside it in the same process (as warm-up launches on large scratch tensors can), and
+    succeeds alone."""
+
+    def compile(self) -> None:
+        import time
+
+        with _IN_FLIGHT_LOCK:
+            _BUILDS_IN_FLIGHT[0] += 1
+        try:
+            time.sleep(0.2)  # long enough for the other builds to start
+            with _IN_FLIGHT_LOCK:
+                crowded = _BUILDS_IN_FLIGHT[0] > 1
+            if crowded:
+                raise torch.OutOfMemoryError("CUDA out of memory (fake): tried to allocate")
+            super().compile()
+        finally:
+            with _IN_FLIGHT_LOCK:
+                _BUILDS_IN_FLIGHT[0] -= 1

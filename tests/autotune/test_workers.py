@@ -380,3 +380,19 @@ def test_with_two_workers_each_builds_the_thread_built_choices_and_each_runs_onc
     threaded = Counter(pid for pid, kind, rest in lines
                        if kind == "build" and rest.startswith("tilefuse-build"))  # fmt: skip
     assert len(threaded) == 2 and set(threaded.values()) == {4}  # both workers built all four
+
+
+def test_thread_builds_that_ran_out_of_memory_together_are_built_again_alone(
+    tmp_path, one_cpu_worker
+):
+    from tests.autotune.fake_choices import MemoryHungryBuildChoice
+
+    log = tmp_path / "log"
+    offered = [MemoryHungryBuildChoice(f"m{k}", str(log)) for k in range(3)]
+    tuner = Autotuner(cache=WinnersCache(tmp_path / "c"), bench_config=FAST_LIMITS,
+                      bench=one_cpu_worker)  # fmt: skip
+    inputs, layout = mm_problem()
+    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+
+    assert sel.failures == {}, sel.summary
+    assert {f"explicit/m{k}" for k in range(3)} <= set(sel.timings_ms)

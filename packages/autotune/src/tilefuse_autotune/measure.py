@@ -275,26 +275,48 @@ def sustained(
 def build_all(begin: Callable[[], None], choices: Sequence[plugin.Choice]) -> list[str | None]:
     """Worker task: build ``choices`` (each ``thread_safe_build``) on threads of this
     process, so that its own measurements find them built; per choice ``None`` (built) or
-    why its build failed."""
+    why its build failed. A build that ran out of device memory (builds on many threads at
+    once each hold their scratch tensors) is tried again alone afterwards."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
     begin()
     started = time.perf_counter()
 
-    def build(choice: plugin.Choice) -> str | None:
+    def build(choice: plugin.Choice) -> Exception | None:
         try:
             choice.compile()
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return exc
         return None
 
     threads = max(1, min(len(choices), os.cpu_count() or 1, 16))
     with ThreadPoolExecutor(threads, thread_name_prefix="tilefuse-build") as pool:
-        errors = list(pool.map(build, choices))
+        failures = list(pool.map(build, choices))
+    for k, failure in enumerate(failures):
+        if failure is not None and _out_of_memory(failure):
+            _release_device_memory()
+            failures[k] = build(choices[k])
     log.debug("built %d choices on %d threads in %.2f s", len(choices), threads,
               time.perf_counter() - started)  # fmt: skip
-    return errors
+    return [None if f is None else f"{type(f).__name__}: {f}" for f in failures]
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` or an exception it was raised from is a device out-of-memory error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "OutOfMemoryError" or "out of memory" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _release_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 _builds_here = 0  # builds this compile worker ran, for the debug log
