@@ -315,6 +315,13 @@ def test_both_gpus_measure_candidates_on_their_own_device(cache, tmp_path, monke
     assert "; measured on cuda:0 " in sel.summary
 
 
+def _select_max(tmp_path, bench, offered):
+    """A max-mode selection of a CPU ``mm`` among ``offered`` on ``bench``'s workers."""
+    tuner = Autotuner(cache=WinnersCache(tmp_path / "c"), bench_config=FAST_LIMITS, bench=bench)
+    inputs, layout = mm_problem()
+    return tuner.select("mm", offered, inputs, layout, mode="max")
+
+
 def test_thread_safe_builds_run_on_threads_of_the_measuring_worker(tmp_path, one_cpu_worker):
     """``thread_safe_build`` choices skip the compile pool: the benchmark worker builds them
     all on its threads, then measures them in the same process; a failed one is a compile
@@ -324,10 +331,7 @@ def test_thread_safe_builds_run_on_threads_of_the_measuring_worker(tmp_path, one
     log = tmp_path / "log"
     offered = [ThreadBuiltChoice("t1", str(log)), ThreadBuiltChoice("t2", str(log)),
                ThreadBuiltChoice("bad", str(log), fail=True)]  # fmt: skip
-    tuner = Autotuner(cache=WinnersCache(tmp_path / "c"), bench_config=FAST_LIMITS,
-                      bench=one_cpu_worker)  # fmt: skip
-    inputs, layout = mm_problem()
-    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+    sel = _select_max(tmp_path, one_cpu_worker, offered)
 
     assert sel.failures == {"explicit/bad": ("compile error", sel.failures["explicit/bad"][1])}
     assert "no such tile" in sel.failures["explicit/bad"][1]
@@ -348,10 +352,7 @@ def test_a_thread_built_choice_that_kills_its_worker_fails_alone(tmp_path, one_c
     log = tmp_path / "log"
     offered = [ThreadBuiltChoice("t1", str(log)), ThreadBuiltChoice("boom", str(log), crash=True),
                ThreadBuiltChoice("t2", str(log))]  # fmt: skip
-    tuner = Autotuner(cache=WinnersCache(tmp_path / "c"), bench_config=FAST_LIMITS,
-                      bench=one_cpu_worker)  # fmt: skip
-    inputs, layout = mm_problem()
-    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+    sel = _select_max(tmp_path, one_cpu_worker, offered)
 
     assert set(sel.failures) == {"explicit/boom"}, sel.summary
     reason, detail = sel.failures["explicit/boom"]
@@ -368,10 +369,7 @@ def test_with_two_workers_each_builds_the_thread_built_choices_and_each_runs_onc
 
     log = tmp_path / "log"
     offered = [ThreadBuiltChoice(f"t{k}", str(log)) for k in range(4)]
-    tuner = Autotuner(cache=WinnersCache(tmp_path / "c"), bench_config=FAST_LIMITS,
-                      bench=two_cpu_workers)  # fmt: skip
-    inputs, layout = mm_problem()
-    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+    sel = _select_max(tmp_path, two_cpu_workers, offered)
 
     assert sel.failures == {}, sel.summary
     assert set(sel.timings_ms) == {"extern/torch.mm", *(f"explicit/t{k}" for k in range(4))}
@@ -389,10 +387,7 @@ def test_thread_builds_that_ran_out_of_memory_together_are_built_again_alone(
 
     log = tmp_path / "log"
     offered = [MemoryHungryBuildChoice(f"m{k}", str(log)) for k in range(3)]
-    tuner = Autotuner(cache=WinnersCache(tmp_path / "c"), bench_config=FAST_LIMITS,
-                      bench=one_cpu_worker)  # fmt: skip
-    inputs, layout = mm_problem()
-    sel = tuner.select("mm", offered, inputs, layout, mode="max")
+    sel = _select_max(tmp_path, one_cpu_worker, offered)
 
     assert sel.failures == {}, sel.summary
     assert {f"explicit/m{k}" for k in range(3)} <= set(sel.timings_ms)
