@@ -305,7 +305,9 @@ def build_all(begin: Callable[[], None], choices: Sequence[plugin.Choice]) -> li
 def _out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` or an exception it was raised from is a device out-of-memory error."""
     seen: BaseException | None = exc
-    while seen is not None:
+    for _ in range(16):  # a chain is short; a pathological one may loop
+        if seen is None:
+            return False
         if type(seen).__name__ == "OutOfMemoryError" or "out of memory" in str(seen):
             return True
         seen = seen.__cause__ or seen.__context__
