@@ -16,6 +16,7 @@ import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from tilefuse import plugin
@@ -207,11 +208,8 @@ class _PhaseClock:
 
 def check(begin: Callable[[], None], problem: Problem, choice: plugin.Choice) -> None:
     """Worker task: run the candidate once; raises ``WrongResult`` unless it matches extern."""
-    import torch
-
     _checked_run(begin, problem, choice)
-    if device_type(problem.layout.device) == "cuda":
-        torch.cuda.empty_cache()
+    _release_device_memory()
 
 
 def measure(
@@ -226,20 +224,17 @@ def measure(
     ``best_ms``: the best time measured so far in this selection; a candidate whose first
     runs take more than ``timing.screen_margin`` times it is not measured further
     (``TimingConfig``)."""
-    import torch
-
     device = problem.layout.device
     phases: dict[str, float] | None = {} if log.isEnabledFor(logging.DEBUG) else None
     started = time.perf_counter()
     inputs, out = _checked_run(begin, problem, choice, phases)
     checked = time.perf_counter()
     cutoff = None if best_ms is None else best_ms * timing.screen_margin
-    ms = median_ms(lambda: choice.run(*inputs, out=out), device, timing, cutoff)
+    ms = median_ms(partial(choice.run, *inputs, out=out), device, timing, cutoff)
     timed = time.perf_counter()
     _check_pristine_unchanged(problem)  # the timed runs may write where the first did not
-    if device_type(device) == "cuda":
-        del inputs, out
-        torch.cuda.empty_cache()  # the worker outlives the selection: give memory back
+    del inputs, out
+    _release_device_memory()
     screened = " (screened out)" if cutoff is not None and ms > cutoff else ""
     steps = ", ".join(f"{k} {v:.3f}" for k, v in (phases or {}).items())
     log.debug("%s: %.3f ms; build and check %.2f s (%s), timing %.2f s, cleanup %.2f s%s",
@@ -257,18 +252,12 @@ def sustained(
     """Worker task: ``choices``' times per run in ms, compared in one sustained,
     interleaved loop (``timing.sustained_ms``), each on its own fresh inputs; raises
     ``WrongResult`` when one no longer matches extern."""
-    import torch
-
     runs = [_checked_run(begin, problem, choice) for choice in choices]
-    fns = [
-        (lambda c=choice, i=inputs, o=out: c.run(*i, out=o))
-        for choice, (inputs, out) in zip(choices, runs)
-    ]
+    fns = [partial(choice.run, *inputs, out=out) for choice, (inputs, out) in zip(choices, runs)]
     times = sustained_ms(fns, problem.layout.device, expected_ms)
     _check_pristine_unchanged(problem)
-    if device_type(problem.layout.device) == "cuda":
-        del runs, fns
-        torch.cuda.empty_cache()
+    del runs, fns
+    _release_device_memory()
     return times
 
 
@@ -315,6 +304,8 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 def _release_device_memory() -> None:
+    """Hand cached device memory back: the worker outlives the selection, and builds or
+    other processes may need it."""
     import torch
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():

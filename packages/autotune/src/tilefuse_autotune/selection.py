@@ -184,8 +184,6 @@ def accepts(
     torch, which runs any epilogue unfused) does not count. A provider that raises, or
     answers something that is not a ``plugin.Verdict``, counts as a refusal and is logged.
     """
-    if config.autotune_mode() != "off":
-        warm_workers(layout.device)  # never raises
     if vendor_epilogue_choice(op, inputs, layout, epilogue) is not None:
         return plugin.Verdict.yes()
     reasons = []
@@ -218,8 +216,8 @@ def warm_workers(device: str, bench: benchmark.Bench | None = None) -> None:
     this process (``quick``, ``max``) then forks its workers in milliseconds instead of
     starting interpreters that import torch for seconds. Core calls it (the selector's
     ``warm_up``) at the first CUDA graph a process compiles in any mode but ``off``;
-    ``select`` and ``accepts`` as well. Never raises. ``TILEFUSE_WORKER_ZYGOTE=0`` turns it
-    off."""
+    ``select`` as well, for callers that use it without core. Never raises.
+    ``TILEFUSE_WORKER_ZYGOTE=0`` turns it off."""
     if device_type(device) != "cuda":
         return
     try:
@@ -604,7 +602,8 @@ class Autotuner:
     ) -> tuple[Candidate, str]:
         """``winner`` or ``baseline``, whichever runs faster in a sustained loop
         (``timing.sustained_ms``; ties within ``SUSTAINED_TIE`` go to ``baseline``), and a
-        note for the summary. Where the loop cannot run, ``winner``."""
+        note for the summary. Where the loop fails, ``winner``, unless it was ``winner``'s
+        output that no longer matched extern: then ``baseline``."""
         pair = [winner, baseline]
         times, why = benchmark.sustained_times(
             problem,
