@@ -85,6 +85,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--profile", metavar="MODEL", help="run MODEL only and print each "
                    "backend's top kernels side by side")  # fmt: skip
+    p.add_argument(
+        "--profile-top",
+        type=int,
+        default=PROFILE_TOP,
+        metavar="N",
+        help=f"how many kernels --profile lists per backend (default {PROFILE_TOP})",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny configs (the CPU without a GPU)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--out", type=Path, default=run.DEFAULT_OUT, help="directory for the JSON")
@@ -138,6 +145,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
     if args.profile:
         args.models = [args.profile]
+    if args.profile_top < 1:
+        p.error("--profile-top must be at least 1")
+    if "eager" not in args.backends and any(m != TRAIN_FP32 for m in args.modes):
+        # A bf16 mode's error bound is a multiple of eager's own error in that mode.
+        args.backends.insert(0, "eager")
+        _log("note: eager added to --backends: the bf16 modes' error bound scales eager's error")
     return args
 
 
@@ -345,15 +358,15 @@ def _profiled_kernels(
 
 
 def top_kernels(
-    step: Callable[[], Any], leaves: list[torch.Tensor], timer: Timer
+    step: Callable[[], Any], leaves: list[torch.Tensor], timer: Timer, count: int = PROFILE_TOP
 ) -> list[dict[str, Any]]:
-    """The ``PROFILE_TOP`` costliest kernels of one iteration (device time; CPU time on the
+    """The ``count`` costliest kernels of one iteration (device time; CPU time on the
     CPU), averaged over ``PROFILE_CALLS`` profiled calls."""
     events, cost = _profiled_kernels(step, leaves, timer)
     events.sort(key=cost, reverse=True)
     return [
         {"name": e.key, "ms": cost(e) / 1e3 / PROFILE_CALLS, "calls": e.count / PROFILE_CALLS}
-        for e in events[:PROFILE_TOP]
+        for e in events[:count]
     ]
 
 
@@ -374,13 +387,14 @@ def measure(
     reference: list[torch.Tensor | None],
     eager_error: float | None,
     timeout: float | None,
-    profile: bool = False,
+    profile: int = 0,
     keep: list[tuple[str, Prepared, Callable[[], Any]]] | None = None,
 ) -> dict[str, Any]:
     """Compile (cold caches), check against the fp32 ``reference``, time, count kernels.
 
     Never raises for the backend's failure: its text goes in the result's ``error``.
     ``eager_error`` is eager's own error in this mode (the scale for the bf16 modes).
+    ``profile`` > 0 also records that many of the costliest kernels (``top_kernels``).
     With ``keep``, a backend that was timed appends ``(spec.name, prepared, step)`` to it
     for more timing rounds, and the caller frees it.
     """
@@ -424,7 +438,7 @@ def measure(
                 result["ms"] = timer.median_ms(step, prepared.leaves)
                 result["kernels"] = timer.count_kernels(step, prepared.leaves)
                 if profile:
-                    result["profile"] = top_kernels(step, prepared.leaves, timer)
+                    result["profile"] = top_kernels(step, prepared.leaves, timer, profile)
                 if keep is not None:
                     keep.append((spec.name, prepared, step))
                     prepared = None
@@ -462,7 +476,7 @@ def run_row(
     timer: Timer,
     smoke: bool,
     timeout: float | None,
-    profile: bool = False,
+    profile: int = 0,
     rounds: int = 1,
 ) -> dict[str, Any]:
     """Every backend on one (model, mode), as its JSON row; ``rounds`` timing rounds each
@@ -595,7 +609,8 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
             _log(f"{zm.name} / {mode}")
             data["rows"].append(
                 run_row(zm, mode, columns, unusable, timer, args.smoke, args.timeout,
-                        profile=bool(args.profile), rounds=args.rounds)
+                        profile=args.profile_top if args.profile else 0,
+                        rounds=args.rounds)
             )  # fmt: skip
             run.write_json(path, data)
     data["geomean_speedup"] = model_report.geomean_speedups(data["rows"])

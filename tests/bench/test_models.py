@@ -223,6 +223,16 @@ def test_cuda_graph_columns_only_on_request():
     assert not models.parse_args([]).cudagraphs
 
 
+def test_bf16_modes_bring_eager_and_profiles_take_a_length():
+    args = models.parse_args(["--profile", "bert", "--backends", "inductor,tilefuse"])
+    assert args.backends == ["eager", "inductor", "tilefuse"]  # bf16's bound scales eager's
+    train = models.parse_args(["--modes", "train-fp32", "--backends", "tilefuse"])
+    assert train.backends == ["tilefuse"]
+    assert models.parse_args(["--profile", "vit", "--profile-top", "50"]).profile_top == 50
+    with pytest.raises(SystemExit):
+        models.parse_args(["--profile-top", "0"])
+
+
 def test_cuda_graph_columns_in_the_rows_and_table():
     row = _row(2.0, 1.0, 4.0)
     row["results"]["inductor_cg"] = {"ms": 0.5, "compile_s": 2.0, "kernels": 1, "error": None}

@@ -397,3 +397,18 @@ def test_an_expanded_value_realized_for_an_extern_keeps_a_unit_stride_last_dim()
         return _needs_unit_last_stride(q, bias), bias * 2
 
     check(fn, torch.randn(2, 4, 16, 8), torch.rand(2, 1, 16, 16) > 0.5)
+
+
+def test_embedding_backward_is_atens_kernel_not_an_index_put():
+    # index_put(accumulate=True) sums each run of repeated ids serially on CUDA; ATen's
+    # embedding backward does it in parallel. A single row read by every token is the
+    # worst case (BERT's token types).
+    from tilefuse.report import collect_reports
+
+    w = torch.randn(5, 16, requires_grad=True)
+    ids = torch.zeros(3, 7, dtype=torch.long)
+    with collect_reports() as reports:
+        check_grad(lambda ids, w: F.embedding(ids, w).sin(), ids, w)
+    externs = {name for report in reports for name in report.externs}
+    assert any("embedding_dense_backward" in name for name in externs), externs
+    assert not any("index_put" in name for name in externs), externs

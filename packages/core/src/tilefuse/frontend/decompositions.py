@@ -30,11 +30,16 @@ EXTRA = [
     aten.native_group_norm,
 ]
 
-# Ops core-aten decomposes that must stay whole. The CPU flash-attention decomposition
-# returns the attention weights where the op returns its log-sum-exp (fine for export's
-# inference graphs), but the backward kernel AOTAutograd pairs with it reads that output
-# as a log-sum-exp: the gradients come out wrong. The fused op runs as an extern instead.
-KEEP_WHOLE = [aten._scaled_dot_product_flash_attention_for_cpu]
+# Ops core-aten decomposes that must stay whole, each running as an extern:
+# - The CPU flash-attention decomposition returns the attention weights where the op
+#   returns its log-sum-exp (fine for export's inference graphs), but the backward kernel
+#   AOTAutograd pairs with it reads that output as a log-sum-exp: the gradients come out
+#   wrong.
+# - embedding_dense_backward decomposes into index_put(accumulate=True). On CUDA that
+#   sorts the indices and sums each run of equal ones serially, so an embedding read at
+#   few rows (BERT's token types, positions repeated per batch row) took 2.8 ms of a
+#   24 ms training step on the H200. ATen's own kernel sums repeated rows in parallel.
+KEEP_WHOLE = [aten._scaled_dot_product_flash_attention_for_cpu, aten.embedding_dense_backward]
 
 
 def addmm(bias: Any, a: Any, b: Any, *, beta: Any = 1, alpha: Any = 1) -> Any:
