@@ -284,6 +284,81 @@ def test_index_put_and_scatter_add():
     check(fn, x, idx, src)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_one_index_per_line_scatter_is_a_fused_compare(dtype):
+    x = torch.randn(7, 13, 5).to(dtype)
+    rows = torch.tensor([[3], [12], [0], [12], [5], [7], [1]])[:, :, None].expand(7, 1, 5)
+    cols = torch.randint(0, 5, (7, 13, 1))
+    src = torch.randn(7, 1, 5).to(dtype)
+
+    def fn(x, rows, cols, src):
+        return (
+            torch.zeros_like(x).scatter(1, rows, -1.5) * x,
+            x.scatter(-1, cols, 2.0).exp(),
+            (x * 2).scatter(1, rows, src),
+        )
+
+    reports = check(fn, x, rows, cols, src, dtype=dtype)
+    assert not any(r.externs for r in reports), [r.format() for r in reports]
+
+
+def test_other_scatters_stay_eager_and_match():
+    x = torch.randn(7, 13)
+    two_per_line = torch.tensor([[0, 3]] * 7)
+    part = torch.tensor([[1], [2]])  # covers two of the seven rows
+    reports = check(lambda x: (x.scatter(1, two_per_line, 1.0) + 1, x.scatter(1, part, 4.0) * 2), x)
+    assert any("scatter" in name for r in reports for name in r.externs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_slice_and_select_scatter_fuse(dtype):
+    x = torch.randn(3, 10, 6).to(dtype)
+    part = torch.randn(3, 4, 6).to(dtype)
+    line = torch.randn(3, 10).to(dtype)
+
+    def fn(x, part, line):
+        return (
+            torch.slice_scatter(torch.zeros_like(x), part, 1, 3, 7) + x,
+            torch.slice_scatter(x * 2, part, 1, -4) - 1,
+            torch.slice_scatter(x, x[:, :, :2] * 5, -1, 4, 99).exp(),
+            torch.select_scatter(x, line, 2, -1) * 3,
+        )
+
+    reports = check(fn, x, part, line, dtype=dtype)
+    assert not any(r.externs for r in reports), [r.format() for r in reports]
+
+
+def test_rotary_backward_has_no_eager_scatter():
+    # rotate_half's backward is two slice_scatters into zeros (eager: a clone and a copy
+    # each); lowered, they fuse into the kernels around them.
+    from tilefuse.report import collect_reports
+
+    def rotary(x, cos, sin):
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    x = torch.randn(2, 4, 16, 8, requires_grad=True)
+    cos, sin = torch.randn(16, 8), torch.randn(16, 8)
+    with collect_reports() as reports:
+        check_grad(rotary, x, cos, sin)
+    assert not any(r.externs for r in reports), [r.format() for r in reports]
+
+
+def test_cross_entropy_backward_is_two_kernels_and_no_copy():
+    # The one-hot of nll_loss's backward fuses into the kernel that reads it; the forward
+    # saves log_softmax once, not again for its detached alias.
+    from tilefuse.report import collect_reports
+
+    logits = torch.randn(6, 1000, requires_grad=True)
+    target = torch.tensor([0, 999, 5, -100, 17, 5])
+    with collect_reports() as reports:
+        check_grad(lambda x, t: F.cross_entropy(x, t), logits, target)
+    assert not any(r.externs for r in reports), [r.format() for r in reports]
+    forward = reports[0]
+    assert sum(len(k.stores) for k in forward.kernels) <= 3, forward.format()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_integer_and_bool_to_low_precision(dtype):
     x = torch.randn(7, 13).to(dtype)

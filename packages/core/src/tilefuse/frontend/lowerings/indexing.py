@@ -1,4 +1,5 @@
-"""Indexing lowerings: gather, index_select, embedding, advanced ``index``.
+"""Indexing lowerings: gather, index_select, embedding, advanced ``index``, and the
+one-index-per-row ``scatter`` (a compare, as in the one-hot of a loss's backward).
 
 A loaded index value becomes an index symbol through ``ops.indirect(value, size)``
 (negative indices wrap), so the gathered load stays one expression.
@@ -12,8 +13,8 @@ import torch
 from ...ir.nodes import product
 from ...ir.ops import ops
 from ..lowering import Unsupported, register
-from ..values import LazyValue
-from .common import out_meta, out_sizes
+from ..values import LazyValue, Value
+from .common import compute_dtype, loader, out_meta, out_sizes
 
 aten = torch.ops.aten
 
@@ -76,6 +77,42 @@ def _embedding(ctx, node, weight, indices, padding_idx=-1, *rest):
         return weight.load([row, idx[k]])
 
     return LazyValue(weight.dtype, weight.device, new, fn)
+
+
+@register(aten.scatter)
+def _scatter(ctx, node, x, dim, index, src, reduce=None):
+    """``scatter`` (``src`` a tensor or a scalar ``value``) when ``index`` holds one
+    position per line along ``dim`` and covers ``x`` elsewhere: every output element is
+    ``src`` where its position along ``dim`` equals the line's index, else ``x``'s.
+
+    That is one pointwise compare, so a one-hot of a cross-entropy backward fuses into the
+    kernel that reads it instead of a zero fill plus an eager scatter over the whole
+    tensor. Any other index shape, and ``reduce``, are declined (the op runs as an
+    extern). Like a fused gather, an out-of-range index is not reported: it matches no
+    position, so the line keeps ``x``."""
+    if reduce is not None:
+        raise Unsupported("scatter with reduce")
+    if x.rank == 0 or index.rank != x.rank:
+        raise Unsupported("scatter of a 0-d tensor or with an index of another rank")
+    dim = dim % x.rank
+    if index.size[dim] != 1 or any(
+        sympy.simplify(a - b) != 0 for d, (a, b) in enumerate(zip(index.size, x.size)) if d != dim
+    ):
+        raise Unsupported("scatter with more than one index per line, or an index that "
+                          "does not cover the tensor")  # fmt: skip
+    dtype = out_meta(node).dtype
+    math = compute_dtype(dtype)
+    if isinstance(src, Value) and src.rank != x.rank:
+        raise Unsupported("scatter from a source of another rank")
+    load_x, load_src = loader(x, x.size, math), loader(src, x.size, math)
+
+    def fn(idx):
+        line = list(idx)
+        line[dim] = sympy.Integer(0)
+        hit = ops.eq(ops.index_expr(idx[dim], torch.int64), index.load(line))
+        return ops.to_dtype(ops.where(hit, load_src(line), load_x(list(idx))), dtype)
+
+    return LazyValue(dtype, x.device, x.size, fn)
 
 
 def _broadcast_shape(shapes):

@@ -355,8 +355,19 @@ def _tanh_backward(ctx, node, grad, y):
     return pointwise(node, [grad, y], body, math_dtype=dtype)
 
 
-@register(aten._to_copy, aten.clone, aten.alias, aten.lift_fresh_copy, aten.detach,
-          aten.contiguous, aten._conj, aten.positive)  # fmt: skip
+@register(aten.alias, aten.detach)
+def _alias(ctx, node, x):
+    """The same value: in eager these share ``x``'s memory. A graph returning both ``x``
+    and its alias (a forward saving log_softmax for its backward) returns one buffer
+    twice instead of writing a copy."""
+    meta = out_meta(node)
+    if meta.dtype != x.dtype or meta.device != x.device:
+        return _copy(ctx, node, x)
+    return x
+
+
+@register(aten._to_copy, aten.clone, aten.lift_fresh_copy, aten.contiguous, aten._conj,
+          aten.positive)  # fmt: skip
 def _copy(ctx, node, x, *args, **kwargs):
     meta = out_meta(node)
     if meta.device != x.device:

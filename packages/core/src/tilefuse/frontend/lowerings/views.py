@@ -281,6 +281,48 @@ def _cat(ctx, node, tensors, dim=0):
     return LazyValue(dtype, tensors[0].device, new, fn)
 
 
+@register(aten.slice_scatter)
+def _slice_scatter(ctx, node, x, src, dim=0, start=None, end=None, step=1):
+    """``x`` with ``x[..., start:end, ...] = src`` along ``dim`` (unit step): a masked load
+    of ``src`` inside the slice and of ``x`` outside it, so the zero fill and the add
+    around it (a slice's or a rotary embedding's backward) fuse into one kernel instead
+    of an eager clone plus a strided copy."""
+    if step != 1:
+        raise Unsupported(f"slice_scatter with step {step}")
+    dim = dim % x.rank
+    size = x.size[dim]
+    start = _slice_bound(start, size, Integer(0))
+    end = _slice_bound(end, size, size)
+    dtype = out_meta(node).dtype
+
+    def fn(idx):
+        inner = list(idx)
+        inner[dim] = idx[dim] - start
+        inside = _in_range(idx[dim], start, end)
+        new = ops.masked(inside, lambda: ops.to_dtype(src.load(inner), dtype), 0)
+        return ops.where(inside, new, ops.to_dtype(x.load(list(idx)), dtype))
+
+    return LazyValue(dtype, x.device, x.size, fn)
+
+
+@register(aten.select_scatter)
+def _select_scatter(ctx, node, x, src, dim, index):
+    """``x`` with ``x.select(dim, index) = src``: ``src`` on that line, ``x`` elsewhere."""
+    dim = dim % x.rank
+    if not isinstance(index, int):
+        raise Unsupported(f"select_scatter at a symbolic index {index}")
+    index = x.size[dim] + index if index < 0 else Integer(index)
+    dtype = out_meta(node).dtype
+
+    def fn(idx):
+        on_line = ops.eq(ops.index_expr(idx[dim], torch.int64), _bound(index))
+        inner = list(idx[:dim]) + list(idx[dim + 1 :])
+        new = ops.masked(on_line, lambda: ops.to_dtype(src.load(inner), dtype), 0)
+        return ops.where(on_line, new, ops.to_dtype(x.load(list(idx)), dtype))
+
+    return LazyValue(dtype, x.device, x.size, fn)
+
+
 @register(aten.stack)
 def _stack(ctx, node, tensors, dim=0):
     meta = out_meta(node)
