@@ -71,6 +71,7 @@ class FakeDriver:
         if not self.context:
             return 201  # CUDA_ERROR_INVALID_CONTEXT
         values = [t.from_address(params[i]).value for i, t in enumerate(self.decode[: len(params)])]
+        stream = getattr(stream, "value", stream) or 0  # a c_void_p from a static entry
         self.launches.append(((gx, gy, gz), bx, shared, stream, values))
         return 0
 
@@ -189,6 +190,37 @@ def test_a_handle_from_another_devices_context_leaves_the_launch_to_triton(drive
         kernel((1,), 0, values)
 
 
+def test_a_static_entry_packs_the_same_parameters_and_fills_scalars_once(driver):
+    x, out = torch.zeros(32, dtype=torch.bfloat16), torch.zeros(32)
+    values = (x, out, 32, 1, 128)
+    kernel = L.CubinLauncher.create(compiled(), values)
+    streams = []
+    entry = kernel.static_entry(values, (5,), lambda device: streams.append(device) or 77)
+    x2, out2 = torch.zeros(32, dtype=torch.bfloat16), torch.zeros(32)
+    assert entry(x2, out2) is True
+    assert streams == [x.get_device()]  # the stream of the tensors' device
+    assert driver.launches == [((5, 1, 1), 128, 0, 77, [x2.data_ptr(), out2.data_ptr(), 32])]
+    assert kernel((5,), 77, values) is True  # the general path packs the same way
+    assert driver.launches[1][-1] == [x.data_ptr(), out.data_ptr(), 32]
+
+
+def test_a_static_entry_refuses_what_its_cubin_was_not_built_for(driver):
+    base = torch.zeros(64)
+    values = (base[:8], base[8:16], 16, 1, 8)
+    kernel = L.CubinLauncher.create(compiled(), values)
+    entry = kernel.static_entry(values, (1,), lambda device: 0)
+    assert entry(base[1:9], base[8:16]) is False  # no longer 16-byte aligned
+    assert entry(base[:8], base[9:17]) is False
+    assert driver.launches == []
+    driver.context = 0  # a thread without a context: the driver refuses, nothing launched
+    assert entry(base[:8], base[8:16]) is False and driver.launches == []
+    # values it was not made for: no entry (the general path serves those calls)
+    assert kernel.static_entry((base[:8], base[8:16], 9, 1, 8), (1,), lambda d: 0) is None
+    assert kernel.static_entry((base[:8], base[8:16], 16, 1, 16), (1,), lambda d: 0) is None
+    unaligned = L.CubinLauncher.create(compiled(), (base[1:9], base[8:16], 16, 1, 8))
+    assert unaligned.static_entry((base[1:9], base[8:16], 16, 1, 8), (1,), lambda d: 0) is None
+
+
 def test_large_shared_memory_is_opted_in(driver):
     L.CubinLauncher.create(compiled(shared=100_000), (torch.zeros(4), torch.zeros(4), 4, 1, 4))
     assert driver.attribute == (L._CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 100_000)
@@ -226,6 +258,14 @@ def test_cubin_launch_matches_triton(offset):
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     other = torch.randn(n + 1, device="cuda")[1 - offset :]
     assert launch(grid, stream, (other, y, out, n, 0.5, 256)) is False
+    entry = launch.static_entry((x, y, out, n, 0.5, 256), grid, torch._C._cuda_getCurrentRawStream)
+    if offset:  # built for an unaligned view: only the general path serves it
+        assert entry is None
+        return
+    out.zero_()
+    assert entry(x, y, out)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert entry(other, y, out) is False
 
 
 @pytest.mark.gpu

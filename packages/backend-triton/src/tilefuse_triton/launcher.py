@@ -54,6 +54,16 @@ def _cuda() -> Any:
     return _driver
 
 
+def _untyped_launch() -> Any:
+    """``cuLaunchKernel`` without ctypes argument types, for callers that pass the handle,
+    stream and parameter array as ctypes objects and every other argument as a small
+    non-negative int (a C ``int``, as the ABI passes an ``unsigned int``): about half the
+    per-call conversion cost of the typed function."""
+    lib = _cuda()
+    make = getattr(lib, "_FuncPtr", None)
+    return make(("cuLaunchKernel", lib)) if make is not None else lib.cuLaunchKernel
+
+
 def _check(status: int, what: str) -> None:
     if status != 0:
         raise RuntimeError(f"CUDA driver error {status} in {what}")
@@ -219,6 +229,61 @@ class CubinLauncher:
             return False
         _check(status, f"cuLaunchKernel({self.name})")
         return True
+
+    def static_entry(
+        self, values: Sequence[Any], grid: Sequence[int], current_stream: Callable[[int], int]
+    ) -> Callable[..., bool] | None:
+        """A launch function for a kernel whose calls always pass ``values`` apart from
+        their tensors (static sizes): ``entry(*tensors)`` launches on
+        ``current_stream(device)`` and returns ``True``, or returns ``False`` without
+        launching when a tensor is not 16-byte aligned, the first tensor is on another
+        device, or the driver refuses (the caller's general path then decides).
+
+        Straight-line code made for this kernel: no per-call loops, no checks of values
+        that cannot change, the non-tensor parameters filled once. ``None`` when the
+        launcher's specialization does not fit (a tensor after a non-tensor argument, an
+        unaligned tensor, ``values`` that are not this launcher's)."""
+        count = len(self._tensors)
+        if [pos for pos, *_ in self._tensors] != list(range(count)):
+            return None
+        if not all(aligned for *_, aligned in self._tensors):
+            return None
+        if any(values[pos] != expected for pos, expected in self._fixed):
+            return None
+        for pos, _slot, int_class in self._scalars:
+            v = values[pos]
+            if int_class is not None and _int_class(v) != int_class:
+                return None
+        with self._lock:
+            for pos, slot, _ in self._scalars:
+                slot.value = values[pos]
+        names = [f"t{i}" for i in range(count)]
+        gx, gy, gz = (*grid, 1, 1)[:3]
+        lines = [f"def entry({', '.join(names)}):"]
+        lines += [f"    p{i} = t{i}.data_ptr()" for i in range(count)]
+        if count:
+            lines.append(f"    if ({' | '.join(f'p{i}' for i in range(count))}) & 15:")
+            lines.append("        return False")
+            lines.append(f"    if t0.get_device() != {self._device}:")
+            lines.append("        return False")
+        lines.append("    with lock:")
+        lines += [f"        slot{i}.value = p{i}" for i in range(count)]
+        lines.append(
+            f"        status = launch(function, {gx}, {gy}, {gz}, {self.block}, 1, 1, "
+            f"{self.shared}, c_void_p(current_stream({self._device})), params, None)"
+        )
+        lines.append("    return status == 0")
+        namespace: dict[str, Any] = {
+            "lock": self._lock,
+            "launch": _untyped_launch(),
+            "c_void_p": ctypes.c_void_p,
+            "function": self._function,
+            "params": self._params,
+            "current_stream": current_stream,
+            **{f"slot{i}": slot for i, (_pos, slot, _dev, _al) in enumerate(self._tensors)},
+        }
+        exec(compile("\n".join(lines) + "\n", f"<launch {self.name}>", "exec"), namespace)
+        return namespace["entry"]
 
     def _launch(self, grid: Sequence[int], stream: int) -> int:
         gx, gy, gz = (*grid, 1, 1)[:3]

@@ -71,6 +71,8 @@ class TritonKernel:
         self._launcher_budget = MAX_SYMBOLIC_LAUNCHERS if self.size_args else 1
         self._compiled: Any = None  # what build() compiled (a CUDA GPU only)
         self._own_launch_counted = False
+        # Static sizes: the first launcher's straight-line entry (``static_entry``).
+        self._entry: Any = None
 
     def load(self) -> None:
         if self._fn is None:
@@ -133,6 +135,9 @@ class TritonKernel:
         )  # fmt: skip
 
     def __call__(self, *args: Any) -> None:
+        entry = self._entry
+        if entry is not None and entry(*args):
+            return
         if self.size_args:
             n = len(self.arg_names)
             sizes = args[n:]
@@ -191,8 +196,10 @@ class TritonKernel:
         launcher = CubinLauncher.create(compiled, values)
         if launcher is None:
             self._launcher_budget = 0
-        else:
-            self._launchers.append(launcher)
+            return None
+        self._launchers.append(launcher)
+        if not self.size_args and self._entry is None and self.grid[0] > 0:
+            self._entry = launcher.static_entry(values, self.grid, _current_raw_stream)
         return launcher
 
 
