@@ -49,8 +49,10 @@ def _fast_reinterpret() -> Any:
     """``reinterpret(t, size, stride, offset_increment)``: a tensor over ``t``'s storage
     at ``t``'s storage offset plus ``offset_increment``. PyTorch's private C helper (the
     one Inductor's wrappers use: about half of ``as_strided``'s host time, and no view
-    bookkeeping) where this release has it, else ``as_strided``. For windows the wrapper
-    only passes to kernels and externs; a returned view keeps ``as_strided``."""
+    bookkeeping) where this release has it, else ``_as_strided_from`` (torch 2.11 has no
+    such helper: the wrapper then writes ``as_strided`` inline, ``WrapperWriter.window``).
+    For windows the wrapper only passes to kernels and externs; a returned view keeps
+    ``as_strided``."""
     try:
         from torch._C._dynamo.guards import _reinterpret_tensor
     except ImportError:
@@ -226,7 +228,6 @@ class WrapperWriter(WrapperPlan):
             "device": torch.device,
             "_ensure_layout": _ensure_layout,
             "reinterpret": _reinterpret,
-            "_as_strided_from": _as_strided_from,
             "_inconsistent_sizes": _inconsistent_sizes,
             "inf": float("inf"),
             "nan": float("nan"),
@@ -359,9 +360,7 @@ class WrapperWriter(WrapperPlan):
         target = out.name
         if step.output_layout is not lay:  # the epilogue's buffer in the GEMM's shape
             gemm = step.output_layout
-            target = (
-                f"reinterpret({out.name}, {self.sizes(gemm.size)}, {self.sizes(gemm.stride)}, 0)"
-            )
+            target = self.window(out.name, gemm.size, gemm.stride, 0)
         direct = getattr(kernel, "direct_op", None)
         op = direct(data.inputs[-1].layout, step.output_layout) if direct else None
         self.namespace[kernel.name] = op or kernel
@@ -378,21 +377,25 @@ class WrapperWriter(WrapperPlan):
         whole = provably_equal_all(op.shape, lay.size) and provably_equal_all(op.stride, lay.stride)
         if op.offset == 0 and whole:
             return op.buffer
-        return (f"reinterpret({op.buffer}, {self.sizes(op.shape)}, {self.sizes(op.stride)}, "
-                f"{self.size(op.offset)})")  # fmt: skip
+        return self.window(op.buffer, op.shape, op.stride, op.offset)
 
     def view(self, buf: Buffer) -> None:
         """Define ``buf``, a ``View``, as a strided window of its base's storage."""
         assert isinstance(buf.data, View)
         lay = buf.layout
-        base = buf.data.base.name
-        window = (
-            f"{base}, {self.sizes(lay.size)}, {self.sizes(lay.stride)}, {self.size(lay.offset)}"
-        )
-        if any(o is buf for o in self.schedule.graph.outputs):  # returned: a real view
-            self.emit(f"{buf.name} = _as_strided_from({window})")
-        else:
-            self.emit(f"{buf.name} = reinterpret({window})")
+        returned = any(o is buf for o in self.schedule.graph.outputs)
+        window = self.window(buf.data.base.name, lay.size, lay.stride, lay.offset, returned)
+        self.emit(f"{buf.name} = {window}")
+
+    def window(self, base: str, size: Any, stride: Any, offset: Any, returned: bool = False) -> str:
+        """Python text of a strided window of ``base``'s storage at ``offset`` past
+        ``base``'s own: ``reinterpret`` where this torch has the fast helper and the
+        window is only passed on, else (and for a returned view, which must be a real
+        view) ``as_strided``, inline."""
+        sizes, strides, off = self.sizes(size), self.sizes(stride), self.size(offset)
+        if _reinterpret is not _as_strided_from and not returned:
+            return f"reinterpret({base}, {sizes}, {strides}, {off})"
+        return f"{base}.as_strided({sizes}, {strides}, {base}.storage_offset() + {off})"
 
     def extern(self, step: ExternStep) -> None:
         buf = step.node.buffer
