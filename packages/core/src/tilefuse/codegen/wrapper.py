@@ -49,8 +49,8 @@ def _fast_reinterpret() -> Any:
     """``reinterpret(t, size, stride, offset_increment)``: a tensor over ``t``'s storage
     at ``t``'s storage offset plus ``offset_increment``. PyTorch's private C helper (the
     one Inductor's wrappers use: about half of ``as_strided``'s host time, and no view
-    bookkeeping) where this release has it, else ``_as_strided_from`` (torch 2.11 has no
-    such helper: the wrapper then writes ``as_strided`` inline, ``WrapperWriter.window``).
+    bookkeeping) where this release has it, else ``_as_strided_from`` (the H200's torch 2.11
+    took this fallback; the wrapper then writes ``as_strided`` inline, ``WrapperWriter.window``).
     For windows the wrapper only passes to kernels and externs; a returned view keeps
     ``as_strided``."""
     try:
