@@ -147,10 +147,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.models = [args.profile]
     if args.profile_top < 1:
         p.error("--profile-top must be at least 1")
-    if "eager" not in args.backends and any(m != TRAIN_FP32 for m in args.modes):
-        # A bf16 mode's error bound is a multiple of eager's own error in that mode.
-        args.backends.insert(0, "eager")
-        _log("note: eager added to --backends: the bf16 modes' error bound scales eager's error")
+    if args.profile_top != PROFILE_TOP and not args.profile:
+        p.error("--profile-top needs --profile MODEL")
+    if any(m != TRAIN_FP32 for m in args.modes) and args.backends[:1] != ["eager"]:
+        # A bf16 mode's error bound is a multiple of eager's own error in that mode: eager
+        # runs first.
+        if "eager" not in args.backends:
+            _log("note: eager added to --backends: the bf16 modes' error bound scales its error")
+        args.backends = ["eager", *(b for b in args.backends if b != "eager")]
     return args
 
 

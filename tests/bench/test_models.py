@@ -228,9 +228,12 @@ def test_bf16_modes_bring_eager_and_profiles_take_a_length():
     assert args.backends == ["eager", "inductor", "tilefuse"]  # bf16's bound scales eager's
     train = models.parse_args(["--modes", "train-fp32", "--backends", "tilefuse"])
     assert train.backends == ["tilefuse"]
+    later = models.parse_args(["--backends", "tilefuse,eager"])
+    assert later.backends == ["eager", "tilefuse"]  # eager first: it sets the bound
     assert models.parse_args(["--profile", "vit", "--profile-top", "50"]).profile_top == 50
-    with pytest.raises(SystemExit):
-        models.parse_args(["--profile-top", "0"])
+    for wrong in (["--profile", "vit", "--profile-top", "0"], ["--profile-top", "5"]):
+        with pytest.raises(SystemExit):
+            models.parse_args(wrong)
 
 
 def test_cuda_graph_columns_in_the_rows_and_table():

@@ -14,7 +14,7 @@ from ...ir.ops import ops
 from ...ir.symbolic import known_nonnegative, size_expr
 from ..lowering import Unsupported, register
 from ..values import BufferValue, LazyValue, Value
-from .common import out_meta, out_sizes
+from .common import compute_dtype, out_meta, out_sizes
 
 aten = torch.ops.aten
 Integer = sympy.Integer
@@ -126,9 +126,7 @@ def _slice(ctx, node, x, dim=0, start=None, end=None, step=1):
 @register(aten.select)
 def _select(ctx, node, x, dim, index):
     dim = dim % x.rank
-    if not isinstance(index, int):
-        raise Unsupported(f"select at a symbolic index {index}")
-    index = x.size[dim] + index if index < 0 else Integer(index)
+    index = _line_index(index, x.size[dim])
     new = [s for i, s in enumerate(x.size) if i != dim]
     return reindex(x, new, lambda idx: list(idx[:dim]) + [index] + list(idx[dim:]))
 
@@ -299,8 +297,7 @@ def _slice_scatter(ctx, node, x, src, dim=0, start=None, end=None, step=1):
         inner = list(idx)
         inner[dim] = idx[dim] - start
         inside = _in_range(idx[dim], start, end)
-        new = ops.masked(inside, lambda: ops.to_dtype(src.load(inner), dtype), 0)
-        return ops.where(inside, new, ops.to_dtype(x.load(list(idx)), dtype))
+        return _either(inside, src, inner, x, list(idx), dtype)
 
     return LazyValue(dtype, x.device, x.size, fn)
 
@@ -309,18 +306,35 @@ def _slice_scatter(ctx, node, x, src, dim=0, start=None, end=None, step=1):
 def _select_scatter(ctx, node, x, src, dim, index):
     """``x`` with ``x.select(dim, index) = src``: ``src`` on that line, ``x`` elsewhere."""
     dim = dim % x.rank
-    if not isinstance(index, int):
-        raise Unsupported(f"select_scatter at a symbolic index {index}")
-    index = x.size[dim] + index if index < 0 else Integer(index)
+    index = _line_index(index, x.size[dim])
     dtype = out_meta(node).dtype
 
     def fn(idx):
         on_line = ops.eq(ops.index_expr(idx[dim], torch.int64), _bound(index))
         inner = list(idx[:dim]) + list(idx[dim + 1 :])
-        new = ops.masked(on_line, lambda: ops.to_dtype(src.load(inner), dtype), 0)
-        return ops.where(on_line, new, ops.to_dtype(x.load(list(idx)), dtype))
+        return _either(on_line, src, inner, x, list(idx), dtype)
 
     return LazyValue(dtype, x.device, x.size, fn)
+
+
+def _line_index(index: Any, size: Any) -> Any:
+    """A select index as a non-negative expression (a negative one counts from ``size``);
+    ``Unsupported`` when a symbolic index's sign is unknown."""
+    index = sympy.sympify(index)
+    if known_nonnegative(index):
+        return index
+    if known_nonnegative(-index - 1):
+        return size + index
+    raise Unsupported(f"select at an index {index} of unknown sign")
+
+
+def _either(cond: Any, src: Value, src_idx: Any, x: Value, x_idx: Any, dtype: Any) -> Any:
+    """``src[src_idx]`` where ``cond`` holds, else ``x[x_idx]``, each load masked to its
+    side (a functionalized slice write reads each element once)."""
+    math = compute_dtype(dtype)
+    new = ops.masked(cond, lambda: ops.to_dtype(src.load(src_idx), math), 0)
+    old = ops.masked(ops.logical_not(cond), lambda: ops.to_dtype(x.load(x_idx), math), 0)
+    return ops.to_dtype(ops.where(cond, new, old), dtype)
 
 
 @register(aten.stack)
