@@ -506,3 +506,14 @@ def test_embedding_backward_is_atens_kernel_not_an_index_put():
     externs = {name for report in reports for name in report.externs}
     assert any("embedding_dense_backward" in name for name in externs), externs
     assert not any("index_put" in name for name in externs), externs
+
+
+def test_one_hot_compiles_and_keeps_its_range_checks():
+    # one_hot's decomposition checks its classes with _assert_async, an op that returns
+    # nothing: it runs as an extern step that nothing reads and is not dropped.
+    reports = check(lambda t, x: F.one_hot(t, 5).float() * x, torch.tensor([0, 3, 4, 1]),
+                    torch.randn(4, 5))  # fmt: skip
+    assert any("_assert_async" in name for r in reports for name in r.externs)
+    compiled = torch.compile(lambda t: F.one_hot(t, 5).sum(0), backend="tilefuse")
+    with pytest.raises(RuntimeError, match="smaller than num_classes"):
+        compiled(torch.tensor([0, 7]))

@@ -182,6 +182,12 @@ class Extern:
     kwargs: dict[str, Any]
     reason: str = ""
 
+    def returns_nothing(self) -> bool:
+        """True for an op run for its effect alone (``_assert_async``'s check): its
+        schema declares no result. Such a step is kept though nothing reads it."""
+        schema = getattr(self.op, "_schema", None)
+        return schema is not None and not schema.returns
+
     def may_alias_inputs(self) -> bool:
         """True when a result may share memory with a tensor argument: the op's schema
         says so (``view.dtype``, ``view_as_real``...), or the op has no schema to ask."""

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..ir.graph import LoweredGraph
-from ..ir.nodes import Buffer, View
+from ..ir.nodes import Buffer, Extern, View
 from ..plugin import Verdict
 from .fusion import AcceptsEpilogue, ExternStep, Refusal, Step, TemplateStep, fuse, no_epilogues
 from .group import FusedGroup
@@ -46,6 +46,10 @@ def _eliminate_dead(
     return list(reversed(out)), removed
 
 
+def _runs_for_effect(buf: Buffer) -> bool:
+    return isinstance(buf.data, Extern) and buf.data.returns_nothing()
+
+
 def returned_buffers(graph: LoweredGraph) -> set[str]:
     """Names of the buffers the graph returns; a returned ``View`` counts as its base,
     which must then be stored and kept alive."""
@@ -76,7 +80,10 @@ def schedule_graph(
     nodes = [
         make_node(b) for b in graph.buffers if b.data is not None and not isinstance(b.data, View)
     ]
-    nodes, removed = _eliminate_dead(nodes, {parent_of.get(o, o) for o in outputs}, parent_of)
+    # Outputs, and the steps run for their effect alone (checks), are what stays live.
+    effects = {n.name for n in nodes if _runs_for_effect(n.buffer)}
+    keep = {parent_of.get(o, o) for o in outputs} | effects
+    nodes, removed = _eliminate_dead(nodes, keep, parent_of)
     by_name = {n.name: n for n in nodes}
     producer_of = {name: by_name[name] for name in by_name}
     for child, parent in parent_of.items():
