@@ -318,14 +318,14 @@ def _select_scatter(ctx, node, x, src, dim, index):
 
 
 def _line_index(index: Any, size: Any) -> Any:
-    """A select index as a non-negative expression (a negative one counts from ``size``);
-    ``Unsupported`` when a symbolic index's sign is unknown."""
+    """A select index as a non-negative expression (a negative one counts from ``size``).
+    A symbolic index is ``Unsupported``: under ``dynamic=True`` an int argument becomes a
+    symbol whose sign the size assumptions (every symbol a size of at least 2) would get
+    wrong for ``select(1, -1)``."""
     index = sympy.sympify(index)
-    if known_nonnegative(index):
-        return index
-    if known_nonnegative(-index - 1):
-        return size + index
-    raise Unsupported(f"select at an index {index} of unknown sign")
+    if not index.is_Integer:
+        raise Unsupported(f"select at a symbolic index {index}")
+    return size + index if index < 0 else index
 
 
 def _either(cond: Any, src: Value, src_idx: Any, x: Value, x_idx: Any, dtype: Any) -> Any:
