@@ -53,9 +53,11 @@ def _fast_reinterpret() -> Any:
     took this fallback; the wrapper then writes ``as_strided`` inline, ``WrapperWriter.window``).
     For windows the wrapper only passes to kernels and externs; a returned view keeps
     ``as_strided``."""
-    try:
-        from torch._C._dynamo.guards import _reinterpret_tensor
-    except ImportError:
+    # An attribute, not an import: ``torch._C._dynamo.guards`` is a C submodule that not
+    # every release registers in ``sys.modules``.
+    guards = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
+    _reinterpret_tensor = getattr(guards, "_reinterpret_tensor", None)
+    if _reinterpret_tensor is None:
         return _as_strided_from
     probe = torch.arange(4.0)
     try:
