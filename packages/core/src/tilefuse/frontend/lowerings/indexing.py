@@ -10,6 +10,7 @@ from __future__ import annotations
 import sympy
 import torch
 
+from ...ir.index import provably_equal_all
 from ...ir.nodes import product
 from ...ir.ops import ops
 from ..lowering import Unsupported, register
@@ -95,8 +96,9 @@ def _scatter(ctx, node, x, dim, index, src, reduce=None):
     if x.rank == 0 or index.rank != x.rank:
         raise Unsupported("scatter of a 0-d tensor or with an index of another rank")
     dim = dim % x.rank
-    if index.size[dim] != 1 or any(
-        sympy.simplify(a - b) != 0 for d, (a, b) in enumerate(zip(index.size, x.size)) if d != dim
+    others = [d for d in range(x.rank) if d != dim]
+    if index.size[dim] != 1 or not provably_equal_all(
+        [index.size[d] for d in others], [x.size[d] for d in others]
     ):
         raise Unsupported("scatter with more than one index per line, or an index that "
                           "does not cover the tensor")  # fmt: skip
