@@ -76,6 +76,20 @@ def test_a_tensor_read_by_two_kernels_has_the_same_values_in_both():
     torch.testing.assert_close(sums, values.sum(0))
 
 
+@pytest.mark.parametrize(
+    "fn, x",
+    [
+        (lambda x: F.dropout(x, 0.5, training=True), torch.ones(1)),
+        (lambda x: torch.rand(()) + x, torch.zeros(())),
+        (lambda x: torch.rand_like(x) * 2, torch.zeros(1, 1)),
+    ],
+    ids=["dropout-of-one", "0-d", "1x1"],
+)
+def test_a_random_tensor_of_one_element(fn, x):
+    out, _ = compiled_reports(fn, x)  # its flat index is the constant 0
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 2
+
+
 def test_float64_and_backends_without_the_capability_keep_eager_random_ops(monkeypatch):
     x = torch.zeros(40, 30, dtype=torch.float64)
     out, reports = compiled_reports(lambda x: torch.rand_like(x) + x, x)

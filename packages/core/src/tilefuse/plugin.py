@@ -106,7 +106,8 @@ CAP_SPLIT_REDUCTIONS = "reduction:split"
 # int64 ``offset``, the same pair always giving the same value. Where the backends owning
 # pointwise and reduction kernels on a device both declare it, core generates random
 # tensors inside kernels there (dropout's mask fuses into its consumers); elsewhere they
-# are eager calls. ``rand`` is not in ``OP_NAMES``: other handlers never see it.
+# are eager calls. ``rand`` is not in ``OP_NAMES`` (``OPTIONAL_OPS``): backends without
+# the capability never render it.
 CAP_RANDOM = "op:rand"
 
 # The GEMM-family ops of the template contract (``Choice`` gives each one's inputs), with
