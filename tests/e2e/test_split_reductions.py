@@ -187,7 +187,14 @@ def test_column_sums_run_in_two_stages(rows, cols, dtype):
     x = torch.randn(rows, cols).to(dtype)
     reports = check(lambda x: (x.sum(0), x.amax(0, keepdim=True)), x, dtype=dtype)
     assert kernel_count(reports) >= 2, [r.format() for r in reports]
-    assert any("(xindex // " in k.source for r in reports for k in r.kernels), "no column stage 1"
+    # Stage 1 is laid out (chunks, cols): output (piece, col) reads column xindex % cols
+    # from row piece * chunk on, piece = xindex // cols.
+    plan = split_reduction.split_plan(cols, rows, columns=True)
+    assert plan is not None and plan.columns
+    loads = [line for r in reports for k in r.kernels for line in k.source.splitlines()
+             if "tl.load" in line]  # fmt: skip
+    wanted = (f"(xindex % {cols})", f"{plan.chunk}*(xindex // {cols})")
+    assert any(all(w in line for w in wanted) for line in loads), (wanted, loads)
 
 
 def test_column_reductions_over_several_dims_and_of_computed_values():
