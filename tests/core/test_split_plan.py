@@ -40,6 +40,17 @@ def test_no_plan_where_splitting_cannot_help(outputs, numel):
     assert sr.split_plan(outputs, numel) is None
 
 
+def test_column_reductions_are_judged_by_their_tiles():
+    # a bias gradient: 768 columns over 4096 rows, 24 tiles of 32 columns
+    plan = sr.split_plan(768, 4096, columns=True)
+    assert plan is not None and plan.columns
+    assert 768 // sr.COLUMN_TILE * plan.chunks <= sr.TARGET_PROGRAMS
+    assert sr.COLUMN_TILE * plan.chunk >= sr.MIN_CHUNK  # elements per program
+    assert sr.split_plan(768, 4096) is None  # as outputs, 768 looked like plenty
+    assert sr.split_plan(sr.MAX_OUTPUTS * sr.COLUMN_TILE + 1, 2**20, columns=True) is None
+    assert sr.split_plan(4, 2**20, columns=True).chunk >= sr.MIN_CHUNK // 4  # a narrow tile
+
+
 def test_unsplittable_types_and_symbolic_sizes_have_no_plan():
     big = (sympy.Integer(2**20),)
     one = (sympy.Integer(1),)

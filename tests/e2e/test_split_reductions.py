@@ -176,3 +176,51 @@ def test_symbolic_sizes_are_not_split():
             torch.testing.assert_close(fn(x), x.sum())
     assert tilefuse.stats()["graphs_compiled_symbolic"] >= 1
     assert all(len(r.kernels) == 1 for r in reports)
+
+
+# Column reductions: the input contiguous along the kept dim, strided along the reduced
+# one. Judged by their tiles of split_reduction.COLUMN_TILE outputs; stage 1 laid out
+# (chunks, *kept) so that its reads stay contiguous along the kept dim.
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("rows", "cols"), [(2 * CHUNK + 1, 40), (1031, 7), (4096, 96)])
+def test_column_sums_run_in_two_stages(rows, cols, dtype):
+    x = torch.randn(rows, cols).to(dtype)
+    reports = check(lambda x: (x.sum(0), x.amax(0, keepdim=True)), x, dtype=dtype)
+    assert kernel_count(reports) >= 2, [r.format() for r in reports]
+    # Stage 1 is laid out (chunks, cols): output (piece, col) reads column xindex % cols
+    # from row piece * chunk on, piece = xindex // cols.
+    plan = split_reduction.split_plan(cols, rows, columns=True)
+    assert plan is not None and plan.columns
+    loads = [line for r in reports for k in r.kernels for line in k.source.splitlines()
+             if "tl.load" in line]  # fmt: skip
+    wanted = (f"(xindex % {cols})", f"{plan.chunk}*(xindex // {cols})")
+    assert any(all(w in line for w in wanted) for line in loads), (wanted, loads)
+
+
+def test_column_reductions_over_several_dims_and_of_computed_values():
+    x = torch.randn(9, 131, 24)
+    check(lambda x: ((x * 2 + 1).sum((0, 1)), (x > 0).any(1), x.amin((0, 1), keepdim=True)), x)
+
+
+def test_a_transposed_input_is_a_row_reduction_and_still_right():
+    x = torch.randn(40, 1031).t()  # sum over dim 0 of this reads rows of the storage
+    check(lambda x: x.sum(0), x)
+
+
+def test_bias_and_layer_norm_gradients_split_by_columns():
+    lin = torch.nn.Linear(24, 40)
+    norm = torch.nn.LayerNorm(40)
+
+    def fn(x):
+        return norm(lin(x)).relu()
+
+    x = torch.randn(8, 131, 24, requires_grad=True)
+    params = list(lin.parameters()) + list(norm.parameters())
+    eager_grads = torch.autograd.grad(fn(x).square().sum(), [x, *params])
+    with collect_reports() as reports:
+        compiled = torch.compile(fn, backend="tilefuse")
+        grads = torch.autograd.grad(compiled(x).square().sum(), [x, *params])
+    for got, want in zip(grads, eager_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    backward = reports[-1]
+    assert any("(xindex // 40)" in k.source for k in backward.kernels), backward.format()

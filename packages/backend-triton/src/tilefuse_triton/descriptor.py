@@ -21,7 +21,10 @@ class TritonBackend:
     def info(self) -> plugin.BackendInfo:
         interpreted = plugin.triton_interpreted()
         devices = ("cuda", "cpu") if interpreted else ("cuda",)
-        capabilities = {plugin.CAP_POINTWISE, plugin.CAP_REDUCTION, plugin.CAP_TEMPLATE_GEMM}
+        capabilities = {
+            plugin.CAP_POINTWISE, plugin.CAP_REDUCTION, plugin.CAP_TEMPLATE_GEMM,
+            plugin.CAP_RANDOM,  # tl.rand, in the interpreter as on a GPU
+        }  # fmt: skip
         if not interpreted:
             # cuDNN's tensor-core convolutions are NHWC. Interpreted, the backend also
             # serves CPU tensors, for which it makes no such claim.

@@ -316,6 +316,14 @@ class KernelWriter:
             return self.new_var(f"dm.to_bf16({value})", dtype, value.kind)
         return self.new_var(f"{value}.to({TL_DTYPES[dtype]})", dtype, value.kind)
 
+    def rand(self, seed: Var, offset: Var) -> Var:
+        """``plugin.CAP_RANDOM``'s op: Triton's Philox ``tl.rand`` (float32 in [0, 1)).
+        A literal offset (a one-element tensor's 0) becomes a block: ``tl.rand`` casts it."""
+        if offset.kind == SCALAR and _is_literal(offset):
+            offset = self.new_var(f"tl.full({self.one_block}, {offset}, tl.int64)", torch.int64,
+                                  PER_X)  # fmt: skip
+        return self.new_var(f"tl.rand({seed}, {offset})", torch.float32, max(offset.kind, PER_X))
+
     def where(self, cond: Var, a: Var, b: Var) -> Var:
         dtype = a.dtype if isinstance(a, Var) else b.dtype
         kind = kind_of(cond, a, b)

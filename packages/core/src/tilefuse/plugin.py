@@ -101,6 +101,14 @@ CAP_CHANNELS_LAST = "layout:channels-last"
 # partials). Core then splits such reductions on that device (``TILEFUSE_SPLIT_REDUCTIONS=
 # auto``); the stages are ordinary reductions, so the backend renders nothing new.
 CAP_SPLIT_REDUCTIONS = "reduction:split"
+# An op, not a node kind: "my kernels render ``ops.rand(seed, offset)``": a float32 drawn
+# uniformly from [0, 1) by a counter-based generator keyed by the int64 ``seed`` at the
+# int64 ``offset``, the same pair always giving the same value. Where the backends owning
+# pointwise and reduction kernels on a device both declare it, core generates random
+# tensors inside kernels there (dropout's mask fuses into its consumers); elsewhere they
+# are eager calls. ``rand`` is not in ``OP_NAMES`` (``OPTIONAL_OPS``): backends without
+# the capability never render it.
+CAP_RANDOM = "op:rand"
 
 # The GEMM-family ops of the template contract (``Choice`` gives each one's inputs), with
 # how many op inputs come before the epilogue's operands. The one table of them.
@@ -718,6 +726,7 @@ __all__ = [
     "CAP_REDUCTION",
     "CAP_TEMPLATE_GEMM",
     "CAP_SPLIT_REDUCTIONS",
+    "CAP_RANDOM",
     "CHOICES_GROUP",
     "DEFAULT_DTYPES",
     "ENTRY_POINT_GROUPS",

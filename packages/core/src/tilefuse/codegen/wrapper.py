@@ -69,6 +69,14 @@ def _fast_reinterpret() -> Any:
 
 _reinterpret = _fast_reinterpret()
 
+# PyTorch's lower-overhead allocators (what Inductor's wrappers call): ``(size, stride,
+# dtype)`` on the CPU, or on the current CUDA device. ``None`` where this torch has none.
+_GUARDS = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
+_EMPTY_STRIDED_FAST = {
+    "cpu": getattr(_GUARDS, "_empty_strided_cpu", None),
+    "cuda": getattr(_GUARDS, "_empty_strided_cuda", None),
+}
+
 
 def _ensure_layout(
     t: torch.Tensor | None, size: tuple, stride: tuple, op: str = "an extern op"
@@ -236,6 +244,7 @@ class WrapperWriter(WrapperPlan):
         }
         self.constants = 0
         self.bound: set[str] = set()  # names of the size symbols the wrapper has bound
+        self.cuda_device = _only_cuda_device(schedule)
 
     def sizes(self, exprs: Any) -> str:
         """A tuple of sizes as Python text (literal ints where static)."""
@@ -314,7 +323,25 @@ class WrapperWriter(WrapperPlan):
     def render(self) -> WrapperModule:
         self.namespace.update(self.schedule.graph.constants)
         self.walk()
-        return WrapperModule("\n".join(["def call(args):", *self.lines]) + "\n", self.namespace)
+        body = self.lines
+        if self.cuda_device is not None:
+            self.namespace["_device_guard"] = torch.cuda._DeviceGuard
+            body = with_device_guard(body, self.cuda_device)
+        return WrapperModule("\n".join(["def call(args):", *body]) + "\n", self.namespace)
+
+    def empty(self, lay: Any) -> str:
+        """Python text allocating a buffer of layout ``lay``: PyTorch's fast allocator where
+        there is one for the device (CUDA: the graph's one device, see ``cuda_device``),
+        else ``torch.empty_strided``."""
+        sizes, strides = self.sizes(lay.size), self.sizes(lay.stride)
+        device = torch.device(lay.device)
+        fast = _EMPTY_STRIDED_FAST.get(device.type)
+        if fast is not None and (device.type == "cpu" or device.index == self.cuda_device):
+            name = f"empty_strided_{device.type}"
+            self.namespace[name] = fast
+            return f"{name}({sizes}, {strides}, {lay.dtype})"
+        device_text = self.literal(lay.device)
+        return f"empty_strided({sizes}, {strides}, device={device_text}, dtype={lay.dtype})"
 
     def begin(self, names: list[str]) -> None:
         if names:
@@ -323,11 +350,7 @@ class WrapperWriter(WrapperPlan):
         self.bind_sizes()
 
     def allocate(self, buf: Buffer) -> None:
-        lay = buf.layout
-        self.emit(
-            f"{buf.name} = empty_strided({self.sizes(lay.size)}, {self.sizes(lay.stride)}, "
-            f"device={self.literal(lay.device)}, dtype={lay.dtype})"
-        )
+        self.emit(f"{buf.name} = {self.empty(buf.layout)}")
 
     def reuse(self, name: str, freed: str) -> None:
         self.emit(f"{name} = {freed}  # reuses freed {freed}")
@@ -355,10 +378,7 @@ class WrapperWriter(WrapperPlan):
             args += [self.operand(op) for op in step.epilogue.operands]
         out = step.output.buffer
         lay = out.layout
-        self.emit(
-            f"{out.name} = empty_strided({self.sizes(lay.size)}, {self.sizes(lay.stride)}, "
-            f"device={self.literal(lay.device)}, dtype={lay.dtype})"
-        )
+        self.emit(f"{out.name} = {self.empty(lay)}")
         target = out.name
         if step.output_layout is not lay:  # the epilogue's buffer in the GEMM's shape
             gemm = step.output_layout
@@ -421,6 +441,24 @@ class WrapperWriter(WrapperPlan):
         lay = buf.layout
         size, stride = self.sizes(lay.size), self.sizes(lay.stride)
         return f"_ensure_layout({expr}, {size}, {stride}, {str(op)!r})"
+
+
+def with_device_guard(body: list[str], device: int) -> list[str]:
+    """``body`` (lines of ``call``, indented once) run under ``_device_guard(device)``: the
+    fast CUDA allocator allocates on the current device, so the call makes the graph's
+    current, and the guard restores the caller's however the call ends."""
+    return [f"    with _device_guard({device}):", *("    " + line for line in body)]
+
+
+def _only_cuda_device(schedule: Schedule) -> int | None:
+    """The index of the one CUDA device the graph's buffers are on, or ``None`` when they
+    are on none, on several, or on one without an index, or this torch has no fast CUDA
+    allocator (the wrapper then names each buffer's device)."""
+    if _EMPTY_STRIDED_FAST["cuda"] is None:
+        return None
+    devices = {torch.device(b.layout.device) for b in schedule.graph.buffers}
+    cuda = {d.index for d in devices if d.type == "cuda"}
+    return cuda.pop() if len(cuda) == 1 and None not in cuda else None
 
 
 def write_wrapper(schedule: Schedule, kernels: dict[int, Any]) -> WrapperModule:

@@ -19,7 +19,7 @@ import torch
 import torch.fx
 
 from .. import config, plugin
-from ..errors import Unsupported
+from ..errors import TilefuseError, Unsupported
 from ..ir.graph import LoweredGraph
 from ..ir.index import simplify_index, stride_of
 from ..ir.nodes import (
@@ -49,6 +49,7 @@ from .layout_choice import (
 from .values import BufferValue, LazyValue, Value
 
 log = logging.getLogger("tilefuse")
+aten = torch.ops.aten
 
 Lowering = Callable[..., Any]
 LOWERINGS: dict[Any, Lowering] = {}
@@ -82,6 +83,14 @@ def find_lowering(target: Any) -> Lowering | None:
         return LOWERINGS[target]
     packet = getattr(target, "overloadpacket", None)
     return LOWERINGS.get(packet)
+
+
+# Ops that read only their tensor argument's size, dtype and device: a value they take is
+# not shared with them (it stays inlined into its one real reader).
+_READS_ONLY_METADATA = frozenset({
+    aten.rand_like.default, aten.empty_like.default, aten.zeros_like.default,
+    aten.ones_like.default, aten.full_like.default,
+})  # fmt: skip
 
 
 def op_name(target: Any) -> str:
@@ -134,6 +143,7 @@ class GraphLowering:
         self.free_outputs = free_outputs if self.layout.channels_last else frozenset()
         self._split_setting = config.split_reductions()
         self._split_devices: dict[str, bool] = {}  # device type -> splits reductions
+        self._random_devices: dict[str, bool] = {}  # device type -> random ops in kernels
 
     def hint(self, expr: Any) -> int:
         """``expr`` (a size) at the example inputs' sizes: for heuristics only, never for a
@@ -152,6 +162,36 @@ class GraphLowering:
 
             self._split_devices[device_type] = declares(device_type, plugin.CAP_SPLIT_REDUCTIONS)
         return self._split_devices[device_type]
+
+    def generates_random(self, device: torch.device) -> bool:
+        """Whether kernels on ``device`` may draw random numbers (``ops.rand``): the
+        backends owning its pointwise and its reduction kernels both declare
+        ``plugin.CAP_RANDOM``."""
+        device_type = torch.device(device).type
+        if device_type not in self._random_devices:
+            from ..backend_selection import owner
+
+            try:
+                owners = [owner(device_type, cap) for cap in (plugin.CAP_POINTWISE,
+                                                              plugin.CAP_REDUCTION)]  # fmt: skip
+            except TilefuseError:
+                owners = []
+            self._random_devices[device_type] = bool(owners) and all(
+                plugin.CAP_RANDOM in o.info.capabilities for o in owners
+            )
+        return self._random_devices[device_type]
+
+    def random_seed(self, device: torch.device) -> BufferValue:
+        """A fresh seed for one random op's kernels: a one-element int64 tensor on
+        ``device`` drawn per call from torch's default generator there (an eager
+        ``randint``), so ``torch.manual_seed`` makes the numbers repeat, and each call of
+        the graph, like each eager call, draws new ones."""
+        reason = "the seed of random numbers generated inside kernels"
+        self.externs.setdefault(op_name(aten.randint.low), reason)
+        layout = Layout.contiguous(torch.device(device), torch.int64, [1])
+        kwargs = {"dtype": torch.int64, "device": torch.device(device)}
+        meta = torch.empty(1, dtype=torch.int64)  # sizes nothing: ``layout`` is given
+        return self.extern_call(aten.randint.low, (0, 2**62, [1]), kwargs, meta, reason, layout)
 
     # -- buffers ---------------------------------------------------------------------
     def new_name(self, prefix: str = "buf") -> str:
@@ -394,7 +434,8 @@ class GraphLowering:
         if isinstance(result, LazyValue):
             if result.cost() > MAX_INLINE_OPS:
                 return BufferValue(self.realize(result))
-            shared = len(node.users) > 1 and result.cost() > 1
+            readers = [u for u in node.users if u.target not in _READS_ONLY_METADATA]
+            shared = len(readers) > 1 and result.cost() > 1
             if shared and (result.read_names() or result.cost() > MAX_RECOMPUTED_OPS):
                 return BufferValue(self.realize(result))
         return result

@@ -8,7 +8,8 @@ handler must implement; their meaning follows the torch op of the same name
 (``to_dtype`` casts, ``index_expr`` turns an index expression into a value,
 ``masked(cond, body, other)`` evaluates ``body()`` only where ``cond`` holds,
 ``indirect(value, size)`` turns a loaded index into an index symbol, wrapping
-negative values by ``size``).
+negative values by ``size``). ``OPTIONAL_OPS`` are rendered only by backends that declare
+their capability (``rand``: ``plugin.CAP_RANDOM``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ BINARY_OPS = (
 )  # fmt: skip
 OTHER_OPS = ("load", "where", "to_dtype", "constant", "index_expr", "masked", "indirect")
 OP_NAMES = UNARY_OPS + BINARY_OPS + OTHER_OPS
+OPTIONAL_OPS = ("rand",)
 
 
 class _Proxy:
@@ -92,7 +94,7 @@ class DependencyTracer:
         return sympy.Symbol(f"indirect{self.indirect_count}", integer=True, nonnegative=True)
 
     def __getattr__(self, name: str) -> Callable[..., str]:
-        if name not in OP_NAMES:
+        if name not in OP_NAMES and name not in OPTIONAL_OPS:
             raise AttributeError(f"unknown op {name!r}")
 
         def op(*args: Any, **kwargs: Any) -> str:

@@ -40,7 +40,7 @@ from ..ir.nodes import (
     contiguous_strides,
     index_symbols,
 )
-from ..ir.ops import OP_NAMES, ops_handler
+from ..ir.ops import OP_NAMES, OPTIONAL_OPS, ops_handler
 from ..plugin import EpilogueStep, dtype_name
 from .nodes import SchedNode
 
@@ -129,6 +129,8 @@ class _TreeBuilder:
         raise NotAnEpilogue("index arithmetic")
 
     def __getattr__(self, name: str) -> Callable[..., tuple]:
+        if name in OPTIONAL_OPS:  # random numbers are no epilogue step
+            raise NotAnEpilogue(f"{name} is not an epilogue step")
         if name not in OP_NAMES:
             raise AttributeError(name)
         return lambda *args: (name, *args)

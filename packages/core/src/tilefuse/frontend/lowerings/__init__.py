@@ -1,6 +1,16 @@
 """Importing this package registers every lowering in ``tilefuse.frontend.lowering``."""
 
-from . import convolution, creation, indexing, matmul, pointwise, pooling, reductions, views
+from . import (
+    convolution,
+    creation,
+    indexing,
+    matmul,
+    pointwise,
+    pooling,
+    random,
+    reductions,
+    views,
+)
 
 __all__ = [
     "convolution",
@@ -9,6 +19,7 @@ __all__ = [
     "matmul",
     "pointwise",
     "pooling",
+    "random",
     "reductions",
     "views",
 ]

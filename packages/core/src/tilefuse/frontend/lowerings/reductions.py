@@ -10,8 +10,9 @@ from typing import Any
 import sympy
 import torch
 
-from ...ir.nodes import Layout, Reduction, product
-from ...ir.ops import ops
+from ...ir.index import stride_of
+from ...ir.nodes import Layout, Reduction, index_symbols, product
+from ...ir.ops import ops, trace_reads
 from ..lowering import Unsupported, register
 from ..values import BufferValue, LazyValue, Value
 from .common import compute_dtype, out_meta, size_value
@@ -75,7 +76,8 @@ def reduce(
         return LazyValue(out_dtype, x.device, ranges, lambda idx: ops.constant(value, out_dtype))
 
     element: Callable[[Sequence[Any], Sequence[Any]], Any] = value_at
-    plan = plan_for(ranges, rranges, reduction_type) if dims else None
+    columns = bool(kept) and _reads_columns(value_at, len(kept), len(dims))
+    plan = plan_for(ranges, rranges, reduction_type, columns) if dims else None
     if plan is not None and ctx.splits_reductions(x.device):
         kept_sizes = [x.size[d] for d in kept]
         element = split_reduction(
@@ -89,6 +91,21 @@ def reduce(
     layout = Layout.contiguous(x.device, out_dtype, ranges)
     reduction = Reduction(ranges, rranges, reduction_type, body, math_dtype)
     return BufferValue(ctx.add_buffer(layout, reduction))
+
+
+def _reads_columns(
+    value_at: Callable[[Sequence[Any], Sequence[Any]], Any], kept: int, reduced: int
+) -> bool:
+    """Whether the reduction reads some input contiguously along its last kept dim and
+    strided along its last reduced one (a column sum), as the backend's column tiles do."""
+    kept_syms = index_symbols("k", kept)
+    reduced_syms = index_symbols("q", reduced)
+    tracer = trace_reads(value_at, kept_syms, reduced_syms)
+    for _name, index in tracer.reads:
+        across = stride_of(index, reduced_syms[-1])
+        if stride_of(index, kept_syms[-1]) == 1 and across is not None and across not in (0, 1):
+            return True
+    return False
 
 
 def _count(x: Value, dims: Sequence[int]) -> Any:

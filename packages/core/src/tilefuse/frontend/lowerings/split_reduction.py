@@ -14,6 +14,12 @@ new:
 - stage 2 reduces the ``chunks`` partials of each output: it is the original reduction's
   output buffer, to which epilogues and consumers fuse as before.
 
+Column reductions (the input read contiguously along the kept dims, strided along the
+reduced ones: a bias gradient's sum over rows) run one program per tile of
+``COLUMN_TILE`` outputs, so they are judged by those tiles, not by outputs: 768 columns
+are 24 programs. Their stage 1 is laid out ``(chunks, *kept sizes)``, so that each
+program's reads stay contiguous along the kept dims.
+
 Only reductions whose partials combine with the same reduction are split (``IDENTITY``:
 sum, prod, max, min, any); argmax/argmin and logsumexp are not. Reductions with symbolic
 sizes are not split: the plan would hold for the example sizes only.
@@ -42,6 +48,8 @@ MIN_CHUNK = 4096
 # Chunks are a multiple of this many elements, so each program's first element is as
 # aligned as the tensor's (vector loads of a contiguous input stay possible).
 CHUNK_ALIGN = 16
+# Outputs one program of a column reduction covers (the Triton backend's column tile).
+COLUMN_TILE = 32
 
 
 @dataclass(frozen=True)
@@ -52,15 +60,20 @@ class SplitPlan:
 
     chunks: int
     chunk: int
+    columns: bool = False  # stage 1 laid out (chunks, *kept): a column reduction's
 
 
-def split_plan(outputs: int, numel: int) -> SplitPlan | None:
+def split_plan(outputs: int, numel: int, columns: bool = False) -> SplitPlan | None:
     """How to split a reduction of ``numel`` elements for each of ``outputs`` outputs, or
-    ``None`` when it should stay one reduction (many outputs, or too short to cut into at
-    least two pieces of ``MIN_CHUNK``)."""
-    if outputs < 1 or outputs > MAX_OUTPUTS:
+    ``None`` when it should stay one reduction (many programs already, or too short to
+    cut into at least two pieces of ``MIN_CHUNK`` elements per program). ``columns``: a
+    column reduction, whose programs each take ``COLUMN_TILE`` outputs."""
+    tile = COLUMN_TILE if columns else 1
+    programs = -(-outputs // tile)
+    if outputs < 1 or programs > MAX_OUTPUTS:
         return None
-    chunks = min(TARGET_PROGRAMS // outputs, numel // MIN_CHUNK)
+    min_chunk = -(-MIN_CHUNK // min(tile, outputs))
+    chunks = min(TARGET_PROGRAMS // programs, numel // min_chunk)
     if chunks < 2:
         return None
     chunk = -(-numel // chunks)
@@ -68,7 +81,7 @@ def split_plan(outputs: int, numel: int) -> SplitPlan | None:
     chunks = -(-numel // chunk)  # rounding `chunk` up may leave the last pieces empty
     if chunks < 2:
         return None
-    return SplitPlan(chunks, chunk)
+    return SplitPlan(chunks, chunk, columns)
 
 
 def identity(reduction_type: str, dtype: torch.dtype) -> Any:
@@ -91,7 +104,10 @@ def identity(reduction_type: str, dtype: torch.dtype) -> Any:
 
 
 def plan_for(
-    ranges: Sequence[Any], reduction_ranges: Sequence[Any], reduction_type: str
+    ranges: Sequence[Any],
+    reduction_ranges: Sequence[Any],
+    reduction_type: str,
+    columns: bool = False,
 ) -> SplitPlan | None:
     """``split_plan`` for a reduction of these sizes and type, ``None`` where it does not
     apply: a type with no ``identity``, or a size that is not a known integer."""
@@ -100,7 +116,7 @@ def plan_for(
     sizes = [*ranges, *reduction_ranges]
     if not all(isinstance(s, sympy.Expr) and s.is_Integer for s in map(sympy.sympify, sizes)):
         return None
-    return split_plan(int(product(ranges)), int(product(reduction_ranges)))
+    return split_plan(int(product(ranges)), int(product(reduction_ranges)), columns)
 
 
 def split_reduction(
@@ -126,8 +142,8 @@ def split_reduction(
     fill = identity(reduction_type, math_dtype)
 
     def stage1(idx: Sequence[Any], ridx: Sequence[Any]) -> Any:
-        flat = idx[-1] * chunk + ridx[0]
-        kept = list(idx[:-1])
+        piece, kept = (idx[0], list(idx[1:])) if plan.columns else (idx[-1], list(idx[:-1]))
+        flat = piece * chunk + ridx[0]
 
         def element() -> Any:
             return value_at(kept, unflatten(flat, reduction_sizes))
@@ -137,7 +153,8 @@ def split_reduction(
         inside = ops.lt(ops.index_expr(flat, torch.int64), ops.constant(numel, torch.int64))
         return ops.masked(inside, element, fill)
 
-    ranges1 = (*kept_sizes, sympy.Integer(chunks))
+    pieces = sympy.Integer(chunks)
+    ranges1 = (pieces, *kept_sizes) if plan.columns else (*kept_sizes, pieces)
     layout = Layout.contiguous(device, math_dtype, ranges1)
     partials = ctx.add_buffer(
         layout,
@@ -145,6 +162,7 @@ def split_reduction(
     )
 
     def stage2(kept: Sequence[Any], ridx: Sequence[Any]) -> Any:
-        return ops.load(partials.name, layout.index([*kept, ridx[0]]))
+        at = [ridx[0], *kept] if plan.columns else [*kept, ridx[0]]
+        return ops.load(partials.name, layout.index(at))
 
     return stage2
