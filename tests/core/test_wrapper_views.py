@@ -43,3 +43,14 @@ def test_without_the_fast_helper_windows_are_inline_as_strided(monkeypatch):
     reports = check(lambda x, w, r: (x @ w).view(1, 9, 12) + r, x, w, r)
     source = "\n".join(rep.wrapper for rep in reports)
     assert "reinterpret(" not in source and ".as_strided(" in source, source
+
+
+def test_the_helper_probe_works_under_dynamos_fake_mode():
+    # The wrapper module is first imported while Dynamo compiles, inside its FakeTensorMode;
+    # the probe there once failed, and every call of every graph paid ``as_strided``.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    outside = wrapper._fast_reinterpret()
+    with FakeTensorMode(), torch.device("meta"):
+        inside = wrapper._fast_reinterpret()
+    assert inside is outside

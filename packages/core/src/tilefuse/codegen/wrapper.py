@@ -15,6 +15,8 @@ evaluated per call, and each kernel is passed the values of its ``size_args``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,12 +61,27 @@ def _fast_reinterpret() -> Any:
     _reinterpret_tensor = getattr(guards, "_reinterpret_tensor", None)
     if _reinterpret_tensor is None:
         return _as_strided_from
-    probe = torch.arange(4.0)
-    try:
-        ok = _reinterpret_tensor(probe[1:], (2,), (1,), 1).tolist() == [2.0, 3.0]
-    except Exception:  # a changed private signature: the public call serves
-        ok = False
+    # This module is first imported while Dynamo compiles, under its FakeTensorMode: the
+    # probe must run on real tensors, or it fails and every call pays ``as_strided``.
+    with _real_tensors():
+        probe = torch.arange(4.0, device="cpu")
+        try:
+            ok = _reinterpret_tensor(probe[1:], (2,), (1,), 1).tolist() == [2.0, 3.0]
+        except Exception:  # a changed private signature: the public call serves
+            ok = False
     return _reinterpret_tensor if ok else _as_strided_from
+
+
+@contextlib.contextmanager
+def _real_tensors() -> Iterator[None]:
+    """Factory calls inside make real tensors: no fake mode, no torch-function mode (a
+    ``with torch.device(...)`` block) of whoever is importing."""
+    try:
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+    except ImportError:  # no fake tensors in this torch
+        unset_fake_temporarily = contextlib.nullcontext
+    with unset_fake_temporarily(), torch._C.DisableTorchFunction():
+        yield
 
 
 _reinterpret = _fast_reinterpret()
