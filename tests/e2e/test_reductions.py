@@ -354,6 +354,32 @@ def test_looped_logsumexp_rescales_per_row_with_masked_tails_and_minus_inf():
     )
 
 
+@pytest.mark.parametrize("length", [40, 9000], ids=["persistent", "looped"])
+def test_logsumexp_rows_with_infinities_and_nan_are_eagers(length):
+    """``torch.logsumexp``'s own results for a row holding +inf (+inf), only -inf (-inf),
+    +inf and -inf (+inf), NaN (NaN), and a row of large finite values (no overflow)."""
+    x = torch.randn(6, length)
+    x[0, 3] = float("inf")
+    x[1] = float("-inf")
+    x[2, 1], x[2, 2] = float("inf"), float("-inf")
+    x[3, length // 2] = float("nan")
+    x[4] = 1e30
+    check(lambda x: (torch.logsumexp(x, -1), torch.logsumexp(x, 1, keepdim=True)), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cross_entropy_saves_the_row_statistic_not_log_softmax(dtype):
+    """The forward of a cross-entropy saves the logits (already there) and one value per
+    row; the backward recomputes log_softmax. Saving log_softmax wrote, and read back, a
+    second tensor the size of the logits (gpt2's 823 MB)."""
+    logits = torch.randn(6, 300).to(dtype).requires_grad_()
+    target = torch.tensor([0, 299, 5, 17, 42, 150])
+    reports = check_grad(lambda x: F.cross_entropy(x.float(), target), logits, dtype=dtype)
+    forward = reports[0].wrapper
+    if dtype == torch.float32:  # (bf16: the float32 copy of the logits is still a buffer)
+        assert "(6, 300)" not in forward, forward  # no logits-sized buffer allocated
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_softmax_within_one_ulp_of_eager(dtype):
     """A float16/bfloat16 softmax multiplies by one reciprocal per row: the float32

@@ -451,18 +451,20 @@ class KernelWriter:
         return self.new_var(f"{out}[:, None].to(tl.int64)", torch.int64, PER_X)
 
     def logsumexp(self, name: str, dtype: torch.dtype) -> Var:
-        """max + log(sum(exp(v - max))) in one pass, rescaling the running sum."""
+        """max + log(sum(exp(v - max))) in one pass, rescaling the running sum; as
+        ``torch.logsumexp``: a row whose max is +-inf gives that max, and NaN propagates."""
         tl_t = TL_DTYPES[dtype]
         ninf = 'float("-inf")'
         if self.persistent:
             v = self.new_var(f"tl.where(xmask & rmask, {self.eval_reduction_input(name)}, {ninf})",
                              dtype, PER_XR)  # fmt: skip
-            m = self.new_var(f"tl.max({v}, 1)[:, None]", dtype, PER_X)
-            ms = self.new_var(f"tl.where({m} == {ninf}, 0.0, {m})", dtype, PER_X)
+            m = self.new_var(f"tl.reduce({v}, 1, dm.max_nan)[:, None]", dtype, PER_X)
+            ms = self.new_var(f'tl.where(tl.abs({m}) == float("inf"), 0.0, {m})', dtype, PER_X)
             total = self.new_var(f"tl.sum(tl.exp({v} - {ms}), 1)[:, None]", dtype, PER_X)
-            return self.new_var(f"{ms} + tl.log({total})", dtype, PER_X)
+            return self.new_var(f"tl.where({ms} != {m}, {m}, {ms} + tl.log({total}))", dtype, PER_X)
         # Looped: the running max is one per row (a block max each step), so the running
-        # sums are rescaled by one exp per row and step, not one per element.
+        # sums are rescaled by one exp per row and step, not one per element. An infinite
+        # max decides the result alone; the sums then need not stay finite.
         self.counter += 1
         acc = f"acc{self.counter}"
         self.emit(f"{acc}_m = tl.full([XBLOCK, 1], {ninf}, {tl_t})")
@@ -470,14 +472,15 @@ class KernelWriter:
         self.open_r_loop()
         v = self.new_var(f"tl.where(xmask & rmask, {self.eval_reduction_input(name)}, {ninf})",
                          dtype, PER_XR)  # fmt: skip
-        self.emit(f"{acc}_new = tl.maximum({acc}_m, tl.max({v}, 1)[:, None])")
-        self.emit(f"{acc}_safe = tl.where({acc}_new == {ninf}, 0.0, {acc}_new)")
+        self.emit(f"{acc}_new = dm.max_nan({acc}_m, tl.reduce({v}, 1, dm.max_nan)[:, None])")
+        self.emit(f'{acc}_safe = tl.where(tl.abs({acc}_new) == float("inf"), 0.0, {acc}_new)')
         self.emit(f"{acc}_s = {acc}_s * tl.exp({acc}_m - {acc}_safe) + tl.exp({v} - {acc}_safe)")
         self.emit(f"{acc}_m = {acc}_new")
         self.close_r_loop()
-        ms = self.new_var(f"tl.where({acc}_m == {ninf}, 0.0, {acc}_m)", dtype, PER_X)
+        m = f"{acc}_m"
+        ms = self.new_var(f'tl.where(tl.abs({m}) == float("inf"), 0.0, {m})', dtype, PER_X)
         total = self.new_var(f"tl.sum({acc}_s, 1)[:, None]", dtype, PER_X)
-        return self.new_var(f"{ms} + tl.log({total})", dtype, PER_X)
+        return self.new_var(f"tl.where({ms} != {m}, {m}, {ms} + tl.log({total}))", dtype, PER_X)
 
     def finish_reduction(self, kind: str, value: Var, acc_dtype: torch.dtype) -> Var:
         text = ops_table.reduction_final(kind, value)

@@ -127,6 +127,20 @@ def native_layer_norm_backward(
     return d_input, d_weight, d_bias
 
 
+def log_softmax(x: Any, dim: int, half_to_float: bool) -> Any:
+    """``x - logsumexp(x)`` in float32 at least, rounded once to the output dtype.
+
+    Kept whole, ``_log_softmax``'s result is what a backward reads, so a training step saved
+    (and wrote, and read back) a tensor the size of the logits. As a pointwise op over
+    ``x`` and the row statistic, the partitioner saves only the statistic and the backward
+    recomputes the rest (what Inductor's decomposition gets).
+    """
+    out_dtype = torch.float32 if half_to_float else x.dtype
+    compute = torch.promote_types(x.dtype, torch.float32)
+    xc = x.to(compute)
+    return (xc - aten.logsumexp.default(xc, [dim], True)).to(out_dtype)
+
+
 @functools.lru_cache(maxsize=1)
 def decomposition_table() -> dict[Any, Any]:
     from . import lowerings  # noqa: F401  (fills LOWERINGS)
@@ -141,5 +155,6 @@ def decomposition_table() -> dict[Any, Any]:
             del table[op]
     table[aten.addmm.default] = addmm
     table[aten.take.default] = take
+    table[aten._log_softmax.default] = log_softmax
     table[aten.native_layer_norm_backward.default] = native_layer_norm_backward
     return table

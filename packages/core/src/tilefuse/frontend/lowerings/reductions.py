@@ -1,5 +1,5 @@
 """Reduction lowerings: sum, mean, prod, amax/amin, argmax/argmin, any/all, var/std,
-softmax and log_softmax, layer_norm. Each produces ``Reduction`` nodes plus lazy
+softmax and log_softmax, logsumexp, layer_norm. Each produces ``Reduction`` nodes plus lazy
 pointwise math that the scheduler fuses into the same kernel."""
 
 from __future__ import annotations
@@ -333,6 +333,16 @@ def _softmax_online(ctx, node, x, d, math, out_dtype):
     else:
         fn = lambda idx: ops.to_dtype(shifted(idx), out_dtype)  # noqa: E731
     return LazyValue(out_dtype, x.device, x.size, fn)
+
+
+@register(aten.logsumexp)
+def _logsumexp(ctx, node, x, dims, keepdim=False):
+    out_dtype = out_meta(node).dtype
+    math = compute_dtype(out_dtype)
+    lse = reduce(ctx, x, _dims(x, dims), keepdim, "logsumexp", math, math)
+    if out_dtype == math:
+        return lse
+    return _lazy_map(lse, lambda v: ops.to_dtype(v, out_dtype), out_dtype)
 
 
 @register(aten.native_layer_norm)
