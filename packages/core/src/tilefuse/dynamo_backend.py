@@ -36,13 +36,13 @@ import torch
 from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.exc import RestartAnalysis
 from torch._functorch.aot_autograd import make_boxed_func
-from torch._functorch.partitioners import min_cut_rematerialization_partition
 
 from . import compile_options, config, counters, cuda_graphs, plugin
 from .backend_selection import owner, served_device_types, template_selector
 from .errors import NoBackendError, TilefuseError
 from .frontend.decompositions import decomposition_table
 from .frontend.dynamo_passes import dense_attention_masks
+from .frontend.partition import partition_for
 from .lru import BoundedLRU
 
 log = logging.getLogger("tilefuse")
@@ -288,28 +288,9 @@ def _aot(
         fw_compiler=_inner_compiler(settings, note, symbolic, "forward"),
         bw_compiler=_inner_compiler(settings, note, symbolic, "backward"),
         decompositions=decomposition_table(),
-        # What Inductor does: the backward recomputes cheap forward ops instead of reading
-        # saved results (a cross-entropy saves the logits' max and sum, not log_softmax).
-        partition_fn=_partition,
+        partition_fn=partition_for(gm),
     )
     return backend(gm, example_inputs)
-
-
-def _partition(joint: torch.fx.GraphModule, joint_inputs: Any, **kwargs: Any) -> Any:
-    """AOTAutograd's min-cut partition, as Inductor uses it: the backward recomputes cheap
-    forward values rather than reading saved ones (a cross-entropy saves the logits' row
-    statistic, not a ``log_softmax`` the size of the logits).
-
-    ``detach`` nodes inside the joint graph are dropped first (values, not autograd, flow
-    there): the partitioner counts a value a ``detach`` reads in the backward as one it
-    must save, which pinned ``log_softmax``'s result."""
-    for node in list(joint.graph.nodes):
-        if node.op == "call_function" and node.target is torch.ops.aten.detach.default:
-            if all(user.op != "output" for user in node.users):
-                node.replace_all_uses_with(node.args[0])
-                joint.graph.erase_node(node)
-    joint.recompile()
-    return min_cut_rematerialization_partition(joint, joint_inputs, **kwargs)
 
 
 def _signature(args: Sequence[Any]) -> tuple:

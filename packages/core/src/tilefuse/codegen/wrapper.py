@@ -74,13 +74,12 @@ def _fast_reinterpret() -> Any:
 
 @contextlib.contextmanager
 def _real_tensors() -> Iterator[None]:
-    """Factory calls inside make real tensors: no fake mode, no torch-function mode (a
-    ``with torch.device(...)`` block) of whoever is importing."""
-    try:
-        from torch._subclasses.fake_tensor import unset_fake_temporarily
-    except ImportError:  # no fake tensors in this torch
-        unset_fake_temporarily = contextlib.nullcontext
-    with unset_fake_temporarily(), torch._C.DisableTorchFunction():
+    """Factory calls inside make real tensors: no dispatch mode (Dynamo's fake mode, a
+    user's mode) and no torch-function mode (a ``with torch.device(...)`` block) of
+    whoever is importing."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes(), torch._C.DisableTorchFunction():
         yield
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch._decomp import core_aten_decompositions, get_decompositions
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from .lowering import LOWERINGS
 
@@ -128,17 +129,20 @@ def native_layer_norm_backward(
 
 
 def log_softmax(x: Any, dim: int, half_to_float: bool) -> Any:
-    """``x - logsumexp(x)`` in float32 at least, rounded once to the output dtype.
+    """Eager's arithmetic, ``(x - max) - log(sum(exp(x - max)))`` in float32 at least,
+    as pointwise ops over ``x`` and two row statistics, and contiguous as eager's result.
 
-    Kept whole, ``_log_softmax``'s result is what a backward reads, so a training step saved
-    (and wrote, and read back) a tensor the size of the logits. As a pointwise op over
-    ``x`` and the row statistic, the partitioner saves only the statistic and the backward
-    recomputes the rest (what Inductor's decomposition gets).
+    Kept whole, ``_log_softmax``'s result is what its backward reads, so a training step
+    saved (wrote, and read back) a tensor the size of the logits. Decomposed, the
+    partitioner saves the two statistics and the backward recomputes the rest.
     """
     out_dtype = torch.float32 if half_to_float else x.dtype
+    if x.dim() > 0 and guard_or_false(x.shape[dim] == 0):
+        return x.to(out_dtype).contiguous()  # empty rows: nothing to normalize
     compute = torch.promote_types(x.dtype, torch.float32)
-    xc = x.to(compute)
-    return (xc - aten.logsumexp.default(xc, [dim], True)).to(out_dtype)
+    shifted = x.to(compute) - aten.amax.default(x.to(compute), [dim], True)
+    total = aten.sum.dim_IntList(aten.exp.default(shifted), [dim], True)
+    return (shifted - aten.log.default(total)).to(out_dtype).contiguous()
 
 
 @functools.lru_cache(maxsize=1)

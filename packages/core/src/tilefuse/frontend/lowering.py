@@ -37,7 +37,7 @@ from ..ir.nodes import (
     sympify_sizes,
     sympify_strides,
 )
-from ..ir.ops import trace_reads
+from ..ir.ops import ops_handler, trace_reads
 from ..ir.symbolic import hint_of, is_symbolic_value, known_nonnegative, size_expr, size_hints
 from .layout_choice import (
     GraphLayout,
@@ -56,6 +56,28 @@ LOWERINGS: dict[Any, Lowering] = {}
 _logged_externs: set[str] = set()
 _warned_unserved: set[str] = set()
 
+
+class _OpNames:
+    """An ops handler that records the name of every op a body calls, and the buffers
+    it loads, in order."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.loads: list[str] = []
+
+    def load(self, name: str, index: Any) -> str:
+        self.names.append("load")
+        self.loads.append(name)
+        return "v"
+
+    def __getattr__(self, name: str) -> Callable[..., str]:
+        def op(*args: Any, **kwargs: Any) -> str:
+            self.names.append(name)
+            return "v"
+
+        return op
+
+
 # A lazy body used by more than one consumer is realized (the scheduler can fuse
 # it back); one that grows beyond this many ops is realized to bound recompute.
 MAX_INLINE_OPS = 96
@@ -65,6 +87,11 @@ MAX_INLINE_OPS = 96
 # (a view: transposed, reshaped, sliced or expanded) is never realized for sharing:
 # a copy would cost a kernel and the same reads.
 MAX_RECOMPUTED_OPS = 16
+# ... and a shared body of loads, casts and at most this many of these ops, over one
+# full-size buffer and small ones (``GraphLowering._cheap_to_recompute``), is recomputed
+# by each consumer.
+MAX_CHEAP_OPS = 2
+CHEAP_OPS = frozenset({"add", "sub", "mul", "neg"})
 
 
 def register(*targets: Any) -> Callable[[Lowering], Lowering]:
@@ -437,8 +464,39 @@ class GraphLowering:
             readers = [u for u in node.users if u.target not in _READS_ONLY_METADATA]
             shared = len(readers) > 1 and result.cost() > 1
             if shared and (result.read_names() or result.cost() > MAX_RECOMPUTED_OPS):
-                return BufferValue(self.realize(result))
+                if not self._cheap_to_recompute(result):
+                    return BufferValue(self.realize(result))
         return result
+
+    def _cheap_to_recompute(self, value: LazyValue) -> bool:
+        """Whether each consumer may compute ``value`` again rather than read a realized
+        copy: a few cheap ops over one buffer of ``value``'s size and elements no wider,
+        plus loads of buffers at most an eighth of that size (``x.float()`` of a bf16
+        tensor, ``x - rowmax``). Recomputing reads no more bytes than the copy would, and
+        the copy's write is saved."""
+        if value.cost() > MAX_INLINE_OPS:
+            return False
+        tracer = _OpNames()
+        try:
+            with ops_handler(tracer):
+                value.fn(index_symbols("c", value.rank))
+        except Exception:  # a body that needs real index values (an indirect read)
+            return False
+        arithmetic = [n for n in tracer.names if n not in ("load", "to_dtype")]
+        if not set(arithmetic) <= CHEAP_OPS or len(arithmetic) > MAX_CHEAP_OPS:
+            return False
+        numel = self.hint(product(value.size))
+        full = 0
+        for name in tracer.loads:
+            buf = self.buffer_named(name)
+            if buf is None:
+                return False
+            size = self.hint(product(buf.layout.size))
+            if size == numel and buf.dtype.itemsize <= value.dtype.itemsize:
+                full += 1
+            elif 8 * size > numel:
+                return False
+        return full == 1
 
     # -- externs ---------------------------------------------------------------------
     def extern(self, node: torch.fx.Node, args: Any, kwargs: Any, reason: str) -> Any:

@@ -1,6 +1,7 @@
 """Reduction lowerings: sum, mean, prod, amax/amin, argmax/argmin, any/all, var/std,
-softmax and log_softmax, logsumexp, layer_norm. Each produces ``Reduction`` nodes plus lazy
-pointwise math that the scheduler fuses into the same kernel."""
+softmax, logsumexp, layer_norm (log_softmax decomposes: ``decompositions.log_softmax``).
+Each produces ``Reduction`` nodes plus lazy pointwise math that the scheduler fuses into
+the same kernel."""
 
 from __future__ import annotations
 
@@ -276,7 +277,7 @@ def _var(ctx, node, x, dims=None, unbiased=None, keepdim=False, *, correction=No
     return result
 
 
-@register(aten._softmax, aten._log_softmax)
+@register(aten._softmax)
 def _softmax(ctx, node, x, dim, half_to_float=False):
     out_dtype = out_meta(node).dtype
     math = compute_dtype(out_dtype if not half_to_float else torch.float32)
@@ -297,17 +298,15 @@ def _softmax(ctx, node, x, dim, half_to_float=False):
     def at_row(idx):
         return total.load([sympy.Integer(0) if k in d else i for k, i in enumerate(idx)])
 
-    if node.target.overloadpacket is aten._softmax and _rounds_to_half(out_dtype, math):
+    if _rounds_to_half(out_dtype, math):
         # One exact reciprocal per row, then a product per element: within an ulp of
         # float32's quotient, which the rounding to 16 bits absorbs (a division per
         # element was a third of the attention softmax's instructions).
         fn = lambda idx: ops.to_dtype(  # noqa: E731
             ops.mul(exp_v.load(idx), ops.reciprocal(at_row(idx))), out_dtype
         )
-    elif node.target.overloadpacket is aten._softmax:
-        fn = lambda idx: ops.to_dtype(ops.truediv(exp_v.load(idx), at_row(idx)), out_dtype)  # noqa: E731
     else:
-        fn = lambda idx: ops.to_dtype(ops.sub(shifted(idx), ops.log(at_row(idx))), out_dtype)  # noqa: E731
+        fn = lambda idx: ops.to_dtype(ops.truediv(exp_v.load(idx), at_row(idx)), out_dtype)  # noqa: E731
     return LazyValue(out_dtype, x.device, x.size, fn)
 
 
@@ -324,14 +323,18 @@ ONLINE_SOFTMAX_MIN_ROW = 4096
 def _softmax_online(ctx, node, x, d, math, out_dtype):
     lse = reduce(ctx, x, d, True, "logsumexp", math, math)
 
-    def shifted(idx):
-        v = ops.to_dtype(x.load(idx), math)
-        return ops.sub(v, lse.load([sympy.Integer(0) if k in d else i for k, i in enumerate(idx)]))
+    def row_lse(idx):
+        # The reduction is torch.logsumexp's: +inf for a row holding +inf, where eager's
+        # softmax of that row is NaN; a NaN here makes every element of the row NaN.
+        v = lse.load([sympy.Integer(0) if k in d else i for k, i in enumerate(idx)])
+        return ops.where(
+            ops.eq(v, ops.constant(float("inf"), math)), ops.constant(float("nan"), math), v
+        )
 
-    if node.target.overloadpacket is aten._softmax:
-        fn = lambda idx: ops.to_dtype(ops.exp(shifted(idx)), out_dtype)  # noqa: E731
-    else:
-        fn = lambda idx: ops.to_dtype(shifted(idx), out_dtype)  # noqa: E731
+    def fn(idx):
+        v = ops.to_dtype(x.load(idx), math)
+        return ops.to_dtype(ops.exp(ops.sub(v, row_lse(idx))), out_dtype)
+
     return LazyValue(out_dtype, x.device, x.size, fn)
 
 

@@ -1,0 +1,114 @@
+"""The forward/backward split of training graphs (``frontend/partition.py``) and the
+``log_softmax`` decomposition it relies on, against eager: graphs that write into their
+inputs, random draws that must stay distinct, and log_softmax's special values, precision
+and layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.compile_check import assert_compiled, check, check_grad, compiled_reports
+from tilefuse.frontend.partition import mutates_an_input
+
+
+def test_an_input_written_after_a_read_still_gives_eagers_gradients():
+    # Recomputing ``b + 1`` in the backward would read ``b`` after the write.
+    def f(x, b):
+        y = x * (b + 1)
+        b.mul_(2)
+        return y
+
+    x = torch.randn(16, requires_grad=True)
+    b_eager = torch.randn(16)
+    b_compiled = b_eager.clone()
+    x_compiled = x.detach().clone().requires_grad_()
+    f(x, b_eager).sum().backward()
+    out, _ = compiled_reports(f, x_compiled, b_compiled)
+    out.sum().backward()
+    torch.testing.assert_close(x_compiled.grad, x.grad)
+    torch.testing.assert_close(b_compiled, b_eager)
+
+
+class RunningScale(torch.nn.Module):
+    """Scales by a buffer, then updates the buffer (an EMA-style running statistic)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(x * (self.scale + 1))
+        with torch.no_grad():
+            self.scale.mul_(0.9).add_(x.detach().mean(0), alpha=0.1)
+        return y
+
+
+def test_a_module_updating_its_buffer_after_use_trains_like_eager():
+    torch.manual_seed(0)
+    eager, compiled = RunningScale(), RunningScale()
+    x = torch.randn(4, 8)
+    for _ in range(2):
+        xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+        eager(xe).sum().backward()
+        torch.compile(compiled, backend="tilefuse")(xc).sum().backward()
+        torch.testing.assert_close(xc.grad, xe.grad)
+        torch.testing.assert_close(compiled.scale, eager.scale)
+
+
+def test_writes_into_inputs_are_recognised():
+    graph_of = torch.fx.symbolic_trace
+    assert mutates_an_input(graph_of(lambda x, b: x * b.mul_(2)))
+    assert mutates_an_input(graph_of(lambda x, b: x + b.view(-1).add_(1).sum()))
+    assert mutates_an_input(graph_of(lambda x, b: torch.add(x, 1, out=b)))
+    assert mutates_an_input(graph_of(lambda x: F.relu(x, inplace=True)))
+    assert not mutates_an_input(graph_of(lambda x: (x * 2).mul_(3)))
+    assert not mutates_an_input(graph_of(lambda x: F.relu(x * 2, inplace=True)))
+
+
+def test_two_random_draws_in_a_training_graph_stay_two():
+    # The partitioner's common-subexpression pass once merged them: the result was zero.
+    x = torch.ones(1000, requires_grad=True)
+    out, _ = compiled_reports(lambda x: x * torch.randn_like(x) - x * torch.randn_like(x), x)
+    assert out.abs().sum() > 0
+    out.sum().backward()
+    assert_compiled(graphs=2)
+
+
+def test_log_softmax_special_values_are_eagers():
+    x = torch.randn(5, 7)
+    x[0, 2] = float("inf")  # eager: the whole row NaN
+    x[1] = float("-inf")  # eager: NaN
+    x[2, 3] = float("nan")
+    x[3, 4] = float("-inf")  # eager: -inf at that place only
+    x = x.requires_grad_()
+    check_grad(lambda x: F.log_softmax(x, -1), x)
+
+
+def test_long_row_softmax_of_a_row_holding_inf_is_nan_as_eager():
+    x = torch.randn(2, 5000)
+    x[0, 7] = float("inf")
+    check(lambda x: F.softmax(x, -1), x)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e5])
+def test_log_softmax_of_large_logits_is_as_precise_as_eager(offset):
+    # x - (max + log(sum)) rounds log(sum) away next to a large max; eager subtracts twice.
+    x = torch.randn(8, 1000) * 3 + offset
+    reference = F.log_softmax(x.double(), -1)
+    eager_error = (F.log_softmax(x, -1).double() - reference).abs().max()
+    actual, _ = compiled_reports(lambda x: F.log_softmax(x, -1), x)
+    error = (actual.double() - reference).abs().max()
+    assert error <= 4 * eager_error + 1e-6, (error, eager_error)
+
+
+def test_log_softmax_result_is_contiguous_as_eagers():
+    x = torch.randn(6, 5)
+    check(lambda x: F.log_softmax(x.t(), -1).view(-1), x)
+    out, _ = compiled_reports(lambda x: F.log_softmax(x.t(), -1), x)
+    assert out.stride() == (6, 1)
+    images = torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last)
+    out, _ = compiled_reports(lambda x: F.log_softmax(x, 1), images)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, F.log_softmax(images, 1))
