@@ -360,7 +360,7 @@ def test_rotary_backward_has_no_eager_scatter():
 
 def test_cross_entropy_backward_is_two_kernels_and_no_copy():
     # The one-hot of nll_loss's backward fuses into the kernel that reads it; the forward
-    # saves log_softmax once, not again for its detached alias.
+    # stores nothing the size of the logits (no log_softmax, no detached alias of it).
     from tilefuse.report import collect_reports
 
     logits = torch.randn(6, 1000, requires_grad=True)
@@ -369,7 +369,7 @@ def test_cross_entropy_backward_is_two_kernels_and_no_copy():
         check_grad(lambda x, t: F.cross_entropy(x, t), logits, target)
     assert not any(r.externs for r in reports), [r.format() for r in reports]
     forward = reports[0]
-    assert sum(len(k.stores) for k in forward.kernels) <= 3, forward.format()
+    assert "(6, 1000)" not in forward.wrapper, forward.wrapper
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
