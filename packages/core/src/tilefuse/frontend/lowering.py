@@ -112,6 +112,15 @@ def find_lowering(target: Any) -> Lowering | None:
     return LOWERINGS.get(packet)
 
 
+def _takes_buffers(node: torch.fx.Node) -> bool:
+    """Whether ``node``'s op reads its tensor arguments as buffers, not lazily: a GEMM or
+    convolution template, or an op with no lowering (an eager call)."""
+    if node.op != "call_function":
+        return True
+    packet = getattr(node.target, "overloadpacket", node.target)
+    return packet in (aten.mm, aten.bmm, aten.convolution) or find_lowering(node.target) is None
+
+
 # Ops that read only their tensor argument's size, dtype and device: a value they take is
 # not shared with them (it stays inlined into its one real reader).
 _READS_ONLY_METADATA = frozenset({
@@ -464,7 +473,10 @@ class GraphLowering:
             readers = [u for u in node.users if u.target not in _READS_ONLY_METADATA]
             shared = len(readers) > 1 and result.cost() > 1
             if shared and (result.read_names() or result.cost() > MAX_RECOMPUTED_OPS):
-                if not self._cheap_to_recompute(result):
+                # Readers that take buffers (GEMMs, convolutions, eager calls) would each
+                # realize a copy of a recomputed value.
+                copies = sum(_takes_buffers(u) for u in readers)
+                if copies > 1 or not self._cheap_to_recompute(result):
                     return BufferValue(self.realize(result))
         return result
 
