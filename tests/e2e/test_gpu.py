@@ -75,6 +75,21 @@ def test_cross_entropy_forward_backward():
     check_grad(lambda x: F.cross_entropy(x, target).reshape(1), logits)
 
 
+@pytest.mark.parametrize("vocab", [1000, 50257], ids=["persistent", "looped"])
+def test_cross_entropy_and_log_softmax_special_values(vocab):
+    """The decomposed log_softmax (recomputed in the backward) and logsumexp at a GPT-2
+    vocabulary: rows holding +inf, only -inf, NaN, and large logits."""
+    x = cuda(8, vocab) * 4
+    x[0, 3] = float("inf")
+    x[1] = float("-inf")
+    x[2, 5] = float("nan")
+    x[3] += 1e4
+    check(lambda x: (F.log_softmax(x, -1), torch.logsumexp(x, -1), F.softmax(x, -1)), x)
+    logits = (cuda(16, vocab) * 3).requires_grad_()
+    target = torch.randint(0, vocab, (16,), device="cuda")
+    check_grad(lambda x: F.cross_entropy(x, target).reshape(1), logits)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_gemm_with_epilogue(dtype):
     """The fused kernel rounds once, eager rounds ``a @ b`` before adding ``c``: compare
