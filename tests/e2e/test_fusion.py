@@ -146,3 +146,26 @@ def test_transpose_add_over_tile_grids(n):
     # 130 gives a 3x3 grid of 64x64 tiles walked in (a, b), (b, a) pairs
     reports = check(lambda s: s * 2 + s.t(), torch.randn(n, n))
     assert kernel_count(reports) == 1
+
+
+def test_a_cheap_shared_value_is_recomputed_and_eager_readers_share_one_copy():
+    """``x.float() - m`` read by several kernels is recomputed by each (the bf16 ``x`` is
+    read again) instead of written; eager calls reading it share one realized copy."""
+    x, m = torch.randn(64, 256).bfloat16(), torch.randn(256)
+
+    def two_kernels(x, m):
+        v = x.float() - m
+        return v.amax(-1), v.sum(0)
+
+    reports = check(two_kernels, x, m)
+    assert kernel_count(reports) == 2 and "(64, 256)" not in reports[0].wrapper, reports[0].wrapper
+
+    def eager_readers(x, m):
+        v = x.float() - m
+        return torch.topk(v, 3).values, torch.argsort(v), v.cumsum(-1), v.sum()
+
+    reports = check(eager_readers, x, m)
+    copies = [
+        ln for ln in reports[0].wrapper.splitlines() if "empty_strided" in ln and "(64, 256)" in ln
+    ]
+    assert len(copies) <= 3, reports[0].wrapper  # one copy of v; sort's two results

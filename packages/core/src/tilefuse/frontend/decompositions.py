@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from torch._decomp import core_aten_decompositions, get_decompositions
-from torch.fx.experimental.symbolic_shapes import guard_or_false
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .lowering import LOWERINGS
 
@@ -137,8 +137,10 @@ def log_softmax(x: Any, dim: int, half_to_float: bool) -> Any:
     partitioner saves the two statistics and the backward recomputes the rest.
     """
     out_dtype = torch.float32 if half_to_float else x.dtype
-    if x.dim() > 0 and guard_or_false(x.shape[dim] == 0):
-        return x.to(out_dtype).contiguous()  # empty rows: nothing to normalize
+    if x.dim() > 0 and not statically_known_true(x.shape[dim] != 0):
+        if statically_known_true(x.shape[dim] == 0):
+            return x.to(out_dtype).contiguous()  # empty rows: nothing to normalize
+        return NotImplemented  # a data-dependent row length, maybe 0: the op stays whole
     compute = torch.promote_types(x.dtype, torch.float32)
     shifted = x.to(compute) - aten.amax.default(x.to(compute), [dim], True)
     total = aten.sum.dim_IntList(aten.exp.default(shifted), [dim], True)

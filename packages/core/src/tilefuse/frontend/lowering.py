@@ -112,15 +112,6 @@ def find_lowering(target: Any) -> Lowering | None:
     return LOWERINGS.get(packet)
 
 
-def _takes_buffers(node: torch.fx.Node) -> bool:
-    """Whether ``node``'s op reads its tensor arguments as buffers, not lazily: a GEMM or
-    convolution template, or an op with no lowering (an eager call)."""
-    if node.op != "call_function":
-        return True
-    packet = getattr(node.target, "overloadpacket", node.target)
-    return packet in (aten.mm, aten.bmm, aten.convolution) or find_lowering(node.target) is None
-
-
 # Ops that read only their tensor argument's size, dtype and device: a value they take is
 # not shared with them (it stays inlined into its one real reader).
 _READS_ONLY_METADATA = frozenset({
@@ -164,6 +155,8 @@ class GraphLowering:
         self._current: torch.fx.Node | None = None
         self._served: frozenset[str] | None = None  # device types backends serve here
         self._by_name: dict[str, Buffer] = {}
+        # lazy values realized as operands of externs and templates: (value, buffer) by id
+        self._operands: dict[int, tuple[Value, Buffer]] = {}
         # Buffers laid out channels-last where eager's tensor is contiguous: name -> eager's
         # layout (what ``as_strided`` offsets into such a buffer mean).
         self.relaid: dict[str, Layout] = {}
@@ -473,10 +466,8 @@ class GraphLowering:
             readers = [u for u in node.users if u.target not in _READS_ONLY_METADATA]
             shared = len(readers) > 1 and result.cost() > 1
             if shared and (result.read_names() or result.cost() > MAX_RECOMPUTED_OPS):
-                # Readers that take buffers (GEMMs, convolutions, eager calls) would each
-                # realize a copy of a recomputed value.
-                copies = sum(_takes_buffers(u) for u in readers)
-                if copies > 1 or not self._cheap_to_recompute(result):
+                # (readers that take buffers share one copy: ``operand_buffer``)
+                if not self._cheap_to_recompute(result):
                     return BufferValue(self.realize(result))
         return result
 
@@ -518,7 +509,7 @@ class GraphLowering:
         def to_buffer(x: Any) -> Any:
             # A view of a buffer (the q/k/v heads of a fused projection, say) is passed
             # as the strided window eager passes, not copied.
-            return self.strided_view(x) or self.realize(x) if isinstance(x, Value) else x
+            return self.operand_buffer(x) if isinstance(x, Value) else x
 
         eargs = _map_values(args, to_buffer)
         ekwargs = _map_values(kwargs, to_buffer)
@@ -575,8 +566,22 @@ class GraphLowering:
     ) -> BufferValue:
         """A ``Template`` node for ``op`` on ``inputs``, laid out as ``layout`` where given,
         else as eager lays out ``meta``."""
-        bufs = tuple(self.strided_view(v) or self.realize(v) for v in inputs)
+        bufs = tuple(self.operand_buffer(v) for v in inputs)
         return BufferValue(self.add_buffer(layout or Layout.of_result(meta), Template(op, bufs)))
+
+    def operand_buffer(self, value: Value) -> Buffer:
+        """``value`` as a buffer that an extern call or a template reads (and never
+        writes): a strided view where it re-strides a buffer, else the value realized,
+        once for all such readers of the same value."""
+        view = self.strided_view(value)
+        if view is not None:
+            return view
+        if isinstance(value, BufferValue):
+            return value.buffer
+        kept = self._operands.get(id(value))
+        if kept is None or kept[0] is not value:
+            kept = self._operands[id(value)] = (value, self.realize(value))
+        return kept[1]
 
     def strided_view(self, value: Value) -> Buffer | None:
         """``value`` as a ``View`` buffer when it only re-strides a realized buffer

@@ -5,46 +5,38 @@
 cheap forward values instead of reading saved ones (a cross-entropy saves two values per
 row, not a ``log_softmax`` the size of the logits). ``min_cut`` says what it adjusts.
 
-A graph that writes into one of its inputs (``b.mul_(2)``, ``out=``, ``inplace=True``)
-keeps the default partition, which saves every forward value the backward reads: a
-recomputation in the backward would read the input after the write.
+A graph that writes into one of its inputs keeps the default partition, which saves every
+forward value the backward reads: a recomputation in the backward would read the input
+after the write. AOTAutograd returns each written input's new value from the forward,
+before the graph's own outputs, so such a graph is one whose forward has more outputs
+than ``gm`` (outputs that are views of intermediates add some too: they also keep the
+default partition).
 """
 
 from __future__ import annotations
 
 import contextlib
-import operator
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.fx
 from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
+from torch.utils._pytree import tree_leaves
 
 aten = torch.ops.aten
-
-_INPLACE_OPERATORS = {
-    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
-    operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor,
-    operator.ilshift, operator.irshift, operator.imatmul, operator.setitem,
-}  # fmt: skip
-# Methods whose trailing underscore changes no tensor data.
-_METADATA_METHODS = {"requires_grad_", "retain_grad", "share_memory_"}
-# Ops whose result may share its first argument's storage: a write into the result
-# writes into that argument.
-_ALIASING = {
-    "view", "view_as", "reshape", "reshape_as", "transpose", "t", "T", "mT", "permute",
-    "select", "narrow", "unsqueeze", "squeeze", "expand", "expand_as", "flatten",
-    "unflatten", "as_strided", "unbind", "split", "chunk", "movedim", "swapaxes",
-    "swapdims", "diagonal", "real", "imag", "detach", "contiguous", "getitem",
-    "__getitem__", "unfold", "tensor_split", "split_with_sizes", "view_as_real",
-    "view_as_complex",
-}  # fmt: skip
 
 
 def partition_for(gm: torch.fx.GraphModule) -> Callable[..., Any]:
     """The ``partition_fn`` for the Dynamo graph ``gm`` (see the module docstring)."""
-    return default_partition if mutates_an_input(gm) else min_cut
+    outputs = len(tree_leaves(gm.graph.output_node().args[0]))
+
+    def partition(joint: torch.fx.GraphModule, joint_inputs: Any, **kwargs: Any) -> Any:
+        if kwargs["num_fwd_outputs"] > outputs or _copies_into_an_input(joint):
+            return default_partition(joint, joint_inputs, **kwargs)
+        return min_cut(joint, joint_inputs, **kwargs)
+
+    return partition
 
 
 def min_cut(joint: torch.fx.GraphModule, joint_inputs: Any, **kwargs: Any) -> Any:
@@ -71,54 +63,17 @@ def min_cut(joint: torch.fx.GraphModule, joint_inputs: Any, **kwargs: Any) -> An
         return min_cut_rematerialization_partition(joint, joint_inputs, **kwargs)
 
 
-def mutates_an_input(gm: torch.fx.GraphModule) -> bool:
-    """Whether some node of ``gm`` writes into a graph input (a placeholder or an
-    attribute: parameters and buffers) or a view of one. Conservative where it cannot
-    tell: any op with a mutable schema counts as writing into each argument."""
-    for node in gm.graph.nodes:
-        for target in _written(node):
-            if isinstance(target, torch.fx.Node) and _is_input(target):
+def _copies_into_an_input(joint: torch.fx.GraphModule) -> bool:
+    """Whether the joint graph itself writes into an input (an input mutation AOTAutograd
+    kept in the graph as an in-place op)."""
+    for node in joint.graph.nodes:
+        target = node.target
+        if node.op == "call_function" and isinstance(target, torch._ops.OpOverload):
+            if target._schema.is_mutable and any(
+                a.op == "placeholder" for a in tree_leaves((node.args, node.kwargs))
+                if isinstance(a, torch.fx.Node)
+            ):  # fmt: skip
                 return True
-    return False
-
-
-def _written(node: torch.fx.Node) -> list[Any]:
-    """The arguments ``node`` may write into."""
-    target = node.target
-    written: list[Any] = []
-    if node.op == "call_method" and isinstance(target, str):
-        if target.endswith("_") and not target.startswith("_") and target not in _METADATA_METHODS:
-            written.append(node.args[0])
-    elif node.op == "call_function":
-        if target in _INPLACE_OPERATORS:
-            written.append(node.args[0])
-        elif isinstance(target, torch._ops.OpOverload):
-            if target._schema.is_mutable:
-                written.extend(node.args)
-        else:
-            name = getattr(target, "__name__", "")
-            if name.endswith("_") and not name.startswith("_") and node.args:
-                written.append(node.args[0])
-    if node.kwargs.get("inplace") is True and node.args:
-        written.append(node.args[0])
-    out = node.kwargs.get("out")
-    if out is not None:
-        written.extend(out if isinstance(out, (list, tuple)) else [out])
-    return written
-
-
-def _is_input(node: torch.fx.Node) -> bool:
-    """Whether ``node`` is a graph input, or (through ops that may alias their first
-    argument) a view of one."""
-    seen: set[torch.fx.Node] = set()
-    while node not in seen:
-        seen.add(node)
-        if node.op in ("placeholder", "get_attr"):
-            return True
-        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
-        if name not in _ALIASING or not node.args or not isinstance(node.args[0], torch.fx.Node):
-            return False
-        node = node.args[0]
     return False
 
 
