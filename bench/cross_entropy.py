@@ -11,6 +11,7 @@ backward decides how close a compiler gets.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,14 @@ PROFILED = 5
 
 def _loss(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(x, t)
+
+
+def _step(fn: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        x.grad = None
+        fn(x, t).backward()
+
+    return step
 
 
 def main(argv: list[str]) -> int:
@@ -37,12 +46,7 @@ def main(argv: list[str]) -> int:
     print(f"{rows} x {vocab} float32; three passes at 4.8 TB/s: {floor_ms:.3f} ms")
     for name in ("eager", "inductor", "tilefuse"):
         fn = _loss if name == "eager" else torch.compile(_loss, backend=name)
-        x = logits.clone().requires_grad_()
-
-        def step() -> None:
-            x.grad = None
-            fn(x, target).backward()
-
+        step = _step(fn, logits.clone().requires_grad_(), target)
         for _ in range(3):
             step()
         torch.cuda.synchronize()
