@@ -578,8 +578,8 @@ class GraphLowering:
             return view
         if isinstance(value, BufferValue):
             return value.buffer
-        kept = self._operands.get(id(value))
-        if kept is None or kept[0] is not value:
+        kept = self._operands.get(id(value))  # (the value is kept: its id stays unique)
+        if kept is None:
             kept = self._operands[id(value)] = (value, self.realize(value))
         return kept[1]
 

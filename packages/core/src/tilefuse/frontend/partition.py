@@ -9,8 +9,8 @@ A graph that writes into one of its inputs keeps the default partition, which sa
 forward value the backward reads: a recomputation in the backward would read the input
 after the write. AOTAutograd returns each written input's new value from the forward,
 before the graph's own outputs, so such a graph is one whose forward has more outputs
-than ``gm`` (outputs that are views of intermediates add some too: they also keep the
-default partition).
+than ``gm``. Writes outside the graph (after a graph break, or between the forward and
+``backward()``) are not seen: as with Inductor, a backward may then read the new value.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ aten = torch.ops.aten
 
 def partition_for(gm: torch.fx.GraphModule) -> Callable[..., Any]:
     """The ``partition_fn`` for the Dynamo graph ``gm`` (see the module docstring)."""
-    outputs = len(tree_leaves(gm.graph.output_node().args[0]))
+    output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    outputs = len(tree_leaves(output.args[0]))
 
     def partition(joint: torch.fx.GraphModule, joint_inputs: Any, **kwargs: Any) -> Any:
-        if kwargs["num_fwd_outputs"] > outputs or _copies_into_an_input(joint):
+        if kwargs["num_fwd_outputs"] > outputs:
             return default_partition(joint, joint_inputs, **kwargs)
         return min_cut(joint, joint_inputs, **kwargs)
 
@@ -61,20 +62,6 @@ def min_cut(joint: torch.fx.GraphModule, joint_inputs: Any, **kwargs: Any) -> An
         no_cse = torch._functorch.config.patch(cse=False)
     with no_cse:
         return min_cut_rematerialization_partition(joint, joint_inputs, **kwargs)
-
-
-def _copies_into_an_input(joint: torch.fx.GraphModule) -> bool:
-    """Whether the joint graph itself writes into an input (an input mutation AOTAutograd
-    kept in the graph as an in-place op)."""
-    for node in joint.graph.nodes:
-        target = node.target
-        if node.op == "call_function" and isinstance(target, torch._ops.OpOverload):
-            if target._schema.is_mutable and any(
-                a.op == "placeholder" for a in tree_leaves((node.args, node.kwargs))
-                if isinstance(a, torch.fx.Node)
-            ):  # fmt: skip
-                return True
-    return False
 
 
 def _draws_random(node: torch.fx.Node) -> bool:
