@@ -170,3 +170,13 @@ def test_log_softmax_result_is_contiguous_as_eagers():
     out, _ = compiled_reports(lambda x: F.log_softmax(x, 1), images)
     assert out.is_contiguous()
     torch.testing.assert_close(out, F.log_softmax(images, 1))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_long_row_float32_softmax_of_large_logits_is_as_precise_as_eager(offset):
+    x = torch.randn(4, 5000) * 3 + offset
+    reference = F.softmax(x.double(), -1)
+    eager_error = (F.softmax(x, -1).double() - reference).abs().max()
+    actual, _ = compiled_reports(lambda x: F.softmax(x, -1), x)
+    error = (actual.double() - reference).abs().max()
+    assert error <= 16 * eager_error + 1e-9, (error, eager_error)
