@@ -153,11 +153,9 @@ def test_long_row_softmax_of_a_row_holding_inf_is_nan_as_eager():
 @pytest.mark.parametrize("offset", [0.0, 1e3, 1e5])
 def test_log_softmax_of_large_logits_is_as_precise_as_eager(offset):
     # x - (max + log(sum)) rounds log(sum) away next to a large max; eager subtracts twice.
-    x = torch.randn(8, 1000) * 3 + offset
-    reference = F.log_softmax(x.double(), -1)
-    eager_error = (F.log_softmax(x, -1).double() - reference).abs().max()
-    actual, _ = compiled_reports(lambda x: F.log_softmax(x, -1), x)
-    error = (actual.double() - reference).abs().max()
+    error, eager_error = _errors_against_float64(
+        lambda x: F.log_softmax(x, -1), torch.randn(8, 1000) * 3 + offset
+    )
     assert error <= 4 * eager_error + 1e-6, (error, eager_error)
 
 
@@ -174,9 +172,14 @@ def test_log_softmax_result_is_contiguous_as_eagers():
 
 @pytest.mark.parametrize("offset", [0.0, 1e4])
 def test_long_row_float32_softmax_of_large_logits_is_as_precise_as_eager(offset):
-    x = torch.randn(4, 5000) * 3 + offset
-    reference = F.softmax(x.double(), -1)
-    eager_error = (F.softmax(x, -1).double() - reference).abs().max()
-    actual, _ = compiled_reports(lambda x: F.softmax(x, -1), x)
-    error = (actual.double() - reference).abs().max()
+    error, eager_error = _errors_against_float64(
+        lambda x: F.softmax(x, -1), torch.randn(4, 5000) * 3 + offset
+    )
     assert error <= 16 * eager_error + 1e-9, (error, eager_error)
+
+
+def _errors_against_float64(fn, x):
+    """(compiled, eager) largest absolute error of ``fn(x)`` against ``fn`` in float64."""
+    reference = fn(x.double())
+    actual, _ = compiled_reports(fn, x)
+    return (actual.double() - reference).abs().max(), (fn(x).double() - reference).abs().max()
