@@ -13,7 +13,9 @@ from tilefuse.frontend.lowerings import split_reduction as sr
 
 
 @pytest.mark.parametrize("outputs", [1, 3, 64, 255, 256])
-@pytest.mark.parametrize("numel", [2 * sr.MIN_CHUNK, 2 * sr.MIN_CHUNK + 1, 99991, 2**20, 2**26])
+@pytest.mark.parametrize(
+    "numel", [sr.MIN_PROGRAM_ELEMENTS, sr.MIN_PROGRAM_ELEMENTS + 1, 99991, 2**20, 2**26]
+)
 def test_plan_covers_every_element_with_no_empty_chunk(outputs, numel):
     plan = sr.split_plan(outputs, numel)
     assert plan is not None
@@ -33,8 +35,15 @@ def test_real_sizes_fill_the_machine():
 
 @pytest.mark.parametrize(
     ("outputs", "numel"),
-    [(1, 2 * sr.MIN_CHUNK - 1), (sr.MAX_OUTPUTS + 1, 2**24), (0, 2**20), (1, 1)],
-    ids=["too-short", "many-outputs", "no-outputs", "one-element"],
+    [
+        (1, 2 * sr.MIN_CHUNK - 1),
+        (67, 20000),  # a softmax's rows: one program per row takes about a launch's time
+        (1, sr.MIN_PROGRAM_ELEMENTS - 1),
+        (sr.MAX_OUTPUTS + 1, 2**24),
+        (0, 2**20),
+        (1, 1),
+    ],
+    ids=["too-short", "short-rows", "short-program", "many-outputs", "no-outputs", "one-element"],
 )
 def test_no_plan_where_splitting_cannot_help(outputs, numel):
     assert sr.split_plan(outputs, numel) is None

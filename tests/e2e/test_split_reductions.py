@@ -22,6 +22,7 @@ CHUNK = 64  # the smallest chunk a split makes here: a few thousand elements spl
 def forced_small_splits(monkeypatch):
     monkeypatch.setenv("TILEFUSE_SPLIT_REDUCTIONS", "1")
     monkeypatch.setattr(split_reduction, "MIN_CHUNK", CHUNK)
+    monkeypatch.setattr(split_reduction, "MIN_PROGRAM_ELEMENTS", 0)
     monkeypatch.setattr(split_reduction, "TARGET_PROGRAMS", 16)
 
 

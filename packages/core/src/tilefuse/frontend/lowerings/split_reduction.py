@@ -45,6 +45,10 @@ TARGET_PROGRAMS = 1024
 # Each stage-1 program reduces at least this many elements, so that stage 2 (and the
 # partials' round trip through memory) stays small against stage 1.
 MIN_CHUNK = 4096
+# A program reducing fewer elements than this (one output, or one column tile) takes
+# about as long as a kernel launch: splitting it would add a launch to save less. A
+# softmax over 67 rows of 20000 stays one fused kernel; BN's 64 sums of 200K do not.
+MIN_PROGRAM_ELEMENTS = 32768
 # Chunks are a multiple of this many elements, so each program's first element is as
 # aligned as the tensor's (vector loads of a contiguous input stay possible).
 CHUNK_ALIGN = 16
@@ -65,12 +69,15 @@ class SplitPlan:
 
 def split_plan(outputs: int, numel: int, columns: bool = False) -> SplitPlan | None:
     """How to split a reduction of ``numel`` elements for each of ``outputs`` outputs, or
-    ``None`` when it should stay one reduction (many programs already, or too short to
-    cut into at least two pieces of ``MIN_CHUNK`` elements per program). ``columns``: a
+    ``None`` when it should stay one reduction (many programs already, each program's
+    work under ``MIN_PROGRAM_ELEMENTS``, or too short to cut into at least two pieces of
+    ``MIN_CHUNK`` elements per program). ``columns``: a
     column reduction, whose programs each take ``COLUMN_TILE`` outputs."""
     tile = COLUMN_TILE if columns else 1
     programs = -(-outputs // tile)
     if outputs < 1 or programs > MAX_OUTPUTS:
+        return None
+    if numel * min(tile, outputs) < MIN_PROGRAM_ELEMENTS:
         return None
     min_chunk = -(-MIN_CHUNK // min(tile, outputs))
     chunks = min(TARGET_PROGRAMS // programs, numel // min_chunk)
