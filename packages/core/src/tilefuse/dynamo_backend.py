@@ -188,13 +188,16 @@ def _inner_compiler(
         from .pipeline import compile_graph
 
         reported, free = _saved_activations(gm)
+        # A forward graph's outputs may keep a GEMM's padded rows: AOTAutograd takes the
+        # strides it reports (a symbolic graph reports none, a backward's go to autograd).
+        padded = stage == "forward" and reported is not None and not symbolic
         with config.overrides(settings):
             strict = config.strict()
             graphs = config.cuda_graphs()
             # per-shape CUDA graphs a symbolic-size graph keeps (read under its options)
             max_shapes = config.max_specializations() if graphs and symbolic else None
             try:
-                compiled = compile_graph(gm, example_inputs, free)
+                compiled = compile_graph(gm, example_inputs, free, padded)
             except Exception as exc:
                 if symbolic:
                     log.debug("tilefuse: symbolic compile failure", exc_info=True)
@@ -222,7 +225,7 @@ def _inner_compiler(
             counters.bump("graphs_compiled_symbolic")
             fallback = functools.partial(_GraphSpecializer, gm, settings)
         run = _EagerAfterFirstFailure(
-            compiled, gm, strict, strides if free else None, fallback=fallback
+            compiled, gm, strict, strides if free or padded else None, fallback=fallback
         )
         if graphs:
             return cuda_graphs.wrap(run, gm, example_inputs, strict, _warn_once, max_shapes)

@@ -70,11 +70,13 @@ def compile_graph(
     gm: torch.fx.GraphModule,
     example_inputs: Sequence[Any],
     free_outputs: frozenset[int] = frozenset(),
+    padded_outputs: bool = False,
 ) -> CompiledGraph:
     """Compile an aten-level graph for concrete ``example_inputs``.
 
-    Outputs keep eager's strides except those in ``free_outputs`` (see
-    ``GraphLowering``); ``CompiledGraph.output_strides`` says what each one has.
+    Outputs keep eager's strides except those in ``free_outputs`` and, with
+    ``padded_outputs``, GEMM results with padded rows (see ``GraphLowering``);
+    ``CompiledGraph.output_strides`` says what each one has.
 
     Raises ``NoBackendError`` when a device has no backend, ``PluginError`` when
     a requested plugin is missing, ``CompileError`` when a kernel fails to build, and
@@ -82,7 +84,7 @@ def compile_graph(
     """
     graph_id = next(_graph_ids)
     guards_before = _guard_count(example_inputs)
-    graph = GraphLowering(gm, example_inputs, free_outputs).run()
+    graph = GraphLowering(gm, example_inputs, free_outputs, padded_outputs).run()
     hints = graph.size_hints
     buffers = graph.buffers_by_name()
     policy = active_policy()

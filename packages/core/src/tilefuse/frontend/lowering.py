@@ -139,10 +139,14 @@ class GraphLowering:
         gm: torch.fx.GraphModule,
         example_inputs: Sequence[Any],
         free_outputs: frozenset[int] = frozenset(),
+        padded_outputs: bool = False,
     ) -> None:
         """``free_outputs``: indices of graph outputs whose strides may differ from eager's
         (activations saved for a backward graph that is compiled for the strides this
-        graph reports); every other output keeps eager's strides."""
+        graph reports); every other output keeps eager's strides, except that with
+        ``padded_outputs`` a GEMM result whose rows were padded for cuBLAS
+        (``matmul._padded_rows``) is returned with those rows, as Inductor returns it,
+        not copied dense: eager's stride order, its row stride rounded up to 16 bytes."""
         self.gm = gm
         self.example_inputs = list(example_inputs)
         self.size_hints = size_hints(self.example_inputs)
@@ -170,6 +174,7 @@ class GraphLowering:
         self.layout = GraphLayout.decide(gm, setting, _device_prefers)
         # Only a channels-last graph has a reason to return other strides than eager's.
         self.free_outputs = free_outputs if self.layout.channels_last else frozenset()
+        self.padded_outputs = padded_outputs
         self._split_setting = config.split_reductions()
         self._split_devices: dict[str, bool] = {}  # device type -> splits reductions
         self._random_devices: dict[str, bool] = {}  # device type -> random ops in kernels
@@ -362,12 +367,19 @@ class GraphLowering:
     def _output(self, value: Any, meta: Any, free: bool = False) -> Any:
         """Graph outputs keep the strides eager would give them: the backward graph
         (and the user) may rely on them. A ``free`` one (``free_outputs``) keeps the
-        layout it was computed in."""
+        layout it was computed in; with ``padded_outputs``, a GEMM result with padded
+        rows keeps them (eager's stride order, as Inductor returns it: no copy)."""
         if free and isinstance(value, Value):
             return self.realize(value)
         if isinstance(value, LazyValue) and isinstance(meta, torch.Tensor):
             view = self.strided_view(value)
             eager = Layout.of_tensor(meta)
+            padded = None
+            if view is not None and self.padded_outputs:
+                padded = _rows_padded(view.layout, eager)
+            if view is not None and padded is not None:
+                view.layout = padded  # a reshape of a padded GEMM result: rows stay padded
+                return view
             if view is not None and _same_window(view.layout, eager):
                 # Eager returns a view here; so do we, so that outputs viewing one
                 # intermediate keep sharing its memory as they do in eager (and a
@@ -386,7 +398,14 @@ class GraphLowering:
             want = sympify_strides(meta.stride())
             numel = product(sympify_sizes(meta.shape))
             one = numel.is_Integer and numel <= 1
-            if not buf.is_input() and not one and tuple(buf.layout.stride) != want:
+            eager = Layout.of_tensor(meta)
+            padded = _rows_padded(buf.layout, eager) if self.padded_outputs else None
+            if (
+                not buf.is_input()
+                and not one
+                and tuple(buf.layout.stride) != want
+                and padded is None
+            ):
                 layout = Layout(buf.device, buf.dtype, buf.layout.size, want)
                 return self.add_buffer(layout, Pointwise(layout.size, value.load))
         if isinstance(value, Value):
@@ -661,6 +680,28 @@ def _same_window(view: Layout, eager: Layout) -> bool:
         )
         and view.offset == eager.offset
     )
+
+
+def _rows_padded(layout: Layout, eager: Layout) -> Layout | None:
+    """``layout`` as eager's row-major ``eager`` with rows longer than they hold (a
+    padded GEMM result, or a reshape of one), size-1 dims given the strides of that
+    packing; ``None`` when it is not one: other sizes or offset, a last stride other
+    than 1, a row stride that is not a static length past the row, or an outer dim not
+    packed over the padded rows."""
+    size, stride = tuple(layout.size), tuple(layout.stride)
+    if len(size) < 2 or size != tuple(eager.size) or layout.offset != eager.offset:
+        return None
+    if tuple(eager.stride) != contiguous_strides(size) or stride[-1] != 1:
+        return None
+    row = stride[-2]
+    if not (row.is_Integer and size[-1].is_Integer and row > size[-1]):
+        return None
+    packed = [row, sympy.Integer(1)]
+    for n in reversed(size[1:-1]):
+        packed.insert(0, packed[0] * n)
+    if any(n != 1 and a != b for n, a, b in zip(size, stride, packed, strict=True)):
+        return None
+    return Layout(layout.device, layout.dtype, layout.size, tuple(packed), layout.offset)
 
 
 # What kernels compute in: core's default dtypes and bool (not complex, uint16/32/64,
