@@ -183,3 +183,55 @@ def _errors_against_float64(fn, x):
     reference = fn(x.double())
     actual, _ = compiled_reports(fn, x)
     return (actual.double() - reference).abs().max(), (fn(x).double() - reference).abs().max()
+
+
+def _attention_with_identity_dropout(q, k, v):
+    # GPT-2's eager attention in training with attention dropout 0: a clone of the
+    # probabilities feeds the second product, whose backward reads it transposed.
+    p = torch.softmax(q @ k.transpose(-1, -2) / 4.0, -1)
+    return F.dropout(p, 0.0, training=True) @ v
+
+
+def test_a_saved_clone_is_a_view_of_its_source_not_a_second_copy():
+    """The forward saves the clone's transpose for the backward: a view of the softmax's
+    buffer (eager's strides), not a copy kernel writing the probabilities again, and the
+    product reads the same buffer instead of a clone of it."""
+    q, k, v = (torch.randn(2, 3, 32, 8, requires_grad=True) for _ in range(3))
+    reports = check_grad(_attention_with_identity_dropout, q, k, v)
+    generated = [kr for kr in reports[0].kernels if not kr.kind.startswith("template")]
+    assert [kr.kind for kr in generated] == ["reduction"], [kr.name for kr in generated]
+    assert generated[0].stores == [generated[0].nodes[-1]]  # the probabilities, once
+
+
+def test_a_clone_the_caller_can_see_stays_a_copy():
+    """Sharing memory is only for tensors the caller never holds: an output's clone,
+    saved for the backward, stays a copy, so writing into that output after the forward
+    leaves the gradient as eager computes it; two outputs that are a value and its
+    clone do not alias."""
+
+    def f(x, w):
+        p = torch.softmax(x, -1)
+        return p, p.clone() @ w
+
+    def g(x, w):
+        return x, x.clone() @ w
+
+    def run(fn):
+        x, w = torch.randn(6, 16), torch.randn(16, 5, requires_grad=True)
+        held, out = fn(x, w)
+        held.mul_(0)  # the caller overwrites a tensor it holds: an output, an input
+        out.sum().backward()
+        return out.detach(), w.grad
+
+    for fn in (f, g):
+        torch.manual_seed(1)
+        want = run(fn)
+        torch.manual_seed(1)
+        got = run(torch.compile(fn, backend="tilefuse"))
+        for a, e in zip(got, want, strict=True):
+            torch.testing.assert_close(a, e)
+
+    both = torch.compile(lambda x: (torch.softmax(x, -1), torch.softmax(x, -1).clone().t()),
+                         backend="tilefuse")  # fmt: skip
+    a, b = both(torch.randn(4, 6))
+    assert a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()

@@ -174,6 +174,8 @@ class GraphLowering:
         self.layout = GraphLayout.decide(gm, setting, _device_prefers)
         # Only a channels-last graph has a reason to return other strides than eager's.
         self.free_outputs = free_outputs if self.layout.channels_last else frozenset()
+        self.saved_outputs = free_outputs  # never handed to the user: views may share
+        self._returned: set[str] = set()  # buffers the user gets (or views of them)
         self.padded_outputs = padded_outputs
         self._split_setting = config.split_reductions()
         self._split_devices: dict[str, bool] = {}  # device type -> splits reductions
@@ -322,7 +324,7 @@ class GraphLowering:
                 metas = [getattr(n, "meta", {}).get("val") for n in _flatten_nodes(node.args[0])]
                 values = _flatten_output(node.args[0], env)
                 outputs = [
-                    self._output(v, m, i in self.free_outputs)
+                    self._output(v, m, i in self.free_outputs, i in self.saved_outputs)
                     for i, (v, m) in enumerate(zip(values, metas))
                 ]
             elif node.op == "get_attr":
@@ -364,15 +366,24 @@ class GraphLowering:
         self.constants[name] = value
         return BufferValue(Buffer(name, Layout.of_result(value)))
 
-    def _output(self, value: Any, meta: Any, free: bool = False) -> Any:
+    def _output(self, value: Any, meta: Any, free: bool = False, saved: bool = False) -> Any:
+        result = self._output_buffer(value, meta, free, saved)
+        if not saved and isinstance(result, Buffer):
+            base = result.data.base if isinstance(result.data, View) else result
+            self._returned.update((result.name, base.name))
+        return result
+
+    def _output_buffer(self, value: Any, meta: Any, free: bool, saved: bool) -> Any:
         """Graph outputs keep the strides eager would give them: the backward graph
         (and the user) may rely on them. A ``free`` one (``free_outputs``) keeps the
         layout it was computed in; with ``padded_outputs``, a GEMM result with padded
-        rows keeps them (eager's stride order, as Inductor returns it: no copy)."""
+        rows keeps them (eager's stride order, as Inductor returns it: no copy). A
+        ``saved`` one (an activation for the backward graph, never the user's) may be a
+        view of an intermediate buffer where eager's is a copy of it (a clone)."""
         if free and isinstance(value, Value):
             return self.realize(value)
         if isinstance(value, LazyValue) and isinstance(meta, torch.Tensor):
-            view = self.strided_view(value)
+            view = self.strided_view(value, through_copies=saved)
             eager = Layout.of_tensor(meta)
             padded = None
             if view is not None and self.padded_outputs:
@@ -592,7 +603,7 @@ class GraphLowering:
         """``value`` as a buffer that an extern call or a template reads (and never
         writes): a strided view where it re-strides a buffer, else the value realized,
         once for all such readers of the same value."""
-        view = self.strided_view(value)
+        view = self.strided_view(value, through_copies=True)
         if view is not None:
             return view
         if isinstance(value, BufferValue):
@@ -602,14 +613,20 @@ class GraphLowering:
             kept = self._operands[id(value)] = (value, self.realize(value))
         return kept[1]
 
-    def strided_view(self, value: Value) -> Buffer | None:
+    def strided_view(self, value: Value, through_copies: bool = False) -> Buffer | None:
         """``value`` as a ``View`` buffer when it only re-strides a realized buffer
-        (a transposed weight, say), so a template reads it in place instead of a copy."""
+        (a transposed weight, say), so a template reads it in place instead of a copy.
+        ``through_copies``: also when it re-strides a copy of an intermediate buffer
+        (``clone``: casts to its own dtype), for readers that never write it and never
+        hand it to the user, where sharing the memory cannot be seen."""
         if not isinstance(value, LazyValue):
             return None
         syms = index_symbols("v", value.rank)
         tracer = trace_reads(value.fn, syms)
-        if tracer.op_count != 1 or len(tracer.reads) != 1 or tracer.indirect_count:
+        if len(tracer.reads) != 1 or tracer.indirect_count:
+            return None
+        copies = through_copies and all(c == value.dtype for c in tracer.casts)
+        if tracer.op_count != 1 + (len(tracer.casts) if copies else 0):
             return None
         name, index = tracer.reads[0]
         # A reshape reads through // and %, which the view's own ranges undo.
@@ -617,6 +634,8 @@ class GraphLowering:
         base = next(
             (b for b in [*self.inputs, *self.buffers] if b is not None and b.name == name), None
         )
+        if tracer.casts and base is not None and (base.is_input() or name in self._returned):
+            return None  # a copy of what the caller holds stays a copy
         if base is None or base.dtype != value.dtype:
             return None
         strides = [stride_of(index, s) for s in syms]

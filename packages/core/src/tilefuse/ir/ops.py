@@ -75,6 +75,7 @@ class DependencyTracer:
         self.reads: list[tuple[str, Any]] = []
         self.op_count = 0
         self.indirect_count = 0
+        self.casts: list[Any] = []  # the target dtype of each ``to_dtype``
 
     def load(self, name: str, index: Any) -> str:
         self.reads.append((name, index))
@@ -99,6 +100,8 @@ class DependencyTracer:
 
         def op(*args: Any, **kwargs: Any) -> str:
             self.op_count += 1
+            if name == "to_dtype":
+                self.casts.append(args[1] if len(args) > 1 else kwargs.get("dtype"))
             return "v"
 
         return op
