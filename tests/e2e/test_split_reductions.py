@@ -198,6 +198,21 @@ def test_column_sums_run_in_two_stages(rows, cols, dtype):
     assert any(all(w in line for w in wanted) for line in loads), (wanted, loads)
 
 
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: x.view(-1, 24).sum(0),  # a bias gradient of a [batch, tokens, C] grad
+        lambda x: x.sum((0, 1)),  # a LayerNorm bias gradient
+        lambda x: x.reshape(1048, 24).amax(0, keepdim=True),
+    ],
+    ids=["view-sum", "two-dims", "reshape-amax"],
+)
+def test_column_reductions_through_a_reshape_run_in_two_stages(fn):
+    # The reshape's // and % are simplified over the sizes before the strides are read.
+    reports = check(fn, torch.randn(8, 131, 24))
+    assert kernel_count(reports) == 2, [r.format() for r in reports]
+
+
 def test_column_reductions_over_several_dims_and_of_computed_values():
     x = torch.randn(9, 131, 24)
     check(lambda x: ((x * 2 + 1).sum((0, 1)), (x > 0).any(1), x.amin((0, 1), keepdim=True)), x)

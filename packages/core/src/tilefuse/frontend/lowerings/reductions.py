@@ -11,7 +11,7 @@ from typing import Any
 import sympy
 import torch
 
-from ...ir.index import stride_of
+from ...ir.index import simplify_index, stride_of
 from ...ir.nodes import Layout, Reduction, index_symbols, product
 from ...ir.ops import ops, trace_reads
 from ..lowering import Unsupported, register
@@ -77,7 +77,7 @@ def reduce(
         return LazyValue(out_dtype, x.device, ranges, lambda idx: ops.constant(value, out_dtype))
 
     element: Callable[[Sequence[Any], Sequence[Any]], Any] = value_at
-    columns = bool(kept) and _reads_columns(value_at, len(kept), len(dims))
+    columns = bool(kept) and _reads_columns(value_at, [x.size[d] for d in kept], rranges)
     plan = plan_for(ranges, rranges, reduction_type, columns) if dims else None
     if plan is not None and ctx.splits_reductions(x.device):
         kept_sizes = [x.size[d] for d in kept]
@@ -95,14 +95,20 @@ def reduce(
 
 
 def _reads_columns(
-    value_at: Callable[[Sequence[Any], Sequence[Any]], Any], kept: int, reduced: int
+    value_at: Callable[[Sequence[Any], Sequence[Any]], Any],
+    kept_sizes: Sequence[Any],
+    reduced_sizes: Sequence[Any],
 ) -> bool:
     """Whether the reduction reads some input contiguously along its last kept dim and
-    strided along its last reduced one (a column sum), as the backend's column tiles do."""
-    kept_syms = index_symbols("k", kept)
-    reduced_syms = index_symbols("q", reduced)
+    strided along its last reduced one (a column sum), as the backend's column tiles do.
+    Indices are simplified over the dims' sizes first: a reshape's // and % (a bias
+    gradient summing ``grad.view(-1, C)`` over its rows) hide the strides otherwise."""
+    kept_syms = index_symbols("k", len(kept_sizes))
+    reduced_syms = index_symbols("q", len(reduced_sizes))
     tracer = trace_reads(value_at, kept_syms, reduced_syms)
-    for _name, index in tracer.reads:
+    ranges = dict(zip([*kept_syms, *reduced_syms], [*kept_sizes, *reduced_sizes], strict=True))
+    for _name, raw in tracer.reads:
+        index = simplify_index(raw, ranges)
         across = stride_of(index, reduced_syms[-1])
         if stride_of(index, kept_syms[-1]) == 1 and across is not None and across not in (0, 1):
             return True
