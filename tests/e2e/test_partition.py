@@ -235,3 +235,22 @@ def test_a_clone_the_caller_can_see_stays_a_copy():
                          backend="tilefuse")  # fmt: skip
     a, b = both(torch.randn(4, 6))
     assert a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("backend", ["triton", "acme"])
+def test_log_softmax_row_statistics_share_one_read_of_a_long_row(monkeypatch, backend):
+    """``sum(exp(x - amax))`` is lowered as one ``softmax_sum`` reduction, which the
+    Triton backend computes online in the loop of the row's max: one read of a row too
+    long for registers (a cross-entropy's logits), with eager's special values."""
+    monkeypatch.setenv("TILEFUSE_BACKENDS", backend)
+    x = torch.randn(6, 9000) * 3  # past the 8192 a float32 row keeps in registers
+    x[0, 2] = float("inf")
+    x[1] = float("-inf")
+    x[2, 3] = float("nan")
+    x[3, 4] = float("-inf")
+    x[4] += 1e4
+    reports = check_grad(lambda x: F.log_softmax(x, -1), x.requires_grad_())
+    (statistics,) = [k for k in reports[0].kernels if k.kind == "reduction"]
+    assert statistics.backend == backend
+    if backend == "triton":  # one loop for both statistics, one writing the result
+        assert statistics.source.count("for roffset") == 2, statistics.source

@@ -13,7 +13,9 @@ class AcmeBackend:
         name="acme",  # must equal the entry-point name
         api_version=plugin.API_VERSION,  # a mismatch is refused with that reason
         device_types=("cpu",),  # torch device types served
-        capabilities=frozenset({plugin.CAP_POINTWISE, plugin.CAP_REDUCTION}),
+        capabilities=frozenset(
+            {plugin.CAP_POINTWISE, plugin.CAP_REDUCTION, plugin.CAP_SOFTMAX_SUM}
+        ),
         # Below Triton's 10: where Triton serves cpu (TRITON_INTERPRET=1) it keeps it;
         # ask for this one with TILEFUSE_BACKENDS=acme.
         priority=0,

@@ -270,8 +270,8 @@ class CppWriter:
     def reduce(self, member: plugin.MemberSpec) -> Value:
         kind = member.reduction_type
         src = member.src_dtype or member.dtype
-        if kind == "logsumexp":
-            return self.logsumexp(member, src)
+        if kind in ("logsumexp", "softmax_sum"):
+            return self.logsumexp(member, src, kind)
         acc = self.fresh("acc")
         t = C_TYPES[src]
         # float sums and products accumulate in double: closer to eager's pairwise sum
@@ -313,8 +313,9 @@ class CppWriter:
             return Value(acc, torch.bool)
         return self.to_dtype(Value(acc, torch.float64 if wide == "double" else src), src)
 
-    def logsumexp(self, member: plugin.MemberSpec, src: torch.dtype) -> Value:
-        """``max + log(sum(exp(v - max)))`` in two passes; ±inf and NaN maxima pass through."""
+    def logsumexp(self, member: plugin.MemberSpec, src: torch.dtype, kind: str) -> Value:
+        """``max + log(sum(exp(v - max)))`` in two passes; ±inf and NaN maxima pass
+        through. ``softmax_sum``: the sum alone, NaN where the max is not finite."""
         t, m, s = C_TYPES[src], self.fresh("lse_m"), self.fresh("lse_s")
         self.emit(f"{t} {m} = {literal(float('-inf'), src)};")
         self.r_loop()
@@ -325,6 +326,8 @@ class CppWriter:
         self.r_loop()
         self.emit(f"{s} += std::exp({self.to_dtype(self.compute(member), src)} - {m}_safe);")
         self.close()
+        if kind == "softmax_sum":
+            return self.var(f"std::isfinite({m}) ? ({t}){s} : {literal(float('nan'), src)}", src)
         return self.var(f"std::isinf({m}) ? {m} : ({t})({m} + std::log({s}))", src)
 
     # -- whole kernel ---------------------------------------------------------------

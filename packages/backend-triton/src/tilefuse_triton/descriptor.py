@@ -24,6 +24,7 @@ class TritonBackend:
         capabilities = {
             plugin.CAP_POINTWISE, plugin.CAP_REDUCTION, plugin.CAP_TEMPLATE_GEMM,
             plugin.CAP_RANDOM,  # tl.rand, in the interpreter as on a GPU
+            plugin.CAP_SOFTMAX_SUM,  # online, sharing the loop of the row's max
         }  # fmt: skip
         if not interpreted:
             # cuDNN's tensor-core convolutions are NHWC. Interpreted, the backend also

@@ -29,6 +29,13 @@ from tilefuse.plugin import GroupKind, KernelSpec, Level, R, X
 
 from . import ops_table
 
+# Reductions computed online: a running row max and sums of exp(v - max) rescaled as
+# the max grows (``ir.nodes.Reduction``).
+ONLINE_KINDS = ("logsumexp", "softmax_sum")
+# At most this many reductions share one loop over r: each holds a [XBLOCK, RBLOCK]
+# accumulator in registers for the whole loop.
+MAX_LOOP_BATCH = 4
+
 TL_DTYPES = {
     torch.float32: "tl.float32", torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16",
     torch.float64: "tl.float64", torch.int64: "tl.int64", torch.int32: "tl.int32",
@@ -401,36 +408,110 @@ class KernelWriter:
         return value
 
     def reduction(self, name: str) -> Var:
+        """A persistent kernel's reduction: the whole row is in registers."""
         member = self.spec.member(name)
         kind = member.reduction_type
         assert kind is not None, f"{name} is not a reduction"
-        if kind == "logsumexp":
-            return self.logsumexp(name, member.src_dtype)
+        if kind in ONLINE_KINDS:
+            return self.online_persistent(name, kind, member.src_dtype)
         acc_dtype = torch.int8 if kind == "any" else member.src_dtype
-        tl_acc = TL_DTYPES[acc_dtype]
-        init = ops_table.reduction_init(kind, acc_dtype)
-        arg = kind in ("argmax", "argmin")
-        if self.persistent:
-            masked = self.masked_input(name, kind, acc_dtype, init)
-            if arg:
-                return self.finish_arg(kind, masked, self.rindex_i32())
-            return self.finish_reduction(kind, masked, acc_dtype)
+        masked = self.masked_input(name, kind, acc_dtype, ops_table.reduction_init(kind, acc_dtype))
+        if kind in ("argmax", "argmin"):
+            return self.finish_arg(kind, masked, self.rindex_i32())
+        return self.finish_reduction(kind, masked, acc_dtype)
+
+    def looped_reductions(self, names: list[str]) -> None:
+        """The reductions ``names`` of a looped kernel in one loop over r (their inputs
+        read once, shared by CSE), each value recorded under its name."""
+        accs = [self.begin_looped(name) for name in names]
+        self.open_r_loop()
+        for name, acc in zip(names, accs, strict=True):
+            self.step_looped(name, acc)
+        self.close_r_loop()
+        for name, acc in zip(names, accs, strict=True):
+            self.values[-1][name] = self.finish_looped(name, acc)
+
+    def begin_looped(self, name: str) -> str:
+        member = self.spec.member(name)
+        kind = member.reduction_type
+        assert kind is not None, f"{name} is not a reduction"
         self.counter += 1
         acc = f"acc{self.counter}"
-        self.emit(f"{acc} = tl.full([XBLOCK, RBLOCK], {init}, {tl_acc})")
-        if arg:
+        if kind in ONLINE_KINDS:
+            tl_t = TL_DTYPES[member.src_dtype]
+            self.emit(f'{acc}_m = tl.full([XBLOCK, 1], float("-inf"), {tl_t})')
+            self.emit(f"{acc}_s = tl.zeros([XBLOCK, RBLOCK], {tl_t})")
+            return acc
+        acc_dtype = torch.int8 if kind == "any" else member.src_dtype
+        init = ops_table.reduction_init(kind, acc_dtype)
+        self.emit(f"{acc} = tl.full([XBLOCK, RBLOCK], {init}, {TL_DTYPES[acc_dtype]})")
+        if kind in ("argmax", "argmin"):
             self.emit(f"{acc}_idx = tl.full([XBLOCK, RBLOCK], 2147483647, tl.int32)")
-        self.open_r_loop()
-        masked = self.masked_input(name, kind, acc_dtype, init)
-        if arg:
+        return acc
+
+    def step_looped(self, name: str, acc: str) -> None:
+        member = self.spec.member(name)
+        kind = member.reduction_type
+        assert kind is not None
+        if kind in ONLINE_KINDS:
+            # The running max is one per row (a block max each step), so the running sums
+            # are rescaled by one exp per row and step, not one per element. An infinite
+            # max decides the result alone; the sums then need not stay finite.
+            ninf = 'float("-inf")'
+            v = self.new_var(f"tl.where(xmask & rmask, {self.eval_reduction_input(name)}, {ninf})",
+                             member.src_dtype, PER_XR)  # fmt: skip
+            self.emit(f"{acc}_new = dm.max_nan({acc}_m, tl.reduce({v}, 1, dm.max_nan)[:, None])")
+            self.emit(f'{acc}_safe = tl.where(tl.abs({acc}_new) == float("inf"), 0.0, {acc}_new)')
+            self.emit(
+                f"{acc}_s = {acc}_s * tl.exp({acc}_m - {acc}_safe) + tl.exp({v} - {acc}_safe)"
+            )
+            self.emit(f"{acc}_m = {acc}_new")
+            return
+        acc_dtype = torch.int8 if kind == "any" else member.src_dtype
+        masked = self.masked_input(name, kind, acc_dtype, ops_table.reduction_init(kind, acc_dtype))
+        if kind in ("argmax", "argmin"):
             ridx = self.rindex_i32()
             self.emit(f"{acc}, {acc}_idx = dm.{kind}_combine({acc}, {acc}_idx, {masked}, {ridx})")
         else:
             self.emit(f"{acc} = {ops_table.reduction_combine(kind, acc, masked)}")
-        self.close_r_loop()
-        if arg:
+
+    def finish_looped(self, name: str, acc: str) -> Var:
+        member = self.spec.member(name)
+        kind = member.reduction_type
+        assert kind is not None
+        if kind in ONLINE_KINDS:
+            total = self.new_var(f"tl.sum({acc}_s, 1)[:, None]", member.src_dtype, PER_X)
+            return self.finish_online(kind, f"{acc}_m", total, member.src_dtype)
+        acc_dtype = torch.int8 if kind == "any" else member.src_dtype
+        if kind in ("argmax", "argmin"):
             return self.finish_arg(kind, Var(acc, acc_dtype, PER_XR), f"{acc}_idx")
         return self.finish_reduction(kind, Var(acc, acc_dtype, PER_XR), acc_dtype)
+
+    def loop_batch(self, position: int) -> list[str]:
+        """The reduction at ``position`` of a looped kernel and every later one that can
+        share its loop over r: one that needs no value computed at or after
+        ``position`` but inline (per-element) ones. ``softmax_sum`` next to the ``max``
+        of the same row is the case this is for: one read of the row, not two."""
+        members = self.spec.members
+        later = {m.name for m in members[position:] if m.level is not Level.PER_XR}
+        batch = [members[position].name]
+        for m in members[position + 1 :]:
+            if len(batch) == MAX_LOOP_BATCH:
+                break
+            if m.level is Level.REDUCED and not (self.needs(m.name) & later):
+                batch.append(m.name)
+        return batch
+
+    def needs(self, name: str) -> set[str]:
+        """The members ``name``'s value is computed from, directly or through others."""
+        found: set[str] = set()
+        stack = [name]
+        while stack:
+            for buf, _ in self.spec.member(stack.pop()).reads:
+                if buf in self.member_names and buf not in found:
+                    found.add(buf)
+                    stack.append(buf)
+        return found
 
     def masked_input(self, name: str, kind: str, acc_dtype: torch.dtype, init: str) -> Var:
         """The reduction's input at the current r block, with masked lanes set to ``init``."""
@@ -450,36 +531,25 @@ class KernelWriter:
         self.emit(f"_, {out} = tl.reduce(({values}, {indices}), 1, dm.{kind}_combine)")
         return self.new_var(f"{out}[:, None].to(tl.int64)", torch.int64, PER_X)
 
-    def logsumexp(self, name: str, dtype: torch.dtype) -> Var:
-        """max + log(sum(exp(v - max))) in one pass, rescaling the running sum; as
-        ``torch.logsumexp``: a row whose max is +-inf gives that max, and NaN propagates."""
-        tl_t = TL_DTYPES[dtype]
+    def online_persistent(self, name: str, kind: str, dtype: torch.dtype) -> Var:
+        """``logsumexp`` or ``softmax_sum`` of a row held in registers."""
         ninf = 'float("-inf")'
-        if self.persistent:
-            v = self.new_var(f"tl.where(xmask & rmask, {self.eval_reduction_input(name)}, {ninf})",
-                             dtype, PER_XR)  # fmt: skip
-            m = self.new_var(f"tl.reduce({v}, 1, dm.max_nan)[:, None]", dtype, PER_X)
-            ms = self.new_var(f'tl.where(tl.abs({m}) == float("inf"), 0.0, {m})', dtype, PER_X)
-            total = self.new_var(f"tl.sum(tl.exp({v} - {ms}), 1)[:, None]", dtype, PER_X)
-            return self.new_var(f"tl.where({ms} != {m}, {m}, {ms} + tl.log({total}))", dtype, PER_X)
-        # Looped: the running max is one per row (a block max each step), so the running
-        # sums are rescaled by one exp per row and step, not one per element. An infinite
-        # max decides the result alone; the sums then need not stay finite.
-        self.counter += 1
-        acc = f"acc{self.counter}"
-        self.emit(f"{acc}_m = tl.full([XBLOCK, 1], {ninf}, {tl_t})")
-        self.emit(f"{acc}_s = tl.zeros([XBLOCK, RBLOCK], {tl_t})")
-        self.open_r_loop()
         v = self.new_var(f"tl.where(xmask & rmask, {self.eval_reduction_input(name)}, {ninf})",
                          dtype, PER_XR)  # fmt: skip
-        self.emit(f"{acc}_new = dm.max_nan({acc}_m, tl.reduce({v}, 1, dm.max_nan)[:, None])")
-        self.emit(f'{acc}_safe = tl.where(tl.abs({acc}_new) == float("inf"), 0.0, {acc}_new)')
-        self.emit(f"{acc}_s = {acc}_s * tl.exp({acc}_m - {acc}_safe) + tl.exp({v} - {acc}_safe)")
-        self.emit(f"{acc}_m = {acc}_new")
-        self.close_r_loop()
-        m = f"{acc}_m"
+        m = self.new_var(f"tl.reduce({v}, 1, dm.max_nan)[:, None]", dtype, PER_X)
         ms = self.new_var(f'tl.where(tl.abs({m}) == float("inf"), 0.0, {m})', dtype, PER_X)
-        total = self.new_var(f"tl.sum({acc}_s, 1)[:, None]", dtype, PER_X)
+        total = self.new_var(f"tl.sum(tl.exp({v} - {ms}), 1)[:, None]", dtype, PER_X)
+        return self.finish_online(kind, str(m), total, dtype)
+
+    def finish_online(self, kind: str, m: str, total: Var, dtype: torch.dtype) -> Var:
+        """From a row's max ``m`` and its sum of ``exp(v - m)`` (``m`` taken as 0 where
+        infinite): ``logsumexp`` as ``torch.logsumexp`` (a row whose max is +-inf gives
+        that max, NaN propagates); ``softmax_sum`` as eager's ``sum(exp(x - amax))``
+        (NaN where the max is not finite: inf - inf)."""
+        if kind == "softmax_sum":
+            finite = f'tl.abs({m}) != float("inf")'
+            return self.new_var(f'tl.where({finite}, {total}, float("nan"))', dtype, PER_X)
+        ms = self.new_var(f'tl.where(tl.abs({m}) == float("inf"), 0.0, {m})', dtype, PER_X)
         return self.new_var(f"tl.where({ms} != {m}, {m}, {ms} + tl.log({total}))", dtype, PER_X)
 
     def finish_reduction(self, kind: str, value: Var, acc_dtype: torch.dtype) -> Var:
@@ -544,13 +614,15 @@ class KernelWriter:
             self.emit_mask("xmask", "xindex < xnumel", self.xnumel_divides, "[XBLOCK]")
         stores = set(spec.stores)
         with plugin.ops_handler(self):
-            for member in spec.members:
+            for position, member in enumerate(spec.members):
                 name = member.name
                 if member.level is Level.REDUCED:
-                    value = self.reduction(name)
-                    self.values[-1][name] = value
+                    if self.persistent:
+                        self.values[-1][name] = self.reduction(name)
+                    elif self.lookup_value(name) is None:  # not computed by an earlier loop
+                        self.looped_reductions(self.loop_batch(position))
                     if name in stores:
-                        self.store(name, value)
+                        self.store(name, self.values[-1][name])
                 elif member.level is Level.PER_XR and self.two_d and not self.persistent:
                     if name in stores:
                         self.open_r_loop()

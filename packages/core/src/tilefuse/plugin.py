@@ -109,6 +109,11 @@ CAP_SPLIT_REDUCTIONS = "reduction:split"
 # are eager calls. ``rand`` is not in ``OP_NAMES`` (``OPTIONAL_OPS``): backends without
 # the capability never render it.
 CAP_RANDOM = "op:rand"
+# A reduction type, not a node kind: "my reduction kernels render ``softmax_sum``" (see
+# ``ir.nodes.Reduction``). Where the backend owning a device's reductions declares it,
+# core lowers ``sum(exp(x - amax(x)))`` (log_softmax's denominator, a cross-entropy's) as
+# one, which such a backend computes next to the max in one read of the row.
+CAP_SOFTMAX_SUM = "reduction:softmax_sum"
 
 # The GEMM-family ops of the template contract (``Choice`` gives each one's inputs), with
 # how many op inputs come before the epilogue's operands. The one table of them.
@@ -727,6 +732,7 @@ __all__ = [
     "CAP_TEMPLATE_GEMM",
     "CAP_SPLIT_REDUCTIONS",
     "CAP_RANDOM",
+    "CAP_SOFTMAX_SUM",
     "CHOICES_GROUP",
     "DEFAULT_DTYPES",
     "ENTRY_POINT_GROUPS",

@@ -176,10 +176,13 @@ class GraphLowering:
         self.free_outputs = free_outputs if self.layout.channels_last else frozenset()
         self.saved_outputs = free_outputs  # never handed to the user: views may share
         self._returned: set[str] = set()  # buffers the user gets (or views of them)
+        self._output_values: dict[int, tuple[Value, Any]] = {}  # id -> (value, output)
         self.padded_outputs = padded_outputs
         self._split_setting = config.split_reductions()
         self._split_devices: dict[str, bool] = {}  # device type -> splits reductions
         self._random_devices: dict[str, bool] = {}  # device type -> random ops in kernels
+        self._reduction_caps: dict[tuple[str, str], bool] = {}
+        self._env: dict[torch.fx.Node, Any] = {}
 
     def hint(self, expr: Any) -> int:
         """``expr`` (a size) at the example inputs' sizes: for heuristics only, never for a
@@ -216,6 +219,26 @@ class GraphLowering:
                 plugin.CAP_RANDOM in o.info.capabilities for o in owners
             )
         return self._random_devices[device_type]
+
+    def reductions_render(self, device: torch.device, capability: str) -> bool:
+        """Whether the backend owning reductions on ``device`` declares ``capability``
+        (a reduction type beyond the required ones: ``plugin.CAP_SOFTMAX_SUM``)."""
+        key = (torch.device(device).type, capability)
+        if key not in self._reduction_caps:
+            from ..backend_selection import owner
+
+            try:
+                backend = owner(key[0], plugin.CAP_REDUCTION)
+            except TilefuseError:
+                self._reduction_caps[key] = False
+            else:
+                self._reduction_caps[key] = capability in backend.info.capabilities
+        return self._reduction_caps[key]
+
+    def value_of(self, node: torch.fx.Node) -> Any:
+        """The lowered value of a node already walked (for lowerings that look past
+        their arguments at the nodes that made them)."""
+        return self._env[node]
 
     def random_seed(self, device: torch.device) -> BufferValue:
         """A fresh seed for one random op's kernels: a one-element int64 tensor on
@@ -311,7 +334,7 @@ class GraphLowering:
 
     # -- walking ---------------------------------------------------------------------
     def run(self) -> LoweredGraph:
-        env: dict[torch.fx.Node, Any] = {}
+        env = self._env
         inputs = iter(self.example_inputs)
         outputs: list[Any] = []
         for node in self.gm.graph.nodes:
@@ -367,7 +390,15 @@ class GraphLowering:
         return BufferValue(Buffer(name, Layout.of_result(value)))
 
     def _output(self, value: Any, meta: Any, free: bool = False, saved: bool = False) -> Any:
+        """``_output_buffer``, once per value: a graph returning one node twice (a
+        log_softmax returned and saved for the backward) returns one buffer twice, as
+        eager returns one tensor, instead of writing it twice."""
+        kept = self._output_values.get(id(value)) if isinstance(value, LazyValue) else None
+        if kept is not None:
+            return kept[1]
         result = self._output_buffer(value, meta, free, saved)
+        if isinstance(value, LazyValue):
+            self._output_values[id(value)] = (value, result)
         if not saved and isinstance(result, Buffer):
             base = result.data.base if isinstance(result.data, View) else result
             self._returned.update((result.name, base.name))

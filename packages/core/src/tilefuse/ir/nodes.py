@@ -162,8 +162,10 @@ class Pointwise:
 class Reduction:
     """``reduction_type`` of ``body`` over ``reduction_ranges``, for each index of ``ranges``.
 
-    Types: sum, prod, max, min, argmax, argmin, any, and logsumexp (max(v) +
-    log(sum(exp(v - max(v)))), computed online in one pass).
+    Types: sum, prod, max, min, argmax, argmin, any, logsumexp (max(v) +
+    log(sum(exp(v - max(v)))), computed online in one pass), and softmax_sum
+    (sum(exp(v - max(v))), NaN where max(v) is not finite, as that expression is in
+    eager; only for backends declaring ``plugin.CAP_SOFTMAX_SUM``).
     """
 
     ranges: tuple[Expr, ...]

@@ -10,7 +10,9 @@ from typing import Any
 
 import sympy
 import torch
+import torch.fx
 
+from ... import plugin
 from ...ir.index import simplify_index, stride_of
 from ...ir.nodes import Layout, Reduction, index_symbols, product
 from ...ir.ops import ops, trace_reads
@@ -70,7 +72,7 @@ def reduce(
         return [idx[d] for d in kept] if keepdim else list(idx)
 
     if product(rranges).is_zero:  # nothing to reduce: every output is the identity
-        empty = {"sum": 0, "prod": 1, "any": False, "logsumexp": float("-inf")}
+        empty = {"sum": 0, "prod": 1, "any": False, "logsumexp": float("-inf"), "softmax_sum": 0}
         if reduction_type not in empty:
             raise Unsupported(f"{reduction_type} of an empty dimension has no identity")
         value = empty[reduction_type]
@@ -130,7 +132,38 @@ def _sum(ctx, node, x, dims=None, keepdim=False, *, dtype=None):
     math = compute_dtype(out_dtype)
     if out_dtype == torch.bool:
         math = torch.int64
-    return reduce(ctx, x, _dims(x, dims), keepdim, "sum", out_dtype, math)
+    d = _dims(x, dims)
+    source = _softmax_sum_source(node, d)
+    if source is not None and ctx.reductions_render(x.device, plugin.CAP_SOFTMAX_SUM):
+        # sum(exp(v - amax(v))): the backend computes it next to that amax, one read
+        return reduce(ctx, ctx.value_of(source), d, keepdim, "softmax_sum", out_dtype, math)
+    return reduce(ctx, x, d, keepdim, "sum", out_dtype, math)
+
+
+def _softmax_sum_source(node: torch.fx.Node, dims: Sequence[int]) -> torch.fx.Node | None:
+    """``v`` where ``node`` is ``sum(exp(v - amax(v, dims, keepdim=True)), dims)`` over
+    floating-point values (log_softmax's decomposition), else ``None``."""
+    exp = node.args[0]
+    if not (isinstance(exp, torch.fx.Node) and exp.target is aten.exp.default):
+        return None
+    sub = exp.args[0]
+    if not (isinstance(sub, torch.fx.Node) and sub.target is aten.sub.Tensor) or sub.kwargs:
+        return None
+    if len(sub.args) != 2:
+        return None
+    v, mx = sub.args
+    if not (isinstance(mx, torch.fx.Node) and mx.target is aten.amax.default):
+        return None
+    if mx.args[0] is not v or mx.kwargs or len(mx.args) != 3 or mx.args[2] is not True:
+        return None
+    meta = v.meta.get("val") if isinstance(v, torch.fx.Node) else None
+    if not isinstance(meta, torch.Tensor) or not meta.dtype.is_floating_point:
+        return None
+    rank = max(meta.dim(), 1)
+    max_dims = [mx.args[1]] if isinstance(mx.args[1], int) else list(mx.args[1])
+    if sorted({d % rank for d in max_dims} or range(rank)) != sorted(dims):
+        return None
+    return v
 
 
 @register(aten.prod)
