@@ -142,7 +142,9 @@ def _sum(ctx, node, x, dims=None, keepdim=False, *, dtype=None):
 
 def _softmax_sum_source(node: torch.fx.Node, dims: Sequence[int]) -> torch.fx.Node | None:
     """``v`` where ``node`` is ``sum(exp(v - amax(v, dims, keepdim=True)), dims)`` over
-    floating-point values (log_softmax's decomposition), else ``None``."""
+    float32 or float64 values (log_softmax's decomposition), else ``None``. Half types
+    are left to the separate ops: eager rounds ``v - amax`` and its ``exp`` to 16 bits,
+    which one reduction in float32 would not."""
     exp = node.args[0]
     if not (isinstance(exp, torch.fx.Node) and exp.target is aten.exp.default):
         return None
@@ -157,7 +159,7 @@ def _softmax_sum_source(node: torch.fx.Node, dims: Sequence[int]) -> torch.fx.No
     if mx.args[0] is not v or mx.kwargs or len(mx.args) != 3 or mx.args[2] is not True:
         return None
     meta = v.meta.get("val") if isinstance(v, torch.fx.Node) else None
-    if not isinstance(meta, torch.Tensor) or not meta.dtype.is_floating_point:
+    if not isinstance(meta, torch.Tensor) or meta.dtype not in (torch.float32, torch.float64):
         return None
     rank = max(meta.dim(), 1)
     max_dims = [mx.args[1]] if isinstance(mx.args[1], int) else list(mx.args[1])
