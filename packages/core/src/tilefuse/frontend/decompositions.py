@@ -141,8 +141,8 @@ def log_softmax(x: Any, dim: int, half_to_float: bool) -> Any:
         if statically_known_true(x.shape[dim] == 0):
             return x.to(out_dtype).contiguous()  # empty rows: nothing to normalize
         return NotImplemented  # a data-dependent row length, maybe 0: the op stays whole
-    compute = torch.promote_types(x.dtype, torch.float32)
-    shifted = x.to(compute) - aten.amax.default(x.to(compute), [dim], True)
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))  # one node: softmax_sum's v
+    shifted = wide - aten.amax.default(wide, [dim], True)
     total = aten.sum.dim_IntList(aten.exp.default(shifted), [dim], True)
     return (shifted - aten.log.default(total)).to(out_dtype).contiguous()
 
