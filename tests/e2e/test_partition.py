@@ -254,3 +254,20 @@ def test_log_softmax_row_statistics_share_one_read_of_a_long_row(monkeypatch, ba
     assert statistics.backend == backend
     if backend == "triton":  # one loop for both statistics, one writing the result
         assert statistics.source.count("for roffset") == 2, statistics.source
+
+
+def test_an_op_returning_a_view_of_a_clone_does_not_see_the_clones_source():
+    """``diagonal`` and ``view(dtype)`` run as eager calls return views of their input:
+    given a clone, they must get the clone, not the buffer it copies, which the caller
+    also holds."""
+
+    def f(x, w):
+        y = x @ w
+        return y, y.clone().diagonal(), y.clone().view(torch.int32)
+
+    x, w = torch.randn(8, 16), torch.randn(16, 8)
+    y, d, v = torch.compile(f, backend="tilefuse")(x, w)
+    want_y, want_d, want_v = f(x, w)
+    y.zero_()
+    torch.testing.assert_close(d, want_d)
+    assert torch.equal(v, want_v)

@@ -498,7 +498,8 @@ class KernelWriter:
         for m in members[position + 1 :]:
             if len(batch) == MAX_LOOP_BATCH:
                 break
-            if m.level is Level.REDUCED and not (self.needs(m.name) & later):
+            done = self.lookup_value(m.name) is not None  # by an earlier loop
+            if m.level is Level.REDUCED and not done and not (self.needs(m.name) & later):
                 batch.append(m.name)
         return batch
 

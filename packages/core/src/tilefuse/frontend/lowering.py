@@ -567,10 +567,17 @@ class GraphLowering:
         """Run ``node``'s op eagerly inside the compiled graph."""
         self.note_extern(node, reason)
 
+        # A copy of a buffer is read in place only by an op that neither writes its
+        # arguments nor returns a view of one (``diagonal`` of a clone must not see, or
+        # hand out, the clone's source).
+        through_copies = _reads_only(node.target)
+
         def to_buffer(x: Any) -> Any:
             # A view of a buffer (the q/k/v heads of a fused projection, say) is passed
             # as the strided window eager passes, not copied.
-            return self.operand_buffer(x) if isinstance(x, Value) else x
+            if not isinstance(x, Value):
+                return x
+            return self.operand_buffer(x, through_copies)
 
         eargs = _map_values(args, to_buffer)
         ekwargs = _map_values(kwargs, to_buffer)
@@ -630,11 +637,12 @@ class GraphLowering:
         bufs = tuple(self.operand_buffer(v) for v in inputs)
         return BufferValue(self.add_buffer(layout or Layout.of_result(meta), Template(op, bufs)))
 
-    def operand_buffer(self, value: Value) -> Buffer:
+    def operand_buffer(self, value: Value, through_copies: bool = True) -> Buffer:
         """``value`` as a buffer that an extern call or a template reads (and never
-        writes): a strided view where it re-strides a buffer, else the value realized,
-        once for all such readers of the same value."""
-        view = self.strided_view(value, through_copies=True)
+        writes): a strided view where it re-strides a buffer (or, with
+        ``through_copies``, a copy of one: for readers that return no view of it), else
+        the value realized, once for all such readers of the same value."""
+        view = self.strided_view(value, through_copies=through_copies)
         if view is not None:
             return view
         if isinstance(value, BufferValue):
@@ -730,6 +738,14 @@ def _same_window(view: Layout, eager: Layout) -> bool:
         )
         and view.offset == eager.offset
     )
+
+
+def _reads_only(op: Any) -> bool:
+    """Whether ``op``'s schema says it writes no argument and returns no alias of one."""
+    schema = getattr(op, "_schema", None)
+    if schema is None:
+        return False
+    return not any(a.alias_info is not None for a in (*schema.arguments, *schema.returns))
 
 
 def _rows_padded(layout: Layout, eager: Layout) -> Layout | None:

@@ -134,10 +134,22 @@ def _sum(ctx, node, x, dims=None, keepdim=False, *, dtype=None):
         math = torch.int64
     d = _dims(x, dims)
     source = _softmax_sum_source(node, d)
-    if source is not None and ctx.reductions_render(x.device, plugin.CAP_SOFTMAX_SUM):
+    if (
+        source is not None
+        and ctx.reductions_render(x.device, plugin.CAP_SOFTMAX_SUM)
+        and not _splits(ctx, x, d)  # a few long rows: split sums fill the GPU, one pass not
+    ):
         # sum(exp(v - amax(v))): the backend computes it next to that amax, one read
         return reduce(ctx, ctx.value_of(source), d, keepdim, "softmax_sum", out_dtype, math)
     return reduce(ctx, x, d, keepdim, "sum", out_dtype, math)
+
+
+def _splits(ctx: Any, x: Value, dims: Sequence[int]) -> bool:
+    """Whether a sum of ``x`` over ``dims`` would be lowered in two stages."""
+    kept = [x.size[k] for k in range(x.rank) if k not in dims]
+    reduced = [x.size[k] for k in dims]
+    plans = (plan_for(kept, reduced, "sum", columns) for columns in (False, True))
+    return ctx.splits_reductions(x.device) and any(p is not None for p in plans)
 
 
 def _softmax_sum_source(node: torch.fx.Node, dims: Sequence[int]) -> torch.fx.Node | None:
