@@ -271,3 +271,25 @@ def test_an_op_returning_a_view_of_a_clone_does_not_see_the_clones_source():
     y.zero_()
     torch.testing.assert_close(d, want_d)
     assert torch.equal(v, want_v)
+
+
+def test_softmax_sum_is_kept_where_rows_are_many_and_dropped_where_a_split_pays(monkeypatch):
+    """With splitting on (the GPU's setting), log_softmax over many rows still takes
+    the one-pass ``softmax_sum`` (its rows are no column reduction); over a few long
+    rows, where a split sum fills the GPU, the denominator is an ordinary split sum."""
+    from tilefuse.frontend.lowerings import split_reduction
+
+    monkeypatch.setenv("TILEFUSE_BACKENDS", "triton")
+    monkeypatch.setenv("TILEFUSE_SPLIT_REDUCTIONS", "1")
+    monkeypatch.setattr(split_reduction, "MIN_CHUNK", 64)
+    monkeypatch.setattr(split_reduction, "TARGET_PROGRAMS", 16)
+    monkeypatch.setattr(split_reduction, "MIN_PROGRAM_ELEMENTS", 0)
+
+    def sources(x):
+        return [k.source for r in check(lambda x: F.log_softmax(x, -1), x) for k in r.kernels]
+
+    many_rows = sources(torch.randn(40, 300))  # softmax_sum's NaN where the max is inf:
+    assert any('!= float("inf"), ' in s for s in many_rows), many_rows
+    few_rows = sources(torch.randn(1, 3000))
+    assert not any('!= float("inf"), ' in s for s in few_rows), few_rows
+    assert len(few_rows) > 1  # the denominator's two stages

@@ -41,11 +41,13 @@ def reduce(
     out_dtype: torch.dtype,
     math_dtype: torch.dtype,
     map_fn: Callable[[Any, list[Any]], Any] | None = None,
-) -> Value:
+) -> Value | None:
     """A ``Reduction`` buffer of ``x`` over ``dims``; ``map_fn(value, index)`` pre-maps.
 
     A long reduction with few outputs becomes two (``split_reduction``) where
-    ``ctx.splits_reductions`` allows it; the buffer returned is the second's.
+    ``ctx.splits_reductions`` allows it; the buffer returned is the second's. A
+    ``softmax_sum``, which is never split, returns ``None`` where a ``sum`` of the same
+    shape would be: the caller lowers the sum instead. Every other type returns a value.
     """
     if x.rank == 0:
         dims = []
@@ -80,6 +82,9 @@ def reduce(
 
     element: Callable[[Sequence[Any], Sequence[Any]], Any] = value_at
     columns = bool(kept) and _reads_columns(value_at, [x.size[d] for d in kept], rranges)
+    if reduction_type == "softmax_sum" and dims and ctx.splits_reductions(x.device):
+        if plan_for(ranges, rranges, "sum", columns) is not None:
+            return None  # a few long rows: split sums fill the GPU, one pass would not
     plan = plan_for(ranges, rranges, reduction_type, columns) if dims else None
     if plan is not None and ctx.splits_reductions(x.device):
         kept_sizes = [x.size[d] for d in kept]
@@ -134,22 +139,12 @@ def _sum(ctx, node, x, dims=None, keepdim=False, *, dtype=None):
         math = torch.int64
     d = _dims(x, dims)
     source = _softmax_sum_source(node, d)
-    if (
-        source is not None
-        and ctx.reductions_render(x.device, plugin.CAP_SOFTMAX_SUM)
-        and not _splits(ctx, x, d)  # a few long rows: split sums fill the GPU, one pass not
-    ):
+    if source is not None and ctx.reductions_render(x.device, plugin.CAP_SOFTMAX_SUM):
         # sum(exp(v - amax(v))): the backend computes it next to that amax, one read
-        return reduce(ctx, ctx.value_of(source), d, keepdim, "softmax_sum", out_dtype, math)
+        value = reduce(ctx, ctx.value_of(source), d, keepdim, "softmax_sum", out_dtype, math)
+        if value is not None:
+            return value
     return reduce(ctx, x, d, keepdim, "sum", out_dtype, math)
-
-
-def _splits(ctx: Any, x: Value, dims: Sequence[int]) -> bool:
-    """Whether a sum of ``x`` over ``dims`` would be lowered in two stages."""
-    kept = [x.size[k] for k in range(x.rank) if k not in dims]
-    reduced = [x.size[k] for k in dims]
-    plans = (plan_for(kept, reduced, "sum", columns) for columns in (False, True))
-    return ctx.splits_reductions(x.device) and any(p is not None for p in plans)
 
 
 def _softmax_sum_source(node: torch.fx.Node, dims: Sequence[int]) -> torch.fx.Node | None:
