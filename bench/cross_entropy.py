@@ -45,6 +45,10 @@ def main(argv: list[str]) -> int:
     floor_ms = 3 * logits.numel() * 4 / 4.8e12 * 1e3
     print(f"{rows} x {vocab} float32; three passes at 4.8 TB/s: {floor_ms:.3f} ms")
     for name in ("eager", "inductor", "tilefuse"):
+        # One compiled function at a time: with Inductor's entry still cached for the
+        # same code, tilefuse's step read 1.66 ms here against 1.20 ms in a process of
+        # its own (H200, 2026-12-02; the same kernels, 0.47 ms more idle per step).
+        torch._dynamo.reset()
         fn = _loss if name == "eager" else torch.compile(_loss, backend=name)
         step = _step(fn, logits.clone().requires_grad_(), target)
         for _ in range(3):
