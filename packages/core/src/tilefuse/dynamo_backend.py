@@ -188,8 +188,8 @@ def _inner_compiler(
         from .pipeline import compile_graph
 
         reported, free = _saved_activations(gm)
-        # A forward graph's outputs may keep a GEMM's padded rows: AOTAutograd takes the
-        # strides it reports (a symbolic graph reports none, a backward's go to autograd).
+        # A forward graph's saved tensors may keep a GEMM's padded rows: AOTAutograd
+        # compiles the backward for the strides it reports (a symbolic graph reports none).
         padded = stage == "forward" and reported is not None and not symbolic
         with config.overrides(settings):
             strict = config.strict()

@@ -75,7 +75,7 @@ def compile_graph(
     """Compile an aten-level graph for concrete ``example_inputs``.
 
     Outputs keep eager's strides except those in ``free_outputs`` and, with
-    ``padded_outputs``, GEMM results with padded rows (see ``GraphLowering``);
+    ``padded_outputs``, saved GEMM results with padded rows (see ``GraphLowering``);
     ``CompiledGraph.output_strides`` says what each one has.
 
     Raises ``NoBackendError`` when a device has no backend, ``PluginError`` when

@@ -145,8 +145,9 @@ class GraphLowering:
         (activations saved for a backward graph that is compiled for the strides this
         graph reports); every other output keeps eager's strides, except that with
         ``padded_outputs`` a GEMM result whose rows were padded for cuBLAS
-        (``matmul._padded_rows``) is returned with those rows, as Inductor returns it,
-        not copied dense: eager's stride order, its row stride rounded up to 16 bytes."""
+        (``matmul._padded_rows``) and that is saved for the backward (never the caller's)
+        keeps those rows, not copied dense: eager's stride order, its row stride rounded
+        up to 16 bytes. The caller always gets eager's strides (``view(-1)`` works)."""
         self.gm = gm
         self.example_inputs = list(example_inputs)
         self.size_hints = size_hints(self.example_inputs)
@@ -407,8 +408,8 @@ class GraphLowering:
     def _output_buffer(self, value: Any, meta: Any, free: bool, saved: bool) -> Any:
         """Graph outputs keep the strides eager would give them: the backward graph
         (and the user) may rely on them. A ``free`` one (``free_outputs``) keeps the
-        layout it was computed in; with ``padded_outputs``, a GEMM result with padded
-        rows keeps them (eager's stride order, as Inductor returns it: no copy). A
+        layout it was computed in; with ``padded_outputs``, a saved GEMM result with
+        padded rows keeps them (eager's stride order: no copy). A
         ``saved`` one (an activation for the backward graph, never the user's) may be a
         view of an intermediate buffer where eager's is a copy of it (a clone)."""
         if free and isinstance(value, Value):
@@ -417,7 +418,7 @@ class GraphLowering:
             view = self.strided_view(value, through_copies=saved)
             eager = Layout.of_tensor(meta)
             padded = None
-            if view is not None and self.padded_outputs:
+            if view is not None and self.padded_outputs and saved:
                 padded = _rows_padded(view.layout, eager)
             if view is not None and padded is not None:
                 view.layout = padded  # a reshape of a padded GEMM result: rows stay padded
@@ -441,7 +442,7 @@ class GraphLowering:
             numel = product(sympify_sizes(meta.shape))
             one = numel.is_Integer and numel <= 1
             eager = Layout.of_tensor(meta)
-            padded = _rows_padded(buf.layout, eager) if self.padded_outputs else None
+            padded = _rows_padded(buf.layout, eager) if self.padded_outputs and saved else None
             if (
                 not buf.is_input()
                 and not one

@@ -37,7 +37,8 @@ def _padded_rows(op: str, meta: torch.Tensor, hints: Mapping[Any, int]) -> Layou
     """For a large half-precision CUDA ``mm`` whose N is no multiple of 16 bytes (GPT-2's
     vocabulary of 50257): its result with rows padded to one (``padded_width``), which the
     extern GEMM writes in place with cuBLAS's aligned kernels. Consumers read it through its
-    strides; a graph output gets eager's dense layout from one copy (``_output``). N must
+    strides; a graph output the caller gets has eager's dense layout from one copy, a saved
+    one keeps the padded rows (``GraphLowering._output``). N must
     be static; a symbolic M (a sequence length) is judged at its size hint."""
     if op != "mm" or meta.device.type not in PADDED_ROW_DEVICES:
         return None
