@@ -225,7 +225,7 @@ def _inner_compiler(
             counters.bump("graphs_compiled_symbolic")
             fallback = functools.partial(_GraphSpecializer, gm, settings)
         run = _EagerAfterFirstFailure(
-            compiled, gm, strict, strides if free or padded else None, fallback=fallback
+            compiled, gm, strict, strides if free else None, fallback=fallback
         )
         if graphs:
             return cuda_graphs.wrap(run, gm, example_inputs, strict, _warn_once, max_shapes)

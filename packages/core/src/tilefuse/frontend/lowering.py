@@ -37,7 +37,7 @@ from ..ir.nodes import (
     sympify_sizes,
     sympify_strides,
 )
-from ..ir.ops import ops_handler, trace_reads
+from ..ir.ops import trace_reads
 from ..ir.symbolic import hint_of, is_symbolic_value, known_nonnegative, size_expr, size_hints
 from .layout_choice import (
     GraphLayout,
@@ -55,27 +55,6 @@ Lowering = Callable[..., Any]
 LOWERINGS: dict[Any, Lowering] = {}
 _logged_externs: set[str] = set()
 _warned_unserved: set[str] = set()
-
-
-class _OpNames:
-    """An ops handler that records the name of every op a body calls, and the buffers
-    it loads, in order."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.loads: list[str] = []
-
-    def load(self, name: str, index: Any) -> str:
-        self.names.append("load")
-        self.loads.append(name)
-        return "v"
-
-    def __getattr__(self, name: str) -> Callable[..., str]:
-        def op(*args: Any, **kwargs: Any) -> str:
-            self.names.append(name)
-            return "v"
-
-        return op
 
 
 # A lazy body used by more than one consumer is realized (the scheduler can fuse
@@ -541,18 +520,16 @@ class GraphLowering:
         the copy's write is saved."""
         if value.cost() > MAX_INLINE_OPS:
             return False
-        tracer = _OpNames()
         try:
-            with ops_handler(tracer):
-                value.fn(index_symbols("c", value.rank))
+            tracer = trace_reads(value.fn, index_symbols("c", value.rank))
         except Exception:  # a body that needs real index values (an indirect read)
             return False
-        arithmetic = [n for n in tracer.names if n not in ("load", "to_dtype")]
+        arithmetic = [n for n in tracer.op_names if n != "to_dtype"]
         if not set(arithmetic) <= CHEAP_OPS or len(arithmetic) > MAX_CHEAP_OPS:
             return False
         numel = self.hint(product(value.size))
         full = 0
-        for name in tracer.loads:
+        for name, _ in tracer.reads:
             buf = self.buffer_named(name)
             if buf is None:
                 return False

@@ -67,8 +67,9 @@ def ops_handler(handler: Any) -> Iterator[Any]:
 class DependencyTracer:
     """Runs a body and records ``(buffer name, index)`` for every load.
 
-    Every value is an opaque token; the tracer also counts ops, which the
-    lowering uses to decide when an inlined body has grown too large.
+    Every value is an opaque token; the tracer also counts ops and keeps their
+    names and cast targets, which the lowering uses to decide when an inlined body has
+    grown too large, is cheap to recompute, or is a copy.
     """
 
     def __init__(self) -> None:
@@ -76,6 +77,7 @@ class DependencyTracer:
         self.op_count = 0
         self.indirect_count = 0
         self.casts: list[Any] = []  # the target dtype of each ``to_dtype``
+        self.op_names: list[str] = []  # every op called but loads, in order
 
     def load(self, name: str, index: Any) -> str:
         self.reads.append((name, index))
@@ -85,12 +87,14 @@ class DependencyTracer:
     def masked(self, cond: Any, body: Callable[[], Any], other: Any) -> str:
         body()
         self.op_count += 1
+        self.op_names.append("masked")
         return "v"
 
     def indirect(self, value: Any, size: Any) -> Any:
         import sympy
 
         self.op_count += 1
+        self.op_names.append("indirect")
         self.indirect_count += 1
         return sympy.Symbol(f"indirect{self.indirect_count}", integer=True, nonnegative=True)
 
@@ -100,6 +104,7 @@ class DependencyTracer:
 
         def op(*args: Any, **kwargs: Any) -> str:
             self.op_count += 1
+            self.op_names.append(name)
             if name == "to_dtype":
                 self.casts.append(args[1] if len(args) > 1 else kwargs.get("dtype"))
             return "v"
