@@ -14,7 +14,7 @@ from typing import Any
 
 import sympy
 
-from ..ir.index import Expr
+from ..ir.index import Expr, FloorDiv, ModularIndexing, simplify_index
 from ..ir.nodes import (
     Buffer,
     Extern,
@@ -113,10 +113,27 @@ def make_node(buffer: Buffer) -> SchedNode:
         return node
     else:
         raise TypeError(f"cannot schedule {buffer!r}")
-    node.reads = tracer.reads
+    node.reads = _simplified_reads(tracer.reads, node, data)
     node.read_names = {name for name, _ in tracer.reads}
     node.has_indirect = tracer.indirect_count > 0
     return node
+
+
+def _simplified_reads(
+    reads: list[tuple[str, Expr]], node: SchedNode, data: Pointwise | Reduction
+) -> list[tuple[str, Expr]]:
+    """``reads`` with each index that divides or takes a remainder simplified over the
+    node's ranges: a broadcast per-channel parameter reads ``i1``, not
+    ``ModularIndexing(i1, 1, C)``, so the stride checks of tiling and fusion see it."""
+    ranges = dict(zip(node.index_vars, data.ranges))
+    if isinstance(data, Reduction):
+        ranges.update(zip(node.reduction_vars, data.reduction_ranges))
+    out = []
+    for name, index in reads:
+        if isinstance(index, sympy.Expr) and index.has(FloorDiv, ModularIndexing):
+            index = simplify_index(index, ranges)
+        out.append((name, index))
+    return out
 
 
 def buffers_in(obj: Any) -> list[Buffer]:
