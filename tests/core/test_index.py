@@ -7,7 +7,14 @@ import itertools
 import pytest
 import sympy
 
-from tilefuse.ir.index import FloorDiv, ModularIndexing, flatten, simplify_index, unflatten
+from tilefuse.ir.index import (
+    FloorDiv,
+    ModularIndexing,
+    flatten,
+    provably_within,
+    simplify_index,
+    unflatten,
+)
 
 x = sympy.Symbol("x", integer=True, nonnegative=True)
 
@@ -312,3 +319,20 @@ def test_a_rational_factor_spread_over_a_sum_is_no_exact_multiple():
     div = FloorDiv(2 * _S0 * a, 4 * _S0)
     assert isinstance(div, FloorDiv), div
     assert _value(div, {_S0: 1, x: 1}) == 0  # (2 * (1 + 0)) // 4
+
+
+def test_provably_within_checks_every_value_and_refuses_what_it_cannot_show():
+    n = sympy.Symbol("s0", integer=True, positive=True)
+    cases = [
+        (ModularIndexing(x, 1, 64), {x: 1000}, 63, True),
+        (ModularIndexing(x, 1, 64), {x: 1000}, 62, False),
+        (64 * FloorDiv(x, 64) + 3, {x: 640}, 579, True),
+        (64 * FloorDiv(x, 64) + 3, {x: 641}, 579, False),
+        (x - 1, {x: 10}, 100, False),  # a padded window's offset: negative at x = 0
+        (x * n, {x: 4}, 3 * n, True),
+        (x * sympy.Symbol("tmp3", integer=True), {x: 4}, 100, False),  # indirect
+    ]
+    for expr, ranges, last, expected in cases:
+        assert provably_within(expr, ranges, last) is expected, (expr, ranges, last)
+        if expected and not expr.has(n):  # and it is true of every value
+            assert all(0 <= evaluate(expr, v) <= last for v in range(int(ranges[x])))

@@ -200,14 +200,25 @@ class KernelWriter:
         else:
             self.emit(f"{name} = {bound_check}")
 
-    def mask_for(self, per_r: bool) -> str:
-        """The mask of a load or store; empty when it is known all-true (no mask at all
-        is what Inductor emits there, and leaves Triton nothing to fold)."""
+    def mask_for(self, per_r: bool, conditions: bool = True) -> str:
+        """The mask of a load or store (with the enclosing ``masked`` conditions unless
+        ``conditions`` is false); empty when it is known all-true (no mask at all is what
+        Inductor emits there, and leaves Triton nothing to fold)."""
         per_r = per_r and self.two_d
         base = "xmask & rmask" if per_r else "xmask"
         true = self.xnumel_divides and (self.rnumel_divides or not per_r)
-        parts = ([] if true else [base]) + [f"({m})" for m in self.masks]
+        parts = ([] if true else [base]) + [f"({m})" for m in self.masks if conditions]
         return " & ".join(parts)
+
+    def _always_in_bounds(self, expr: Any, buf: plugin.BufferSpec) -> bool:
+        """Whether ``expr`` addresses an element of ``buf`` for every ``x < xnumel`` and
+        ``r < rnumel`` (measured from the buffer's first element, so a view at an offset
+        is never shown in bounds: the check stays conservative either way)."""
+        if any(s == 0 for s in buf.size):
+            return False
+        last = sum(((s - 1) * st for s, st in zip(buf.size, buf.stride)), sympy.Integer(0))
+        ranges = {X: self.spec.xnumel, R: self.spec.rnumel}
+        return plugin.provably_within(expr, ranges, last)
 
     # -- ops handler (called by IR bodies) -------------------------------------------
     def load(self, name: str, index: Any) -> Var:
@@ -223,14 +234,20 @@ class KernelWriter:
                 kind = max(kind, PER_X)
             elif not plugin.is_size_symbol(sym):  # a size is one value for every program
                 kind = max(kind, getattr(self.indirect_vars.get(sym.name), "kind", PER_XR))
-        kind = max([kind] + self.mask_kinds)
+        # Under a condition (a padded window's bounds), a load whose address is in the
+        # buffer for every x and r needs no mask: the condition's ``tl.where`` picks the
+        # value. Unmasked, the loads of a per-channel parameter in a pooling window's nine
+        # conditions are one load, and the math on them is shared (CSE).
+        guarded = bool(self.masks) and not self._always_in_bounds(expr, buf)
+        if guarded:
+            kind = max([kind] + self.mask_kinds)
         ptr = self.arg_for_load(name)
         text = self.print_index(expr)
         if kind == SCALAR:
             load = f"tl.load({ptr} + ({text}))"
         else:
             hint = REUSED_LOAD_HINT if self._reread_by_every_row(expr) else ""
-            mask = self.mask_for(kind == PER_XR)
+            mask = self.mask_for(kind == PER_XR, guarded)
             masked = f", {mask}, other=0" if mask else ""
             if mask:
                 text = self._offset_for_mask(expr, text, kind)

@@ -680,6 +680,7 @@ _HELPERS = {
     "FloorDiv": ("tilefuse.ir.index", "FloorDiv"),
     "ModularIndexing": ("tilefuse.ir.index", "ModularIndexing"),
     "stride_of": ("tilefuse.ir.index", "stride_of"),
+    "provably_within": ("tilefuse.ir.index", "provably_within"),
     "IntegerExprPrinter": ("tilefuse.ir.symbolic", "PythonPrinter"),
     "is_size_symbol": ("tilefuse.ir.index", "is_size_symbol"),
     "size_function": ("tilefuse.ir.symbolic", "size_function"),

@@ -243,6 +243,19 @@ def _upper_bound(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> Expr | None
     return None
 
 
+def provably_within(expr: Expr, ranges: Mapping[sympy.Symbol, Expr], last: Expr) -> bool:
+    """Whether ``0 <= expr <= last`` for every value of its symbols below their exclusive
+    ``ranges`` (size symbols at any value). ``False`` means not shown: a negative term
+    (a padded window's offset) or an unknown symbol (an indirect index) never is."""
+    expr = sympy.expand(expr)
+    for term in sympy.Add.make_args(expr):
+        coefficient = term.as_coeff_Mul()[0]
+        if coefficient.is_negative or term.is_nonnegative is False:
+            return False
+    bound = _upper_bound(expr, ranges)
+    return bound is not None and _known_le(bound - 1, last)
+
+
 def provably_equal(a: Any, b: Any) -> bool:
     """Whether two size or index expressions are equal for every value of their symbols,
     as far as ``expand`` shows (``FloorDiv``/``ModularIndexing`` are opaque atoms to it):
