@@ -502,6 +502,58 @@ def test_embedding_backward_is_atens_kernel_not_an_index_put():
     assert not any("index_put" in name for name in externs), externs
 
 
+@pytest.fixture
+def atomic_embedding_grads(monkeypatch):
+    """The atomic-add embedding gradient on the CPU too (``index_add_`` is exact there)."""
+    from tilefuse.frontend.lowerings import embedding_backward
+
+    monkeypatch.setattr(embedding_backward, "ATOMIC_DEVICES", {"cuda", "cpu"})
+
+
+def _embedding_grad_externs(fn, *inputs, dtype):
+    """``check_grad(fn, ...)``, then the reasons of the embedding externs of both graphs."""
+    from tilefuse.report import collect_reports
+
+    with collect_reports() as reports:
+        check_grad(fn, *inputs, dtype=dtype)
+    return {name: why for r in reports for name, why in r.externs.items() if "embedding" in name}
+
+
+@pytest.mark.parametrize("padding_idx", [None, 0, -2], ids=["no-padding", "padding0", "padding-2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_embedding_gradient_by_atomic_adds(atomic_embedding_grads, padding_idx, dtype):
+    w = torch.randn(11, 16, dtype=dtype, requires_grad=True)
+    ids = torch.tensor([[0, 3, 9, 3], [9, 0, 1, 3], [3, 3, 3, 3]])  # repeats, the padding row
+
+    def fn(ids, w):
+        return F.embedding(ids, w, padding_idx=padding_idx).tanh()
+
+    externs = _embedding_grad_externs(fn, ids, w, dtype=dtype)
+    assert list(externs.values()) == [
+        "embedding gradients run as eager calls (zero fill + index_add_, atomic adds)"
+    ], externs
+
+
+@pytest.mark.parametrize("case", ["bfloat16", "scale_grad_by_freq", "deterministic"])
+def test_embedding_gradient_stays_atens_where_atomic_adds_do_not_serve(
+    atomic_embedding_grads, case, request
+):
+    dtype = torch.bfloat16 if case == "bfloat16" else torch.float32
+    if case == "deterministic":
+        was = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        request.addfinalizer(lambda: torch.use_deterministic_algorithms(was[0], warn_only=was[1]))
+    w = torch.randn(11, 16, dtype=dtype, requires_grad=True)
+    ids = torch.tensor([[0, 3, 9, 3], [9, 0, 1, 3]])
+    by_freq = case == "scale_grad_by_freq"
+    fn = lambda ids, w: F.embedding(ids, w, scale_grad_by_freq=by_freq) * 2  # noqa: E731
+    externs = _embedding_grad_externs(fn, ids, w, dtype=dtype)
+    assert list(externs.values()) == ["embedding gradients run as eager calls (ATen's kernel)"]
+
+
 def test_one_hot_compiles_and_keeps_its_range_checks():
     # one_hot's decomposition checks its classes with _assert_async, an op that returns
     # nothing: it runs as an extern step that nothing reads and is not dropped.

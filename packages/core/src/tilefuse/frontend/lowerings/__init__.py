@@ -3,6 +3,7 @@
 from . import (
     convolution,
     creation,
+    embedding_backward,
     indexing,
     matmul,
     pointwise,
@@ -15,6 +16,7 @@ from . import (
 __all__ = [
     "convolution",
     "creation",
+    "embedding_backward",
     "indexing",
     "matmul",
     "pointwise",
