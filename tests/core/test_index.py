@@ -329,6 +329,8 @@ def test_provably_within_checks_every_value_and_refuses_what_it_cannot_show():
         (64 * FloorDiv(x, 64) + 3, {x: 640}, 579, True),
         (64 * FloorDiv(x, 64) + 3, {x: 641}, 579, False),
         (x - 1, {x: 10}, 100, False),  # a padded window's offset: negative at x = 0
+        (ModularIndexing(x - 5, 1, 64), {x: 1024}, 63, False),  # truncating % at x < 5
+        (FloorDiv(x - 5, 3), {x: 20}, 100, False),
         (x * n, {x: 4}, 3 * n, True),
         (x * sympy.Symbol("tmp3", integer=True), {x: 4}, 100, False),  # indirect
     ]

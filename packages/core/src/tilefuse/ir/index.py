@@ -248,12 +248,24 @@ def provably_within(expr: Expr, ranges: Mapping[sympy.Symbol, Expr], last: Expr)
     ``ranges`` (size symbols at any value). ``False`` means not shown: a negative term
     (a padded window's offset) or an unknown symbol (an indirect index) never is."""
     expr = sympy.expand(expr)
-    for term in sympy.Add.make_args(expr):
-        coefficient = term.as_coeff_Mul()[0]
-        if coefficient.is_negative or term.is_nonnegative is False:
-            return False
+    if not _built_nonnegative(expr, ranges):
+        return False
     bound = _upper_bound(expr, ranges)
     return bound is not None and _known_le(bound - 1, last)
+
+
+def _built_nonnegative(expr: Expr, ranges: Mapping[sympy.Symbol, Expr]) -> bool:
+    """Whether ``expr`` is built of non-negative parts only: integers >= 0, symbols of
+    ``ranges`` or sizes, and sums, products, ``//`` and ``%`` of such. A negative part
+    anywhere (``(x - 768) % 64``, a concatenation's shifted read, is negative in the
+    kernel's truncating ``%`` at ``x < 768``) is not shown."""
+    if expr.is_Integer:
+        return bool(expr >= 0)
+    if isinstance(expr, sympy.Symbol):
+        return expr in ranges or is_size_symbol(expr)
+    if isinstance(expr, (FloorDiv, ModularIndexing)) or expr.is_Add or expr.is_Mul:
+        return all(_built_nonnegative(a, ranges) for a in expr.args)
+    return False
 
 
 def provably_equal(a: Any, b: Any) -> bool:
