@@ -1,5 +1,8 @@
-"""A language-model loss step alone: ``python bench/cross_entropy.py [ROWS] [VOCAB]``
-(default 4096 x 50257, GPT-2's training batch and vocabulary, float32).
+"""A language-model loss step alone: ``python bench/cross_entropy.py [ROWS] [VOCAB]
+[--backends eager,inductor,tilefuse]`` (default 4096 x 50257, GPT-2's training batch and
+vocabulary, float32, all three backends). One backend per process (``--backends
+tilefuse``, then ``--backends inductor``) is the clean comparison: see the note in
+``main``.
 
 Times ``F.cross_entropy(logits, target)`` forward plus backward (``do_bench`` median) for
 eager, Inductor and tilefuse in one process, and prints each one's kernels per step
@@ -38,13 +41,21 @@ def main(argv: list[str]) -> int:
         return 2
     import triton.testing
 
+    backends = ["eager", "inductor", "tilefuse"]
+    if "--backends" in argv:
+        at = argv.index("--backends")
+        backends = argv[at + 1].split(",") if at + 1 < len(argv) else []
+        argv = argv[:at] + argv[at + 2 :]
+    if not backends or not set(backends) <= {"eager", "inductor", "tilefuse"}:
+        print("--backends takes a comma-separated list of eager, inductor, tilefuse")
+        return 2
     rows = int(argv[0]) if argv else 4096
     vocab = int(argv[1]) if len(argv) > 1 else 50257
     logits = torch.randn(rows, vocab, device="cuda")
     target = torch.randint(0, vocab, (rows,), device="cuda")
     floor_ms = 3 * logits.numel() * 4 / 4.8e12 * 1e3
     print(f"{rows} x {vocab} float32; three passes at 4.8 TB/s: {floor_ms:.3f} ms")
-    for name in ("eager", "inductor", "tilefuse"):
+    for name in backends:
         # One compiled function at a time: with Inductor's entry still cached for the
         # same code, tilefuse's step read 1.66 ms here against 1.20 ms in a process of
         # its own (H200, 2026-12-02; the same kernels, 0.47 ms more idle per step).
