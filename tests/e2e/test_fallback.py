@@ -8,8 +8,10 @@ import logging
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import tilefuse
+from tests.compile_check import check_grad
 from tilefuse.codegen.wrapper import _ensure_layout
 from tilefuse.errors import CompileError
 from tilefuse_triton.scheduling import TritonKernel
@@ -195,3 +197,23 @@ def test_a_graph_on_a_device_no_backend_serves_runs_its_ops_as_externs(monkeypat
     assert stats["kernels_compiled"] == 0 and stats["externs"] >= 2
     warnings = [r for r in caplog.records if "no backend serves cpu" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_an_extern_result_of_another_dtype_than_its_meta_is_converted():
+    """CPU ``native_layer_norm`` of a bfloat16 input with float32 weights (ConvNeXt under
+    bf16 autocast) returns float32 statistics where its meta function says bfloat16. The
+    backward's kernels were compiled for bfloat16 statistics: unconverted, they read the
+    float32 bits as bfloat16 and the gradients came out non-finite."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 16).to(torch.bfloat16).requires_grad_()
+    w = torch.randn(16, requires_grad=True)
+    b = torch.randn(16, requires_grad=True)
+
+    def fn(x, w, b):
+        return F.layer_norm(x, (16,), w, b).float().sin()
+
+    _, mean, _ = torch.ops.aten.native_layer_norm(x.detach(), [16], w.detach(), b.detach(), 1e-5)
+    assert mean.dtype == torch.float32  # the kernel's dtype, not the meta's bfloat16
+    check_grad(fn, x, w, b, dtype=torch.bfloat16)
+    t = torch.randn(2, 3)
+    assert _ensure_layout(t, (2, 3), (3, 1), "op", torch.bfloat16).dtype == torch.bfloat16

@@ -74,11 +74,15 @@ BASE_HEADERS = (
 _PRELUDE = """\
 namespace tilefuse_wrapper {
 
-// The Python wrapper's _ensure_layout: an extern result in the layout kernels expect.
+// The Python wrapper's _ensure_layout: an extern result in the layout and dtype kernels
+// expect.
 static at::Tensor ensure_layout(at::Tensor t, at::IntArrayRef size, at::IntArrayRef stride,
-                                const char* op) {
+                                const char* op, at::ScalarType dtype) {
     if (!t.defined()) {
         return t;
+    }
+    if (t.scalar_type() != dtype) {
+        t = t.to(dtype);
     }
     TORCH_CHECK(t.sizes() == at::IntArrayRef(size), op, " returned a tensor of shape ",
                 t.sizes(), " where the graph was compiled for ", size,
@@ -378,7 +382,7 @@ class CppWrapperWriter(WrapperPlan):
     def _ensure(self, buf: Buffer, expr: str, op: str) -> str:
         lay = buf.layout
         return (f'tilefuse_wrapper::ensure_layout({expr}, {_ints(lay.size)}, {_ints(lay.stride)}, '
-                f'"{op}")')  # fmt: skip
+                f'"{op}", {scalar_type(lay.dtype)})')  # fmt: skip
 
     def free(self, name: str) -> None:
         if name in self.tuples:

@@ -95,11 +95,19 @@ _EMPTY_STRIDED_FAST = {
 
 
 def _ensure_layout(
-    t: torch.Tensor | None, size: tuple, stride: tuple, op: str = "an extern op"
+    t: torch.Tensor | None,
+    size: tuple,
+    stride: tuple,
+    op: str = "an extern op",
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor | None:
-    """Extern results must match the layout kernels were generated for.
+    """Extern results must match the layout (and ``dtype``) kernels were generated for.
 
-    A result with other strides is copied into the planned layout. A result of another
+    A result of another dtype is converted: an op whose meta function and kernel
+    disagree (CPU ``native_layer_norm`` of a bfloat16 input with float32 weights returns
+    float32 statistics; its meta says bfloat16) would otherwise be read by kernels
+    compiled for the other dtype. A result with other strides is copied into the planned
+    layout. A result of another
     shape raises ``CompileError``: the graph was planned from an example value that does
     not hold for this call (an op whose output size depends on its inputs' values, sized
     by fake tensors that ran it on zeros), and a copy would broadcast it into wrong values.
@@ -110,6 +118,8 @@ def _ensure_layout(
     """
     if t is None:
         return None
+    if dtype is not None and t.dtype != dtype:
+        t = t.to(dtype)
     if tuple(t.shape) != size:
         raise CompileError(
             f"{op} returned a tensor of shape {tuple(t.shape)} where the graph was compiled "
@@ -456,7 +466,7 @@ class WrapperWriter(WrapperPlan):
     def _ensure(self, buf: Buffer, expr: str, op: Any) -> str:
         lay = buf.layout
         size, stride = self.sizes(lay.size), self.sizes(lay.stride)
-        return f"_ensure_layout({expr}, {size}, {stride}, {str(op)!r})"
+        return f"_ensure_layout({expr}, {size}, {stride}, {str(op)!r}, {lay.dtype})"
 
 
 def with_device_guard(body: list[str], device: int) -> list[str]:
