@@ -554,6 +554,34 @@ def test_embedding_gradient_stays_atens_where_atomic_adds_do_not_serve(
     assert list(externs.values()) == ["embedding gradients run as eager calls (ATen's kernel)"]
 
 
+def test_embedding_gradient_op_matches_atens_on_edge_shapes():
+    """Empty rows, int32 indices, a transposed gradient, padding rows in and out of range."""
+    from tilefuse.frontend.lowerings.embedding_backward import embedding_dense_backward_atomic as op
+
+    cases = [
+        (torch.randn(3, 0), torch.tensor([1, 2, 3]), 7, -1),  # embedding dim 0
+        (torch.randn(0, 5), torch.zeros(0, dtype=torch.long), 4, 1),  # no indices
+        (torch.randn(5, 6).t(), torch.tensor([0, 3, 3, 1, 0, 3], dtype=torch.int32), 4, 3),
+        (torch.randn(2, 3, 4), torch.tensor([[1, 1, 0], [2, 1, 9]]), 10, 9),
+        (torch.randn(4), torch.tensor(2), 5, 7),  # 0-d indices, padding_idx past the table
+    ]
+    for grad, ids, n, pad in cases:
+        want = torch.ops.aten.embedding_dense_backward(grad, ids, n, pad, False)
+        torch.testing.assert_close(op(grad, ids, n, pad), want)
+
+
+def test_a_concatenated_slice_of_a_wide_buffer_keeps_its_condition():
+    """Only a broadcast buffer's in-bounds loads drop their condition: each half of this
+    ``cat`` reads a 16-column slice of a 64-column buffer, and unconditioned it would read
+    the other 48 columns of every row too."""
+    x, y = torch.randn(4, 64), torch.randn(4, 64)
+    reports = check(lambda x, y: torch.cat([x[:, :16], y[:, :16]], 1) * 2, x, y)
+    loads = [
+        ln for r in reports for k in r.kernels for ln in k.source.splitlines() if "tl.load(" in ln
+    ]
+    assert len(loads) == 2 and all("other=0" in ln for ln in loads), loads
+
+
 def test_one_hot_compiles_and_keeps_its_range_checks():
     # one_hot's decomposition checks its classes with _assert_async, an op that returns
     # nothing: it runs as an extern step that nothing reads and is not dropped.

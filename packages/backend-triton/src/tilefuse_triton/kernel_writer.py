@@ -210,15 +210,23 @@ class KernelWriter:
         parts = ([] if true else [base]) + [f"({m})" for m in self.masks if conditions]
         return " & ".join(parts)
 
-    def _always_in_bounds(self, expr: Any, buf: plugin.BufferSpec) -> bool:
-        """Whether ``expr`` addresses an element of ``buf`` for every ``x < xnumel`` and
-        ``r < rnumel`` (measured from the buffer's first element, so a view at an offset
-        is never shown in bounds: the check stays conservative either way)."""
-        if any(s == 0 for s in buf.size):
+    def _unconditional(self, expr: Any, buf: plugin.BufferSpec) -> bool:
+        """Whether a load of ``buf`` at ``expr`` inside a condition may drop it: ``buf``
+        is broadcast (at most a quarter as many elements as the kernel has lanes, so the
+        lanes the condition would have skipped re-read cached elements; a concatenated
+        slice of a wide buffer is not, and keeps its condition rather than read the rest
+        of each row) and ``expr`` addresses an element of it for every ``x < xnumel`` and
+        ``r < rnumel``."""
+        if buf.offset != 0 or any(s == 0 for s in buf.size):
             return False
         last = sum(((s - 1) * st for s, st in zip(buf.size, buf.stride)), sympy.Integer(0))
+        lanes = self.spec.xnumel * self.spec.rnumel
+        try:
+            broadcast = 4 * (int(last) + 1) <= int(lanes)
+        except TypeError:  # symbolic sizes: not shown
+            return False
         ranges = {X: self.spec.xnumel, R: self.spec.rnumel}
-        return plugin.provably_within(expr, ranges, last)
+        return broadcast and plugin.provably_within(expr, ranges, last)
 
     # -- ops handler (called by IR bodies) -------------------------------------------
     def load(self, name: str, index: Any) -> Var:
@@ -234,11 +242,12 @@ class KernelWriter:
                 kind = max(kind, PER_X)
             elif not plugin.is_size_symbol(sym):  # a size is one value for every program
                 kind = max(kind, getattr(self.indirect_vars.get(sym.name), "kind", PER_XR))
-        # Under a condition (a padded window's bounds), a load whose address is in the
-        # buffer for every x and r needs no mask: the condition's ``tl.where`` picks the
-        # value. Unmasked, the loads of a per-channel parameter in a pooling window's nine
-        # conditions are one load, and the math on them is shared (CSE).
-        guarded = bool(self.masks) and not self._always_in_bounds(expr, buf)
+        # Under a condition (a padded window's bounds), a load of a broadcast buffer whose
+        # address is in the buffer for every x and r needs no mask: the condition's
+        # ``tl.where`` picks the value. Unmasked, the loads of a per-channel parameter in
+        # a pooling window's nine conditions are one load, and the math on them is shared
+        # (CSE).
+        guarded = bool(self.masks) and not self._unconditional(expr, buf)
         if guarded:
             kind = max([kind] + self.mask_kinds)
         ptr = self.arg_for_load(name)
