@@ -181,8 +181,28 @@ def format_profiles(data: dict[str, Any], width: int = 44) -> str:
                 tail = f" {e['ms']:8.3f} x{e['calls']:g}"
                 cells.append(e["name"][: width - len(tail)].ljust(width - len(tail)) + tail)
             lines.append("  ".join(cells).rstrip())
+        lines.extend(_family_lines(row, names, width))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) or "no profiles in this run"
+
+
+def _family_lines(row: dict[str, Any], names: list[str], width: int) -> list[str]:
+    """Every kernel's time per iteration by family, per backend side by side (rows
+    measured with a version of --profile that records ``profile_families``)."""
+    results = row.get("results") or {}
+    families = {n: results[n].get("profile_families") or {} for n in names}
+    kinds = sorted({k for f in families.values() for k in f if k != "all"})
+    if not kinds:
+        return []
+    lines = ["", "all kernels by family (ms, calls)"]
+    for kind in [*kinds, "all"]:
+        cells = []
+        for n in names:
+            total = families[n].get(kind)
+            tail = f" {total['ms']:8.3f} x{total['calls']:g}" if total else ""
+            cells.append(kind[: width - len(tail)].ljust(width - len(tail)) + tail)
+        lines.append("  ".join(cells).rstrip())
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

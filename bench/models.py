@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import copy
 import math
+import re
 import signal
 import statistics
 import sys
@@ -366,12 +367,43 @@ def top_kernels(
 ) -> list[dict[str, Any]]:
     """The ``count`` costliest kernels of one iteration (device time; CPU time on the
     CPU), averaged over ``PROFILE_CALLS`` profiled calls."""
+    return profile_kernels(step, leaves, timer, count)[0]
+
+
+def profile_kernels(
+    step: Callable[[], Any], leaves: list[torch.Tensor], timer: Timer, count: int = PROFILE_TOP
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """``(top, families)`` of one profiled pass: ``top_kernels``'s list, and every kernel's
+    time and calls per iteration summed by ``KERNEL_FAMILIES`` (plus ``"all"``)."""
     events, cost = _profiled_kernels(step, leaves, timer)
     events.sort(key=cost, reverse=True)
-    return [
+    entries = [
         {"name": e.key, "ms": cost(e) / 1e3 / PROFILE_CALLS, "calls": e.count / PROFILE_CALLS}
-        for e in events[:count]
+        for e in events
     ]
+    families: dict[str, dict[str, float]] = {}
+    for entry in entries:
+        for family in (kernel_family(entry["name"]), "all"):
+            total = families.setdefault(family, {"ms": 0.0, "calls": 0.0})
+            total["ms"] += entry["ms"]
+            total["calls"] += entry["calls"]
+    return entries[:count], families
+
+
+#: Kernel families of a profile's summary, by name (the first pattern that matches).
+KERNEL_FAMILIES = (
+    ("attention", re.compile(r"flash|fmha|attention|sdpa", re.I)),
+    ("convolution", re.compile(r"cudnn|conv|fprop|dgrad|wgrad|nchwToNhwc|nhwcToNchw", re.I)),
+    ("gemm", re.compile(r"gemm|xmma|cutlass|nvjet|cublas|splitK|matmul", re.I)),
+    ("generated", re.compile(r"^(tf_|triton_)")),
+    ("memset/copy", re.compile(r"^Mem(set|cpy)")),
+    ("aten", re.compile(r"at::|at_cuda_detail|cub::")),
+)
+
+
+def kernel_family(name: str) -> str:
+    """``name``'s family in ``KERNEL_FAMILIES``, else ``"other"``."""
+    return next((family for family, pattern in KERNEL_FAMILIES if pattern.search(name)), "other")
 
 
 def kernel_ms(step: Callable[[], Any], leaves: list[torch.Tensor], timer: Timer) -> float:
@@ -442,7 +474,9 @@ def measure(
                 result["ms"] = timer.median_ms(step, prepared.leaves)
                 result["kernels"] = timer.count_kernels(step, prepared.leaves)
                 if profile:
-                    result["profile"] = top_kernels(step, prepared.leaves, timer, profile)
+                    result["profile"], result["profile_families"] = profile_kernels(
+                        step, prepared.leaves, timer, profile
+                    )
                 if keep is not None:
                     keep.append((spec.name, prepared, step))
                     prepared = None

@@ -302,6 +302,37 @@ def test_profiles_side_by_side():
     assert "triton_fused" in line and "1.500 x2" in line
 
 
+def test_profiles_sum_every_kernel_by_family():
+    names = {
+        "sm90_xmma_gemm_bf16bf16_bf16f32": "gemm",
+        "void cutlass__5x_cudnn::Kernel<cutlass_tensorop_bf16_s16816fprop>": "convolution",
+        "pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits>": "attention",
+        "tf_reduction_12": "generated",
+        "triton_per_fused_add_0": "generated",
+        "Memset (Device)": "memset/copy",
+        "void at::native::vectorized_elementwise_kernel<4>": "aten",
+        "void at_cuda_detail::cub::DeviceRadixSortOnesweepKernel": "aten",
+        "something_else": "other",
+    }
+    for name, family in names.items():
+        assert models.kernel_family(name) == family, name
+    row = _row(2.0, 1.0, 4.0)
+    row["results"]["eager"]["profile"] = [{"name": "gemm_kernel", "ms": 1.5, "calls": 2}]
+    row["results"]["eager"]["profile_families"] = {
+        "gemm": {"ms": 1.5, "calls": 2},
+        "all": {"ms": 1.5, "calls": 2},
+    }
+    row["results"]["tilefuse"]["profile"] = [{"name": "tf_pointwise_0", "ms": 0.5, "calls": 1}]
+    row["results"]["tilefuse"]["profile_families"] = {
+        "generated": {"ms": 0.5, "calls": 1},
+        "all": {"ms": 0.5, "calls": 1},
+    }
+    lines = model_report.format_profiles({"rows": [row]}).splitlines()
+    total = [ln for ln in lines if ln.startswith("all ") and "x" in ln][-1]
+    assert "1.500 x2" in total and "0.500 x1" in total
+    assert any(ln.startswith("gemm") and "1.500 x2" in ln for ln in lines)
+
+
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="known: resnet18"):
         zoo.select(["resnet18", "nope"])
