@@ -196,6 +196,11 @@ def test_extern_calls_render_from_the_schema():
                      "at::Scalar(int64_t(2)))")  # fmt: skip
     cumsum = render_extern_call(torch.ops.aten.cumsum.default, (x, 1), {})
     assert cumsum == "at::_ops::cumsum::call(x, int64_t(1), std::nullopt)"
+    from tilefuse.frontend.lowerings.embedding_backward import embedding_dense_backward_atomic
+
+    own = render_extern_call(embedding_dense_backward_atomic._opoverload, (x, w, 7, -1), {})
+    assert own == ("tilefuse_wrapper::embedding_dense_backward_atomic(x, w, "
+                   "c10::SymInt(int64_t(7)), c10::SymInt(int64_t(-1)))")  # fmt: skip
     with pytest.raises(CppUnsupported, match="aten::sort.default has no C\\+\\+ call"):
         render_extern_call(torch.ops.aten.sort.default, (x,), {})
 
@@ -324,6 +329,30 @@ def test_a_graph_of_extern_steps_runs_through_the_cpp_wrapper(monkeypatch, no_ge
     assert_same(out, fn(*args))
     assert reports[0].wrapper_language == "c++"
     assert tilefuse.stats()["artifacts_built"] == 0
+
+
+def test_the_atomic_embedding_gradient_runs_through_the_cpp_wrapper(monkeypatch):
+    """The backward of an embedding is one extern, tilefuse's own op: the C++ wrapper
+    computes it with its prelude's helper (built and run here), as the Python op does."""
+    from tilefuse.frontend.lowerings import embedding_backward
+
+    monkeypatch.setattr(embedding_backward, "ATOMIC_DEVICES", {"cuda", "cpu"})
+    w = torch.randn(10, 6, requires_grad=True)
+    ids = torch.tensor([[1, 3, 3, 0], [9, 0, 3, 2]])
+    seed = torch.randn(2, 4, 6)
+
+    def fn(ids, w):
+        return F.embedding(ids, w, padding_idx=0)
+
+    (fn(ids, w) * seed).sum().backward()
+    expected, w.grad = w.grad, None
+    compiled = torch.compile(fn, backend="tilefuse", options={"cpp_wrapper": True})
+    with collect_reports() as reports:
+        (compiled(ids, w) * seed).sum().backward()
+    assert_same(w.grad, expected)
+    backward = [r for r in reports if any("embedding" in name for name in r.externs)]
+    assert [r.wrapper_language for r in backward] == ["c++"]
+    assert "tilefuse_wrapper::embedding_dense_backward_atomic(" in backward[0].cpp_wrapper
 
 
 def test_the_vendor_bias_choice_runs_through_the_cpp_wrapper(monkeypatch):

@@ -55,6 +55,14 @@ CPP_EXTERNS: frozenset[str] = frozenset({
     "aten::cumprod.default",
 })  # fmt: skip
 
+#: tilefuse's own extern ops -> the C++ function of the wrapper's prelude that computes
+#: each one as its Python implementation does (``cpp_wrapper._PRELUDE``).
+CPP_HELPERS: dict[str, str] = {
+    "tilefuse::embedding_dense_backward_atomic.default": (
+        "tilefuse_wrapper::embedding_dense_backward_atomic"
+    ),
+}
+
 #: torch dtype -> ATen ScalarType enumerator.
 SCALAR_TYPES: dict[torch.dtype, str] = {
     torch.float32: "Float",
@@ -189,11 +197,11 @@ def render_arg(kind: str, value: Any) -> str:
 
 
 def render_extern_call(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """``at::_ops::<op>::call(...)`` for ``op(*args, **kwargs)``; ``CppUnsupported`` when
-    the op is not in ``CPP_EXTERNS``, an argument does not render, or one without a
-    default is missing."""
+    """``at::_ops::<op>::call(...)`` (or the ``CPP_HELPERS`` function) for
+    ``op(*args, **kwargs)``; ``CppUnsupported`` when the op is in neither table, an
+    argument does not render, or one without a default is missing."""
     name = qualified_name(op)
-    if name not in CPP_EXTERNS:
+    if name not in CPP_EXTERNS and name not in CPP_HELPERS:
         raise CppUnsupported(f"extern op {name} has no C++ call in the C++ wrapper's table")
     types = _argument_types(op)
     rendered = []
@@ -210,7 +218,8 @@ def render_extern_call(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -
             rendered.append(render_arg(types[i], value))
         except CppUnsupported as exc:
             raise CppUnsupported(f"extern op {name}, argument {arg.name!r}: {exc}") from None
-    return f"{_ops_struct(op)}::call({', '.join(rendered)})"
+    callee = CPP_HELPERS.get(name) or f"{_ops_struct(op)}::call"
+    return f"{callee}({', '.join(rendered)})"
 
 
 def _argument_types(op: Any) -> list[str]:

@@ -29,13 +29,15 @@ How each step is written:
   (``plugin.ExternChoice``) without epilogue steps, ``mm_into`` (``at::mm_out``, or
   ``ExternChoice.run``'s padding of an odd N) / ``at::addmm_out`` / ``at::bmm_out`` (or
   the op and a copy into the planned buffer);
-- an extern op: ``at::_ops::<op>::call`` for the ops in ``cpp_externs.CPP_EXTERNS``, its
-  results brought to the planned layout as the Python wrapper's ``_ensure_layout`` does.
+- an extern op: ``at::_ops::<op>::call`` for the ops in ``cpp_externs.CPP_EXTERNS``, or
+  for tilefuse's own ops the prelude's function that ``cpp_externs.CPP_HELPERS`` names;
+  its results brought to the planned layout and dtype as the Python wrapper's
+  ``_ensure_layout`` does.
 
 Anything else (a kernel without ``cpp_launch``, an op outside the table, a non-tensor
-graph input or output, a constant not 16-byte aligned, a fused template epilogue on the eager
-fallback) raises ``CppUnsupported`` naming it; ``cpp_build.select_wrapper`` then keeps
-the Python wrapper for the whole graph.
+graph input, an output neither a tensor nor ``None``, a constant not 16-byte aligned, a
+fused template epilogue on the eager fallback) raises ``CppUnsupported`` naming it;
+``cpp_build.select_wrapper`` then keeps the Python wrapper for the whole graph.
 """
 
 from __future__ import annotations
@@ -93,6 +95,23 @@ static at::Tensor ensure_layout(at::Tensor t, at::IntArrayRef size, at::IntArray
     }
     at::Tensor out = at::empty_strided(size, stride, t.options());
     out.copy_(t);
+    return out;
+}
+
+// tilefuse::embedding_dense_backward_atomic (frontend/lowerings/embedding_backward.py):
+// an embedding's weight gradient as a zero fill and atomic row adds.
+static at::Tensor embedding_dense_backward_atomic(const at::Tensor& grad,
+                                                  const at::Tensor& indices,
+                                                  c10::SymInt num_weights_,
+                                                  c10::SymInt padding_idx_) {
+    const int64_t num_weights = num_weights_.expect_int();
+    const int64_t padding_idx = padding_idx_.expect_int();
+    const int64_t width = grad.size(-1);
+    at::Tensor out = at::zeros({num_weights, width}, grad.options());
+    out.index_add_(0, indices.reshape({-1}), grad.reshape({indices.numel(), width}));
+    if (padding_idx >= 0 && padding_idx < num_weights) {
+        out.select(0, padding_idx).zero_();
+    }
     return out;
 }
 
@@ -398,10 +417,12 @@ class CppWrapperWriter(WrapperPlan):
                               f"{base}.storage_offset() + {int(lay.offset)})")  # fmt: skip
 
     def finish(self, outputs: list[Any]) -> None:
+        """Return the outputs: tensors, and ``None`` where the graph returns it (a
+        backward graph's gradient of an integer input, such as token ids)."""
         for out in outputs:
-            if not isinstance(out, Buffer):
+            if out is not None and not isinstance(out, Buffer):
                 raise CppUnsupported(f"a graph output that is not a tensor ({out!r})")
-        names = ", ".join(o.name for o in outputs)
+        names = ", ".join("pybind11::none()" if o is None else o.name for o in outputs)
         self.emit(f"return pybind11::make_tuple({names});")
 
     # ---- the translation unit
