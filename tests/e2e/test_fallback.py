@@ -217,3 +217,40 @@ def test_an_extern_result_of_another_dtype_than_its_meta_is_converted():
     check_grad(fn, x, w, b, dtype=torch.bfloat16)
     t = torch.randn(2, 3)
     assert _ensure_layout(t, (2, 3), (3, 1), "op", torch.bfloat16).dtype == torch.bfloat16
+
+
+@pytest.mark.usefixtures("fresh_compile_state")
+def test_an_eager_forward_hands_the_compiled_backward_the_dtypes_it_was_compiled_for(
+    monkeypatch,
+):
+    """A forward that could not be compiled runs eagerly; its saved statistics (float32
+    from CPU ``native_layer_norm``, bfloat16 by its meta) reach the backward tilefuse
+    compiled for bfloat16 ones converted, not as float32 bits."""
+    import tilefuse.pipeline
+
+    real = tilefuse.pipeline.compile_graph
+    calls = []
+
+    def forward_fails(gm, *args, **kwargs):
+        calls.append(gm)
+        if len(calls) == 1:
+            raise RuntimeError("test: the forward does not compile")
+        return real(gm, *args, **kwargs)
+
+    monkeypatch.setattr(tilefuse.pipeline, "compile_graph", forward_fails)
+    monkeypatch.setattr("tilefuse.config.strict", lambda: False)
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 16).to(torch.bfloat16)
+    w, b = torch.randn(16), torch.randn(16)
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    expected_leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+
+    def fn(x, w, b):
+        return F.layer_norm(x, (16,), w, b).float().sin().sum()
+
+    fn(*expected_leaves).backward()
+    torch.compile(fn, backend="tilefuse")(*leaves).backward()
+    stats = tilefuse.stats()
+    assert stats["graphs_fallen_back"] == 1 and stats["graphs_compiled"] == 1, stats
+    for got, want in zip(leaves, expected_leaves):
+        torch.testing.assert_close(got.grad, want.grad, rtol=2e-2, atol=2e-2)

@@ -76,8 +76,31 @@ def graph_device_types(example_inputs: Sequence[Any]) -> list[str]:
 
 
 def _eager(gm: torch.fx.GraphModule) -> Callable:
+    """``gm`` run eagerly, each tensor output in the dtype its example value has.
+
+    Graphs compiled later read these outputs (a backward reads the forward's saved
+    tensors) with kernels made for those dtypes, and an op's meta function and its
+    kernel can disagree: CPU ``native_layer_norm`` of a bfloat16 input with float32
+    weights returns float32 statistics, its meta says bfloat16."""
     counters.bump("graphs_fallen_back")
-    return make_boxed_func(gm.forward)
+    run = make_boxed_func(gm.forward)
+    output = next(n for n in reversed(gm.graph.nodes) if n.op == "output").args[0]
+    if not isinstance(output, (list, tuple)):  # (AOTAutograd's graphs return tuples)
+        return run
+    metas = [n.meta.get("val") if isinstance(n, torch.fx.Node) else None for n in output]
+    dtypes = [m.dtype if isinstance(m, torch.Tensor) else None for m in metas]
+    if not any(dtypes):
+        return run
+
+    def call(args: list[Any]) -> Any:
+        outs = list(run(args))
+        for i, (out, want) in enumerate(zip(outs, dtypes)):
+            if isinstance(out, torch.Tensor) and want is not None and out.dtype != want:
+                outs[i] = out.to(want)
+        return outs
+
+    call._boxed_call = True  # type: ignore[attr-defined]
+    return call
 
 
 def _eager_without_cuda_graphs(why: str) -> None:
