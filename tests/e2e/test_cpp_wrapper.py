@@ -355,6 +355,25 @@ def test_the_atomic_embedding_gradient_runs_through_the_cpp_wrapper(monkeypatch)
     assert "tilefuse_wrapper::embedding_dense_backward_atomic(" in backward[0].cpp_wrapper
 
 
+def test_an_extern_result_gets_the_floating_dtype_the_graph_was_compiled_for():
+    """CPU layer norm of a bfloat16 input with float32 weights: the kernel's statistics are
+    float32, its meta's (what the graph was compiled for) bfloat16; the C++ wrapper
+    converts them as the Python one does."""
+    x = torch.randn(4, 6, 16).to(torch.bfloat16)
+    w, b = torch.randn(16), torch.randn(16)
+
+    def fn(x, w, b):
+        return torch.ops.aten.native_layer_norm(x, [16], w, b, 1e-5)
+
+    expected = fn(x, w, b)
+    assert expected[1].dtype == torch.float32
+    out, reports = _compile(fn, x, w, b, options={"cpp_wrapper": True})
+    assert reports[0].wrapper_language == "c++"
+    assert [t.dtype for t in out] == [torch.bfloat16] * 3
+    for got, want in zip(out, expected):
+        torch.testing.assert_close(got, want.to(got.dtype))
+
+
 def test_the_vendor_bias_choice_runs_through_the_cpp_wrapper(monkeypatch):
     """cuBLASLt's fused bias (+ relu) choice (picked for a GEMM + bias on CUDA) launches
     from the C++ wrapper through ATen: built, loaded and run here on CPU tensors, the

@@ -76,12 +76,14 @@ def graph_device_types(example_inputs: Sequence[Any]) -> list[str]:
 
 
 def _eager(gm: torch.fx.GraphModule) -> Callable:
-    """``gm`` run eagerly, each tensor output in the dtype its example value has.
+    """``gm`` run eagerly, each floating-point output in the floating dtype its example
+    value has.
 
     Graphs compiled later read these outputs (a backward reads the forward's saved
     tensors) with kernels made for those dtypes, and an op's meta function and its
     kernel can disagree: CPU ``native_layer_norm`` of a bfloat16 input with float32
-    weights returns float32 statistics, its meta says bfloat16."""
+    weights returns float32 statistics, its meta says bfloat16 (the price: statistics
+    rounded to bfloat16, as every compiled path that follows the meta rounds them)."""
     counters.bump("graphs_fallen_back")
     run = make_boxed_func(gm.forward)
     output = next(n for n in reversed(gm.graph.nodes) if n.op == "output").args[0]
@@ -95,7 +97,13 @@ def _eager(gm: torch.fx.GraphModule) -> Callable:
     def call(args: list[Any]) -> Any:
         outs = list(run(args))
         for i, (out, want) in enumerate(zip(outs, dtypes)):
-            if isinstance(out, torch.Tensor) and want is not None and out.dtype != want:
+            if (
+                isinstance(out, torch.Tensor)
+                and want is not None
+                and out.dtype != want
+                and out.dtype.is_floating_point
+                and want.is_floating_point
+            ):
                 outs[i] = out.to(want)
         return outs
 

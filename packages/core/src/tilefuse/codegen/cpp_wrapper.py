@@ -76,24 +76,25 @@ BASE_HEADERS = (
 _PRELUDE = """\
 namespace tilefuse_wrapper {
 
-// The Python wrapper's _ensure_layout: an extern result in the layout and dtype kernels
-// expect.
+// The Python wrapper's _ensure_layout: an extern result in the layout (and floating
+// dtype) kernels expect.
 static at::Tensor ensure_layout(at::Tensor t, at::IntArrayRef size, at::IntArrayRef stride,
                                 const char* op, at::ScalarType dtype) {
     if (!t.defined()) {
         return t;
     }
-    if (t.scalar_type() != dtype) {
-        t = t.to(dtype);
-    }
     TORCH_CHECK(t.sizes() == at::IntArrayRef(size), op, " returned a tensor of shape ",
                 t.sizes(), " where the graph was compiled for ", size,
                 ": its output size depends on values the compiler could not see. "
                 "Run this code without torch.compile.");
-    if (t.numel() <= 1 || t.strides() == stride) {
+    at::ScalarType want = t.scalar_type();
+    if (dtype != want && at::isFloatingType(dtype) && at::isFloatingType(want)) {
+        want = dtype;
+    }
+    if (want == t.scalar_type() && (t.numel() <= 1 || t.strides() == stride)) {
         return t;
     }
-    at::Tensor out = at::empty_strided(size, stride, t.options());
+    at::Tensor out = at::empty_strided(size, stride, t.options().dtype(want));
     out.copy_(t);
     return out;
 }

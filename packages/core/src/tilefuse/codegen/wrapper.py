@@ -101,16 +101,20 @@ def _ensure_layout(
     op: str = "an extern op",
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor | None:
-    """Extern results must match the layout (and ``dtype``) kernels were generated for.
+    """Extern results must match the layout (and floating ``dtype``) kernels were
+    generated for.
 
-    A result of another dtype is converted: an op whose meta function and kernel
-    disagree (CPU ``native_layer_norm`` of a bfloat16 input with float32 weights returns
-    float32 statistics; its meta says bfloat16) would otherwise be read by kernels
-    compiled for the other dtype. A result with other strides is copied into the planned
-    layout. A result of another
-    shape raises ``CompileError``: the graph was planned from an example value that does
-    not hold for this call (an op whose output size depends on its inputs' values, sized
-    by fake tensors that ran it on zeros), and a copy would broadcast it into wrong values.
+    A result with other strides is copied into the planned layout. A floating-point
+    result of another floating ``dtype`` is converted in the same copy: an op whose meta
+    function and kernel disagree (CPU ``native_layer_norm`` of a bfloat16 input with
+    float32 weights returns float32 statistics; its meta says bfloat16) would otherwise
+    be read by kernels compiled for the other dtype. Integer results (attention's random
+    seeds and offsets) are never converted.
+
+    A result of another shape raises ``CompileError``: the graph was planned from an
+    example value that does not hold for this call (an op whose output size depends on
+    its inputs' values, sized by fake tensors that ran it on zeros), and a copy would
+    broadcast it into wrong values.
 
     ``None`` passes through: an op may return no tensor where its meta function gave
     one (the unused outputs of the flash-attention kernels on CUDA, say); only
@@ -118,8 +122,6 @@ def _ensure_layout(
     """
     if t is None:
         return None
-    if dtype is not None and t.dtype != dtype:
-        t = t.to(dtype)
     if tuple(t.shape) != size:
         raise CompileError(
             f"{op} returned a tensor of shape {tuple(t.shape)} where the graph was compiled "
@@ -127,9 +129,12 @@ def _ensure_layout(
             "Run this code without torch.compile (outside strict mode, a graph that fails "
             "on its first call runs eagerly from then on)."
         )
-    if t.numel() <= 1 or tuple(t.stride()) == stride:
+    want = t.dtype
+    if dtype is not None and dtype != want and dtype.is_floating_point and want.is_floating_point:
+        want = dtype
+    if want == t.dtype and (t.numel() <= 1 or tuple(t.stride()) == stride):
         return t
-    out = torch.empty_strided(size, stride, dtype=t.dtype, device=t.device)
+    out = torch.empty_strided(size, stride, dtype=want, device=t.device)
     out.copy_(t)
     return out
 
