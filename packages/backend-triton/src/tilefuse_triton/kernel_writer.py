@@ -225,6 +225,8 @@ class KernelWriter:
             broadcast = 4 * (int(last) + 1) <= int(lanes)
         except TypeError:  # symbolic sizes: not shown
             return False
+        if any(plugin.is_size_symbol(sym) for sym in expr.free_symbols):
+            return False  # a symbol of an int argument may be negative: not shown
         ranges = {X: self.spec.xnumel, R: self.spec.rnumel}
         return broadcast and plugin.provably_within(expr, ranges, last)
 
