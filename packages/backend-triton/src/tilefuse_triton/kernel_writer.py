@@ -437,13 +437,10 @@ class KernelWriter:
 
     def reduction(self, name: str) -> Var:
         """A persistent kernel's reduction: the whole row is in registers."""
-        member = self.spec.member(name)
-        kind = member.reduction_type
-        assert kind is not None, f"{name} is not a reduction"
+        member, kind, acc_dtype, init = self._accumulator(name)
         if kind in ONLINE_KINDS:
             return self.online_persistent(name, kind, member.src_dtype)
-        acc_dtype = torch.int8 if kind == "any" else member.src_dtype
-        masked = self.masked_input(name, kind, acc_dtype, ops_table.reduction_init(kind, acc_dtype))
+        masked = self.masked_input(name, kind, acc_dtype, init)
         if kind in ("argmax", "argmin"):
             return self.finish_arg(kind, masked, self.rindex_i32())
         return self.finish_reduction(kind, masked, acc_dtype)
@@ -459,10 +456,19 @@ class KernelWriter:
         for name, acc in zip(names, accs, strict=True):
             self.values[-1][name] = self.finish_looped(name, acc)
 
-    def begin_looped(self, name: str) -> str:
+    def _accumulator(self, name: str) -> tuple[Any, str, torch.dtype, str]:
+        """``(member, reduction type, accumulator dtype, its initial value)`` of reduction
+        ``name`` (no initial value, ``""``, for the online kinds: they keep a max and a
+        sum, ``begin_looped``)."""
         member = self.spec.member(name)
         kind = member.reduction_type
         assert kind is not None, f"{name} is not a reduction"
+        acc_dtype = torch.int8 if kind == "any" else member.src_dtype
+        init = "" if kind in ONLINE_KINDS else ops_table.reduction_init(kind, acc_dtype)
+        return member, kind, acc_dtype, init
+
+    def begin_looped(self, name: str) -> str:
+        member, kind, acc_dtype, init = self._accumulator(name)
         self.counter += 1
         acc = f"acc{self.counter}"
         if kind in ONLINE_KINDS:
@@ -470,17 +476,13 @@ class KernelWriter:
             self.emit(f'{acc}_m = tl.full([XBLOCK, 1], float("-inf"), {tl_t})')
             self.emit(f"{acc}_s = tl.zeros([XBLOCK, RBLOCK], {tl_t})")
             return acc
-        acc_dtype = torch.int8 if kind == "any" else member.src_dtype
-        init = ops_table.reduction_init(kind, acc_dtype)
         self.emit(f"{acc} = tl.full([XBLOCK, RBLOCK], {init}, {TL_DTYPES[acc_dtype]})")
         if kind in ("argmax", "argmin"):
             self.emit(f"{acc}_idx = tl.full([XBLOCK, RBLOCK], 2147483647, tl.int32)")
         return acc
 
     def step_looped(self, name: str, acc: str) -> None:
-        member = self.spec.member(name)
-        kind = member.reduction_type
-        assert kind is not None
+        member, kind, acc_dtype, init = self._accumulator(name)
         if kind in ONLINE_KINDS:
             # The running max is one per row (a block max each step), so the running sums
             # are rescaled by one exp per row and step, not one per element. An infinite
@@ -495,8 +497,7 @@ class KernelWriter:
             )
             self.emit(f"{acc}_m = {acc}_new")
             return
-        acc_dtype = torch.int8 if kind == "any" else member.src_dtype
-        masked = self.masked_input(name, kind, acc_dtype, ops_table.reduction_init(kind, acc_dtype))
+        masked = self.masked_input(name, kind, acc_dtype, init)
         if kind in ("argmax", "argmin"):
             ridx = self.rindex_i32()
             self.emit(f"{acc}, {acc}_idx = dm.{kind}_combine({acc}, {acc}_idx, {masked}, {ridx})")
@@ -504,13 +505,10 @@ class KernelWriter:
             self.emit(f"{acc} = {ops_table.reduction_combine(kind, acc, masked)}")
 
     def finish_looped(self, name: str, acc: str) -> Var:
-        member = self.spec.member(name)
-        kind = member.reduction_type
-        assert kind is not None
+        member, kind, acc_dtype, _ = self._accumulator(name)
         if kind in ONLINE_KINDS:
             total = self.new_var(f"tl.sum({acc}_s, 1)[:, None]", member.src_dtype, PER_X)
             return self.finish_online(kind, f"{acc}_m", total, member.src_dtype)
-        acc_dtype = torch.int8 if kind == "any" else member.src_dtype
         if kind in ("argmax", "argmin"):
             return self.finish_arg(kind, Var(acc, acc_dtype, PER_XR), f"{acc}_idx")
         return self.finish_reduction(kind, Var(acc, acc_dtype, PER_XR), acc_dtype)

@@ -129,6 +129,19 @@ def declares(device_type: str, capability: str, reg: Registry | None = None) -> 
     return True
 
 
+def owners_declare(
+    device_type: str, capability: str, node_kinds: tuple[str, ...], reg: Registry | None = None
+) -> bool:
+    """Whether the backend owning each of ``node_kinds`` on ``device_type`` (``owner``)
+    declares ``capability`` (an optional op or reduction type their kernels must render,
+    such as ``plugin.CAP_RANDOM``); ``False`` where a kind has no owner."""
+    try:
+        owners = [owner(device_type, kind, reg) for kind in node_kinds]
+    except TilefuseError:
+        return False
+    return all(capability in o.info.capabilities for o in owners)
+
+
 def no_backend_message(device_type: str, capability: str, reg: Registry | None = None) -> str:
     reg = reg or registry()
     lines = []

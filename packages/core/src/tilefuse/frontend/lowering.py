@@ -19,7 +19,7 @@ import torch
 import torch.fx
 
 from .. import config, plugin
-from ..errors import TilefuseError, Unsupported
+from ..errors import Unsupported
 from ..ir.graph import LoweredGraph
 from ..ir.index import simplify_index, stride_of
 from ..ir.nodes import (
@@ -160,8 +160,8 @@ class GraphLowering:
         self.padded_outputs = padded_outputs
         self._split_setting = config.split_reductions()
         self._split_devices: dict[str, bool] = {}  # device type -> splits reductions
-        self._random_devices: dict[str, bool] = {}  # device type -> random ops in kernels
-        self._reduction_caps: dict[tuple[str, str], bool] = {}
+        # (device type, capability, node kinds) -> whether those kinds' owners declare it
+        self._owner_caps: dict[tuple[str, str, tuple[str, ...]], bool] = {}
         self._env: dict[torch.fx.Node, Any] = {}
 
     def hint(self, expr: Any) -> int:
@@ -186,34 +186,23 @@ class GraphLowering:
         """Whether kernels on ``device`` may draw random numbers (``ops.rand``): the
         backends owning its pointwise and its reduction kernels both declare
         ``plugin.CAP_RANDOM``."""
-        device_type = torch.device(device).type
-        if device_type not in self._random_devices:
-            from ..backend_selection import owner
-
-            try:
-                owners = [owner(device_type, cap) for cap in (plugin.CAP_POINTWISE,
-                                                              plugin.CAP_REDUCTION)]  # fmt: skip
-            except TilefuseError:
-                owners = []
-            self._random_devices[device_type] = bool(owners) and all(
-                plugin.CAP_RANDOM in o.info.capabilities for o in owners
-            )
-        return self._random_devices[device_type]
+        kinds = (plugin.CAP_POINTWISE, plugin.CAP_REDUCTION)
+        return self._owners_declare(device, plugin.CAP_RANDOM, kinds)
 
     def reductions_render(self, device: torch.device, capability: str) -> bool:
         """Whether the backend owning reductions on ``device`` declares ``capability``
         (a reduction type beyond the required ones: ``plugin.CAP_SOFTMAX_SUM``)."""
-        key = (torch.device(device).type, capability)
-        if key not in self._reduction_caps:
-            from ..backend_selection import owner
+        return self._owners_declare(device, capability, (plugin.CAP_REDUCTION,))
 
-            try:
-                backend = owner(key[0], plugin.CAP_REDUCTION)
-            except TilefuseError:
-                self._reduction_caps[key] = False
-            else:
-                self._reduction_caps[key] = capability in backend.info.capabilities
-        return self._reduction_caps[key]
+    def _owners_declare(
+        self, device: torch.device, capability: str, kinds: tuple[str, ...]
+    ) -> bool:
+        key = (torch.device(device).type, capability, kinds)
+        if key not in self._owner_caps:
+            from ..backend_selection import owners_declare
+
+            self._owner_caps[key] = owners_declare(key[0], capability, kinds)
+        return self._owner_caps[key]
 
     def value_of(self, node: torch.fx.Node) -> Any:
         """The lowered value of a node already walked (for lowerings that look past
