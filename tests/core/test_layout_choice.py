@@ -61,6 +61,21 @@ def test_auto_follows_device_and_dtype(dtype, prefers, tf32, want):
     assert got is want
 
 
+@pytest.mark.parametrize(
+    ("dtype", "want"),
+    [(torch.bfloat16, True), (torch.float16, True), (torch.float32, False)],
+)
+def test_auto_in_training_takes_half_precision_only(dtype, want):
+    got = conv_wants_channels_last(
+        _x(dtype), False, device_prefers=True, setting="auto", tf32=True, training=True
+    )
+    assert got is want
+    forced = conv_wants_channels_last(
+        _x(dtype), False, device_prefers=False, setting="on", tf32=False, training=True
+    )
+    assert forced
+
+
 def test_on_off_and_shapes():
     kw = dict(device_prefers=False, tf32=False)
     assert conv_wants_channels_last(_x(torch.float32), False, setting="on", **kw)
@@ -91,6 +106,12 @@ def test_graph_decision_asks_the_device_only_in_auto():
     assert not GraphLayout.decide(gm, "auto", lambda d: False).channels_last
     assert not GraphLayout.decide(gm, "off", prefers).channels_last
     assert GraphLayout.decide(gm, "on", lambda d: False).channels_last
+    assert GraphLayout.decide(gm, "auto", prefers, training=True).channels_last
+    fp32 = _conv_graph(torch.float32)
+    assert GraphLayout.decide(fp32, "auto", prefers).channels_last is bool(
+        torch.backends.cudnn.allow_tf32
+    )
+    assert not GraphLayout.decide(fp32, "auto", prefers, training=True).channels_last
 
 
 def test_setting_from_env_and_options(monkeypatch):

@@ -103,3 +103,38 @@ def test_resnet18_fp32_training_step_matches_eager(monkeypatch):
     transposes = [k for k in kernels if any(t in k for t in TRANSPOSES)]
     print(f"\nresnet18 fp32 training step: {len(kernels)} GPU kernels; "
           f"{len(transposes)} layout transposes")  # fmt: skip
+
+
+def test_resnet18_bf16_autocast_training_step_is_channels_last_by_default():
+    """Under ``auto`` a training graph is laid out channels-last where its convolutions run
+    in half precision (autocast): no cuDNN transposes, and the loss and every gradient as
+    close to the float32 step's as eager autocast's are (at most 1.5x its error)."""
+    model, twin = _resnet18(torch.float32), _resnet18(torch.float32)
+    x = torch.randn(8, 3, 64, 64, device="cuda")
+    target = torch.randint(0, 100, (8,), device="cuda")
+    loss_fn = torch.nn.CrossEntropyLoss()
+    torch._dynamo.reset()
+    tilefuse.reset()
+    compiled = torch.compile(twin, backend="tilefuse")
+
+    def step(net, fn, amp=True):
+        net.zero_grad()
+        with torch.autocast("cuda", torch.bfloat16, enabled=amp):
+            loss = loss_fn(fn(x), target)
+        loss.backward()
+        return loss, [p.grad.clone() for p in net.parameters()]
+
+    ref_loss, ref_grads = step(model, model, amp=False)
+    eager_loss, eager_grads = step(model, model)
+    loss, grads = step(twin, compiled)
+    assert_compiled(graphs=2)
+    assert _rel_error(loss, ref_loss) <= 1.5 * _rel_error(eager_loss, ref_loss) + 1e-3
+    names = [name for name, _ in model.named_parameters()]
+    for name, ref, eager, ours in zip(names, ref_grads, eager_grads, grads):
+        bound = 1.5 * _rel_error(eager, ref) + 1e-3
+        assert _rel_error(ours, ref) <= bound, name
+    kernels = _gpu_kernels(lambda: step(twin, compiled))
+    transposes = [k for k in kernels if any(t in k for t in TRANSPOSES)]
+    print(f"\nresnet18 bf16 autocast training step: {len(kernels)} GPU kernels; "
+          f"transposes: {transposes}")  # fmt: skip
+    assert not transposes, transposes

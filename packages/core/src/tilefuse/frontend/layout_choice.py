@@ -63,6 +63,7 @@ def conv_wants_channels_last(
     device_prefers: bool,
     setting: str,
     tf32: bool,
+    training: bool = False,
 ) -> bool:
     """Whether one convolution should run channels-last.
 
@@ -73,7 +74,10 @@ def conv_wants_channels_last(
     only where TF32 convolutions are allowed (``torch.backends.cudnn.allow_tf32``, on by
     default), whose tensor-core kernels are NHWC as well. With TF32 off, cuDNN's float32
     kernels are NCHW-native and channels-last would only add transposes. Transposed
-    convolutions keep eager's layout (their NHWC support is patchier).
+    convolutions keep eager's layout (their NHWC support is patchier). In a ``training``
+    graph ``auto`` takes float16 and bfloat16 only: the H200 check of a ResNet-18 float32
+    training step (TF32 on) found conv1's weight gradient 13% from eager's, not yet
+    explained, while a bf16 autocast step's cuDNN kernels are NHWC either way.
     """
     if setting == "off" or input_meta.dim() != 4 or transposed:
         return False
@@ -83,7 +87,7 @@ def conv_wants_channels_last(
         return False
     if input_meta.dtype in HALF_TYPES:
         return True
-    return input_meta.dtype == torch.float32 and tf32
+    return input_meta.dtype == torch.float32 and tf32 and not training
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,12 @@ class GraphLayout:
         gm: torch.fx.GraphModule,
         setting: str,
         device_prefers: Callable[[str], bool],
+        training: bool = False,
     ) -> GraphLayout:
         """Each convolution (forward or backward) of ``gm`` that wants channels-last
         (``conv_wants_channels_last``, asked about the convolution's input);
-        ``device_prefers(device_type)`` answers for a device (asked only in ``"auto"``)."""
+        ``device_prefers(device_type)`` answers for a device (asked only in ``"auto"``);
+        ``training``: ``gm`` is part of a training step (``is_training_graph``)."""
         if setting == "off":
             return cls()
         tf32 = bool(torch.backends.cudnn.allow_tf32)
@@ -124,7 +130,12 @@ class GraphLayout:
             prefers = setting == "on" or device_prefers(x.device.type)
             transposed = len(node.args) > transposed_at and bool(node.args[transposed_at])
             if conv_wants_channels_last(
-                x, transposed, device_prefers=prefers, setting=setting, tf32=tf32
+                x,
+                transposed,
+                device_prefers=prefers,
+                setting=setting,
+                tf32=tf32,
+                training=training,
             ):
                 chosen.add(node.name)
         return cls(frozenset(chosen))
@@ -133,7 +144,8 @@ class GraphLayout:
 def is_training_graph(gm: torch.fx.GraphModule, saved_activations: frozenset[int]) -> bool:
     """Whether ``gm`` is part of a training step: a forward graph that saves activations
     for backward (``saved_activations``, see ``GraphLowering``) or a graph with a
-    convolution's backward. ``auto`` keeps such graphs in eager's layout."""
+    convolution's backward. ``auto`` lays such graphs out channels-last only for
+    half-precision convolutions (``conv_wants_channels_last``)."""
     if saved_activations:
         return True
     backward = aten.convolution_backward.default

@@ -147,11 +147,8 @@ class GraphLowering:
         self._nhwc_copies: dict[str, Buffer] = {}  # buffer name -> its channels-last copy
         # Channels-last with symbolic sizes is not built yet: such graphs keep eager's layout.
         setting = "off" if self.size_hints else config.channels_last()
-        if setting == "auto" and is_training_graph(gm, free_outputs):
-            # Not by default in training: the H200 check of a ResNet-18 fp32 training step
-            # (TF32 on) found conv1's weight gradient 13% from eager's, not yet explained.
-            setting = "off"
-        self.layout = GraphLayout.decide(gm, setting, _device_prefers)
+        training = is_training_graph(gm, free_outputs)
+        self.layout = GraphLayout.decide(gm, setting, _device_prefers, training)
         # Only a channels-last graph has a reason to return other strides than eager's.
         self.free_outputs = free_outputs if self.layout.channels_last else frozenset()
         self.saved_outputs = free_outputs  # never handed to the user: views may share
