@@ -170,6 +170,34 @@ def test_max_pool_values_and_indices(dtype, args):
     assert not reports[0].externs
 
 
+POOL_GRAD_ARGS = [
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(3, 2), stride=(2, 1), padding=1, dilation=(1, 2), ceil_mode=True),
+    dict(kernel_size=2, ceil_mode=True),
+    dict(kernel_size=3, stride=1, padding=1),  # every input under nine windows
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kwargs", POOL_GRAD_ARGS, ids=["3x3s2p1", "dilated-ceil", "2x2-ceil", "s1"])
+def test_max_pool_gradient_is_a_generated_gather(dtype, kwargs):
+    """Each input element gets the gradients of the windows whose saved index is its own:
+    ties (a constant patch) and windows sharing a maximum included."""
+    x = torch.randn(2, 3, 11, 10, dtype=dtype)
+    x[1, 1, 2:5, 2:5] = 7.0  # one maximum for several windows, and ties within one
+    x.requires_grad_()
+    reports = check_grad(lambda x: F.max_pool2d(x, **kwargs), x, dtype=dtype)
+    backward = reports[-1]
+    assert "max_pool2d_with_indices_backward.default" not in backward.externs
+    assert backward.kernels
+
+
+def test_max_pool_gradient_keeps_channels_last(nhwc):
+    x = torch.randn(2, 6, 9, 9).to(memory_format=CL).requires_grad_()
+    conv = nn.Conv2d(6, 6, 3, padding=1)
+    check_grad(lambda x: F.max_pool2d(conv(x), 3, 2, 1), x)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [dict(kernel_size=3, stride=2, padding=1),

@@ -6,6 +6,8 @@ and what consumes its output, and keeps the input's channels-last layout.
 it is greater or NaN, so NaN wins and the index is the flat ``h * W + w`` position of
 the last NaN, or of the first maximum. Out-of-bounds taps never count; where every
 in-bounds tap is ``-inf`` the index is the first in-bounds tap's, as in eager.
+``max_pool2d_with_indices_backward`` gathers: each input element sums the gradients of
+the few windows that may cover it (``_covering``) whose saved index is its own position.
 ``avg_pool2d`` divides by ``divisor_override``, else by the taps inside the padded input
 (``count_include_pad``) or inside the input.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import sympy
 import torch
 
+from ...ir.index import FloorDiv
 from ...ir.ops import ops
 from ..lowering import Unsupported, register
 from ..values import LazyValue, Value
@@ -100,6 +103,45 @@ def _max_pool2d_with_indices(
     )
     indices = LazyValue(torch.int64, x.device, size, lambda idx: window_max(idx)[1])
     return values, indices
+
+
+def _covering(position: Any, k: int, s: int, p: int, d: int) -> list[Any]:
+    """Output positions along one dim whose window may cover input ``position``: the
+    windows ``o`` with ``o*s - p <= position <= o*s - p + (k-1)*d``, the last of which is
+    ``(position + p) // s``. Some may lie outside the output (callers mask them)."""
+    last = FloorDiv(position + p, s)
+    return [last - t for t in range((k - 1) * d // s + 1)]
+
+
+@register(aten.max_pool2d_with_indices_backward)
+def _max_pool2d_with_indices_backward(
+    ctx, node, grad, x, kernel_size, stride, padding, dilation, ceil_mode, indices
+):
+    k, s, p, d = _window(x, kernel_size, stride, padding, dilation)
+    if grad.rank != x.rank or indices.rank != x.rank:
+        raise Unsupported("pooling gradient and input ranks differ")
+    size = _sizes(node, None)
+    out_h, out_w = int(grad.size[-2]), int(grad.size[-1])
+    width = int(x.size[-1])
+    math = compute_dtype(x.dtype)
+
+    def fn(idx: Sequence[Any]) -> Any:
+        lead = list(idx[:-2])
+        ih, iw = idx[-2], idx[-1]
+        here = ops.index_expr(ih * width + iw, torch.int64)
+        total = ops.constant(0.0, math)
+        for oh in _covering(ih, k[0], s[0], p[0], d[0]):
+            for ow in _covering(iw, k[1], s[1], p[1], d[1]):
+                window = [*lead, oh, ow]
+                inside = ops.logical_and(_inside(oh, out_h), _inside(ow, out_w))
+                # -1 (outside the output) is no input position
+                saved = ops.masked(inside, lambda w=window: indices.load(w), -1)
+                chosen = ops.eq(saved, here)
+                g = ops.masked(chosen, lambda w=window: _load(grad, w, math), 0.0)
+                total = ops.add(total, g)
+        return ops.to_dtype(total, x.dtype)
+
+    return LazyValue(x.dtype, x.device, size, fn)
 
 
 @register(aten.avg_pool2d)
