@@ -176,10 +176,11 @@ POOL_GRAD_ARGS = [
     dict(kernel_size=2, ceil_mode=True),
     dict(kernel_size=3, stride=1, padding=1),  # every input under nine windows
 ]
+POOL_GRAD_IDS = ["3x3s2p1", "dilated-ceil", "2x2-ceil", "s1"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("kwargs", POOL_GRAD_ARGS, ids=["3x3s2p1", "dilated-ceil", "2x2-ceil", "s1"])
+@pytest.mark.parametrize("kwargs", POOL_GRAD_ARGS, ids=POOL_GRAD_IDS)
 def test_max_pool_gradient_is_a_generated_gather(dtype, kwargs):
     """Each input element gets the gradients of the windows whose saved index is its own:
     ties (a constant patch) and windows sharing a maximum included."""
