@@ -285,3 +285,16 @@ def test_batch_norm_relu_pool_between_convolutions_walks_memory_in_one_dimension
     pools = [k for r in reports for k in r.kernels if "tl.maximum" in k.source]
     assert pools and all(k.kind == "pointwise" for k in pools), [k.kind for k in pools]
     assert [k.source.count("tl.sqrt(") for k in pools] == [1] * len(pools)
+
+
+def test_a_saved_convolution_weight_is_saved_channels_last(nhwc):
+    """The forward hands the backward the channels-last copy of a computed weight (an
+    autocast-style cast) that its convolution read, so the backward's convolution needs
+    no copy of its own: its only weight-shaped buffer is the weight's gradient."""
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+    x = torch.randn(2, 4, 7, 7, requires_grad=True)
+    reports = check_grad(lambda x: F.conv2d(x, conv.weight * 0.5), x)
+    wrapper = reports[-1].wrapper
+    strides = ("(36, 9, 3, 1)", "(36, 1, 12, 4)")  # contiguous, channels-last
+    weight_shaped = sum(wrapper.count(f"(6, 4, 3, 3), {s}") for s in strides)
+    assert weight_shaped == 1, wrapper

@@ -378,7 +378,11 @@ class GraphLowering:
         ``saved`` one (an activation for the backward graph, never the user's) may be a
         view of an intermediate buffer where eager's is a copy of it (a clone)."""
         if free and isinstance(value, Value):
-            return self.realize(value)
+            buf = self.realize(value)
+            # A computed operand of a channels-last convolution (an autocast weight cast):
+            # the backward's convolution reads it channels-last again, so save that copy.
+            # (A graph input stays itself: what AOTAutograd knows it aliases.)
+            return buf if buf.is_input() else self._nhwc_copies.get(buf.name, buf)
         if isinstance(value, LazyValue) and isinstance(meta, torch.Tensor):
             view = self.strided_view(value, through_copies=saved)
             eager = Layout.of_tensor(meta)
