@@ -280,8 +280,11 @@ def relative_error(
     """The largest relative L2 error over ``outputs`` against ``reference`` (in float64), and
     which output it was (``"output 0"`` is the result or loss, ``"output i"`` gradient i-1).
 
-    Outputs whose reference norm is negligible next to the largest are skipped. A shape
-    mismatch, a ``None`` on one side only, or non-finite values give ``inf``.
+    Outputs whose reference norm is negligible next to the largest are skipped, and so is
+    a ``None`` gradient against an all-zero one: a compiled graph that returns an output
+    the loss does not use (BERT's pooler, across a graph break) gets a zero gradient for
+    the parameters behind it where eager leaves ``None``. A shape mismatch, any other
+    ``None`` on one side only, or non-finite values give ``inf``.
     """
     if len(outputs) != len(reference):
         return math.inf, f"{len(outputs)} outputs, the reference has {len(reference)}"
@@ -290,7 +293,8 @@ def relative_error(
     worst, where = 0.0, "none"
     for i, (a, e) in enumerate(zip(outputs, reference)):
         if a is None or e is None:
-            if a is not e:
+            other = a if e is None else e
+            if other is not None and bool(other.detach().count_nonzero()):
                 return math.inf, f"output {i}: None on one side only"
             continue
         if a.shape != e.shape:

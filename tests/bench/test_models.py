@@ -32,6 +32,11 @@ def test_relative_error_skips_negligible_outputs_but_not_wrong_shapes_or_nones()
     assert models.relative_error([torch.ones(10), torch.zeros(4)], ref)[0] == 0.0
     assert models.relative_error([torch.ones(10), torch.zeros(5)], ref)[0] == math.inf
     assert models.relative_error([torch.ones(10), None], ref)[0] == math.inf
+    # a zero gradient where eager has None (an unused output of a compiled graph), both ways
+    with_none = [torch.ones(10), None]
+    assert models.relative_error([torch.ones(10), torch.zeros(3)], with_none)[0] == 0.0
+    assert models.relative_error(with_none, [torch.ones(10), torch.zeros(3)])[0] == 0.0
+    assert models.relative_error([torch.ones(10), torch.ones(3)], with_none)[0] == math.inf
     assert models.relative_error([torch.ones(10)], ref)[0] == math.inf
     nan = torch.full((10,), float("nan"))
     assert models.relative_error([nan, torch.zeros(4)], ref)[0] == math.inf
