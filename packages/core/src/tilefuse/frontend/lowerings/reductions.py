@@ -6,6 +6,7 @@ the same kernel."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sympy
@@ -19,7 +20,7 @@ from ...ir.ops import ops, trace_reads
 from ..lowering import Unsupported, register
 from ..values import BufferValue, LazyValue, Value
 from .common import compute_dtype, out_meta, size_value
-from .split_reduction import plan_for, split_reduction
+from .split_reduction import plan_for, split_moments, split_reduction
 
 aten = torch.ops.aten
 
@@ -30,6 +31,57 @@ def _dims(x: Value, dims: Any) -> list[int]:
     if isinstance(dims, int):
         dims = [dims]
     return sorted({d % max(x.rank, 1) for d in dims})
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """How a reduction of ``x`` over ``dims`` indexes: the kept dims, the output ``ranges``
+    (size 1 at reduced dims with ``keepdim``), the reduced ``rranges``, ``value_at(kept
+    index, reduced index)`` (the element in the math dtype, pre-mapped), ``kept_of(output
+    index)``, and whether the input is read as columns (``_reads_columns``)."""
+
+    kept: list[int]
+    ranges: tuple[Any, ...]
+    rranges: tuple[Any, ...]
+    value_at: Callable[[Sequence[Any], Sequence[Any]], Any]
+    kept_of: Callable[[Sequence[Any]], list[Any]]
+    columns: bool
+
+    def kept_sizes(self, x: Value) -> list[Any]:
+        return [x.size[d] for d in self.kept]
+
+
+def _shape(
+    x: Value,
+    dims: Sequence[int],
+    keepdim: bool,
+    math_dtype: torch.dtype,
+    map_fn: Callable[[Any, list[Any]], Any] | None = None,
+) -> _Shape:
+    kept = [d for d in range(x.rank) if d not in dims]
+    if keepdim:
+        ranges = tuple(sympy.Integer(1) if d in dims else x.size[d] for d in range(x.rank))
+    else:
+        ranges = tuple(x.size[d] for d in kept)
+    rranges = tuple(x.size[d] for d in dims) or (sympy.Integer(1),)
+
+    def value_at(kept_idx: Sequence[Any], ridx: Sequence[Any]) -> Any:
+        full: list[Any] = [sympy.Integer(0)] * x.rank
+        for d, i in zip(kept, kept_idx):
+            full[d] = i
+        for d, r in zip(dims, ridx):
+            full[d] = r
+        v = x.load(full)
+        if x.dtype != math_dtype:
+            v = ops.to_dtype(v, math_dtype)
+        return map_fn(v, full) if map_fn else v
+
+    def kept_of(idx: Sequence[Any]) -> list[Any]:
+        return [idx[d] for d in kept] if keepdim else list(idx)
+
+    columns = bool(kept) and not product(rranges).is_zero
+    columns = columns and _reads_columns(value_at, [x.size[d] for d in kept], rranges)
+    return _Shape(kept, ranges, rranges, value_at, kept_of, columns)
 
 
 def reduce(
@@ -51,28 +103,8 @@ def reduce(
     """
     if x.rank == 0:
         dims = []
-    kept = [d for d in range(x.rank) if d not in dims]
-    if keepdim:
-        ranges = tuple(sympy.Integer(1) if d in dims else x.size[d] for d in range(x.rank))
-    else:
-        ranges = tuple(x.size[d] for d in kept)
-    rranges = tuple(x.size[d] for d in dims) or (sympy.Integer(1),)
-
-    def value_at(kept_idx: Sequence[Any], ridx: Sequence[Any]) -> Any:
-        """The element at ``kept_idx`` (over the kept dims) and ``ridx`` (the reduced)."""
-        full: list[Any] = [sympy.Integer(0)] * x.rank
-        for d, i in zip(kept, kept_idx):
-            full[d] = i
-        for d, r in zip(dims, ridx):
-            full[d] = r
-        v = x.load(full)
-        if x.dtype != math_dtype:
-            v = ops.to_dtype(v, math_dtype)
-        return map_fn(v, full) if map_fn else v
-
-    def kept_of(idx: Sequence[Any]) -> list[Any]:
-        return [idx[d] for d in kept] if keepdim else list(idx)
-
+    shape = _shape(x, dims, keepdim, math_dtype, map_fn)
+    ranges, rranges = shape.ranges, shape.rranges
     if product(rranges).is_zero:  # nothing to reduce: every output is the identity
         empty = {"sum": 0, "prod": 1, "any": False, "logsumexp": float("-inf"), "softmax_sum": 0}
         if reduction_type not in empty:
@@ -80,25 +112,32 @@ def reduce(
         value = empty[reduction_type]
         return LazyValue(out_dtype, x.device, ranges, lambda idx: ops.constant(value, out_dtype))
 
-    element: Callable[[Sequence[Any], Sequence[Any]], Any] = value_at
-    columns = bool(kept) and _reads_columns(value_at, [x.size[d] for d in kept], rranges)
+    element: Callable[[Sequence[Any], Sequence[Any]], Any] = shape.value_at
     if reduction_type == "softmax_sum" and dims and ctx.splits_reductions(x.device):
-        if plan_for(ranges, rranges, "sum", columns) is not None:
+        if plan_for(ranges, rranges, "sum", shape.columns) is not None:
             return None  # a few long rows: split sums fill the GPU, one pass would not
-    plan = plan_for(ranges, rranges, reduction_type, columns) if dims else None
-    if plan is not None and ctx.splits_reductions(x.device):
-        kept_sizes = [x.size[d] for d in kept]
+    plan = _split(ctx, x, dims, shape, reduction_type)
+    if plan is not None:
         element = split_reduction(
-            ctx, x.device, kept_sizes, rranges, reduction_type, value_at, math_dtype, plan
-        )
+            ctx, x.device, shape.kept_sizes(x), rranges, reduction_type, shape.value_at,
+            math_dtype, plan,
+        )  # fmt: skip
         rranges = (sympy.Integer(plan.chunks),)
 
     def body(idx: Sequence[Any], ridx: Sequence[Any]) -> Any:
-        return element(kept_of(idx), ridx)
+        return element(shape.kept_of(idx), ridx)
 
     layout = Layout.contiguous(x.device, out_dtype, ranges)
     reduction = Reduction(ranges, rranges, reduction_type, body, math_dtype)
     return BufferValue(ctx.add_buffer(layout, reduction))
+
+
+def _split(ctx: Any, x: Value, dims: Sequence[int], shape: _Shape, reduction_type: str):
+    """The ``SplitPlan`` for this reduction where ``ctx`` splits reductions on its device."""
+    if not dims or product(shape.rranges).is_zero:
+        return None
+    plan = plan_for(shape.ranges, shape.rranges, reduction_type, shape.columns)
+    return plan if plan is not None and ctx.splits_reductions(x.device) else None
 
 
 def _reads_columns(
@@ -268,9 +307,16 @@ def mean_and_m2(ctx, x: Value, dims: Sequence[int], keepdim: bool, math: torch.d
     """Two fused reductions: the mean, then the sum of squared deviations from it.
 
     Exact two-pass variance: numerically as stable as Welford's update, and in
-    one kernel when the row fits (the second pass reads registers, not memory).
+    one kernel when the row fits (the second pass reads registers, not memory). A long
+    reduction with few outputs splits (``split_moments``) and still reads ``x`` once.
     """
     n = _count(x, dims)
+    if x.rank:
+        shape = _shape(x, dims, True, math)
+        plan = _split(ctx, x, dims, shape, "sum")
+        if plan is not None:
+            mean_v, m2 = _split_mean_and_m2(ctx, x, shape, n, math, plan)
+            return _squeezed(mean_v, x, dims, keepdim), _squeezed(m2, x, dims, keepdim), n
     total = reduce(ctx, x, dims, True, "sum", math, math)
     mean = ctx.realize(_lazy_map(total, lambda v: ops.truediv(v, size_value(n, math)), math))
     mean_v = BufferValue(mean)
@@ -281,19 +327,44 @@ def mean_and_m2(ctx, x: Value, dims: Sequence[int], keepdim: bool, math: torch.d
         return ops.mul(diff, diff)
 
     m2 = reduce(ctx, x, dims, keepdim, "sum", math, math, map_fn=dev2)
-    if not keepdim:
-        kept = [d for d in range(x.rank) if d not in dims]
+    return _squeezed(mean_v, x, dims, keepdim), m2, n
 
-        def squeezed(idx):
-            full = [sympy.Integer(0)] * x.rank
-            for d, i in zip(kept, idx):
-                full[d] = i
-            return mean_v.load(full)
 
-        mean_out: Value = LazyValue(math, x.device, m2.size, squeezed)
-    else:
-        mean_out = mean_v
-    return mean_out, m2, n
+def _split_mean_and_m2(ctx, x: Value, shape: _Shape, n: Any, math: torch.dtype, plan):
+    """``mean_and_m2`` with ``keepdim`` as two split stages (``split_moments``)."""
+    stage2 = split_moments(
+        ctx, x.device, shape.kept_sizes(x), shape.rranges, shape.value_at, math, plan
+    )
+    pieces = (sympy.Integer(plan.chunks),)
+    layout = Layout.contiguous(x.device, math, shape.ranges)
+
+    def total(idx, ridx):
+        return stage2.total(shape.kept_of(idx), ridx)
+
+    summed = BufferValue(ctx.add_buffer(layout, Reduction(layout.size, pieces, "sum", total, math)))
+    mean = ctx.realize(_lazy_map(summed, lambda v: ops.truediv(v, size_value(n, math)), math))
+    mean_v = BufferValue(mean)
+
+    def m2(idx, ridx):
+        return stage2.m2(shape.kept_of(idx), ridx[0], mean_v.load(idx))
+
+    m2_buf = ctx.add_buffer(layout, Reduction(layout.size, pieces, "sum", m2, math))
+    return mean_v, BufferValue(m2_buf)
+
+
+def _squeezed(value: Value, x: Value, dims: Sequence[int], keepdim: bool) -> Value:
+    """``value`` (sizes of ``x`` with 1 at ``dims``) without those dims unless ``keepdim``."""
+    if keepdim:
+        return value
+    kept = [d for d in range(x.rank) if d not in dims]
+
+    def squeezed(idx):
+        full = [sympy.Integer(0)] * x.rank
+        for d, i in zip(kept, idx):
+            full[d] = i
+        return value.load(full)
+
+    return LazyValue(value.dtype, x.device, tuple(x.size[d] for d in kept), squeezed)
 
 
 @register(aten.var, aten.std, aten.var_mean, aten.std_mean)

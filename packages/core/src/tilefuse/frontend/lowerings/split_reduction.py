@@ -21,7 +21,15 @@ are 24 programs. Their stage 1 is laid out ``(chunks, *kept sizes)``, so that ea
 program's reads stay contiguous along the kept dims.
 
 Only reductions whose partials combine with the same reduction are split (``IDENTITY``:
-sum, prod, max, min, any); argmax/argmin and logsumexp are not. Reductions with symbolic
+sum, prod, max, min, any); argmax/argmin and logsumexp are not.
+
+A variance (``split_moments``: batch norm's statistics) splits as Chan, Golub and
+LeVeque's pairwise update: stage 1 gives each piece its sum, its centre ``c_i`` (its
+computed mean) and, about that centre, its sum of squared deviations ``m2_i`` and its
+sum of deviations ``d_i`` (one read of the input: the later sums read registers). Stage
+2 adds the sums (the mean ``mu``), then ``m2_i + (c_i - mu) * (2 d_i + n_i (c_i - mu))``,
+which is exact for any centre: ``d_i`` cancels the rounding of ``c_i`` that would
+otherwise enter at first order where ``|mean| >> std``. Reductions with symbolic
 sizes are not split: the plan would hold for the example sizes only.
 """
 
@@ -35,7 +43,7 @@ import sympy
 import torch
 
 from ...ir.index import unflatten
-from ...ir.nodes import Layout, Reduction, product
+from ...ir.nodes import Layout, Pointwise, Reduction, product
 from ...ir.ops import ops
 
 # More outputs than this already give a GPU enough programs: such reductions stay whole.
@@ -126,6 +134,58 @@ def plan_for(
     return split_plan(int(product(ranges)), int(product(reduction_ranges)), columns)
 
 
+def _stage1_ranges(plan: SplitPlan, kept_sizes: Sequence[Any]) -> tuple[Any, ...]:
+    pieces = sympy.Integer(plan.chunks)
+    return (pieces, *kept_sizes) if plan.columns else (*kept_sizes, pieces)
+
+
+def _piece_and_kept(plan: SplitPlan, idx: Sequence[Any]) -> tuple[Any, list[Any]]:
+    """A stage-1 index as (piece, kept index)."""
+    return (idx[0], list(idx[1:])) if plan.columns else (idx[-1], list(idx[:-1]))
+
+
+def _stage1_body(
+    plan: SplitPlan,
+    reduction_sizes: Sequence[Any],
+    value_at: Callable[[Sequence[Any], Sequence[Any]], Any],
+    fill: Any,
+) -> Callable[[Sequence[Any], Sequence[Any]], Any]:
+    """Stage 1's reduction body: ``value_at`` of the piece's ``ridx``-th element, ``fill``
+    past the end of the last piece. ``value_at(kept, ridx, piece)``."""
+    numel = int(product(reduction_sizes))
+    padded = plan.chunk * plan.chunks != numel
+
+    def stage1(idx: Sequence[Any], ridx: Sequence[Any]) -> Any:
+        piece, kept = _piece_and_kept(plan, idx)
+        flat = piece * plan.chunk + ridx[0]
+
+        def element() -> Any:
+            return value_at(kept, unflatten(flat, reduction_sizes), piece)
+
+        if not padded:
+            return element()
+        inside = ops.lt(ops.index_expr(flat, torch.int64), ops.constant(numel, torch.int64))
+        return ops.masked(inside, element, fill)
+
+    return stage1
+
+
+def _stage1(ctx: Any, layout: Layout, plan: SplitPlan, reduction_type: str, body: Any) -> Any:
+    chunk = (sympy.Integer(plan.chunk),)
+    math = layout.dtype
+    return ctx.add_buffer(layout, Reduction(layout.size, chunk, reduction_type, body, math))
+
+
+def _partial_loader(plan: SplitPlan, buf: Any) -> Callable[[Sequence[Any], Any], Any]:
+    """``load(kept, piece)``: one stage-1 partial of ``buf``."""
+
+    def load(kept: Sequence[Any], piece: Any) -> Any:
+        at = [piece, *kept] if plan.columns else [*kept, piece]
+        return ops.load(buf.name, buf.layout.index(at))
+
+    return load
+
+
 def split_reduction(
     ctx: Any,
     device: torch.device,
@@ -143,33 +203,78 @@ def split_reduction(
     ``math_dtype``; ``kept_sizes`` and ``reduction_sizes`` are the sizes of the kept and
     reduced dims.
     """
-    numel = int(product(reduction_sizes))
-    chunk, chunks = plan.chunk, plan.chunks
-    padded = chunk * chunks != numel
     fill = identity(reduction_type, math_dtype)
+    body = _stage1_body(plan, reduction_sizes, lambda k, r, _piece: value_at(k, r), fill)
+    layout = Layout.contiguous(device, math_dtype, _stage1_ranges(plan, kept_sizes))
+    partial = _partial_loader(plan, _stage1(ctx, layout, plan, reduction_type, body))
+    return lambda kept, ridx: partial(kept, ridx[0])
 
-    def stage1(idx: Sequence[Any], ridx: Sequence[Any]) -> Any:
-        piece, kept = (idx[0], list(idx[1:])) if plan.columns else (idx[-1], list(idx[:-1]))
-        flat = piece * chunk + ridx[0]
 
-        def element() -> Any:
-            return value_at(kept, unflatten(flat, reduction_sizes))
+@dataclass(frozen=True)
+class SplitMoments:
+    """Stage 2 of a split variance, as reduction bodies over ``(kept index, (piece,))``
+    (reduction ranges ``(plan.chunks,)``): ``total`` sums the pieces' sums (the mean is
+    ``total / n``); ``m2(kept, piece, mean)`` is one piece's term of the sum of squared
+    deviations from ``mean`` (the whole reduction's, loaded by the caller)."""
 
-        if not padded:
-            return element()
-        inside = ops.lt(ops.index_expr(flat, torch.int64), ops.constant(numel, torch.int64))
-        return ops.masked(inside, element, fill)
+    total: Callable[[Sequence[Any], Sequence[Any]], Any]
+    m2: Callable[[Sequence[Any], Any, Any], Any]
 
-    pieces = sympy.Integer(chunks)
-    ranges1 = (pieces, *kept_sizes) if plan.columns else (*kept_sizes, pieces)
+
+def split_moments(
+    ctx: Any,
+    device: torch.device,
+    kept_sizes: Sequence[Any],
+    reduction_sizes: Sequence[Any],
+    value_at: Callable[[Sequence[Any], Sequence[Any]], Any],
+    math_dtype: torch.dtype,
+    plan: SplitPlan,
+) -> SplitMoments:
+    """Stage 1 of a split variance (the pieces' sums, centres, and sums of squared and of
+    plain deviations) as buffers of ``ctx``; ``value_at`` and the sizes as
+    ``split_reduction``."""
+    numel = int(product(reduction_sizes))
+    last = numel - (plan.chunks - 1) * plan.chunk  # the last piece's elements, >= 1
+    ranges1 = _stage1_ranges(plan, kept_sizes)
     layout = Layout.contiguous(device, math_dtype, ranges1)
-    partials = ctx.add_buffer(
-        layout,
-        Reduction(layout.size, (sympy.Integer(chunk),), reduction_type, stage1, math_dtype),
-    )
 
-    def stage2(kept: Sequence[Any], ridx: Sequence[Any]) -> Any:
-        at = [ridx[0], *kept] if plan.columns else [*kept, ridx[0]]
-        return ops.load(partials.name, layout.index(at))
+    def count(piece: Any) -> Any:
+        if last == plan.chunk:
+            return ops.constant(plan.chunk, math_dtype)
+        is_last = ops.eq(
+            ops.index_expr(piece, torch.int64), ops.constant(plan.chunks - 1, torch.int64)
+        )
+        return ops.where(
+            is_last, ops.constant(last, math_dtype), ops.constant(plan.chunk, math_dtype)
+        )
 
-    return stage2
+    elements = _stage1_body(plan, reduction_sizes, lambda k, r, _piece: value_at(k, r), 0)
+    sums = _stage1(ctx, layout, plan, "sum", elements)
+    piece_sum = _partial_loader(plan, sums)
+
+    def piece_mean_at(idx: Sequence[Any]) -> Any:
+        piece, kept = _piece_and_kept(plan, idx)
+        return ops.truediv(piece_sum(kept, piece), count(piece))
+
+    means = ctx.add_buffer(layout, Pointwise(layout.size, piece_mean_at))
+    piece_mean = _partial_loader(plan, means)
+
+    def deviation2(kept: Sequence[Any], ridx: Sequence[Any], piece: Any) -> Any:
+        diff = ops.sub(value_at(kept, ridx), piece_mean(kept, piece))
+        return ops.mul(diff, diff)
+
+    def deviation(kept: Sequence[Any], ridx: Sequence[Any], piece: Any) -> Any:
+        return ops.sub(value_at(kept, ridx), piece_mean(kept, piece))
+
+    m2s = _stage1(ctx, layout, plan, "sum", _stage1_body(plan, reduction_sizes, deviation2, 0))
+    piece_m2 = _partial_loader(plan, m2s)
+    ds = _stage1(ctx, layout, plan, "sum", _stage1_body(plan, reduction_sizes, deviation, 0))
+    piece_d = _partial_loader(plan, ds)
+
+    def m2(kept: Sequence[Any], piece: Any, mean: Any) -> Any:
+        shift = ops.sub(piece_mean(kept, piece), mean)
+        d = piece_d(kept, piece)
+        cross = ops.add(ops.add(d, d), ops.mul(count(piece), shift))
+        return ops.add(piece_m2(kept, piece), ops.mul(shift, cross))
+
+    return SplitMoments(lambda kept, ridx: piece_sum(kept, ridx[0]), m2)
