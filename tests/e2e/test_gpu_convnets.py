@@ -70,20 +70,27 @@ def test_resnet18_bf16_inference_is_channels_last_and_transpose_free():
     assert not transposes, transposes
 
 
-def test_resnet18_fp32_training_step_matches_eager(monkeypatch):
-    """The channels-last training path, forced on (``auto`` keeps training graphs in eager's
-    layout since its first H200 run: conv1's weight gradient came out 13% from eager's with
-    TF32 on). TF32 is off here, so a difference is the layout's, not TF32's."""
-    monkeypatch.setenv("TILEFUSE_CHANNELS_LAST", "1")
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+def _training_pair():
+    """Two equal float32 ResNet-18s (the second compiled, after a reset), a batch of 8
+    64x64 images and their targets: ``(model, twin, x, target, compiled twin)``."""
     model, twin = _resnet18(torch.float32), _resnet18(torch.float32)
     x = torch.randn(8, 3, 64, 64, device="cuda")
     target = torch.randint(0, 100, (8,), device="cuda")
-    loss_fn = torch.nn.CrossEntropyLoss()
     torch._dynamo.reset()
     tilefuse.reset()
-    compiled = torch.compile(twin, backend="tilefuse")
+    return model, twin, x, target, torch.compile(twin, backend="tilefuse")
+
+
+def test_resnet18_fp32_training_step_matches_eager(monkeypatch):
+    """The channels-last training path in float32, forced on (``auto`` keeps float32
+    training graphs in eager's layout since its first H200 run: conv1's weight gradient
+    came out 13% from eager's with TF32 on). TF32 is off here, so a difference is the
+    layout's, not TF32's."""
+    monkeypatch.setenv("TILEFUSE_CHANNELS_LAST", "1")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    model, twin, x, target, compiled = _training_pair()
+    loss_fn = torch.nn.CrossEntropyLoss()
 
     def step(net, fn):
         net.zero_grad()
@@ -111,13 +118,8 @@ def test_resnet18_bf16_autocast_training_step_is_channels_last_by_default():
     close to the float32 step's as eager autocast's are: at most 1.5x its error, the
     worst gradient against eager's worst (the zoo's rule; a single BN weight's gradient
     may differ more, from statistics rounded to bf16 as the graph's meta says)."""
-    model, twin = _resnet18(torch.float32), _resnet18(torch.float32)
-    x = torch.randn(8, 3, 64, 64, device="cuda")
-    target = torch.randint(0, 100, (8,), device="cuda")
+    model, twin, x, target, compiled = _training_pair()
     loss_fn = torch.nn.CrossEntropyLoss()
-    torch._dynamo.reset()
-    tilefuse.reset()
-    compiled = torch.compile(twin, backend="tilefuse")
 
     def step(net, fn, amp=True):
         net.zero_grad()
