@@ -169,3 +169,24 @@ def test_a_cheap_shared_value_is_recomputed_and_eager_readers_share_one_copy():
         ln for ln in reports[0].wrapper.splitlines() if "empty_strided" in ln and "(64, 256)" in ln
     ]
     assert len(copies) <= 3, reports[0].wrapper  # one copy of v; sort's two results
+
+
+def test_independent_tiny_pointwise_nodes_share_one_kernel():
+    """Batch norm's step counters (``num_batches_tracked + 1``, one element each) read
+    nothing in common; they share one launch, and every running statistic stays eager's."""
+    torch.manual_seed(0)
+    eager = torch.nn.Sequential(*[torch.nn.BatchNorm1d(5) for _ in range(4)])
+    twin = torch.nn.Sequential(*[torch.nn.BatchNorm1d(5) for _ in range(4)])
+    twin.load_state_dict(eager.state_dict())
+    x = torch.randn(7, 5)
+    torch._dynamo.reset()
+    tilefuse.reset()
+    from tilefuse.report import collect_reports
+
+    with collect_reports() as reports:
+        actual = torch.compile(twin, backend="tilefuse")(x)
+    torch.testing.assert_close(actual, eager(x))
+    for (name, want), got in zip(eager.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(got, want, msg=name)
+    # per layer a statistics reduction and a normalization; the four counters in one more
+    assert kernel_count(reports) == 2 * 4 + 1, [k.stores for k in reports[0].kernels]

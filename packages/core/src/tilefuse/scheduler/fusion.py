@@ -2,11 +2,13 @@
 
 Each kernel node is offered to the groups it could join: groups holding its
 producers (vertical) or sharing its inputs (horizontal), best score first
-(bytes that fusion keeps out of memory). A candidate is refused, with the
-reason kept for ``tilefuse explain``, when: the node depends on a later group
-(order), the devices differ, the iteration spaces do not fit (this is what
-keeps a reduction from being recomputed), a read would need another thread's
-value, the group is full, the owning backend says no, or the active
+(bytes that fusion keeps out of memory); a tiny pointwise node (at most
+``TINY_ELEMENTS``: a batch norm's step counter) is also offered, last, to earlier
+groups of tiny pointwise nodes of its size, so that such nodes share one launch.
+A candidate is refused, with the reason kept for ``tilefuse explain``, when: the node
+depends on a later group (order), the devices differ, the iteration spaces do not fit
+(this is what keeps a reduction from being recomputed), a read would need another
+thread's value, the group is full, the owning backend says no, or the active
 scheduling policy vetoes it.
 
 A pointwise node that reads a GEMM template's result may become the template's
@@ -28,9 +30,13 @@ from ..ir.symbolic import hint_of
 from ..plugin import Epilogue, FusionCandidate, TensorSpec, Verdict, dtype_name
 from .epilogue import MatchedEpilogue, NotAnEpilogue, match_epilogue
 from .group import FusedGroup, build_group
-from .nodes import TEMPLATE, SchedNode
+from .nodes import POINTWISE, TEMPLATE, SchedNode
 
 MAX_GROUP_NODES = 48
+# Pointwise nodes this small cost a launch more than their work: independent ones of one
+# size may share a kernel (ResNet-18's forward had 20 one-element kernels, one per batch
+# norm's ``num_batches_tracked + 1``).
+TINY_ELEMENTS = 1024
 
 
 @dataclass
@@ -204,6 +210,12 @@ def fuse(
             score = sum(_nbytes(buffers[n]) for n in node.read_names if n in step.names)
             score += sum(_nbytes(producer_of[n].buffer) if n in producer_of else 0 for n in shared)
             candidates.append(FusionCandidate(kind, step, node, score))
+        if _tiny(node):
+            offered = {id(c.first) for c in candidates}
+            for step in steps[max(latest, 0) :]:
+                if isinstance(step, FusedGroup) and id(step) not in offered:
+                    if all(_tiny(n) and n.ranges == node.ranges for n in step.nodes):
+                        candidates.append(FusionCandidate("horizontal", step, node, 0))
         candidates.sort(key=lambda c: -c.score)
         if policy is not None:
             kept = policy.rank_fusions(list(candidates))
@@ -277,6 +289,14 @@ def _try_epilogue(
                 reason = f"no template provider accepts it: {verdict.reason}"
         refusals.append(Refusal("epilogue", group, node.name, reason))
     return False
+
+
+def _tiny(node: SchedNode) -> bool:
+    """A pointwise node of at most ``TINY_ELEMENTS`` elements (a known number)."""
+    if node.kind != POINTWISE:
+        return False
+    numel = sympy.sympify(node.numel)
+    return bool(numel.is_Integer) and int(numel) <= TINY_ELEMENTS
 
 
 def _group_reads(group: FusedGroup) -> set[str]:
