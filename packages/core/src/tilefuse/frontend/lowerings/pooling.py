@@ -28,7 +28,8 @@ from .common import compute_dtype
 
 aten = torch.ops.aten
 
-#: Larger windows stay eager calls: an unrolled body grows with the window.
+#: Larger windows stay eager calls: an unrolled body grows with the window (and a
+#: gradient's with the windows that may cover one element).
 MAX_WINDOW = 64
 
 
@@ -124,6 +125,9 @@ def _max_pool2d_with_indices_backward(
     out_h, out_w = int(grad.size[-2]), int(grad.size[-1])
     width = int(x.size[-1])
     math = compute_dtype(x.dtype)
+    rows, cols = ((k[i] - 1) * d[i] // s[i] + 1 for i in (0, 1))
+    if rows * cols > MAX_WINDOW:  # a dilated window, stride 1: many candidate windows
+        raise Unsupported(f"{rows}x{cols} windows may cover an element (over {MAX_WINDOW})")
 
     def fn(idx: Sequence[Any]) -> Any:
         lead = list(idx[:-2])
