@@ -341,15 +341,36 @@ def _split_mean_and_m2(ctx, x: Value, shape: _Shape, n: Any, math: torch.dtype, 
     def total(idx, ridx):
         return stage2.total(shape.kept_of(idx), ridx)
 
-    summed = BufferValue(ctx.add_buffer(layout, Reduction(layout.size, pieces, "sum", total, math)))
-    mean = ctx.realize(_lazy_map(summed, lambda v: ops.truediv(v, size_value(n, math)), math))
-    mean_v = BufferValue(mean)
+    def stage2_sum(body):
+        reduction = Reduction(layout.size, pieces, "sum", body, math)
+        return BufferValue(ctx.add_buffer(layout, reduction))
+
+    def count():
+        return size_value(n, math)
+
+    summed = stage2_sum(total)
+    rough = BufferValue(ctx.realize(_lazy_map(summed, lambda v: ops.truediv(v, count()), math)))
 
     def m2(idx, ridx):
-        return stage2.m2(shape.kept_of(idx), ridx[0], mean_v.load(idx))
+        return stage2.m2(shape.kept_of(idx), ridx[0], rough.load(idx))
 
-    m2_buf = ctx.add_buffer(layout, Reduction(layout.size, pieces, "sum", m2, math))
-    return mean_v, BufferValue(m2_buf)
+    def offset(idx, ridx):
+        return stage2.offset(shape.kept_of(idx), ridx[0], rough.load(idx))
+
+    # ``rough`` is off the mean by e = sum(x - rough) / n, rounded from large sums where
+    # |mean| >> std: the squared deviations about it are n * e**2 too large. Both corrected.
+    m2_rough, off = stage2_sum(m2), stage2_sum(offset)
+
+    def mean_at(idx):
+        e = ops.truediv(off.load(idx), count())
+        return ops.where(ops.isnan(e), rough.load(idx), ops.add(rough.load(idx), e))
+
+    def m2_at(idx):
+        d = off.load(idx)
+        return ops.sub(m2_rough.load(idx), ops.truediv(ops.mul(d, d), count()))
+
+    mean = BufferValue(ctx.realize(LazyValue(math, x.device, shape.ranges, mean_at)))
+    return mean, LazyValue(math, x.device, shape.ranges, m2_at)
 
 
 def _squeezed(value: Value, x: Value, dims: Sequence[int], keepdim: bool) -> Value:

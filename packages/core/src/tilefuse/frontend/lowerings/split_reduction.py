@@ -29,8 +29,12 @@ computed mean) and, about that centre, its sum of squared deviations ``m2_i`` an
 sum of deviations ``d_i`` (one read of the input: the later sums read registers). Stage
 2 adds the sums (the mean ``mu``), then ``m2_i + (c_i - mu) * (2 d_i + n_i (c_i - mu))``,
 which is exact for any centre: ``d_i`` cancels the rounding of ``c_i`` that would
-otherwise enter at first order where ``|mean| >> std``. Reductions with symbolic
-sizes are not split: the plan would hold for the example sizes only.
+otherwise enter at first order where ``|mean| >> std``. ``mu`` itself, rounded from large
+sums there, is off by ``e = sum_i (n_i (c_i - mu) + d_i) / n`` (computed from small
+differences): the mean is ``mu + e``, and ``n e**2`` comes off the squared deviations.
+
+Reductions with symbolic sizes are not split: the plan would hold for the example sizes
+only.
 """
 
 from __future__ import annotations
@@ -215,10 +219,13 @@ class SplitMoments:
     """Stage 2 of a split variance, as reduction bodies over ``(kept index, (piece,))``
     (reduction ranges ``(plan.chunks,)``): ``total`` sums the pieces' sums (the mean is
     ``total / n``); ``m2(kept, piece, mean)`` is one piece's term of the sum of squared
-    deviations from ``mean`` (the whole reduction's, loaded by the caller)."""
+    deviations from ``mean`` (the whole reduction's, loaded by the caller), and
+    ``offset(kept, piece, mean)`` its term of ``sum(x - mean)``: ``n_i (c_i - mean) + d_i``,
+    which is what a rounded ``mean`` is off by, times ``n``."""
 
     total: Callable[[Sequence[Any], Sequence[Any]], Any]
     m2: Callable[[Sequence[Any], Any, Any], Any]
+    offset: Callable[[Sequence[Any], Any, Any], Any]
 
 
 def split_moments(
@@ -277,4 +284,8 @@ def split_moments(
         cross = ops.add(ops.add(d, d), ops.mul(count(piece), shift))
         return ops.add(piece_m2(kept, piece), ops.mul(shift, cross))
 
-    return SplitMoments(lambda kept, ridx: piece_sum(kept, ridx[0]), m2)
+    def offset(kept: Sequence[Any], piece: Any, mean: Any) -> Any:
+        shift = ops.sub(piece_mean(kept, piece), mean)
+        return ops.add(ops.mul(count(piece), shift), piece_d(kept, piece))
+
+    return SplitMoments(lambda kept, ridx: piece_sum(kept, ridx[0]), m2, offset)
