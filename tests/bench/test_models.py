@@ -37,6 +37,8 @@ def test_relative_error_skips_negligible_outputs_but_not_wrong_shapes_or_nones()
     assert models.relative_error([torch.ones(10), torch.zeros(3)], with_none)[0] == 0.0
     assert models.relative_error(with_none, [torch.ones(10), torch.zeros(3)])[0] == 0.0
     assert models.relative_error([torch.ones(10), torch.ones(3)], with_none)[0] == math.inf
+    nan3 = torch.full((3,), float("nan"))
+    assert models.relative_error([torch.ones(10), nan3], with_none)[0] == math.inf
     assert models.relative_error([torch.ones(10)], ref)[0] == math.inf
     nan = torch.full((10,), float("nan"))
     assert models.relative_error([nan, torch.zeros(4)], ref)[0] == math.inf

@@ -324,3 +324,22 @@ def test_a_saved_convolution_weight_is_saved_channels_last(nhwc):
     x = torch.randn(2, 4, 7, 7, requires_grad=True)
     wrapper = _backward(lambda x: F.conv2d(x, weight * 0.5), x).wrapper
     assert "(6, 4, 3, 3)" not in wrapper, wrapper
+
+
+@pytest.mark.parametrize(("dtype", "want"), [(torch.bfloat16, True), (torch.float32, False)])
+def test_auto_lays_out_half_precision_training_graphs_only(monkeypatch, dtype, want):
+    """``auto`` on a device that prefers NHWC (patched in: the interpreter claims none):
+    a bf16 training step runs its convolutions channels-last, a float32 one does not."""
+    from tilefuse.frontend import lowering
+    from tilefuse.report import collect_reports
+
+    monkeypatch.setenv("TILEFUSE_CHANNELS_LAST", "auto")
+    monkeypatch.setattr(lowering, "_device_prefers", lambda device_type: True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    conv = nn.Conv2d(4, 6, 3, padding=1).to(dtype)
+    x = torch.randn(2, 4, 7, 7, dtype=dtype, requires_grad=True)
+    with collect_reports() as reports:
+        check_grad(lambda x: F.relu(conv(x)), x, dtype=dtype)
+    assert len(reports) == 2
+    nhwc = {r.graph_id: CONV_NHWC in "".join(r.externs.values()) for r in reports}
+    assert set(nhwc.values()) == {want}, [r.externs for r in reports]
