@@ -125,6 +125,20 @@ def test_split_variance_is_as_exact_as_eager(numel, offset):
     check(lambda x: torch.var_mean(x, dim=1), x)
 
 
+def test_split_variance_of_a_constant_is_zero_and_of_one_ulp_steps_is_exact():
+    """Never negative (a NaN std): constant rows give 0; rows stepping by one float32 ulp
+    of 1e4..3e6 (a spread that is all rounding) match float64's variance."""
+    x = torch.full((2, 1031), 123456.7)
+    var, mean = torch.compile(lambda x: torch.var_mean(x, dim=1), backend="tilefuse")(x)
+    assert var.tolist() == [0.0, 0.0] and torch.equal(mean, x[:, 0])
+    for value in (1e4 + 0.7, 3e6):
+        steps = torch.randint(0, 2, (4, 1031)).float() * torch.finfo(torch.float32).eps
+        x = value + steps * value
+        got = torch.compile(lambda x: x.std(dim=1, correction=0), backend="tilefuse")(x)
+        want = x.double().std(dim=1, correction=0)
+        assert ((got.double() - want).abs() / want).max() < 1e-5
+
+
 @pytest.mark.parametrize("dims", [(0,), (0, 2)], ids=["column", "two-dims"])
 def test_split_variance_over_columns_and_several_dims(dims):
     """A variance over the leading dim reads columns (stage 1 laid out by piece first);

@@ -366,8 +366,11 @@ def _split_mean_and_m2(ctx, x: Value, shape: _Shape, n: Any, math: torch.dtype, 
         return ops.where(ops.isnan(e), rough.load(idx), ops.add(rough.load(idx), e))
 
     def m2_at(idx):
+        # Never below 0 (as eager's variance), which rounding allows where the spread is
+        # all rounding; a NaN stays NaN.
         d = off.load(idx)
-        return ops.sub(m2_rough.load(idx), ops.truediv(ops.mul(d, d), count()))
+        m2 = ops.sub(m2_rough.load(idx), ops.truediv(ops.mul(d, d), count()))
+        return ops.maximum(m2, ops.constant(0.0, math))
 
     mean = BufferValue(ctx.realize(LazyValue(math, x.device, shape.ranges, mean_at)))
     return mean, LazyValue(math, x.device, shape.ranges, m2_at)
