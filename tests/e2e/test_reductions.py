@@ -391,3 +391,18 @@ def test_half_softmax_within_one_ulp_of_eager(dtype):
     one_ulp = info.eps * expected.float().abs() + info.smallest_normal * info.eps
     assert ((actual.float() - expected.float()).abs() <= one_ulp).all()
     assert (actual == expected).float().mean() > 0.99
+
+
+def test_variance_and_layer_norm_far_from_zero_match_float64():
+    """Rows whose mean dwarfs their spread: the rough mean, rounded from a large sum, is
+    corrected by the deviations' own sum (a constant row of 1e6 + 0.1 had a std of 0.0625)."""
+    x = torch.full((3, 1031), 1e6 + 0.1)
+    check(lambda x: (x.std(dim=1), torch.var_mean(x, dim=1)), x)
+    torch.manual_seed(0)
+    y = 1e4 + 0.01 * torch.randn(4, 1024)
+    got = torch.compile(lambda y: y.var(dim=1), backend="tilefuse")(y)
+    want = y.double().var(dim=1)
+    assert ((got.double() - want).abs() / want).max() < 1e-5
+    expected = F.layer_norm(y.double(), (1024,)).float()
+    actual = torch.compile(lambda y: F.layer_norm(y, (1024,)), backend="tilefuse")(y)
+    assert (actual - expected).abs().max() <= (F.layer_norm(y, (1024,)) - expected).abs().max()

@@ -126,8 +126,9 @@ def test_split_variance_is_as_exact_as_eager(numel, offset):
 
 
 def test_split_variance_of_a_constant_is_zero_and_of_one_ulp_steps_is_exact():
-    """Never negative (a NaN std): constant rows give 0; rows stepping by one float32 ulp
-    of 1e4..3e6 (a spread that is all rounding) match float64's variance."""
+    """Constant rows give 0 (the mean's correction cancels its rounding exactly; the clamp
+    at 0 is a guard no input here reaches); rows stepping by one float32 ulp of 1e4..3e6
+    (a spread that is all rounding) match float64's variance."""
     x = torch.full((2, 1031), 123456.7)
     var, mean = torch.compile(lambda x: torch.var_mean(x, dim=1), backend="tilefuse")(x)
     assert var.tolist() == [0.0, 0.0] and torch.equal(mean, x[:, 0])

@@ -213,9 +213,8 @@ def fuse(
         if _tiny(node):
             offered = {id(c.first) for c in candidates}
             for step in steps[max(latest, 0) :]:
-                if isinstance(step, FusedGroup) and id(step) not in offered:
-                    if all(_tiny(n) and n.ranges == node.ranges for n in step.nodes):
-                        candidates.append(FusionCandidate("horizontal", step, node, 0))
+                if _takes_tiny(step, node) and id(step) not in offered:
+                    candidates.append(FusionCandidate("horizontal", step, node, 0))
         candidates.sort(key=lambda c: -c.score)
         if policy is not None:
             kept = policy.rank_fusions(list(candidates))
@@ -297,6 +296,14 @@ def _tiny(node: SchedNode) -> bool:
         return False
     numel = sympy.sympify(node.numel)
     return bool(numel.is_Integer) and int(numel) <= TINY_ELEMENTS
+
+
+def _takes_tiny(step: Step, node: SchedNode) -> bool:
+    """Whether ``step`` is a group of tiny pointwise nodes of ``node``'s ranges with room
+    for one more (a full group is not offered, so no refusal is recorded per node)."""
+    if not isinstance(step, FusedGroup) or len(step.nodes) >= MAX_GROUP_NODES:
+        return False
+    return all(_tiny(n) and n.ranges == node.ranges for n in step.nodes)
 
 
 def _group_reads(group: FusedGroup) -> set[str]:

@@ -304,11 +304,12 @@ def _correction(correction: Any, unbiased: Any) -> float:
 
 
 def mean_and_m2(ctx, x: Value, dims: Sequence[int], keepdim: bool, math: torch.dtype):
-    """Two fused reductions: the mean, then the sum of squared deviations from it.
+    """The mean and the sum of squared deviations from it, over ``dims``.
 
-    Exact two-pass variance: numerically as stable as Welford's update, and in
-    one kernel when the row fits (the second pass reads registers, not memory). A long
-    reduction with few outputs splits (``split_moments``) and still reads ``x`` once.
+    Two passes, fused: a rough mean (the sum over the count), then the squared deviations
+    about it and their plain sum, which corrects both (``_corrected``). In one kernel when
+    the row fits (the second pass reads registers, not memory). A long reduction with few
+    outputs splits (``split_moments``) and still reads ``x`` once.
     """
     n = _count(x, dims)
     if x.rank:
@@ -318,16 +319,42 @@ def mean_and_m2(ctx, x: Value, dims: Sequence[int], keepdim: bool, math: torch.d
             mean_v, m2 = _split_mean_and_m2(ctx, x, shape, n, math, plan)
             return _squeezed(mean_v, x, dims, keepdim), _squeezed(m2, x, dims, keepdim), n
     total = reduce(ctx, x, dims, True, "sum", math, math)
-    mean = ctx.realize(_lazy_map(total, lambda v: ops.truediv(v, size_value(n, math)), math))
-    mean_v = BufferValue(mean)
+    rough = BufferValue(
+        ctx.realize(_lazy_map(total, lambda v: ops.truediv(v, size_value(n, math)), math))
+    )
 
-    def dev2(v, full):
-        mu = mean_v.load([sympy.Integer(0) if d in dims else full[d] for d in range(x.rank)])
-        diff = ops.sub(v, mu)
-        return ops.mul(diff, diff)
+    def diff(v, full):
+        return ops.sub(v, rough.load([sympy.Integer(0) if d in dims else full[d]
+                                      for d in range(x.rank)]))  # fmt: skip
 
-    m2 = reduce(ctx, x, dims, keepdim, "sum", math, math, map_fn=dev2)
-    return _squeezed(mean_v, x, dims, keepdim), m2, n
+    m2_rough = reduce(ctx, x, dims, True, "sum", math, math,
+                      map_fn=lambda v, full: ops.mul(diff(v, full), diff(v, full)))  # fmt: skip
+    off = reduce(ctx, x, dims, True, "sum", math, math, map_fn=diff)
+    mean_v, m2 = _corrected(ctx, x.device, rough, m2_rough, off, n, math)
+    return _squeezed(mean_v, x, dims, keepdim), _squeezed(m2, x, dims, keepdim), n
+
+
+def _corrected(ctx, device, rough: Value, m2_rough: Value, off: Value, n: Any, math):
+    """The mean and the sum of squared deviations, from those about a ``rough`` mean
+    (``m2_rough``) and the deviations' plain sum ``off``. Where ``|mean| >> std`` the
+    rough mean is rounded from large sums and off by ``e = off / n``: the mean is
+    ``rough + e`` (``rough`` where ``e`` is NaN: an infinite input), and ``n * e**2``
+    comes off the squared deviations, never below 0 (a NaN stays NaN)."""
+
+    def count():
+        return size_value(n, math)
+
+    def mean_at(idx):
+        e = ops.truediv(off.load(idx), count())
+        return ops.where(ops.isnan(e), rough.load(idx), ops.add(rough.load(idx), e))
+
+    def m2_at(idx):
+        d = off.load(idx)
+        m2 = ops.sub(m2_rough.load(idx), ops.truediv(ops.mul(d, d), count()))
+        return ops.maximum(m2, ops.constant(0.0, math))
+
+    mean = BufferValue(ctx.realize(LazyValue(math, device, rough.size, mean_at)))
+    return mean, LazyValue(math, device, rough.size, m2_at)
 
 
 def _split_mean_and_m2(ctx, x: Value, shape: _Shape, n: Any, math: torch.dtype, plan):
@@ -338,18 +365,14 @@ def _split_mean_and_m2(ctx, x: Value, shape: _Shape, n: Any, math: torch.dtype, 
     pieces = (sympy.Integer(plan.chunks),)
     layout = Layout.contiguous(x.device, math, shape.ranges)
 
-    def total(idx, ridx):
-        return stage2.total(shape.kept_of(idx), ridx)
-
     def stage2_sum(body):
         reduction = Reduction(layout.size, pieces, "sum", body, math)
         return BufferValue(ctx.add_buffer(layout, reduction))
 
-    def count():
-        return size_value(n, math)
-
-    summed = stage2_sum(total)
-    rough = BufferValue(ctx.realize(_lazy_map(summed, lambda v: ops.truediv(v, count()), math)))
+    summed = stage2_sum(lambda idx, ridx: stage2.total(shape.kept_of(idx), ridx))
+    rough = BufferValue(
+        ctx.realize(_lazy_map(summed, lambda v: ops.truediv(v, size_value(n, math)), math))
+    )
 
     def m2(idx, ridx):
         return stage2.m2(shape.kept_of(idx), ridx[0], rough.load(idx))
@@ -357,23 +380,7 @@ def _split_mean_and_m2(ctx, x: Value, shape: _Shape, n: Any, math: torch.dtype, 
     def offset(idx, ridx):
         return stage2.offset(shape.kept_of(idx), ridx[0], rough.load(idx))
 
-    # ``rough`` is off the mean by e = sum(x - rough) / n, rounded from large sums where
-    # |mean| >> std: the squared deviations about it are n * e**2 too large. Both corrected.
-    m2_rough, off = stage2_sum(m2), stage2_sum(offset)
-
-    def mean_at(idx):
-        e = ops.truediv(off.load(idx), count())
-        return ops.where(ops.isnan(e), rough.load(idx), ops.add(rough.load(idx), e))
-
-    def m2_at(idx):
-        # Never below 0 (as eager's variance), which rounding allows where the spread is
-        # all rounding; a NaN stays NaN.
-        d = off.load(idx)
-        m2 = ops.sub(m2_rough.load(idx), ops.truediv(ops.mul(d, d), count()))
-        return ops.maximum(m2, ops.constant(0.0, math))
-
-    mean = BufferValue(ctx.realize(LazyValue(math, x.device, shape.ranges, mean_at)))
-    return mean, LazyValue(math, x.device, shape.ranges, m2_at)
+    return _corrected(ctx, x.device, rough, stage2_sum(m2), stage2_sum(offset), n, math)
 
 
 def _squeezed(value: Value, x: Value, dims: Sequence[int], keepdim: bool) -> Value:
