@@ -190,3 +190,18 @@ def test_independent_tiny_pointwise_nodes_share_one_kernel():
         torch.testing.assert_close(got, want, msg=name)
     # per layer a statistics reduction and a normalization; the four counters in one more
     assert kernel_count(reports) == 2 * 4 + 1, [k.stores for k in reports[0].kernels]
+
+
+def test_a_tiny_node_never_joins_a_group_before_its_producer():
+    """Tiny scalar nodes: one of an input (an early group), one of a reduction's result
+    (produced after that group: it must not move there), one of both."""
+    a, b, c = torch.randn(()), torch.randn(()), torch.randn(64, 33)
+
+    def fn(a, b, c):
+        early = a * 2 + 1
+        total = c.sum()
+        late = total * 3 - b
+        return early, late, early * late + b
+
+    reports = check(fn, a, b, c)
+    assert kernel_count(reports) <= 3
