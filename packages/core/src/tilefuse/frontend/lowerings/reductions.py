@@ -319,9 +319,7 @@ def mean_and_m2(ctx, x: Value, dims: Sequence[int], keepdim: bool, math: torch.d
             mean_v, m2 = _split_mean_and_m2(ctx, x, shape, n, math, plan)
             return _squeezed(mean_v, x, dims, keepdim), _squeezed(m2, x, dims, keepdim), n
     total = reduce(ctx, x, dims, True, "sum", math, math)
-    rough = BufferValue(
-        ctx.realize(_lazy_map(total, lambda v: ops.truediv(v, size_value(n, math)), math))
-    )
+    rough = _rough_mean(ctx, total, n, math)
 
     def diff(v, full):
         return ops.sub(v, rough.load([sympy.Integer(0) if d in dims else full[d]
@@ -332,6 +330,12 @@ def mean_and_m2(ctx, x: Value, dims: Sequence[int], keepdim: bool, math: torch.d
     off = reduce(ctx, x, dims, True, "sum", math, math, map_fn=diff)
     mean_v, m2 = _corrected(ctx, x.device, rough, m2_rough, off, n, math)
     return _squeezed(mean_v, x, dims, keepdim), _squeezed(m2, x, dims, keepdim), n
+
+
+def _rough_mean(ctx, total: Value, n: Any, math: torch.dtype) -> BufferValue:
+    """``total / n`` realized: the mean before ``_corrected`` fixes its rounding."""
+    mean = _lazy_map(total, lambda v: ops.truediv(v, size_value(n, math)), math)
+    return BufferValue(ctx.realize(mean))
 
 
 def _corrected(ctx, device, rough: Value, m2_rough: Value, off: Value, n: Any, math):
@@ -370,9 +374,7 @@ def _split_mean_and_m2(ctx, x: Value, shape: _Shape, n: Any, math: torch.dtype, 
         return BufferValue(ctx.add_buffer(layout, reduction))
 
     summed = stage2_sum(lambda idx, ridx: stage2.total(shape.kept_of(idx), ridx))
-    rough = BufferValue(
-        ctx.realize(_lazy_map(summed, lambda v: ops.truediv(v, size_value(n, math)), math))
-    )
+    rough = _rough_mean(ctx, summed, n, math)
 
     def m2(idx, ridx):
         return stage2.m2(shape.kept_of(idx), ridx[0], rough.load(idx))
