@@ -126,6 +126,66 @@ def test_an_aligned_transposed_b_is_not_copied_its_columns_run_in_two_gemms(monk
     assert pads == [1, 1]
 
 
+@pytest.fixture
+def blocks_on_cpu(monkeypatch):
+    """The CUDA rule of aligned GEMM blocks forced on the CPU for any length that is no
+    multiple of 8 (whatever the size); returns the list of blocks each run took."""
+    monkeypatch.setattr(extern_gemm, "BLOCKED_DEVICES", ("cpu",))
+    monkeypatch.setattr(
+        extern_gemm, "padded_width", lambda dtype, n, numel: -(-n // 8) * 8 if n % 8 else None
+    )
+    taken = []
+    real = extern_gemm._run_in_blocks
+    monkeypatch.setattr(
+        extern_gemm, "_run_in_blocks", lambda i, blk, *r: taken.append(blk) or real(i, blk, *r)
+    )
+    return taken
+
+
+def _padded(rows: int, cols: int, width: int, dtype, g) -> torch.Tensor:
+    """A ``rows x cols`` matrix with rows ``width`` elements apart (a padded-row buffer)."""
+    return torch.randn(rows, width, generator=g).to(dtype)[:, :cols]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("out_dtype", ["same", "float32"])
+def test_an_odd_k_with_aligned_operands_runs_in_blocks_rounded_once(
+    blocks_on_cpu, dtype, out_dtype
+):
+    """A K of no 16-byte multiple, both operands aligned (the logits' gradient with padded
+    rows times the embedding): an aligned GEMM plus a thin one summed in float32, then
+    rounded once; a bare cast stores eager's rounded product. Unaligned operands are not
+    split (splitting would not align them)."""
+    g = torch.Generator().manual_seed(7)
+    a, b = _padded(8, 11, 16, dtype, g), torch.randn(11, 16, generator=g).to(dtype)
+    out_type = dtype if out_dtype == "same" else torch.float32
+    out = torch.empty(8, 16, dtype=out_type)
+    ExternChoice("mm").run(a, b, out=out)
+    expected = torch.mm(a.float(), b.float()).to(dtype).to(out_type)
+    torch.testing.assert_close(out, expected)
+    assert blocks_on_cpu == [("k", 8)]
+    ExternChoice("mm").run(a.contiguous(), b, out=out)  # rows 44 bytes apart: not aligned
+    assert len(blocks_on_cpu) == 1
+
+
+@pytest.mark.parametrize("steps", [(), (Step("relu"),)], ids=["plain", "relu"])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_an_odd_m_of_a_column_major_a_runs_as_two_row_blocks(blocks_on_cpu, steps, out_dtype):
+    """``grad_logits.t() @ x`` (the head's weight gradient): a column-major ``a`` whose M
+    is no 16-byte multiple runs as an aligned block of rows and the rest; with or without
+    an epilogue, into the GEMM's dtype or a float32 result."""
+    g = torch.Generator().manual_seed(8)
+    a = _padded(16, 11, 24, torch.bfloat16, g).t()  # 11 x 16, column-major, lead 48 bytes
+    b = torch.randn(16, 8, generator=g).bfloat16()
+    epi = plugin.Epilogue(steps=steps, operands=(), out_dtype=str(out_dtype).split(".")[-1])
+    out = torch.empty(11, 8, dtype=out_dtype)
+    ExternChoice("mm", epi).run(a, b, out=out)
+    acc = torch.mm(a.float(), b.float())
+    expected = acc.relu() if steps else acc.bfloat16()
+    torch.testing.assert_close(out.float(), expected.float(), rtol=1.6e-2, atol=1e-2)
+    assert blocks_on_cpu == [("m", 8)]
+
+
 class _CudaLike:
     """What ``_padded_width`` reads of a result tensor, as a large CUDA one has it."""
 
@@ -176,3 +236,27 @@ def test_odd_vocabulary_head_matches_eager_on_cuda(steps):
     acc = torch.mm(a.float(), w.t().float())
     expected = torch.nn.functional.gelu(acc, approximate="tanh") if steps else acc
     torch.testing.assert_close(out.float(), expected, rtol=1.6e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
+def test_the_head_backward_runs_in_aligned_blocks_on_cuda():
+    """The two backward GEMMs of an odd-vocabulary head (bf16, N = 2053 > 1M results),
+    reading the logits' gradient with padded rows: split along K and along M, the same
+    values as eager's GEMMs on dense rows."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    dense = torch.randn(512, 2053, device="cuda", generator=g).bfloat16()
+    grad = torch.empty(512, 2056, device="cuda", dtype=torch.bfloat16)[:, :2053]
+    grad.copy_(dense)
+    w = torch.randn(2053, 768, device="cuda", generator=g).bfloat16()
+    x = torch.randn(512, 768, device="cuda", generator=g).bfloat16()
+    assert extern_gemm._aligned_block("mm", grad, w) == ("k", 2048)
+    assert extern_gemm._aligned_block("mm", grad.t(), x) == ("m", 2048)
+    assert extern_gemm._aligned_block("mm", dense, w) is None  # rows 4106 bytes apart
+    grad_x = torch.empty(512, 768, device="cuda", dtype=torch.bfloat16)
+    ExternChoice("mm").run(grad, w, out=grad_x)
+    torch.testing.assert_close(grad_x, torch.mm(dense, w), rtol=1.6e-2, atol=1e-1)
+    grad_w = torch.empty(2053, 768, device="cuda", dtype=torch.float32)  # autocast's cast
+    ExternChoice("mm").run(grad.t(), x, out=grad_w)
+    torch.testing.assert_close(grad_w, torch.mm(dense.t(), x).float(), rtol=1.6e-2, atol=1e-1)

@@ -71,10 +71,10 @@ def padded_rows_on_cpu(monkeypatch):
     """The CUDA rule of padded GEMM rows forced on the CPU for N % 8 != 0; returns the
     list of the strides every extern GEMM's result had."""
     from tilefuse import extern_gemm, plugin
-    from tilefuse.frontend.lowerings import matmul
+    from tilefuse.frontend import gemm_rows
 
-    monkeypatch.setattr(matmul, "PADDED_ROW_DEVICES", ("cpu",))
-    monkeypatch.setattr(matmul, "padded_width", lambda dtype, n, numel: _round_up_8(n))
+    monkeypatch.setattr(gemm_rows, "PADDED_ROW_DEVICES", ("cpu",))
+    monkeypatch.setattr(gemm_rows, "padded_width", lambda dtype, n, numel: _round_up_8(n))
     monkeypatch.setattr(extern_gemm, "_padded_width", lambda op, b, out: _round_up_8(out.shape[-1]))
     strides: list[tuple[int, ...]] = []
     real_run = plugin.ExternChoice.run
@@ -129,6 +129,43 @@ def test_padded_logits_train_and_keep_eager_strides_when_a_backward_returns_them
     for g, e in zip(got, want, strict=True):
         torch.testing.assert_close(g, e)
         assert g.stride() == e.stride()
+
+
+def test_a_logits_gradient_gets_padded_rows_and_the_head_gemms_run_in_aligned_blocks(
+    padded_rows_on_cpu, monkeypatch
+):
+    """A language model's head in training: the logits' gradient, which both backward
+    GEMMs read (as it is, and transposed), is written with padded rows, so the input's
+    gradient runs as aligned blocks of K and the weight's as aligned blocks of M (the
+    CUDA rule forced on the CPU). Loss, gradients and their strides are eager's."""
+    from tilefuse import extern_gemm
+
+    monkeypatch.setattr(extern_gemm, "BLOCKED_DEVICES", ("cpu",))
+    monkeypatch.setattr(extern_gemm, "padded_width", lambda dtype, n, numel: _round_up_8(n))
+    blocks = []
+    real = extern_gemm._run_in_blocks
+    monkeypatch.setattr(
+        extern_gemm, "_run_in_blocks", lambda i, blk, *r: blocks.append(blk) or real(i, blk, *r)
+    )
+    x0, w0 = torch.randn(8, 16), torch.randn(11, 16)
+    target = torch.tensor([0, 3, 10, 7, 1, 1, 9, 2])
+
+    def run(fn):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        loss = fn(x, w)
+        loss.backward()
+        return loss.detach(), x.grad, w.grad
+
+    def fn(x, w):
+        return torch.nn.functional.cross_entropy(x @ w.t(), target)
+
+    got = run(torch.compile(fn, backend="tilefuse"))
+    want = run(fn)
+    for g, e in zip(got, want, strict=True):
+        torch.testing.assert_close(g, e)
+        assert g.stride() == e.stride()
+    assert sorted(blocks) == [("k", 8), ("m", 8)], blocks
+    assert tilefuse.stats()["graphs_compiled"] >= 2 and tilefuse.stats()["graphs_fallen_back"] == 0
 
 
 def test_a_reshaped_product_is_returned_as_a_view_not_copied():
@@ -197,3 +234,40 @@ def test_an_odd_n_product_of_a_symbolic_m_keeps_padded_rows_too(padded_rows_on_c
     assert tilefuse.stats()["graphs_compiled_symbolic"] == 1, tilefuse.stats()
     strides = padded_rows_on_cpu
     assert strides and all(s == (16, 1) for s in strides), strides
+
+
+@pytest.mark.gpu
+def test_an_autocast_head_training_step_runs_its_backward_gemms_in_aligned_blocks(monkeypatch):
+    """An odd-vocabulary head (2053) under bf16 autocast on CUDA, with the real rule: both
+    backward GEMMs read the logits' gradient with padded rows and run in aligned blocks;
+    loss and gradients match eager autocast's."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from tilefuse import extern_gemm
+
+    blocks = []
+    real = extern_gemm._run_in_blocks
+    monkeypatch.setattr(
+        extern_gemm, "_run_in_blocks", lambda i, blk, *r: blocks.append(blk) or real(i, blk, *r)
+    )
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x0 = torch.randn(512, 768, device="cuda", generator=g)
+    w0 = torch.randn(2053, 768, device="cuda", generator=g) / 30
+    target = torch.randint(0, 2053, (512,), device="cuda", generator=g)
+
+    def fn(x, w):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = x @ w.t()
+        return F.cross_entropy(logits.float(), target)
+
+    def run(f):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        loss = f(x, w)
+        loss.backward()
+        return loss.detach(), x.grad, w.grad
+
+    got, want = run(torch.compile(fn, backend="tilefuse")), run(fn)
+    for a, e in zip(got, want, strict=True):
+        torch.testing.assert_close(a, e, rtol=2e-2, atol=2e-4)
+    assert sorted(blocks) == [("k", 2048), ("m", 2048)], blocks
+    assert tilefuse.stats()["graphs_fallen_back"] == 0

@@ -50,6 +50,9 @@ class ExternChoice:
             return
         if width is not None:  # N padded with zero columns of B, the result sliced back
             op_inputs = (*op_inputs[:-1], _pad_columns(op_inputs[-1], width))
+        elif (block := _aligned_block(self.op, *op_inputs)) is not None:
+            _run_in_blocks(op_inputs, block, epi, operands, out)
+            return
         # In place only when ``out`` has the op's own dtype (an epilogue may be a bare cast,
         # e.g. autocast's bf16 GEMM stored as float32).
         if (
@@ -87,6 +90,9 @@ class ExternChoice:
             return None
         cuda = torch.device(out.device).type == "cuda"
         if cuda and self.op in ("mm", "bmm") and padded_width(b.dtype, size[-1], math.prod(size)):
+            return None
+        blocked = torch.device(out.device).type in BLOCKED_DEVICES
+        if blocked and self.op == "mm" and _may_run_in_blocks(b, size):
             return None
         return getattr(torch, self.op)
 
@@ -135,6 +141,82 @@ def _reads_aligned(op: str, b: Any) -> bool:
         return False
     size = b.element_size()
     return (b.stride(-1) * size) % 16 == 0 and (b.data_ptr() % 16) == 0
+
+
+def _aligned_block(op: str, *inputs: Any) -> tuple[str, int] | None:
+    """For a large half-precision CUDA ``mm`` whose operands have 16-byte-aligned starts
+    and leading dimensions but whose K, or M where ``a`` is column-major, is no multiple
+    of 16 bytes (a language model's head in the backward, reading the logits' gradient
+    with padded rows: ``frontend.gemm_rows``): ``("k", n)`` or ``("m", n)``, with ``n``
+    that dimension's largest aligned length, which ``_run_in_blocks`` runs as a GEMM of
+    cuBLAS's aligned kernels plus a thin one for the rest. Else ``None``."""
+    if op != "mm" or len(inputs) != 2:
+        return None
+    a, b = inputs
+    if a.device.type not in BLOCKED_DEVICES or not (_aligned(a) and _aligned(b)):
+        return None
+    (m, k), n = a.shape, b.shape[-1]
+    per = 16 // a.element_size()
+    if padded_width(a.dtype, k, max(m * n, m * k)) is not None:
+        return ("k", k - k % per)
+    if a.stride(0) == 1 and a.stride(1) != 1 and padded_width(a.dtype, m, max(m * n, m * k)):
+        return ("m", m - m % per)
+    return None
+
+
+def _may_run_in_blocks(b: Any, out_size: Sequence[int]) -> bool:
+    """Whether some ``a`` could make ``_aligned_block`` split an ``mm`` with this ``b``
+    (a ``Layout``) and result size: its K or M is a slow length (judged at the largest
+    operand size the call could have)."""
+    k, (m, n) = int(b.size[0]), out_size
+    big = max(m * n, m * k)
+    return any(padded_width(b.dtype, d, big) is not None for d in (k, m))
+
+
+# Where ``_aligned_block`` splits a GEMM (cuBLAS's alignment rule); tests add the CPU.
+BLOCKED_DEVICES = ("cuda",)
+
+
+def _aligned(t: Any) -> bool:
+    """Whether the 2-D ``t`` is row- or column-major with a 16-byte-aligned start and
+    leading dimension."""
+    if t.dim() != 2 or 1 not in t.stride():
+        return False
+    lead = t.stride(0) if t.stride(1) == 1 else t.stride(1)
+    return (lead * t.element_size()) % 16 == 0 and t.data_ptr() % 16 == 0
+
+
+def _run_in_blocks(
+    inputs: Sequence[Any], block: tuple[str, int], epi: Epilogue, operands: Any, out: Any
+) -> None:
+    """``out = epilogue(a @ b)`` with the dimension ``block`` names split at its aligned
+    length. Split along K, the two partial products add in a float32 accumulator, so the
+    result is rounded once, as one GEMM's; split along M, each block of rows is its own
+    GEMM. Without epilogue steps the result is rounded to the GEMM's dtype before it is
+    stored, as eager's ``mm`` then a cast does."""
+    import torch
+
+    a, b = inputs
+    dim, cut = block
+    if dim == "k":
+        acc = _float32_accumulator(torch.mm, (a[:, :cut], b[:cut]))
+        acc.addmm_(a[:, cut:].float(), b[cut:].float())
+    else:
+        rows = (slice(0, cut), slice(cut, a.shape[0]))
+        if not epi.steps:
+            dst = out if out.dtype == b.dtype else out.new_empty(out.shape, dtype=b.dtype)
+            for r in rows:
+                torch.mm(a[r], b, out=dst[r])
+            if dst is not out:
+                out.copy_(dst)
+            return
+        acc = out.new_empty(out.shape, dtype=torch.float32)
+        for r in rows:
+            acc[r] = _float32_accumulator(torch.mm, (a[r], b))
+    if epi.steps:
+        out.copy_(epi.apply_reference(acc, operands))
+    else:
+        out.copy_(acc.to(b.dtype))
 
 
 def _split_columns(a: Any, b: Any, out: Any, width: int) -> None:

@@ -64,6 +64,7 @@ from .wrapper import WrapperPlan
 BASE_HEADERS = (
     "ATen/ATen.h",
     "torch/csrc/utils/pybind.h",  # the at::Tensor <-> torch.Tensor pybind11 caster
+    "algorithm",  # std::max (mm_in_blocks)
     "array",
     "cstdint",
     "limits",
@@ -120,6 +121,50 @@ static bool aligned(const at::Tensor& t) {
     return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0;
 }
 
+// A 2-D row- or column-major tensor with a 16-byte-aligned start and leading dimension.
+static bool aligned_lead(const at::Tensor& t) {
+    if (t.dim() != 2 || (t.stride(0) != 1 && t.stride(1) != 1)) {
+        return false;
+    }
+    const int64_t lead = t.stride(1) == 1 ? t.stride(0) : t.stride(1);
+    return (lead * static_cast<int64_t>(t.element_size())) % 16 == 0 && aligned(t);
+}
+
+// extern_gemm.py's _aligned_block and _run_in_blocks: with aligned operands, a large K (or
+// a column-major a's M) that is no multiple of 16 bytes runs as an aligned GEMM plus a thin
+// one; split along K, in a float32 accumulator rounded once. False where it does not apply.
+static bool mm_in_blocks(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, int64_t per) {
+    if (!aligned_lead(a) || !aligned_lead(b)) {
+        return false;
+    }
+    const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+    if (std::max(m * n, m * k) < (int64_t(1) << 20)) {
+        return false;
+    }
+    if (k % per != 0) {
+        const int64_t cut = k - k % per;
+        at::Tensor acc = at::mm(a.narrow(1, 0, cut), b.narrow(0, 0, cut), at::kFloat);
+        const at::Tensor a_rest = a.narrow(1, cut, k - cut).to(at::kFloat);
+        acc.addmm_(a_rest, b.narrow(0, cut, k - cut).to(at::kFloat));
+        out.copy_(acc.to(b.scalar_type()));
+        return true;
+    }
+    if (m % per != 0 && a.stride(0) == 1 && a.stride(1) != 1) {
+        const int64_t cut = m - m % per;
+        const bool own = out.scalar_type() == b.scalar_type();
+        at::Tensor dst = own ? out : at::empty({m, n}, b.options());
+        at::Tensor head = dst.narrow(0, 0, cut);
+        at::Tensor tail = dst.narrow(0, cut, m - cut);
+        at::mm_out(head, a.narrow(0, 0, cut), b);
+        at::mm_out(tail, a.narrow(0, cut, m - cut), b);
+        if (!own) {
+            out.copy_(dst);
+        }
+        return true;
+    }
+    return false;
+}
+
 // ExternChoice.run for mm (extern_gemm.py): cuBLAS serves a large half-precision N that is
 // no multiple of 16 bytes only with its 1-element-aligned kernels, so the product goes to
 // rows padded to such a multiple (an aligned column-major b is read in place, as its
@@ -130,6 +175,9 @@ static void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, b
     const int64_t per = 16 / static_cast<int64_t>(b.element_size());
     const bool half = b.scalar_type() == at::kHalf || b.scalar_type() == at::kBFloat16;
     if (!out.is_cuda() || !half || n % per == 0 || out.numel() < (int64_t(1) << 20)) {
+        if (out.is_cuda() && half && mm_in_blocks(out, a, b, per)) {
+            return;
+        }
         if (in_place) {
             at::mm_out(out, a, b);
         } else {

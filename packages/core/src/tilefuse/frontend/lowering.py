@@ -39,6 +39,7 @@ from ..ir.nodes import (
 )
 from ..ir.ops import trace_reads
 from ..ir.symbolic import hint_of, is_symbolic_value, known_nonnegative, size_expr, size_hints
+from .gemm_rows import operand_rows
 from .layout_choice import (
     GraphLayout,
     channels_last_compatible,
@@ -492,6 +493,10 @@ class GraphLowering:
                     # Eager's order, without the gaps of a view into a larger tensor.
                     result.stride_hint = dense_strides_like(result.size, stride)
         if isinstance(result, LazyValue):
+            padded = operand_rows(node, self.size_hints)
+            if padded is not None and tuple(result.size) == sympify_sizes(meta.shape):
+                result.stride_hint = padded  # a GEMM operand with rows cuBLAS aligns
+                return BufferValue(self.realize(result))
             if result.cost() > MAX_INLINE_OPS:
                 return BufferValue(self.realize(result))
             readers = [u for u in node.users if u.target not in _READS_ONLY_METADATA]
