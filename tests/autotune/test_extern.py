@@ -256,7 +256,17 @@ def test_the_head_backward_runs_in_aligned_blocks_on_cuda():
     assert extern_gemm._aligned_block("mm", dense, w) is None  # rows 4106 bytes apart
     grad_x = torch.empty(512, 768, device="cuda", dtype=torch.bfloat16)
     ExternChoice("mm").run(grad, w, out=grad_x)
-    torch.testing.assert_close(grad_x, torch.mm(dense, w), rtol=1.6e-2, atol=1e-1)
+    _no_worse_than_eager(grad_x, dense, w)
     grad_w = torch.empty(2053, 768, device="cuda", dtype=torch.float32)  # autocast's cast
     ExternChoice("mm").run(grad.t(), x, out=grad_w)
-    torch.testing.assert_close(grad_w, torch.mm(dense.t(), x).float(), rtol=1.6e-2, atol=1e-1)
+    _no_worse_than_eager(grad_w, dense.t(), x)
+
+
+def _no_worse_than_eager(out, a, b):
+    """``out`` (``a @ b``) is as close to the float32 product as eager's bf16 ``mm`` is,
+    within bf16's own rounding: cuBLAS's bf16 GEMM may reduce in reduced precision, so
+    eager is not the exact reference (at K = 2053 it is several ulps off)."""
+    exact = torch.mm(a.float(), b.float())
+    ours = (out.float() - exact).abs().max().item()
+    eager = (torch.mm(a, b).float() - exact).abs().max().item()
+    assert ours <= 1.5 * eager + 2**-8 * exact.abs().max().item(), (ours, eager)

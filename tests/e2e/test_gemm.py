@@ -266,8 +266,12 @@ def test_an_autocast_head_training_step_runs_its_backward_gemms_in_aligned_block
         loss.backward()
         return loss.detach(), x.grad, w.grad
 
-    got, want = run(torch.compile(fn, backend="tilefuse")), run(fn)
-    for a, e in zip(got, want, strict=True):
-        torch.testing.assert_close(a, e, rtol=2e-2, atol=2e-4)
+    def exact(x, w):  # the float32 reference both bf16 runs are measured against
+        return F.cross_entropy(x @ w.t(), target)
+
+    got, want, ref = run(torch.compile(fn, backend="tilefuse")), run(fn), run(exact)
+    for a, e, r in zip(got, want, ref, strict=True):
+        ours, eager = (a - r).abs().max().item(), (e - r).abs().max().item()
+        assert ours <= 1.5 * eager + 1e-3 * r.abs().max().item(), (ours, eager)
     assert sorted(blocks) == [("k", 2048), ("m", 2048)], blocks
     assert tilefuse.stats()["graphs_fallen_back"] == 0
