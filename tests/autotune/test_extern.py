@@ -168,6 +168,43 @@ def test_an_odd_k_with_aligned_operands_runs_in_blocks_rounded_once(
     assert len(blocks_on_cpu) == 1
 
 
+def test_no_split_where_it_would_not_align_anything(blocks_on_cpu):
+    """K is split only where an operand holds it contiguously (a column-major ``a`` times
+    a row-major ``b`` reads K strided in both), and never at zero (a K shorter than 16
+    bytes, as in an outer product); a row-major ``a``'s odd M is not split."""
+    g = torch.Generator().manual_seed(9)
+    a = torch.randn(11, 16, generator=g).bfloat16().t()  # 16 x 11, column-major, K = 11
+    b = torch.randn(11, 8, generator=g).bfloat16()  # row-major
+    assert extern_gemm._aligned_block("mm", a, b) is None
+    outer = torch.randn(3, 16, generator=g).bfloat16()
+    assert extern_gemm._aligned_block("mm", outer.t(), torch.randn(3, 8).bfloat16()) is None
+    rows = _padded(11, 16, 16, torch.bfloat16, g)  # row-major, M = 11, K = 16
+    assert extern_gemm._aligned_block("mm", rows, torch.randn(16, 8).bfloat16()) is None
+    out = torch.empty(16, 8, dtype=torch.bfloat16)
+    ExternChoice("mm").run(a, b, out=out)
+    torch.testing.assert_close(out, torch.mm(a, b))
+    assert blocks_on_cpu == []
+
+
+def test_a_symbolic_k_keeps_the_graph_symbolic_without_a_selector(blocks_on_cpu, monkeypatch):
+    """``x.t() @ y`` with a dynamic row count (a weight gradient's K = B * T) on the
+    extern GEMM, where the wrapper asks ``direct_op`` with a symbolic K: the graph still
+    compiles once, symbolically, and each call's result is eager's."""
+    import tilefuse
+    from tilefuse.codegen import templates
+
+    monkeypatch.setattr(templates, "why_no_selector", lambda device: "no selector (test)")
+    fn = lambda x, y: x.t() @ y  # noqa: E731
+    compiled = torch.compile(fn, backend="tilefuse")
+    for rows in (10, 12, 13):
+        x, y = torch.randn(rows, 16), torch.randn(rows, 8)
+        torch._dynamo.mark_dynamic(x, 0)
+        torch._dynamo.mark_dynamic(y, 0)
+        torch.testing.assert_close(compiled(x, y), fn(x, y))
+    stats = tilefuse.stats()
+    assert stats["graphs_compiled_symbolic"] == 1 and stats["symbolic_fallbacks"] == 0, stats
+
+
 @pytest.mark.parametrize("steps", [(), (Step("relu"),)], ids=["plain", "relu"])
 @pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32], ids=str)
 def test_an_odd_m_of_a_column_major_a_runs_as_two_row_blocks(blocks_on_cpu, steps, out_dtype):

@@ -219,7 +219,7 @@ def _inner_compiler(
         from .pipeline import compile_graph
 
         reported, free = _saved_activations(gm)
-        # A forward graph's saved tensors may keep a GEMM's padded rows: AOTAutograd
+        # A forward graph's saved tensors may keep padded GEMM rows (gemm_rows): AOTAutograd
         # compiles the backward for the strides it reports (a symbolic graph reports none).
         padded = stage == "forward" and reported is not None and not symbolic
         with config.overrides(settings):

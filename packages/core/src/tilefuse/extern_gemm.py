@@ -100,6 +100,8 @@ class ExternChoice:
         return f"ExternChoice({self.op!r})"
 
 
+# Where ``_aligned_block`` splits a GEMM (cuBLAS's alignment rule); tests add the CPU.
+BLOCKED_DEVICES = ("cuda",)
 # Below this many result elements an odd N is not worth a padded copy of B. The C++
 # wrapper's ``mm_into`` (codegen/cpp_wrapper.py) makes the same choices for ``mm``.
 _PAD_MIN_ELEMENTS = 1 << 20
@@ -153,13 +155,17 @@ def _aligned_block(op: str, *inputs: Any) -> tuple[str, int] | None:
     if op != "mm" or len(inputs) != 2:
         return None
     a, b = inputs
-    if a.device.type not in BLOCKED_DEVICES or not (_aligned(a) and _aligned(b)):
+    if a.device.type not in BLOCKED_DEVICES or not (_aligned_operand(a) and _aligned_operand(b)):
         return None
     (m, k), n = a.shape, b.shape[-1]
     per = 16 // a.element_size()
-    if padded_width(a.dtype, k, max(m * n, m * k)) is not None:
+    big = max(m * n, m * k)
+    # K matters where an operand holds it contiguously (a row-major a, a column-major b).
+    k_contiguous = a.stride(1) == 1 or b.stride(0) == 1
+    if k_contiguous and k >= per and padded_width(a.dtype, k, big) is not None:
         return ("k", k - k % per)
-    if a.stride(0) == 1 and a.stride(1) != 1 and padded_width(a.dtype, m, max(m * n, m * k)):
+    column_major = a.stride(0) == 1 and a.stride(1) != 1
+    if column_major and m >= per and padded_width(a.dtype, m, big) is not None:
         return ("m", m - m % per)
     return None
 
@@ -168,16 +174,15 @@ def _may_run_in_blocks(b: Any, out_size: Sequence[int]) -> bool:
     """Whether some ``a`` could make ``_aligned_block`` split an ``mm`` with this ``b``
     (a ``Layout``) and result size: its K or M is a slow length (judged at the largest
     operand size the call could have)."""
-    k, (m, n) = int(b.size[0]), out_size
+    k_size = b.size[0]
+    if not (isinstance(k_size, int) or getattr(k_size, "is_Integer", False)):
+        return True  # a symbolic K: ``run`` decides at each call
+    k, (m, n) = int(k_size), out_size
     big = max(m * n, m * k)
     return any(padded_width(b.dtype, d, big) is not None for d in (k, m))
 
 
-# Where ``_aligned_block`` splits a GEMM (cuBLAS's alignment rule); tests add the CPU.
-BLOCKED_DEVICES = ("cuda",)
-
-
-def _aligned(t: Any) -> bool:
+def _aligned_operand(t: Any) -> bool:
     """Whether the 2-D ``t`` is row- or column-major with a 16-byte-aligned start and
     leading dimension."""
     if t.dim() != 2 or 1 not in t.stride():

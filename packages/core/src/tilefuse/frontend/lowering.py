@@ -124,8 +124,8 @@ class GraphLowering:
         """``free_outputs``: indices of graph outputs whose strides may differ from eager's
         (activations saved for a backward graph that is compiled for the strides this
         graph reports); every other output keeps eager's strides, except that with
-        ``padded_outputs`` a GEMM result whose rows were padded for cuBLAS
-        (``matmul._padded_rows``) and that is saved for the backward (never the caller's)
+        ``padded_outputs`` a GEMM result or operand whose rows were padded for cuBLAS
+        (``gemm_rows``) and that is saved for the backward (never the caller's)
         keeps those rows, not copied dense: eager's stride order, its row stride rounded
         up to 16 bytes. The caller always gets eager's strides (``view(-1)`` works)."""
         self.gm = gm
@@ -495,8 +495,9 @@ class GraphLowering:
         if isinstance(result, LazyValue):
             padded = operand_rows(node, self.size_hints)
             if padded is not None and tuple(result.size) == sympify_sizes(meta.shape):
-                result.stride_hint = padded  # a GEMM operand with rows cuBLAS aligns
-                return BufferValue(self.realize(result))
+                # A GEMM operand with rows cuBLAS aligns (a copy: ``alias`` and ``view``
+                # hand on their input's own value object, which others may realize).
+                return BufferValue(self.realize(dataclasses.replace(result, stride_hint=padded)))
             if result.cost() > MAX_INLINE_OPS:
                 return BufferValue(self.realize(result))
             readers = [u for u in node.users if u.target not in _READS_ONLY_METADATA]
@@ -723,7 +724,7 @@ def _reads_only(op: Any) -> bool:
 
 def _rows_padded(layout: Layout, eager: Layout) -> Layout | None:
     """``layout`` as eager's row-major ``eager`` with rows longer than they hold (a
-    padded GEMM result, or a reshape of one), size-1 dims given the strides of that
+    padded GEMM result or operand, or a reshape of one), size-1 dims given the strides of that
     packing; ``None`` when it is not one: other sizes or offset, a last stride other
     than 1, a row stride that is not a static length past the row, or an outer dim not
     packed over the padded rows."""
