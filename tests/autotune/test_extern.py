@@ -186,15 +186,17 @@ def test_no_split_where_it_would_not_align_anything(blocks_on_cpu):
     assert blocks_on_cpu == []
 
 
+@pytest.mark.usefixtures("fresh_compile_state")
 def test_a_symbolic_k_keeps_the_graph_symbolic_without_a_selector(blocks_on_cpu, monkeypatch):
-    """``x.t() @ y`` with a dynamic row count (a weight gradient's K = B * T) on the
-    extern GEMM, where the wrapper asks ``direct_op`` with a symbolic K: the graph still
-    compiles once, symbolically, and each call's result is eager's."""
+    """``(x * 2).t() @ y`` with a dynamic row count (a weight gradient's K = B * T) on the
+    extern GEMM: ``gemm_rows`` looks at the intermediate and the wrapper asks
+    ``direct_op`` with a symbolic K, and neither specializes it: the graph compiles once,
+    symbolically, and each call's result is eager's."""
     import tilefuse
     from tilefuse.codegen import templates
 
     monkeypatch.setattr(templates, "why_no_selector", lambda device: "no selector (test)")
-    fn = lambda x, y: x.t() @ y  # noqa: E731
+    fn = lambda x, y: (x * 2).t() @ y  # noqa: E731
     compiled = torch.compile(fn, backend="tilefuse")
     for rows in (10, 12, 13):
         x, y = torch.randn(rows, 16), torch.randn(rows, 8)

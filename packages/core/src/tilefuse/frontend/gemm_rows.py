@@ -52,10 +52,15 @@ def operand_rows(node: torch.fx.Node, hints: Mapping[Any, int]) -> tuple[sympy.E
     A value the graph computes is written with them at no cost; one that only views an
     input (the logits' gradient as a tangent, when the loss runs outside the graph) costs
     a copy, which at GPT-2's size is about a twentieth of what the aligned GEMMs save."""
-    meta = node.meta.get("val")
-    if not isinstance(meta, torch.Tensor) or not meta.is_contiguous():
-        return None
     if not any(_feeds_mm(user) for user in node.users):
+        return None
+    meta = node.meta.get("val")
+    if not isinstance(meta, torch.Tensor) or meta.dim() != 2:
+        return None
+    # Row-major with static strides, read without asking a symbolic size anything (a
+    # question about a symbol, as ``is_contiguous`` asks, adds a guard that specializes it).
+    n, strides = meta.shape[1], tuple(meta.stride())
+    if not all(isinstance(v, int) for v in (n, *strides)) or strides != (n, 1):
         return None
     return _padded_strides(meta, hints)
 
