@@ -153,7 +153,7 @@ static bool mm_in_blocks(at::Tensor& out, const at::Tensor& a, const at::Tensor&
 #endif
         const at::Tensor a_rest = a.narrow(1, cut, k - cut).to(at::kFloat);
         acc.addmm_(a_rest, b.narrow(0, cut, k - cut).to(at::kFloat));
-        out.copy_(acc.to(b.scalar_type()));
+        out.copy_(out.scalar_type() == b.scalar_type() ? acc : acc.to(b.scalar_type()));
         return true;
     }
     if (m % per != 0 && m >= per && a.stride(0) == 1 && a.stride(1) != 1) {
