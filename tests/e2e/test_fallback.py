@@ -254,3 +254,39 @@ def test_an_eager_forward_hands_the_compiled_backward_the_dtypes_it_was_compiled
     assert stats["graphs_fallen_back"] == 1 and stats["graphs_compiled"] == 1, stats
     for got, want in zip(leaves, expected_leaves):
         torch.testing.assert_close(got.grad, want.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_a_backward_falling_back_reads_saved_padded_rows_through_reshape(monkeypatch, not_strict):
+    """A backward that runs eagerly (its kernel fails to build) reads what the compiled
+    forward saved: here a GEMM result with padded rows (the CUDA rule forced on the CPU),
+    which the backward views as one flat row. Eager's ``view`` refuses those strides; the
+    fallback runs ``reshape`` in its place, and the gradients are eager's."""
+    from tilefuse import extern_gemm
+    from tilefuse.frontend import gemm_rows
+
+    def pad8(n):
+        return -(-n // 8) * 8 if n % 8 else None
+
+    monkeypatch.setattr(gemm_rows, "PADDED_ROW_DEVICES", ("cpu",))
+    monkeypatch.setattr(gemm_rows, "padded_width", lambda dtype, n, numel: pad8(n))
+    monkeypatch.setattr(extern_gemm, "_padded_width", lambda op, b, out: pad8(out.shape[-1]))
+    x0, w0 = torch.randn(6, 16), torch.randn(11, 16)
+
+    def fn(x, w):
+        return ((x @ w.t()).view(-1) ** 3).sum()
+
+    def broken_build(self):
+        raise RuntimeError("synthetic build failure")
+
+    torch._dynamo.reset()
+    tilefuse.reset()
+    x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+    loss = torch.compile(fn, backend="tilefuse")(x, w)
+    monkeypatch.setattr(TritonKernel, "build", broken_build)  # the backward compiles now
+    loss.backward()
+    x_eager, w_eager = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+    fn(x_eager, w_eager).backward()
+    torch.testing.assert_close(x.grad, x_eager.grad, rtol=1e-4, atol=1e-4)  # (cubes)
+    torch.testing.assert_close(w.grad, w_eager.grad, rtol=1e-4, atol=1e-4)
+    assert tilefuse.stats()["graphs_compiled"] == 1
+    assert tilefuse.stats()["graphs_fallen_back"] == 1

@@ -83,8 +83,14 @@ def _eager(gm: torch.fx.GraphModule) -> Callable:
     tensors) with kernels made for those dtypes, and an op's meta function and its
     kernel can disagree: CPU ``native_layer_norm`` of a bfloat16 input with float32
     weights returns float32 statistics, its meta says bfloat16 (the price: statistics
-    rounded to bfloat16, as every compiled path that follows the meta rounds them)."""
+    rounded to bfloat16, as every compiled path that follows the meta rounds them).
+
+    Its ``view`` nodes become ``reshape`` (in place, on ``gm``): a backward reads tensors
+    the compiled forward saved, and those may have strides eager's never have (padded
+    GEMM rows, channels-last), which a ``view`` merging their dims refuses; ``reshape``
+    is the same view wherever one exists and a copy where none does."""
     counters.bump("graphs_fallen_back")
+    _views_as_reshapes(gm)
     run = make_boxed_func(gm.forward)
     output = next(n for n in reversed(gm.graph.nodes) if n.op == "output").args[0]
     if not isinstance(output, (list, tuple)):  # (AOTAutograd's graphs return tuples)
@@ -109,6 +115,19 @@ def _eager(gm: torch.fx.GraphModule) -> Callable:
 
     call._boxed_call = True  # type: ignore[attr-defined]
     return call
+
+
+def _views_as_reshapes(gm: torch.fx.GraphModule) -> None:
+    """Retarget ``gm``'s ``aten.view``/``aten._unsafe_view`` nodes to ``aten.reshape``."""
+    aten = torch.ops.aten
+    views = (aten.view.default, aten._unsafe_view.default)
+    changed = False
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in views:
+            node.target = aten.reshape.default
+            changed = True
+    if changed:
+        gm.recompile()
 
 
 def _eager_without_cuda_graphs(why: str) -> None:
