@@ -88,11 +88,11 @@ class ExternChoice:
         want = contiguous_strides(size)
         if any(n != 1 and a != w for n, a, w in zip(size, out.stride, want, strict=True)):
             return None
-        cuda = torch.device(out.device).type == "cuda"
-        if cuda and self.op in ("mm", "bmm") and padded_width(b.dtype, size[-1], math.prod(size)):
+        device = torch.device(out.device).type
+        padded = padded_width(b.dtype, size[-1], math.prod(size))
+        if device == "cuda" and self.op in ("mm", "bmm") and padded:
             return None
-        blocked = torch.device(out.device).type in BLOCKED_DEVICES
-        if blocked and self.op == "mm" and _may_run_in_blocks(b, size):
+        if device in BLOCKED_DEVICES and self.op == "mm" and _may_run_in_blocks(b, size):
             return None
         return getattr(torch, self.op)
 
@@ -139,10 +139,8 @@ def _reads_aligned(op: str, b: Any) -> bool:
     """Whether ``mm``'s ``b`` is column-major (``w.t()`` of an ``nn.Linear`` or a tied
     embedding) with a 16-byte-aligned start and leading dimension: then any leading
     block of its columns is an aligned operand as it is (``_split_columns``)."""
-    if op != "mm" or b.stride(-2) != 1 or b.stride(-1) == 1:
-        return False
-    size = b.element_size()
-    return (b.stride(-1) * size) % 16 == 0 and (b.data_ptr() % 16) == 0
+    column_major = b.stride(-2) == 1 and b.stride(-1) != 1
+    return op == "mm" and column_major and _aligned_operand(b)
 
 
 def _aligned_block(op: str, *inputs: Any) -> tuple[str, int] | None:
