@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import statistics
 import sys
@@ -152,8 +151,7 @@ def chain_workload(k: int, device: torch.device) -> Workload:
 
 def model_workload(zm: zoo.ZooModel, device: torch.device, smoke: bool) -> Workload:
     """Batch-1 bf16 inference of ``zm``, checked against its fp32 eager reference."""
-    dims = dict(zm.dims(smoke), batch=1)
-    zm1 = dataclasses.replace(zm, full=dims, smoke=dims)
+    zm1 = zoo.with_batch(zm, 1)
     torch.manual_seed(0)
     pristine = zm1.make(smoke).to(device)
     x, _ = zm1.inputs(device, smoke)

@@ -133,8 +133,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"timing rounds per row, interleaved across backends; ms is their median "
         f"(default: {DEFAULT_ROUNDS}, with --smoke 1)",
     )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="batch size of every model (default: each model's own; 1 for batch-1 serving)",
+    )
     p.add_argument("--list", action="store_true", help="list the models and exit")
     args = p.parse_args(argv)
+    if args.batch is not None and args.batch < 1:
+        p.error("--batch must be at least 1")
     if args.backends is None:
         args.backends = list(SMOKE_BACKENDS if args.smoke else backends.FAMILIES)
     if args.rounds is None:
@@ -600,6 +609,8 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
     started = time.monotonic()
     device = run.pick_device(args.device, args.smoke)
     chosen = zoo.select(args.models)
+    if args.batch is not None:
+        chosen = [zoo.with_batch(m, args.batch) for m in chosen]
     columns = [
         s
         for s in backends.specs(
@@ -622,6 +633,7 @@ def run_zoo(args: argparse.Namespace, path_out: list[Path] | None = None) -> dic
             "models": [m.name for m in chosen],
             "timing": timer.method + ("" if args.full_timing or args.smoke else " (quick)"),
             "rounds": args.rounds,
+            "batch": args.batch,
             "tilefuse_strict": not args.allow_fallback,
             "cudagraphs": args.cudagraphs,
             "timeout_s": args.timeout,

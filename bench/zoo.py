@@ -11,6 +11,7 @@ backend, so that each can be checked against the fp32 reference.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import importlib
 import importlib.util
@@ -298,6 +299,13 @@ MODELS: tuple[ZooModel, ...] = (
              _tokens(2, 16, 128)),
 )  # fmt: skip
 BY_NAME = {m.name: m for m in MODELS}
+
+
+def with_batch(model: ZooModel, batch: int) -> ZooModel:
+    """``model`` with every config's batch size set to ``batch``."""
+    return dataclasses.replace(
+        model, full=dict(model.full, batch=batch), smoke=dict(model.smoke, batch=batch)
+    )
 
 
 def select(names: list[str]) -> list[ZooModel]:

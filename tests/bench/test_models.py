@@ -354,6 +354,15 @@ def test_smoke_defaults_leave_inductor_out():
     assert models.parse_args(["--profile", "gpt2"]).models == ["gpt2"]
 
 
+def test_batch_sets_every_models_batch():
+    with pytest.raises(SystemExit):
+        models.parse_args(["--batch", "0"])
+    assert models.parse_args(["--batch", "1"]).batch == 1
+    gpt2 = zoo.with_batch(zoo.select(["gpt2"])[0], 1)
+    assert gpt2.dims(False)["batch"] == gpt2.dims(True)["batch"] == 1
+    assert gpt2.shape(False).startswith("1x")
+
+
 class ScriptedTimer(models.SmokeTimer):
     """Answers each ``median_ms`` from a script and records which backend's step ran."""
 

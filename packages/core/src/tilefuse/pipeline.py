@@ -25,6 +25,7 @@ guard (asking torch for a symbolic size's value): the caller then specializes.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -113,7 +114,7 @@ def compile_graph(
                 report.autotune.append(template.summary)
         elif isinstance(step, FusedGroup):
             backend_name, scheduling = schedulings.for_device(step.device, capability_of(step))
-            name = f"tf_{step.kind().value.replace('-', '_')}_{i}"  # unique: i is the step's index
+            name = kernel_name(step, i)
             kernel = scheduling.codegen(kernel_spec(step, buffers, name, hints))
             if graph.symbolic and not hasattr(kernel, "size_args"):
                 # A backend that predates symbolic sizes may have baked a size in.
@@ -139,6 +140,25 @@ def compile_graph(
     counters.bump("templates", templates)
     call = select_wrapper(schedule, kernels, wrapper.build(), report)
     return CompiledGraph(call, report, [_concrete_strides(o) for o in graph.outputs])
+
+
+#: The most op names a kernel's name carries.
+_NAMED_OPS = 3
+
+
+def kernel_name(step: FusedGroup, index: int) -> str:
+    """``tf_<kind>_<index>_<ops>``: unique within a graph (``index`` is the step's), and
+    readable in a profiler, where kernels of several graphs share one table. ``<ops>`` are
+    the first few distinct aten ops the kernel computes (FX names without their numeric
+    suffix, ``sum_1`` -> ``sum``), in graph order."""
+    ops: list[str] = []
+    for node in step.nodes:
+        for origin in node.buffer.origins:
+            op = re.sub(r"_\d+$", "", origin).strip("_")
+            if re.fullmatch(r"[A-Za-z]\w*", op, re.ASCII) and op != "output" and op not in ops:
+                ops.append(op)
+    suffix = "".join(f"_{op}" for op in ops[:_NAMED_OPS])
+    return f"tf_{step.kind().value.replace('-', '_')}_{index}{suffix}"
 
 
 def _concrete_strides(output: Any) -> tuple[int, ...] | None:
