@@ -128,6 +128,50 @@ def test_cat_promotes_past_a_skipped_legacy_empty_input():
     check(lambda e, m: torch.cat([e, m], 0), e, m)
 
 
+def test_cat_of_head_views_with_a_transposed_piece_is_one_2d_kernel():
+    # The q/k/v gradient of fused-QKV attention (GPT-2's c_attn): the k piece comes from
+    # k.transpose(-1, -2)'s gradient, so it is contiguous along the sequence. Its index
+    # must come out affine (no divisions of a shifted channel index) for the 2D tile.
+    b, h, s, d = 2, 4, 16, 8
+
+    def fn(q, k_t, v):
+        pieces = [q.transpose(1, 2), k_t.permute(0, 3, 1, 2), v.transpose(1, 2)]
+        return torch.cat([p.reshape(b, s, h * d) for p in pieces], 2) * 2
+
+    q, k_t, v = torch.randn(b, h, s, d), torch.randn(b, h, d, s), torch.randn(b, h, s, d)
+    reports = check(fn, q, k_t, v)
+    assert kernel_count(reports) == 1
+    assert reports[0].kernels[0].kind == "pointwise-2d"
+    loads = [line for line in reports[0].kernels[0].source.splitlines() if "tl.load(" in line]
+    assert len(loads) == 3 and not any(" - " in line for line in loads), loads
+
+
+@pytest.mark.parametrize("lengths", [(5, 7, 3), (1, 6, 2), (4, 4)], ids=str)
+@pytest.mark.parametrize("dim", [0, 1])
+def test_cat_of_uneven_transposed_pieces_matches_eager(lengths, dim):
+    # A piece's start that is no multiple of its length (5 of 7, 12 of 3) wraps its
+    # masked lanes by a different count; each piece is a transposed view.
+    pieces = [torch.randn(9, n) if dim == 0 else torch.randn(n, 9) for n in lengths]
+
+    def fn(*xs):
+        return torch.cat([x.t() * (i + 1) for i, x in enumerate(xs)], dim)
+
+    check(fn, *pieces)
+
+
+def test_split_of_fused_qkv_backward_matches_eager():
+    # split's backward is the cat of the three gradients, one of them transposed
+    b, s, h, d = 2, 8, 2, 4
+    c = h * d
+
+    def fn(qkv):
+        q, k, v = qkv.split(c, dim=2)
+        q, k, v = (t.view(b, s, h, d).transpose(1, 2) for t in (q, k, v))
+        return torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+
+    check_grad(fn, torch.randn(b, s, 3 * c, requires_grad=True))
+
+
 @pytest.mark.parametrize("dim", [0, 1, -1])
 def test_stack(dim):
     a, b, c = torch.randn(3, 5, 4).unbind(0)

@@ -243,6 +243,22 @@ def _in_range(expr, lo, hi):
     )
 
 
+def _piece_index(index: Any, lo: Any, hi: Any) -> Any:
+    """``index - lo``, the index into a concatenation's piece that covers ``[lo, hi)``,
+    written as ``(index + k*(hi - lo) - lo) % (hi - lo)`` with the least ``k`` that keeps
+    the operand non-negative. Inside the piece the two are equal; outside it (masked lanes)
+    the wrapped one stays in the piece, where the plain one went negative. That bound lets
+    the index algebra see through the piece's views: a transposed piece of the q/k/v
+    gradient reads ``512*i2 + i1``, not divisions of ``768*i1 + i2 - 768``, so its stride
+    shows and the kernel gets a 2D tile. Symbolic bounds keep ``index - lo``."""
+    lo, hi = sympy.sympify(lo), sympy.sympify(hi)
+    length = hi - lo
+    if not (lo.is_Integer and length.is_Integer and length > 0 and known_nonnegative(index)):
+        return index - lo
+    turns = -(-int(lo) // int(length))  # ceil(lo / length)
+    return ModularIndexing(index + turns * length - lo, 1, length)
+
+
 @register(aten.cat)
 def _cat(ctx, node, tensors, dim=0):
     """Each output element is a masked load from the input whose slice along ``dim`` holds
@@ -266,11 +282,13 @@ def _cat(ctx, node, tensors, dim=0):
     if not pieces:
         return LazyValue(dtype, tensors[0].device, new, lambda idx: ops.constant(0, dtype))
 
+    wrap = len(pieces) > 1
+
     def fn(idx):
         result = None
         for t, lo, hi in reversed(pieces):
             shifted = list(idx)
-            shifted[dim] = idx[dim] - lo
+            shifted[dim] = _piece_index(idx[dim], lo, hi) if wrap else idx[dim] - lo
             cond = _in_range(idx[dim], lo, hi)
             val = ops.masked(cond, lambda t=t, s=shifted: ops.to_dtype(t.load(s), dtype), 0)
             result = val if result is None else ops.where(cond, val, result)
