@@ -598,6 +598,27 @@ def test_embedding_gradient_stays_atens_where_atomic_adds_do_not_serve(
     assert list(externs.values()) == ["embedding gradients run as eager calls (ATen's kernel)"]
 
 
+@pytest.mark.parametrize("padding_idx", [None, 1, -1], ids=["no-padding", "padding1", "padding-1"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_a_small_tables_gradient_is_a_reduction_over_tokens(padding_idx, dtype):
+    # BERT's token types: every token adds into one of two rows. No extern: a kernel sums
+    # each row's tokens (any dtype, deterministic, on any device).
+    w = torch.randn(3, 16, dtype=dtype, requires_grad=True)
+    ids = torch.tensor([[0, 0, 2, 0], [2, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.int32)
+
+    def fn(ids, w):
+        return F.embedding(ids, w, padding_idx=padding_idx).tanh()
+
+    assert _embedding_grad_externs(fn, ids, w, dtype=dtype) == {}
+
+
+def test_a_small_tables_gradient_over_many_tokens_matches_eager():
+    # long enough for the column sum to split; the last row is never named
+    w = torch.randn(4, 24, requires_grad=True)
+    ids = torch.randint(0, 3, (8, 600))
+    check_grad(lambda ids, w: F.embedding(ids, w) * 2, ids, w)
+
+
 def test_embedding_gradient_op_matches_atens_on_edge_shapes():
     """Empty rows, int32 indices, a transposed gradient, padding rows in and out of range."""
     from tilefuse.frontend.lowerings.embedding_backward import embedding_dense_backward_atomic as op

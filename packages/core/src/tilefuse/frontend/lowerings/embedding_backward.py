@@ -16,6 +16,12 @@ kernels (a third zeroes the ``padding_idx`` row). It is used where:
   recompiles when the setting changes);
 - ``scale_grad_by_freq`` is off.
 
+A table of at most ``DENSE_ROWS`` rows (BERT's two token types) is neither: every token
+adds into the same few rows, so atomic adds serialize (4096 adds per address, about 0.06 ms
+of BERT's step) and ATen sorts. Its gradient is a reduction over the tokens instead, row
+``v`` summing the gradient rows whose index is ``v``: one generated kernel that reads the
+gradient once per table row, in float32 for half types, in a fixed order, on any device.
+
 Everywhere else the op stays ATen's own (an extern of ``aten.embedding_dense_backward``).
 """
 
@@ -23,13 +29,20 @@ from __future__ import annotations
 
 import torch
 
+from ...ir.index import unflatten
+from ...ir.nodes import product
+from ...ir.ops import ops
 from ..lowering import register
-from .common import out_meta
+from ..values import LazyValue, Value
+from .common import compute_dtype, out_meta
+from .reductions import reduce
 
 aten = torch.ops.aten
 
 #: Device types on which ``index_add_`` adds atomically (tests add ``"cpu"``).
 ATOMIC_DEVICES = {"cuda"}
+#: Tables of at most this many rows sum their gradient as a reduction (module docstring).
+DENSE_ROWS = 4
 _ATEN = "embedding gradients run as eager calls (ATen's kernel)"
 _ATOMIC = "embedding gradients run as eager calls (zero fill + index_add_, atomic adds)"
 
@@ -67,6 +80,8 @@ def atomic_adds_serve(grad: torch.Tensor, scale_grad_by_freq: bool) -> bool:
 @register(aten.embedding_dense_backward.default)
 def _embedding_dense_backward(ctx, node, grad, indices, num_weights, padding_idx, by_freq):
     meta = out_meta(node)
+    if not by_freq and isinstance(num_weights, int) and 0 < num_weights <= DENSE_ROWS:
+        return _summed_by_rows(ctx, grad, indices, num_weights, padding_idx, meta.dtype)
     if not atomic_adds_serve(meta, bool(by_freq)):
         return ctx.extern(node, (grad, indices, num_weights, padding_idx, by_freq), {}, _ATEN)
     ctx.note_extern(node, _ATOMIC)
@@ -74,3 +89,24 @@ def _embedding_dense_backward(ctx, node, grad, indices, num_weights, padding_idx
     return ctx.extern_call(
         torch.ops.tilefuse.embedding_dense_backward_atomic.default, args, {}, meta, _ATOMIC
     )
+
+
+def _summed_by_rows(
+    ctx, grad: Value, indices: Value, rows: int, padding_idx: int, dtype: torch.dtype
+) -> Value:
+    """The gradient of a ``rows``-row table as ``sum(where(indices[t] == v, grad[t], 0))``
+    over the tokens ``t``, for each row ``v`` (``padding_idx``'s row is all zero)."""
+    math = compute_dtype(dtype)
+
+    def element(index):
+        row, token, column = index
+        at = unflatten(token, indices.size)
+        hit = ops.eq(ops.to_dtype(indices.load(at), torch.int64), ops.index_expr(row, torch.int64))
+        if 0 <= padding_idx < rows:
+            kept = ops.ne(ops.index_expr(row, torch.int64), ops.constant(padding_idx, torch.int64))
+            hit = ops.logical_and(hit, kept)
+        value = ops.to_dtype(grad.load([*at, column]), math)
+        return ops.where(hit, value, ops.constant(0, math))
+
+    spread = LazyValue(math, grad.device, (rows, product(indices.size), grad.size[-1]), element)
+    return reduce(ctx, spread, [1], False, "sum", dtype, math)
