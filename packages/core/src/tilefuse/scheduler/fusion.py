@@ -2,9 +2,11 @@
 
 Each kernel node is offered to the groups it could join: groups holding its
 producers (vertical) or sharing its inputs (horizontal), best score first
-(bytes that fusion keeps out of memory); a tiny pointwise node (at most
-``TINY_ELEMENTS``: a batch norm's step counter) is also offered, last, to earlier
-groups of tiny pointwise nodes of its size, so that such nodes share one launch.
+(bytes that fusion keeps out of memory); a tiny node (at most ``TINY_ELEMENTS``
+outputs: a batch norm's step counter; for a reduction also at most
+``TINY_REDUCTION`` elements reduced per output: the second stage of a split column
+sum) is also offered, last, to earlier groups of tiny nodes of its shape, so that such
+nodes share one launch.
 A candidate is refused, with the reason kept for ``tilefuse explain``, when: the node
 depends on a later group (order), the devices differ, the iteration spaces do not fit
 (this is what keeps a reduction from being recomputed), a read would need another
@@ -25,18 +27,23 @@ from typing import Any
 
 import sympy
 
+from ..ir.index import provably_equal
 from ..ir.nodes import Buffer, Extern, Template
 from ..ir.symbolic import hint_of
 from ..plugin import Epilogue, FusionCandidate, TensorSpec, Verdict, dtype_name
 from .epilogue import MatchedEpilogue, NotAnEpilogue, match_epilogue
 from .group import FusedGroup, build_group
-from .nodes import POINTWISE, TEMPLATE, SchedNode
+from .nodes import POINTWISE, REDUCTION, TEMPLATE, SchedNode
 
 MAX_GROUP_NODES = 48
 # Pointwise nodes this small cost a launch more than their work: independent ones of one
 # size may share a kernel (ResNet-18's forward had 20 one-element kernels, one per batch
 # norm's ``num_batches_tracked + 1``).
 TINY_ELEMENTS = 1024
+# Reductions of at most this many elements per output, into at most ``TINY_ELEMENTS``
+# outputs, are tiny too: the second stages of a LayerNorm's weight and bias gradients
+# (768 columns of 32 partial sums each) took a kernel each.
+TINY_REDUCTION = 256
 
 
 @dataclass
@@ -291,17 +298,24 @@ def _try_epilogue(
 
 
 def _tiny(node: SchedNode) -> bool:
-    """A pointwise node of at most ``TINY_ELEMENTS`` elements (a known number)."""
-    if node.kind != POINTWISE:
-        return False
+    """A node of at most ``TINY_ELEMENTS`` outputs (a known number): any pointwise node,
+    or a reduction of at most ``TINY_REDUCTION`` elements per output."""
     numel = sympy.sympify(node.numel)
-    return bool(numel.is_Integer) and int(numel) <= TINY_ELEMENTS
+    if not (numel.is_Integer and int(numel) <= TINY_ELEMENTS):
+        return False
+    if node.kind == POINTWISE:
+        return True
+    rnumel = sympy.sympify(node.rnumel)
+    return node.kind == REDUCTION and rnumel.is_Integer and int(rnumel) <= TINY_REDUCTION
 
 
 def _takes_tiny(step: Step, node: SchedNode) -> bool:
-    """Whether ``step`` is a group of tiny pointwise nodes of ``node``'s ranges with room
-    for one more (a full group is not offered, so no refusal is recorded per node)."""
+    """Whether ``step`` is a group of tiny nodes of ``node``'s ranges and reduction size
+    with room for one more (a full group is not offered, so no refusal is recorded per
+    node)."""
     if not isinstance(step, FusedGroup) or len(step.nodes) >= MAX_GROUP_NODES:
+        return False
+    if not provably_equal(step.rnumel, node.rnumel):
         return False
     return all(_tiny(n) and n.ranges == node.ranges for n in step.nodes)
 
