@@ -281,3 +281,24 @@ def test_bias_and_layer_norm_gradients_split_by_columns():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     backward = reports[-1]
     assert any("(xindex // 40)" in k.source for k in backward.kernels), backward.format()
+
+
+def test_tiny_second_stages_share_a_kernel(monkeypatch):
+    """A LayerNorm's weight and bias gradients are two split column sums: their first
+    stages share the gradient's read, and their second stages (24 outputs of a few
+    partial sums each: tiny) share one launch instead of one each."""
+    from tilefuse.scheduler import fusion
+
+    def fn(x, w, b):
+        return F.layer_norm(x, (24,), w, b)
+
+    def kernels_of_both_graphs():
+        inputs = [torch.randn(600, 24), torch.randn(24), torch.randn(24)]
+        with collect_reports() as reports:
+            check_grad(fn, *[t.requires_grad_() for t in inputs])
+        return kernel_count(reports)
+
+    together = kernels_of_both_graphs()
+    monkeypatch.setattr(fusion, "TINY_REDUCTION", 0)
+    apart = kernels_of_both_graphs()
+    assert together == apart - 1, (together, apart)
