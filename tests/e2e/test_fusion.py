@@ -205,3 +205,18 @@ def test_a_tiny_node_never_joins_a_group_before_its_producer():
 
     reports = check(fn, a, b, c)
     assert kernel_count(reports) <= 3
+
+
+def test_kernel_names_carry_the_ops_they_compute():
+    """A profile lists kernels by name: ``tf_<kind>_<step>_<ops>``, the ops being those the
+    kernel computes (not the sort extern its result feeds, not the views between)."""
+
+    def fn(x, y):
+        total = x.sum(1)
+        return total, torch.sort(y * total[:, None], 1)[0], x.t().contiguous()
+
+    reports = check(fn, torch.randn(4, 8), torch.randn(4, 8))
+    names = [k.name for k in reports[0].kernels]
+    assert names[0] == "tf_reduction_0_sum_mul", names
+    assert any(n.startswith("tf_pointwise") and n.endswith("_clone") for n in names), names
+    assert all(n.isidentifier() and n.isascii() for n in names), names

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch.fx
@@ -98,6 +98,7 @@ def compile_graph(
         fused_away=list(schedule.fused_away),
     )
     kernels: dict[int, Any] = {}
+    op_of = _fx_ops(gm, schedule)
     template_externs = 0
     for i, step in enumerate(schedule.steps):
         if isinstance(step, TemplateStep):
@@ -114,7 +115,7 @@ def compile_graph(
                 report.autotune.append(template.summary)
         elif isinstance(step, FusedGroup):
             backend_name, scheduling = schedulings.for_device(step.device, capability_of(step))
-            name = kernel_name(step, i)
+            name = kernel_name(step, i, op_of)
             kernel = scheduling.codegen(kernel_spec(step, buffers, name, hints))
             if graph.symbolic and not hasattr(kernel, "size_args"):
                 # A backend that predates symbolic sizes may have baked a size in.
@@ -144,21 +145,49 @@ def compile_graph(
 
 #: The most op names a kernel's name carries.
 _NAMED_OPS = 3
+#: Ops that only view their input: named only where a kernel computes nothing else.
+_VIEW_OPS = frozenset({
+    "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "unsqueeze", "squeeze",
+    "expand", "slice", "select", "alias", "as_strided", "getitem", "split",
+    "split_with_sizes", "unbind", "unflatten", "flatten", "narrow",
+})  # fmt: skip
 
 
-def kernel_name(step: FusedGroup, index: int) -> str:
+def kernel_name(step: FusedGroup, index: int, op_of: Mapping[str, str] | None = None) -> str:
     """``tf_<kind>_<index>_<ops>``: unique within a graph (``index`` is the step's), and
     readable in a profiler, where kernels of several graphs share one table. ``<ops>`` are
-    the first few distinct aten ops the kernel computes (FX names without their numeric
-    suffix, ``sum_1`` -> ``sum``), in graph order."""
+    the first few distinct aten ops the kernel computes, in graph order, by their FX names
+    without a numeric suffix (``sum_1`` -> ``sum``). ``op_of`` maps an FX name to its op:
+    views are left out unless the kernel computes nothing else, and a name it lacks (an
+    extern's, whose operand the kernel only writes) is left out."""
+    names = [
+        origin for node in step.nodes for origin in node.buffer.origins
+        if op_of is None or origin in op_of
+    ]  # fmt: skip
+    computed = [n for n in names if op_of is None or op_of[n] not in _VIEW_OPS]
     ops: list[str] = []
-    for node in step.nodes:
-        for origin in node.buffer.origins:
-            op = re.sub(r"_\d+$", "", origin).strip("_")
-            if re.fullmatch(r"[A-Za-z]\w*", op, re.ASCII) and op != "output" and op not in ops:
-                ops.append(op)
+    for origin in computed or names:
+        op = re.sub(r"(_\d+)+$", "", origin).strip("_")
+        if re.fullmatch(r"[A-Za-z]\w*", op, re.ASCII) and op != "output" and op not in ops:
+            ops.append(op)
     suffix = "".join(f"_{op}" for op in ops[:_NAMED_OPS])
     return f"tf_{step.kind().value.replace('-', '_')}_{index}{suffix}"
+
+
+def _fx_ops(gm: torch.fx.GraphModule, schedule: Any) -> dict[str, str]:
+    """FX node name -> its op's name (``view``, ``sum``), for the nodes kernels compute:
+    the externs' and templates' own nodes are left out."""
+    outside = {
+        step.node.buffer.origins[0]
+        for step in schedule.steps
+        if isinstance(step, (ExternStep, TemplateStep)) and step.node.buffer.origins
+    }
+    ops = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.name not in outside:
+            packet = getattr(node.target, "overloadpacket", node.target)
+            ops[node.name] = getattr(packet, "__name__", str(node.target))
+    return ops
 
 
 def _concrete_strides(output: Any) -> tuple[int, ...] | None:
