@@ -138,7 +138,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="batch size of every model (default: each model's own; 1 for batch-1 serving)",
+        help="batch size of every model (default: each model's own; 1 for batch-1 serving; "
+        "a batch norm's training step needs more than one value per channel, in eager too)",
     )
     p.add_argument("--list", action="store_true", help="list the models and exit")
     args = p.parse_args(argv)

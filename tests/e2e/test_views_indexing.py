@@ -619,6 +619,13 @@ def test_a_small_tables_gradient_over_many_tokens_matches_eager():
     check_grad(lambda ids, w: F.embedding(ids, w) * 2, ids, w)
 
 
+@pytest.mark.parametrize("shapes", [((6, 8), (2, 3)), ((2, 3, 8), (6,))], ids=str)
+def test_a_small_tables_gradient_flattens_grad_and_indices_as_aten_does(shapes):
+    grad_shape, ids_shape = shapes
+    grad, ids = torch.randn(grad_shape), torch.randint(0, 3, ids_shape)
+    check(lambda g, i: torch.ops.aten.embedding_dense_backward(g, i, 3, -1, False), grad, ids)
+
+
 def test_embedding_gradient_op_matches_atens_on_edge_shapes():
     """Empty rows, int32 indices, a transposed gradient, padding rows in and out of range."""
     from tilefuse.frontend.lowerings.embedding_backward import embedding_dense_backward_atomic as op

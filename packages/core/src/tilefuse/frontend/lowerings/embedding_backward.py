@@ -105,7 +105,8 @@ def _summed_by_rows(
         if 0 <= padding_idx < rows:
             kept = ops.ne(ops.index_expr(row, torch.int64), ops.constant(padding_idx, torch.int64))
             hit = ops.logical_and(hit, kept)
-        value = ops.to_dtype(grad.load([*at, column]), math)
+        # ATen flattens both: grad need only hold numel(indices) rows of the table's width
+        value = ops.to_dtype(grad.load([*unflatten(token, grad.size[:-1]), column]), math)
         return ops.where(hit, value, ops.constant(0, math))
 
     spread = LazyValue(math, grad.device, (rows, product(indices.size), grad.size[-1]), element)
