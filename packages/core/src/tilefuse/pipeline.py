@@ -153,18 +153,15 @@ _VIEW_OPS = frozenset({
 })  # fmt: skip
 
 
-def kernel_name(step: FusedGroup, index: int, op_of: Mapping[str, str] | None = None) -> str:
+def kernel_name(step: FusedGroup, index: int, op_of: Mapping[str, str]) -> str:
     """``tf_<kind>_<index>_<ops>``: unique within a graph (``index`` is the step's), and
     readable in a profiler, where kernels of several graphs share one table. ``<ops>`` are
     the first few distinct aten ops the kernel computes, in graph order, by their FX names
-    without a numeric suffix (``sum_1`` -> ``sum``). ``op_of`` maps an FX name to its op:
-    views are left out unless the kernel computes nothing else, and a name it lacks (an
-    extern's, whose operand the kernel only writes) is left out."""
-    names = [
-        origin for node in step.nodes for origin in node.buffer.origins
-        if op_of is None or origin in op_of
-    ]  # fmt: skip
-    computed = [n for n in names if op_of is None or op_of[n] not in _VIEW_OPS]
+    without a numeric suffix (``sum_1`` -> ``sum``). ``op_of`` (``_fx_ops``) maps an FX
+    name to its op: views are left out unless the kernel computes nothing else, and a name
+    it lacks (an extern's, whose operand the kernel only writes) is left out."""
+    names = [origin for node in step.nodes for origin in node.buffer.origins if origin in op_of]
+    computed = [n for n in names if op_of[n] not in _VIEW_OPS]
     ops: list[str] = []
     for origin in computed or names:
         op = re.sub(r"(_\d+)+$", "", origin).strip("_")
