@@ -1,8 +1,9 @@
 """Where a compiled zoo model's host time goes: ``python bench/host_profile.py MODEL [BACKEND]
-[--dynamic]`` (``--dynamic``: the input's sequence dimension marked dynamic, so the graph is
-compiled for every length).
+[--dynamic] [--mode MODE]`` (``--dynamic``: the input's sequence dimension marked dynamic, so
+the graph is compiled for every length; ``--mode``: one of ``bench/models.py``'s modes,
+default ``infer-bf16``).
 
-Compiles MODEL of ``bench/zoo.py`` (bf16 inference) with BACKEND (default ``tilefuse``),
+Compiles MODEL of ``bench/zoo.py`` in MODE with BACKEND (default ``tilefuse``),
 prints the host time per call (the loop without a synchronize) against the wall time,
 then (for tilefuse, after ``tilefuse.stats()``) a cProfile of 20 calls sorted by own and by
 cumulative time (Inductor's too: it makes the same extern calls). A model whose host time
@@ -33,6 +34,14 @@ PROFILED_CALLS = 20
 def main(argv: list[str]) -> int:
     dynamic = "--dynamic" in argv
     argv = [a for a in argv if a != "--dynamic"]
+    mode = models.INFER_BF16
+    if "--mode" in argv:
+        at = argv.index("--mode")
+        mode = argv[at + 1] if at + 1 < len(argv) else ""
+        del argv[at : at + 2]
+        if mode not in models.MODES:
+            print(f"--mode takes one of {', '.join(models.MODES)}")
+            return 2
     if not argv or argv[0] not in zoo.BY_NAME:
         print(f"usage: host_profile.py MODEL [BACKEND] [--dynamic]; models: "
               f"{', '.join(zoo.BY_NAME)}")  # fmt: skip
@@ -46,9 +55,19 @@ def main(argv: list[str]) -> int:
     x, y = zm.inputs(device, False)
     if dynamic:  # the sequence dimension of a token model: a graph for every length
         torch._dynamo.mark_dynamic(x, 1)
-    prepared = models.prepare(zm, zm.make(False).to(device), x, y, models.INFER_BF16)
+    prepared = models.prepare(zm, zm.make(False).to(device), x, y, mode)
     step = prepared.step(torch.compile(prepared.fn, backend=backend))
-    for _ in range(5):
+    start = time.perf_counter()
+    step()
+    torch.cuda.synchronize()
+    print(f"{name}/{mode}/{backend}: first call (compile) {time.perf_counter() - start:.1f} s")
+    if backend == "tilefuse":  # its C++ wrappers, built in the background, load first
+        import tilefuse
+
+        start = time.perf_counter()
+        tilefuse.wait_for_builds()
+        print(f"{name}/{mode}/{backend}: background builds {time.perf_counter() - start:.1f} s")
+    for _ in range(4):
         step()
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -57,11 +76,9 @@ def main(argv: list[str]) -> int:
     issued = time.perf_counter()
     torch.cuda.synchronize()
     done = time.perf_counter()
-    print(f"{name}/{backend}: host {1e3 * (issued - start) / CALLS:.3f} ms/call, "
+    print(f"{name}/{mode}/{backend}: host {1e3 * (issued - start) / CALLS:.3f} ms/call, "
           f"wall {1e3 * (done - start) / CALLS:.3f} ms/call")  # fmt: skip
     if backend == "tilefuse":
-        import tilefuse
-
         print(tilefuse.stats())
     profiler = cProfile.Profile()
     profiler.enable()

@@ -19,6 +19,11 @@ def _cuda_present() -> bool:
 # Set before any test imports triton: the backend reads it at import time.
 if not _cuda_present():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+else:
+    # The default (auto) builds each CUDA graph's C++ wrapper in the background: across the
+    # GPU suite's hundreds of graphs, compilers would outlive the tests that started them.
+    # The tests of the C++ wrapper, auto included, set it themselves.
+    os.environ.setdefault("TILEFUSE_CPP_WRAPPER", "0")
 
 
 def _cuda_available() -> bool:

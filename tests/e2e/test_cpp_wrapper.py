@@ -12,6 +12,7 @@ fallback. Two tests run the real compiler (about 30 s each on two cores).
 from __future__ import annotations
 
 import logging
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 import tilefuse
 from tests.compile_check import assert_same
 from tilefuse import plugin
-from tilefuse.codegen import cpp_build
+from tilefuse.codegen import cpp_background, cpp_build
 from tilefuse.codegen.cpp_externs import CPP_EXTERNS, CppUnsupported, render_extern_call
 from tilefuse.codegen.cpp_wrapper import write_cpp_wrapper
 from tilefuse.codegen.templates import TemplateKernel
@@ -111,7 +112,8 @@ def _mixed_args():
 # ---------------------------------------------------------------------------- fallbacks
 
 
-def test_off_by_default_keeps_the_python_wrapper(caplog):
+def test_a_cpu_graph_keeps_the_python_wrapper_by_default(caplog):
+    # The default, auto, builds C++ wrappers in the background for CUDA graphs only.
     x = torch.randn(33, 7)
     with caplog.at_level(logging.WARNING, logger="tilefuse"):
         out, reports = _compile(lambda x: (x.sin() + 1).sum(1), x)
@@ -121,6 +123,7 @@ def test_off_by_default_keeps_the_python_wrapper(caplog):
     assert stats["cpp_wrappers"] == 0 and stats["cpp_wrapper_fallbacks"] == 0
     assert reports[0].wrapper_language == "python" and reports[0].cpp_wrapper == ""
     assert _warnings(caplog) == []
+    assert tilefuse.wait_for_builds(timeout=0) and stats["artifacts_built"] == 0
 
 
 def test_interpreted_triton_kernels_keep_the_python_wrapper_with_one_warning(caplog):
@@ -205,6 +208,97 @@ def test_extern_calls_render_from_the_schema():
         render_extern_call(torch.ops.aten.sort.default, (x,), {})
 
 
+class _FakeLibrary:
+    """A built wrapper library: ``call`` counts and runs the graph's Python wrapper."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def call(self, python_call, constants, args):
+        self.calls += 1
+        return python_call(args)
+
+
+def _background(monkeypatch, build) -> None:
+    """``auto`` mode building this CPU test's graphs, through ``build(wrapper)``."""
+    monkeypatch.setattr(cpp_build, "_wants_background", lambda graph: True)
+    monkeypatch.setattr(cpp_build, "build", build)
+
+
+def _extern_graph(x, w, a, b):
+    return F.conv2d(x, w, padding=1), torch.mm(a, b).t()
+
+
+def _extern_args():
+    return (torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3), torch.randn(7, 5),
+            torch.randn(5, 6))  # fmt: skip
+
+
+def test_auto_runs_python_until_the_background_build_is_loaded(monkeypatch, no_gemm_selector):
+    release = threading.Event()
+    library = _FakeLibrary()
+
+    def slow_build(wrapper):
+        assert "at::_ops::convolution::call(" in wrapper.source
+        release.wait(60)
+        return library
+
+    _background(monkeypatch, slow_build)
+    args = _extern_args()
+    compiled = torch.compile(_extern_graph, backend="tilefuse")
+    with collect_reports() as reports:
+        assert_same(compiled(*args), _extern_graph(*args))
+    assert not tilefuse.wait_for_builds(timeout=0)  # still building
+    assert library.calls == 0 and reports[0].wrapper_language == "python"
+    assert reports[0].cpp_wrapper  # the source is in the report from the start
+    assert_same(compiled(*args), _extern_graph(*args))  # meanwhile: the Python wrapper
+    assert library.calls == 0 and tilefuse.stats()["cpp_wrappers"] == 0
+
+    release.set()
+    assert tilefuse.wait_for_builds(timeout=60)
+    assert_same(compiled(*args), _extern_graph(*args))
+    assert library.calls == 1 and reports[0].wrapper_language == "c++"
+    stats = tilefuse.stats()
+    assert stats["cpp_wrappers"] == 1 and stats["cpp_wrapper_fallbacks"] == 0
+
+
+def test_a_failed_background_build_keeps_the_python_wrapper_quietly(
+    monkeypatch, no_gemm_selector, caplog
+):
+    def failing_build(wrapper):
+        raise CompileError("the C++ wrapper failed to compile: test")
+
+    _background(monkeypatch, failing_build)
+    args = _extern_args()
+    compiled = torch.compile(_extern_graph, backend="tilefuse")
+    with caplog.at_level(logging.INFO, logger="tilefuse"):
+        assert_same(compiled(*args), _extern_graph(*args))
+        assert tilefuse.wait_for_builds(timeout=60)
+        assert_same(compiled(*args), _extern_graph(*args))
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    (info,) = [r.getMessage() for r in caplog.records if "background C++" in r.getMessage()]
+    assert "keeps the Python wrapper" in info and "failed to compile: test" in info
+    stats = tilefuse.stats()
+    assert stats["cpp_wrappers"] == 0 and stats["cpp_wrapper_fallbacks"] == 0
+
+
+def test_a_build_loaded_after_reset_swaps_but_does_not_count():
+    release = threading.Event()
+    call = cpp_background.BackgroundCppCall(lambda args: ("python", args))
+
+    def build():
+        release.wait(60)
+        return lambda args: ("c++", args)
+
+    cpp_background.submit(call, build, "a test graph")
+    assert call([1]) == ("python", [1])
+    tilefuse.reset()
+    release.set()
+    assert tilefuse.wait_for_builds(timeout=60)
+    assert call([2]) == ("c++", [2]) and call.language == "c++"
+    assert tilefuse.stats()["cpp_wrappers"] == 0
+
+
 def test_build_failure_keeps_the_python_wrapper_with_one_warning(
     monkeypatch, not_strict, no_gemm_selector, caplog
 ):
@@ -235,7 +329,7 @@ def test_bad_settings_are_clear_errors(monkeypatch):
         _compile(lambda x: x + 1, torch.randn(3), options={"cpp_wrapper": "yes"})
     monkeypatch.setenv("TILEFUSE_CPP_WRAPPER", "sometimes")
     torch._dynamo.reset()
-    with pytest.raises(Exception, match="TILEFUSE_CPP_WRAPPER='sometimes' is not a boolean"):
+    with pytest.raises(Exception, match="TILEFUSE_CPP_WRAPPER='sometimes' is not a setting"):
         _compile(lambda x: x + 2, torch.randn(3))
 
 

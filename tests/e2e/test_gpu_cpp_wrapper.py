@@ -192,3 +192,38 @@ def test_cutlass_gemm_template(wrapper, monkeypatch):
     reports = check(lambda a, b, bias: torch.relu(a @ b + bias), a, b, bias, dtype=bf16)
     assert len(_template_kernels(reports, "cuda")) == 1
     _assert_wrapper(wrapper, reports)
+
+
+def test_auto_trains_on_the_python_wrapper_then_on_the_background_built_cpp_one(
+    monkeypatch, tmp_path
+):
+    """The default: a training step's forward and backward graphs run the Python wrapper
+    until their C++ wrappers, built in the background, load; results match eager before
+    and after the swap."""
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TILEFUSE_CPP_WRAPPER")
+    torch._dynamo.reset()
+    tilefuse.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.LayerNorm(256), torch.nn.Linear(256, 8)
+    ).cuda()
+    x = cuda(96, 64)
+
+    def step(fn):
+        model.zero_grad(set_to_none=True)
+        loss = fn(x).float().square().mean()
+        loss.backward()
+        return [loss.detach(), *(p.grad.clone() for p in model.parameters())]
+
+    expected = step(model)
+    compiled = torch.compile(model, backend="tilefuse")
+    for got, want in zip(step(compiled), expected):  # the Python wrappers
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert tilefuse.wait_for_builds(timeout=300)
+    stats = tilefuse.stats()
+    assert stats["graphs_compiled"] == stats["cpp_wrappers"] == 2, stats
+    assert stats["cpp_wrapper_fallbacks"] == 0, stats
+    for _ in range(2):  # the C++ wrappers
+        for got, want in zip(step(compiled), expected):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

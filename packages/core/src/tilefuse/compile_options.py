@@ -33,8 +33,8 @@ OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
         f"one of {', '.join(config.AUTOTUNE_MODES)} (as TILEFUSE_AUTOTUNE)",
     ),
     "cpp_wrapper": (
-        lambda v: isinstance(v, bool),
-        "True or False (as TILEFUSE_CPP_WRAPPER; experimental)",
+        lambda v: isinstance(v, bool) or v == "auto",
+        "True, False or 'auto' (as TILEFUSE_CPP_WRAPPER)",
     ),
     "cuda_graphs": (
         lambda v: isinstance(v, bool),

@@ -11,7 +11,7 @@
 | ``TILEFUSE_AUTOTUNE`` | ``off``, ``default``, ``quick``, ``max`` or ``replay`` |
 | ``TILEFUSE_MAX_SPECIALIZATIONS`` | shape variants, CUDA graphs too, per graph (LRU, default 16) |
 | ``TILEFUSE_DYNAMIC_SIZES`` | ``0``/``off``: compile dynamic-shape graphs per shape (default on) |
-| ``TILEFUSE_CPP_WRAPPER`` | ``1``/``true``/``yes``/``on``: the wrapper in C++ (experimental) |
+| ``TILEFUSE_CPP_WRAPPER`` | ``auto`` (default: built in the background on CUDA) or a boolean |
 | ``TILEFUSE_CUDA_GRAPHS`` | ``1``/``true``/``yes``/``on``: replay compiled graphs as CUDA graphs |
 | ``TILEFUSE_CHANNELS_LAST`` | ``auto`` (default), on or off: convolution graphs laid out NHWC |
 | ``TILEFUSE_SPLIT_REDUCTIONS`` | ``auto`` (default), on or off: few-output reductions in 2 stages |
@@ -141,13 +141,17 @@ def strict() -> bool:
     return env_flag("TILEFUSE_STRICT")
 
 
-def cpp_wrapper() -> bool:
-    """Write each graph's wrapper in C++ (``TILEFUSE_CPP_WRAPPER`` or option ``cpp_wrapper``;
-    default off). Raises ``TilefuseError`` naming the variable when it is not a boolean."""
+def cpp_wrapper() -> str:
+    """``"auto"``, ``"on"`` or ``"off"``: whether each graph's wrapper is C++ (option
+    ``cpp_wrapper``: True, False or ``"auto"``; or ``TILEFUSE_CPP_WRAPPER``: ``auto`` or a
+    boolean). ``on`` builds it while the graph compiles; ``auto`` (the default) builds it in
+    the background for a CUDA graph, which runs the Python wrapper until it is loaded
+    (``codegen.cpp_build``). Raises ``TilefuseError`` naming the variable for any other
+    value."""
     override = _overrides.get().get("cpp_wrapper")
     if override is not None:
-        return bool(override)
-    return env_flag("TILEFUSE_CPP_WRAPPER")
+        return override if isinstance(override, str) else ("on" if override else "off")
+    return _auto_or_flag("TILEFUSE_CPP_WRAPPER")
 
 
 def cuda_graphs() -> bool:

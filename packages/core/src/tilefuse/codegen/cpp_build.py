@@ -1,10 +1,13 @@
-"""Building, caching and choosing the C++ wrapper (option ``cpp_wrapper``, experimental).
+"""Building, caching and choosing the C++ wrapper (option ``cpp_wrapper``).
 
 ``select_wrapper(schedule, kernels, python_call)`` is what the pipeline calls once a
-graph's kernels are built. With ``config.cpp_wrapper()`` off it returns the Python
-wrapper's ``call`` untouched. With it on it generates the C++ wrapper
-(``cpp_wrapper.write_cpp_wrapper``), builds it and returns a ``CppWrapperCall``; where
-that cannot be done the graph keeps the Python wrapper and one warning says why:
+graph's kernels are built. By ``config.cpp_wrapper()``: ``off`` returns the Python
+wrapper's ``call`` untouched; ``auto`` (the default) returns, for a static-size CUDA graph,
+a ``cpp_background.BackgroundCppCall`` that swaps to the C++ wrapper once a background
+thread has built it, and ``python_call`` for anything else, silently; ``on`` generates the
+C++ wrapper (``cpp_wrapper.write_cpp_wrapper``), builds it and returns a
+``CppWrapperCall``, and where that cannot be done the graph keeps the Python wrapper and
+one warning says why:
 
 - a graph with symbolic sizes (``LoweredGraph.symbolic``): one warning;
 - something the C++ wrapper does not write (``CppUnsupported``: an extern op outside
@@ -24,6 +27,7 @@ only after its bytes were checked against the record the build wrote.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import importlib.machinery
@@ -44,6 +48,7 @@ import torch
 from .. import config, counters
 from ..errors import CompileError
 from ..scheduler import Schedule
+from . import cpp_background
 from .cpp_externs import CppUnsupported
 from .cpp_wrapper import CppWrapperSource, constant_names, write_cpp_wrapper
 from .kernel_cache import build_artifact, verified_artifact
@@ -133,17 +138,40 @@ def cache_key(wrapper: CppWrapperSource) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+_running: set[subprocess.Popen] = set()  # compilers under way: stopped at exit
+_running_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_compilers() -> None:
+    """Stop compilers a background build left running, so none writes after exit."""
+    with _running_lock:
+        for process in _running:
+            process.kill()
+
+
 def run_compiler(cmd: list[str], log_path: Path | None = None) -> None:
     """Run ``cmd``; ``CompileError`` with the compiler's first error line when it fails."""
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    except (OSError, subprocess.SubprocessError) as exc:
+        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except OSError as exc:
         raise CompileError(f"the C++ compiler could not be run ({cmd[0]}): {exc}") from exc
+    with _running_lock:
+        _running.add(process)
+    try:
+        stdout, stderr = process.communicate(timeout=900)
+    except subprocess.TimeoutExpired as exc:
+        process.kill()
+        process.communicate()
+        raise CompileError(f"the C++ compiler ran past 900 s ({cmd[0]})") from exc
+    finally:
+        with _running_lock:
+            _running.discard(process)
     if log_path is not None:
-        log_path.write_text(f"{' '.join(cmd)}\n{done.stdout}\n{done.stderr}")
-    if done.returncode != 0:
-        errors = [line for line in done.stderr.splitlines() if "error" in line]
-        first = errors[0] if errors else (done.stderr.strip().splitlines() or [""])[-1]
+        log_path.write_text(f"{' '.join(cmd)}\n{stdout}\n{stderr}")
+    if process.returncode != 0:
+        errors = [line for line in stderr.splitlines() if "error" in line]
+        first = errors[0] if errors else (stderr.strip().splitlines() or [""])[-1]
         where = f" (log: {log_path})" if log_path is not None else ""
         raise CompileError(f"the C++ wrapper failed to compile{where}: {first.strip()}")
 
@@ -211,15 +239,20 @@ class CppWrapperCall(functools.partial):
 
 def select_wrapper(schedule: Schedule, kernels: dict[int, Any], python_call: Callable,
                    report: Any = None) -> Callable:  # fmt: skip
-    """The graph's ``call``: the C++ wrapper when ``config.cpp_wrapper()`` is on and it
-    can be generated and built, else ``python_call`` (see the module docstring).
+    """The graph's ``call``: by ``config.cpp_wrapper()``, ``python_call`` (``off``), the
+    C++ wrapper where it can be generated and built, else ``python_call`` (``on``: see the
+    module docstring), or, for a CUDA graph, a ``BackgroundCppCall`` that swaps to it once
+    built (``auto``; anything else keeps ``python_call``, silently).
 
-    ``report`` (a ``GraphReport``), when given, gets ``wrapper_language`` and, for C++,
-    the source in ``cpp_wrapper``. Raises ``CompileError`` only for a failed build under
-    strict mode.
+    ``report`` (a ``GraphReport``), when given, gets ``wrapper_language`` (once the swap
+    happened, for ``auto``) and, for C++, the source in ``cpp_wrapper``. Raises
+    ``CompileError`` only for a failed build under strict mode.
     """
-    if not config.cpp_wrapper():
+    setting = config.cpp_wrapper()
+    if setting == "off":
         return python_call
+    if setting == "auto":
+        return _in_background(schedule, kernels, python_call, report)
     if schedule.graph.symbolic:
         counters.bump("cpp_wrapper_fallbacks")
         warn_once("cpp_wrapper: a graph with symbolic sizes runs the Python wrapper (the C++ "
@@ -234,7 +267,7 @@ def select_wrapper(schedule: Schedule, kernels: dict[int, Any], python_call: Cal
     if report is not None:
         report.cpp_wrapper = wrapper.source
     try:
-        module = build(wrapper)
+        call = _built_call(wrapper, schedule, python_call)
     except Exception as exc:
         if config.strict():
             if isinstance(exc, CompileError):
@@ -247,7 +280,44 @@ def select_wrapper(schedule: Schedule, kernels: dict[int, Any], python_call: Cal
     counters.bump("cpp_wrappers")
     if report is not None:
         report.wrapper_language = "c++"
+    return call
+
+
+def _built_call(wrapper: CppWrapperSource, schedule: Schedule, python_call: Callable) -> Callable:
+    """``wrapper`` built and loaded, as the graph's call (raises as ``build``)."""
+    module = build(wrapper)
     constants = schedule.graph.constants
     return CppWrapperCall(
         module.call, python_call, tuple(constants[n] for n in constant_names(constants))
     )
+
+
+def _wants_background(graph: Any) -> bool:
+    """Whether ``auto`` builds ``graph``'s C++ wrapper: static sizes, a CUDA buffer, and a
+    C++ compiler on the path."""
+    on_cuda = any(b.layout.device.type == "cuda" for b in graph.buffers)
+    return not graph.symbolic and on_cuda and shutil.which(compiler()) is not None
+
+
+def _in_background(schedule: Schedule, kernels: dict[int, Any], python_call: Callable,
+                   report: Any) -> Callable:  # fmt: skip
+    """``auto``: a ``BackgroundCppCall`` building the C++ wrapper of a static-size CUDA
+    graph whose wrapper C++ can write, where a compiler is found; else ``python_call``."""
+    if not _wants_background(schedule.graph):
+        return python_call
+    try:
+        wrapper = write_cpp_wrapper(schedule, kernels)
+    except CppUnsupported as exc:
+        log.debug("tilefuse: no background C++ wrapper for this graph: %s", exc)
+        return python_call
+    if report is not None:
+        report.cpp_wrapper = wrapper.source
+    call = cpp_background.BackgroundCppCall(python_call)
+
+    def loaded() -> None:
+        if report is not None:
+            report.wrapper_language = "c++"
+
+    what = f"graph {report.graph_id}" if report is not None else "a graph"
+    cpp_background.submit(call, lambda: _built_call(wrapper, schedule, python_call), what, loaded)
+    return call

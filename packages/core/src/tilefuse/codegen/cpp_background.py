@@ -1,0 +1,122 @@
+"""C++ wrappers built in the background (``cpp_wrapper="auto"``, the default on CUDA).
+
+Building a graph's C++ wrapper takes the system compiler several seconds; a model with
+four graphs would pay that four times before its first step. In ``auto`` mode the graph's
+call is a ``BackgroundCppCall``: it runs the Python wrapper from the first call, and swaps
+to the C++ wrapper once a background thread has built and loaded it. Both wrappers follow
+one memory plan and return the same results, so the swap between two calls changes only
+the host time per call.
+
+Builds run on at most ``workers()`` daemon threads. ``wait(timeout)`` blocks until every
+build submitted so far has ended (``tilefuse.wait_for_builds``: benchmarks call it before
+timing). A build that fails leaves the Python wrapper in place and logs why at INFO: the
+user asked for nothing, so nothing warns. ``forget()`` (``tilefuse.reset()``) makes builds
+still under way load without counting in ``stats()``. At exit, compilers still running
+are stopped (``cpp_build.run_compiler`` registers them), so none writes into the cache
+after the process has gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .. import counters
+
+log = logging.getLogger("tilefuse")
+
+_queue: queue.Queue[Callable[[], None]] = queue.Queue()
+_state = threading.Condition()
+_threads: list[threading.Thread] = []
+_pending = 0  # builds submitted and not yet ended
+_generation = 0  # bumped by forget(): older builds load but do not count
+
+
+def workers() -> int:
+    """Build threads: a quarter of the cores, 1 to 4 (each runs one compiler process)."""
+    return max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
+class BackgroundCppCall:
+    """A graph's ``call(args)``: ``python_call`` until ``ready`` swaps in the C++ one.
+
+    ``language`` is ``"python"``, then ``"c++"`` once the swap happened.
+    """
+
+    __slots__ = ("call", "python_call", "language")
+
+    def __init__(self, python_call: Callable) -> None:
+        self.call = python_call
+        self.python_call = python_call
+        self.language = "python"
+
+    def __call__(self, args: list[Any]) -> Any:
+        return self.call(args)
+
+    def ready(self, cpp_call: Callable) -> None:
+        self.call = cpp_call  # one attribute store: a call in flight keeps its wrapper
+        self.language = "c++"
+
+
+def submit(call: BackgroundCppCall, build: Callable[[], Callable], what: str,
+           on_ready: Callable[[], None] | None = None) -> None:  # fmt: skip
+    """Run ``build()`` on a build thread; on success its result replaces ``call``'s Python
+    wrapper and ``on_ready()`` runs. ``what`` names the graph in the INFO line of a
+    failure."""
+    global _pending
+    generation = _generation
+
+    def job() -> None:
+        try:
+            cpp_call = build()
+        except Exception as exc:  # the Python wrapper stays: a slower call, never a wrong one
+            log.info("tilefuse: the background C++ wrapper of %s was not built, so it keeps "
+                     "the Python wrapper: %s", what, exc)  # fmt: skip
+            return
+        call.ready(cpp_call)
+        if on_ready is not None:
+            on_ready()
+        if generation == _generation:
+            counters.bump("cpp_wrappers")
+
+    with _state:
+        _pending += 1
+        _threads[:] = [t for t in _threads if t.is_alive()]
+        if len(_threads) < workers():
+            thread = threading.Thread(target=_work, name="tilefuse-cpp-wrapper", daemon=True)
+            _threads.append(thread)
+            thread.start()
+    _queue.put(job)
+
+
+def _work() -> None:
+    global _pending
+    while True:
+        job = _queue.get()
+        try:
+            job()
+        except Exception:  # a bug here must not kill the worker that others wait on
+            log.exception("tilefuse: background C++ wrapper build")
+        finally:
+            with _state:
+                _pending -= 1
+                _state.notify_all()
+
+
+def wait(timeout: float | None = None) -> bool:
+    """Block until every build submitted so far has ended (or ``timeout`` seconds have
+    passed); ``True`` when none is left."""
+    with _state:
+        return _state.wait_for(lambda: _pending == 0, timeout)
+
+
+def forget() -> None:
+    """Builds under way still swap their graph to C++, but no longer count in ``stats()``
+    (``tilefuse.reset()``)."""
+    global _generation
+    with _state:
+        _generation += 1
