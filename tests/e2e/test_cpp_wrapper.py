@@ -299,6 +299,21 @@ def test_a_build_loaded_after_reset_swaps_but_does_not_count():
     assert tilefuse.stats()["cpp_wrappers"] == 0
 
 
+def test_a_background_build_runs_under_the_compiles_settings(monkeypatch):
+    from tilefuse import config
+
+    monkeypatch.delenv("TILEFUSE_STRICT", raising=False)
+    seen = []
+
+    def build():
+        seen.append(config.strict())
+        return lambda args: None
+
+    with config.overrides({"strict": True}):
+        cpp_background.submit(cpp_background.BackgroundCppCall(print), build, "a test graph")
+    assert tilefuse.wait_for_builds(timeout=60) and seen == [True]
+
+
 def test_build_failure_keeps_the_python_wrapper_with_one_warning(
     monkeypatch, not_strict, no_gemm_selector, caplog
 ):

@@ -18,6 +18,7 @@ after the process has gone.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import queue
@@ -64,15 +65,17 @@ class BackgroundCppCall:
 
 def submit(call: BackgroundCppCall, build: Callable[[], Callable], what: str,
            on_ready: Callable[[], None] | None = None) -> None:  # fmt: skip
-    """Run ``build()`` on a build thread; on success its result replaces ``call``'s Python
+    """Run ``build()`` on a build thread, in a copy of the caller's context (the compile's
+    settings, ``config.overrides``); on success its result replaces ``call``'s Python
     wrapper and ``on_ready()`` runs. ``what`` names the graph in the INFO line of a
     failure."""
     global _pending
     generation = _generation
+    context = contextvars.copy_context()
 
     def job() -> None:
         try:
-            cpp_call = build()
+            cpp_call = context.run(build)
         except Exception as exc:  # the Python wrapper stays: a slower call, never a wrong one
             log.info("tilefuse: the background C++ wrapper of %s was not built, so it keeps "
                      "the Python wrapper: %s", what, exc)  # fmt: skip
