@@ -210,12 +210,22 @@ def _copy_artifacts(src: str, dst: str) -> None:
             shutil.copytree(os.path.join(src, kind), os.path.join(dst, kind), dirs_exist_ok=True)
 
 
+def wait_for_tilefuse_builds() -> None:
+    """Let the C++ wrappers tilefuse builds in the background (its default on CUDA) end."""
+    try:
+        import tilefuse
+    except ImportError:
+        return
+    tilefuse.wait_for_builds()
+
+
 @contextlib.contextmanager
 def cold_caches(extra_env: tuple[tuple[str, str], ...] = ()) -> Iterator[str]:
     """Fresh cache directories (and ``extra_env``) for one backend's compile and measurement.
 
-    Yields the temporary root; restores the environment and deletes the directories on exit,
-    resetting Dynamo so no compiled graph outlives the block. With ``TILEFUSE_BENCH_ARTIFACTS``
+    Yields the temporary root; on exit waits for tilefuse's background C++ wrapper builds,
+    restores the environment and deletes the directories, resetting Dynamo so no compiled
+    graph outlives the block. With ``TILEFUSE_BENCH_ARTIFACTS``
     set, tilefuse's cache starts with that directory's built artifacts (and gives its new
     ones back): autotuning then measures cached nvcc builds instead of starting them.
     """
@@ -236,6 +246,7 @@ def cold_caches(extra_env: tuple[tuple[str, str], ...] = ()) -> Iterator[str]:
     try:
         yield root
     finally:
+        wait_for_tilefuse_builds()  # they write into this cache and count in stats()
         _stop_autotune_workers()
         if artifacts:
             _copy_artifacts(os.path.join(root, "tilefuse"), artifacts)
