@@ -12,6 +12,7 @@ fallback. Two tests run the real compiler (about 30 s each on two cores).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -312,6 +313,24 @@ def test_a_background_build_runs_under_the_compiles_settings(monkeypatch):
     with config.overrides({"strict": True}):
         cpp_background.submit(cpp_background.BackgroundCppCall(print), build, "a test graph")
     assert tilefuse.wait_for_builds(timeout=60) and seen == [True]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_has_no_build_pending():
+    release = threading.Event()
+    call = cpp_background.BackgroundCppCall(lambda args: "python")
+    cpp_background.submit(call, lambda: release.wait(60) and (lambda args: "c++"), "a graph")
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's build thread does not exist here
+            ok = tilefuse.wait_for_builds(timeout=0) and call([]) == "python"
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert not tilefuse.wait_for_builds(timeout=0)  # the parent's is still running
+    finally:
+        release.set()
+    assert tilefuse.wait_for_builds(timeout=60) and call([]) == "c++"
 
 
 def test_build_failure_keeps_the_python_wrapper_with_one_warning(

@@ -13,7 +13,8 @@ timing). A build that fails leaves the Python wrapper in place and logs why at I
 user asked for nothing, so nothing warns. ``forget()`` (``tilefuse.reset()``) makes builds
 still under way load without counting in ``stats()``. At exit, compilers still running
 are stopped (``cpp_build.run_compiler`` registers them), so none writes into the cache
-after the process has gone.
+after the process has gone. A forked child starts with no build pending (the parent's
+threads do not exist there) and does not stop the parent's compilers.
 """
 
 from __future__ import annotations
@@ -115,6 +116,19 @@ def wait(timeout: float | None = None) -> bool:
     passed); ``True`` when none is left."""
     with _state:
         return _state.wait_for(lambda: _pending == 0, timeout)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's build threads: nothing is pending in it
+    (its graphs keep the wrapper they had), and a later submit starts new threads."""
+    global _queue, _state, _pending
+    _queue = queue.Queue()
+    _state = threading.Condition()
+    _threads.clear()
+    _pending = 0
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def forget() -> None:

@@ -150,6 +150,16 @@ def _stop_compilers() -> None:
             process.kill()
 
 
+def _forget_parents_compilers() -> None:
+    """In a forked child: the parent's compilers are the parent's to stop."""
+    global _running_lock
+    _running_lock = threading.Lock()
+    _running.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parents_compilers)
+
+
 def run_compiler(cmd: list[str], log_path: Path | None = None) -> None:
     """Run ``cmd``; ``CompileError`` with the compiler's first error line when it fails."""
     try:
