@@ -266,7 +266,10 @@ def test_auto_runs_python_until_the_background_build_is_loaded(monkeypatch, no_g
 def test_a_failed_background_build_keeps_the_python_wrapper_quietly(
     monkeypatch, no_gemm_selector, caplog
 ):
+    builds = []
+
     def failing_build(wrapper):
+        builds.append(wrapper)
         raise CompileError("the C++ wrapper failed to compile: test")
 
     _background(monkeypatch, failing_build)
@@ -276,11 +279,20 @@ def test_a_failed_background_build_keeps_the_python_wrapper_quietly(
         assert_same(compiled(*args), _extern_graph(*args))
         assert tilefuse.wait_for_builds(timeout=60)
         assert_same(compiled(*args), _extern_graph(*args))
+        # Another graph: the cause of the failure would fail it too, so it is not tried.
+        other = torch.compile(lambda x, w: F.conv2d(x, w, stride=2), backend="tilefuse")
+        assert_same(other(args[0], args[1]), F.conv2d(args[0], args[1], stride=2))
+        assert tilefuse.wait_for_builds(timeout=60)
+    assert len(builds) == 1
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     (info,) = [r.getMessage() for r in caplog.records if "background C++" in r.getMessage()]
     assert "keeps the Python wrapper" in info and "failed to compile: test" in info
     stats = tilefuse.stats()
     assert stats["cpp_wrappers"] == 0 and stats["cpp_wrapper_fallbacks"] == 0
+    tilefuse.reset()  # tries again
+    torch._dynamo.reset()
+    torch.compile(_extern_graph, backend="tilefuse")(*args)
+    assert tilefuse.wait_for_builds(timeout=60) and len(builds) == 2
 
 
 def test_a_build_loaded_after_reset_swaps_but_does_not_count():

@@ -10,8 +10,9 @@ the host time per call.
 Builds run on at most ``workers()`` daemon threads. ``wait(timeout)`` blocks until every
 build submitted so far has ended (``tilefuse.wait_for_builds``: benchmarks call it before
 timing). A build that fails leaves the Python wrapper in place and logs why at INFO: the
-user asked for nothing, so nothing warns. ``forget()`` (``tilefuse.reset()``) makes builds
-still under way load without counting in ``stats()``. At exit, compilers still running
+user asked for nothing, so nothing warns; its cause would most likely fail every later
+build too, so none is tried until ``forget()``. ``forget()`` (``tilefuse.reset()``) also
+makes builds still under way load without counting in ``stats()``. At exit, compilers still running
 are stopped (``cpp_build.run_compiler`` registers them), so none writes into the cache
 after the process has gone. A forked child starts with no build pending (the parent's
 threads do not exist there) and does not stop the parent's compilers.
@@ -36,6 +37,9 @@ _state = threading.Condition()
 _threads: list[threading.Thread] = []
 _pending = 0  # builds submitted and not yet ended
 _generation = 0  # bumped by forget(): older builds load but do not count
+# A build failed: the cause (no Python headers, a broken compiler, a full disk) would fail
+# the next ones too, so later builds are skipped until forget().
+_failed = False
 
 
 def workers() -> int:
@@ -75,11 +79,17 @@ def submit(call: BackgroundCppCall, build: Callable[[], Callable], what: str,
     context = contextvars.copy_context()
 
     def job() -> None:
+        global _failed
+        if _failed:
+            log.debug("tilefuse: no background C++ wrapper for %s: an earlier build failed", what)
+            return
         try:
             cpp_call = context.run(build)
         except Exception as exc:  # the Python wrapper stays: a slower call, never a wrong one
+            _failed = True
             log.info("tilefuse: the background C++ wrapper of %s was not built, so it keeps "
-                     "the Python wrapper: %s", what, exc)  # fmt: skip
+                     "the Python wrapper, and no more are built in this process "
+                     "(tilefuse.reset() tries again): %s", what, exc)  # fmt: skip
             return
         call.ready(cpp_call)
         if on_ready is not None:
@@ -132,8 +142,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def forget() -> None:
-    """Builds under way still swap their graph to C++, but no longer count in ``stats()``
-    (``tilefuse.reset()``)."""
-    global _generation
+    """Builds under way still swap their graph to C++, but no longer count in ``stats()``,
+    and builds are tried again after a failure (``tilefuse.reset()``)."""
+    global _generation, _failed
     with _state:
         _generation += 1
+        _failed = False
