@@ -167,7 +167,11 @@ class Column:
     mark: bool = False
 
     def env(self, strict: bool) -> tuple[tuple[str, str], ...]:
-        return (("TILEFUSE_STRICT", "1"),) if strict and self.family == "tilefuse" else ()
+        if self.family != "tilefuse":
+            return ()
+        # The Python wrapper in both tilefuse columns: a symbolic graph has no C++ one, and a
+        # static column's background C++ build would swap in while it is timed.
+        return (("TILEFUSE_CPP_WRAPPER", "0"), *((("TILEFUSE_STRICT", "1"),) if strict else ()))
 
 
 BY_NAME = {

@@ -64,6 +64,9 @@ def kernel_times(fn, x: torch.Tensor) -> tuple[float, float]:
 
 
 def main() -> int:
+    import os
+
+    os.environ["TILEFUSE_CPP_WRAPPER"] = "0"  # kernels are timed: no C++ wrapper builds
     import tilefuse.pipeline as pipeline
     from tilefuse.frontend.lowerings import split_reduction
 

@@ -247,15 +247,16 @@ def test_auto_runs_python_until_the_background_build_is_loaded(monkeypatch, no_g
     _background(monkeypatch, slow_build)
     args = _extern_args()
     compiled = torch.compile(_extern_graph, backend="tilefuse")
-    with collect_reports() as reports:
-        assert_same(compiled(*args), _extern_graph(*args))
-    assert not tilefuse.wait_for_builds(timeout=0)  # still building
-    assert library.calls == 0 and reports[0].wrapper_language == "python"
-    assert reports[0].cpp_wrapper  # the source is in the report from the start
-    assert_same(compiled(*args), _extern_graph(*args))  # meanwhile: the Python wrapper
-    assert library.calls == 0 and tilefuse.stats()["cpp_wrappers"] == 0
-
-    release.set()
+    try:
+        with collect_reports() as reports:
+            assert_same(compiled(*args), _extern_graph(*args))
+        assert not tilefuse.wait_for_builds(timeout=0)  # still building
+        assert library.calls == 0 and reports[0].wrapper_language == "python"
+        assert reports[0].cpp_wrapper  # the source is in the report from the start
+        assert_same(compiled(*args), _extern_graph(*args))  # meanwhile: the Python wrapper
+        assert library.calls == 0 and tilefuse.stats()["cpp_wrappers"] == 0
+    finally:
+        release.set()
     assert tilefuse.wait_for_builds(timeout=60)
     assert_same(compiled(*args), _extern_graph(*args))
     assert library.calls == 1 and reports[0].wrapper_language == "c++"
@@ -279,20 +280,78 @@ def test_a_failed_background_build_keeps_the_python_wrapper_quietly(
         assert_same(compiled(*args), _extern_graph(*args))
         assert tilefuse.wait_for_builds(timeout=60)
         assert_same(compiled(*args), _extern_graph(*args))
-        # Another graph: the cause of the failure would fail it too, so it is not tried.
-        other = torch.compile(lambda x, w: F.conv2d(x, w, stride=2), backend="tilefuse")
-        assert_same(other(args[0], args[1]), F.conv2d(args[0], args[1], stride=2))
-        assert tilefuse.wait_for_builds(timeout=60)
     assert len(builds) == 1
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     (info,) = [r.getMessage() for r in caplog.records if "background C++" in r.getMessage()]
     assert "keeps the Python wrapper" in info and "failed to compile: test" in info
     stats = tilefuse.stats()
     assert stats["cpp_wrappers"] == 0 and stats["cpp_wrapper_fallbacks"] == 0
-    tilefuse.reset()  # tries again
-    torch._dynamo.reset()
-    torch.compile(_extern_graph, backend="tilefuse")(*args)
-    assert tilefuse.wait_for_builds(timeout=60) and len(builds) == 2
+
+
+def _failing_build():
+    raise CompileError("test: no Python headers")
+
+
+def test_builds_stop_after_failures_in_a_row_until_reset():
+    tried = []
+
+    def build():
+        tried.append(1)
+        _failing_build()
+
+    for _ in range(cpp_background.MAX_FAILURES + 2):
+        cpp_background.submit(cpp_background.BackgroundCppCall(print), build, "a graph")
+    assert tilefuse.wait_for_builds(timeout=60)
+    assert len(tried) == cpp_background.MAX_FAILURES  # the rest were not tried
+    tilefuse.reset()
+    cpp_background.submit(cpp_background.BackgroundCppCall(print), build, "a graph")
+    assert tilefuse.wait_for_builds(timeout=60) and len(tried) == cpp_background.MAX_FAILURES + 1
+
+
+def test_a_cpp_wrapper_failing_its_first_call_gives_the_graph_back_to_python(caplog):
+    call = cpp_background.BackgroundCppCall(lambda args: ("python", list(args)))
+
+    def broken(args):
+        args.clear()  # what a boxed call may do before it fails
+        raise RuntimeError("test: cuModuleLoadData failed")
+
+    call.ready(broken)
+    with caplog.at_level(logging.INFO, logger="tilefuse"):
+        assert call([1, 2]) == ("python", [1, 2])  # rerun with the saved arguments
+    assert call.call is call.python_call and call.language == "python"
+    assert any("failed on its first call" in r.getMessage() for r in caplog.records)
+
+
+def test_a_first_cpp_call_during_a_cuda_graph_capture_runs_python(monkeypatch):
+    call = cpp_background.BackgroundCppCall(lambda args: "python")
+    call.ready(lambda args: "c++")
+    monkeypatch.setattr(cpp_background, "_capturing", lambda: True)
+    assert call([]) == "python" and call.call is not call.python_call  # still to be tried
+    monkeypatch.setattr(cpp_background, "_capturing", lambda: False)
+    assert call([]) == "c++" and call([]) == "c++"
+
+
+def test_no_build_thread_leaves_the_python_wrapper_and_nothing_pending(monkeypatch):
+    def no_threads(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(cpp_background, "_threads", [])
+    monkeypatch.setattr(threading.Thread, "start", no_threads)
+    call = cpp_background.BackgroundCppCall(lambda args: "python")
+    cpp_background.submit(call, lambda: lambda args: "c++", "a graph")
+    assert tilefuse.wait_for_builds(timeout=0) and call([]) == "python"
+
+
+def test_auto_leaves_graphs_under_cuda_graphs_alone(monkeypatch):
+    from tilefuse import config
+
+    monkeypatch.setattr(cpp_build.shutil, "which", lambda name: "/usr/bin/c++")
+    buffer = SimpleNamespace(layout=SimpleNamespace(device=torch.device("cuda", 0)))
+    graph = SimpleNamespace(symbolic=False, buffers=[buffer])
+    assert cpp_build._wants_background(graph)
+    with config.overrides({"cuda_graphs": True}):  # replays run no wrapper
+        assert not cpp_build._wants_background(graph)
+    assert not cpp_build._wants_background(SimpleNamespace(symbolic=True, buffers=[buffer]))
 
 
 def test_a_build_loaded_after_reset_swaps_but_does_not_count():
@@ -715,3 +774,9 @@ def test_cpp_launch_is_asked_outside_the_compiles_fake_tensor_mode():
     with FakeTensorMode():
         launch = cpp_launch_of(Probe(), "probe")
     assert launch.function == "tf_probe" and Probe.seen == [False]
+
+
+def test_no_compiler_starts_once_the_process_is_exiting(monkeypatch):
+    monkeypatch.setattr(cpp_build, "_exiting", True)
+    with pytest.raises(CompileError, match="process is exiting"):
+        cpp_build.run_compiler(["c++", "--version"])

@@ -6,8 +6,9 @@
 2. the scheduler (``schedule_graph``: fusion, ordering, memory plan),
 3. codegen for each step (fused groups to their backend as ``KernelSpec``\\ s, GEMM
    templates to the autotune selector or eager torch), then the wrapper,
-4. the build of every kernel, then, with ``cpp_wrapper`` on, of the C++ wrapper
-   (``codegen.cpp_build.select_wrapper``: the Python wrapper where it cannot be used),
+4. the build of every kernel, then the choice of wrapper (``codegen.cpp_build.select_wrapper``):
+   the Python one, the C++ one built now (``cpp_wrapper`` on), or, by default on CUDA, the
+   C++ one built in the background, with the Python one serving calls until it loads,
 
 and returns a ``CompiledGraph`` whose ``report`` (a ``GraphReport``) says what each stage
 decided. The report is also handed to the active ``report.collect_reports()`` blocks

@@ -140,21 +140,26 @@ def cache_key(wrapper: CppWrapperSource) -> str:
 
 _running: set[subprocess.Popen] = set()  # compilers under way: stopped at exit
 _running_lock = threading.Lock()
+_exiting = False  # set at exit: no compiler starts after it
 
 
 @atexit.register
 def _stop_compilers() -> None:
-    """Stop compilers a background build left running, so none writes after exit."""
+    """Stop compilers a background build left running, and start no more, so none writes
+    after exit."""
+    global _exiting
     with _running_lock:
+        _exiting = True
         for process in _running:
             process.kill()
 
 
 def _forget_parents_compilers() -> None:
     """In a forked child: the parent's compilers are the parent's to stop."""
-    global _running_lock
+    global _running_lock, _exiting
     _running_lock = threading.Lock()
     _running.clear()
+    _exiting = False
 
 
 os.register_at_fork(after_in_child=_forget_parents_compilers)
@@ -162,11 +167,14 @@ os.register_at_fork(after_in_child=_forget_parents_compilers)
 
 def run_compiler(cmd: list[str], log_path: Path | None = None) -> None:
     """Run ``cmd``; ``CompileError`` with the compiler's first error line when it fails."""
-    try:
-        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    except OSError as exc:
-        raise CompileError(f"the C++ compiler could not be run ({cmd[0]}): {exc}") from exc
-    with _running_lock:
+    with _running_lock:  # started and registered at once: an exit stops it, or it never starts
+        if _exiting:
+            raise CompileError("the C++ compiler was not started: the process is exiting")
+        try:
+            process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)  # fmt: skip
+        except OSError as exc:
+            raise CompileError(f"the C++ compiler could not be run ({cmd[0]}): {exc}") from exc
         _running.add(process)
     try:
         stdout, stderr = process.communicate(timeout=900)
@@ -303,10 +311,15 @@ def _built_call(wrapper: CppWrapperSource, schedule: Schedule, python_call: Call
 
 
 def _wants_background(graph: Any) -> bool:
-    """Whether ``auto`` builds ``graph``'s C++ wrapper: static sizes, a CUDA buffer, and a
-    C++ compiler on the path."""
+    """Whether ``auto`` builds ``graph``'s C++ wrapper: static sizes, a CUDA buffer, a C++
+    compiler on the path, and no CUDA graphs (their replays run no wrapper at all)."""
     on_cuda = any(b.layout.device.type == "cuda" for b in graph.buffers)
-    return not graph.symbolic and on_cuda and shutil.which(compiler()) is not None
+    return (
+        not graph.symbolic
+        and on_cuda
+        and not config.cuda_graphs()
+        and shutil.which(compiler()) is not None
+    )
 
 
 def _in_background(schedule: Schedule, kernels: dict[int, Any], python_call: Callable,

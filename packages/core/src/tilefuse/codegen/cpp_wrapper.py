@@ -1,4 +1,4 @@
-"""The C++ wrapper (option ``cpp_wrapper``, experimental): a graph's wrapper as C++.
+"""The C++ wrapper (option ``cpp_wrapper``): a graph's wrapper as C++.
 
 ``write_cpp_wrapper(schedule, kernels)`` renders the same walk as the Python wrapper
 (``wrapper.WrapperPlan``: same launch order, allocations, reuse of freed buffers and
