@@ -315,20 +315,22 @@ def test_a_cpp_wrapper_failing_its_first_call_gives_the_graph_back_to_python(cap
         args.clear()  # what a boxed call may do before it fails
         raise RuntimeError("test: cuModuleLoadData failed")
 
-    call.ready(broken)
+    used = []
+    call.ready(broken, lambda: used.append(1))
     with caplog.at_level(logging.INFO, logger="tilefuse"):
         assert call([1, 2]) == ("python", [1, 2])  # rerun with the saved arguments
-    assert call.call is call.python_call and call.language == "python"
+    assert call.call is call.python_call and call.language == "python" and used == []
     assert any("failed on its first call" in r.getMessage() for r in caplog.records)
 
 
 def test_a_first_cpp_call_during_a_cuda_graph_capture_runs_python(monkeypatch):
     call = cpp_background.BackgroundCppCall(lambda args: "python")
-    call.ready(lambda args: "c++")
+    used = []
+    call.ready(lambda args: "c++", lambda: used.append(1))
     monkeypatch.setattr(cpp_background, "_capturing", lambda: True)
     assert call([]) == "python" and call.call is not call.python_call  # still to be tried
     monkeypatch.setattr(cpp_background, "_capturing", lambda: False)
-    assert call([]) == "c++" and call([]) == "c++"
+    assert call([]) == "c++" and call([]) == "c++" and used == [1]
 
 
 def test_no_build_thread_leaves_the_python_wrapper_and_nothing_pending(monkeypatch):

@@ -72,13 +72,14 @@ class BackgroundCppCall:
     def __call__(self, args: list[Any]) -> Any:
         return self.call(args)
 
-    def ready(self, cpp_call: Callable) -> None:
+    def ready(self, cpp_call: Callable, on_first_call: Callable[[], None] | None = None) -> None:
         """Swap in ``cpp_call`` from the next call on (a call in flight keeps its wrapper).
 
         Its first call is tried: one that raises puts the Python wrapper back for good and
         reruns the call with it (a graph's first call is checked the same way), and one
         during a CUDA-graph capture runs the Python wrapper instead (the C++ wrapper loads
-        its kernels at its first launch, which a capture does not allow)."""
+        its kernels at its first launch, which a capture does not allow). ``on_first_call``
+        runs once the first call through ``cpp_call`` has succeeded."""
 
         def first_call(args: list[Any]) -> Any:
             if _capturing():
@@ -92,6 +93,8 @@ class BackgroundCppCall:
                          "its graph keeps the Python wrapper: %s", exc)  # fmt: skip
                 return self.python_call(saved)
             self.call = cpp_call
+            if on_first_call is not None:
+                on_first_call()
             return out
 
         self.call = first_call
@@ -99,11 +102,12 @@ class BackgroundCppCall:
 
 
 def submit(call: BackgroundCppCall, build: Callable[[], Callable], what: str,
-           on_ready: Callable[[], None] | None = None) -> None:  # fmt: skip
+           on_first_call: Callable[[], None] | None = None) -> None:  # fmt: skip
     """Run ``build()`` on a build thread, in a copy of the caller's context (the compile's
     settings, ``config.overrides``); on success its result replaces ``call``'s Python
-    wrapper and ``on_ready()`` runs. ``what`` names the graph in the INFO line of a
-    failure. Where no build thread can be started, ``call`` keeps the Python wrapper."""
+    wrapper (``BackgroundCppCall.ready``, which runs ``on_first_call``). ``what`` names
+    the graph in the INFO line of a failure. Where no build thread can be started, ``call``
+    keeps the Python wrapper."""
     global _pending
     generation = _generation
     context = contextvars.copy_context()
@@ -124,9 +128,7 @@ def submit(call: BackgroundCppCall, build: Callable[[], Callable], what: str,
                      "(tilefuse.reset() tries again)" if last else "", exc)  # fmt: skip
             return
         _failures = 0
-        call.ready(cpp_call)
-        if on_ready is not None:
-            on_ready()
+        call.ready(cpp_call, on_first_call)
         if generation == _generation:
             counters.bump("cpp_wrappers")
 

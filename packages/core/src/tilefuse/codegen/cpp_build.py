@@ -262,8 +262,8 @@ def select_wrapper(schedule: Schedule, kernels: dict[int, Any], python_call: Cal
     module docstring), or, for a CUDA graph, a ``BackgroundCppCall`` that swaps to it once
     built (``auto``; anything else keeps ``python_call``, silently).
 
-    ``report`` (a ``GraphReport``), when given, gets ``wrapper_language`` (once the swap
-    happened, for ``auto``) and, for C++, the source in ``cpp_wrapper``. Raises
+    ``report`` (a ``GraphReport``), when given, gets ``wrapper_language`` (for ``auto``, once
+    a call through the C++ wrapper succeeded) and, for C++, the source in ``cpp_wrapper``. Raises
     ``CompileError`` only for a failed build under strict mode.
     """
     setting = config.cpp_wrapper()
@@ -337,10 +337,11 @@ def _in_background(schedule: Schedule, kernels: dict[int, Any], python_call: Cal
         report.cpp_wrapper = wrapper.source
     call = cpp_background.BackgroundCppCall(python_call)
 
-    def loaded() -> None:
+    def first_cpp_call() -> None:
         if report is not None:
             report.wrapper_language = "c++"
 
     what = f"graph {report.graph_id}" if report is not None else "a graph"
-    cpp_background.submit(call, lambda: _built_call(wrapper, schedule, python_call), what, loaded)
+    cpp_background.submit(call, lambda: _built_call(wrapper, schedule, python_call), what,
+                          first_cpp_call)  # fmt: skip
     return call
