@@ -51,6 +51,7 @@ def workers() -> int:
 
 
 def _capturing() -> bool:
+    """As ``cuda_graphs.CudaGraphRunner._capturing``, which codegen may not import (layers)."""
     import torch
 
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
