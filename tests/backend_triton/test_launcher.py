@@ -190,7 +190,7 @@ def test_a_handle_from_another_devices_context_leaves_the_launch_to_triton(drive
         kernel((1,), 0, values)
 
 
-def test_a_static_entry_packs_the_same_parameters_and_fills_scalars_once(driver):
+def test_a_static_entry_packs_the_same_parameters_as_the_general_path(driver):
     x, out = torch.zeros(32, dtype=torch.bfloat16), torch.zeros(32)
     values = (x, out, 32, 1, 128)
     kernel = L.CubinLauncher.create(compiled(), values)
@@ -202,6 +202,21 @@ def test_a_static_entry_packs_the_same_parameters_and_fills_scalars_once(driver)
     assert driver.launches == [((5, 1, 1), 128, 0, 77, [x2.data_ptr(), out2.data_ptr(), 32])]
     assert kernel((5,), 77, values) is True  # the general path packs the same way
     assert driver.launches[1][-1] == [x.data_ptr(), out.data_ptr(), 32]
+
+
+def test_entries_for_other_sizes_share_a_launcher(driver):
+    """A kernel of symbolic sizes keeps one entry per size on one launcher: each entry
+    writes its own scalars, whatever ran in between (another entry, the general path)."""
+    x, out = torch.zeros(64, dtype=torch.bfloat16), torch.zeros(64)
+    small, large = (x, out, 32, 1, 128), (x, out, 48, 1, 128)
+    kernel = L.CubinLauncher.create(compiled(), small)
+    entry_small = kernel.static_entry(small, (1,), lambda device: 0)
+    entry_large = kernel.static_entry(large, (2,), lambda device: 0)
+    assert entry_large(x, out) and entry_small(x, out)
+    assert kernel((3,), 0, (x, out, 64, 1, 128))
+    assert entry_large(x, out)
+    grids_and_sizes = [(launch[0][0], launch[-1][2]) for launch in driver.launches]
+    assert grids_and_sizes == [(2, 48), (1, 32), (3, 64), (2, 48)]
 
 
 def test_a_static_entry_refuses_what_its_cubin_was_not_built_for(driver):

@@ -65,6 +65,41 @@ def test_symbolic_row_length_reductions():
     _assert_symbolic(1)
 
 
+def test_sizes_seen_before_launch_through_their_own_entries(monkeypatch):
+    """A size called again launches through the straight-line entry kept for it (one per
+    recent size), with its own extents and grid: every call still matches eager, the
+    small size between two large ones included."""
+    from tilefuse_triton.scheduling import TritonKernel
+
+    hits = []
+    remember = TritonKernel._remember_entry
+
+    def remember_counted(self, sizes, launcher, values, grid):
+        remember(self, sizes, launcher, values, grid)
+        entry = self._sized_entries.get(sizes)
+        if entry is not None:
+
+            def counted(*tensors):
+                hits.append(entry(*tensors))
+                return hits[-1]
+
+            self._sized_entries[sizes] = counted
+
+    monkeypatch.setattr(TritonKernel, "_remember_entry", remember_counted)
+
+    def fn(x):
+        return torch.softmax(x * 2, -1), x.sum(0)
+
+    _fresh()
+    compiled = torch.compile(fn, backend="tilefuse")
+    for n in [33, 4096, 33, 4096, 33, 7, 4096]:
+        x = torch.randn(n, 96, device="cuda")
+        torch._dynamo.mark_dynamic(x, 0)
+        assert_same(compiled(x), fn(x))
+    _assert_symbolic(1)
+    assert hits and all(hits), "no call took a kept entry"
+
+
 def test_more_than_two_to_the_31_elements_after_a_small_first_size():
     def fn(x):
         return x * 2 + 1

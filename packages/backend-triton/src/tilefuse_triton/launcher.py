@@ -233,16 +233,19 @@ class CubinLauncher:
     def static_entry(
         self, values: Sequence[Any], grid: Sequence[int], current_stream: Callable[[int], int]
     ) -> Callable[..., bool] | None:
-        """A launch function for a kernel whose calls always pass ``values`` apart from
-        their tensors (static sizes): ``entry(*tensors)`` launches on
+        """A launch function for calls that pass ``values`` apart from their tensors (a
+        kernel of static sizes; or one size of a kernel of symbolic sizes, whose extents
+        and grid follow from its sizes): ``entry(*tensors)`` launches on
         ``current_stream(device)`` and returns ``True``, or returns ``False`` without
         launching when a tensor is not 16-byte aligned, the first tensor is on another
         device, or the driver refuses (the caller's general path then decides).
 
         Straight-line code made for this kernel: no per-call loops, no checks of values
-        that cannot change, the non-tensor parameters filled once. ``None`` when the
-        launcher's specialization does not fit (a tensor after a non-tensor argument, an
-        unaligned tensor, ``values`` that are not this launcher's)."""
+        that cannot change; the non-tensor parameters are constants written into their
+        slots under the lock, so entries for other values (and the general path) can share
+        this launcher. ``None`` when the launcher's specialization does not fit (a tensor
+        after a non-tensor argument, an unaligned tensor, ``values`` that are not this
+        launcher's)."""
         count = len(self._tensors)
         if [pos for pos, *_ in self._tensors] != list(range(count)):
             return None
@@ -254,9 +257,6 @@ class CubinLauncher:
             v = values[pos]
             if int_class is not None and _int_class(v) != int_class:
                 return None
-        with self._lock:
-            for pos, slot, _ in self._scalars:
-                slot.value = values[pos]
         names = [f"t{i}" for i in range(count)]
         gx, gy, gz = (*grid, 1, 1)[:3]
         lines = [f"def entry({', '.join(names)}):"]
@@ -268,6 +268,7 @@ class CubinLauncher:
             lines.append("        return False")
         lines.append("    with lock:")
         lines += [f"        slot{i}.value = p{i}" for i in range(count)]
+        lines += [f"        scalar{j}.value = value{j}" for j in range(len(self._scalars))]
         lines.append(
             f"        status = launch(function, {gx}, {gy}, {gz}, {self.block}, 1, 1, "
             f"{self.shared}, c_void_p(current_stream({self._device})), params, None)"
@@ -281,6 +282,8 @@ class CubinLauncher:
             "params": self._params,
             "current_stream": current_stream,
             **{f"slot{i}": slot for i, (_pos, slot, _dev, _al) in enumerate(self._tensors)},
+            **{f"scalar{j}": slot for j, (_pos, slot, _cls) in enumerate(self._scalars)},
+            **{f"value{j}": values[pos] for j, (pos, _slot, _cls) in enumerate(self._scalars)},
         }
         exec(compile("\n".join(lines) + "\n", f"<launch {self.name}>", "exec"), namespace)
         return namespace["entry"]

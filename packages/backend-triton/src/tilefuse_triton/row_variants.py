@@ -37,6 +37,7 @@ class RowVariantKernel:
         self._render = render
         self._variants: dict[int, Any] = {}
         self._looped: Any = None
+        self._last: tuple[tuple[Any, ...], Any] | None = None  # the last call's sizes, kernel
         first = render(self.bucket(hint_rows))
         self._first = first
         self._variants[self.bucket(hint_rows)] = first
@@ -86,8 +87,12 @@ class RowVariantKernel:
         return self._looped
 
     def __call__(self, *args: Any) -> None:
-        (rows,) = self._rows(*args[len(self.arg_names) :])
-        self.variant(rows)(*args)
+        sizes = args[len(self.arg_names) :]
+        last = self._last  # consecutive calls of one size (the common case) skip the lookup
+        if last is None or last[0] != sizes:
+            (rows,) = self._rows(*sizes)
+            last = self._last = (sizes, self.variant(rows))
+        last[1](*args)
 
     def __repr__(self) -> str:
         return f"RowVariantKernel({self.name!r}, buckets={sorted(self._variants)})"

@@ -23,6 +23,9 @@ MAX_BLOCK_ELEMENTS = 1 << 20  # Triton's limit on the elements of one block
 # integer specialization of its size arguments (== 1, divisible by 16), so sizes that
 # differ there need their own; beyond these, Triton's own launch path runs the call.
 MAX_SYMBOLIC_LAUNCHERS = 4
+# Straight-line launch entries kept per kernel with symbolic sizes, one per recent size:
+# a call of a size seen lately skips the extents, the grid and the launcher's checks.
+MAX_SIZED_ENTRIES = 8
 # stats() counters: kernel launches that needed a specialization the build had not made;
 # kernels that launched through Triton's own path (no cubin launcher served a call)
 CALL_SPECIALIZATIONS = "triton_call_specializations"
@@ -41,7 +44,9 @@ class TritonKernel:
     A kernel of a symbolic spec takes the values of ``size_args`` after its tensors
     (``kernel(*tensors, *sizes)``) and computes its extents and grid from them per call:
     one source (and one cache entry) serves every size. It keeps up to
-    ``MAX_SYMBOLIC_LAUNCHERS`` launchers, one per specialization its calls had.
+    ``MAX_SYMBOLIC_LAUNCHERS`` launchers, one per specialization its calls had, and for
+    the ``MAX_SIZED_ENTRIES`` sizes launched most recently a straight-line entry
+    (``CubinLauncher.static_entry``) that a call of the same sizes takes directly.
     """
 
     def __init__(self, spec: plugin.KernelSpec, source: str, arg_names: list[str],
@@ -73,6 +78,8 @@ class TritonKernel:
         self._own_launch_counted = False
         # Static sizes: the first launcher's straight-line entry (``static_entry``).
         self._entry: Any = None
+        # Symbolic sizes: sizes -> an entry for them, or None where none fits (oldest first)
+        self._sized_entries: dict[tuple[Any, ...], Any] = {}
 
     def load(self) -> None:
         if self._fn is None:
@@ -141,6 +148,9 @@ class TritonKernel:
         if self.size_args:
             n = len(self.arg_names)
             sizes = args[n:]
+            entry = self._sized_entries.get(sizes)
+            if entry is not None and entry(*args[:n]):
+                return
             xnumel, rnumel = self._extents(*sizes)
             grid = (heuristics.grid_size(self.kind, xnumel, rnumel, self.config),)
             positional = (*args[:n], xnumel, rnumel, *sizes)
@@ -152,6 +162,8 @@ class TritonKernel:
         values = (*positional, self.config["XBLOCK"], self.config["RBLOCK"])
         for launcher in self._launchers:
             if launcher(grid, _raw_stream(args), values):
+                if self.size_args:
+                    self._remember_entry(args[len(self.arg_names) :], launcher, values, grid)
                 return
         if self._fn is None:
             self.load()
@@ -165,6 +177,18 @@ class TritonKernel:
             XBLOCK=self.config["XBLOCK"], RBLOCK=self.config["RBLOCK"],
             num_warps=self.config["num_warps"],
         )  # fmt: skip
+
+    def _remember_entry(
+        self, sizes: tuple[Any, ...], launcher: CubinLauncher, values: tuple[Any, ...],
+        grid: tuple[int, ...],
+    ) -> None:  # fmt: skip
+        """Keep ``launcher``'s entry for calls of ``sizes`` (which launched with ``values``
+        on ``grid``), dropping the oldest size's beyond ``MAX_SIZED_ENTRIES``."""
+        if sizes in self._sized_entries or MAX_SIZED_ENTRIES <= 0:
+            return  # a kept entry refused this call (alignment, device): keep it for others
+        if len(self._sized_entries) >= MAX_SIZED_ENTRIES:
+            self._sized_entries.pop(next(iter(self._sized_entries)), None)
+        self._sized_entries[sizes] = launcher.static_entry(values, grid, _current_raw_stream)
 
     def _make_launcher(
         self, positional: tuple[Any, ...], values: tuple[Any, ...], grid: tuple[int, ...]
