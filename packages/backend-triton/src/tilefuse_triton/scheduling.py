@@ -23,7 +23,7 @@ MAX_BLOCK_ELEMENTS = 1 << 20  # Triton's limit on the elements of one block
 # integer specialization of its size arguments (== 1, divisible by 16), so sizes that
 # differ there need their own; beyond these, Triton's own launch path runs the call.
 MAX_SYMBOLIC_LAUNCHERS = 4
-# Straight-line launch entries kept per kernel with symbolic sizes, one per recent size:
+# Straight-line launch entries kept per kernel with symbolic sizes, one per size launched:
 # a call of a size seen lately skips the extents, the grid and the launcher's checks.
 MAX_SIZED_ENTRIES = 8
 # stats() counters: kernel launches that needed a specialization the build had not made;
@@ -45,7 +45,7 @@ class TritonKernel:
     (``kernel(*tensors, *sizes)``) and computes its extents and grid from them per call:
     one source (and one cache entry) serves every size. It keeps up to
     ``MAX_SYMBOLIC_LAUNCHERS`` launchers, one per specialization its calls had, and for
-    the ``MAX_SIZED_ENTRIES`` sizes launched most recently a straight-line entry
+    up to ``MAX_SIZED_ENTRIES`` sizes (the first kept dropped first) a straight-line entry
     (``CubinLauncher.static_entry``) that a call of the same sizes takes directly.
     """
 
