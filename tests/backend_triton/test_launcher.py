@@ -313,3 +313,24 @@ def test_a_launcher_made_in_a_fresh_thread_launches():
     assert made[0] is not None
     assert made[0]((2,), torch.cuda.current_stream().cuda_stream, (x, out, 300, 256))
     torch.testing.assert_close(out, x * 2, rtol=0, atol=0)
+
+
+def test_a_symbolic_kernel_keeps_a_bounded_table_of_entries_by_size(monkeypatch):
+    """``TritonKernel`` keeps one entry per size launched, at most ``MAX_SIZED_ENTRIES``,
+    dropping the first kept; a size already kept keeps its entry."""
+    from tilefuse_triton import scheduling
+
+    class Launcher:
+        def static_entry(self, values, grid, current_stream):
+            return ("entry", values, grid)
+
+    monkeypatch.setattr(scheduling, "MAX_SIZED_ENTRIES", 3)
+    kernel = object.__new__(scheduling.TritonKernel)
+    kernel._sized_entries = {}
+    for n in (5, 6, 5, 7, 8):
+        kernel._remember_entry((n,), Launcher(), (n, 64), (n,))
+    assert list(kernel._sized_entries) == [(6,), (7,), (8,)]
+    assert kernel._sized_entries[(8,)] == ("entry", (8, 64), (8,))
+    monkeypatch.setattr(scheduling, "MAX_SIZED_ENTRIES", 0)
+    kernel._remember_entry((9,), Launcher(), (9, 64), (9,))
+    assert (9,) not in kernel._sized_entries

@@ -183,12 +183,16 @@ class TritonKernel:
         grid: tuple[int, ...],
     ) -> None:  # fmt: skip
         """Keep ``launcher``'s entry for calls of ``sizes`` (which launched with ``values``
-        on ``grid``), dropping the oldest size's beyond ``MAX_SIZED_ENTRIES``."""
-        if sizes in self._sized_entries or MAX_SIZED_ENTRIES <= 0:
+        on ``grid``), dropping the first kept size's beyond ``MAX_SIZED_ENTRIES``. The
+        table is replaced, never changed in place, so calls on other threads read it
+        without a lock (two racing writers may lose one entry: a cache miss, no more)."""
+        entries = dict(self._sized_entries)
+        if sizes in entries or MAX_SIZED_ENTRIES <= 0:
             return  # a kept entry refused this call (alignment, device): keep it for others
-        if len(self._sized_entries) >= MAX_SIZED_ENTRIES:
-            self._sized_entries.pop(next(iter(self._sized_entries)), None)
-        self._sized_entries[sizes] = launcher.static_entry(values, grid, _current_raw_stream)
+        if len(entries) >= MAX_SIZED_ENTRIES:
+            del entries[next(iter(entries))]
+        entries[sizes] = launcher.static_entry(values, grid, _current_raw_stream)
+        self._sized_entries = entries
 
     def _make_launcher(
         self, positional: tuple[Any, ...], values: tuple[Any, ...], grid: tuple[int, ...]
