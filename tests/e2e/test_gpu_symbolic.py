@@ -67,8 +67,8 @@ def test_symbolic_row_length_reductions():
 
 def test_sizes_seen_before_launch_through_their_own_entries(monkeypatch):
     """A size called again launches through the straight-line entry kept for it (one per
-    recent size), with its own extents and grid: every call still matches eager, the
-    small size between two large ones included."""
+    size, up to ``MAX_SIZED_ENTRIES``), with its own extents and grid: every call still
+    matches eager, the small size between two large ones included."""
     from tilefuse_triton.scheduling import TritonKernel
 
     hits = []

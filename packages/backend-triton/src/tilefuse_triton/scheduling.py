@@ -186,9 +186,9 @@ class TritonKernel:
         on ``grid``), dropping the first kept size's beyond ``MAX_SIZED_ENTRIES``. The
         table is replaced, never changed in place, so calls on other threads read it
         without a lock (two racing writers may lose one entry: a cache miss, no more)."""
-        entries = dict(self._sized_entries)
-        if sizes in entries or MAX_SIZED_ENTRIES <= 0:
+        if sizes in self._sized_entries or MAX_SIZED_ENTRIES <= 0:
             return  # a kept entry refused this call (alignment, device): keep it for others
+        entries = dict(self._sized_entries)
         if len(entries) >= MAX_SIZED_ENTRIES:
             del entries[next(iter(entries))]
         entries[sizes] = launcher.static_entry(values, grid, _current_raw_stream)
